@@ -1,0 +1,94 @@
+"""The input policy of spec section 6, shared by every public operator.
+
+Accepted: real floating arrays.  float64 and float32 are computed natively; float16 and
+bfloat16 (ml_dtypes) are computed in float32 and returned in the input dtype.  Everything else
+(integers, bool, complex, object, strings) is a TypeError.  Non-finite entries are a ValueError
+unless ``check_finite=False``, in which case the affected slices come back as NaN.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+NATIVE = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _is_bfloat16(dtype: np.dtype) -> bool:
+    return dtype.name == "bfloat16"
+
+
+def compute_dtype(dtype: np.dtype) -> np.dtype:
+    """The dtype the arithmetic runs in for an input of ``dtype`` (spec 6.1)."""
+    dtype = np.dtype(dtype)
+    if dtype in NATIVE:
+        return dtype
+    if dtype == np.float16 or _is_bfloat16(dtype):
+        return np.dtype(np.float32)
+    if dtype.kind == "c":
+        raise TypeError(
+            f"swanref operators are defined for real matrices; got complex dtype {dtype}")
+    raise TypeError(
+        f"unsupported dtype {dtype}: expected float64, float32, float16 or bfloat16 "
+        "(cast integer or boolean gradients explicitly)")
+
+
+def as_matrix_stack(G, name: str = "G") -> np.ndarray:
+    """Return ``G`` as a NumPy array of shape (*batch, m, n) without copying if possible."""
+    if isinstance(G, np.ndarray):
+        arr = G
+    elif np.isscalar(G) or isinstance(G, (list, tuple)):
+        arr = np.asarray(G)
+        if arr.dtype.kind in "iub":  # a literal like [[1, 2]]: reject like any integer array
+            pass
+    else:
+        try:
+            arr = np.asarray(G)
+        except Exception as exc:  # pragma: no cover - exotic objects
+            raise TypeError(f"{name} must be an array, got {type(G).__name__}") from exc
+    if arr.dtype == object:
+        raise TypeError(f"{name} has dtype object; expected a floating array")
+    compute_dtype(arr.dtype)  # raises TypeError for unsupported dtypes
+    if arr.ndim < 2:
+        raise ValueError(
+            f"{name} must have at least 2 dimensions (*batch, m, n); got shape {arr.shape}. "
+            "SWAN operators act on weight matrices; reshape vectors explicitly.")
+    if arr.shape[-1] == 0 or arr.shape[-2] == 0:
+        raise ValueError(f"{name} has an empty matrix dimension: shape {arr.shape}")
+    return arr
+
+
+def nonfinite_slices(arr: np.ndarray, ndim_core: int) -> np.ndarray:
+    """Boolean mask over the leading ``arr.ndim - ndim_core`` axes: slices with NaN/Inf."""
+    finite = np.isfinite(arr)
+    axes = tuple(range(arr.ndim - ndim_core, arr.ndim))
+    return ~finite.all(axis=axes)
+
+
+def check_finite(arr: np.ndarray, name: str = "G") -> None:
+    if not np.isfinite(arr).all():
+        bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+        raise ValueError(
+            f"{name} contains {bad} non-finite value(s) (NaN or Inf); pass check_finite=False "
+            "to get NaN for the affected slices instead")
+
+
+def positive_int(value, name: str, *, allow_zero: bool = True) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    value = int(value)
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+    return value
+
+
+def real_number(value, name: str, *, minimum: float | None = None,
+                strict: bool = False) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
+                                                                      np.floating)):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    value = float(value)
+    if not np.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if minimum is not None and (value < minimum or (strict and value == minimum)):
+        op = ">" if strict else ">="
+        raise ValueError(f"{name} must be {op} {minimum}, got {value}")
+    return value

@@ -1,0 +1,301 @@
+"""Public operators: input policy, readings and dispatch; arithmetic lives in the backends.
+
+Section numbers refer to docs/spec.md.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+
+from . import _arrays, _backends
+from ._validate import (as_matrix_stack, compute_dtype, positive_int, real_number)
+from .errors import DivergenceError, DivergenceWarning
+from .readings import (GRAD_NORM_AXES, ON_DIVERGENCE, SCALINGS, WHITEN_METHODS,
+                       default_rank_rtol)
+
+__all__ = ["grad_norm", "whiten", "swan_update", "sinkgd_update"]
+
+
+# -- plumbing shared by every operator ------------------------------------------------------
+
+def _namespace(arr):
+    if type(arr).__module__.split(".")[0] == "cupy":
+        import cupy
+        return cupy
+    return np
+
+
+class _Call:
+    """One public call: validated input in its compute dtype, the backend, the way back."""
+
+    def __init__(self, G, backend, check_finite):
+        raw, self.backend_name, self._restore = _arrays.to_backend(G, backend)
+        arr = as_matrix_stack(raw)
+        self.in_dtype = arr.dtype
+        self.xp = _namespace(arr)
+        self.be = _backends.get(self.backend_name)
+        self.dtype = compute_dtype(arr.dtype)
+        self.eps = float(np.finfo(self.dtype).eps)
+        self.array = arr.astype(self.dtype, copy=False)
+        self.check_finite = bool(check_finite)
+
+    def masked(self, arr, ndim_core, name="G"):
+        """Zero the slices (over the last ``ndim_core`` axes) holding NaN/Inf (spec 6.2)."""
+        xp = self.xp
+        axes = tuple(range(arr.ndim - ndim_core, arr.ndim))
+        good = xp.isfinite(arr).all(axis=axes)
+        if bool(good.all()):
+            return arr, None
+        if self.check_finite:
+            bad = int(arr.size - int(xp.isfinite(arr).sum()))
+            raise ValueError(
+                f"{name} contains {bad} non-finite value(s) (NaN or Inf); pass "
+                "check_finite=False to get NaN in the affected slices instead")
+        keep = good.reshape(good.shape + (1,) * ndim_core)
+        return xp.where(keep, arr, 0).astype(arr.dtype), keep
+
+    def unmask(self, out, keep):
+        if keep is None:
+            return out
+        return self.xp.where(keep, out, self.xp.nan).astype(out.dtype)
+
+    def finish(self, out):
+        return self._restore(out.astype(self.in_dtype, copy=False))
+
+
+# -- 2. GradNorm -----------------------------------------------------------------------------
+
+def _resolve_axis(axis, shape) -> int:
+    if isinstance(axis, str):
+        if axis != "long":
+            raise ValueError(f"axis must be -1, -2 or 'long', got {axis!r}")
+        return -1 if shape[-1] >= shape[-2] else -2
+    if isinstance(axis, (bool, np.bool_)) or not isinstance(axis, (int, np.integer)):
+        raise TypeError(f"axis must be -1, -2 or 'long', got {axis!r}")
+    ndim = len(shape)
+    if axis in (-1, ndim - 1):
+        return -1
+    if axis in (-2, ndim - 2):
+        return -2
+    raise ValueError(
+        f"axis must name one of the two matrix axes (-1, -2) or be 'long', got {axis} "
+        f"for an input of shape {shape}")
+
+
+def _grad_norm_core(call: _Call, arr, axis, eps):
+    ax = _resolve_axis(axis, arr.shape)
+    work = arr if ax == -1 else call.xp.swapaxes(arr, -1, -2)
+    work, keep = call.masked(work, 1)
+    out = call.unmask(call.be.grad_norm(work, eps), keep)
+    return out if ax == -1 else call.xp.swapaxes(out, -1, -2)
+
+
+def grad_norm(G, *, axis=-1, eps=0.0, backend=None, check_finite=True):
+    r"""GradNorm: standardise each row of ``G`` (spec section 2).
+
+    .. math:: \mathrm{GradNorm}(G)_{ij} = \frac{G_{ij} - \mu_i}{\sqrt{v_i + \epsilon}},\quad
+              \mu_i = \tfrac1n \textstyle\sum_j G_{ij},\quad v_i = \tfrac1n \sum_j (G_{ij}-\mu_i)^2
+
+    (Ma et al. 2024, SWAN; restated by Gong et al. 2025, App. B.7, eq. 30.)  A row whose
+    entries are all equal maps to zeros, so finite input never gives NaN.
+
+    Parameters
+    ----------
+    G : array_like, shape (..., m, n)
+        Gradient(s); float64/float32 computed natively, float16/bfloat16 in float32.
+    axis : {-1, -2, 'long'}
+        Axis the statistics run over.  -1 (default): over the n entries of each row, the
+        paper's (out, in) convention.  -2: per column.  'long': the longer matrix axis.
+    eps : float, default 0
+        Added to the variance (``sqrt(v + eps)``); the paper has none.
+    backend : {None, 'reference', 'cpp', 'cupy'}
+        None picks the C++ core for NumPy input when built, else the reference.
+    check_finite : bool, default True
+        Raise ValueError on NaN/Inf; if False, rows with NaN/Inf come back as NaN.
+
+    Returns
+    -------
+    ndarray of G's shape and dtype.
+    """
+    call = _Call(G, backend, check_finite)
+    eps = real_number(eps, "eps", minimum=0.0)
+    return call.finish(_grad_norm_core(call, call.array, axis, eps))
+
+
+# -- 3. GradWhitening --------------------------------------------------------------------------
+
+def _whiten_params(method, steps, beta, scaling, rank_rtol, on_divergence):
+    if method not in WHITEN_METHODS:
+        raise ValueError(
+            f"unknown whitening method {method!r}; choose one of {', '.join(WHITEN_METHODS)}")
+    spec = WHITEN_METHODS[method]
+    if on_divergence not in ON_DIVERGENCE:
+        raise ValueError(f"on_divergence must be one of {ON_DIVERGENCE}, got {on_divergence!r}")
+    given = {"steps": steps, "beta": beta, "scaling": scaling, "rank_rtol": rank_rtol}
+    for key, value in given.items():
+        if value is not None and key not in spec.defaults:
+            raise ValueError(f"{key} does not apply to method {method!r}")
+    params = {k: (given[k] if given[k] is not None else spec.defaults[k]) for k in spec.defaults}
+    if spec.kind == "iterative":
+        params["steps"] = positive_int(params["steps"], "steps")
+        params["beta"] = real_number(params["beta"], "beta", minimum=0.0, strict=True)
+        if params["scaling"] not in SCALINGS:
+            raise ValueError(f"scaling must be one of {SCALINGS}, got {params['scaling']!r}")
+    elif params["rank_rtol"] is not None:
+        params["rank_rtol"] = real_number(params["rank_rtol"], "rank_rtol", minimum=0.0)
+    return spec, params
+
+
+def divergence_bound(beta: float, scaling: str, G=None, xp=np):
+    """Largest output singular value a convergent run can reach (spec 3.5).
+
+    For a scaled eigenvalue p in [0, 3] the scalar map p -> beta^2 (3 - p)^2 p stays below
+    max(p, 4 beta^2), so output singular values stay below max(1, 2 beta) when the scaled
+    Gram matrix has spectral radius <= 1 (scalings 'gram_fro', 'grad_fro').  With
+    scaling='none' the initial radius is bounded by ||G||_F^2 instead.
+    """
+    bound = max(1.0, 2.0 * beta)
+    if scaling == "none" and G is not None:
+        fro = xp.sqrt(xp.sum(G.astype(np.float64) ** 2, axis=(-2, -1)))
+        return xp.maximum(bound, fro)
+    return bound
+
+
+def _diverged(out, work, params, xp):
+    r = min(work.shape[-2:])
+    limit = 1.01 * divergence_bound(params["beta"], params["scaling"], work, xp) * math.sqrt(r)
+    with np.errstate(over="ignore", invalid="ignore"):
+        fro = xp.sqrt(xp.sum(out.astype(np.float64) ** 2, axis=(-2, -1)))
+    return ~xp.isfinite(fro) | (fro > limit)
+
+
+def _whiten_core(call: _Call, arr, method, steps=None, beta=None, scaling=None, rank_rtol=None,
+                 on_divergence="raise"):
+    spec, params = _whiten_params(method, steps, beta, scaling, rank_rtol, on_divergence)
+    xp, be = call.xp, call.be
+    tall = arr.shape[-2] > arr.shape[-1]
+    work = xp.swapaxes(arr, -1, -2) if tall else arr  # backends see m <= n (spec 3.0)
+    work, keep = call.masked(work, 2)
+    m, n = work.shape[-2:]
+    default_rtol = default_rank_rtol(m, n, call.eps)
+
+    def exact_svd(x):
+        rtol = params.get("rank_rtol")
+        return be.whiten_svd(x, default_rtol if rtol is None else rtol)
+
+    if method == "svd":
+        out = exact_svd(work)
+    elif method == "eigh":
+        rtol = params["rank_rtol"]
+        out = be.whiten_eigh(work, default_rtol if rtol is None else max(rtol ** 2, default_rtol))
+    else:
+        fn = be.whiten_newton_schulz if method == "newton_schulz" else be.whiten_nsds
+        out = fn(work, params["steps"], params["beta"], params["scaling"])
+        bad = _diverged(out, work, params, xp)
+        if keep is not None:
+            bad = bad & keep[..., 0, 0]
+        if bool(bad.any()) and on_divergence != "ignore":
+            out = _handle_divergence(out, work, bad, method, params, on_divergence,
+                                     exact_svd, xp)
+    out = call.unmask(out, keep)
+    return xp.swapaxes(out, -1, -2) if tall else out
+
+
+def _handle_divergence(out, work, bad, method, params, policy, exact_svd, xp):
+    flat_bad = xp.nonzero(bad.reshape(-1))[0]
+    idx = [int(i) for i in (flat_bad.get() if hasattr(flat_bad, "get") else flat_bad)]
+    total = int(bad.size)
+    what = (f"{method}(steps={params['steps']}, beta={params['beta']}, "
+            f"scaling={params['scaling']!r}) diverged on {len(idx)} of {total} slice(s) "
+            f"(flat batch indices {idx[:10]}{'...' if len(idx) > 10 else ''}): output "
+            "non-finite or its Frobenius norm above the bound of spec 3.5")
+    if policy == "raise":
+        raise DivergenceError(
+            what + "; use float64, fewer steps, method='svd', or on_divergence='fallback'",
+            idx)
+    flat = out.reshape((-1,) + out.shape[-2:]).copy()
+    if policy == "warn":
+        warnings.warn(what + "; those slices are set to NaN", DivergenceWarning, stacklevel=4)
+        flat[idx] = xp.nan
+    else:  # fallback
+        warnings.warn(what + "; those slices were recomputed with method='svd'",
+                      DivergenceWarning, stacklevel=4)
+        src = work.reshape((-1,) + work.shape[-2:])[idx]
+        flat[idx] = exact_svd(src)
+    return flat.reshape(out.shape)
+
+
+def whiten(G, method="svd", *, steps=None, beta=None, scaling=None, rank_rtol=None,
+           on_divergence="raise", backend=None, check_finite=True):
+    r"""GradWhitening: :math:`(G G^T)^{-1/2} G`, the polar factor of ``G`` (spec section 3).
+
+    For ``G = U S V^T`` of rank r the exact result is the partial isometry ``U_r V_r^T``; a
+    tall ``G`` (m > n) is whitened as ``G (G^T G)^{-1/2}``, which is the same polar factor.
+
+    Parameters
+    ----------
+    G : array_like, shape (..., m, n)
+    method : {'svd', 'eigh', 'newton_schulz', 'nsds'}
+        'svd' (default, error ~ kappa eps) and 'eigh' (Gram eigendecomposition, error ~
+        kappa^2 eps) are exact.  'newton_schulz' is the paper's coupled iteration on
+        ``G G^T`` (SWAN Alg. 2; Gong et al. 2025 App. B.8).  'nsds' is the reconstructed
+        diagonal-substitution variant.
+    steps, beta, scaling : iterative methods only
+        Number of iterations, step size and pre-scaling reading ('gram_fro': Y0 = A/||A||_F,
+        'grad_fro': A/||G||_F^2, 'none').  Defaults: see ``swanref.readings.WHITEN_METHODS``.
+    rank_rtol : float, exact methods only
+        Singular values ``s_i <= rank_rtol * s_1`` count as zero.  Default max(m, n) * eps.
+    on_divergence : {'raise', 'warn', 'fallback', 'ignore'}
+        What an iterative method does when the divergence guard (spec 3.5) fires:
+        raise DivergenceError; warn and return NaN for that slice; warn and recompute it with
+        'svd'; or return the raw iterate.
+    backend, check_finite : as in :func:`grad_norm`.
+    """
+    call = _Call(G, backend, check_finite)
+    out = _whiten_core(call, call.array, method, steps, beta, scaling, rank_rtol, on_divergence)
+    return call.finish(out)
+
+
+# -- 4. SWAN update, 5. SinkGD --------------------------------------------------------------------
+
+def _rescale_to_rms_one(xp, d):
+    """``sqrt(m n) d / ||d||_F`` per slice; a zero slice stays zero (spec 4, step 3)."""
+    m, n = d.shape[-2:]
+    fro = xp.sqrt(xp.sum(d * d, axis=(-2, -1), keepdims=True))
+    scale = xp.where(fro > 0, math.sqrt(m * n) / xp.where(fro > 0, fro, 1), 0)
+    return (d * scale).astype(d.dtype)
+
+
+def swan_update(G, *, lr=1.0, whiten_method="newton_schulz", rescale=True, axis=-1, eps=0.0,
+                steps=None, beta=None, scaling=None, rank_rtol=None, on_divergence="raise",
+                backend=None, check_finite=True):
+    r"""The SWAN step for one weight matrix: ``W_new = W - swan_update(G, lr=lr)`` (spec 4).
+
+    ``lr * R(GradWhitening(GradNorm(G)))`` where R rescales to ``sqrt(m n) / ||.||_F`` (RMS
+    one per entry) when ``rescale`` is true.  No state is kept.  The intermediate GradNorm
+    result stays in the compute dtype (never rounded to a bfloat16/float16 input dtype).
+    """
+    call = _Call(G, backend, check_finite)
+    lr = real_number(lr, "lr")
+    eps = real_number(eps, "eps", minimum=0.0)
+    g = _grad_norm_core(call, call.array, axis, eps)
+    d = _whiten_core(call, g, whiten_method, steps, beta, scaling, rank_rtol, on_divergence)
+    if rescale:
+        d = _rescale_to_rms_one(call.xp, d)
+    return call.finish((lr * d).astype(d.dtype))
+
+
+def sinkgd_update(G, *, iters=5, lr=1.0, backend=None, check_finite=True):
+    r"""The SinkGD step (Scetbon, Ma, Gong, Meeds 2025): ``lr * SR-Sinkhorn(G, iters)`` (spec 5).
+
+    Each iteration scales every row to l2 norm sqrt(n), then every column to sqrt(m);
+    zero rows/columns stay zero.  ``W_new = W - sinkgd_update(G, lr=lr)``.
+    """
+    call = _Call(G, backend, check_finite)
+    iters = positive_int(iters, "iters")
+    lr = real_number(lr, "lr")
+    work, keep = call.masked(call.array, 2)
+    out = call.unmask(call.be.sinkgd(work, iters), keep)
+    return call.finish((lr * out).astype(out.dtype))

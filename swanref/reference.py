@@ -1,0 +1,152 @@
+"""The NumPy reference backend: the executable form of docs/spec.md.
+
+Written for clarity and float64 accuracy, not speed.  Every function follows the backend
+protocol of docs/backends.md: finite float32/float64 input of shape (*batch, m, n), any
+strides, a new array of the same dtype and shape out, input never modified, and for the
+whitening functions ``m <= n``.  Section numbers refer to docs/spec.md.
+"""
+from __future__ import annotations
+
+import numpy as np
+import scipy.linalg
+
+from ._scaling import pow2_exponent, pow2_normalise
+
+name = "reference"
+
+
+def available() -> bool:
+    return True
+
+
+# -- 2. GradNorm --------------------------------------------------------------------------
+
+def grad_norm(G: np.ndarray, eps: float) -> np.ndarray:
+    """Row standardisation over the last axis (spec 2.1).
+
+    Each row is first scaled by an exact power of two (no overflow of squares) and shifted by
+    its first entry (an exactly constant row becomes exactly zero), then rescaled again so
+    that its largest deviation lies in [0.5, 1); standardisation is invariant under all three.
+    """
+    dtype = G.dtype
+    e1 = pow2_exponent(np.max(np.abs(G), axis=-1, keepdims=True))
+    y = np.ldexp(G, -e1)
+    d = y - y[..., :1]
+    e2 = pow2_exponent(np.max(np.abs(d), axis=-1, keepdims=True))
+    d = np.ldexp(d, -e2)
+    centred = d - d.mean(axis=-1, keepdims=True)
+    var = np.mean(centred * centred, axis=-1, keepdims=True)
+    if eps:
+        # eps is added to the variance of the *original* row: var_orig = var * 4**(e1 + e2).
+        with np.errstate(over="ignore"):
+            eps_scaled = np.ldexp(np.asarray(eps, dtype=dtype), -2 * (e1 + e2))
+        std = np.sqrt(var + eps_scaled)
+    else:
+        std = np.sqrt(var)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(std > 0, centred / np.where(std > 0, std, 1), 0)
+    return out.astype(dtype, copy=False)
+
+
+# -- 3.1 / 3.2 Exact whitening -------------------------------------------------------------
+
+def _svd(G: np.ndarray):
+    try:
+        return np.linalg.svd(G, full_matrices=False)
+    except np.linalg.LinAlgError:
+        # gesdd failed to converge on some slice: redo every slice with the QR-iteration driver.
+        flat = G.reshape((-1,) + G.shape[-2:])
+        parts = [scipy.linalg.svd(g, full_matrices=False, lapack_driver="gesvd") for g in flat]
+        U, s, Vt = (np.stack(p) for p in zip(*parts))
+        return (U.reshape(G.shape[:-1] + (s.shape[-1],)), s.reshape(G.shape[:-2] + s.shape[-1:]),
+                Vt.reshape(G.shape[:-2] + Vt.shape[-2:]))
+
+
+def whiten_svd(G: np.ndarray, sigma_rtol: float) -> np.ndarray:
+    """``U_r V_r^T`` from the thin SVD, keeping ``s_i > sigma_rtol * s_1`` (spec 3.1)."""
+    U, s, Vt = _svd(G)
+    keep = s > sigma_rtol * s[..., :1]
+    return ((U * keep[..., None, :]) @ Vt).astype(G.dtype, copy=False)
+
+
+def _gram(Gs: np.ndarray) -> np.ndarray:
+    return Gs @ np.swapaxes(Gs, -1, -2)
+
+
+def whiten_eigh(G: np.ndarray, lambda_rtol: float) -> np.ndarray:
+    """``Q_r diag(l_r)^(-1/2) Q_r^T G`` from the eigendecomposition of ``G G^T`` (spec 3.2)."""
+    Gs = pow2_normalise(G, axes=(-2, -1))
+    lam, Q = np.linalg.eigh(_gram(Gs))
+    keep = lam > lambda_rtol * lam[..., -1:]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inv_sqrt = np.where(keep, 1.0 / np.sqrt(np.where(keep, lam, 1)), 0)
+    P = (Q * inv_sqrt[..., None, :]) @ np.swapaxes(Q, -1, -2)
+    return (P @ Gs).astype(G.dtype, copy=False)
+
+
+# -- 3.3 / 3.4 Iterative whitening ---------------------------------------------------------
+
+def _scaled_gram(G: np.ndarray, scaling: str):
+    """``(Gs, A, c)`` of spec 3.3: pre-scaled gradient, its Gram matrix, scaling constant."""
+    Gs = G if scaling == "none" else pow2_normalise(G, axes=(-2, -1))
+    A = _gram(Gs)
+    if scaling == "gram_fro":
+        c = np.sqrt(np.sum(A * A, axis=(-2, -1)))
+    elif scaling == "grad_fro":
+        c = np.sum(Gs * Gs, axis=(-2, -1))
+    elif scaling == "none":
+        c = np.ones(G.shape[:-2], dtype=G.dtype)
+    else:
+        raise ValueError(f"unknown scaling {scaling!r}")
+    c = np.where(c > 0, c, 1).astype(G.dtype)  # zero matrix: A = 0, output 0 whatever c is
+    return Gs, A, c[..., None, None]
+
+
+def whiten_newton_schulz(G: np.ndarray, steps: int, beta: float, scaling: str) -> np.ndarray:
+    """The coupled Newton-Schulz iteration for ``A^(-1/2)`` applied to ``G`` (spec 3.3)."""
+    dtype = G.dtype
+    Gs, A, c = _scaled_gram(G, scaling)
+    m = G.shape[-2]
+    eye = np.eye(m, dtype=dtype)
+    Y = A / c
+    Z = np.broadcast_to(eye, Y.shape).copy()
+    b = dtype.type(beta)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for _ in range(steps):
+            T = 3 * eye - Z @ Y
+            Y, Z = b * (Y @ T), b * (T @ Z)
+        return (Z @ Gs / np.sqrt(c)).astype(dtype, copy=False)
+
+
+def whiten_nsds(G: np.ndarray, steps: int, beta: float, scaling: str) -> np.ndarray:
+    """Newton-Schulz with diagonal substitution (reconstructed; spec 3.4)."""
+    dtype = G.dtype
+    Gs, A, c = _scaled_gram(G, scaling)
+    y = np.diagonal(A, axis1=-2, axis2=-1) / c[..., 0]
+    z = np.ones_like(y)
+    b = dtype.type(beta)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for _ in range(steps):
+            t = 3 - z * y
+            y, z = b * y * t, b * t * z
+        return (z[..., :, None] * Gs / np.sqrt(c)).astype(dtype, copy=False)
+
+
+# -- 5. SinkGD --------------------------------------------------------------------------------
+
+def _normalise_lines(X: np.ndarray, axis: int, target: float) -> np.ndarray:
+    """Scale every line along ``axis`` to l2 norm ``target``; zero lines stay zero."""
+    Xs = pow2_normalise(X, axes=axis)  # per-line exact rescale: squares cannot under/overflow
+    norm = np.sqrt(np.sum(Xs * Xs, axis=axis, keepdims=True))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(norm > 0, Xs * (target / np.where(norm > 0, norm, 1)), 0).astype(X.dtype)
+
+
+def sinkgd(G: np.ndarray, iters: int) -> np.ndarray:
+    """SR-Sinkhorn: ``iters`` alternating row/column l2 normalisations (spec 5)."""
+    m, n = G.shape[-2:]
+    X = np.array(G, copy=True)
+    for _ in range(iters):
+        X = _normalise_lines(X, -1, np.sqrt(n))
+        X = _normalise_lines(X, -2, np.sqrt(m))
+    return X
