@@ -33,16 +33,12 @@ def compute_dtype(dtype: np.dtype) -> np.dtype:
 
 def as_matrix_stack(G, name: str = "G") -> np.ndarray:
     """Return ``G`` as a NumPy array of shape (*batch, m, n) without copying if possible."""
-    if isinstance(G, np.ndarray):
-        arr = G
-    elif np.isscalar(G) or isinstance(G, (list, tuple)):
-        arr = np.asarray(G)
-        if arr.dtype.kind in "iub":  # a literal like [[1, 2]]: reject like any integer array
-            pass
+    if isinstance(G, np.ndarray) or hasattr(G, "__cuda_array_interface__"):
+        arr = G  # NumPy, or a GPU array (CuPy) that must not be copied to the host
     else:
         try:
             arr = np.asarray(G)
-        except Exception as exc:  # pragma: no cover - exotic objects
+        except Exception as exc:
             raise TypeError(f"{name} must be an array, got {type(G).__name__}") from exc
     if arr.dtype == object:
         raise TypeError(f"{name} has dtype object; expected a floating array")
