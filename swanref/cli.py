@@ -1,0 +1,55 @@
+"""The ``swanref`` command: one subcommand per job, each a ``main(argv) -> int`` in its module."""
+from __future__ import annotations
+
+import importlib
+import sys
+
+#: subcommand -> (module, function, one-line help)
+COMMANDS = {
+    "report": ("swanref.report", "main",
+               "run every backend over the embedded gradients; error vs spec tolerance"),
+    "bench": ("swanref.bench", "main", "CPU benchmark (C++ core vs NumPy/SciPy); --gpu for GPU"),
+    "check": ("swanref.checker", "main",
+              "check an implementation OP module:function against the spec"),
+    "vectors": ("swanref.vectors", "main_write", "write the golden test vectors"),
+    "check-vectors": ("swanref.vectors", "main_check",
+                      "verify outputs written next to golden vectors"),
+    "schedule": ("swanref.schedules", "main", "analyse a Newton-Schulz coefficient schedule"),
+    "study": ("swanref.study", "main", "numerical accuracy studies with plots"),
+    "train-demo": ("swanref.demo", "main", "train a small model with SWAN, Adam and SGD"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: swanref COMMAND [options]", "", "commands:"]
+    for name, (_, _, text) in COMMANDS.items():
+        lines.append(f"  {name:<14} {text}")
+    lines.append("")
+    lines.append("swanref COMMAND --help for the options of one command")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if argv else 2
+    if argv[0] == "--version":
+        from . import SPEC_VERSION, __version__
+        print(f"swanref {__version__} (spec {SPEC_VERSION})")
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"swanref: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module_name, func, _ = COMMANDS[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        print(f"swanref {name}: not available in this installation ({exc})", file=sys.stderr)
+        return 2
+    return int(getattr(module, func)(rest) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
