@@ -1,0 +1,61 @@
+"""Shared fixtures: every spec test runs against every backend available here."""
+from __future__ import annotations
+
+import os
+
+# Two OpenBLAS pools on two cores oversubscribe badly: one BLAS thread for the suite.
+for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(var, "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+from swanref import _backends  # noqa: E402
+
+settings.register_profile(
+    "swanref", max_examples=40, deadline=None, derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.load_profile(os.environ.get("SWANREF_HYPOTHESIS_PROFILE", "swanref"))
+
+
+class Backend:
+    """A backend under test plus the conversions between NumPy and its array kind."""
+
+    def __init__(self, name: str):
+        self.name = name
+        if name == "cupy":
+            import cupy
+            self.asarray = cupy.asarray
+            self.tonumpy = cupy.asnumpy
+        else:
+            self.asarray = self.tonumpy = np.asarray
+
+    def __call__(self, fn, G, *args, **kwargs):
+        """Call public operator ``fn`` on NumPy ``G`` with this backend; NumPy result."""
+        return self.tonumpy(fn(self.asarray(G), *args, backend=self.name, **kwargs))
+
+    def __repr__(self):
+        return self.name
+
+
+def _why_unavailable(name):
+    try:
+        _backends.get(name)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+@pytest.fixture(params=_backends.names(), scope="session")
+def backend(request):
+    reason = _why_unavailable(request.param)
+    if reason:
+        pytest.skip(reason)
+    return Backend(request.param)
+
+
+@pytest.fixture
+def rng(request):
+    # One deterministic stream per test, so failures reproduce.
+    return np.random.default_rng(abs(hash(request.node.nodeid)) % 2 ** 32)
