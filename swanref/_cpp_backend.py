@@ -1,0 +1,76 @@
+"""The C++ backend: ``swanref._core`` (pybind11) wrapped into the backend protocol.
+
+See ``docs/backends.md`` for the protocol and ``docs/architecture.md`` for the design. Every
+function takes a float32/float64 NumPy array of shape ``(*batch, m, n)`` with any strides and
+returns a new C-contiguous array of the same dtype and shape; the input is never written.
+The BLAS/LAPACK calls go to SciPy's OpenBLAS (the function table is filled from SciPy's
+``cython_blas``/``cython_lapack`` capsules), so ``threadpoolctl`` controls their threads.
+"""
+
+from __future__ import annotations
+
+name = "cpp"
+
+try:  # the extension may be missing (pure-Python install) or fail to load
+    from swanref import _core
+except ImportError as exc:  # pragma: no cover - depends on the build
+    _core = None
+    import_error: BaseException | None = exc
+else:
+    import_error = None
+
+
+def available() -> bool:
+    """True when the compiled core imported and its BLAS/LAPACK table is complete."""
+    if _core is None:
+        return False
+    try:
+        return bool(_core.blas_info()["complete"])
+    except Exception:  # pragma: no cover - defensive
+        return False
+
+
+def unavailable_reason() -> str:
+    """Why :func:`available` is False ('' when it is True)."""
+    if _core is None:
+        return f"swanref._core failed to import: {import_error!r}"
+    info = _core.blas_info()
+    if not info["complete"]:
+        return info["error"] or f"BLAS/LAPACK entries missing: {info['missing']}"
+    return ""
+
+
+def _require():
+    if _core is None:
+        raise RuntimeError(unavailable_reason())
+    return _core
+
+
+def grad_norm(G, eps):
+    """Row standardisation over the last axis, population std, eps added to the variance."""
+    return _require().grad_norm(G, eps)
+
+
+def whiten_svd(G, sigma_rtol):
+    """U_r V_r^T from the thin SVD, keeping s_i > sigma_rtol * s_1 (zero matrix -> zeros)."""
+    return _require().whiten_svd(G, sigma_rtol)
+
+
+def whiten_eigh(G, lambda_rtol):
+    """Q_r diag(l_r^-1/2) Q_r^T G from eigh(G G^T), keeping l_i > lambda_rtol * l_max."""
+    return _require().whiten_eigh(G, lambda_rtol)
+
+
+def whiten_newton_schulz(G, steps, beta, scaling):
+    """Coupled Newton-Schulz whitening; scaling in {"gram_fro", "grad_fro", "none"}."""
+    return _require().whiten_newton_schulz(G, steps, beta, scaling)
+
+
+def whiten_nsds(G, steps, beta, scaling):
+    """Newton-Schulz with diagonal substitution (elementwise recurrence on diag(G G^T)/c)."""
+    return _require().whiten_nsds(G, steps, beta, scaling)
+
+
+def sinkgd(G, iters):
+    """SR-Sinkhorn: iters x (rows to l2 norm sqrt(n), then columns to l2 norm sqrt(m))."""
+    return _require().sinkgd(G, iters)
