@@ -1,0 +1,222 @@
+// swanref/device/grad_norm_row.hpp: GradNorm of one row, written once for the host and the GPU.
+//
+// The same source is compiled three ways (the scipy/xsf pattern):
+//   * by a host C++ compiler: SWANREF_HOST_DEVICE is empty, <cmath> supplies the math, and
+//     grad_norm_row() runs serially with SerialExec;
+//   * by nvcc (__CUDACC__): every function is __host__ __device__;
+//   * by NVRTC (__CUDACC_RTC__, which also defines __CUDACC__), as CuPy's RawModule does for
+//     swanref/_cupy_backend.py: no standard library at all, only CUDA's built-in math
+//     (frexp/ldexp/sqrt/fabs and their float forms) and warp intrinsics.
+// Under CUDA the header also defines BlockExec (one thread block cooperates on one row) and the
+// kernel grad_norm_rows<T> (one block per row, grid-stride over rows), so that the fused GPU
+// kernel is this file and nothing else.
+//
+// Numerics: the algorithm of swanref/reference.py::grad_norm (docs/spec.md section 2.1), step by
+// step and in the input precision T:
+//   1. e1 = frexp exponent of max|g|; y = ldexp(g, -e1)          (exact power-of-two scaling)
+//   2. d = y - y[0]                                               (exactly constant row -> 0)
+//   3. e2 = frexp exponent of max|d|; d = ldexp(d, -e2)           (largest deviation in [.5, 1))
+//   4. mean = sum(d) / n; c = d - mean; var = sum(c*c) / n        (two-pass, population)
+//   5. std = sqrt(var + ldexp(eps, -2 (e1 + e2)))                 (eps on the ORIGINAL variance)
+//   6. out = std > 0 ? c / std : 0
+// Only the order of the two sums differs from NumPy's pairwise summation (per-thread strided
+// partial sums, then a butterfly over the warp and over the warps), so results agree with the
+// reference to a few ulps; a constant row is exactly zero and there is no overflow/underflow.
+#ifndef SWANREF_DEVICE_GRAD_NORM_ROW_HPP
+#define SWANREF_DEVICE_GRAD_NORM_ROW_HPP
+
+#if defined(__CUDACC__)
+#define SWANREF_HOST_DEVICE __host__ __device__
+#define SWANREF_CUDA 1
+#else
+#define SWANREF_HOST_DEVICE
+#include <cmath>
+#endif
+
+namespace swanref {
+namespace device {
+
+typedef long long index_type;
+
+// -- the few math functions needed, spelled the same on every compiler ---------------------
+namespace dmath {
+#if defined(SWANREF_CUDA)
+SWANREF_HOST_DEVICE inline float frexp(float x, int* e) { return ::frexpf(x, e); }
+SWANREF_HOST_DEVICE inline double frexp(double x, int* e) { return ::frexp(x, e); }
+SWANREF_HOST_DEVICE inline float ldexp(float x, int e) { return ::ldexpf(x, e); }
+SWANREF_HOST_DEVICE inline double ldexp(double x, int e) { return ::ldexp(x, e); }
+SWANREF_HOST_DEVICE inline float sqrt(float x) { return ::sqrtf(x); }
+SWANREF_HOST_DEVICE inline double sqrt(double x) { return ::sqrt(x); }
+SWANREF_HOST_DEVICE inline float fabs(float x) { return ::fabsf(x); }
+SWANREF_HOST_DEVICE inline double fabs(double x) { return ::fabs(x); }
+#else
+inline float frexp(float x, int* e) { return std::frexp(x, e); }
+inline double frexp(double x, int* e) { return std::frexp(x, e); }
+inline float ldexp(float x, int e) { return std::ldexp(x, e); }
+inline double ldexp(double x, int e) { return std::ldexp(x, e); }
+inline float sqrt(float x) { return std::sqrt(x); }
+inline double sqrt(double x) { return std::sqrt(x); }
+inline float fabs(float x) { return std::fabs(x); }
+inline double fabs(double x) { return std::fabs(x); }
+#endif
+}  // namespace dmath
+
+// Integer e with amax = f * 2^e, 0.5 <= f < 1 (e = 0 for amax = 0): numpy.frexp's exponent.
+template <class T>
+SWANREF_HOST_DEVICE inline int pow2_exponent(T amax) {
+  int e = 0;
+  dmath::frexp(amax, &e);
+  return e;
+}
+
+// -- execution policies ---------------------------------------------------------------------
+// An Exec says which entries of the row this thread visits (j = first(); j < n; j += step())
+// and combines per-thread partial results over everyone working on the row.
+
+// One host thread does the whole row.
+struct SerialExec {
+  SWANREF_HOST_DEVICE index_type first() const { return 0; }
+  SWANREF_HOST_DEVICE index_type step() const { return 1; }
+  template <class T>
+  SWANREF_HOST_DEVICE T reduce_sum(T v) const { return v; }
+  template <class T>
+  SWANREF_HOST_DEVICE T reduce_max(T v) const { return v; }
+};
+
+// -- the row algorithm ------------------------------------------------------------------------
+// in[j * in_stride], j < n: the row (read only; in[0] is read by every thread).
+// out[j * out_stride]: the result. work[j] (unit stride): scratch for the scaled deviations; it
+// may be shared memory, or the output row itself when out_stride == 1 (every thread reads back
+// only the entries it wrote, so no barrier is needed for it). eps >= 0.
+template <class T, class Exec>
+SWANREF_HOST_DEVICE inline void grad_norm_row(Exec& ex, const T* in, index_type in_stride,
+                                              T* out, index_type out_stride, T* work,
+                                              index_type n, T eps) {
+  const index_type j0 = ex.first();
+  const index_type dj = ex.step();
+
+  // 1. exponent of the largest magnitude
+  T amax = T(0);
+  for (index_type j = j0; j < n; j += dj) {
+    const T a = dmath::fabs(in[j * in_stride]);
+    amax = a > amax ? a : amax;
+  }
+  amax = ex.reduce_max(amax);
+  const int e1 = pow2_exponent(amax);
+  const T y0 = dmath::ldexp(in[0], -e1);
+
+  // 2. deviations from the first entry, and their largest magnitude
+  T dmax = T(0);
+  for (index_type j = j0; j < n; j += dj) {
+    const T d = dmath::ldexp(in[j * in_stride], -e1) - y0;
+    work[j] = d;
+    const T a = dmath::fabs(d);
+    dmax = a > dmax ? a : dmax;
+  }
+  dmax = ex.reduce_max(dmax);
+  const int e2 = pow2_exponent(dmax);
+
+  // 3. rescale so that the largest deviation lies in [0.5, 1); mean
+  T s = T(0);
+  for (index_type j = j0; j < n; j += dj) {
+    const T d = dmath::ldexp(work[j], -e2);
+    work[j] = d;
+    s += d;
+  }
+  const T mean = ex.reduce_sum(s) / T(n);
+
+  // 4. centred values and the population variance
+  T q = T(0);
+  for (index_type j = j0; j < n; j += dj) {
+    const T c = work[j] - mean;
+    work[j] = c;
+    q += c * c;
+  }
+  const T var = ex.reduce_sum(q) / T(n);
+
+  // 5. eps is added to the variance of the original row: var_orig = var * 4^(e1 + e2)
+  const T std = eps > T(0) ? dmath::sqrt(var + dmath::ldexp(eps, -2 * (e1 + e2)))
+                           : dmath::sqrt(var);
+
+  // 6. standardise (a constant row has c == 0 everywhere and std == sqrt(eps') or 0)
+  if (std > T(0)) {
+    for (index_type j = j0; j < n; j += dj) out[j * out_stride] = work[j] / std;
+  } else {
+    for (index_type j = j0; j < n; j += dj) out[j * out_stride] = T(0);
+  }
+}
+
+// Convenience for host code: one contiguous row, scratch supplied by the caller (may be out).
+template <class T>
+inline void grad_norm_row_serial(const T* in, index_type in_stride, T* out, T* work,
+                                 index_type n, T eps) {
+  SerialExec ex;
+  grad_norm_row(ex, in, in_stride, out, 1, work, n, eps);
+}
+
+#if defined(SWANREF_CUDA)
+// -- GPU: one thread block per row ------------------------------------------------------------
+
+// Block-wide reductions through warp shuffles and a 33-entry shared buffer (32 warp partials
+// plus the broadcast slot). blockDim.x must be a multiple of 32 and at most 1024. Two barriers
+// per reduction; the buffer can be reused by the next reduction without a third one.
+template <class T>
+struct BlockExec {
+  T* red;  // shared memory, >= 33 entries
+
+  __device__ index_type first() const { return threadIdx.x; }
+  __device__ index_type step() const { return blockDim.x; }
+
+  template <bool IsMax>
+  __device__ static T combine(T a, T b) {
+    return IsMax ? (a > b ? a : b) : a + b;
+  }
+
+  template <bool IsMax>
+  __device__ T reduce(T v) const {
+    const unsigned lane = threadIdx.x & 31u;
+    const unsigned warp = threadIdx.x >> 5;
+    const unsigned nwarps = blockDim.x >> 5;
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) v = combine<IsMax>(v, __shfl_xor_sync(0xffffffffu, v, off));
+    if (lane == 0) red[warp] = v;
+    __syncthreads();
+    if (warp == 0) {
+      T w = lane < nwarps ? red[lane] : T(0);  // 0 is the identity of both (magnitudes are >= 0)
+#pragma unroll
+      for (int off = 16; off > 0; off >>= 1) w = combine<IsMax>(w, __shfl_xor_sync(0xffffffffu, w, off));
+      if (lane == 0) red[32] = w;
+    }
+    __syncthreads();
+    return red[32];
+  }
+
+  __device__ T reduce_sum(T v) const { return reduce<false>(v); }
+  __device__ T reduce_max(T v) const { return reduce<true>(v); }
+};
+
+// GradNorm over the last axis of a stack of rows.
+//   in:  row r, entry j at in[r * in_row_stride + j * in_col_stride] (element strides, >= 0)
+//   out: C-contiguous rows of length n
+//   work_in_shared: 1 -> the scaled row lives in dynamic shared memory (n * sizeof(T) bytes);
+//                   0 -> it lives in the output row (rows too long for shared memory).
+template <class T>
+__global__ void grad_norm_rows(const T* __restrict__ in, index_type rows, index_type n,
+                               index_type in_row_stride, index_type in_col_stride, T* out, T eps,
+                               int work_in_shared) {
+  extern __shared__ __align__(16) unsigned char swanref_grad_norm_smem[];
+  __shared__ T red[33];
+  BlockExec<T> ex{red};
+  for (index_type r = blockIdx.x; r < rows; r += gridDim.x) {
+    const T* row = in + r * in_row_stride;
+    T* orow = out + r * n;
+    T* work = work_in_shared ? reinterpret_cast<T*>(swanref_grad_norm_smem) : orow;
+    grad_norm_row(ex, row, in_col_stride, orow, 1, work, n, eps);
+  }
+}
+#endif  // SWANREF_CUDA
+
+}  // namespace device
+}  // namespace swanref
+
+#endif  // SWANREF_DEVICE_GRAD_NORM_ROW_HPP
