@@ -132,3 +132,12 @@ def test_noncontiguous_and_readonly_input(backend, rng):
     expected = backend(swanref.grad_norm, np.ascontiguousarray(G))
     np.testing.assert_allclose(backend(swanref.grad_norm, G), expected, atol=0)
     np.testing.assert_allclose(backend(swanref.grad_norm, np.asfortranarray(G)), expected, atol=0)
+
+
+def test_rows_near_the_overflow_threshold(backend):
+    big = np.finfo(np.float64).max
+    G = np.array([[0.9 * big, -0.9 * big, 0.0, 0.45 * big]])
+    expected = np.array([[0.9, -0.9, 0.0, 0.45]])
+    expected = (expected - expected.mean()) / expected.std()
+    out = backend(swanref.grad_norm, G)
+    np.testing.assert_allclose(out, expected, rtol=1e-14)
