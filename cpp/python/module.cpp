@@ -184,12 +184,15 @@ PYBIND11_MODULE(_core, m) {
 
   m.def(
       "whiten_newton_schulz",
-      [](py::handle G, long long steps, double beta, const std::string& scaling) {
+      [](py::handle G, long long steps, double beta, const std::string& scaling, bool symmetric) {
         const auto sc = swanref::parse_scaling(scaling);
+        swanref::NewtonSchulzOptions opt;
+        opt.symmetric = symmetric;
         return dispatch(G, "whiten_newton_schulz",
-                        [&](const auto& v, auto* o) { swanref::whiten_newton_schulz(v, o, steps, beta, sc); });
+                        [&](const auto& v, auto* o) { swanref::whiten_newton_schulz(v, o, steps, beta, sc, opt); });
       },
-      py::arg("G"), py::arg("steps"), py::arg("beta"), py::arg("scaling"),
+      py::arg("G"), py::arg("steps"), py::arg("beta"), py::arg("scaling"), py::kw_only(),
+      py::arg("symmetric") = false,
       "Coupled Newton-Schulz whitening (Y <- beta Y T, Z <- beta T Z, T = 3I - Z Y) on A = G G^T / c.");
 
   m.def(
@@ -211,9 +214,9 @@ PYBIND11_MODULE(_core, m) {
       "SR-Sinkhorn: iters x (rows to l2 norm sqrt(n), then columns to l2 norm sqrt(m)).");
 
   m.def("newton_schulz_flops", &swanref::newton_schulz_flops, py::arg("m"), py::arg("n"), py::arg("steps"),
-        "Flops performed by whiten_newton_schulz on one m x n slice.");
-  m.def("newton_schulz_step_flops", &swanref::newton_schulz_step_flops, py::arg("m"),
-        "Flops of one Newton-Schulz step (after the first): 3 symmetric m x m products.");
-  m.def("newton_schulz_dense_step_flops", &swanref::newton_schulz_dense_step_flops, py::arg("m"),
-        "Flops of one dense (3 GEMM) Newton-Schulz step: 6 m^3.");
+        py::arg("symmetric") = false, "Flops performed by whiten_newton_schulz on one m x n slice.");
+  m.def("newton_schulz_step_flops", &swanref::newton_schulz_step_flops, py::arg("m"), py::arg("symmetric") = false,
+        "Flops of one full Newton-Schulz step: 3 m x m products (6 m^3 as GEMMs).");
+  m.def("newton_schulz_products", &swanref::newton_schulz_products, py::arg("steps"),
+        "Number of m x m products for `steps` steps (3 steps - 3 for steps >= 2).");
 }

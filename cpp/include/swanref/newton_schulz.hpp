@@ -7,9 +7,13 @@
 //   ("grad_fro") | 1 ("none"); c == 0 -> zeros.
 //   Y = A / c, Z = I; `steps` times: T = 3I - Z Y; Y <- beta Y T; Z <- beta T Z
 //   (T computed once from the old Y, Z). Output X = Z Gs / sqrt(c).
-// Every iterate is a polynomial in A, hence symmetric, and all commute: each
-// product computes only a lower triangle (swanref/symmetric.hpp). The first
-// step has Z = I and costs one product (Z Y = Y, T Z = T exactly).
+// Every iterate is a polynomial in A, hence symmetric in exact arithmetic: A
+// is formed with SYRK (half the flops of GEMM), and NewtonSchulzOptions::
+// symmetric computes only lower triangles of the products -- off by default,
+// because exact symmetrisation destabilises the iteration on rank-deficient G.
+// Savings that change no rounding: step 1 has Z = I and costs one product
+// (Z Y = Y, T Z = T exactly), and the last step skips the unused Y update, so
+// `steps` steps cost 3 steps - 3 products (steps >= 2) instead of 3 steps.
 // No divergence check here: the caller inspects the output.
 //
 // NSDS: same prescale and c; d = diag(A) / c (row squared norms / c),
@@ -50,16 +54,14 @@ inline void check_iteration_args(long long steps, double beta) {
   require(std::isfinite(beta), "beta must be finite");
 }
 
-// Flops of one Newton-Schulz step after the first (3 symmetric products of size m).
-inline double newton_schulz_step_flops(index_t m) { return 3.0 * sym_product_flops(m); }
-// Flops of a dense implementation of one step (3 GEMMs of size m).
-inline double newton_schulz_dense_step_flops(index_t m) { return 6.0 * double(m) * m * m; }
-// Total flops of whiten_newton_schulz on one m x n slice.
-inline double newton_schulz_flops(index_t m, index_t n, long long steps) {
-  if (steps <= 0) return double(m) * m * n;
-  return double(m) * m * n /*syrk*/ + sym_product_flops(m) /*step 1*/ +
-         double(steps - 1) * newton_schulz_step_flops(m) + 2.0 * double(m) * m * n /*Z Gs*/;
+// Flops of one full Newton-Schulz step: 3 products of m x m matrices (2 m^3 each as GEMMs,
+// sym_product_flops(m) each with the symmetric kernel).
+inline double newton_schulz_step_flops(index_t m, bool symmetric = false) {
+  return 3.0 * (symmetric ? sym_product_flops(m) : 2.0 * double(m) * m * m);
 }
+
+// Total flops of whiten_newton_schulz on one m x n slice (SYRK m^2 n, the products, Z Gs 2 m^2 n).
+inline double newton_schulz_flops(index_t m, index_t n, long long steps, bool symmetric = false);
 
 namespace detail {
 
@@ -100,8 +102,24 @@ inline double gram_constant(const T* a, index_t m, Scaling scaling) {
 
 }  // namespace detail
 
+struct NewtonSchulzOptions {
+  // Compute only the lower triangle of each product (symmetric.hpp) and mirror it. About
+  // 0.6x the flops, but OFF by default: forcing exact symmetry on the iterates makes the
+  // coupled iteration unstable on (nearly) rank-deficient G (the output blows up after
+  // ~15-20 steps, where the plain iteration stays within rounding of the exact result).
+  // See docs/performance.md.
+  bool symmetric = false;
+};
+
+// Number of m x m products whiten_newton_schulz performs for `steps` steps.
+inline double newton_schulz_products(long long steps) {
+  if (steps <= 1) return 0;
+  return 1.0 /*step 1*/ + 3.0 * double(steps - 2) + 2.0 /*last step: Y unused*/;
+}
+
 template <class T>
-void whiten_newton_schulz(const StridedView<const T>& in, T* out, long long steps, double beta, Scaling scaling) {
+void whiten_newton_schulz(const StridedView<const T>& in, T* out, long long steps, double beta, Scaling scaling,
+                          NewtonSchulzOptions opt = {}) {
   check_iteration_args(steps, beta);
   const index_t m = in.rows(), n = in.cols(), nb = in.batch_count();
   check_whiten_shape(m, n);
@@ -110,6 +128,14 @@ void whiten_newton_schulz(const StridedView<const T>& in, T* out, long long step
   const std::size_t mm = static_cast<std::size_t>(m) * m, mn = static_cast<std::size_t>(m) * n;
   std::vector<T> gs(mn), a(mm), y(steps > 0 ? mm : 0), z(steps > 0 ? mm : 0), t(steps > 0 ? mm : 0);
   const T tb = static_cast<T>(beta);
+  // Row-major product C = alpha * A B of m x m buffers (the buffers are column-major for BLAS,
+  // i.e. hold the transposes: C^T = B^T A^T), so the rounding follows the NumPy transcription.
+  auto product = [&](T alpha, const T* A, const T* B, T* C) {
+    if (opt.symmetric)
+      sym_product<T>(m, alpha, B, A, C);
+    else
+      blas::gemm<T>('N', 'N', fm, fm, fm, alpha, B, fm, A, fm, T(0), C, fm);
+  };
   for (index_t b = 0; b < nb; ++b) {
     T* o = out + b * static_cast<index_t>(mn);
     if (!detail::prescaled_copy(in.matrix(b), gs.data(), scaling)) {
@@ -130,27 +156,36 @@ void whiten_newton_schulz(const StridedView<const T>& in, T* out, long long step
     }
     symmetrize_from_lower(a.data(), m, m);
     const T tc = static_cast<T>(c);
-    // Step 1 (Z = I): T = 3I - Y, Y <- beta Y T, Z <- beta T.
+    // Step 1 (Z = I, so Z Y = Y and T Z = T exactly): T = 3I - Y, Y <- beta Y T, Z <- beta T.
     for (std::size_t k = 0; k < mm; ++k) {
       y[k] = a[k] / tc;
       t[k] = -y[k];
     }
     for (index_t i = 0; i < m; ++i) t[i + i * m] += T(3);
-    sym_product<T>(m, tb, y.data(), t.data(), a.data());  // a <- new Y
-    std::swap(a, y);
-    for (std::size_t k = 0; k < mm; ++k) z[k] = tb * t[k];
-    for (long long s = 1; s < steps; ++s) {
-      // T = 3I - Z Y
-      sym_product<T>(m, T(-1), z.data(), y.data(), t.data());
-      for (index_t i = 0; i < m; ++i) t[i + i * m] += T(3);
-      sym_product<T>(m, tb, y.data(), t.data(), a.data());  // Y <- beta Y T
+    if (steps > 1) {
+      product(tb, y.data(), t.data(), a.data());  // a <- new Y
       std::swap(a, y);
-      sym_product<T>(m, tb, t.data(), z.data(), a.data());  // Z <- beta T Z
+    }
+    for (std::size_t k = 0; k < mm; ++k) z[k] = tb * t[k];
+    for (long long s = 2; s <= steps; ++s) {
+      product(T(-1), z.data(), y.data(), t.data());  // T = 3I - Z Y
+      for (index_t i = 0; i < m; ++i) t[i + i * m] += T(3);
+      if (s < steps) {  // the last step's Y is never used
+        product(tb, y.data(), t.data(), a.data());  // Y <- beta Y T
+        std::swap(a, y);
+      }
+      product(tb, t.data(), z.data(), a.data());  // Z <- beta T Z
       std::swap(a, z);
     }
-    // X^T (column-major n x m == X row-major) = Gs^T Z / sqrt(c)
+    // X^T (column-major n x m == X row-major) = Gs^T Z^T / sqrt(c)
     blas::gemm<T>('N', 'N', fn, fm, fm, alpha_out, gs.data(), fn, z.data(), fm, T(0), o, fn);
   }
+}
+
+inline double newton_schulz_flops(index_t m, index_t n, long long steps, bool symmetric) {
+  const double prod = symmetric ? sym_product_flops(m) : 2.0 * double(m) * m * m;
+  if (steps <= 0) return double(m) * m * n;
+  return double(m) * m * n + newton_schulz_products(steps) * prod + 2.0 * double(m) * m * n;
 }
 
 template <class T>

@@ -1,10 +1,11 @@
 // swanref/sinkgd.hpp: SR-Sinkhorn (SinkGD) normalisation.
 //
 // `iters` times: every row to l2 norm sqrt(n), then every column to l2 norm
-// sqrt(m); rows/columns of zero norm stay zero. The map is scale invariant,
-// so the matrix is first scaled by an exact power of two near 1/max|G|, and
-// each norm is computed with its own power-of-two scaling (no overflow or
-// underflow of the squares). Sums in double for both float and double.
+// sqrt(m); rows/columns of zero norm stay zero. Sums in double for both
+// float and double.
+// Every norm is computed with its own power-of-two scaling (row by row, then
+// column by column), so rows of 1e-300 next to rows of 1e300 are normalised
+// exactly as if they were alone; no overflow or underflow of the squares.
 #pragma once
 
 #include <cmath>
@@ -29,9 +30,9 @@ void sinkgd(const StridedView<const T>& in, T* out, long long iters) {
   for (index_t b = 0; b < nb; ++b) {
     T* x = out + b * static_cast<index_t>(mn);
     const MatrixView<const T> g = in.matrix(b);
-    const double amax = max_abs(g);
-    copy_scaled(g, x, n, amax > 0 ? -pow2_exponent(amax) : 0);
-    if (amax == 0) continue;
+    // No global prescale (it would flush rows far below the largest one): the row pass scales
+    // each row by its own power of two, and afterwards every entry is <= sqrt(n).
+    copy_scaled(g, x, n, 0);
     for (long long it = 0; it < iters; ++it) {
       // Rows.
       for (index_t i = 0; i < m; ++i) {
