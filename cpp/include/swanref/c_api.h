@@ -1,0 +1,81 @@
+/* swanref/c_api.h: C API of the swanref core, for FFI from C, Rust, Julia, ...
+ *
+ * Buffers are dense C-order (row-major) arrays of shape (batch, m, n); `out`
+ * has the same shape and must not overlap `g`. Each of the `batch` slices is an
+ * independent problem. Whitening functions need m <= n (pass the transpose of
+ * tall matrices). Every function returns SWANREF_OK (0) or an error code, and
+ * never aborts; swanref_last_error() describes the last failure on the calling
+ * thread. The library carries its own BLAS/LAPACK (chosen at build time, see
+ * docs/architecture.md) and is thread safe (no global mutable state besides
+ * the BLAS table, which is filled once).
+ */
+#ifndef SWANREF_C_API_H
+#define SWANREF_C_API_H
+
+#include <stdint.h>
+
+#if defined(_WIN32)
+#if defined(SWANREF_BUILDING_C_API)
+#define SWANREF_API __declspec(dllexport)
+#else
+#define SWANREF_API __declspec(dllimport)
+#endif
+#else
+#define SWANREF_API __attribute__((visibility("default")))
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum swanref_status {
+  SWANREF_OK = 0,
+  SWANREF_INVALID_ARGUMENT = 1, /* bad value: m > n for whitening, steps < 0, NULL pointer, ... */
+  SWANREF_INVALID_DTYPE = 2,
+  SWANREF_BLAS_UNAVAILABLE = 3,
+  SWANREF_LAPACK_FAILURE = 4, /* a LAPACK routine did not converge */
+  SWANREF_SIZE_OVERFLOW = 5,  /* a dimension exceeds the 32-bit BLAS integer */
+  SWANREF_INTERNAL = 6,
+  SWANREF_OUT_OF_MEMORY = 7
+} swanref_status;
+
+typedef enum swanref_scaling {
+  SWANREF_SCALING_GRAM_FRO = 0, /* c = ||G G^T||_F */
+  SWANREF_SCALING_GRAD_FRO = 1, /* c = ||G||_F^2 */
+  SWANREF_SCALING_NONE = 2      /* c = 1 */
+} swanref_scaling;
+
+SWANREF_API const char* swanref_version(void);
+SWANREF_API const char* swanref_last_error(void);
+
+/* GradNorm over the last axis: (x - mean) / sqrt(var + eps); constant rows -> 0. */
+SWANREF_API int swanref_grad_norm_f32(const float* g, float* out, int64_t batch, int64_t m, int64_t n, double eps);
+SWANREF_API int swanref_grad_norm_f64(const double* g, double* out, int64_t batch, int64_t m, int64_t n, double eps);
+
+/* Exact whitening U_r V_r^T, keeping s_i > sigma_rtol * s_1 (kappa * eps accurate). */
+SWANREF_API int swanref_whiten_svd_f32(const float* g, float* out, int64_t batch, int64_t m, int64_t n,
+                                       double sigma_rtol);
+SWANREF_API int swanref_whiten_svd_f64(const double* g, double* out, int64_t batch, int64_t m, int64_t n,
+                                       double sigma_rtol);
+
+/* Whitening via eigh of G G^T, keeping l_i > lambda_rtol * l_max (kappa^2 * eps accurate). */
+SWANREF_API int swanref_whiten_eigh_f32(const float* g, float* out, int64_t batch, int64_t m, int64_t n,
+                                        double lambda_rtol);
+SWANREF_API int swanref_whiten_eigh_f64(const double* g, double* out, int64_t batch, int64_t m, int64_t n,
+                                        double lambda_rtol);
+
+/* Coupled Newton-Schulz whitening (SWAN), `steps` steps, scaling a swanref_scaling value. */
+SWANREF_API int swanref_whiten_newton_schulz_f32(const float* g, float* out, int64_t batch, int64_t m, int64_t n,
+                                                 int64_t steps, double beta, int scaling);
+SWANREF_API int swanref_whiten_newton_schulz_f64(const double* g, double* out, int64_t batch, int64_t m, int64_t n,
+                                                 int64_t steps, double beta, int scaling);
+
+/* SR-Sinkhorn: `iters` alternating row/column l2 normalisations. */
+SWANREF_API int swanref_sinkgd_f32(const float* g, float* out, int64_t batch, int64_t m, int64_t n, int64_t iters);
+SWANREF_API int swanref_sinkgd_f64(const double* g, double* out, int64_t batch, int64_t m, int64_t n, int64_t iters);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SWANREF_C_API_H */

@@ -1,0 +1,76 @@
+/* C test of the C API (compiled as C): grad_norm, exact and Newton-Schulz whitening, errors. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "swanref/c_api.h"
+
+static int failures = 0;
+#define CHECK(cond)                                                    \
+  do {                                                                 \
+    if (!(cond)) {                                                     \
+      fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
+      ++failures;                                                      \
+    }                                                                  \
+  } while (0)
+
+/* max |X X^T - I| for a row-major m x n matrix */
+static double orth_err(const double* x, int m, int n) {
+  double e = 0;
+  for (int i = 0; i < m; ++i)
+    for (int j = 0; j < m; ++j) {
+      double s = 0;
+      for (int k = 0; k < n; ++k) s += x[i * n + k] * x[j * n + k];
+      s -= (i == j);
+      if (fabs(s) > e) e = fabs(s);
+    }
+  return e;
+}
+
+int main(void) {
+  enum { M = 3, N = 7 };
+  double g[M * N], x[M * N];
+  float gf[M * N], xf[M * N];
+  unsigned s = 12345u;
+  for (int i = 0; i < M * N; ++i) {
+    s = s * 1103515245u + 12345u;
+    g[i] = ((double)(s >> 8) / (double)(1u << 24)) - 0.5;
+    gf[i] = (float)g[i];
+  }
+  CHECK(strlen(swanref_version()) > 0);
+
+  CHECK(swanref_grad_norm_f64(g, x, 1, M, N, 0.0) == SWANREF_OK);
+  for (int i = 0; i < M; ++i) {
+    double mu = 0, v = 0;
+    for (int k = 0; k < N; ++k) mu += x[i * N + k];
+    for (int k = 0; k < N; ++k) v += x[i * N + k] * x[i * N + k];
+    CHECK(fabs(mu / N) < 1e-14 && fabs(v / N - 1) < 1e-13);
+  }
+
+  CHECK(swanref_whiten_svd_f64(g, x, 1, M, N, 0.0) == SWANREF_OK);
+  CHECK(orth_err(x, M, N) < 1e-13);
+  CHECK(swanref_whiten_eigh_f64(g, x, 1, M, N, 0.0) == SWANREF_OK);
+  CHECK(orth_err(x, M, N) < 1e-12);
+  CHECK(swanref_whiten_newton_schulz_f64(g, x, 1, M, N, 40, 0.5, SWANREF_SCALING_GRAM_FRO) == SWANREF_OK);
+  CHECK(orth_err(x, M, N) < 1e-10);
+  CHECK(swanref_whiten_svd_f32(gf, xf, 1, M, N, 0.0) == SWANREF_OK);
+  CHECK(swanref_sinkgd_f32(gf, xf, 1, M, N, 3) == SWANREF_OK);
+  CHECK(swanref_grad_norm_f32(gf, xf, 1, M, N, 1e-8) == SWANREF_OK);
+
+  /* errors: status codes and a message, never an abort */
+  CHECK(swanref_whiten_svd_f64(g, x, 1, N, M, 0.0) == SWANREF_INVALID_ARGUMENT); /* m > n */
+  CHECK(strstr(swanref_last_error(), "m <= n") != NULL);
+  CHECK(swanref_whiten_newton_schulz_f64(g, x, 1, M, N, -1, 0.5, 0) == SWANREF_INVALID_ARGUMENT);
+  CHECK(swanref_whiten_newton_schulz_f64(g, x, 1, M, N, 3, 0.5, 7) == SWANREF_INVALID_ARGUMENT);
+  CHECK(swanref_grad_norm_f64(NULL, x, 1, M, N, 0.0) == SWANREF_INVALID_ARGUMENT);
+  CHECK(swanref_grad_norm_f64(g, x, 1, M, N, -1.0) == SWANREF_INVALID_ARGUMENT);
+  CHECK(swanref_grad_norm_f64(g, x, 0, M, N, 0.0) == SWANREF_OK); /* empty batch */
+  CHECK(strlen(swanref_last_error()) == 0);
+
+  if (failures) {
+    fprintf(stderr, "%d checks failed\n", failures);
+    return 1;
+  }
+  printf("test_capi: all checks passed\n");
+  return 0;
+}

@@ -1,0 +1,88 @@
+"""The standalone C++ build: configure + build + ctest, cmake --install, and the example
+consumer in cpp/examples built against the installed CMake package (find_package(swanref)).
+
+Skips (with the reason) when cmake or a C/C++ compiler is missing. With the
+`scipy-openblas32` wheel installed (the `test` extra) the build links it and the C API
+library, its C test and the C consumer are built too; without it only the header-only parts.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CMAKE = shutil.which("cmake")
+CXX = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
+CC = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+
+pytestmark = [
+    pytest.mark.skipif(CMAKE is None, reason="cmake not found on PATH"),
+    pytest.mark.skipif(CXX is None or CC is None, reason="no C/C++ compiler found (CC/CXX, cc/c++)"),
+    pytest.mark.skipif(not (ROOT / "cpp" / "examples" / "CMakeLists.txt").exists(), reason="source tree not available"),
+]
+
+
+def _run(cmd, cwd=None, timeout=600):
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc.stdout + proc.stderr
+
+
+def _generator():
+    return ["-G", "Ninja"] if shutil.which("ninja") else []
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    base = tmp_path_factory.mktemp("swanref_cmake")
+    build, prefix = base / "build", base / "prefix"
+    log = _run([CMAKE, "-S", str(ROOT), "-B", str(build), *_generator(), "-DCMAKE_BUILD_TYPE=Release",
+                f"-DCMAKE_INSTALL_PREFIX={prefix}", f"-DPython3_EXECUTABLE={sys.executable}",
+                f"-DCMAKE_C_COMPILER={CC}", f"-DCMAKE_CXX_COMPILER={CXX}"])
+    _run([CMAKE, "--build", str(build), "--parallel", "2"])
+    _run([CMAKE, "--install", str(build)])
+    with_blas = "BLAS/LAPACK from" in log
+    return {"build": build, "prefix": prefix, "with_blas": with_blas, "log": log, "base": base}
+
+
+def test_ctest_passes(installed):
+    out = _run(["ctest", "--output-on-failure"], cwd=installed["build"])
+    assert "100% tests passed" in out, out
+    if installed["with_blas"]:
+        assert "capi" in out and "core" in out
+
+
+def test_install_layout(installed):
+    prefix = installed["prefix"]
+    assert (prefix / "include" / "swanref" / "c_api.h").exists()
+    assert (prefix / "include" / "swanref" / "whiten_exact.hpp").exists()
+    cfg = list(prefix.glob("lib*/cmake/swanref/swanrefConfig.cmake"))
+    assert cfg, "swanrefConfig.cmake not installed"
+    if installed["with_blas"]:
+        assert list(prefix.glob("lib*/libswanref.so*")), "C API library not installed"
+
+
+def test_example_consumer_builds_and_runs(installed):
+    build = installed["base"] / "example"
+    _run([CMAKE, "-S", str(ROOT / "cpp" / "examples"), "-B", str(build), *_generator(),
+          f"-DCMAKE_PREFIX_PATH={installed['prefix']}", f"-DCMAKE_C_COMPILER={CC}", f"-DCMAKE_CXX_COMPILER={CXX}"])
+    _run([CMAKE, "--build", str(build)])
+    out = _run([str(build / "consumer")])
+    assert "consumer OK" in out
+    if installed["with_blas"]:
+        assert "whiten_svd orthonormality error" in out and "bad call rejected" in out
+        assert "consumer_c OK" in _run([str(build / "consumer_c")])
+
+
+def test_c_api_header_is_plain_c(installed, tmp_path):
+    src = tmp_path / "t.c"
+    src.write_text('#include "swanref/c_api.h"\nint main(void) { return SWANREF_OK; }\n')
+    _run([CC, "-std=c99", "-Wall", "-Werror", "-I", str(installed["prefix"] / "include"), "-c", str(src),
+          "-o", str(tmp_path / "t.o")])
