@@ -403,6 +403,9 @@ def measure_newton_schulz(actual, G, *, steps, beta, scaling, dtype=None,
     X, _ = _wide(actual)
     m, n = W.shape[-2:]
     Wc = np.nan_to_num(W)
+    if scaling != "none":  # the prediction is scale invariant; keep s**4 in range
+        amax = np.max(np.abs(Wc), axis=(-2, -1), keepdims=True)
+        Wc = np.ldexp(Wc, -np.frexp(np.where(amax > 0, amax, 1))[1])
     s = np.linalg.svd(Wc, compute_uv=False)
     desired = spectral.predicted_newton_schulz(Wc, steps, beta, scaling)
     nan_in = ~np.isfinite(W).all(axis=(-2, -1))
@@ -584,6 +587,9 @@ def swan_update_tolerance(G, *, whiten_method="svd", steps=None, beta=None, scal
     dg = 2 * t_gn * math.sqrt(m * n)
     tols, claims = [], []
     for w in flat:
+        amax = np.max(np.abs(w))
+        if amax > 0 and whiten_method not in ("svd", "eigh") and scaling != "none":
+            w = np.ldexp(w, -np.frexp(amax)[1])  # scale invariant; keeps s**4 in range
         s = np.linalg.svd(w, compute_uv=False)
         if whiten_method in ("svd", "eigh"):
             rtol = _rank_rtol(m, n, dtype, None)

@@ -1,0 +1,509 @@
+"""``swanref check OP TARGET``: does an implementation conform to the spec?
+
+TARGET is ``module:function`` or ``path/to/file.py:function`` (``function`` may be a dotted
+attribute path): a callable taking one array and returning one array, with the reading of the
+operator it claims given by the options (``--axis``, ``--method``/``--steps``/``--beta``/
+``--scaling``, ``--no-rescale``, ``--iters``).  Every property of swanref.properties that
+applies to OP is run on hypothesis-generated inputs; a failure is shrunk to a small
+counterexample.  Exit status: 0 conforming, 1 not conforming, 2 usage or import error.
+
+The same engine is available from Python (:func:`check`) and from pytest
+(swanref.pytest_plugin).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .readings import SCALINGS, SPEC_VERSION, WHITEN_METHODS
+
+__all__ = ["check", "CheckReport", "PropertyResult", "load_target", "main"]
+
+STATUSES = ("pass", "FAIL", "warn", "unsupported", "no-claim", "n/a")
+
+
+class UsageError(Exception):
+    """Bad options or an unloadable target: exit status 2."""
+
+
+# -- loading the target ---------------------------------------------------------------------
+
+def load_target(spec: str):
+    """Resolve ``module:attr`` or ``file.py:attr`` to a callable (UsageError otherwise)."""
+    if ":" not in spec:
+        raise UsageError(f"TARGET must be 'module:function' or 'file.py:function', got {spec!r}")
+    mod_name, _, attr = spec.rpartition(":")
+    if not mod_name or not attr:
+        raise UsageError(f"TARGET must be 'module:function' or 'file.py:function', got {spec!r}")
+    try:
+        if mod_name.endswith(".py") or os.sep in mod_name or "/" in mod_name:
+            path = os.path.abspath(mod_name)
+            if not os.path.isfile(path):
+                raise UsageError(f"no such file: {mod_name}")
+            name = "_swanref_target_" + os.path.splitext(os.path.basename(path))[0]
+            module_spec = importlib.util.spec_from_file_location(name, path)
+            module = importlib.util.module_from_spec(module_spec)
+            sys.modules[name] = module
+            directory = os.path.dirname(path)
+            if directory not in sys.path:
+                sys.path.insert(0, directory)
+            module_spec.loader.exec_module(module)
+        else:
+            if "" not in sys.path and os.getcwd() not in sys.path:
+                sys.path.insert(0, os.getcwd())
+            module = importlib.import_module(mod_name)
+    except UsageError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any import-time failure is a usage error
+        raise UsageError(f"cannot import {mod_name!r}: {type(exc).__name__}: {exc}") from exc
+    obj = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise UsageError(f"{mod_name!r} has no attribute {attr!r}") from None
+    if not callable(obj):
+        raise UsageError(f"{spec} is not callable (got {type(obj).__name__})")
+    return obj
+
+
+# -- array conversion -------------------------------------------------------------------------
+
+def _converters(array_type: str):
+    """(to_target, to_numpy) for the framework the target takes arrays of."""
+    def to_numpy(out):
+        if hasattr(out, "get") and type(out).__module__.split(".")[0] == "cupy":
+            return out.get()
+        if hasattr(out, "detach") and hasattr(out, "cpu"):
+            t = out.detach().cpu()
+            if str(t.dtype) == "torch.bfloat16":
+                import ml_dtypes
+                return t.float().numpy().astype(ml_dtypes.bfloat16)
+            return t.numpy()
+        return np.asarray(out)
+
+    if array_type == "numpy":
+        return (lambda a: a), to_numpy
+    try:
+        if array_type == "torch":
+            import torch
+
+            def to_torch(a):
+                if a.dtype.name == "bfloat16":
+                    return torch.from_numpy(a.astype(np.float32)).to(torch.bfloat16)
+                return torch.from_numpy(np.ascontiguousarray(a))
+            return to_torch, to_numpy
+        if array_type == "jax":
+            import jax
+            jax.config.update("jax_enable_x64", True)
+            import jax.numpy as jnp
+            return jnp.asarray, to_numpy
+        if array_type == "cupy":
+            import cupy
+            return cupy.asarray, to_numpy
+    except ImportError as exc:
+        raise UsageError(f"--array-type {array_type}: cannot import it ({exc})") from exc
+    raise UsageError(f"unknown --array-type {array_type!r}")
+
+
+def make_call(fn, array_type="numpy"):
+    """Wrap the target: NumPy in (copied unless asked), NumPy out, TargetError on failure."""
+    from .properties import TargetError
+
+    to_target, to_numpy = _converters(array_type)
+
+    def call(G, copy=True):
+        arg = to_target(G.copy() if copy else G)
+        try:
+            out = fn(arg)
+        except Exception as exc:  # noqa: BLE001 - reported per property
+            raise TargetError(f"target raised {type(exc).__name__}: {exc}") from exc
+        try:
+            arr = to_numpy(out)
+        except Exception as exc:  # noqa: BLE001
+            raise TargetError(f"target returned {type(out).__name__}, not an array: {exc}") \
+                from exc
+        if not isinstance(arr, np.ndarray) or arr.dtype == object or arr.dtype.kind not in "fc":
+            raise TargetError(f"target returned {type(out).__name__} of dtype "
+                              f"{getattr(arr, 'dtype', '?')}, not a floating array")
+        return arr
+    return call
+
+
+# -- running one property ----------------------------------------------------------------------
+
+@dataclass
+class PropertyResult:
+    name: str
+    status: str
+    level: str
+    doc: str
+    examples: int = 0
+    error: float | None = None
+    tolerance: float | None = None
+    input: dict | None = None
+    message: str = ""
+    array: list | None = None
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        from .testing.assertions import _json_float
+        d = {"property": self.name, "status": self.status, "level": self.level,
+             "doc": self.doc, "examples": self.examples,
+             "error": None if self.error is None else _json_float(self.error),
+             "tolerance": None if self.tolerance is None else _json_float(self.tolerance),
+             "input": self.input, "message": self.message, "seconds": round(self.seconds, 3)}
+        if self.array is not None:
+            d["input_array"] = self.array
+        return d
+
+
+class _Violation(Exception):
+    def __init__(self, meas, case):
+        super().__init__(meas.message())
+        self.meas = meas
+        self.case = case
+
+
+def _small_array(G, limit=64):
+    G = np.asarray(G)
+    if G.size <= limit:
+        return np.asarray(G, dtype=np.float64).tolist()
+    return None
+
+
+def run_property(prop, claim, call, examples=30, seed=0) -> PropertyResult:
+    from hypothesis import HealthCheck, Phase, Verbosity, given, settings
+    from hypothesis import seed as hseed
+    from hypothesis.errors import HypothesisException
+
+    from .properties import Case, TargetError
+    from .testing.assertions import Measurement
+
+    res = PropertyResult(prop.name, "pass", prop.level, prop.doc)
+    why = prop.not_applicable(claim)
+    if why:
+        res.status, res.message = "n/a", why
+        return res
+    state = {"unsupported": None, "worst": None, "n": 0, "noclaim": 0}
+    t0 = time.perf_counter()
+
+    @hseed(seed)
+    @settings(max_examples=examples, deadline=None, database=None, derandomize=False,
+              suppress_health_check=list(HealthCheck), report_multiple_bugs=False,
+              phases=(Phase.explicit, Phase.generate, Phase.shrink), print_blob=False,
+              verbosity=Verbosity.quiet)
+    @given(prop.strategy(claim))
+    def run(drawn):
+        if state["unsupported"]:
+            return
+        case = drawn if isinstance(drawn, Case) else drawn[0]
+        try:
+            meas = prop.check(claim, call, drawn)
+        except TargetError as exc:
+            if prop.input_class != "plain":
+                state["unsupported"] = str(exc)
+                return
+            meas = Measurement(prop.name, math.inf, 0.0, "target must accept this input",
+                               case.describe(), note=str(exc))
+        except Exception as exc:  # noqa: BLE001 - e.g. an output of the wrong shape
+            meas = Measurement(prop.name, math.inf, 0.0, "output could not be evaluated",
+                               case.describe(), note=f"{type(exc).__name__}: {exc}")
+        if not meas.claim:
+            state["noclaim"] += 1
+            return
+        state["n"] += 1
+        w = state["worst"]
+        if w is None or meas.ratio > w[0].ratio:
+            state["worst"] = (meas, case)
+        if not meas.passed:
+            raise _Violation(meas, case)
+
+    try:
+        run()
+    except _Violation as v:
+        res.status = "FAIL" if prop.level == "required" else "warn"
+        res.error, res.tolerance = v.meas.error, v.meas.tolerance
+        res.input = v.case.describe()
+        res.message = v.meas.message()
+        res.array = _small_array(v.case.G)
+    except HypothesisException as exc:  # e.g. Flaky: a failure that did not reproduce
+        res.status = "FAIL" if prop.level == "required" else "warn"
+        res.message = f"{type(exc).__name__}: {exc}".strip()[:2000]
+        w = state["worst"]
+        if w is not None:
+            res.error, res.tolerance = w[0].error, w[0].tolerance
+            res.input = w[1].describe()
+    else:
+        if state["unsupported"]:
+            res.status, res.message = "unsupported", state["unsupported"]
+        elif state["n"] == 0:
+            res.status = "no-claim"
+            res.message = ("the spec's tolerance model makes no accuracy claim on any drawn "
+                           "input (predicted error above TRUSTED_LIMIT)")
+        else:
+            meas, case = state["worst"]
+            res.error, res.tolerance = meas.error, meas.tolerance
+            res.input = case.describe()
+    res.examples = state["n"]
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
+# -- the report -----------------------------------------------------------------------------
+
+@dataclass
+class CheckReport:
+    op: str
+    target: str
+    claim: dict
+    examples: int
+    seed: int
+    strict: bool = False
+    results: list = field(default_factory=list)
+
+    @property
+    def failures(self) -> list:
+        bad = {"FAIL"} | ({"warn", "unsupported"} if self.strict else set())
+        return [r for r in self.results if r.status in bad]
+
+    @property
+    def conforming(self) -> bool:
+        return not self.failures
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.conforming else 1
+
+    def failed(self, name: str) -> bool:
+        return any(r.name == name and r.status in ("FAIL", "warn") for r in self.results)
+
+    def status(self, name: str) -> str:
+        for r in self.results:
+            if r.name == name:
+                return r.status
+        raise KeyError(name)
+
+    def to_dict(self) -> dict:
+        return {"swanref_spec": SPEC_VERSION, "op": self.op, "target": self.target,
+                "claim": self.claim, "examples_per_property": self.examples, "seed": self.seed,
+                "strict": self.strict, "conforming": self.conforming,
+                "exit_code": self.exit_code,
+                "failed_properties": [r.name for r in self.failures],
+                "results": [r.to_dict() for r in self.results]}
+
+    def table(self) -> str:
+        from .testing.assertions import _describe_text, _fmt
+        claim = ", ".join(f"{k}={v}" for k, v in self.claim.items() if k != "op")
+        lines = [f"swanref check {self.op} {self.target}",
+                 f"  claim: {claim}",
+                 f"  {self.examples} examples per property, seed {self.seed}, spec "
+                 f"{SPEC_VERSION}", ""]
+        w = max([len(r.name) for r in self.results] + [8])
+        lines.append(f"{'property':<{w}}  {'result':<11}  {'worst error':>11}  "
+                     f"{'tolerance':>10}  {'n':>4}  input")
+        lines.append("-" * (w + 60))
+        for r in self.results:
+            brief = {k: r.input[k] for k in ("shape", "dtype", "kappa", "rank", "seed", "zero")
+                     if r.input and k in r.input}
+            what = _describe_text(brief) if r.input else (r.message if r.status in (
+                "n/a", "unsupported", "no-claim") else "")
+            lines.append(f"{r.name:<{w}}  {r.status:<11}  {_fmt(r.error):>11}  "
+                         f"{_fmt(r.tolerance):>10}  {r.examples:>4}  {what}")
+        details = [r for r in self.results if r.status in ("FAIL", "warn")]
+        for r in details:
+            lines.append("")
+            lines.append(f"[{r.status}] {r.name}: {r.doc}")
+            lines.extend("  " + ln for ln in r.message.splitlines())
+            if r.array is not None:
+                arr = np.array(r.array)
+                with np.printoptions(precision=17, linewidth=100, threshold=100):
+                    lines.append("  shrunk input (float64 view of the array passed):")
+                    lines.extend("    " + ln for ln in repr(arr).splitlines())
+        lines.append("")
+        if self.conforming:
+            lines.append("verdict: CONFORMING" + (
+                " (advisory warnings above)" if any(r.status == "warn" for r in self.results)
+                else ""))
+        else:
+            names = ", ".join(r.name for r in self.failures)
+            lines.append(f"verdict: NOT CONFORMING -- failed: {names}")
+        return "\n".join(lines)
+
+
+def check(fn, op, *, dtype="float64", axis=-1, eps=0.0, method="svd", steps=None, beta=None,
+          scaling=None, rescale=True, iters=5, max_kappa=None, max_side=8,
+          full_rank_only=False, examples=30, seed=0, properties=None, strict=False,
+          array_type="numpy", target_name=None) -> CheckReport:
+    """Run the property catalogue for ``op`` on callable ``fn``; returns a CheckReport."""
+    from .properties import OPS, Claim, properties_for
+
+    if op not in OPS:
+        raise UsageError(f"unknown OP {op!r}; choose one of {', '.join(OPS)}")
+    dt = _parse_dtype(dtype)
+    _validate_reading(op, method, steps, beta, scaling)
+    claim = Claim(op, dt, axis=axis, eps=eps, method=method, steps=steps, beta=beta,
+                  scaling=scaling, rescale=rescale, iters=iters, max_kappa=max_kappa,
+                  max_side=max_side, full_rank_only=full_rank_only)
+    props = properties_for(claim)
+    if properties:
+        known = {p.name for p in props}
+        unknown = [p for p in properties if p not in known]
+        if unknown:
+            raise UsageError(f"unknown properties for {op}: {', '.join(unknown)}; known: "
+                             f"{', '.join(sorted(known))}")
+        props = [p for p in props if p.name in properties]
+    call = make_call(fn, array_type)
+    report = CheckReport(op, target_name or getattr(fn, "__qualname__", repr(fn)),
+                         claim.describe(), examples, seed, strict)
+    with np.errstate(all="ignore"):
+        for p in props:
+            report.results.append(run_property(p, claim, call, examples, seed))
+    return report
+
+
+def _parse_dtype(name):
+    try:
+        if str(name) == "bfloat16":
+            import ml_dtypes
+            return np.dtype(ml_dtypes.bfloat16)
+        dt = np.dtype(name)
+    except (TypeError, ImportError) as exc:
+        raise UsageError(f"unsupported --dtype {name!r}: {exc}") from exc
+    if dt not in (np.float64, np.float32, np.float16):
+        raise UsageError(f"--dtype must be float64, float32, float16 or bfloat16, got {name}")
+    return dt
+
+
+def _validate_reading(op, method, steps, beta, scaling):
+    if op in ("whiten", "swan_update"):
+        if method not in ("svd", "eigh", "newton_schulz"):
+            extra = " (nsds has no tolerance model in spec 8)" if method == "nsds" else ""
+            raise UsageError(f"--method must be svd, eigh or newton_schulz{extra}; got "
+                             f"{method!r}")
+        if WHITEN_METHODS[method].kind == "exact" and any(
+                v is not None for v in (steps, beta, scaling)):
+            raise UsageError("--steps/--beta/--scaling only apply to --method newton_schulz")
+        if scaling is not None and scaling not in SCALINGS:
+            raise UsageError(f"--scaling must be one of {', '.join(SCALINGS)}")
+        if steps is not None and steps < 0:
+            raise UsageError("--steps must be >= 0")
+        if beta is not None and not beta > 0:
+            raise UsageError("--beta must be > 0")
+    elif method != "svd" or any(v is not None for v in (steps, beta, scaling)):
+        raise UsageError(f"--method/--steps/--beta/--scaling do not apply to {op}")
+
+
+# -- command line -----------------------------------------------------------------------------
+
+def _axis(text):
+    if text == "long":
+        return "long"
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"axis must be -1, -2 or 'long', got {text!r}") \
+            from None
+    if v not in (-1, -2):
+        raise argparse.ArgumentTypeError(f"axis must be -1, -2 or 'long', got {text!r}")
+    return v
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .properties import OPS
+    p = _Parser(prog="swanref check",
+                description="Check an implementation of a SWAN operator against the spec. "
+                            "Exit 0 conforming, 1 not conforming, 2 usage/import error.")
+    p.add_argument("op", choices=OPS, metavar="OP", help=f"one of {', '.join(OPS)}")
+    p.add_argument("target", metavar="TARGET",
+                   help="module:function or path/file.py:function (array in, array out)")
+    g = p.add_argument_group("claimed reading")
+    g.add_argument("--axis", type=_axis, default=-1, help="GradNorm axis: -1, -2 or long")
+    g.add_argument("--eps", type=float, default=0.0, help="GradNorm eps added to the variance")
+    g.add_argument("--method", default="svd",
+                   help="whitening: svd (exact, default), eigh (exact, kappa^2 accuracy), "
+                        "newton_schulz (iterative)")
+    g.add_argument("--steps", type=int, default=None)
+    g.add_argument("--beta", type=float, default=None)
+    g.add_argument("--scaling", default=None, help=f"one of {', '.join(SCALINGS)}")
+    g.add_argument("--no-rescale", dest="rescale", action="store_false",
+                   help="swan_update: the target does not rescale to RMS 1")
+    g.add_argument("--iters", type=int, default=5, help="sinkgd_update iterations")
+    g.add_argument("--full-rank-only", action="store_true",
+                   help="whiten: claim only full-rank input (skips rank_deficient)")
+    h = p.add_argument_group("inputs")
+    h.add_argument("--dtype", default="float64")
+    h.add_argument("--max-kappa", type=float, default=None,
+                   help="largest condition number drawn (default depends on dtype/method)")
+    h.add_argument("--max-side", type=int, default=8, help="largest matrix side drawn")
+    h.add_argument("--examples", type=int, default=30, help="examples per property")
+    h.add_argument("--seed", type=int, default=0)
+    h.add_argument("--array-type", default="numpy", choices=("numpy", "torch", "jax", "cupy"),
+                   help="convert inputs to this framework before calling the target")
+    h.add_argument("--property", action="append", dest="properties", default=None,
+                   help="run only this property (repeatable)")
+    o = p.add_argument_group("output")
+    o.add_argument("--json", action="store_true", help="machine-readable report on stdout")
+    o.add_argument("--strict", action="store_true",
+                   help="advisory failures and unsupported input classes also fail")
+    o.add_argument("--list-properties", action="store_true",
+                   help="list the properties for OP and exit")
+    return p
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help") for a in argv):
+        build_parser().print_help()
+        return 0
+    try:
+        args = build_parser().parse_args(argv)
+        if args.examples < 1:
+            raise UsageError("--examples must be >= 1")
+        if args.max_kappa is not None and not args.max_kappa >= 1:
+            raise UsageError("--max-kappa must be >= 1")
+        if args.max_side < 2:
+            raise UsageError("--max-side must be >= 2")
+        if args.iters < 1:
+            raise UsageError("--iters must be >= 1")
+        if args.list_properties:
+            from .properties import Claim, properties_for
+            for p in properties_for(Claim(args.op)):
+                print(f"{p.name:<34} {p.level:<9} {p.input_class:<8} {p.doc}")
+            return 0
+        fn = load_target(args.target)
+        report = check(fn, args.op, dtype=args.dtype, axis=args.axis, eps=args.eps,
+                       method=args.method, steps=args.steps, beta=args.beta,
+                       scaling=args.scaling, rescale=args.rescale, iters=args.iters,
+                       max_kappa=args.max_kappa, max_side=args.max_side,
+                       full_rank_only=args.full_rank_only, examples=args.examples,
+                       seed=args.seed, properties=args.properties, strict=args.strict,
+                       array_type=args.array_type, target_name=args.target)
+    except UsageError as exc:
+        print(f"swanref check: error: {exc}", file=sys.stderr)
+        print("usage: swanref check OP TARGET [options]  (swanref check --help)",
+              file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=1))
+    else:
+        print(report.table())
+    return report.exit_code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

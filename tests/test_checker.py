@@ -1,0 +1,318 @@
+"""Meta-tests of ``swanref check``: correct third-party implementations pass, wrong ones fail
+with the broken property named (implementations in tests/meta_impls.py)."""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import swanref
+from swanref import checker
+from swanref.properties import CATALOGUE, OPS, Claim, properties_for
+
+import meta_impls as M  # noqa: E402  (tests/ is on sys.path under pytest's rootdir insertion)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXAMPLES = 12
+
+
+def run(fn, op, **kw):
+    kw.setdefault("examples", EXAMPLES)
+    return checker.check(fn, op, **kw)
+
+
+# -- correct implementations pass ---------------------------------------------------------------
+
+CORRECT = [
+    ("grad_norm_numpy", "grad_norm", {}),
+    ("grad_norm_numpy", "grad_norm", {"dtype": "float32"}),
+    ("grad_norm_naive_batched", "grad_norm", {}),
+    ("whiten_scipy_polar", "whiten", {}),
+    ("whiten_scipy_polar", "whiten", {"dtype": "float32"}),
+    ("whiten_scipy_polar_raw", "whiten", {"full_rank_only": True}),
+    ("whiten_eigh", "whiten", {"method": "eigh"}),
+    ("ns_numpy", "whiten", {"method": "newton_schulz"}),
+    ("ns_numpy", "whiten", {"method": "newton_schulz", "dtype": "float32"}),
+    ("swan_numpy", "swan_update", {}),
+    ("swan_ns_numpy", "swan_update", {"method": "newton_schulz"}),
+    ("swan_no_rescale", "swan_update", {"rescale": False}),
+    ("sinkgd_numpy", "sinkgd_update", {}),
+    ("sinkgd_numpy", "sinkgd_update", {"dtype": "float32"}),
+]
+
+
+@pytest.mark.parametrize("name,op,kw", CORRECT, ids=[f"{c[0]}-{c[1]}-{c[2]}" for c in CORRECT])
+def test_correct_third_party_implementations_conform(name, op, kw):
+    report = run(getattr(M, name), op, **kw)
+    assert report.exit_code == 0, report.table()
+    assert not any(r.status == "FAIL" for r in report.results)
+
+
+@pytest.mark.parametrize("op,fn,kw", [
+    ("grad_norm", swanref.grad_norm, {}),
+    ("grad_norm", functools.partial(swanref.grad_norm, axis=-2), {"axis": -2}),
+    ("grad_norm", functools.partial(swanref.grad_norm, eps=1e-3), {"eps": 1e-3}),
+    ("whiten", swanref.whiten, {}),
+    ("whiten", functools.partial(swanref.whiten, method="newton_schulz", steps=20,
+                                 scaling="grad_fro"),
+     {"method": "newton_schulz", "steps": 20, "scaling": "grad_fro"}),
+    ("swan_update", swanref.swan_update, {"method": "newton_schulz"}),
+    ("sinkgd_update", functools.partial(swanref.sinkgd_update, iters=3), {"iters": 3}),
+], ids=["gn", "gn-axis-2", "gn-eps", "whiten", "ns20", "swan", "sinkgd3"])
+def test_swanref_itself_conforms(op, fn, kw):
+    report = run(fn, op, examples=8, **kw)
+    assert report.exit_code == 0, report.table()
+    assert not any(r.status in ("FAIL", "warn") for r in report.results), report.table()
+
+
+# -- wrong implementations fail, naming the property -------------------------------------------
+
+WRONG = [
+    # (impl, op, claim, properties that must fail)
+    ("grad_norm_ddof1", "grad_norm", {}, {"row_std_one", "agrees_with_reference"}),
+    ("grad_norm_wrong_axis", "grad_norm", {}, {"row_mean_zero", "agrees_with_reference"}),
+    ("grad_norm_rms", "grad_norm", {}, {"row_mean_zero", "affine_invariance"}),
+    ("grad_norm_eps", "grad_norm", {}, {"row_std_one", "agrees_with_reference"}),
+    ("grad_norm_nan_constant", "grad_norm", {}, {"constant_row_zero", "finite_output"}),
+    ("grad_norm_float64_out", "grad_norm", {"dtype": "float32"}, {"shape_and_dtype"}),
+    ("grad_norm_inplace", "grad_norm", {}, {"input_not_modified"}),
+    ("grad_norm_numpy", "grad_norm", {"axis": -2}, {"agrees_with_reference", "row_mean_zero"}),
+    ("whiten_scipy_polar_raw", "whiten", {}, {"rank_deficient", "zero_input"}),
+    ("whiten_full_svd_completion", "whiten", {}, {"rank_deficient"}),
+    ("whiten_frobenius", "whiten", {}, {"orthonormal_rows", "agrees_with_reference"}),
+    ("whiten_eigh", "whiten", {"max_kappa": 1e7}, {"ill_conditioned"}),
+    ("whiten_no_transpose", "whiten", {}, {"tall_input", "transpose_equivariance"}),
+    ("ns_beta08", "whiten", {"method": "newton_schulz"}, {"agrees_with_reference",
+                                                           "singular_values_match_prediction"}),
+    ("ns_no_prescale", "whiten", {"method": "newton_schulz"}, {"scale_invariance",
+                                                                "agrees_with_reference"}),
+    ("ns_no_output_scale", "whiten", {"method": "newton_schulz"},
+     {"singular_values_match_prediction", "scale_invariance"}),
+    ("ns_swapped_order", "whiten", {"method": "newton_schulz"}, {"agrees_with_reference"}),
+    ("ns_no_transpose_back", "whiten", {"method": "newton_schulz"}, {"shape_and_dtype",
+                                                                      "tall_input"}),
+    ("ns_numpy", "whiten", {}, {"orthonormal_rows", "agrees_with_reference"}),
+    ("whiten_scipy_polar", "whiten", {"method": "newton_schulz"}, {"agrees_with_reference"}),
+    ("swan_no_rescale", "swan_update", {}, {"rms_one"}),
+    ("swan_numpy", "swan_update", {"rescale": False}, {"agrees_with_reference"}),
+    ("swan_no_gradnorm", "swan_update", {}, {"affine_invariance", "agrees_with_reference"}),
+    ("swan_rms_gradnorm", "swan_update", {}, {"affine_invariance"}),
+    ("sinkgd_columns_first", "sinkgd_update", {}, {"column_norms", "row_scale_invariance"}),
+    ("sinkgd_one_iter", "sinkgd_update", {}, {"agrees_with_reference"}),
+    ("sinkgd_unit_norms", "sinkgd_update", {}, {"column_norms"}),
+    ("sinkgd_eps", "sinkgd_update", {}, {"agrees_with_reference"}),
+]
+
+
+@pytest.mark.parametrize("name,op,kw,expected", WRONG,
+                         ids=[f"{w[0]}-{w[1]}-{w[2]}" for w in WRONG])
+def test_wrong_implementations_fail_naming_the_property(name, op, kw, expected):
+    report = run(getattr(M, name), op, **kw)
+    assert report.exit_code == 1, report.table()
+    failed = {r.name for r in report.failures}
+    assert expected <= failed, f"expected {expected} among {failed}\n{report.table()}"
+    text = report.table()
+    for prop_name in expected:
+        assert f"[FAIL] {prop_name}" in text
+    for r in report.failures:
+        assert r.input and "shape" in r.input and "dtype" in r.input
+        assert r.error is not None and r.tolerance is not None and r.error > r.tolerance
+
+
+def test_every_operator_has_wrong_implementations_in_the_meta_suite():
+    covered = {w[1] for w in WRONG}
+    assert covered == set(OPS)
+
+
+def test_every_property_is_shown_failing_by_some_wrong_implementation():
+    """Each property of the catalogue must be able to fail (else it tests nothing)."""
+    shown = set().union(*(w[3] for w in WRONG)) | {"batched", "extreme_scale",
+                                                    "offset_robustness"}
+    names = {p.name for p in CATALOGUE}
+    missing = names - shown - {"permutation_equivariance", "sign_symmetry",
+                               "orthogonal_equivariance", "polar_symmetric_psd",
+                               "constant_rows", "zero_lines_stay_zero", "finite_output"}
+    assert not missing, f"properties without a failing meta-implementation: {missing}"
+
+
+@pytest.mark.parametrize("prop_name,impl,op,kw", [
+    ("polar_symmetric_psd", "whiten_no_transpose", "whiten", {}),
+    ("orthogonal_equivariance", "whiten_eigh", "whiten", {"max_kappa": 1e7}),
+    ("permutation_equivariance", "swan_no_gradnorm", "swan_update", {}),
+    ("constant_rows", "swan_no_rescale", "swan_update", {}),
+    ("zero_lines_stay_zero", "sinkgd_unit_norms", "sinkgd_update", {}),
+    ("finite_output", "grad_norm_nan_constant", "grad_norm", {}),
+])
+def test_relational_properties_can_fail(prop_name, impl, op, kw):
+    report = run(getattr(M, impl), op, properties=[prop_name], **kw)
+    if prop_name == "zero_lines_stay_zero":
+        # unit-norm lines still keep zero lines zero: this property must PASS here, and fail
+        # for an implementation that fills zero lines
+        assert report.status(prop_name) == "pass"
+
+        def fills(G):
+            out = M.sinkgd_numpy(G)
+            return np.where(out == 0, 1.0, out).astype(out.dtype)
+        report = run(fills, op, properties=[prop_name])
+    assert report.status(prop_name) == "FAIL", report.table()
+
+
+def test_sign_symmetry_can_fail():
+    def biased(G):
+        return (M.whiten_scipy_polar(G) + 1e-3).astype(G.dtype)
+    report = run(biased, "whiten", properties=["sign_symmetry"])
+    assert report.status("sign_symmetry") == "FAIL"
+
+
+def test_batched_failure_is_reported_as_unsupported_not_a_crash():
+    report = run(M.whiten_polar_2d_only, "whiten")
+    assert report.status("batched") == "unsupported"
+    assert "only 2-D" in [r for r in report.results if r.name == "batched"][0].message
+    assert report.exit_code == 0
+    strict = run(M.whiten_polar_2d_only, "whiten", strict=True, properties=["batched"])
+    assert strict.exit_code == 1
+
+
+def test_target_that_fails_on_plain_input_is_not_conforming():
+    def broken(G):
+        raise RuntimeError("boom")
+    report = run(broken, "grad_norm", properties=["agrees_with_reference", "batched"])
+    assert report.status("agrees_with_reference") == "FAIL"
+    assert report.status("batched") == "unsupported"
+    assert "RuntimeError: boom" in report.table()
+    assert report.exit_code == 1
+
+
+def test_target_returning_non_array_fails():
+    report = run(lambda G: "nope", "whiten", properties=["agrees_with_reference"])
+    assert report.status("agrees_with_reference") == "FAIL"
+
+
+def test_counterexample_is_shrunk_small():
+    report = run(M.grad_norm_ddof1, "grad_norm", properties=["row_std_one"], examples=30)
+    r = report.results[0]
+    assert r.status == "FAIL"
+    assert np.prod(r.input["shape"]) <= 4, r.input       # hypothesis shrank it
+    assert r.array is not None
+
+
+def test_seed_makes_reports_reproducible():
+    a = run(M.whiten_frobenius, "whiten", seed=7).to_dict()
+    b = run(M.whiten_frobenius, "whiten", seed=7).to_dict()
+    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in a["results"]]
+    strip_b = [{k: v for k, v in r.items() if k != "seconds"} for r in b["results"]]
+    assert strip == strip_b
+
+
+def test_claim_options_select_properties():
+    claim = Claim("whiten", method="newton_schulz", scaling="none")
+    names = {p.name for p in properties_for(claim) if p.not_applicable(claim) is None}
+    assert "scale_invariance" not in names
+    assert "orthonormal_rows" not in names
+    assert "singular_values_match_prediction" in names
+    exact = Claim("whiten", full_rank_only=True)
+    names = {p.name for p in properties_for(exact) if p.not_applicable(exact) is None}
+    assert "rank_deficient" not in names and "orthonormal_rows" in names
+
+
+def test_report_json_is_serialisable_and_complete():
+    report = run(M.grad_norm_ddof1, "grad_norm", properties=["row_std_one", "zero_input"])
+    d = json.loads(json.dumps(report.to_dict()))
+    assert d["conforming"] is False and d["exit_code"] == 1
+    assert d["failed_properties"] == ["row_std_one"]
+    row = [r for r in d["results"] if r["property"] == "row_std_one"][0]
+    assert row["status"] == "FAIL" and row["error"] > row["tolerance"]
+    assert row["input"]["dtype"] == "float64" and "seed" in row["input"]
+
+
+# -- command line ---------------------------------------------------------------------------
+
+def cli(*args, cwd=None):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "tests")]))
+    return subprocess.run([sys.executable, "-m", "swanref.cli", "check", *args],
+                          capture_output=True, text=True, cwd=cwd or ROOT, env=env, timeout=120)
+
+
+def test_cli_conforming_target_exits_0():
+    p = cli("grad_norm", "meta_impls:grad_norm_numpy", "--examples", "5")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "verdict: CONFORMING" in p.stdout
+    assert "agrees_with_reference" in p.stdout
+
+
+def test_cli_wrong_target_exits_1_and_names_property(tmp_path):
+    p = cli("whiten", "tests/meta_impls.py:whiten_frobenius", "--examples", "5", "--json",
+            "--property", "orthonormal_rows")
+    assert p.returncode == 1, p.stdout + p.stderr
+    d = json.loads(p.stdout)
+    assert d["failed_properties"] == ["orthonormal_rows"]
+
+
+def test_cli_file_target_with_options(tmp_path):
+    impl = tmp_path / "impl.py"
+    impl.write_text(textwrap.dedent("""
+        import numpy as np
+        def ns(G):
+            X = G.T if G.shape[0] > G.shape[1] else G
+            A = X @ X.T
+            c = np.sqrt(np.sum(A * A))
+            if c == 0:
+                return np.zeros_like(G)
+            I = np.eye(len(A))
+            Y, Z = A / c, I
+            for _ in range(12):
+                T = 3 * I - Z @ Y
+                Y, Z = 0.5 * Y @ T, 0.5 * T @ Z
+            out = Z @ X / np.sqrt(c)
+            return (out.T if X is not G else out).astype(G.dtype)
+    """))
+    p = cli("whiten", f"{impl}:ns", "--method", "newton_schulz", "--steps", "12",
+            "--examples", "5", "--property", "agrees_with_reference", cwd=str(tmp_path))
+    assert p.returncode == 0, p.stdout + p.stderr
+    p = cli("whiten", f"{impl}:ns", "--method", "newton_schulz", "--steps", "11",
+            "--examples", "5", "--property", "agrees_with_reference", cwd=str(tmp_path))
+    assert p.returncode == 1, p.stdout + p.stderr
+
+
+@pytest.mark.parametrize("args,needle", [
+    (("whiten",), "TARGET"),
+    (("frobnicate", "meta_impls:ns_numpy"), "invalid choice"),
+    (("whiten", "no_such_module_xyz:f"), "cannot import"),
+    (("whiten", "meta_impls:no_such_function"), "no attribute"),
+    (("whiten", "meta_impls"), "module:function"),
+    (("whiten", "missing_file.py:f"), "no such file"),
+    (("whiten", "meta_impls:ns_numpy", "--method", "qr"), "--method"),
+    (("whiten", "meta_impls:ns_numpy", "--steps", "3"), "only apply"),
+    (("grad_norm", "meta_impls:grad_norm_numpy", "--method", "newton_schulz"), "do not apply"),
+    (("whiten", "meta_impls:ns_numpy", "--dtype", "int32"), "dtype"),
+    (("whiten", "meta_impls:ns_numpy", "--examples", "0"), "examples"),
+    (("whiten", "meta_impls:ns_numpy", "--axis", "3"), "axis"),
+    (("whiten", "meta_impls:ns_numpy", "--property", "nope"), "unknown properties"),
+    (("whiten", "meta_impls:ns_numpy", "--array-type", "torch"), "torch"),
+])
+def test_cli_usage_errors_exit_2(args, needle):
+    p = cli(*args)
+    if "torch" in args and p.returncode != 2:
+        pytest.skip("torch is installed here")
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert needle in p.stderr
+
+
+def test_cli_not_callable_target_exits_2():
+    p = cli("whiten", "meta_impls:np")   # a module object, not a function
+    assert p.returncode == 2
+    assert "not callable" in p.stderr
+
+
+def test_cli_list_properties_and_help():
+    p = cli("whiten", "x:y", "--list-properties")
+    assert p.returncode == 0
+    assert "orthonormal_rows" in p.stdout and "rank_deficient" in p.stdout
+    p = cli("--help")
+    assert p.returncode == 0 and "Exit 0 conforming" in " ".join(p.stdout.split())
