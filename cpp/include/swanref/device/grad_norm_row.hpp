@@ -69,6 +69,33 @@ SWANREF_HOST_DEVICE inline int pow2_exponent(T amax) {
   return e;
 }
 
+// Largest / smallest k with 2^k a normal number of T.
+template <class T>
+struct pow2_limits;
+template <>
+struct pow2_limits<float> {
+  static constexpr int min_exp = -126, max_exp = 127;
+};
+template <>
+struct pow2_limits<double> {
+  static constexpr int min_exp = -1022, max_exp = 1023;
+};
+
+// x -> ldexp(x, k), exactly (one rounding, only for subnormal results). When 2^k is a normal
+// number this is one multiplication by 2^k, which rounds the same exact value the same way;
+// otherwise (rows of huge or tiny magnitude) it calls ldexp. The branch is uniform per row.
+template <class T>
+struct Pow2Scaler {
+  T factor;
+  int k;
+  bool multiply;
+  SWANREF_HOST_DEVICE explicit Pow2Scaler(int k_) : factor(T(0)), k(k_), multiply(false) {
+    multiply = k >= pow2_limits<T>::min_exp && k <= pow2_limits<T>::max_exp;
+    if (multiply) factor = dmath::ldexp(T(1), k);
+  }
+  SWANREF_HOST_DEVICE T operator()(T x) const { return multiply ? x * factor : dmath::ldexp(x, k); }
+};
+
 // -- execution policies ---------------------------------------------------------------------
 // An Exec says which entries of the row this thread visits (j = first(); j < n; j += step())
 // and combines per-thread partial results over everyone working on the row.
@@ -81,13 +108,19 @@ struct SerialExec {
   SWANREF_HOST_DEVICE T reduce_sum(T v) const { return v; }
   template <class T>
   SWANREF_HOST_DEVICE T reduce_max(T v) const { return v; }
+  template <class T>
+  SWANREF_HOST_DEVICE void reduce_max_sum(T&, T&) const {}
 };
 
 // -- the row algorithm ------------------------------------------------------------------------
-// in[j * in_stride], j < n: the row (read only; in[0] is read by every thread).
-// out[j * out_stride]: the result. work[j] (unit stride): scratch for the scaled deviations; it
-// may be shared memory, or the output row itself when out_stride == 1 (every thread reads back
-// only the entries it wrote, so no barrier is needed for it). eps >= 0.
+// in[j * in_stride], j < n: the row (read once; in[0] is read by every thread).
+// out[j * out_stride]: the result. work[j] (unit stride): scratch holding the row while it is
+// processed; it may be shared memory, or the output row itself when out_stride == 1 (every
+// thread reads back only the entries it wrote, so no barrier is needed for it). eps >= 0.
+//
+// Three reductions: max|g|; then max|d| and sum(d) together (sum(ldexp(d, -e2)) equals
+// ldexp(sum(d), -e2) exactly, the partial sums being scaled by the same power of two; |d| < 2
+// cannot overflow); then sum(c^2).
 template <class T, class Exec>
 SWANREF_HOST_DEVICE inline void grad_norm_row(Exec& ex, const T* in, index_type in_stride,
                                               T* out, index_type out_stride, T* work,
@@ -95,54 +128,65 @@ SWANREF_HOST_DEVICE inline void grad_norm_row(Exec& ex, const T* in, index_type 
   const index_type j0 = ex.first();
   const index_type dj = ex.step();
 
-  // 1. exponent of the largest magnitude
+  // 1. read the row once (four loads in flight per thread), keep it, find max|g|
   T amax = T(0);
-  for (index_type j = j0; j < n; j += dj) {
-    const T a = dmath::fabs(in[j * in_stride]);
+  index_type j = j0;
+  for (; j + 3 * dj < n; j += 4 * dj) {
+    const T x0 = in[j * in_stride], x1 = in[(j + dj) * in_stride],
+            x2 = in[(j + 2 * dj) * in_stride], x3 = in[(j + 3 * dj) * in_stride];
+    work[j] = x0;
+    work[j + dj] = x1;
+    work[j + 2 * dj] = x2;
+    work[j + 3 * dj] = x3;
+    const T a01 = dmath::fabs(x0) > dmath::fabs(x1) ? dmath::fabs(x0) : dmath::fabs(x1);
+    const T a23 = dmath::fabs(x2) > dmath::fabs(x3) ? dmath::fabs(x2) : dmath::fabs(x3);
+    const T a = a01 > a23 ? a01 : a23;
+    amax = a > amax ? a : amax;
+  }
+  for (; j < n; j += dj) {
+    const T x = in[j * in_stride];
+    work[j] = x;
+    const T a = dmath::fabs(x);
     amax = a > amax ? a : amax;
   }
   amax = ex.reduce_max(amax);
   const int e1 = pow2_exponent(amax);
-  const T y0 = dmath::ldexp(in[0], -e1);
+  const Pow2Scaler<T> s1(-e1);
+  const T y0 = s1(in[0]);
 
-  // 2. deviations from the first entry, and their largest magnitude
+  // 2. deviations from the first entry (exact power-of-two scaling first): max|d| and sum(d)
   T dmax = T(0);
-  for (index_type j = j0; j < n; j += dj) {
-    const T d = dmath::ldexp(in[j * in_stride], -e1) - y0;
+  T s = T(0);
+  for (j = j0; j < n; j += dj) {
+    const T d = s1(work[j]) - y0;
     work[j] = d;
     const T a = dmath::fabs(d);
     dmax = a > dmax ? a : dmax;
-  }
-  dmax = ex.reduce_max(dmax);
-  const int e2 = pow2_exponent(dmax);
-
-  // 3. rescale so that the largest deviation lies in [0.5, 1); mean
-  T s = T(0);
-  for (index_type j = j0; j < n; j += dj) {
-    const T d = dmath::ldexp(work[j], -e2);
-    work[j] = d;
     s += d;
   }
-  const T mean = ex.reduce_sum(s) / T(n);
+  ex.reduce_max_sum(dmax, s);
+  const int e2 = pow2_exponent(dmax);
+  const Pow2Scaler<T> s2(-e2);
+  const T mean = s2(s) / T(n);
 
-  // 4. centred values and the population variance
+  // 3. rescale so that the largest deviation lies in [0.5, 1); centre; population variance
   T q = T(0);
-  for (index_type j = j0; j < n; j += dj) {
-    const T c = work[j] - mean;
+  for (j = j0; j < n; j += dj) {
+    const T c = s2(work[j]) - mean;
     work[j] = c;
     q += c * c;
   }
   const T var = ex.reduce_sum(q) / T(n);
 
-  // 5. eps is added to the variance of the original row: var_orig = var * 4^(e1 + e2)
+  // 4. eps is added to the variance of the original row: var_orig = var * 4^(e1 + e2)
   const T std = eps > T(0) ? dmath::sqrt(var + dmath::ldexp(eps, -2 * (e1 + e2)))
                            : dmath::sqrt(var);
 
-  // 6. standardise (a constant row has c == 0 everywhere and std == sqrt(eps') or 0)
+  // 5. standardise (a constant row has c == 0 everywhere and std == sqrt(eps') or 0)
   if (std > T(0)) {
-    for (index_type j = j0; j < n; j += dj) out[j * out_stride] = work[j] / std;
+    for (j = j0; j < n; j += dj) out[j * out_stride] = work[j] / std;
   } else {
-    for (index_type j = j0; j < n; j += dj) out[j * out_stride] = T(0);
+    for (j = j0; j < n; j += dj) out[j * out_stride] = T(0);
   }
 }
 
@@ -157,12 +201,12 @@ inline void grad_norm_row_serial(const T* in, index_type in_stride, T* out, T* w
 #if defined(SWANREF_CUDA)
 // -- GPU: one thread block per row ------------------------------------------------------------
 
-// Block-wide reductions through warp shuffles and a 33-entry shared buffer (32 warp partials
-// plus the broadcast slot). blockDim.x must be a multiple of 32 and at most 1024. Two barriers
+// Block-wide reductions through warp shuffles and a shared buffer (32 warp partials plus the
+// broadcast slot, twice for the paired reduction). blockDim.x must be a multiple of 32 and at most 1024. Two barriers
 // per reduction; the buffer can be reused by the next reduction without a third one.
 template <class T>
 struct BlockExec {
-  T* red;  // shared memory, >= 33 entries
+  T* red;  // shared memory, >= 66 entries
 
   __device__ index_type first() const { return threadIdx.x; }
   __device__ index_type step() const { return blockDim.x; }
@@ -193,6 +237,43 @@ struct BlockExec {
 
   __device__ T reduce_sum(T v) const { return reduce<false>(v); }
   __device__ T reduce_max(T v) const { return reduce<true>(v); }
+
+  // max of mx and sum of sm over the block, both at once (red needs >= 66 entries)
+  __device__ void reduce_max_sum(T& mx, T& sm) const {
+    const unsigned lane = threadIdx.x & 31u;
+    const unsigned warp = threadIdx.x >> 5;
+    const unsigned nwarps = blockDim.x >> 5;
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) {
+      const T a = __shfl_xor_sync(0xffffffffu, mx, off);
+      const T b = __shfl_xor_sync(0xffffffffu, sm, off);
+      mx = a > mx ? a : mx;
+      sm += b;
+    }
+    if (lane == 0) {
+      red[warp] = mx;
+      red[33 + warp] = sm;
+    }
+    __syncthreads();
+    if (warp == 0) {
+      T a = lane < nwarps ? red[lane] : T(0);
+      T b = lane < nwarps ? red[33 + lane] : T(0);
+#pragma unroll
+      for (int off = 16; off > 0; off >>= 1) {
+        const T a2 = __shfl_xor_sync(0xffffffffu, a, off);
+        const T b2 = __shfl_xor_sync(0xffffffffu, b, off);
+        a = a2 > a ? a2 : a;
+        b += b2;
+      }
+      if (lane == 0) {
+        red[32] = a;
+        red[65] = b;
+      }
+    }
+    __syncthreads();
+    mx = red[32];
+    sm = red[65];
+  }
 };
 
 // GradNorm over the last axis of a stack of rows.
@@ -205,7 +286,7 @@ __global__ void grad_norm_rows(const T* __restrict__ in, index_type rows, index_
                                index_type in_row_stride, index_type in_col_stride, T* out, T eps,
                                int work_in_shared) {
   extern __shared__ __align__(16) unsigned char swanref_grad_norm_smem[];
-  __shared__ T red[33];
+  __shared__ T red[66];
   BlockExec<T> ex{red};
   for (index_type r = blockIdx.x; r < rows; r += gridDim.x) {
     const T* row = in + r * in_row_stride;
