@@ -13,7 +13,7 @@ from . import _arrays, _backends
 from ._validate import (as_matrix_stack, compute_dtype, positive_int, real_number)
 from .errors import DivergenceError, DivergenceWarning
 from .readings import (GRAD_NORM_AXES, ON_DIVERGENCE, SCALINGS, WHITEN_METHODS,
-                       default_rank_rtol)
+                       WHITEN_PRESETS, default_rank_rtol)
 
 __all__ = ["grad_norm", "whiten", "swan_update", "sinkgd_update"]
 
@@ -129,7 +129,8 @@ def grad_norm(G, *, axis=-1, eps=0.0, backend=None, check_finite=True):
 def _whiten_params(method, steps, beta, scaling, rank_rtol, on_divergence):
     if method not in WHITEN_METHODS:
         raise ValueError(
-            f"unknown whitening method {method!r}; choose one of {', '.join(WHITEN_METHODS)}")
+            f"unknown whitening method {method!r}; choose one of {', '.join(WHITEN_METHODS)}"
+            f" or a preset ({', '.join(WHITEN_PRESETS)})")
     spec = WHITEN_METHODS[method]
     if on_divergence not in ON_DIVERGENCE:
         raise ValueError(f"on_divergence must be one of {ON_DIVERGENCE}, got {on_divergence!r}")
@@ -171,8 +172,31 @@ def _diverged(out, work, params, xp):
     return ~xp.isfinite(fro) | (fro > limit)
 
 
+def _whiten_preset_core(call: _Call, arr, method, steps, beta, scaling, rank_rtol,
+                        on_divergence, coefficients, emulate):
+    """Production presets (docs/presets.md): NumPy only, the preset's own transpose rule."""
+    from . import presets
+    if on_divergence not in ON_DIVERGENCE:
+        raise ValueError(f"on_divergence must be one of {ON_DIVERGENCE}, got {on_divergence!r}")
+    for key, value in {"beta": beta, "scaling": scaling, "rank_rtol": rank_rtol}.items():
+        if value is not None:
+            raise ValueError(f"{key} does not apply to method {method!r}")
+    if call.xp is not np:
+        raise ValueError(f"preset {method!r} runs on NumPy arrays only (swanref.presets)")
+    work, keep = call.masked(arr, 2)
+    out = presets.whiten_preset(work, method, steps=steps, coefficients=coefficients,
+                                emulate=emulate)
+    return call.unmask(out, keep)
+
+
 def _whiten_core(call: _Call, arr, method, steps=None, beta=None, scaling=None, rank_rtol=None,
-                 on_divergence="raise"):
+                 on_divergence="raise", coefficients=None, emulate=None):
+    if isinstance(method, str) and method in WHITEN_PRESETS and method not in WHITEN_METHODS:
+        return _whiten_preset_core(call, arr, method, steps, beta, scaling, rank_rtol,
+                                   on_divergence, coefficients, emulate)
+    if coefficients is not None or emulate is not None:
+        raise ValueError(f"coefficients and emulate apply to the presets only, not to method "
+                         f"{method!r}")
     spec, params = _whiten_params(method, steps, beta, scaling, rank_rtol, on_divergence)
     xp, be = call.xp, call.be
     tall = arr.shape[-2] > arr.shape[-1]
@@ -228,7 +252,8 @@ def _handle_divergence(out, work, bad, method, params, policy, exact_svd, xp):
 
 
 def whiten(G, method="svd", *, steps=None, beta=None, scaling=None, rank_rtol=None,
-           on_divergence="raise", backend=None, check_finite=True):
+           on_divergence="raise", backend=None, check_finite=True, coefficients=None,
+           emulate=None):
     r"""GradWhitening: :math:`(G G^T)^{-1/2} G`, the polar factor of ``G`` (spec section 3).
 
     For ``G = U S V^T`` of rank r the exact result is the partial isometry ``U_r V_r^T``; a
@@ -252,9 +277,17 @@ def whiten(G, method="svd", *, steps=None, beta=None, scaling=None, rank_rtol=No
         raise DivergenceError; warn and return NaN for that slice; warn and recompute it with
         'svd'; or return the raw iterate.
     backend, check_finite : as in :func:`grad_norm`.
+    coefficients, emulate : presets only
+        ``method`` may also name a production preset of ``swanref.presets`` ('muon_ns5',
+        'torch_muon', 'polar_express', 'polar_express_nanogpt', 'cubic', 'custom', ...; see
+        docs/presets.md).  ``steps`` then overrides the preset's step count,
+        ``coefficients=[(a, b, c), ...]`` its schedule (required for 'custom'), and
+        ``emulate='bfloat16'|'float16'|'source'`` rounds like PyTorch eager on a GPU.
+        Presets run in NumPy whatever the backend, with no divergence guard.
     """
     call = _Call(G, backend, check_finite)
-    out = _whiten_core(call, call.array, method, steps, beta, scaling, rank_rtol, on_divergence)
+    out = _whiten_core(call, call.array, method, steps, beta, scaling, rank_rtol, on_divergence,
+                       coefficients, emulate)
     return call.finish(out)
 
 

@@ -42,3 +42,10 @@ WHITEN_METHODS = {
 #: default rank tolerance factor: s_i > max(m, n) * eps(dtype) * s_1 (as numpy.linalg.matrix_rank)
 def default_rank_rtol(m: int, n: int, eps: float) -> float:
     return max(m, n) * eps
+
+
+#: production Muon-style orthogonalizer presets, usable as ``whiten(G, method=NAME)``; their
+#: normalisation, epsilon, schedule and source are in swanref.presets.PRESETS and docs/presets.md
+WHITEN_PRESETS = ("muon_ns5", "torch_muon", "polar_express", "polar_express_nanogpt", "you_ns5",
+                  "jiacheng6", "deepseek_v4", "optax_muon", "nemo_polar_express", "cubic",
+                  "custom")

@@ -1,0 +1,316 @@
+"""Production Muon-style orthogonalizers ("presets"), each faithful to its source.
+
+Every preset approximates the polar factor ``U V^T`` of ``G = U S V^T`` by ``U p(S) V^T`` with
+``p`` a composition of odd polynomials ``x -> a x + b x^3 + c x^5``, after a Frobenius-type
+normalisation.  What differs between the implementations people copy -- and what each preset
+here reproduces exactly -- is the normalisation (where the epsilon goes, extra safety factor),
+the coefficient schedule, what happens after the schedule runs out, the transpose rule for tall
+input, the association of the matrix products, and the compute dtype.  docs/presets.md gives the
+source (repository, file, commit) of each, and the table of known-defect behaviour that
+tests/test_presets.py checks.
+
+Precision: by default a preset runs in the input's dtype (float32 or float64): the *reference
+path*, the source's arithmetic without its forced downcast.  ``emulate="bfloat16"`` (or
+"float16") runs it with the rounding of PyTorch eager on a GPU (:mod:`swanref.bf16`);
+``emulate="source"`` picks the dtype the source itself computes in.
+
+Section numbers "note 2.x / 5.x" refer to the research note anchors_orthogonalization.md.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from .bf16 import FORMATS, Arith
+
+__all__ = ["Preset", "PRESETS", "whiten_preset", "schedule", "get_preset",
+           "KELLER_NS5", "YOU_NS5", "PE_NANOGPT5", "PE_BASIC_RAW", "PE_BASIC", "JIACHENG6",
+           "DEEPSEEK_V4", "CUBIC"]
+
+# -- coefficient tables (a, b, c): x -> a x + b x^3 + c x^5 ---------------------------------
+
+#: Keller Jordan's quintic, KellerJordan/Muon muon.py; also torch.optim.Muon's default.
+KELLER_NS5 = ((3.4445, -4.7750, 2.0315),)
+
+#: You Jiacheng's 5 triples, microsoft/dion dion/newton_schulz_triton.py (note 2.5).
+YOU_NS5 = (
+    (4.0848, -6.8946, 2.9270),
+    (3.9505, -6.3029, 2.6377),
+    (3.7418, -5.5913, 2.3037),
+    (2.8769, -3.1427, 1.2046),
+    (2.8366, -3.0525, 1.2012),
+)
+
+#: Polar Express, 5 steps, as shipped by modded-nanogpt / dion / nanochat ("Computed for
+#: num_iters=5, safety_factor=2e-2, cushion=2"); the 1.02 safety factor is already divided
+#: into all but the last polynomial.  swanref.schedules regenerates them.
+PE_NANOGPT5 = (
+    (8.156554524902461, -22.48329292557795, 15.878769915207462),
+    (4.042929935166739, -2.808917465908714, 0.5000178451051316),
+    (3.8916678022926607, -2.772484153217685, 0.5060648178503393),
+    (3.285753657755655, -2.3681294933425376, 0.46449024233003106),
+    (2.3465413258596377, -1.7097828382687081, 0.42323551169305323),
+)
+
+#: Polar Express raw table of NoahAmsel/PolarExpress polar_express/basic.py (before its 1.01
+#: safety factor); the last triple is the limit (15/8, -10/8, 3/8), used for all later steps.
+PE_BASIC_RAW = (
+    (8.28721201814563, -23.595886519098837, 17.300387312530933),
+    (4.107059111542203, -2.9478499167379106, 0.5448431082926601),
+    (3.9486908534822946, -2.908902115962949, 0.5518191394370137),
+    (3.3184196573706015, -2.488488024314874, 0.51004894012372),
+    (2.300652019954817, -1.6689039845747493, 0.4188073119525673),
+    (1.891301407787398, -1.2679958271945868, 0.37680408948524835),
+    (1.8750014808534479, -1.2500016453999487, 0.3750001645474248),
+    (1.875, -1.25, 0.375),
+)
+#: ... and with the safety factor applied as basic.py does it (float64, all but the last).
+PE_BASIC = tuple((a / 1.01, b / 1.01 ** 3, c / 1.01 ** 5) for (a, b, c) in PE_BASIC_RAW[:-1]) \
+    + (PE_BASIC_RAW[-1],)
+
+#: You Jiacheng's 6-step set (k/1024), modula-systems/modula orthogonalize (note 2.10).
+JIACHENG6 = (
+    (3955 / 1024, -8306 / 1024, 5008 / 1024),
+    (3735 / 1024, -6681 / 1024, 3463 / 1024),
+    (3799 / 1024, -6499 / 1024, 3211 / 1024),
+    (4019 / 1024, -6385 / 1024, 2906 / 1024),
+    (2677 / 1024, -3029 / 1024, 1162 / 1024),
+    (2172 / 1024, -1833 / 1024, 682 / 1024),
+)
+
+#: DeepSeek-V4 hybrid: 8 x Keller then 2 x the classical quintic-free (2, -1.5, 0.5) (note 2.10).
+DEEPSEEK_V4 = KELLER_NS5 * 8 + ((2.0, -1.5, 0.5),) * 2
+
+#: Classical cubic Newton-Schulz x -> 1.5 x - 0.5 x^3 (Higham 2008, eq. 5.22, polar form).
+CUBIC = ((1.5, -0.5, 0.0),)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One production orthogonalizer, described by what distinguishes it from the others.
+
+    norm:       'add'   X / (||X||_F * norm_scale + eps)          (Keller, PE, dion, optax)
+                'clamp' X / max(||X||_F * norm_scale, eps)        (torch.optim.Muon, NeMo)
+                'none'  X / ||X||_F, no guard: zero -> NaN         (modula)
+                'safe'  X / ||X||_F, zero matrix -> 0              (classical cubic, swanref)
+    transpose:  'to_wide' work on the wide orientation, A = X X^T, X <- a X + B X
+                'to_tall' work on the tall orientation, A = X^T X, X <- X (a I + B)  (modula)
+    form:       'keller'  A = X X^T; B = b A + (c A) A; X = a X + B X   (separate eager ops)
+                'addmm'   B = addmm(A, A, A, beta=b, alpha=c); X = addmm(X, B, X, beta=a)
+                'right'   P = a I + b A + (c A) A; X = X P             (to_tall only)
+    after:      what steps beyond the table do: 'repeat' the last triple, or 'error'
+    compute_dtype: what the source computes in: 'bfloat16', 'float16', 'float32', 'input'
+    zero:       what the source returns for the zero matrix: '0' or 'nan'
+    """
+    name: str
+    coefficients: tuple
+    steps: int
+    norm: str
+    eps: float
+    norm_scale: float = 1.0
+    transpose: str = "to_wide"
+    form: str = "keller"
+    after: str = "repeat"
+    compute_dtype: str = "bfloat16"
+    max_steps: int | None = None
+    batched_in_source: bool = True
+    zero: str = "0"
+    source: str = ""
+    notes: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+PRESETS: dict[str, Preset] = {p.name: p for p in [
+    Preset("muon_ns5", KELLER_NS5, 5, "add", 1e-7,
+           source="KellerJordan/Muon muon.py @857d1adc zeropower_via_newtonschulz5",
+           notes="bf16 throughout; per-matrix norm over dims (-2,-1) since eb22579"),
+    Preset("torch_muon", KELLER_NS5, 5, "clamp", 1e-7, form="addmm", max_steps=99,
+           batched_in_source=False,
+           source="pytorch/pytorch torch/optim/_muon.py @b5ee4d7a _zeropower_via_newtonschulz",
+           notes="source: 2-D only, ns_steps < 100; here batches run slice by slice"),
+    Preset("polar_express", PE_BASIC, 8, "add", 1e-7, norm_scale=1.01,
+           source="NoahAmsel/PolarExpress polar_express/basic.py @7f0fb573 PolarExpress",
+           notes="8 distinct quintics (1.01 safety on the first 7), last one repeats; the "
+                 "source has no default step count, 8 here runs every distinct polynomial"),
+    Preset("polar_express_nanogpt", PE_NANOGPT5, 5, "add", 1e-6, norm_scale=1 + 2e-2,
+           after="error",
+           source="KellerJordan/modded-nanogpt train_gpt.py @f411b3d3 polar_express (same "
+                  "coefficients in microsoft/dion dion/polar_express.py @0a059a45, nanochat)",
+           notes="pure-torch form; the speedrun's Triton symmetric kernels round differently"),
+    Preset("you_ns5", YOU_NS5, 5, "add", 1e-7, after="error",
+           source="microsoft/dion dion/newton_schulz_triton.py @0a059a45 "
+                  "zeropower_via_newtonschulz5 (You Jiacheng's coefficients)"),
+    Preset("jiacheng6", JIACHENG6, 6, "none", 0.0, transpose="to_tall", form="right",
+           after="error", compute_dtype="float32", batched_in_source=False, zero="nan",
+           source="modula-systems/modula @ede2ba72 orthogonalize (JAX)",
+           notes="no epsilon: the zero matrix gives NaN"),
+    Preset("deepseek_v4", DEEPSEEK_V4, 10, "add", 1e-7, after="error",
+           source="DeepSeek-V4 hybrid as described in microsoft/dion#67 and Paddle#78916 "
+                  "[ISSUE]; normalisation assumed Keller's (not read in code)"),
+    Preset("optax_muon", KELLER_NS5, 5, "add", 1e-8, compute_dtype="input",
+           source="google-deepmind/optax optax/contrib/_muon.py @2edbcbe2 "
+                  "orthogonalize_via_newton_schulz, ns_coeffs='standard', preconditioning="
+                  "'frobenius'"),
+    Preset("nemo_polar_express", PE_BASIC, 5, "clamp", 1e-15, compute_dtype="float32",
+           source="NVIDIA-NeMo/Emerging-Optimizers muon_utils.newton_schulz @fd772926, "
+                  "coefficient_type='polar_express' (F.normalize, eps=1e-15)",
+           notes="fp32 unless float32_matmul_precision='medium'; 2-D/3-D in source"),
+    Preset("cubic", CUBIC, 10, "safe", 0.0, compute_dtype="input",
+           source="classical Newton-Schulz for the polar factor (Higham 2008, eq. 5.22; "
+                  "modula docs newton-schulz.rst)",
+           notes="equals whiten(method='newton_schulz', beta=0.5, scaling='grad_fro') "
+                 "in exact arithmetic (note 2.13)"),
+    Preset("custom", (), 0, "add", 1e-7, compute_dtype="input",
+           source="user-supplied coefficients=[(a, b, c), ...] with Keller's normalisation; "
+                  "steps default to len(coefficients), the last triple repeats"),
+]}
+
+_EMULATE = (None, "bfloat16", "float16", "source")
+
+
+def get_preset(name: str) -> Preset:
+    if not isinstance(name, str) or name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def _check_coefficients(coefficients) -> tuple:
+    try:
+        triples = tuple(tuple(float(v) for v in t) for t in coefficients)
+    except (TypeError, ValueError) as exc:
+        raise TypeError("coefficients must be a sequence of (a, b, c) number triples") from exc
+    if not triples:
+        raise ValueError("coefficients must hold at least one (a, b, c) triple")
+    for t in triples:
+        if len(t) == 2:
+            continue
+        if len(t) != 3:
+            raise ValueError(f"each coefficient triple must be (a, b, c); got {t}")
+    triples = tuple(t if len(t) == 3 else t + (0.0,) for t in triples)
+    if not all(np.isfinite(v) for t in triples for v in t):
+        raise ValueError("coefficients must be finite")
+    return triples
+
+
+def schedule(name: str, steps=None, coefficients=None) -> tuple:
+    """The (a, b, c) triple used at each step by preset ``name`` (after overrides)."""
+    preset = get_preset(name)
+    table = preset.coefficients
+    after = preset.after
+    if coefficients is not None:
+        table = _check_coefficients(coefficients)
+        after = "repeat"
+    elif name == "custom":
+        raise ValueError("preset 'custom' needs coefficients=[(a, b, c), ...]")
+    if steps is None:
+        steps = len(table) if name == "custom" else preset.steps
+    if isinstance(steps, (bool, np.bool_)) or not isinstance(steps, (int, np.integer)):
+        raise TypeError(f"steps must be an integer, got {steps!r}")
+    steps = int(steps)
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    if preset.max_steps is not None and steps > preset.max_steps:
+        raise ValueError(f"preset {name!r}: steps must be <= {preset.max_steps} "
+                         f"(the source raises), got {steps}")
+    if steps > len(table) and after == "error":
+        raise ValueError(f"preset {name!r} has {len(table)} coefficient triples; steps={steps} "
+                         "is more than the source defines (pass coefficients= to extend)")
+    return tuple(table[:steps]) + (table[-1],) * max(0, steps - len(table))
+
+
+def _normalise(ar: Arith, X, preset: Preset):
+    nrm = ar.fro_norm(X)
+    if preset.norm_scale != 1.0:
+        nrm = ar.scale(preset.norm_scale, nrm)
+    if preset.norm == "add":
+        return ar.div(X, ar.add(nrm, ar.scalar(preset.eps)))
+    if preset.norm == "clamp":
+        return ar.div(X, ar.maximum(nrm, preset.eps))
+    if preset.norm == "none":
+        return ar.div(X, nrm)
+    if preset.norm == "safe":
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return ar.r(np.where(nrm > 0, X / np.where(nrm > 0, nrm, 1), 0))
+    raise ValueError(f"unknown normalisation {preset.norm!r}")  # pragma: no cover
+
+
+def _step(ar: Arith, X, coef, preset: Preset):
+    a, b, c = coef
+    if preset.form == "right":  # tall orientation, X <- X (a I + b A + c A A)
+        A = ar.mm(np.swapaxes(X, -1, -2), X)
+        eye = np.eye(A.shape[-1], dtype=ar.dtype)
+        P = ar.add(ar.scale(a, eye), ar.scale(b, A))
+        if c != 0.0:
+            P = ar.add(P, ar.mm(ar.scale(c, A), A))
+        return ar.mm(X, P)
+    A = ar.mm(X, np.swapaxes(X, -1, -2))
+    if preset.form == "addmm":
+        B = ar.addmm(A, A, A, beta=b, alpha=c)
+        return ar.addmm(X, B, X, beta=a, alpha=1.0)
+    B = ar.scale(b, A)
+    if c != 0.0:  # skipping 0 * (A @ A) changes nothing: adding an exact zero
+        B = ar.add(B, ar.mm(ar.scale(c, A), A))
+    return ar.add(ar.scale(a, X), ar.mm(B, X))
+
+
+def whiten_preset(G, name: str, *, steps=None, coefficients=None, emulate=None) -> np.ndarray:
+    """Run preset ``name`` on ``G`` of shape (*batch, m, n), float32 or float64.
+
+    Parameters
+    ----------
+    G : ndarray, float32 or float64, shape (*batch, m, n); never modified.
+    name : a key of :data:`PRESETS`.
+    steps : number of polynomial steps (default: the preset's).
+    coefficients : replace the preset's table by this list of (a, b, c) triples (the last one
+        repeats); required for ``name='custom'``.
+    emulate : None (compute in G's dtype), 'bfloat16', 'float16' (PyTorch-eager rounding, see
+        swanref.bf16), or 'source' (the dtype the source computes in).
+
+    Returns an array of G's dtype and shape.  In emulation its values are representable in the
+    emulated format.  The zero matrix gives 0, except for presets whose source has no epsilon
+    (``jiacheng6``: NaN); see docs/presets.md.
+    """
+    preset = get_preset(name)
+    if emulate not in _EMULATE:
+        raise ValueError(f"emulate must be one of {_EMULATE}, got {emulate!r}")
+    G = np.asarray(G)
+    if G.dtype not in (np.float32, np.float64):
+        raise TypeError(f"whiten_preset takes float32 or float64 arrays, got {G.dtype} "
+                        "(swanref.whiten accepts float16/bfloat16 and computes in float32)")
+    if G.ndim < 2:
+        raise ValueError(f"G must have shape (*batch, m, n); got {G.shape}")
+    sched = schedule(name, steps, coefficients)
+    if emulate == "source":
+        emulate = preset.compute_dtype
+        if emulate == "float32":
+            return whiten_preset(G.astype(np.float32), name, steps=steps,
+                                 coefficients=coefficients).astype(G.dtype)
+        if emulate == "input":
+            emulate = None
+    ar = Arith(emulate, G.dtype)
+    if G.size == 0:
+        return np.zeros(G.shape, G.dtype)
+    m, n = G.shape[-2:]
+    flip = (m > n) if preset.transpose == "to_wide" else (n > m)
+    X = ar.cast_in(G)
+    if flip:
+        X = np.swapaxes(X, -1, -2)
+    X = _normalise(ar, X, preset)
+    for coef in sched:
+        X = _step(ar, X, coef, preset)
+    if flip:
+        X = np.swapaxes(X, -1, -2)
+    return np.array(X, dtype=G.dtype, copy=True)
+
+
+def with_coefficients(name: str, coefficients) -> Preset:
+    """A copy of preset ``name`` with its table replaced (for the checker and the docs)."""
+    return replace(get_preset(name), coefficients=_check_coefficients(coefficients))
+
+
+def describe(name: str) -> str:
+    p = get_preset(name)
+    return (f"{p.name}: norm={p.norm} scale={p.norm_scale} eps={p.eps:g} "
+            f"transpose={p.transpose} form={p.form} steps={p.steps} after={p.after} "
+            f"dtype={p.compute_dtype} zero->{p.zero}; {p.source}")
