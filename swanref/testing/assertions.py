@@ -97,7 +97,8 @@ def _describe_text(info: dict) -> str:
         if isinstance(value, float):
             value = _fmt(value)
         elif isinstance(value, list) and key == "shape":
-            value = "(" + ", ".join(str(v) for v in value) + ")"
+            value = "(" + ", ".join(str(v) for v in value) + ("," if len(value) == 1 else "") \
+                + ")"
         parts.append(f"{key} {value}")
     return ", ".join(parts)
 
@@ -198,7 +199,7 @@ def extended_relative_error(actual, desired) -> np.ndarray:
     """Elementwise ``|a - d| / |d|``; absolute error where ``d == 0``; total on NaN/Inf."""
     a, d = np.broadcast_arrays(_f64(actual), _f64(desired))
     err = extended_absolute_error(a, d)
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         rel = np.where((d != 0) & np.isfinite(d), err / np.abs(np.where(d != 0, d, 1)), err)
     return rel
 

@@ -1,0 +1,219 @@
+"""swanref.testing.assertions: total metrics and tolerance-aware assertions."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import swanref
+from swanref.testing import assertions as A
+from swanref.testing import matrices
+from swanref.tolerance import TRUSTED_LIMIT
+
+import meta_impls as M
+
+nan, inf = np.nan, np.inf
+
+
+# -- total error metrics ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("a,d,expected", [
+    (nan, nan, 0.0),          # NaN vs NaN matches
+    (nan, 1.0, inf),          # NaN vs number: infinite error
+    (1.0, nan, inf),
+    (inf, inf, 0.0),          # same infinity matches
+    (-inf, inf, inf),
+    (inf, 1e308, inf),
+    (3.0, 0.0, 3.0),          # zero reference: absolute error
+    (1.5, 1.0, 0.5),
+    (-2.0, -4.0, 0.5),
+])
+def test_extended_relative_error(a, d, expected):
+    assert A.extended_relative_error(a, d) == expected
+
+
+def test_metrics_never_return_nan():
+    vals = np.array([nan, inf, -inf, 0.0, -0.0, 1.0, 1e-300, 1e300])
+    a, d = np.meshgrid(vals, vals)
+    for fn in (A.extended_absolute_error, A.extended_relative_error, A.mixed_error):
+        e = fn(a, d)
+        assert not np.isnan(e).any()
+        assert (e >= 0).all()
+    assert not np.isnan(A.fro_error(a, d)).any()
+
+
+def test_mixed_error_and_fro_error():
+    assert A.mixed_error(3.0, 1.0) == 1.0
+    assert A.mixed_error(0.5, 0.0) == 0.5
+    X = np.array([[[1.0, 0.0], [0.0, 1.0]], [[nan, 0.0], [0.0, 1.0]]])
+    Y = np.array([[[1.0, 0.0], [0.0, 0.0]], [[nan, 0.0], [0.0, 1.0]]])
+    np.testing.assert_array_equal(A.fro_error(X, Y), [1.0, 0.0])
+
+
+def test_assert_close():
+    A.assert_close(np.array([1.0, nan, 0.0]), np.array([1.0 + 1e-15, nan, 0.0]))
+    with pytest.raises(AssertionError, match="error 0.5 vs tolerance"):
+        A.assert_close(np.array([1.0, 2.0]), np.array([1.0, 1.0]), rtol=1e-3)
+    with pytest.raises(AssertionError, match="error inf"):
+        A.assert_close(np.array([nan]), np.array([1.0]))
+    with pytest.raises(AssertionError, match="shapes differ"):
+        A.assert_close(np.zeros(2), np.zeros(3))
+    # the float32 default tolerance is looser than float64's
+    x = np.float32(1) + np.float32(1e-6)
+    A.assert_close(np.array([x], np.float32), np.array([1.0]))
+    with pytest.raises(AssertionError):
+        A.assert_close(np.array([1 + 1e-6]), np.array([1.0]))
+
+
+# -- GradNorm ----------------------------------------------------------------------------------
+
+def test_grad_norm_assertions(rng):
+    G = rng.standard_normal((5, 7))
+    A.assert_grad_norm_close(swanref.grad_norm(G), G)
+    A.assert_grad_norm_close(swanref.grad_norm(G, axis=-2), G, axis=-2)
+    with pytest.raises(A.SwanrefAssertionError) as info:
+        A.assert_grad_norm_close(M.grad_norm_ddof1(G), G, seed=123)
+    msg = str(info.value)
+    assert "agrees_with_reference" in msg and "tolerance" in msg
+    assert "shape (5, 7)" in msg and "float64" in msg and "seed 123" in msg
+    assert "kappa" in msg
+    meas = info.value.measurement
+    assert meas.error > meas.tolerance and meas.ratio > 1
+
+
+def test_grad_norm_tolerance_follows_dtype(rng):
+    G = rng.standard_normal((4, 9)).astype(np.float32)
+    out32 = swanref.grad_norm(G)
+    A.assert_grad_norm_close(out32, G)
+    # the same float32 result claimed as float64 accuracy fails
+    with pytest.raises(AssertionError):
+        A.assert_grad_norm_close(out32.astype(np.float64), G.astype(np.float64))
+
+
+def test_grad_norm_constant_rows_and_nan():
+    G = np.array([[0.1, 0.1, 0.1], [1.0, 2.0, 4.0]])
+    A.assert_grad_norm_close(swanref.grad_norm(G), G)
+    with pytest.raises(AssertionError, match="error inf"):
+        A.assert_grad_norm_close(M.grad_norm_nan_constant(G), G)
+
+
+def test_shape_mismatch_is_reported():
+    G = np.ones((3, 4))
+    with pytest.raises(AssertionError, match="output shape"):
+        A.assert_grad_norm_close(np.zeros((4, 3)), G)
+
+
+# -- exact whitening --------------------------------------------------------------------------
+
+def test_whitening_tolerance_is_kappa_aware():
+    rng = np.random.default_rng(5)
+    G = matrices.conditioned(rng, 6, 6, 1e6)
+    X = swanref.whiten(G, "eigh")
+    # eigh loses kappa^2 eps: fails an svd-accuracy claim, passes the eigh claim
+    with pytest.raises(A.SwanrefAssertionError) as info:
+        A.assert_whitening_close(X, G)
+    assert "method 'svd'" in str(info.value)
+    assert info.value.measurement.input["kappa"] == pytest.approx(1e6, rel=1e-3)
+    A.assert_whitening_close(X, G, method="eigh")
+    A.assert_whitening_close(swanref.whiten(G), G)
+    # a well-conditioned input has a much tighter tolerance
+    G1 = matrices.conditioned(rng, 6, 6, 2.0)
+    tight = A.measure_whitening(swanref.whiten(G1), G1).tolerance
+    loose = A.measure_whitening(X, G).tolerance
+    assert loose > 1e4 * tight
+
+
+def test_whitening_rank_deficient_zero_tall_batched(rng):
+    G = matrices.conditioned(rng, 5, 5, 10, rank=2)
+    A.assert_whitening_close(swanref.whiten(G), G)
+    A.assert_partial_isometry(swanref.whiten(G), 2)
+    with pytest.raises(AssertionError):
+        A.assert_whitening_close(M.whiten_full_svd_completion(G), G)
+    with pytest.raises(AssertionError, match="partial_isometry"):
+        A.assert_partial_isometry(M.whiten_full_svd_completion(G), 2)
+    Z = np.zeros((3, 4))
+    A.assert_whitening_close(swanref.whiten(Z), Z)
+    with pytest.raises(AssertionError):
+        A.assert_whitening_close(np.full((3, 4), nan), Z)
+    T = matrices.conditioned(rng, 8, 3, 100)
+    A.assert_whitening_close(swanref.whiten(T), T)
+    with pytest.raises(AssertionError):
+        A.assert_whitening_close(M.whiten_no_transpose(T), T)
+    B = np.stack([matrices.conditioned(rng, 3, 4, k) for k in (1, 1e3, 1e6)])
+    out = swanref.whiten(B)
+    A.assert_whitening_close(out, B)
+    out[1] += 1e-6
+    with pytest.raises(AssertionError, match=r"worst slice \(1,\)"):
+        A.assert_whitening_close(out, B)
+
+
+def test_orthonormal_rows_and_symmetric_psd(rng):
+    G = rng.standard_normal((4, 7))
+    X = swanref.whiten(G)
+    A.assert_orthonormal_rows(X)
+    A.assert_orthonormal_rows(X.T)          # tall: columns
+    A.assert_symmetric_psd(X, G)
+    with pytest.raises(AssertionError, match="orthonormal_rows"):
+        A.assert_orthonormal_rows(G / np.linalg.norm(G))
+    Q = matrices.haar_orthogonal(rng, 4, 4)
+    with pytest.raises(AssertionError, match="polar_symmetric_psd"):
+        A.assert_symmetric_psd(Q @ X, G)    # orthonormal rows but wrong singular vectors
+    with pytest.raises(AssertionError, match="polar_symmetric_psd"):
+        A.assert_symmetric_psd(-X, G)       # symmetric but negative definite
+
+
+# -- Newton-Schulz ----------------------------------------------------------------------------
+
+def test_newton_schulz_assertion(rng):
+    G = matrices.conditioned(rng, 4, 6, 30)
+    X = swanref.whiten(G, "newton_schulz", steps=10)
+    A.assert_newton_schulz_close(X, G, steps=10)
+    with pytest.raises(AssertionError, match="agrees_with_prediction"):
+        A.assert_newton_schulz_close(X, G, steps=9)
+    with pytest.raises(AssertionError):
+        A.assert_newton_schulz_close(M.ns_beta08(G), G, steps=10)
+    # tall input and huge scale: the prediction is scale invariant
+    T = G.T * 1e150
+    A.assert_newton_schulz_close(swanref.whiten(T, "newton_schulz"), T, steps=10)
+
+
+def test_newton_schulz_no_claim_outside_model():
+    G = np.zeros((4, 4), np.float32)
+    meas = A.measure_newton_schulz(np.ones((4, 4), np.float32), G, steps=40, beta=0.5,
+                                   scaling="gram_fro")
+    assert meas.tolerance > TRUSTED_LIMIT and not meas.claim and meas.passed
+    assert "no claim" in meas.note
+
+
+# -- SWAN update and SinkGD ---------------------------------------------------------------------
+
+def test_swan_update_assertion(rng):
+    G = rng.standard_normal((5, 8))
+    A.assert_swan_update_close(swanref.swan_update(G), G, whiten_method="newton_schulz",
+                               steps=10, beta=0.5, scaling="gram_fro")
+    A.assert_swan_update_close(swanref.swan_update(G, whiten_method="svd"), G)
+    with pytest.raises(AssertionError):
+        A.assert_swan_update_close(M.swan_no_rescale(G), G)
+    A.assert_swan_update_close(M.swan_no_rescale(G), G, rescale=False)
+    with pytest.raises(AssertionError):
+        A.assert_swan_update_close(M.swan_no_gradnorm(G), G)
+    tol, claim = A.swan_update_tolerance(G, whiten_method="newton_schulz", steps=10, beta=0.5,
+                                         scaling="gram_fro")
+    assert claim.all() and 0 < float(tol) < 1e-9
+
+
+def test_sinkgd_assertion(rng):
+    G = rng.standard_normal((4, 6))
+    A.assert_sinkgd_close(swanref.sinkgd_update(G), G)
+    A.assert_sinkgd_close(swanref.sinkgd_update(G, iters=2), G, iters=2)
+    with pytest.raises(AssertionError):
+        A.assert_sinkgd_close(M.sinkgd_columns_first(G), G)
+    assert A.sinkgd_tolerance(4, 6, 5, np.float32) > A.sinkgd_tolerance(4, 6, 5, np.float64)
+
+
+def test_measurement_serialises():
+    meas = A.Measurement("p", math.inf, 1e-3, "m", {"shape": [2, 2]})
+    d = meas.to_dict()
+    assert d["error"] == "inf" and not meas.passed
+    assert A.Measurement("p", 1.0, 0.0, "m", claim=False).passed
