@@ -316,3 +316,55 @@ def test_cli_list_properties_and_help():
     assert "orthonormal_rows" in p.stdout and "rank_deficient" in p.stdout
     p = cli("--help")
     assert p.returncode == 0 and "Exit 0 conforming" in " ".join(p.stdout.split())
+
+
+# -- pytest plugin ----------------------------------------------------------------------------
+
+def _plugin_args():
+    """``-p swanref.pytest_plugin`` unless the pytest11 entry point already loads it."""
+    from importlib.metadata import entry_points
+    eps = entry_points(group="pytest11")
+    if any(ep.value.startswith("swanref.pytest_plugin") for ep in eps):
+        return []
+    return ["-p", "swanref.pytest_plugin"]
+
+
+def _pytest(tmp_path, *args):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "tests")]))
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           *_plugin_args(), *args], capture_output=True, text=True,
+                          cwd=str(tmp_path), env=env, timeout=300)
+
+
+def test_pytest_plugin_fixture(tmp_path):
+    (tmp_path / "test_user.py").write_text(textwrap.dedent("""
+        import meta_impls as M
+
+        def test_good(swanref_check):
+            report = swanref_check(M.sinkgd_numpy, "sinkgd_update")
+            assert report.conforming
+
+        def test_bad(swanref_check):
+            swanref_check(M.sinkgd_columns_first, "sinkgd_update")
+    """))
+    p = _pytest(tmp_path, "--swanref-examples", "5", "test_user.py")
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "1 failed, 1 passed" in p.stdout
+    assert "[FAIL] column_norms" in p.stdout
+
+
+def test_pytest_plugin_target_items(tmp_path):
+    p = _pytest(tmp_path, "--swanref-target", "whiten=meta_impls:whiten_polar_2d_only",
+                "--swanref-examples", "5", "-rs")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "unsupported" in p.stdout          # batched input class skipped, not crashed
+    p = _pytest(tmp_path, "--swanref-target", "whiten=meta_impls:ns_numpy",
+                "--swanref-examples", "5", "-k", "orthonormal_rows or rank_deficient")
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "orthonormal_rows" in p.stdout
+    p = _pytest(tmp_path, "--swanref-target", "whiten=meta_impls:ns_numpy",
+                "--swanref-claim", "whiten:method=newton_schulz", "--swanref-examples", "5",
+                "-k", "agrees_with_reference")
+    assert p.returncode == 0, p.stdout + p.stderr
+    p = _pytest(tmp_path, "--swanref-target", "frob=meta_impls:ns_numpy")
+    assert p.returncode != 0 and "OP=TARGET" in p.stderr + p.stdout

@@ -1,0 +1,172 @@
+"""pytest plugin: run swanref's conformance checks from a test suite.
+
+Registered as the ``pytest11`` entry point ``swanref`` (or load it explicitly with
+``-p swanref.pytest_plugin``).  Two ways to use it:
+
+* the ``swanref_check`` fixture, inside your own tests::
+
+      def test_my_polar(swanref_check):
+          swanref_check(my_polar, "whiten")                       # exact claim
+          swanref_check(my_ns, "whiten", method="newton_schulz", steps=5)
+
+  It fails the test with the checker's table when the implementation does not conform, and
+  returns the CheckReport otherwise.
+
+* command-line targets, one test item per property::
+
+      pytest -p swanref.pytest_plugin --swanref-target whiten=mypkg.ops:polar \\
+             --swanref-claim whiten:method=svd --swanref-examples 50
+
+  Items are named ``swanref[OP:property]``; unsupported input classes and properties that do
+  not apply are reported as skipped.
+
+Options: ``--swanref-examples N`` (default 30), ``--swanref-seed S`` (default 0),
+``--swanref-dtype DT`` (default float64), ``--swanref-strict``.  The plugin imports nothing
+heavy until it is used.
+"""
+from __future__ import annotations
+
+import pytest
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("swanref", "swanref conformance checks")
+    group.addoption("--swanref-target", action="append", default=[], metavar="OP=TARGET",
+                    help="check TARGET (module:function or file.py:function) as OP; "
+                         "repeatable")
+    group.addoption("--swanref-claim", action="append", default=[], metavar="[OP:]KEY=VALUE",
+                    help="claimed reading, e.g. whiten:method=newton_schulz, steps=5, "
+                         "axis=-2, rescale=false, full_rank_only=true; repeatable")
+    group.addoption("--swanref-examples", type=int, default=30,
+                    help="hypothesis examples per property (default 30)")
+    group.addoption("--swanref-seed", type=int, default=0, help="seed (default 0)")
+    group.addoption("--swanref-dtype", default="float64", help="input dtype (default float64)")
+    group.addoption("--swanref-strict", action="store_true",
+                    help="advisory failures and unsupported input classes fail")
+
+
+_INT = {"steps", "iters", "max_side"}
+_FLOAT = {"beta", "eps", "max_kappa"}
+_BOOL = {"rescale", "full_rank_only"}
+_STR = {"method", "scaling", "dtype"}
+
+
+def _parse_claims(values, op):
+    claim = {}
+    for item in values:
+        scope, _, kv = item.rpartition(":") if ":" in item.split("=", 1)[0] else ("", "", item)
+        if scope and scope != op:
+            continue
+        key, sep, value = kv.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep:
+            raise pytest.UsageError(f"--swanref-claim expects KEY=VALUE, got {item!r}")
+        if key in _INT:
+            claim[key] = int(value)
+        elif key in _FLOAT:
+            claim[key] = float(value)
+        elif key in _BOOL:
+            claim[key] = value.strip().lower() in ("1", "true", "yes", "on")
+        elif key == "axis":
+            claim[key] = value if value == "long" else int(value)
+        elif key in _STR:
+            claim[key] = value
+        else:
+            raise pytest.UsageError(f"--swanref-claim: unknown key {key!r}")
+    return claim
+
+
+def _defaults(config):
+    return {"examples": config.getoption("swanref_examples"),
+            "seed": config.getoption("swanref_seed"),
+            "dtype": config.getoption("swanref_dtype"),
+            "strict": config.getoption("swanref_strict")}
+
+
+@pytest.fixture
+def swanref_check(request):
+    """``swanref_check(fn, op, **claim) -> CheckReport``; fails the test if not conforming."""
+    defaults = _defaults(request.config)
+
+    def run(fn, op, **claim):
+        from . import checker
+        kw = dict(defaults)
+        kw.update(claim)
+        try:
+            report = checker.check(fn, op, **kw)
+        except checker.UsageError as exc:
+            pytest.fail(f"swanref_check: {exc}", pytrace=False)
+        if not report.conforming:
+            pytest.fail(report.table(), pytrace=False)
+        return report
+    return run
+
+
+class SwanrefItem(pytest.Item):
+    def __init__(self, *, op, target, prop, claim, **kw):
+        super().__init__(**kw)
+        self.op, self.target, self.prop, self.claim = op, target, prop, claim
+
+    def runtest(self):
+        from . import checker
+        from .properties import Claim
+        opts = _defaults(self.config)
+        try:
+            fn = checker.load_target(self.target)
+        except checker.UsageError as exc:
+            raise pytest.UsageError(f"--swanref-target {self.op}={self.target}: {exc}") \
+                from None
+        claim_kw = dict(self.claim)
+        dtype = checker._parse_dtype(claim_kw.pop("dtype", opts["dtype"]))
+        checker._validate_reading(self.op, claim_kw.get("method", "svd"),
+                                  claim_kw.get("steps"), claim_kw.get("beta"),
+                                  claim_kw.get("scaling"))
+        claim = Claim(self.op, dtype, **claim_kw)
+        import numpy as np
+        with np.errstate(all="ignore"):
+            res = checker.run_property(self.prop, claim, checker.make_call(fn),
+                                       opts["examples"], opts["seed"])
+        self.user_properties.append(("swanref", res.to_dict()))
+        if res.status == "FAIL" or (opts["strict"] and res.status in ("warn", "unsupported")):
+            raise SwanrefFailure(res)
+        if res.status in ("n/a", "unsupported", "no-claim"):
+            pytest.skip(f"{res.status}: {res.message}")
+        if res.status == "warn":
+            import warnings
+            warnings.warn(f"swanref advisory property {res.name} failed: {res.message}",
+                          stacklevel=1)
+
+    def repr_failure(self, excinfo, style=None):
+        if isinstance(excinfo.value, SwanrefFailure):
+            r = excinfo.value.result
+            lines = [f"{self.op} {self.target}: [{r.status}] {r.name}: {r.doc}", r.message]
+            if r.array is not None:
+                lines.append(f"shrunk input: {r.array}")
+            return "\n".join(lines)
+        return super().repr_failure(excinfo, style)
+
+    def reportinfo(self):
+        return self.path, None, f"swanref[{self.op}:{self.prop.name}]"
+
+
+class SwanrefFailure(Exception):
+    def __init__(self, result):
+        super().__init__(result.message)
+        self.result = result
+
+
+def pytest_collection_modifyitems(session, config, items):
+    targets = config.getoption("swanref_target")
+    if not targets:
+        return
+    from .properties import OPS, Claim, properties_for
+    for spec in targets:
+        op, sep, target = spec.partition("=")
+        if not sep or op not in OPS:
+            raise pytest.UsageError(f"--swanref-target expects OP=TARGET with OP in {OPS}, "
+                                    f"got {spec!r}")
+        claim = _parse_claims(config.getoption("swanref_claim"), op)
+        for prop in properties_for(Claim(op)):
+            items.append(SwanrefItem.from_parent(session, name=f"swanref[{op}:{prop.name}]",
+                                                 op=op, target=target, prop=prop,
+                                                 claim=claim))
