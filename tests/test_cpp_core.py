@@ -481,3 +481,35 @@ def test_flop_counts():
     m, n = 64, 128
     assert _core.newton_schulz_flops(m, n, 5) == m * m * n + 12 * 2 * m**3 + 2 * m * m * n
     assert _core.newton_schulz_step_flops(1024, symmetric=True) < 0.7 * _core.newton_schulz_step_flops(1024)
+
+
+def test_whiten_svd_float32_routes():
+    G = rng_matrix((2, 40, 120), np.float32, seed=19)
+    ref = np_whiten_svd(G.astype(np.float64), 1e-3)
+    auto = _core.whiten_svd(G, 1e-3)  # rtol far above float64 noise: float64 eigh route
+    eig = _core.whiten_svd(G, 1e-3, route="eigh_double")
+    svd64 = _core.whiten_svd(G, 1e-3, route="svd_double")
+    svd32 = _core.whiten_svd(G, 1e-3, route="svd")
+    np.testing.assert_array_equal(auto, eig)
+    for X in (auto, svd64):  # rounded once from float64: within an ulp of float32
+        assert X.dtype == np.float32
+        np.testing.assert_allclose(X, ref, atol=2 * EPS[np.float32])
+    np.testing.assert_allclose(svd32, ref, atol=50 * EPS[np.float32] * 4)
+    # a tolerance near float64 noise: the float64 SVD route (eigh_double is refused)
+    np.testing.assert_array_equal(_core.whiten_svd(G, 0.0), _core.whiten_svd(G, 0.0, route="svd_double"))
+    with pytest.raises(ValueError):
+        _core.whiten_svd(G, 0.0, route="eigh_double")
+    with pytest.raises(ValueError):
+        _core.whiten_svd(G.astype(np.float64), 0.0, route="eigh_double")
+    with pytest.raises(ValueError):
+        _core.whiten_svd(G, 0.0, route="fast")
+
+
+def test_whiten_svd_float32_rank_deficient_default_rtol():
+    rng = np.random.default_rng(20)
+    G = (rng.standard_normal((30, 6)) @ rng.standard_normal((6, 90))).astype(np.float32)
+    rtol = 90 * np.finfo(np.float32).eps
+    out = _core.whiten_svd(G, rtol)
+    expect = np_whiten_svd(G.astype(np.float64), rtol)
+    np.testing.assert_allclose(out, expect, atol=1e-5)
+    assert np.linalg.matrix_rank(out.astype(np.float64), tol=0.5) == 6

@@ -166,13 +166,26 @@ PYBIND11_MODULE(_core, m) {
 
   m.def(
       "whiten_svd",
-      [](py::handle G, double sigma_rtol, double qr_ratio) {
+      [](py::handle G, double sigma_rtol, double qr_ratio, const std::string& route) {
         swanref::SvdOptions opt;
         opt.qr_ratio = qr_ratio;
+        if (route == "auto")
+          opt.route = swanref::SvdRoute::automatic;
+        else if (route == "svd")
+          opt.route = swanref::SvdRoute::svd;
+        else if (route == "svd_double")
+          opt.route = swanref::SvdRoute::svd_double;
+        else if (route == "eigh_double")
+          opt.route = swanref::SvdRoute::eigh_double;
+        else
+          throw py::value_error("route must be 'auto', 'svd', 'svd_double' or 'eigh_double'");
         return dispatch(G, "whiten_svd", [&](const auto& v, auto* o) { swanref::whiten_svd(v, o, sigma_rtol, opt); });
       },
       py::arg("G"), py::arg("sigma_rtol"), py::kw_only(), py::arg("qr_ratio") = swanref::SvdOptions{}.qr_ratio,
-      "Polar factor U_r V_r^T of each (m x n, m <= n) slice, keeping s_i > sigma_rtol * s_1.");
+      py::arg("route") = "auto",
+      "Polar factor U_r V_r^T of each (m x n, m <= n) slice, keeping s_i > sigma_rtol * s_1.\n"
+      "route (float32 input): 'auto' (float64 eigh route when sigma_rtol^2 >= 1e4 max(m,n) eps64,\n"
+      "else float64 SVD), 'svd' (float32 LAPACK SVD), 'svd_double', 'eigh_double'.");
 
   m.def(
       "whiten_eigh",

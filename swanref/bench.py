@@ -1,0 +1,330 @@
+"""CPU benchmark (issue 3): swanref's C++ core next to what a NumPy/SciPy user would run.
+
+    python -m swanref.bench [--quick] [--sizes 1024x4096,2048x2048] [--steps 5]
+                            [--markdown FILE] [--json FILE]
+    swanref bench ...                   (``swanref bench --gpu`` forwards to swanref.bench_gpu)
+
+One process, BLAS pinned to ONE thread with threadpoolctl (NumPy's and SciPy's OpenBLAS both;
+the C++ core calls SciPy's). For each matrix (default 1024x4096 and 2048x2048 in float64 and
+float32, plus 4096x11008 float32 unless ``--quick``):
+
+* exact whitening: swanref ``whiten_svd`` and ``whiten_eigh`` next to the NumPy SVD route
+  (``U @ Vt`` from ``np.linalg.svd``), ``scipy.linalg.polar`` and the NumPy eigh-of-Gram route;
+* Newton-Schulz (``steps`` steps, beta 1/2, gram_fro): swanref next to a NumPy coupled loop
+  with 3 GEMMs per step at equal steps, and swanref's opt-in symmetric-product variant;
+  GFLOP/s of each against the measured GEMM peak (square GEMM, same library, same thread);
+* NSDS and GradNorm (GradNorm's GB/s against a measured large copy);
+* the error of every whitening result against a float64 reference (the float64 SVD polar factor;
+  for 4096x11008, whose random Gaussian G has kappa ~ 4, the float64 eigh route, see the notes).
+
+Ratios are NumPy-route time / swanref time (> 1: swanref faster). Times are the best of a few
+runs (1 run for anything slower than ``--max-repeat-seconds``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+
+import numpy as np
+
+DEFAULT_CASES = [((1024, 4096), "float64"), ((1024, 4096), "float32"), ((2048, 2048), "float64"),
+                 ((2048, 2048), "float32"), ((4096, 11008), "float32")]
+
+
+def _parse_sizes(text):
+    out = []
+    for item in text.split(","):
+        m, n = item.lower().split("x")
+        out.append((int(m), int(n)))
+    return out
+
+
+def _best_time(fn, repeat, max_repeat_seconds):
+    """Best wall time of up to ``repeat`` runs; one run when a run is slower than the limit."""
+    best, result = float("inf"), None
+    for i in range(max(1, repeat)):
+        t0 = time.perf_counter()
+        result = fn()
+        dt = time.perf_counter() - t0
+        best = min(best, dt)
+        if dt > max_repeat_seconds:
+            break
+    return best, result
+
+
+def _rel_err(x, ref):
+    x = np.asarray(x, dtype=np.float64)
+    if not np.all(np.isfinite(x)):
+        return float("nan")
+    return float(np.linalg.norm(x - ref) / np.linalg.norm(ref))
+
+
+# ----------------------------------------------------------------- what a user would run
+
+
+def numpy_svd_polar(G):
+    U, _, Vt = np.linalg.svd(G, full_matrices=False)
+    return U @ Vt
+
+
+def scipy_polar(G):
+    import scipy.linalg
+
+    return scipy.linalg.polar(G)[0]
+
+
+def numpy_eigh_polar(G):
+    lam, Q = np.linalg.eigh(G @ G.T)
+    return (Q * lam ** -0.5) @ (Q.T @ G)
+
+
+def numpy_newton_schulz(G, steps, beta=0.5):
+    """The paper's coupled iteration, 3 GEMMs per step, gram_fro scaling."""
+    m = G.shape[0]
+    A = G @ G.T
+    c = np.linalg.norm(A)
+    Y, Z = A / c, np.eye(m, dtype=G.dtype)
+    eye3 = 3 * np.eye(m, dtype=G.dtype)
+    for _ in range(steps):
+        T = eye3 - Z @ Y
+        Y, Z = beta * (Y @ T), beta * (T @ Z)
+    return (Z @ G) / np.sqrt(c).astype(G.dtype)
+
+
+def numpy_grad_norm(G, eps=0.0):
+    mu = G.mean(axis=-1, keepdims=True)
+    d = G - mu
+    return d / np.sqrt((d * d).mean(axis=-1, keepdims=True) + eps)
+
+
+# ----------------------------------------------------------------- peaks
+
+
+def measure_gemm_peak(dtype, n=2048, repeat=3):
+    """Best GFLOP/s of an n^3 GEMM through SciPy's BLAS (the library the C++ core calls) and NumPy's."""
+    import scipy.linalg.blas as sb
+
+    rng = np.random.default_rng(0)
+    a = np.asfortranarray(rng.standard_normal((n, n)).astype(dtype))
+    b = np.asfortranarray(rng.standard_normal((n, n)).astype(dtype))
+    gemm = sb.dgemm if dtype == np.float64 else sb.sgemm
+    flops = 2.0 * n**3
+    t_scipy, _ = _best_time(lambda: gemm(1.0, a, b), repeat, 1e9)
+    t_numpy, _ = _best_time(lambda: a @ b, repeat, 1e9)
+    return {"scipy_gflops": flops / t_scipy / 1e9, "numpy_gflops": flops / t_numpy / 1e9}
+
+
+def measure_copy_bandwidth(nbytes=256 << 20, repeat=5):
+    """GB/s of a large copy into a preallocated array (bytes read + bytes written)."""
+    src = np.ones(nbytes // 8)
+    dst = np.empty_like(src)
+    t, _ = _best_time(lambda: np.copyto(dst, src), repeat, 1e9)
+    t_new, _ = _best_time(lambda: src.copy(), repeat, 1e9)
+    return {"copy_gbs": 2 * nbytes / t / 1e9, "copy_new_gbs": 2 * nbytes / t_new / 1e9}
+
+
+# ----------------------------------------------------------------- the run
+
+
+def _threadpool_lines():
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:  # pragma: no cover
+        return ["threadpoolctl not installed: BLAS threads NOT pinned (set OPENBLAS_NUM_THREADS=1)"]
+    lines = []
+    for info in threadpool_info():
+        lines.append(f"{info.get('internal_api')} {info.get('version')} threads={info.get('num_threads')} "
+                     f"arch={info.get('architecture')} {info.get('filepath', '').split('/')[-1]}")
+    return lines
+
+
+def run_case(core, m, n, dtype_name, steps, repeat, max_rep, peaks, bandwidth, log):
+    dtype = np.dtype(dtype_name).type
+    rng = np.random.default_rng(1234)
+    G = rng.standard_normal((m, n)).astype(dtype)
+    big = m * n >= 4096 * 8192
+    rows = []
+
+    # float64 reference
+    G64 = G.astype(np.float64)
+    if big:
+        t_ref, ref = _best_time(lambda: core.whiten_eigh(G64, 0.0), 1, 0)
+        ref_name = "float64 eigh route (kappa ~ 4 here)"
+    else:
+        t_ref, ref = _best_time(lambda: numpy_svd_polar(G64), 1, 0)
+        ref_name = "float64 NumPy SVD polar"
+    s = np.linalg.svd(G64, compute_uv=False) if not big else None
+    kappa = float(s[0] / s[-1]) if s is not None else float("nan")
+    log(f"\n## G {m}x{n} {dtype_name}  (reference: {ref_name}, {t_ref:.2f} s; kappa = {kappa:.3g})")
+
+    def add(group, name, impl, fn, flops=None, err=True):
+        t, X = _best_time(fn, repeat, max_rep)
+        row = {"group": group, "method": name, "impl": impl, "seconds": t,
+               "error": _rel_err(X, ref) if err else None, "gflops": (flops / t / 1e9) if flops else None}
+        rows.append(row)
+        return row
+
+    # exact whitening
+    np_svd = add("exact", "NumPy SVD polar (U @ Vt)", "numpy", lambda: numpy_svd_polar(G))
+    if not big:
+        add("exact", "scipy.linalg.polar", "scipy", lambda: scipy_polar(G))
+    else:
+        log("(scipy.linalg.polar skipped for the big case: the same SVD as the NumPy route)")
+    add("exact", "swanref whiten_svd", "swanref", lambda: core.whiten_svd(G, 0.0))
+    add("exact", "NumPy eigh-of-Gram route", "numpy", lambda: numpy_eigh_polar(G))
+    add("exact", "swanref whiten_eigh", "swanref", lambda: core.whiten_eigh(G, 0.0))
+
+    # Newton-Schulz
+    dense_flops = 2.0 * m * m * n + steps * 6.0 * m**3 + 2.0 * m * m * n
+    np_ns = add("newton_schulz", f"NumPy coupled NS, {steps} steps (3 GEMMs/step)", "numpy",
+                lambda: numpy_newton_schulz(G, steps), flops=dense_flops)
+    ours = add("newton_schulz", f"swanref whiten_newton_schulz, {steps} steps", "swanref",
+               lambda: core.whiten_newton_schulz(G, steps, 0.5, "gram_fro"),
+               flops=core.newton_schulz_flops(m, n, steps))
+    sym = add("newton_schulz", f"swanref NS symmetric=True (opt-in), {steps} steps", "swanref",
+              lambda: core.whiten_newton_schulz(G, steps, 0.5, "gram_fro", symmetric=True),
+              flops=core.newton_schulz_flops(m, n, steps, True))
+    # per-step rate: difference between `steps` and 1 step (same extra products in both codes)
+    t1, _ = _best_time(lambda: core.whiten_newton_schulz(G, 1, 0.5, "gram_fro"), repeat, max_rep)
+    t1np, _ = _best_time(lambda: numpy_newton_schulz(G, 1), repeat, max_rep)
+    step_flops = 6.0 * m**3 * (steps - 1)
+    ours["step_gflops"] = step_flops / max(ours["seconds"] - t1, 1e-12) / 1e9
+    np_ns["step_gflops"] = step_flops / max(np_ns["seconds"] - t1np, 1e-12) / 1e9
+    add("newton_schulz", f"swanref whiten_nsds, {steps} steps", "swanref",
+        lambda: core.whiten_nsds(G, steps, 0.5, "grad_fro"), err=False)
+
+    # GradNorm
+    nbytes = 2 * G.nbytes
+    gn = add("grad_norm", "swanref grad_norm", "swanref", lambda: core.grad_norm(G, 1e-8), err=False)
+    gn_np = add("grad_norm", "NumPy (x - mean) / std", "numpy", lambda: numpy_grad_norm(G, 1e-8), err=False)
+    for r in (gn, gn_np):
+        r["gbs"] = nbytes / r["seconds"] / 1e9
+
+    peak = peaks[dtype_name]["scipy_gflops"]
+    for r in rows:
+        if r["gflops"] is not None:
+            r["peak_fraction"] = r["gflops"] / peak
+        if r.get("step_gflops") is not None:
+            r["step_peak_fraction"] = r["step_gflops"] / peak
+        if r["group"] == "exact":
+            r["speedup_vs_numpy_svd"] = np_svd["seconds"] / r["seconds"]
+        if r["group"] == "newton_schulz" and r is not np_ns and r["gflops"] is not None:
+            r["speedup_vs_numpy_ns"] = np_ns["seconds"] / r["seconds"]
+        if r["group"] == "grad_norm":
+            r["bandwidth_fraction"] = r["gbs"] / bandwidth["copy_gbs"]
+    gn["speedup_vs_numpy"] = gn_np["seconds"] / gn["seconds"]
+
+    _print_rows(rows, log)
+    return {"m": m, "n": n, "dtype": dtype_name, "kappa": kappa, "reference": ref_name, "rows": rows}
+
+
+def _fmt(v, spec):
+    return "" if v is None or (isinstance(v, float) and np.isnan(v) and spec != ".1e") else format(v, spec)
+
+
+def _print_rows(rows, log):
+    log("| method | time [s] | speed-up | GFLOP/s | % GEMM peak | GB/s | % copy BW | rel. error vs f64 ref |")
+    log("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        sp = r.get("speedup_vs_numpy_svd") or r.get("speedup_vs_numpy_ns") or r.get("speedup_vs_numpy")
+        gfl = _fmt(r["gflops"], ".1f")
+        frac = _fmt(r.get("peak_fraction"), ".0%")
+        if r.get("step_gflops") is not None:
+            gfl += f" (steps: {r['step_gflops']:.1f})"
+            frac += f" (steps: {r['step_peak_fraction']:.0%})"
+        err = "" if r["error"] is None else format(r["error"], ".1e")
+        log(f"| {r['method']} | {r['seconds']:.3f} | {'' if sp is None else format(sp, '.2f') + 'x'} | {gfl} | "
+            f"{frac} | {_fmt(r.get('gbs'), '.1f')} | {_fmt(r.get('bandwidth_fraction'), '.0%')} | {err} |")
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--gpu" in argv:
+        from swanref import bench_gpu
+
+        return int(bench_gpu.main([a for a in argv if a != "--gpu"]) or 0)
+    p = argparse.ArgumentParser(prog="swanref bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="skip the 4096x11008 case")
+    p.add_argument("--sizes", help="comma-separated MxN list (each run in float64 and float32)")
+    p.add_argument("--dtypes", default="float64,float32", help="with --sizes: dtypes to run")
+    p.add_argument("--steps", type=int, default=5, help="Newton-Schulz / NSDS steps (default 5)")
+    p.add_argument("--repeat", type=int, default=3, help="runs per timing (best is kept)")
+    p.add_argument("--max-repeat-seconds", type=float, default=3.0,
+                   help="a run slower than this is not repeated")
+    p.add_argument("--threads", type=int, default=1, help="BLAS threads (default 1)")
+    p.add_argument("--markdown", help="also write the printed tables to this file")
+    p.add_argument("--json", help="write all numbers as JSON to this file")
+    args = p.parse_args(argv)
+
+    from swanref import _cpp_backend
+
+    if not _cpp_backend.available():
+        print(f"swanref bench: the C++ core is not available: {_cpp_backend.unavailable_reason()}", file=sys.stderr)
+        return 2
+    core = _cpp_backend._core
+
+    if args.sizes:
+        cases = [(s, d) for s in _parse_sizes(args.sizes) for d in args.dtypes.split(",")]
+    else:
+        cases = [c for c in DEFAULT_CASES if not (args.quick and c[0] == (4096, 11008))]
+
+    out_lines = []
+
+    def log(line=""):
+        print(line, flush=True)
+        out_lines.append(line)
+
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover
+        threadpool_limits = None
+    limiter = threadpool_limits(limits=args.threads) if threadpool_limits else None
+    try:
+        log(f"# swanref bench (CPU): BLAS threads pinned to {args.threads} with threadpoolctl")
+        log(f"python {platform.python_version()}, numpy {np.__version__}, "
+            f"scipy {__import__('scipy').__version__}, machine {platform.machine()}, "
+            f"{_cpu_name()}")
+        log(f"swanref._core BLAS: {core.blas_info()['source']}")
+        for line in _threadpool_lines():
+            log(f"threadpool: {line}")
+        peaks = {d: measure_gemm_peak(np.dtype(d).type) for d in ("float64", "float32")}
+        bw = measure_copy_bandwidth()
+        for d, pk in peaks.items():
+            log(f"GEMM peak {d} (2048^3, 1 thread): SciPy BLAS {pk['scipy_gflops']:.1f} GFLOP/s, "
+                f"NumPy {pk['numpy_gflops']:.1f} GFLOP/s")
+        log(f"copy bandwidth (256 MiB, read+write): {bw['copy_gbs']:.1f} GB/s into an existing array, "
+            f"{bw['copy_new_gbs']:.1f} GB/s into a new one")
+        results = []
+        t0 = time.perf_counter()
+        for (m, n), d in cases:
+            results.append(run_case(core, m, n, d, args.steps, args.repeat, args.max_repeat_seconds, peaks, bw, log))
+        log(f"\ntotal benchmark time {time.perf_counter() - t0:.0f} s")
+    finally:
+        if limiter is not None:
+            limiter.restore_original_limits()
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write("\n".join(out_lines) + "\n")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"threads": args.threads, "peaks": peaks, "bandwidth": bw, "cases": results}, f, indent=1)
+    return 0
+
+
+def _cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:  # pragma: no cover
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
