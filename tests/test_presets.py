@@ -1,0 +1,433 @@
+"""Presets (swanref.presets) against independent plain-NumPy transcriptions of their sources,
+the known-defect table of docs/presets.md, and numbers from the research note (section 5).
+
+Each ``ref_*`` function below is written from the source as the research note quotes it, one
+2-D matrix at a time, without importing anything from swanref.presets.
+"""
+from __future__ import annotations
+
+import pathlib
+import re
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+import swanref
+from swanref import presets
+from swanref.presets import whiten_preset
+
+DOCS = pathlib.Path(__file__).resolve().parents[1] / "docs" / "presets.md"
+
+
+# -- independent transcriptions (float64, one matrix) ----------------------------------------
+
+def ref_keller(G, steps=5, a=3.4445, b=-4.7750, c=2.0315, eps=1e-7):
+    """KellerJordan/Muon zeropower_via_newtonschulz5 without the bf16 cast."""
+    X = np.array(G, dtype=float)
+    if G.shape[0] > G.shape[1]:
+        X = X.T
+    X = X / (np.linalg.norm(X) + eps)
+    for _ in range(steps):
+        A = X @ X.T
+        B = b * A + c * A @ A
+        X = a * X + B @ X
+    if G.shape[0] > G.shape[1]:
+        X = X.T
+    return X
+
+
+def ref_torch_muon(G, ns_coefficients=(3.4445, -4.775, 2.0315), ns_steps=5, eps=1e-7):
+    """torch.optim._muon._zeropower_via_newtonschulz, addmm form, without the bf16 cast."""
+    a, b, c = ns_coefficients
+    X = np.array(G, dtype=float)
+    if X.shape[0] > X.shape[1]:
+        X = X.T
+    X = X / max(np.linalg.norm(X), eps)
+    for _ in range(ns_steps):
+        gram = X @ X.T
+        gram_update = b * gram + c * (gram @ gram)      # addmm(gram, gram, gram, beta=b, alpha=c)
+        X = a * X + gram_update @ X                     # addmm(X, gram_update, X, beta=a)
+    if G.shape[0] > G.shape[1]:
+        X = X.T
+    return X
+
+
+_PE_RAW = [
+    (8.28721201814563, -23.595886519098837, 17.300387312530933),
+    (4.107059111542203, -2.9478499167379106, 0.5448431082926601),
+    (3.9486908534822946, -2.908902115962949, 0.5518191394370137),
+    (3.3184196573706015, -2.488488024314874, 0.51004894012372),
+    (2.300652019954817, -1.6689039845747493, 0.4188073119525673),
+    (1.891301407787398, -1.2679958271945868, 0.37680408948524835),
+    (1.8750014808534479, -1.2500016453999487, 0.3750001645474248),
+    (1.875, -1.25, 0.375),
+]
+_PE_COEFFS = [(a / 1.01, b / 1.01**3, c / 1.01**5) for (a, b, c) in _PE_RAW[:-1]] + [_PE_RAW[-1]]
+
+
+def ref_polar_express(G, steps=8, coeffs=_PE_COEFFS, scale=1.01, eps=1e-7):
+    """NoahAmsel/PolarExpress basic.py PolarExpress (also NeMo with clamp, see below)."""
+    X = np.array(G, dtype=float)
+    if G.shape[-2] > G.shape[-1]:
+        X = X.T
+    X = X / (np.linalg.norm(X) * scale + eps)
+    hs = coeffs[:steps] + [coeffs[-1]] * (steps - len(coeffs))
+    for a, b, c in hs:
+        A = X @ X.T
+        B = b * A + c * A @ A
+        X = a * X + B @ X
+    if G.shape[-2] > G.shape[-1]:
+        X = X.T
+    return X
+
+
+_NANOGPT = [
+    (8.156554524902461, -22.48329292557795, 15.878769915207462),
+    (4.042929935166739, -2.808917465908714, 0.5000178451051316),
+    (3.8916678022926607, -2.772484153217685, 0.5060648178503393),
+    (3.285753657755655, -2.3681294933425376, 0.46449024233003106),
+    (2.3465413258596377, -1.7097828382687081, 0.42323551169305323),
+]
+
+
+def ref_nanogpt(G, steps=5):
+    """modded-nanogpt / nanochat polar_express (pure-torch form)."""
+    X = np.array(G, dtype=float)
+    if G.shape[0] > G.shape[1]:
+        X = X.T
+    X = X / (np.linalg.norm(X) * (1 + 2e-2) + 1e-6)
+    for a, b, c in _NANOGPT[:steps]:
+        A = X @ X.T
+        B = b * A + c * (A @ A)
+        X = a * X + B @ X
+    if G.shape[0] > G.shape[1]:
+        X = X.T
+    return X
+
+
+def ref_you(G):
+    abc = [(4.0848, -6.8946, 2.9270), (3.9505, -6.3029, 2.6377), (3.7418, -5.5913, 2.3037),
+           (2.8769, -3.1427, 1.2046), (2.8366, -3.0525, 1.2012)]
+    X = np.array(G, dtype=float)
+    t = X.shape[0] > X.shape[1]
+    X = X.T if t else X
+    X = X / (np.linalg.norm(X) + 1e-7)
+    for a, b, c in abc:
+        A = X @ X.T
+        X = a * X + (b * A + c * A @ A) @ X
+    return X.T if t else X
+
+
+def ref_modula(M):
+    """modula orthogonalize: transpose to tall, no epsilon, M @ (aI + bA + cA^2)."""
+    abc_list = [(3955/1024, -8306/1024, 5008/1024), (3735/1024, -6681/1024, 3463/1024),
+                (3799/1024, -6499/1024, 3211/1024), (4019/1024, -6385/1024, 2906/1024),
+                (2677/1024, -3029/1024, 1162/1024), (2172/1024, -1833/1024, 682/1024)]
+    M = np.array(M, dtype=float)
+    transpose = M.shape[1] > M.shape[0]
+    if transpose:
+        M = M.T
+    with np.errstate(invalid="ignore"):
+        M = M / np.linalg.norm(M)
+        for a, b, c in abc_list:
+            A = M.T @ M
+            I = np.eye(A.shape[0])
+            M = M @ (a * I + b * A + c * A @ A)
+    return M.T if transpose else M
+
+
+def ref_dsv4(G):
+    X = ref_keller(G, steps=8)  # normalises, 8 Keller steps
+    t = G.shape[0] > G.shape[1]
+    X = X.T if t else X
+    for _ in range(2):
+        X = 2 * X - 1.5 * (X @ X.T) @ X + 0.5 * (X @ X.T) @ (X @ X.T) @ X
+    return X.T if t else X
+
+
+def ref_cubic(G, steps=10):
+    X = np.array(G, dtype=float)
+    n = np.linalg.norm(X)
+    if n == 0:
+        return np.zeros_like(X)
+    X = X / n
+    t = X.shape[0] > X.shape[1]
+    X = X.T if t else X
+    for _ in range(steps):
+        X = 1.5 * X - 0.5 * X @ X.T @ X
+    return X.T if t else X
+
+
+REFS = {
+    "muon_ns5": ref_keller,
+    "torch_muon": ref_torch_muon,
+    "polar_express": ref_polar_express,
+    "polar_express_nanogpt": ref_nanogpt,
+    "you_ns5": ref_you,
+    "jiacheng6": ref_modula,
+    "deepseek_v4": ref_dsv4,
+    "optax_muon": lambda G: ref_keller(G, eps=1e-8),
+    "nemo_polar_express": lambda G: ref_polar_express_clamp(G),
+    "cubic": ref_cubic,
+}
+
+
+def ref_polar_express_clamp(G, steps=5):
+    X = np.array(G, dtype=float)
+    t = X.shape[0] > X.shape[1]
+    X = X.T if t else X
+    X = X / max(np.linalg.norm(X), 1e-15)              # F.normalize(x, dim=(-2,-1), eps=1e-15)
+    hs = _PE_COEFFS[:steps] + [_PE_COEFFS[-1]] * (steps - len(_PE_COEFFS))
+    for a, b, c in hs:
+        A = X @ X.T
+        X = a * X + (b * A + c * A @ A) @ X
+    return X.T if t else X
+
+
+def _per_slice(fn, G):
+    flat = G.reshape((-1,) + G.shape[-2:])
+    return np.stack([fn(g) for g in flat]).reshape(G.shape[:-2] + fn(flat[0]).shape)
+
+
+SHAPES = [(24, 40), (40, 24), (32, 32), (3, 16, 48), (2, 2, 48, 16), (1, 7)]
+
+
+@pytest.fixture(scope="module")
+def rng():
+    return np.random.default_rng(20261122)
+
+
+def test_registry_matches_readings():
+    assert tuple(presets.PRESETS) == swanref.readings.WHITEN_PRESETS
+    assert set(REFS) | {"custom"} == set(presets.PRESETS)
+
+
+@pytest.mark.parametrize("name", sorted(REFS))
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_preset_matches_transcription_float64(name, shape, rng):
+    G = rng.standard_normal(shape)
+    before = G.copy()
+    out = whiten_preset(G, name)
+    np.testing.assert_array_equal(G, before)        # input never modified
+    assert out.shape == G.shape and out.dtype == np.float64
+    ref = _per_slice(REFS[name], G)
+    # float64 round-off: every output entry is O(1); 30 ulps of slack for reassociation
+    assert np.max(np.abs(out - ref)) <= 1e-13, name
+
+
+@pytest.mark.parametrize("name", ["muon_ns5", "polar_express", "cubic"])
+def test_step_override_and_float32(name, rng):
+    G = rng.standard_normal((20, 36))
+    for k in (0, 1, 3, 12):
+        out = whiten_preset(G, name, steps=k)
+        ref = {"muon_ns5": lambda g: ref_keller(g, steps=k),
+               "polar_express": lambda g: ref_polar_express(g, steps=k),
+               "cubic": lambda g: ref_cubic(g, steps=k)}[name](G)
+        assert np.max(np.abs(out - ref)) <= 1e-12
+    out32 = whiten_preset(G.astype(np.float32), name)
+    assert out32.dtype == np.float32
+    assert np.max(np.abs(out32 - whiten_preset(G, name))) < 2e-4
+
+
+def test_custom_schedule(rng):
+    G = rng.standard_normal((2, 12, 30))
+    sched = [(3.0, -3.2, 1.2), (1.875, -1.25, 0.375)]
+    out = whiten_preset(G, "custom", coefficients=sched)
+
+    def ref(g):
+        X = g / (np.linalg.norm(g) + 1e-7)
+        for a, b, c in sched:
+            A = X @ X.T
+            X = a * X + (b * A + c * A @ A) @ X
+        return X
+    assert np.max(np.abs(out - _per_slice(ref, G))) <= 1e-13
+    # steps beyond the list repeat the last triple; 2-tuples are cubic (c = 0)
+    np.testing.assert_allclose(whiten_preset(G, "custom", coefficients=[(1.5, -0.5)], steps=7),
+                               whiten_preset(G, "cubic", steps=7), atol=1e-6)
+    # a preset's table can be overridden; Keller's triple as a custom list is muon_ns5 exactly
+    np.testing.assert_array_equal(
+        whiten_preset(G, "custom", coefficients=[(3.4445, -4.7750, 2.0315)], steps=5),
+        whiten_preset(G, "muon_ns5"))
+    with pytest.raises(ValueError, match="needs coefficients"):
+        whiten_preset(G, "custom")
+    with pytest.raises(ValueError, match=r"\(a, b, c\)"):
+        whiten_preset(G, "custom", coefficients=[(1.0, 2.0, 3.0, 4.0)])
+
+
+def test_step_limits_and_errors(rng):
+    G = rng.standard_normal((8, 12))
+    with pytest.raises(ValueError, match="5 coefficient triples"):
+        whiten_preset(G, "polar_express_nanogpt", steps=6)
+    with pytest.raises(ValueError, match="<= 99"):
+        whiten_preset(G, "torch_muon", steps=100)
+    with pytest.raises(ValueError, match="unknown preset"):
+        whiten_preset(G, "muon")
+    with pytest.raises(TypeError):
+        whiten_preset(G.astype(np.float16), "muon_ns5")
+    with pytest.raises(ValueError, match="emulate"):
+        whiten_preset(G, "muon_ns5", emulate="int8")
+
+
+def test_cubic_is_swan_coupled_newton_schulz(rng):
+    """Note 2.13: the coupled iteration with beta = 1/2 on A = G G^T / ||G||_F^2 is cubic NS."""
+    G = rng.standard_normal((2, 16, 40))
+    for k in (1, 4, 10):
+        coupled = swanref.whiten(G, "newton_schulz", steps=k, beta=0.5, scaling="grad_fro",
+                                 backend="reference")
+        assert np.max(np.abs(whiten_preset(G, "cubic", steps=k) - coupled)) <= 1e-13
+
+
+# -- the front end ------------------------------------------------------------------------
+
+def test_whiten_front_end_dispatch(rng):
+    G = rng.standard_normal((3, 20, 12))
+    np.testing.assert_array_equal(swanref.whiten(G, method="muon_ns5"),
+                                  whiten_preset(G, "muon_ns5"))
+    np.testing.assert_array_equal(swanref.whiten(G, "polar_express", steps=3, emulate="bfloat16"),
+                                  whiten_preset(G, "polar_express", steps=3, emulate="bfloat16"))
+    out = swanref.whiten(G.astype(ml_dtypes.bfloat16), "torch_muon")
+    assert out.dtype == ml_dtypes.bfloat16
+    Gnan = G.copy()
+    Gnan[1, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        swanref.whiten(Gnan, "muon_ns5")
+    out = swanref.whiten(Gnan, "muon_ns5", check_finite=False)
+    assert np.isnan(out[1]).all() and np.isfinite(out[[0, 2]]).all()
+    with pytest.raises(ValueError, match="beta does not apply"):
+        swanref.whiten(G, "muon_ns5", beta=0.5)
+    with pytest.raises(ValueError, match="presets only"):
+        swanref.whiten(G, "svd", emulate="bfloat16")
+    with pytest.raises(ValueError, match="unknown whitening method"):
+        swanref.whiten(G, "qr")
+    d = swanref.swan_update(rng.standard_normal((16, 32)), whiten_method="polar_express_nanogpt")
+    assert np.isfinite(d).all()
+
+
+# -- known defects: the table in docs/presets.md ------------------------------------------------
+
+#: preset -> (zero matrix, scale invariant in float32 at ||G||_F = 1e-9, at 1e-12); "scale
+#: invariant" = output Frobenius norm within 10 % of the ||G||_F = 1 one
+KNOWN_DEFECTS = {
+    "muon_ns5": ("0", False, False),
+    "torch_muon": ("0", False, False),
+    "polar_express": ("0", True, False),
+    "polar_express_nanogpt": ("0", False, False),
+    "you_ns5": ("0", False, False),
+    "jiacheng6": ("NaN", True, True),
+    "deepseek_v4": ("0", True, False),
+    "optax_muon": ("0", False, False),
+    "nemo_polar_express": ("0", True, True),
+    "cubic": ("0", True, True),
+}
+
+
+def _doc_table():
+    text = DOCS.read_text()
+    block = text.split("<!-- known-defects -->")[1]
+    rows = {}
+    for line in block.splitlines():
+        cells = [c.strip().strip("`") for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 3 and cells[0] in presets.PRESETS:
+            rows[cells[0]] = cells
+    return rows
+
+
+def test_docs_table_lists_the_tested_behaviour():
+    rows = _doc_table()
+    assert set(rows) == set(KNOWN_DEFECTS)
+    for name, (zero, inv9, inv12) in KNOWN_DEFECTS.items():
+        cells = rows[name]
+        assert cells[1] == zero, name
+        assert cells[2].startswith("yes" if inv9 else "no"), name
+        assert cells[3].startswith("yes" if inv12 else "no"), name
+
+
+@pytest.mark.parametrize("name", sorted(KNOWN_DEFECTS))
+def test_zero_matrix(name):
+    zero = KNOWN_DEFECTS[name][0]
+    for emulate in (None, "bfloat16"):
+        out = whiten_preset(np.zeros((2, 6, 4)), name, emulate=emulate)
+        if zero == "0":
+            assert np.all(out == 0), (name, emulate)
+        else:
+            assert np.isnan(out).all(), (name, emulate)
+
+
+@pytest.fixture(scope="module")
+def unit_gaussian():
+    G = np.random.default_rng(5).standard_normal((256, 1024)).astype(np.float32)
+    return G / np.linalg.norm(G)
+
+
+@pytest.mark.parametrize("name", sorted(KNOWN_DEFECTS))
+def test_scale_invariance_float32(name, unit_gaussian):
+    """Note 5.4c: an epsilon of 1e-7 next to ||G||_F = 1e-9 changes the result."""
+    _, inv9, inv12 = KNOWN_DEFECTS[name]
+    ref = np.linalg.norm(whiten_preset(unit_gaussian, name))
+    for s, invariant in ((1e-9, inv9), (1e-12, inv12)):
+        tiny = np.linalg.norm(whiten_preset(unit_gaussian * np.float32(s), name))
+        assert (abs(tiny / ref - 1) < 0.1) == invariant, (name, s, tiny, ref)
+
+
+def test_scale_invariance_numbers_from_the_note(unit_gaussian):
+    """Note 5.4c table (Keller NS5, fp32, 256x1024): 15.62 / 4.73 / 0.005 and clamp 15.27 / 4.78."""
+    f = {s: np.linalg.norm(whiten_preset(unit_gaussian * np.float32(s), "muon_ns5"))
+         for s in (1e-6, 1e-9, 1e-12)}
+    g = {s: np.linalg.norm(whiten_preset(unit_gaussian * np.float32(s), "torch_muon"))
+         for s in (1e-6, 1e-9, 1e-12)}
+    assert f[1e-6] == pytest.approx(15.62, rel=0.01) and f[1e-9] == pytest.approx(4.73, rel=0.02)
+    assert f[1e-12] == pytest.approx(0.005, rel=0.1)
+    assert g[1e-6] == pytest.approx(15.27, rel=0.01) and g[1e-9] == pytest.approx(4.78, rel=0.02)
+    assert g[1e-12] == pytest.approx(0.005, rel=0.1)
+
+
+def test_band_gaussian_512x2048():
+    """Note 5.2: Gaussian 512x2048, output singular values (fp64 and bf16 emulated)."""
+    G = np.random.default_rng(7).standard_normal((512, 2048))
+    expect = {"muon_ns5": ((0.755, 1.134), (0.724, 1.136)),
+              "polar_express_nanogpt": ((0.859, 1.141), (0.856, 1.143)),
+              "you_ns5": ((0.978, 1.032), None)}
+    for name, (fp64, bf16) in expect.items():
+        s = np.linalg.svd(whiten_preset(G, name), compute_uv=False)
+        assert s.min() == pytest.approx(fp64[0], abs=0.003) and \
+            s.max() == pytest.approx(fp64[1], abs=0.003), name
+        if bf16:
+            s = np.linalg.svd(whiten_preset(G.astype(np.float32), name, emulate="bfloat16")
+                              .astype(np.float64), compute_uv=False)
+            assert s.min() == pytest.approx(bf16[0], abs=0.01) and \
+                s.max() == pytest.approx(bf16[1], abs=0.005), name
+
+
+def test_null_space_leakage():
+    """Note 5.4a: 256x1024 of exact rank 64 (not zero-padded); largest spurious singular value."""
+    rng = np.random.default_rng(11)
+    G = rng.standard_normal((256, 64)) @ rng.standard_normal((64, 1024))
+    # (fp64, fp32, bf16 emulated, bf16 on an H100), from the note's table
+    expect = {"muon_ns5": (2e-14, 7.5e-6, 0.167, 0.170),
+              "polar_express_nanogpt": (4e-14, 1.6e-5, 0.294, 0.317),
+              "polar_express": (2e-13, 1.0e-4, 0.986, None)}
+    for name, (f64, f32, bf, _) in expect.items():
+        s64 = np.linalg.svd(whiten_preset(G, name), compute_uv=False)[64]
+        s32 = np.linalg.svd(whiten_preset(G.astype(np.float32), name).astype(float),
+                            compute_uv=False)[64]
+        sbf = np.linalg.svd(whiten_preset(G.astype(np.float32), name, emulate="bfloat16")
+                            .astype(float), compute_uv=False)[64]
+        assert s64 < 50 * f64, name
+        assert f32 / 3 < s32 < 3 * f32, (name, s32)
+        assert 0.85 * bf < sbf < 1.2 * bf, (name, sbf)   # within the note's bf16 spread
+        # exact zero rows stay exactly zero, in bf16 too
+    Gz = np.concatenate([G[:200], np.zeros((56, 1024))])
+    out = whiten_preset(Gz.astype(np.float32), "muon_ns5", emulate="bfloat16")
+    assert np.all(out[200:] == 0)
+
+
+def test_safety_factor_matters_rank_one_bf16():
+    """Note 2.6: the raw PE coefficients blow up a rank-1 matrix in bf16; shipped sets do not."""
+    rng = np.random.default_rng(3)
+    G = np.outer(rng.standard_normal(128), rng.standard_normal(256)).astype(np.float32)
+    shipped = np.linalg.norm(whiten_preset(G, "polar_express_nanogpt", emulate="bfloat16"), 2)
+    raw = np.linalg.norm(whiten_preset(G, "custom", coefficients=_PE_RAW[:5],
+                                       emulate="bfloat16"), 2)
+    assert 0.8 < shipped < 0.95
+    assert raw > 2.0
