@@ -148,11 +148,19 @@ __global__ void fill_scaled_identity(T* out, long long total, int m, T v) {
 """
 
 _NAMES = {
-    "grad_norm": "swanref::device::grad_norm_rows<%s>",
+    "grad_norm": "swanref::device::grad_norm_rows<%s, 1>",
+    "grad_norm_vec": "swanref::device::grad_norm_rows<%s, %d>",
     "mirror": "swanref_cupy::mirror_upper<%s>",
     "eye": "swanref_cupy::fill_scaled_identity<%s>",
 }
 _CTYPE = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
+
+
+def _kernel_name(kind, dtype):
+    dtype = np.dtype(dtype)
+    if kind == "grad_norm_vec":
+        return _NAMES[kind] % (_CTYPE[dtype], 16 // dtype.itemsize)
+    return _NAMES[kind] % _CTYPE[dtype]
 
 
 def _module():
@@ -170,7 +178,7 @@ def _module():
                 # that an edited header is recompiled.
                 tag = "swanref header sha256 " + hashlib.sha256(header).hexdigest()
                 code = _KERNEL_SOURCE % {"tag": tag}
-                names = [fmt % ct for fmt in _NAMES.values() for ct in _CTYPE.values()]
+                names = [_kernel_name(kind, dt) for kind in _NAMES for dt in _CTYPE]
                 mod = cp.RawModule(code=code, options=("-std=c++17", f"-I{inc}"),
                                    name_expressions=names)
                 mod.compile()
@@ -185,7 +193,7 @@ def _kernel(kind: str, dtype):
     key = (_cp().cuda.runtime.getDevice(), kind, np.dtype(dtype))
     fn = _functions.get(key)
     if fn is None:
-        fn = _functions[key] = _module().get_function(_NAMES[kind] % _CTYPE[np.dtype(dtype)])
+        fn = _functions[key] = _module().get_function(_kernel_name(kind, dtype))
     return fn
 
 
@@ -314,7 +322,8 @@ def _stack(G):
 
 # -- 2. GradNorm -----------------------------------------------------------------------------
 
-_GN_ITEMS_PER_THREAD = 8
+#: entries per thread the block size aims at, and the largest block (tuning knobs)
+_GN_ITEMS_PER_THREAD = int(os.environ.get("SWANREF_GN_ITEMS_PER_THREAD", "16"))
 _GN_MAX_THREADS = 512
 
 
@@ -346,11 +355,13 @@ def _smem_optin_limit() -> int:
     return _modules[key]
 
 
-def grad_norm(G, eps: float, *, work_in_shared=None):
+def grad_norm(G, eps: float, *, work_in_shared=None, items_per_thread=None, vector=True):
     """Row standardisation over the last axis (spec 2.1): one fused kernel, one block per row.
 
-    ``work_in_shared`` (tuning/benchmark knob): None picks shared memory for the scaled row
-    whenever it fits the device's opt-in limit; False keeps it in the output row (L1/L2).
+    Keyword arguments are tuning/benchmark knobs: ``work_in_shared`` None keeps the row in
+    shared memory whenever it fits the device's opt-in limit, False in the output row (L1/L2);
+    ``items_per_thread`` sets the block size (default ``_GN_ITEMS_PER_THREAD``); ``vector``
+    False forbids the 16-byte vector accesses.
     """
     cp = _cp()
     dtype = G.dtype
@@ -365,8 +376,15 @@ def grad_norm(G, eps: float, *, work_in_shared=None):
         row_stride, col_stride = n, 1
     else:
         X, row_stride, col_stride = layout
-    threads = 32 * max(1, min(_GN_MAX_THREADS // 32, -(-n // (32 * _GN_ITEMS_PER_THREAD))))
-    kern = _kernel("grad_norm", dtype)
+    if n >= 2**31:
+        raise ValueError(f"rows of {n} entries are longer than the GPU kernel supports")
+    items = items_per_thread or _GN_ITEMS_PER_THREAD
+    threads = 32 * max(1, min(_GN_MAX_THREADS // 32, -(-n // (32 * items))))
+    # 16-byte vector accesses when every row starts 16-byte aligned and n fills whole vectors
+    width = 16 // dtype.itemsize
+    vector = (vector and col_stride == 1 and n % width == 0 and X.data.ptr % 16 == 0
+              and (row_stride * dtype.itemsize) % 16 == 0)
+    kern = _kernel("grad_norm_vec" if vector else "grad_norm", dtype)
     work_bytes = n * dtype.itemsize
     use_smem = work_bytes + 66 * dtype.itemsize <= _smem_optin_limit()
     if work_in_shared is not None:

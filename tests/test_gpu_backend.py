@@ -127,7 +127,8 @@ def test_grad_norm_constant_and_zero_rows_are_exactly_zero(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("view", ["transpose", "col_step", "row_slice", "batch_swap", "negative"])
+@pytest.mark.parametrize("view", ["transpose", "col_step", "row_slice", "batch_swap", "negative",
+                                  "aligned_slice", "misaligned_slice"])
 def test_grad_norm_non_contiguous(dtype, view):
     rng = np.random.default_rng(2)
     base = rng.standard_normal((4, 40, 60)).astype(dtype)
@@ -137,6 +138,8 @@ def test_grad_norm_non_contiguous(dtype, view):
         "row_slice": lambda a: a[1:, 3:30, 5:50],
         "batch_swap": lambda a: a.swapaxes(0, 1),
         "negative": lambda a: a[:, ::-1, ::-1],
+        "aligned_slice": lambda a: a[:, 2:38, 4:36],     # rows 16-byte aligned: vector path
+        "misaligned_slice": lambda a: a[:, 2:38, 1:33],  # same n, rows off by one entry
     }[view]
     Gc = take(cp.asarray(base))
     G = take(base)
@@ -165,6 +168,16 @@ def test_grad_norm_nan_rows_public_api():
     assert np.max(np.abs(out[[0, 1, 3]] - ref[[0, 1, 3]])) <= 1e-12
     with pytest.raises(ValueError):
         swanref.grad_norm(cp.asarray(G))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("knobs", [dict(vector=False), dict(work_in_shared=False),
+                                   dict(items_per_thread=4), dict(items_per_thread=64)])
+def test_grad_norm_kernel_variants_agree(dtype, knobs):
+    G = np.random.default_rng(17).standard_normal((9, 4100)).astype(dtype)
+    Gc = cp.asarray(G)
+    got = cp.asnumpy(CB.grad_norm(Gc, 1e-6, **knobs))
+    assert np.max(np.abs(got - R.grad_norm(G, 1e-6))) <= _gn_tol(dtype, 4100)
 
 
 def test_grad_norm_float16_in_float16_out():

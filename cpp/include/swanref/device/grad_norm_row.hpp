@@ -97,13 +97,13 @@ struct Pow2Scaler {
 };
 
 // -- execution policies ---------------------------------------------------------------------
-// An Exec says which entries of the row this thread visits (j = first(); j < n; j += step())
-// and combines per-thread partial results over everyone working on the row.
+// An Exec says which chunks of the row this thread visits (c = first(); c < chunks;
+// c += step()) and combines per-thread partial results over everyone working on the row.
 
 // One host thread does the whole row.
 struct SerialExec {
-  SWANREF_HOST_DEVICE index_type first() const { return 0; }
-  SWANREF_HOST_DEVICE index_type step() const { return 1; }
+  SWANREF_HOST_DEVICE int first() const { return 0; }
+  SWANREF_HOST_DEVICE int step() const { return 1; }
   template <class T>
   SWANREF_HOST_DEVICE T reduce_sum(T v) const { return v; }
   template <class T>
@@ -112,42 +112,73 @@ struct SerialExec {
   SWANREF_HOST_DEVICE void reduce_max_sum(T&, T&) const {}
 };
 
+#if defined(SWANREF_CUDA)
+#define SWANREF_UNROLL _Pragma("unroll 4")
+#else
+#define SWANREF_UNROLL
+#endif
+
+// -- chunks of W consecutive entries ----------------------------------------------------------
+// W == 1: one entry at p[0] (the row may have any stride). W > 1: W contiguous entries, and
+// under CUDA a chunk of 16 bytes is moved by one vector access (p must be 16-byte aligned).
+template <int W, class T>
+SWANREF_HOST_DEVICE inline void load_chunk(const T* p, T (&x)[W]) {
+#if defined(SWANREF_CUDA)
+  if constexpr (W * sizeof(T) == 16 && sizeof(T) == 4) {
+    const float4 v = *reinterpret_cast<const float4*>(p);
+    x[0] = v.x; x[1] = v.y; x[2] = v.z; x[3] = v.w;
+    return;
+  } else if constexpr (W * sizeof(T) == 16 && sizeof(T) == 8) {
+    const double2 v = *reinterpret_cast<const double2*>(p);
+    x[0] = v.x; x[1] = v.y;
+    return;
+  }
+#endif
+  for (int k = 0; k < W; ++k) x[k] = p[k];
+}
+
+template <int W, class T>
+SWANREF_HOST_DEVICE inline void store_chunk(T* p, const T (&x)[W]) {
+#if defined(SWANREF_CUDA)
+  if constexpr (W * sizeof(T) == 16 && sizeof(T) == 4) {
+    *reinterpret_cast<float4*>(p) = make_float4(x[0], x[1], x[2], x[3]);
+    return;
+  } else if constexpr (W * sizeof(T) == 16 && sizeof(T) == 8) {
+    *reinterpret_cast<double2*>(p) = make_double2(x[0], x[1]);
+    return;
+  }
+#endif
+  for (int k = 0; k < W; ++k) p[k] = x[k];
+}
+
 // -- the row algorithm ------------------------------------------------------------------------
-// in[j * in_stride], j < n: the row (read once; in[0] is read by every thread).
-// out[j * out_stride]: the result. work[j] (unit stride): scratch holding the row while it is
-// processed; it may be shared memory, or the output row itself when out_stride == 1 (every
-// thread reads back only the entries it wrote, so no barrier is needed for it). eps >= 0.
+// The row: in[j * in_stride], j < n (in_stride must be 1 when W > 1; in[0] is read by every
+// thread). out: the result, contiguous. work: contiguous scratch holding the row while it is
+// processed; shared memory, or the output row itself (every thread reads back only the chunks
+// it wrote, so no barrier is needed for it). n % W == 0; for W > 1 in, out and work are
+// 16-byte aligned. eps >= 0.
 //
 // Three reductions: max|g|; then max|d| and sum(d) together (sum(ldexp(d, -e2)) equals
 // ldexp(sum(d), -e2) exactly, the partial sums being scaled by the same power of two; |d| < 2
-// cannot overflow); then sum(c^2).
-template <class T, class Exec>
+// cannot overflow); then sum(c^2). The final step divides (as the reference does).
+template <int W, class T, class Exec>
 SWANREF_HOST_DEVICE inline void grad_norm_row(Exec& ex, const T* in, index_type in_stride,
-                                              T* out, index_type out_stride, T* work,
-                                              index_type n, T eps) {
-  const index_type j0 = ex.first();
-  const index_type dj = ex.step();
+                                              T* out, T* work, index_type n, T eps) {
+  const int chunks = static_cast<int>(n / W);
+  const int c0 = ex.first();
+  const int dc = ex.step();
 
-  // 1. read the row once (four loads in flight per thread), keep it, find max|g|
+  // 1. read the row once, keep it, find max|g|
   T amax = T(0);
-  index_type j = j0;
-  for (; j + 3 * dj < n; j += 4 * dj) {
-    const T x0 = in[j * in_stride], x1 = in[(j + dj) * in_stride],
-            x2 = in[(j + 2 * dj) * in_stride], x3 = in[(j + 3 * dj) * in_stride];
-    work[j] = x0;
-    work[j + dj] = x1;
-    work[j + 2 * dj] = x2;
-    work[j + 3 * dj] = x3;
-    const T a01 = dmath::fabs(x0) > dmath::fabs(x1) ? dmath::fabs(x0) : dmath::fabs(x1);
-    const T a23 = dmath::fabs(x2) > dmath::fabs(x3) ? dmath::fabs(x2) : dmath::fabs(x3);
-    const T a = a01 > a23 ? a01 : a23;
-    amax = a > amax ? a : amax;
-  }
-  for (; j < n; j += dj) {
-    const T x = in[j * in_stride];
-    work[j] = x;
-    const T a = dmath::fabs(x);
-    amax = a > amax ? a : amax;
+  SWANREF_UNROLL
+  for (int c = c0; c < chunks; c += dc) {
+    T x[W];
+    load_chunk<W>(in + static_cast<index_type>(c) * W * in_stride, x);
+    store_chunk<W>(work + static_cast<index_type>(c) * W, x);
+    for (int k = 0; k < W; ++k) {
+      const T a = dmath::fabs(x[k]);
+      amax = a > amax ? a : amax;
+    }
   }
   amax = ex.reduce_max(amax);
   const int e1 = pow2_exponent(amax);
@@ -157,12 +188,17 @@ SWANREF_HOST_DEVICE inline void grad_norm_row(Exec& ex, const T* in, index_type 
   // 2. deviations from the first entry (exact power-of-two scaling first): max|d| and sum(d)
   T dmax = T(0);
   T s = T(0);
-  for (j = j0; j < n; j += dj) {
-    const T d = s1(work[j]) - y0;
-    work[j] = d;
-    const T a = dmath::fabs(d);
-    dmax = a > dmax ? a : dmax;
-    s += d;
+  SWANREF_UNROLL
+  for (int c = c0; c < chunks; c += dc) {
+    T x[W];
+    load_chunk<W>(work + static_cast<index_type>(c) * W, x);
+    for (int k = 0; k < W; ++k) {
+      x[k] = s1(x[k]) - y0;
+      const T a = dmath::fabs(x[k]);
+      dmax = a > dmax ? a : dmax;
+      s += x[k];
+    }
+    store_chunk<W>(work + static_cast<index_type>(c) * W, x);
   }
   ex.reduce_max_sum(dmax, s);
   const int e2 = pow2_exponent(dmax);
@@ -171,10 +207,15 @@ SWANREF_HOST_DEVICE inline void grad_norm_row(Exec& ex, const T* in, index_type 
 
   // 3. rescale so that the largest deviation lies in [0.5, 1); centre; population variance
   T q = T(0);
-  for (j = j0; j < n; j += dj) {
-    const T c = s2(work[j]) - mean;
-    work[j] = c;
-    q += c * c;
+  SWANREF_UNROLL
+  for (int c = c0; c < chunks; c += dc) {
+    T x[W];
+    load_chunk<W>(work + static_cast<index_type>(c) * W, x);
+    for (int k = 0; k < W; ++k) {
+      x[k] = s2(x[k]) - mean;
+      q += x[k] * x[k];
+    }
+    store_chunk<W>(work + static_cast<index_type>(c) * W, x);
   }
   const T var = ex.reduce_sum(q) / T(n);
 
@@ -183,19 +224,22 @@ SWANREF_HOST_DEVICE inline void grad_norm_row(Exec& ex, const T* in, index_type 
                            : dmath::sqrt(var);
 
   // 5. standardise (a constant row has c == 0 everywhere and std == sqrt(eps') or 0)
-  if (std > T(0)) {
-    for (j = j0; j < n; j += dj) out[j * out_stride] = work[j] / std;
-  } else {
-    for (j = j0; j < n; j += dj) out[j * out_stride] = T(0);
+  const bool scale = std > T(0);
+  SWANREF_UNROLL
+  for (int c = c0; c < chunks; c += dc) {
+    T x[W];
+    load_chunk<W>(work + static_cast<index_type>(c) * W, x);
+    for (int k = 0; k < W; ++k) x[k] = scale ? x[k] / std : T(0);
+    store_chunk<W>(out + static_cast<index_type>(c) * W, x);
   }
 }
 
-// Convenience for host code: one contiguous row, scratch supplied by the caller (may be out).
+// Convenience for host code: one row of any stride, scratch supplied by the caller (may be out).
 template <class T>
 inline void grad_norm_row_serial(const T* in, index_type in_stride, T* out, T* work,
                                  index_type n, T eps) {
   SerialExec ex;
-  grad_norm_row(ex, in, in_stride, out, 1, work, n, eps);
+  grad_norm_row<1>(ex, in, in_stride, out, work, n, eps);
 }
 
 #if defined(SWANREF_CUDA)
@@ -208,8 +252,8 @@ template <class T>
 struct BlockExec {
   T* red;  // shared memory, >= 66 entries
 
-  __device__ index_type first() const { return threadIdx.x; }
-  __device__ index_type step() const { return blockDim.x; }
+  __device__ int first() const { return threadIdx.x; }
+  __device__ int step() const { return blockDim.x; }
 
   template <bool IsMax>
   __device__ static T combine(T a, T b) {
@@ -277,11 +321,12 @@ struct BlockExec {
 };
 
 // GradNorm over the last axis of a stack of rows.
-//   in:  row r, entry j at in[r * in_row_stride + j * in_col_stride] (element strides, >= 0)
-//   out: C-contiguous rows of length n
-//   work_in_shared: 1 -> the scaled row lives in dynamic shared memory (n * sizeof(T) bytes);
+//   in:  row r, entry j at in[r * in_row_stride + j * in_col_stride] (element strides, >= 0;
+//        in_col_stride == 1 and 16-byte aligned rows when W > 1)
+//   out: C-contiguous rows of length n (n % W == 0)
+//   work_in_shared: 1 -> the row lives in dynamic shared memory (n * sizeof(T) bytes);
 //                   0 -> it lives in the output row (rows too long for shared memory).
-template <class T>
+template <class T, int W>
 __global__ void grad_norm_rows(const T* __restrict__ in, index_type rows, index_type n,
                                index_type in_row_stride, index_type in_col_stride, T* out, T eps,
                                int work_in_shared) {
@@ -292,7 +337,7 @@ __global__ void grad_norm_rows(const T* __restrict__ in, index_type rows, index_
     const T* row = in + r * in_row_stride;
     T* orow = out + r * n;
     T* work = work_in_shared ? reinterpret_cast<T*>(swanref_grad_norm_smem) : orow;
-    grad_norm_row(ex, row, in_col_stride, orow, 1, work, n, eps);
+    grad_norm_row<W>(ex, row, in_col_stride, orow, work, n, eps);
   }
 }
 #endif  // SWANREF_CUDA
