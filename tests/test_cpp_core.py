@@ -513,3 +513,17 @@ def test_whiten_svd_float32_rank_deficient_default_rtol():
     expect = np_whiten_svd(G.astype(np.float64), rtol)
     np.testing.assert_allclose(out, expect, atol=1e-5)
     assert np.linalg.matrix_rank(out.astype(np.float64), tol=0.5) == 6
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_grad_norm_out_parameter_and_large_streaming_path(dtype):
+    G = rng_matrix((600, 2100), dtype, seed=21)  # > 8 MiB output: streaming stores
+    out = np.empty_like(G)
+    res = _core.grad_norm(G, 1e-6, out=out)
+    assert res is out
+    np.testing.assert_array_equal(out, _core.grad_norm(G, 1e-6))
+    np.testing.assert_allclose(out, np_grad_norm(G, 1e-6), rtol=4 * EPS[dtype], atol=40 * EPS[dtype])
+    for bad, exc in [(np.empty_like(G, dtype=np.float16), TypeError), (np.empty(G.shape[::-1], dtype), ValueError),
+                     (np.empty_like(G, order="F"), ValueError), (G, ValueError)]:
+        with pytest.raises(exc):
+            _core.grad_norm(G, 0.0, out=bad)

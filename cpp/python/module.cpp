@@ -16,6 +16,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -158,11 +159,37 @@ PYBIND11_MODULE(_core, m) {
 
   m.def(
       "grad_norm",
-      [](py::handle G, double eps) {
-        return dispatch(G, "grad_norm", [&](const auto& v, auto* o) { swanref::grad_norm(v, o, eps); });
+      [](py::handle G, double eps, py::object out) -> py::object {
+        if (out.is_none())
+          return dispatch(G, "grad_norm", [&](const auto& v, auto* o) { swanref::grad_norm(v, o, eps); });
+        // Write into a caller-provided array (benchmarks, embedding): same dtype and shape,
+        // C-contiguous, writeable, not sharing memory with G.
+        Kind kind, okind;
+        py::array a = checked_array(G, "grad_norm", kind);
+        py::array o = checked_array(out, "grad_norm(out=)", okind);
+        if (okind != kind) throw py::type_error("grad_norm: out must have the dtype of G");
+        if (o.ndim() != a.ndim() || !std::equal(a.shape(), a.shape() + a.ndim(), o.shape()))
+          throw py::value_error("grad_norm: out must have the shape of G");
+        if (!(o.flags() & py::array::c_style) || !o.writeable())
+          throw py::value_error("grad_norm: out must be C-contiguous and writeable");
+        if (py::module_::import("numpy").attr("may_share_memory")(a, o).cast<bool>())
+          throw py::value_error("grad_norm: out must not share memory with G");
+        if (kind == Kind::f64) {
+          auto v = view_of<double>(a);
+          double* p = static_cast<double*>(o.mutable_data());
+          py::gil_scoped_release nogil;
+          swanref::grad_norm(v, p, eps);
+        } else {
+          auto v = view_of<float>(a);
+          float* p = static_cast<float*>(o.mutable_data());
+          py::gil_scoped_release nogil;
+          swanref::grad_norm(v, p, eps);
+        }
+        return out;
       },
-      py::arg("G"), py::arg("eps"),
-      "Standardise each row (last axis): (x - mean) / sqrt(var + eps); constant rows -> 0.");
+      py::arg("G"), py::arg("eps"), py::kw_only(), py::arg("out") = py::none(),
+      "Standardise each row (last axis): (x - mean) / sqrt(var + eps); constant rows -> 0.\n"
+      "out: optional C-contiguous array of G's dtype and shape to write into (returned).");
 
   m.def(
       "whiten_svd",
