@@ -323,7 +323,7 @@ def _stack(G):
 # -- 2. GradNorm -----------------------------------------------------------------------------
 
 #: entries per thread the block size aims at, and the largest block (tuning knobs)
-_GN_ITEMS_PER_THREAD = int(os.environ.get("SWANREF_GN_ITEMS_PER_THREAD", "16"))
+_GN_ITEMS_PER_THREAD = int(os.environ.get("SWANREF_GN_ITEMS_PER_THREAD", "32"))
 _GN_MAX_THREADS = 512
 
 
