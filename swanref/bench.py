@@ -13,7 +13,8 @@ float32, plus 4096x11008 float32 unless ``--quick``):
 * Newton-Schulz (``steps`` steps, beta 1/2, gram_fro): swanref next to a NumPy coupled loop
   with 3 GEMMs per step at equal steps, and swanref's opt-in symmetric-product variant;
   GFLOP/s of each against the measured GEMM peak (square GEMM, same library, same thread);
-* NSDS and GradNorm (GradNorm's GB/s against a measured large copy);
+* NSDS and GradNorm (GradNorm's GB/s against a measured large copy: with a new output array
+  against a copy into a new array, with ``out=`` against a copy into an existing one);
 * the error of every whitening result against a float64 reference (the float64 SVD polar factor;
   for 4096x11008, whose random Gaussian G has kappa ~ 4, the float64 eigh route, see the notes).
 
@@ -119,7 +120,8 @@ def measure_gemm_peak(dtype, n=2048, repeat=3):
 
 
 def measure_copy_bandwidth(nbytes=256 << 20, repeat=5):
-    """GB/s of a large copy into a preallocated array (bytes read + bytes written)."""
+    """GB/s of a large copy (bytes read + bytes written): into an existing array, and into a new one
+    (which adds the page faults of fresh memory, as every function returning a new array pays)."""
     src = np.ones(nbytes // 8)
     dst = np.empty_like(src)
     t, _ = _best_time(lambda: np.copyto(dst, src), repeat, 1e9)
@@ -149,22 +151,35 @@ def run_case(core, m, n, dtype_name, steps, repeat, max_rep, peaks, bandwidth, l
     big = m * n >= 4096 * 8192
     rows = []
 
-    # float64 reference
+    # Rank tolerances: the spec defaults (docs/spec.md 3.0/3.2) for swanref's exact methods.
+    eps = float(np.finfo(dtype).eps)
+    sigma_rtol = max(m, n) * eps
+    lambda_rtol = max(sigma_rtol**2, max(m, n) * eps)
+
+    # float64 references: the full polar factor (NumPy routes, Newton-Schulz) and the one
+    # truncated at sigma_rtol (swanref whiten_svd); identical unless a singular value is cut.
     G64 = G.astype(np.float64)
     if big:
         t_ref, ref = _best_time(lambda: core.whiten_eigh(G64, 0.0), 1, 0)
-        ref_name = "float64 eigh route (kappa ~ 4 here)"
+        ref_trunc, kappa, cut = ref, float("nan"), 0
+        ref_name = "float64 eigh route (random Gaussian 4096x11008: kappa ~ 4, so kappa^2 eps64 ~ 1e-15)"
     else:
-        t_ref, ref = _best_time(lambda: numpy_svd_polar(G64), 1, 0)
+        t0 = time.perf_counter()
+        U, sv, Vt = np.linalg.svd(G64, full_matrices=False)
+        t_ref = time.perf_counter() - t0
+        ref = U @ Vt
+        r = int(np.sum(sv > sigma_rtol * sv[0]))
+        ref_trunc = U[:, :r] @ Vt[:r] if r < m else ref
+        kappa, cut = float(sv[0] / sv[-1]), m - r
         ref_name = "float64 NumPy SVD polar"
-    s = np.linalg.svd(G64, compute_uv=False) if not big else None
-    kappa = float(s[0] / s[-1]) if s is not None else float("nan")
-    log(f"\n## G {m}x{n} {dtype_name}  (reference: {ref_name}, {t_ref:.2f} s; kappa = {kappa:.3g})")
+    log(f"\n## G {m}x{n} {dtype_name}  (reference: {ref_name}, {t_ref:.2f} s; kappa = {kappa:.3g}; "
+        f"sigma_rtol = {sigma_rtol:.2g} cuts {cut} singular value(s))")
 
-    def add(group, name, impl, fn, flops=None, err=True):
+    def add(group, name, impl, fn, flops=None, err=True, reference=None):
         t, X = _best_time(fn, repeat, max_rep)
         row = {"group": group, "method": name, "impl": impl, "seconds": t,
-               "error": _rel_err(X, ref) if err else None, "gflops": (flops / t / 1e9) if flops else None}
+               "error": _rel_err(X, ref if reference is None else reference) if err else None,
+               "gflops": (flops / t / 1e9) if flops else None}
         rows.append(row)
         return row
 
@@ -174,9 +189,19 @@ def run_case(core, m, n, dtype_name, steps, repeat, max_rep, peaks, bandwidth, l
         add("exact", "scipy.linalg.polar", "scipy", lambda: scipy_polar(G))
     else:
         log("(scipy.linalg.polar skipped for the big case: the same SVD as the NumPy route)")
-    add("exact", "swanref whiten_svd", "swanref", lambda: core.whiten_svd(G, 0.0))
+    route = "" if dtype == np.float64 else (
+        " (float64 eigh route)" if sigma_rtol**2 >= 1e4 * max(m, n) * np.finfo(np.float64).eps
+        else " (float64 SVD route)")
+    add("exact", f"swanref whiten_svd{route}", "swanref", lambda: core.whiten_svd(G, sigma_rtol),
+        reference=ref_trunc)
+    if dtype == np.float32:
+        add("exact", "swanref whiten_svd route='svd' (float32 LAPACK SVD)", "swanref",
+            lambda: core.whiten_svd(G, sigma_rtol, route="svd"), reference=ref_trunc)
+    elif n >= 1.5 * m and not big:
+        add("exact", "swanref whiten_svd without the QR step (gesdd of G)", "swanref",
+            lambda: core.whiten_svd(G, sigma_rtol, qr_ratio=1e9), reference=ref_trunc)
     add("exact", "NumPy eigh-of-Gram route", "numpy", lambda: numpy_eigh_polar(G))
-    add("exact", "swanref whiten_eigh", "swanref", lambda: core.whiten_eigh(G, 0.0))
+    add("exact", "swanref whiten_eigh", "swanref", lambda: core.whiten_eigh(G, lambda_rtol))
 
     # Newton-Schulz
     dense_flops = 2.0 * m * m * n + steps * 6.0 * m**3 + 2.0 * m * m * n
@@ -185,23 +210,28 @@ def run_case(core, m, n, dtype_name, steps, repeat, max_rep, peaks, bandwidth, l
     ours = add("newton_schulz", f"swanref whiten_newton_schulz, {steps} steps", "swanref",
                lambda: core.whiten_newton_schulz(G, steps, 0.5, "gram_fro"),
                flops=core.newton_schulz_flops(m, n, steps))
-    sym = add("newton_schulz", f"swanref NS symmetric=True (opt-in), {steps} steps", "swanref",
-              lambda: core.whiten_newton_schulz(G, steps, 0.5, "gram_fro", symmetric=True),
-              flops=core.newton_schulz_flops(m, n, steps, True))
-    # per-step rate: difference between `steps` and 1 step (same extra products in both codes)
-    t1, _ = _best_time(lambda: core.whiten_newton_schulz(G, 1, 0.5, "gram_fro"), repeat, max_rep)
-    t1np, _ = _best_time(lambda: numpy_newton_schulz(G, 1), repeat, max_rep)
-    step_flops = 6.0 * m**3 * (steps - 1)
-    ours["step_gflops"] = step_flops / max(ours["seconds"] - t1, 1e-12) / 1e9
-    np_ns["step_gflops"] = step_flops / max(np_ns["seconds"] - t1np, 1e-12) / 1e9
+    if not big:
+        add("newton_schulz", f"swanref NS symmetric=True (opt-in), {steps} steps", "swanref",
+            lambda: core.whiten_newton_schulz(G, steps, 0.5, "gram_fro", symmetric=True),
+            flops=core.newton_schulz_flops(m, n, steps, True))
+        # per-step rate: `steps` minus 1 step (both codes do 3 (steps - 1) more m x m products)
+        t1, _ = _best_time(lambda: core.whiten_newton_schulz(G, 1, 0.5, "gram_fro"), repeat, max_rep)
+        t1np, _ = _best_time(lambda: numpy_newton_schulz(G, 1), repeat, max_rep)
+        step_flops = 6.0 * m**3 * (steps - 1)
+        ours["step_gflops"] = step_flops / max(ours["seconds"] - t1, 1e-12) / 1e9
+        np_ns["step_gflops"] = step_flops / max(np_ns["seconds"] - t1np, 1e-12) / 1e9
     add("newton_schulz", f"swanref whiten_nsds, {steps} steps", "swanref",
         lambda: core.whiten_nsds(G, steps, 0.5, "grad_fro"), err=False)
 
     # GradNorm
     nbytes = 2 * G.nbytes
-    gn = add("grad_norm", "swanref grad_norm", "swanref", lambda: core.grad_norm(G, 1e-8), err=False)
+    out = np.empty_like(G)
+    gn = add("grad_norm", "swanref grad_norm (new output array)", "swanref", lambda: core.grad_norm(G, 1e-8),
+             err=False)
+    gn_out = add("grad_norm", "swanref grad_norm (out=, preallocated)", "swanref",
+                 lambda: core.grad_norm(G, 1e-8, out=out), err=False)
     gn_np = add("grad_norm", "NumPy (x - mean) / std", "numpy", lambda: numpy_grad_norm(G, 1e-8), err=False)
-    for r in (gn, gn_np):
+    for r in (gn, gn_out, gn_np):
         r["gbs"] = nbytes / r["seconds"] / 1e9
 
     peak = peaks[dtype_name]["scipy_gflops"]
@@ -215,11 +245,14 @@ def run_case(core, m, n, dtype_name, steps, repeat, max_rep, peaks, bandwidth, l
         if r["group"] == "newton_schulz" and r is not np_ns and r["gflops"] is not None:
             r["speedup_vs_numpy_ns"] = np_ns["seconds"] / r["seconds"]
         if r["group"] == "grad_norm":
-            r["bandwidth_fraction"] = r["gbs"] / bandwidth["copy_gbs"]
+            # new output array vs a copy into a new array; out= vs a copy into an existing one
+            r["bandwidth_fraction"] = r["gbs"] / (bandwidth["copy_gbs"] if r is gn_out else bandwidth["copy_new_gbs"])
     gn["speedup_vs_numpy"] = gn_np["seconds"] / gn["seconds"]
+    gn_out["speedup_vs_numpy"] = gn_np["seconds"] / gn_out["seconds"]
 
     _print_rows(rows, log)
-    return {"m": m, "n": n, "dtype": dtype_name, "kappa": kappa, "reference": ref_name, "rows": rows}
+    return {"m": m, "n": n, "dtype": dtype_name, "kappa": kappa, "reference": ref_name, "sigma_rtol": sigma_rtol,
+            "cut": cut, "rows": rows}
 
 
 def _fmt(v, spec):
