@@ -386,7 +386,7 @@ def grad_norm(G, eps: float, *, work_in_shared=None, items_per_thread=None, vect
               and (row_stride * dtype.itemsize) % 16 == 0)
     kern = _kernel("grad_norm_vec" if vector else "grad_norm", dtype)
     work_bytes = n * dtype.itemsize
-    use_smem = work_bytes + 66 * dtype.itemsize <= _smem_optin_limit()
+    use_smem = work_bytes + 99 * dtype.itemsize <= _smem_optin_limit()
     if work_in_shared is not None:
         use_smem = use_smem and bool(work_in_shared)
     if use_smem and work_bytes > 48 * 1024:

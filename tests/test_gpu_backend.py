@@ -106,24 +106,31 @@ def test_grad_norm_matches_reference(dtype, shape, eps):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("scale", [1e-30, 1e-3, 1e3, 1e30])
+@pytest.mark.parametrize("scale", [1e-30, 1e-3, 1e3, 1e30, "subnormal", "near_overflow"])
 def test_grad_norm_extreme_scales(dtype, scale):
+    # near_overflow takes the kernel's step-by-step path (|g - g0| or its sums could overflow)
+    if isinstance(scale, str):
+        tiny, huge = (1e-40, 3e37) if dtype == np.float32 else (1e-310, 1e307)
+        scale = tiny if scale == "subnormal" else huge
     rng = np.random.default_rng(1)
     G = (rng.standard_normal((6, 300)) * scale).astype(dtype)
+    G[3] += dtype(scale)  # a row with an offset
     for eps in (0.0, 1e-6):
+        with np.errstate(all="ignore"):
+            ref = R.grad_norm(G, eps)
         got = cp.asnumpy(CB.grad_norm(cp.asarray(G), eps))
-        ref = R.grad_norm(G, eps)
         assert np.all(np.isfinite(got))
         assert np.max(np.abs(got - ref)) <= _gn_tol(dtype, 300)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_grad_norm_constant_and_zero_rows_are_exactly_zero(dtype):
-    G = np.array([[3.7] * 50, [0.0] * 50, [-1e30] * 50, list(range(50))], dtype=dtype)
+    G = np.array([[3.7] * 50, [0.0] * 50, [-1e30] * 50, [3e38] * 50, list(range(50))],
+                 dtype=dtype)
     for eps in (0.0, 1e-8):
         got = cp.asnumpy(CB.grad_norm(cp.asarray(G), eps))
-        assert np.array_equal(got[:3], np.zeros((3, 50), dtype))
-        assert np.max(np.abs(got[3] - R.grad_norm(G, eps)[3])) <= _gn_tol(dtype, 50)
+        assert np.array_equal(got[:4], np.zeros((4, 50), dtype))
+        assert np.max(np.abs(got[4] - R.grad_norm(G, eps)[4])) <= _gn_tol(dtype, 50)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
