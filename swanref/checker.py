@@ -498,6 +498,12 @@ def main(argv=None) -> int:
         print("usage: swanref check OP TARGET [options]  (swanref check --help)",
               file=sys.stderr)
         return 2
+    except ImportError as exc:
+        if getattr(exc, "name", "") == "hypothesis" or "hypothesis" in str(exc):
+            print("swanref check: error: the checker needs hypothesis (pip install hypothesis)",
+                  file=sys.stderr)
+            return 2
+        raise
     if args.json:
         print(json.dumps(report.to_dict(), indent=1))
     else:
