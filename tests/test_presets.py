@@ -431,3 +431,70 @@ def test_safety_factor_matters_rank_one_bf16():
                                        emulate="bfloat16"), 2)
     assert 0.8 < shipped < 0.95
     assert raw > 2.0
+
+
+# -- diagnose: tells a faithful copy from a subtly different one ----------------------------------
+
+@pytest.mark.parametrize("fn, claim, match, closest", [
+    (lambda G: _per_slice(ref_keller, G), "muon_ns5", True, "preset 'muon_ns5'"),
+    (lambda G: _per_slice(lambda g: ref_keller(g, eps=1e-8), G), "muon_ns5", False,
+     "preset 'optax_muon'"),
+    (lambda G: _per_slice(ref_torch_muon, G), "muon_ns5", False, "preset 'torch_muon'"),
+    (lambda G: _per_slice(lambda g: ref_keller(g, steps=6), G), "muon_ns5", False,
+     "6 steps instead of 5"),
+    (lambda G: _per_slice(lambda g: ref_polar_express(g, steps=5, coeffs=_NANOGPT), G),
+     "polar_express_nanogpt", False, "normalisation 'add' with eps=1e-07"),
+    # the speedrun writes c * (A @ A): the addmm association, equal up to float64 rounding
+    (lambda G: _per_slice(ref_nanogpt, G), "polar_express_nanogpt", True,
+     "product form 'addmm' (rounding only)"),
+    (lambda G: _per_slice(ref_modula, G), "jiacheng6", True, "preset 'jiacheng6'"),
+    (lambda G: _per_slice(ref_modula, G), "you_ns5", False, "preset 'jiacheng6'"),
+    (lambda G: _per_slice(lambda g: ref_keller(g, a=3.4, b=-4.7, c=2.0), G), "muon_ns5", False,
+     None),
+])
+def test_diagnose_float64(fn, claim, match, closest):
+    d = presets.diagnose(fn, claim)
+    assert d.match == match, d.summary()
+    if closest:
+        assert d.closest.startswith(closest), d.summary()
+    else:
+        assert d.closest_distance > d.tolerance and "no known variant" in d.summary()
+
+
+def test_diagnose_finds_safety_factor_and_batch_norm():
+    d = presets.diagnose(lambda G: _per_slice(
+        lambda g: ref_polar_express(g, steps=5, coeffs=_NANOGPT, scale=1.01, eps=1e-6), G),
+        "polar_express_nanogpt")
+    assert not d.match and d.closest.startswith("norm safety factor 1.01"), d.summary()
+
+    def global_norm(G):
+        G = np.asarray(G, dtype=float)
+        X = G / (np.linalg.norm(G) + 1e-7)
+        return _per_slice(_ns_no_norm, X)
+    d = presets.diagnose(global_norm, "muon_ns5")
+    assert not d.match and d.closest.startswith("one Frobenius norm over the whole batch"), \
+        d.summary()
+
+
+def _ns_no_norm(X, steps=5, a=3.4445, b=-4.7750, c=2.0315):
+    t = X.shape[0] > X.shape[1]
+    X = X.T if t else X
+    for _ in range(steps):
+        A = X @ X.T
+        X = a * X + (b * A + c * A @ A) @ X
+    return X.T if t else X
+
+
+def test_diagnose_bfloat16():
+    emu = lambda name: (lambda G: whiten_preset(np.asarray(G, np.float32), name,  # noqa: E731
+                                                emulate="bfloat16"))
+    d = presets.diagnose(emu("muon_ns5"), "muon_ns5", dtype="bfloat16")
+    assert d.match and d.distance == 0
+    d = presets.diagnose(emu("polar_express_nanogpt"), "muon_ns5", dtype="bfloat16")
+    assert not d.match and d.closest.startswith("preset 'polar_express_nanogpt'")
+    d = presets.diagnose(emu("optax_muon"), "muon_ns5", dtype="bfloat16")   # eps 1e-8 vs 1e-7
+    assert not d.match and d.closest.startswith("preset 'optax_muon'")
+    # the same preset computed in float32 instead of bf16 differs at rounding level only
+    d = presets.diagnose(lambda G: whiten_preset(np.asarray(G, np.float32), "muon_ns5"),
+                         "muon_ns5", dtype="bfloat16")
+    assert d.match and 0.01 < d.distance < d.tolerance
