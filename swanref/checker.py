@@ -132,7 +132,8 @@ def make_call(fn, array_type="numpy"):
         except Exception as exc:  # noqa: BLE001
             raise TargetError(f"target returned {type(out).__name__}, not an array: {exc}") \
                 from exc
-        if not isinstance(arr, np.ndarray) or arr.dtype == object or arr.dtype.kind not in "fc":
+        if not isinstance(arr, np.ndarray) or arr.dtype == object or (
+                arr.dtype.kind not in "fc" and arr.dtype.name != "bfloat16"):
             raise TargetError(f"target returned {type(out).__name__} of dtype "
                               f"{getattr(arr, 'dtype', '?')}, not a floating array")
         return arr
