@@ -324,7 +324,7 @@ KNOWN_DEFECTS = {
 
 def _doc_table():
     text = DOCS.read_text()
-    block = text.split("<!-- known-defects -->")[1]
+    block = text.split("<!-- known-defects -->")[1].split("<!-- /known-defects -->")[0]
     rows = {}
     for line in block.splitlines():
         cells = [c.strip().strip("`") for c in line.strip().strip("|").split("|")]
