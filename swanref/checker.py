@@ -314,7 +314,8 @@ class CheckReport:
                      f"{'tolerance':>10}  {'n':>4}  input")
         lines.append("-" * (w + 60))
         for r in self.results:
-            brief = {k: r.input[k] for k in ("shape", "dtype", "kappa", "rank", "seed", "zero")
+            brief = {k: r.input[k] for k in ("probe", "shape", "dtype", "kappa", "rank", "seed",
+                                             "zero")
                      if r.input and k in r.input}
             what = _describe_text(brief) if r.input else (r.message if r.status in (
                 "n/a", "unsupported", "no-claim") else "")
@@ -344,12 +345,16 @@ class CheckReport:
 def check(fn, op, *, dtype="float64", axis=-1, eps=0.0, method="svd", steps=None, beta=None,
           scaling=None, rescale=True, iters=5, max_kappa=None, max_side=8,
           full_rank_only=False, examples=30, seed=0, properties=None, strict=False,
-          array_type="numpy", target_name=None) -> CheckReport:
+          array_type="numpy", target_name=None, preset=None) -> CheckReport:
     """Run the property catalogue for ``op`` on callable ``fn``; returns a CheckReport."""
     from .properties import OPS, Claim, properties_for
 
     if op not in OPS:
         raise UsageError(f"unknown OP {op!r}; choose one of {', '.join(OPS)}")
+    if preset is not None:
+        return check_preset(fn, preset, dtype=dtype, steps=steps, examples=examples, seed=seed,
+                            strict=strict, array_type=array_type, target_name=target_name,
+                            op=op, method=method, beta=beta, scaling=scaling)
     dt = _parse_dtype(dtype)
     _validate_reading(op, method, steps, beta, scaling)
     claim = Claim(op, dt, axis=axis, eps=eps, method=method, steps=steps, beta=beta,
@@ -369,6 +374,66 @@ def check(fn, op, *, dtype="float64", axis=-1, eps=0.0, method="svd", steps=None
     with np.errstate(all="ignore"):
         for p in props:
             report.results.append(run_property(p, claim, call, examples, seed))
+    return report
+
+
+#: claim-independent properties also run for a --preset claim
+PRESET_GENERIC = ("shape_and_dtype", "input_not_modified", "zero_input")
+
+
+def check_preset(fn, preset, *, dtype="float64", steps=None, examples=30, seed=0, strict=False,
+                 array_type="numpy", target_name=None, op="whiten", method="svd", beta=None,
+                 scaling=None) -> CheckReport:
+    """``--preset NAME``: does ``fn`` implement a named orthogonalisation preset?
+
+    Runs swanref.presets.diagnose (fixed probes, the preset and its one-difference variants)
+    as the property ``matches_preset``, plus the claim-independent properties of the
+    catalogue.  The closest variant names what differs.
+    """
+    from . import presets
+    from .properties import CATALOGUE, Claim
+
+    if op != "whiten":
+        raise UsageError("--preset only applies to OP whiten")
+    if method != "svd" or beta is not None or scaling is not None:
+        raise UsageError("--preset replaces --method/--beta/--scaling (--steps passes through)")
+    known = list(getattr(presets, "PRESETS", {}))
+    if preset not in known:
+        raise UsageError(f"unknown --preset {preset!r}; choose one of {', '.join(known)}")
+    if str(dtype) not in presets.MATCH_TOLERANCE:
+        raise UsageError(f"--preset: --dtype must be one of "
+                         f"{', '.join(presets.MATCH_TOLERANCE)}")
+    call = make_call(fn, array_type)
+    claim_desc = {"op": "whiten", "preset": preset, "dtype": str(dtype)}
+    if steps is not None:
+        claim_desc["steps"] = steps
+    report = CheckReport("whiten", target_name or getattr(fn, "__qualname__", repr(fn)),
+                         claim_desc, examples, seed, strict)
+    try:  # the generic properties in the claimed dtype (its float32 container if unavailable)
+        dt = _parse_dtype(dtype)
+    except UsageError:
+        dt = np.dtype(np.float32)
+    generic = Claim("whiten", dt)
+    t0 = time.perf_counter()
+    with np.errstate(all="ignore"):
+        try:
+            d = presets.diagnose(lambda G: call(np.asarray(G)), preset, dtype=str(dtype),
+                                 steps=steps)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
+        worst = max(d.per_probe, key=lambda k: d.per_probe[k]) if d.per_probe else None
+        top = "; ".join(f"{label}: {dist:.3g}" for label, dist in d.candidates[:4])
+        res = PropertyResult("matches_preset", "pass" if d.match else "FAIL", "required",
+                             f"outputs match preset {preset!r} on swanref.presets' probes "
+                             f"(largest relative Frobenius difference <= {d.tolerance:g})",
+                             examples=len(d.per_probe), error=d.distance, tolerance=d.tolerance,
+                             input={"probe": worst, "dtype": str(dtype)} if worst else None,
+                             message=d.summary() + f"\n  closest variants: {top}",
+                             seconds=time.perf_counter() - t0)
+        report.results.append(res)
+        for p in CATALOGUE:
+            if p.name in PRESET_GENERIC and "whiten" in p.ops:
+                report.results.append(run_property(p, generic, call, examples, seed))
     return report
 
 
@@ -446,6 +511,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--iters", type=int, default=5, help="sinkgd_update iterations")
     g.add_argument("--full-rank-only", action="store_true",
                    help="whiten: claim only full-rank input (skips rank_deficient)")
+    g.add_argument("--preset", default=None,
+                   help="whiten: claim a named orthogonalisation preset of swanref.presets "
+                        "(e.g. muon_ns5); --steps passes through")
     h = p.add_argument_group("inputs")
     h.add_argument("--dtype", default="float64")
     h.add_argument("--max-kappa", type=float, default=None,
@@ -493,7 +561,8 @@ def main(argv=None) -> int:
                        max_kappa=args.max_kappa, max_side=args.max_side,
                        full_rank_only=args.full_rank_only, examples=args.examples,
                        seed=args.seed, properties=args.properties, strict=args.strict,
-                       array_type=args.array_type, target_name=args.target)
+                       array_type=args.array_type, target_name=args.target,
+                       preset=args.preset)
     except UsageError as exc:
         print(f"swanref check: error: {exc}", file=sys.stderr)
         print("usage: swanref check OP TARGET [options]  (swanref check --help)",

@@ -296,6 +296,10 @@ def test_cli_file_target_with_options(tmp_path):
     (("whiten", "meta_impls:ns_numpy", "--axis", "3"), "axis"),
     (("whiten", "meta_impls:ns_numpy", "--property", "nope"), "unknown properties"),
     (("whiten", "meta_impls:ns_numpy", "--array-type", "torch"), "torch"),
+    (("whiten", "meta_impls:ns_numpy", "--preset", "no_such_preset"), "unknown --preset"),
+    (("grad_norm", "meta_impls:ns_numpy", "--preset", "muon_ns5"), "only applies"),
+    (("whiten", "meta_impls:ns_numpy", "--preset", "muon_ns5", "--method", "eigh"),
+     "replaces"),
 ])
 def test_cli_usage_errors_exit_2(args, needle):
     p = cli(*args)
@@ -369,3 +373,18 @@ def test_pytest_plugin_target_items(tmp_path):
     assert "[FAIL] orthonormal_rows" in p.stdout
     p = _pytest(tmp_path, "--swanref-target", "frob=meta_impls:ns_numpy")
     assert p.returncode != 0 and "OP=TARGET" in p.stderr + p.stdout
+
+
+# -- --preset (swanref.presets.diagnose) --------------------------------------------------------
+
+def test_preset_claim_matches_and_names_the_difference():
+    from swanref import presets
+    good = run(lambda G: presets.whiten_preset(G, "muon_ns5"), "whiten", preset="muon_ns5",
+               examples=3)
+    assert good.exit_code == 0, good.table()
+    assert good.status("matches_preset") == "pass"
+    bad = run(lambda G: presets.whiten_preset(G, "muon_ns5", steps=6), "whiten",
+              preset="muon_ns5", examples=3)
+    assert bad.exit_code == 1
+    assert bad.failures[0].name == "matches_preset"
+    assert "6 steps instead of 5" in bad.table()
