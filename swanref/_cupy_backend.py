@@ -163,8 +163,35 @@ def _kernel_name(kind, dtype):
     return _NAMES[kind] % _CTYPE[dtype]
 
 
+def _compile(code: str, options: tuple, names: list):
+    """``(how, keep_alive, {name expression: kernel})`` for ``code``.
+
+    CuPy's RawModule appends ``-ftz=true`` to every NVRTC compilation (cupy/cuda/compiler.py,
+    ``_compile_with_cache_cuda``), which would flush float32 subnormals to zero and break the
+    spec's exact handling of tiny rows. So the module is compiled here through CuPy's NVRTC
+    wrapper ``compile_using_nvrtc`` (no option added; ``--ftz=false`` stated explicitly) and
+    loaded as a plain module. Should that private API change, RawModule is used instead and
+    ``compile_path()`` says so.
+    """
+    cp = _cp()
+    opts = options + ("--ftz=false", "--prec-div=true", "--prec-sqrt=true")
+    try:
+        from cupy.cuda import compiler, function
+        obj, mapping = compiler.compile_using_nvrtc(code, options=opts, name_expressions=names)
+        if isinstance(obj, str):
+            obj = obj.encode()
+        mod = function.Module()
+        mod.load(obj)
+        return "nvrtc", mod, {n: mod.get_function(mapping[n]) for n in names}
+    except Exception as exc:  # pragma: no cover - depends on the CuPy version
+        raw = cp.RawModule(code=code, options=options, name_expressions=names)
+        raw.compile()
+        _state["compile_error"] = repr(exc)
+        return "cupy.RawModule (-ftz=true)", raw, {n: raw.get_function(n) for n in names}
+
+
 def _module():
-    """The RawModule of this backend for the current device (compiled once, cached)."""
+    """The compiled kernels of this backend for the current device (compiled once, cached)."""
     cp = _cp()
     dev = cp.cuda.runtime.getDevice()
     mod = _modules.get(dev)
@@ -174,27 +201,43 @@ def _module():
             if mod is None:
                 inc = include_dir()
                 header = (inc / HEADER).read_bytes()
-                # CuPy's kernel cache keys on the source text only: put the header's hash in it so
-                # that an edited header is recompiled.
                 tag = "swanref header sha256 " + hashlib.sha256(header).hexdigest()
                 code = _KERNEL_SOURCE % {"tag": tag}
                 names = [_kernel_name(kind, dt) for kind in _NAMES for dt in _CTYPE]
-                mod = cp.RawModule(code=code, options=("-std=c++17", f"-I{inc}"),
-                                   name_expressions=names)
-                mod.compile()
-                _modules[dev] = mod
+                mod = _modules[dev] = _compile(code, ("-std=c++17", f"-I{inc}"), names)
     return mod
 
 
+def compile_path() -> str:
+    """How the kernels were compiled: "nvrtc" (IEEE float32 subnormals) or the RawModule
+    fallback (float32 subnormals flushed to zero)."""
+    return _module()[0]
+
+
 _functions: dict = {}
+_smem_set: dict = {}
 
 
 def _kernel(kind: str, dtype):
     key = (_cp().cuda.runtime.getDevice(), kind, np.dtype(dtype))
     fn = _functions.get(key)
     if fn is None:
-        fn = _functions[key] = _module().get_function(_kernel_name(kind, dtype))
+        fn = _functions[key] = _module()[2][_kernel_name(kind, dtype)]
     return fn
+
+
+def _allow_dynamic_smem(fn, nbytes: int) -> None:
+    """Raise the kernel's dynamic shared-memory limit (needed above 48 KiB)."""
+    key = id(fn)
+    if _smem_set.get(key, 48 * 1024) >= nbytes:
+        return
+    if hasattr(fn, "max_dynamic_shared_size_bytes"):
+        fn.max_dynamic_shared_size_bytes = nbytes
+    else:
+        from cupy_backends.cuda.api import driver
+        attr = getattr(driver, "CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES", 8)
+        driver.funcSetAttribute(fn.ptr, attr, nbytes)
+    _smem_set[key] = nbytes
 
 
 # -- cuBLAS plumbing ----------------------------------------------------------------------------
@@ -391,9 +434,8 @@ def grad_norm(G, eps: float, *, work_in_shared=None, items_per_thread=None, vect
         use_smem = use_smem and bool(work_in_shared)
     if use_smem and work_bytes > 48 * 1024:
         try:
-            if kern.max_dynamic_shared_size_bytes < work_bytes:
-                kern.max_dynamic_shared_size_bytes = work_bytes
-        except Exception:  # opt-in refused: keep the scaled row in the output instead
+            _allow_dynamic_smem(kern, work_bytes)
+        except Exception:  # opt-in refused: keep the row in the output instead
             use_smem = False
     smem = work_bytes if use_smem else 0
     grid = min(rows, 2**31 - 1)

@@ -84,8 +84,10 @@ def test_backend_registered_and_tf32_off_by_default():
     assert CB.tf32_enabled() is False
 
 
-def test_header_found():
+def test_header_found_and_compiled_without_flush_to_zero():
     assert (CB.include_dir() / CB.HEADER).is_file()
+    # cupy.RawModule would add -ftz=true (float32 subnormals flushed to zero)
+    assert CB.compile_path() == "nvrtc", CB._state.get("compile_error")
 
 
 # -- GradNorm --------------------------------------------------------------------------------------
