@@ -211,11 +211,14 @@ def run_property(prop, claim, call, examples=30, seed=0) -> PropertyResult:
         try:
             meas = prop.check(claim, call, drawn)
         except TargetError as exc:
-            if prop.input_class != "plain":
+            if prop.input_class != "plain" and state["n"] == 0:
+                # the first input of an optional class was refused: the class is unsupported
                 state["unsupported"] = str(exc)
                 return
             meas = Measurement(prop.name, math.inf, 0.0, "target must accept this input",
-                               case.describe(), note=str(exc))
+                               case.describe(), note=str(exc) + (
+                                   f" (after accepting other {prop.input_class} inputs)"
+                                   if prop.input_class != "plain" else ""))
         except Exception as exc:  # noqa: BLE001 - e.g. an output of the wrong shape
             meas = Measurement(prop.name, math.inf, 0.0, "output could not be evaluated",
                                case.describe(), note=f"{type(exc).__name__}: {exc}")

@@ -780,3 +780,27 @@ def _sign(claim, call, case):
       level="advisory")
 def _offset(claim, call, case):
     return _agree(claim, call, case, "offset_robustness")
+
+
+@prop("nonfinite_input", ALL,
+      "NaN/Inf input is refused (an exception) or propagated (NaN output), never turned into "
+      "plausible finite numbers (spec 6.2)",
+      lambda c: st.tuples(plain_inputs(c), st.integers(0, 2 ** 32 - 1),
+                          st.sampled_from([np.nan, np.inf, -np.inf])), level="advisory")
+def _nonfinite(claim, call, triple):
+    case, seed, bad = triple
+    rng = np.random.default_rng(seed)
+    G = case.G.copy()
+    idx = tuple(int(rng.integers(k)) for k in G.shape)
+    G[idx] = bad
+    info = A.describe_input(case.G, **case.info)
+    info["nonfinite_at"] = list(idx)
+    try:
+        X = A._f64(call(G))
+    except TargetError:
+        return A.Measurement("nonfinite_input", 0.0, 0.0, "raised (ok) or NaN output (ok)",
+                             info, note="refused")
+    ok = X.shape == G.shape and not np.isfinite(X).all()
+    return A.Measurement("nonfinite_input", 0.0 if ok else math.inf, 0.0,
+                         "raised (ok) or NaN output (ok); all-finite output fails", info,
+                         note="" if ok else f"{bad} at index {idx} gave an all-finite output")

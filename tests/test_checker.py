@@ -133,8 +133,10 @@ def test_every_operator_has_wrong_implementations_in_the_meta_suite():
 
 def test_every_property_is_shown_failing_by_some_wrong_implementation():
     """Each property of the catalogue must be able to fail (else it tests nothing)."""
+    # batched: test_optional_class...; nonfinite_input: test_nonfinite_input_property;
+    # extreme_scale / offset_robustness: warnings of the naive meta implementations
     shown = set().union(*(w[3] for w in WRONG)) | {"batched", "extreme_scale",
-                                                    "offset_robustness"}
+                                                    "offset_robustness", "nonfinite_input"}
     names = {p.name for p in CATALOGUE}
     missing = names - shown - {"permutation_equivariance", "sign_symmetry",
                                "orthogonal_equivariance", "polar_symmetric_psd",
@@ -388,3 +390,44 @@ def test_preset_claim_matches_and_names_the_difference():
     assert bad.exit_code == 1
     assert bad.failures[0].name == "matches_preset"
     assert "6 steps instead of 5" in bad.table()
+
+
+def test_optional_class_supported_only_sometimes_is_a_failure():
+    calls = {"n": 0}
+
+    def flaky_batches(G):
+        if G.ndim > 2:
+            calls["n"] += 1
+            if calls["n"] > 2:
+                raise ValueError("batch too large")
+        return M.whiten_scipy_polar(G)
+    report = run(flaky_batches, "whiten", properties=["batched"])
+    assert report.status("batched") == "FAIL", report.table()
+    assert "after accepting other batched inputs" in report.table()
+
+
+def test_nonfinite_input_property():
+    # swanref raises by default (check_finite=True): fine; NaN output: fine
+    assert run(swanref.whiten, "whiten", properties=["nonfinite_input"]).status(
+        "nonfinite_input") == "pass"
+    nan_out = run(functools.partial(swanref.grad_norm, check_finite=False), "grad_norm",
+                  properties=["nonfinite_input"])
+    assert nan_out.status("nonfinite_input") == "pass"
+
+    def scrub(G):                   # replaces NaN/Inf by 0 and carries on: plausible garbage
+        return M.grad_norm_numpy(np.nan_to_num(G, nan=0.0, posinf=0.0, neginf=0.0))
+    report = run(scrub, "grad_norm", properties=["nonfinite_input"])
+    assert report.status("nonfinite_input") == "warn"
+    assert report.exit_code == 0
+    assert run(scrub, "grad_norm", properties=["nonfinite_input"], strict=True).exit_code == 1
+
+
+@pytest.mark.parametrize("impl,op,prop_name,kw", [
+    ("ns_numpy", "whiten", "extreme_scale", {"method": "newton_schulz"}),
+    ("grad_norm_naive_batched", "grad_norm", "offset_robustness", {}),
+])
+def test_advisory_properties_warn_without_failing_the_run(impl, op, prop_name, kw):
+    report = run(getattr(M, impl), op, properties=[prop_name], **kw)
+    assert report.status(prop_name) == "warn", report.table()
+    assert report.exit_code == 0
+    assert "advisory warnings" in report.table()
