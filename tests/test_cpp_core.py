@@ -527,3 +527,42 @@ def test_grad_norm_out_parameter_and_large_streaming_path(dtype):
                      (np.empty_like(G, order="F"), ValueError), (G, ValueError)]:
         with pytest.raises(exc):
             _core.grad_norm(G, 0.0, out=bad)
+
+
+@pytest.mark.parametrize("shape", [(48, 160), (64, 64)])
+def test_whiten_svd_refined_route_is_kappa_eps_accurate(shape):
+    # float64 default = the refined eigh route; it must match the SVD route's kappa*eps accuracy,
+    # falling back to the SVD route where the first-order refinement would not be accurate.
+    rng = np.random.default_rng(22)
+    m, n = shape
+    U, _ = np.linalg.qr(rng.standard_normal((m, m)))
+    V, _ = np.linalg.qr(rng.standard_normal((n, m)))
+    for kappa in [1e1, 1e4, 1e6, 1e8, 1e11]:
+        s = np.logspace(0, -np.log10(kappa), m)
+        G = (U * s) @ V.T
+        P = U @ V.T
+        for route in ("auto", "refined", "svd"):
+            X = _core.whiten_svd(G, 0.0, route=route)
+            err = np.linalg.norm(X - P) / np.linalg.norm(P)
+            assert err <= 50 * kappa * EPS[np.float64], (route, kappa, err)
+
+
+def test_whiten_svd_refined_route_rank_deficient_and_clustered():
+    rng = np.random.default_rng(23)
+    m, n = 60, 200
+    U, _ = np.linalg.qr(rng.standard_normal((m, m)))
+    V, _ = np.linalg.qr(rng.standard_normal((n, m)))
+    s = np.r_[np.ones(20), 0.5 * np.ones(20), np.zeros(20)]
+    G = (U * s) @ V.T
+    X = _core.whiten_svd(G, 1e-10)
+    np.testing.assert_allclose(X, U[:, :40] @ V[:, :40].T, atol=1e-13)
+    np.testing.assert_allclose(_core.whiten_svd(G, 1e-10, route="refined"), X, atol=0)
+
+
+def test_whiten_svd_zero_rtol_on_rank_deficient_input_keeps_orthonormal_rows():
+    # rank 2 (all rows in span{sin, cos}); rtol = 0 keeps noise-level singular values: the
+    # result must still have orthonormal rows, like the SVD route's U_r V_r^T.
+    i, j = np.meshgrid(np.arange(4), np.arange(6), indexing="ij")
+    G = np.sin(1.0 + 7 * i + 3 * j) * (1 + i)
+    X = _core.whiten_svd(G, 0.0)
+    np.testing.assert_allclose(X @ X.T, np.eye(4), atol=1e-12)

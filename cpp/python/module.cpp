@@ -204,15 +204,19 @@ PYBIND11_MODULE(_core, m) {
           opt.route = swanref::SvdRoute::svd_double;
         else if (route == "eigh_double")
           opt.route = swanref::SvdRoute::eigh_double;
+        else if (route == "refined")
+          opt.route = swanref::SvdRoute::refined;
         else
-          throw py::value_error("route must be 'auto', 'svd', 'svd_double' or 'eigh_double'");
+          throw py::value_error("route must be 'auto', 'refined', 'svd', 'svd_double' or 'eigh_double'");
         return dispatch(G, "whiten_svd", [&](const auto& v, auto* o) { swanref::whiten_svd(v, o, sigma_rtol, opt); });
       },
       py::arg("G"), py::arg("sigma_rtol"), py::kw_only(), py::arg("qr_ratio") = swanref::SvdOptions{}.qr_ratio,
       py::arg("route") = "auto",
       "Polar factor U_r V_r^T of each (m x n, m <= n) slice, keeping s_i > sigma_rtol * s_1.\n"
-      "route (float32 input): 'auto' (float64 eigh route when sigma_rtol^2 >= 1e4 max(m,n) eps64,\n"
-      "else float64 SVD), 'svd' (float32 LAPACK SVD), 'svd_double', 'eigh_double'.");
+      "route: 'auto' (float64: 'refined'; float32: computed in float64, the eigh route when\n"
+      "sigma_rtol^2 >= 1e4 max(m,n) eps64, else 'refined'), 'refined' (eigh + first-order\n"
+      "polar refinement, SVD fallback per slice), 'svd' (LAPACK SVD in the input precision),\n"
+      "'svd_double', 'eigh_double' (float32 only).");
 
   m.def(
       "whiten_eigh",

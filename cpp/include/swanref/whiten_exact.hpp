@@ -20,6 +20,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <type_traits>
 #include <algorithm>
 #include <string>
@@ -38,6 +39,7 @@ enum class SvdRoute {
   svd,          // LAPACK SVD in the input precision
   svd_double,   // float32 input: the SVD route in float64
   eigh_double,  // float32 input: the eigh route in float64 (allowed only when it is accurate enough)
+  refined,      // the refined eigh route (RefinedEighSolver), SVD route where it would not be accurate
 };
 
 struct SvdOptions {
@@ -187,14 +189,20 @@ class EighSolver {
 
   T* input() { return gs_.data(); }
 
-  void run(T* o, double lambda_rtol) {
-    const std::size_t mn = static_cast<std::size_t>(m_) * n_;
+  // A = Gs Gs^T, eigendecomposition in place; returns Q (eigenvalues in eigenvalues()).
+  T* decompose() {
     blas::syrk<T>('L', 'T', fm_, fn_, T(1), gs_.data(), fn_, T(0), a_.data(), fm_);
     char jobz = 'V', uplo = 'L';
     fint info = 0, lw = lwork_, liw = liwork_;
     blas::Routines<T>::syevd()(&jobz, &uplo, &fm_, a_.data(), &fm_, w_.data(), work_.data(), &lw, iwork_.data(), &liw,
                                &info);
     blas::check_info(info, "syevd");
+    return a_.data();
+  }
+
+  void run(T* o, double lambda_rtol) {
+    const std::size_t mn = static_cast<std::size_t>(m_) * n_;
+    decompose();
     const double lmax = static_cast<double>(w_[m_ - 1]);
     if (!(lmax > 0)) {
       std::memset(o, 0, sizeof(T) * mn);
@@ -223,6 +231,118 @@ class EighSolver {
   std::vector<fint> iwork_;
 };
 
+// Refined eigh route (float64 whiten_svd): kappa * eps accurate at about the cost of the eigh
+// route. With A = Gs Gs^T = Q diag(l) Q^T from syevd (any orthogonal Q works in exact
+// arithmetic), B = Q^T Gs has nearly orthogonal rows b_i of norms s_i, and
+//   polar(Gs) = Q S^-1/2 B,   S = B B^T  (exactly, for orthogonal Q).
+// S = D^1/2 (I + E) D^1/2 is nearly diagonal; its errors are componentwise (~eps s_i s_j), so
+// the scaled E is small even when kappa is large (the one-sided Jacobi argument), and to first
+// order S^-1/2 B = (I + C) D^-1/2 B with C_ij = -S_ij / (s_i (s_i + s_j)). The neglected terms
+// are O(max|E|^2); the slice is accepted when max|E|^2 <= min(kappa_r eps, sqrt(eps)) (measured
+// error then ~kappa eps, see docs/performance.md), otherwise it is recomputed by the SVD route.
+// Rank: keep s_i > rtol s_1 with s_i^2 = ||b_i||^2 (accurate in the relative sense).
+// Cost: 6 m^2 n + 2 m^3 flops in BLAS-3 + syevd(m), vs geqrf + gesdd(m) + ormqr.
+template <class T>
+class RefinedEighSolver {
+ public:
+  using fint = blas::fint;
+  RefinedEighSolver(index_t m, index_t n, const SvdOptions& opt)
+      : m_(m), n_(n), fm_(blas::to_fint(m, "m")), fn_(blas::to_fint(n, "n")), opt_(opt), eigh_(m, n) {
+    const std::size_t mn = static_cast<std::size_t>(m) * n, mm = static_cast<std::size_t>(m) * m;
+    bc_.resize(mn);
+    s_.resize(mm);
+    nm_.resize(mm);
+    mq_.resize(mm);
+    d_.resize(m);
+    keep_.resize(m);
+  }
+
+  T* input() { return eigh_.input(); }
+  index_t fallbacks() const { return fallbacks_; }
+
+  void run(T* o, double rtol) {
+    const std::size_t mn = static_cast<std::size_t>(m_) * n_;
+    T* gs = eigh_.input();
+    T* q = eigh_.decompose();  // column-major m x m eigenvectors (A overwritten)
+    // Bc (column-major n x m) = Gs^T Q: column i is b_i.
+    blas::gemm<T>('N', 'N', fn_, fm_, fm_, T(1), gs, fn_, q, fm_, T(0), bc_.data(), fn_);
+    double dmax = 0;
+    for (index_t i = 0; i < m_; ++i) {
+      const T* c = bc_.data() + i * static_cast<std::size_t>(n_);
+      double acc = 0;
+      for (index_t k = 0; k < n_; ++k) acc += static_cast<double>(c[k]) * c[k];
+      d_[i] = acc;
+      dmax = std::max(dmax, acc);
+    }
+    if (!(dmax > 0)) {
+      std::memset(o, 0, sizeof(T) * mn);
+      return;
+    }
+    // Compact the kept columns of Q and Bc to the front.
+    const double thr = rtol * rtol * dmax;
+    index_t r = 0;
+    for (index_t i = 0; i < m_; ++i) {
+      if (!(d_[i] > thr)) continue;
+      if (r != i) {
+        std::memcpy(q + r * m_, q + i * m_, sizeof(T) * m_);
+        std::memcpy(bc_.data() + r * static_cast<std::size_t>(n_), bc_.data() + i * static_cast<std::size_t>(n_),
+                    sizeof(T) * n_);
+      }
+      ++r;
+    }
+    const fint fr = static_cast<fint>(r);
+    // S = B_r B_r^T (lower triangle, column-major r x r).
+    blas::syrk<T>('L', 'T', fr, fn_, T(1), bc_.data(), fn_, T(0), s_.data(), fr);
+    double smax = 0, smin = std::numeric_limits<double>::infinity(), emax = 0;
+    for (index_t i = 0; i < r; ++i) {
+      const double si = std::sqrt(static_cast<double>(s_[i + i * r]));
+      d_[i] = si;
+      smax = std::max(smax, si);
+      smin = std::min(smin, si);
+    }
+    // N = (I + C) D^-1/2 (column-major r x r), C from the lower triangle of S.
+    for (index_t j = 0; j < r; ++j) {
+      const double sj = d_[j];
+      for (index_t i = j; i < r; ++i) {
+        if (i == j) {
+          nm_[i + j * r] = static_cast<T>(1.0 / sj);
+          continue;
+        }
+        const double sij = static_cast<double>(s_[i + j * r]), si = d_[i];
+        emax = std::max(emax, std::abs(sij) / (si * sj));
+        // C_ij = -S_ij / (s_i (s_i + s_j)),  C_ji = -S_ij / (s_j (s_i + s_j))
+        nm_[i + j * r] = static_cast<T>(-sij / (si * (si + sj)) / sj);
+        nm_[j + i * r] = static_cast<T>(-sij / (sj * (si + sj)) / si);
+      }
+    }
+    const double eps = std::numeric_limits<T>::epsilon();
+    // Neglected terms ~max|E|^2 (in the polar factor and in the orthonormality of the rows):
+    // accept when they are below kappa_r eps and below sqrt(eps) (so noise-level directions,
+    // kept by a zero rank tolerance, go to the SVD route, which keeps the rows orthonormal).
+    if (!(emax * emax <= std::min((smax / smin) * eps, std::sqrt(eps)))) {  // SVD route
+      ++fallbacks_;
+      if (!svd_) svd_.reset(new SvdSolver<T>(m_, n_, opt_));
+      std::memcpy(svd_->input(), gs, sizeof(T) * mn);
+      svd_->run(o, rtol);
+      return;
+    }
+    // M = Q_r N (column-major m x r), then X^T (column-major n x m) = B_r^T M^T.
+    blas::gemm<T>('N', 'N', fm_, fr, fr, T(1), q, fm_, nm_.data(), fr, T(0), mq_.data(), fm_);
+    blas::gemm<T>('N', 'T', fn_, fm_, fr, T(1), bc_.data(), fn_, mq_.data(), fm_, T(0), o, fn_);
+  }
+
+ private:
+  index_t m_, n_;
+  fint fm_, fn_;
+  SvdOptions opt_;
+  EighSolver<T> eigh_;
+  std::vector<T> bc_, s_, nm_, mq_;
+  std::vector<double> d_;
+  std::vector<char> keep_;
+  std::unique_ptr<SvdSolver<T>> svd_;
+  index_t fallbacks_ = 0;
+};
+
 // The float64 eigh route resolves s_i > rtol s_1 of float32 data reliably (eigenvalues
 // lambda_i > rtol^2 lambda_1 carry absolute errors ~ max(m, n) eps64 lambda_1) when
 // rtol^2 >= 1e4 max(m, n) eps64; its error is then <= kappa^2 eps64 <= kappa eps32.
@@ -233,60 +353,74 @@ inline bool eigh_double_accurate_for(index_t m, index_t n, double rtol) {
 
 }  // namespace detail
 
-// float64 (and float32 with route = svd): the SVD route in the input precision.
+namespace detail {
+
+// Runs `solver` (SvdSolver / EighSolver / RefinedEighSolver of precision U) over the batch;
+// U may be wider than T (float32 input computed in float64, rounded once at the end).
+template <class T, class Solver, class U>
+void run_exact(const StridedView<const T>& in, T* out, Solver& solver, double rtol, std::vector<U>& tmp) {
+  const index_t m = in.rows(), n = in.cols(), nb = in.batch_count();
+  const std::size_t mn = static_cast<std::size_t>(m) * n;
+  for (index_t b = 0; b < nb; ++b) {
+    T* o = out + b * static_cast<index_t>(mn);
+    if (!scaled_copy_nonzero(in.matrix(b), solver.input())) {
+      std::memset(o, 0, sizeof(T) * mn);
+      continue;
+    }
+    if (std::is_same<T, U>::value) {
+      solver.run(reinterpret_cast<U*>(o), rtol);
+    } else {
+      tmp.resize(mn);
+      solver.run(tmp.data(), rtol);
+      for (std::size_t k = 0; k < mn; ++k) o[k] = static_cast<T>(tmp[k]);
+    }
+  }
+}
+
+template <class T, class U>
+void whiten_svd_in(const StridedView<const T>& in, T* out, double sigma_rtol, const SvdOptions& opt, SvdRoute route) {
+  const index_t m = in.rows(), n = in.cols();
+  std::vector<U> tmp;
+  if (route == SvdRoute::svd || route == SvdRoute::svd_double) {
+    SvdSolver<U> solver(m, n, opt);
+    run_exact(in, out, solver, sigma_rtol, tmp);
+  } else if (route == SvdRoute::eigh_double) {
+    EighSolver<U> solver(m, n);
+    run_exact(in, out, solver, sigma_rtol * sigma_rtol, tmp);
+  } else {
+    RefinedEighSolver<U> solver(m, n, opt);
+    run_exact(in, out, solver, sigma_rtol, tmp);
+  }
+}
+
+}  // namespace detail
+
+// whiten_svd: kappa * eps accurate polar factor U_r V_r^T, keeping s_i > sigma_rtol s_1.
+// Routes (SvdOptions::route; docs/performance.md has the measurements):
+//  * float64, automatic = refined: the refined eigh route, falling back per slice to the
+//    SVD route (QR + gesdd for wide slices, gesdd otherwise) where it would not be accurate;
+//  * float32, automatic: computed in float64 and rounded once -- the plain eigh route when
+//    sigma_rtol^2 >= 1e4 max(m, n) eps64 (then kappa^2 eps64 <= kappa eps32), else refined;
+//  * svd: the SVD route in the input precision; svd_double / eigh_double (float32 only).
 template <class T>
 void whiten_svd(const StridedView<const T>& in, T* out, double sigma_rtol, SvdOptions opt = {}) {
   check_rtol(sigma_rtol, "sigma_rtol");
   const index_t m = in.rows(), n = in.cols(), nb = in.batch_count();
   check_whiten_shape(m, n);
   if (m == 0 || n == 0 || nb == 0) return;
-  const std::size_t mn = static_cast<std::size_t>(m) * n;
-  if (std::is_same<T, float>::value && opt.route != SvdRoute::svd) {
-    // float32: compute in float64 and round once. Both float64 routes are more accurate than a
-    // float32 SVD (error <= kappa eps32) at the cost of a float64 SVD; the eigh route is ~3-4x
-    // faster and is taken whenever the rank tolerance is far above float64 rounding noise.
-    bool use_eigh = detail::eigh_double_accurate_for(m, n, sigma_rtol);
-    if (opt.route == SvdRoute::svd_double) use_eigh = false;
-    if (opt.route == SvdRoute::eigh_double) {
-      require(use_eigh, "route eigh_double needs sigma_rtol^2 >= 1e4 * max(m, n) * eps64");
-    }
-    std::vector<double> o64(mn);
-    if (use_eigh) {
-      detail::EighSolver<double> solver(m, n);
-      for (index_t b = 0; b < nb; ++b) {
-        T* o = out + b * static_cast<index_t>(mn);
-        if (!detail::scaled_copy_nonzero(in.matrix(b), solver.input())) {
-          std::memset(o, 0, sizeof(T) * mn);
-          continue;
-        }
-        solver.run(o64.data(), sigma_rtol * sigma_rtol);
-        for (std::size_t k = 0; k < mn; ++k) o[k] = static_cast<T>(o64[k]);
-      }
-    } else {
-      detail::SvdSolver<double> solver(m, n, opt);
-      for (index_t b = 0; b < nb; ++b) {
-        T* o = out + b * static_cast<index_t>(mn);
-        if (!detail::scaled_copy_nonzero(in.matrix(b), solver.input())) {
-          std::memset(o, 0, sizeof(T) * mn);
-          continue;
-        }
-        solver.run(o64.data(), sigma_rtol);
-        for (std::size_t k = 0; k < mn; ++k) o[k] = static_cast<T>(o64[k]);
-      }
-    }
-    return;
+  SvdRoute route = opt.route;
+  if (std::is_same<T, float>::value) {
+    if (route == SvdRoute::svd) return detail::whiten_svd_in<T, T>(in, out, sigma_rtol, opt, route);
+    const bool eigh_ok = detail::eigh_double_accurate_for(m, n, sigma_rtol);
+    if (route == SvdRoute::automatic) route = eigh_ok ? SvdRoute::eigh_double : SvdRoute::refined;
+    if (route == SvdRoute::eigh_double)
+      require(eigh_ok, "route eigh_double needs sigma_rtol^2 >= 1e4 * max(m, n) * eps64");
+    return detail::whiten_svd_in<T, double>(in, out, sigma_rtol, opt, route);
   }
-  require(opt.route == SvdRoute::automatic || opt.route == SvdRoute::svd,
+  require(route != SvdRoute::svd_double && route != SvdRoute::eigh_double,
           "routes svd_double / eigh_double are for float32 input");
-  detail::SvdSolver<T> solver(m, n, opt);
-  for (index_t b = 0; b < nb; ++b) {
-    T* o = out + b * static_cast<index_t>(mn);
-    if (!detail::scaled_copy_nonzero(in.matrix(b), solver.input())) {
-      std::memset(o, 0, sizeof(T) * mn);
-      continue;
-    }
-    solver.run(o, sigma_rtol);
-  }
+  if (route == SvdRoute::automatic) route = SvdRoute::refined;
+  detail::whiten_svd_in<T, T>(in, out, sigma_rtol, opt, route);
 }
 
 template <class T>
