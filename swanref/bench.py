@@ -189,17 +189,17 @@ def run_case(core, m, n, dtype_name, steps, repeat, max_rep, peaks, bandwidth, l
         add("exact", "scipy.linalg.polar", "scipy", lambda: scipy_polar(G))
     else:
         log("(scipy.linalg.polar skipped for the big case: the same SVD as the NumPy route)")
-    route = "" if dtype == np.float64 else (
-        " (float64 eigh route)" if sigma_rtol**2 >= 1e4 * max(m, n) * np.finfo(np.float64).eps
-        else " (float64 SVD route)")
+    if dtype == np.float64:
+        route = " (refined eigh route)"
+    elif sigma_rtol**2 >= 1e4 * max(m, n) * np.finfo(np.float64).eps:
+        route = " (float64 eigh route)"
+    else:
+        route = " (float64 refined eigh route)"
     add("exact", f"swanref whiten_svd{route}", "swanref", lambda: core.whiten_svd(G, sigma_rtol),
         reference=ref_trunc)
-    if dtype == np.float32:
-        add("exact", "swanref whiten_svd route='svd' (float32 LAPACK SVD)", "swanref",
-            lambda: core.whiten_svd(G, sigma_rtol, route="svd"), reference=ref_trunc)
-    elif n >= 1.5 * m and not big:
-        add("exact", "swanref whiten_svd without the QR step (gesdd of G)", "swanref",
-            lambda: core.whiten_svd(G, sigma_rtol, qr_ratio=1e9), reference=ref_trunc)
+    label = "float32 LAPACK SVD" if dtype == np.float32 else "QR + gesdd" if n >= 1.5 * m else "gesdd"
+    add("exact", f"swanref whiten_svd route='svd' ({label})", "swanref",
+        lambda: core.whiten_svd(G, sigma_rtol, route="svd"), reference=ref_trunc)
     add("exact", "NumPy eigh-of-Gram route", "numpy", lambda: numpy_eigh_polar(G))
     add("exact", "swanref whiten_eigh", "swanref", lambda: core.whiten_eigh(G, lambda_rtol))
 

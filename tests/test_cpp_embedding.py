@@ -24,6 +24,8 @@ CC = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil
 pytestmark = [
     pytest.mark.skipif(CMAKE is None, reason="cmake not found on PATH"),
     pytest.mark.skipif(CXX is None or CC is None, reason="no C/C++ compiler found (CC/CXX, cc/c++)"),
+    pytest.mark.skipif(shutil.which("ninja") is None and shutil.which("make") is None,
+                       reason="no build tool for CMake (ninja or make)"),
     pytest.mark.skipif(not (ROOT / "cpp" / "examples" / "CMakeLists.txt").exists(), reason="source tree not available"),
 ]
 
