@@ -110,8 +110,6 @@ struct SerialExec {
   SWANREF_HOST_DEVICE T reduce_max(T v) const { return v; }
   template <class T>
   SWANREF_HOST_DEVICE void reduce_max_sum(T&, T&) const {}
-  template <class T>
-  SWANREF_HOST_DEVICE void reduce_max_max_sum(T&, T&, T&) const {}
 };
 
 #if defined(SWANREF_CUDA)
@@ -160,28 +158,18 @@ SWANREF_HOST_DEVICE inline void store_chunk(T* p, const T (&x)[W]) {
 // it wrote, so no barrier is needed for it). n % W == 0; for W > 1 in, out and work are
 // 16-byte aligned. eps >= 0.
 //
-// Reductions. The reference needs max|g| (-> e1), then max|d| and sum(d) of the scaled
-// deviations d = 2^-e1 g - 2^-e1 g0 (-> e2, mean), then sum(c^2). Multiplying by a power of two
-// commutes exactly with every rounded addition and subtraction as long as nothing overflows
-// (subnormal results of subtracting or adding floats are exact, and scaling a value without
-// overflow keeps its significant bits), so the raw differences g - g0 and their sum give
-// max|d| = 2^-e1 max|g - g0| and sum(d) = 2^-e1 sum(g - g0) exactly. The first pass therefore
-// collects max|g|, max|g - g0| and sum(g - g0) in one reduction; when max|g| is small enough
-// that |g - g0| <= 2 max|g| and the partial sums (<= 2 n max|g|) cannot overflow, the row is
-// finished with one more reduction (sum(c^2)), c = 2^-(e1+e2) (g - g0) - mean. Otherwise (rows
-// near the overflow threshold) it takes the reference's path step by step: scale, subtract,
-// reduce max|d| and sum(d), rescale, reduce sum(c^2). Either way the final step divides, as the
-// reference does.
+// Three reductions: max|g|; then max|d| and sum(d) together (sum(ldexp(d, -e2)) equals
+// ldexp(sum(d), -e2) exactly, the partial sums being scaled by the same power of two; |d| < 2
+// cannot overflow); then sum(c^2). The final step divides (as the reference does).
 template <int W, class T, class Exec>
 SWANREF_HOST_DEVICE inline void grad_norm_row(Exec& ex, const T* in, index_type in_stride,
                                               T* out, T* work, index_type n, T eps) {
   const int chunks = static_cast<int>(n / W);
   const int c0 = ex.first();
   const int dc = ex.step();
-  const T g0 = in[0];
 
-  // 1. read the row once and keep it: max|g|, max|g - g0|, sum(g - g0)
-  T amax = T(0), dmax = T(0), s = T(0);
+  // 1. read the row once, keep it, find max|g|
+  T amax = T(0);
   SWANREF_UNROLL
   for (int c = c0; c < chunks; c += dc) {
     T x[W];
@@ -190,68 +178,52 @@ SWANREF_HOST_DEVICE inline void grad_norm_row(Exec& ex, const T* in, index_type 
     for (int k = 0; k < W; ++k) {
       const T a = dmath::fabs(x[k]);
       amax = a > amax ? a : amax;
-      const T d = x[k] - g0;
-      const T b = dmath::fabs(d);
-      dmax = b > dmax ? b : dmax;
-      s += d;
     }
   }
-  ex.reduce_max_max_sum(amax, dmax, s);
+  amax = ex.reduce_max(amax);
   const int e1 = pow2_exponent(amax);
+  const Pow2Scaler<T> s1(-e1);
+  const T y0 = s1(in[0]);
 
-  // bits of n: partial sums of |g - g0| stay below 2^(e1 + 1 + nbits)
-  int nbits = 0;
-  for (index_type t = n; t > 0; t >>= 1) ++nbits;
-  const bool direct = e1 + 2 + nbits <= pow2_limits<T>::max_exp;
-
-  int e12;  // e1 + e2
-  T mean;
-  if (direct) {
-    e12 = pow2_exponent(dmax);  // = e1 + e2, the exponent of max|g - g0| unscaled
-    mean = Pow2Scaler<T>(-e12)(s) / T(n);
-  } else {
-    // the reference's steps: d = 2^-e1 g - 2^-e1 g0, then max|d| and sum(d)
-    const Pow2Scaler<T> s1(-e1);
-    const T y0 = s1(g0);
-    dmax = T(0);
-    s = T(0);
-    SWANREF_UNROLL
-    for (int c = c0; c < chunks; c += dc) {
-      T x[W];
-      load_chunk<W>(work + static_cast<index_type>(c) * W, x);
-      for (int k = 0; k < W; ++k) {
-        x[k] = s1(x[k]) - y0;
-        const T a = dmath::fabs(x[k]);
-        dmax = a > dmax ? a : dmax;
-        s += x[k];
-      }
-      store_chunk<W>(work + static_cast<index_type>(c) * W, x);
+  // 2. deviations from the first entry (exact power-of-two scaling first): max|d| and sum(d)
+  T dmax = T(0);
+  T s = T(0);
+  SWANREF_UNROLL
+  for (int c = c0; c < chunks; c += dc) {
+    T x[W];
+    load_chunk<W>(work + static_cast<index_type>(c) * W, x);
+    for (int k = 0; k < W; ++k) {
+      x[k] = s1(x[k]) - y0;
+      const T a = dmath::fabs(x[k]);
+      dmax = a > dmax ? a : dmax;
+      s += x[k];
     }
-    ex.reduce_max_sum(dmax, s);
-    const int e2 = pow2_exponent(dmax);
-    e12 = e1 + e2;
-    mean = Pow2Scaler<T>(-e2)(s) / T(n);
+    store_chunk<W>(work + static_cast<index_type>(c) * W, x);
   }
+  ex.reduce_max_sum(dmax, s);
+  const int e2 = pow2_exponent(dmax);
+  const Pow2Scaler<T> s2(-e2);
+  const T mean = s2(s) / T(n);
 
-  // 2. rescale so that the largest deviation lies in [0.5, 1); centre; population variance
-  const Pow2Scaler<T> s12(direct ? -e12 : e1 - e12);  // direct: from g - g0; else from d
+  // 3. rescale so that the largest deviation lies in [0.5, 1); centre; population variance
   T q = T(0);
   SWANREF_UNROLL
   for (int c = c0; c < chunks; c += dc) {
     T x[W];
     load_chunk<W>(work + static_cast<index_type>(c) * W, x);
     for (int k = 0; k < W; ++k) {
-      x[k] = s12(direct ? x[k] - g0 : x[k]) - mean;
+      x[k] = s2(x[k]) - mean;
       q += x[k] * x[k];
     }
     store_chunk<W>(work + static_cast<index_type>(c) * W, x);
   }
   const T var = ex.reduce_sum(q) / T(n);
 
-  // 3. eps is added to the variance of the original row: var_orig = var * 4^(e1 + e2)
-  const T std = eps > T(0) ? dmath::sqrt(var + dmath::ldexp(eps, -2 * e12)) : dmath::sqrt(var);
+  // 4. eps is added to the variance of the original row: var_orig = var * 4^(e1 + e2)
+  const T std = eps > T(0) ? dmath::sqrt(var + dmath::ldexp(eps, -2 * (e1 + e2)))
+                           : dmath::sqrt(var);
 
-  // 4. standardise (a constant row has c == 0 everywhere and std == sqrt(eps') or 0)
+  // 5. standardise (a constant row has c == 0 everywhere and std == sqrt(eps') or 0)
   const bool scale = std > T(0);
   SWANREF_UNROLL
   for (int c = c0; c < chunks; c += dc) {
@@ -278,7 +250,7 @@ inline void grad_norm_row_serial(const T* in, index_type in_stride, T* out, T* w
 // per reduction; the buffer can be reused by the next reduction without a third one.
 template <class T>
 struct BlockExec {
-  T* red;  // shared memory, >= 99 entries
+  T* red;  // shared memory, >= 66 entries
 
   __device__ int first() const { return threadIdx.x; }
   __device__ int step() const { return blockDim.x; }
@@ -310,62 +282,41 @@ struct BlockExec {
   __device__ T reduce_sum(T v) const { return reduce<false>(v); }
   __device__ T reduce_max(T v) const { return reduce<true>(v); }
 
-  // Several reductions at once: slot i of the 3 x 33 buffer holds quantity i.
-  template <int K>
-  __device__ void reduce_multi(T (&v)[K], const bool (&is_max)[K]) const {
+  // max of mx and sum of sm over the block, both at once (red needs >= 66 entries)
+  __device__ void reduce_max_sum(T& mx, T& sm) const {
     const unsigned lane = threadIdx.x & 31u;
     const unsigned warp = threadIdx.x >> 5;
     const unsigned nwarps = blockDim.x >> 5;
 #pragma unroll
     for (int off = 16; off > 0; off >>= 1) {
-#pragma unroll
-      for (int i = 0; i < K; ++i) {
-        const T o = __shfl_xor_sync(0xffffffffu, v[i], off);
-        v[i] = is_max[i] ? (o > v[i] ? o : v[i]) : v[i] + o;
-      }
+      const T a = __shfl_xor_sync(0xffffffffu, mx, off);
+      const T b = __shfl_xor_sync(0xffffffffu, sm, off);
+      mx = a > mx ? a : mx;
+      sm += b;
     }
     if (lane == 0) {
-#pragma unroll
-      for (int i = 0; i < K; ++i) red[33 * i + warp] = v[i];
+      red[warp] = mx;
+      red[33 + warp] = sm;
     }
     __syncthreads();
     if (warp == 0) {
-      T w[K];
-#pragma unroll
-      for (int i = 0; i < K; ++i) w[i] = lane < nwarps ? red[33 * i + lane] : T(0);
+      T a = lane < nwarps ? red[lane] : T(0);
+      T b = lane < nwarps ? red[33 + lane] : T(0);
 #pragma unroll
       for (int off = 16; off > 0; off >>= 1) {
-#pragma unroll
-        for (int i = 0; i < K; ++i) {
-          const T o = __shfl_xor_sync(0xffffffffu, w[i], off);
-          w[i] = is_max[i] ? (o > w[i] ? o : w[i]) : w[i] + o;
-        }
+        const T a2 = __shfl_xor_sync(0xffffffffu, a, off);
+        const T b2 = __shfl_xor_sync(0xffffffffu, b, off);
+        a = a2 > a ? a2 : a;
+        b += b2;
       }
       if (lane == 0) {
-#pragma unroll
-        for (int i = 0; i < K; ++i) red[33 * i + 32] = w[i];
+        red[32] = a;
+        red[65] = b;
       }
     }
     __syncthreads();
-#pragma unroll
-    for (int i = 0; i < K; ++i) v[i] = red[33 * i + 32];
-  }
-
-  __device__ void reduce_max_sum(T& mx, T& sm) const {
-    T v[2] = {mx, sm};
-    const bool m[2] = {true, false};
-    reduce_multi<2>(v, m);
-    mx = v[0];
-    sm = v[1];
-  }
-
-  __device__ void reduce_max_max_sum(T& a, T& b, T& sm) const {
-    T v[3] = {a, b, sm};
-    const bool m[3] = {true, true, false};
-    reduce_multi<3>(v, m);
-    a = v[0];
-    b = v[1];
-    sm = v[2];
+    mx = red[32];
+    sm = red[65];
   }
 };
 
@@ -380,7 +331,7 @@ __global__ void grad_norm_rows(const T* __restrict__ in, index_type rows, index_
                                index_type in_row_stride, index_type in_col_stride, T* out, T eps,
                                int work_in_shared) {
   extern __shared__ __align__(16) unsigned char swanref_grad_norm_smem[];
-  __shared__ T red[99];
+  __shared__ T red[66];
   BlockExec<T> ex{red};
   for (index_type r = blockIdx.x; r < rows; r += gridDim.x) {
     const T* row = in + r * in_row_stride;
