@@ -91,3 +91,20 @@ def test_steps_table_in_spec_matches_spectral_module():
     for kappa_s, expected in table.items():
         got = tuple(spectral.steps_to_converge(kappa_s, tol=t) for t in (1e-3, 1e-6, 1e-12))
         assert got == expected, (kappa_s, got)
+
+
+def test_newton_schulz_bound_in_the_high_kappa_many_steps_regime(backend):
+    # the regime where a linear-in-z_max model failed (swanref study, kappa 1e6-3e7, 40 steps)
+    rng = np.random.default_rng(17)
+    ratios = []
+    for i in range(12):
+        m, n = int(rng.integers(2, 7)), int(rng.integers(7, 13))
+        G = matrices.conditioned(rng, m, n, 10 ** rng.uniform(6, 7.5),
+                                 kind=("geometric", "linear", "cluster")[i % 3])
+        tol = float(tolerance.newton_schulz_tolerance(singular_values(G), m, n, 40, 0.5,
+                                                      "gram_fro", np.float64))
+        X = backend(swanref.whiten, G, method="newton_schulz", steps=40)
+        exact = highprec.predicted_newton_schulz(G, 40, 0.5, "gram_fro")
+        ratios.append(rel_err(X, exact) / tol)
+    assert max(ratios) <= 1.0, max(ratios)
+    assert max(ratios) >= 1e-3, "bound is over 1000x looser than any observed error"

@@ -56,3 +56,24 @@ def grad_norm(G, dps: int = 50, eps: float = 0.0) -> np.ndarray:
             sd = mp.sqrt(var)
             out[i] = [float((x - mu) / sd) for x in xs]
     return out
+
+
+def predicted_newton_schulz(G, steps: int, beta: float, scaling: str, dps: int = 40):
+    """``U diag(phi_K(s)) V^T`` (spec 3.6) with U, s, V from mpmath's SVD (2-D, m <= n).
+
+    The float64 SVD's small singular triplets carry errors of order kappa u, which is what an
+    iterative result's error is being compared with at high kappa; this reference does not.
+    """
+    from .. import spectral
+    mp = _mp()
+    G = np.asarray(G, dtype=np.float64)
+    m, n = G.shape
+    if m > n:
+        raise ValueError("predicted_newton_schulz expects m <= n")
+    with mp.workdps(dps):
+        U, S, V = mp.svd_r(mp.matrix(G.tolist()), full_matrices=False)
+        s = np.array([float(S[i]) for i in range(m)])
+        Un = np.array([[float(U[i, j]) for j in range(m)] for i in range(m)])
+        Vn = np.array([[float(V[i, j]) for j in range(n)] for i in range(m)])
+    phi = spectral.newton_schulz_singular_values(s, steps, beta, scaling)
+    return (Un * phi) @ Vn
