@@ -409,7 +409,7 @@ def _ill(claim, call, case):
       if c.op == "whiten" and c.full_rank_only else None)
 def _zero(claim, call, case):
     X = A._f64(call(case.G))
-    bad = _shape_mismatch(X, case)
+    bad = _shape_mismatch(X, case, "zero_input")
     if bad:
         return bad
     err = np.abs(X)
@@ -418,9 +418,9 @@ def _zero(claim, call, case):
                          case.describe())
 
 
-def _shape_mismatch(X, case):
+def _shape_mismatch(X, case, name):
     if tuple(X.shape) != tuple(case.G.shape):
-        return A.Measurement(case.info.get("_prop", "shape"), math.inf, 0.0, "output shape",
+        return A.Measurement(name, math.inf, 0.0, "output shape",
                              case.describe(), note=f"output shape {tuple(X.shape)} != input "
                                                    f"shape {tuple(case.G.shape)}")
     return None
