@@ -438,3 +438,13 @@ def test_advisory_properties_warn_without_failing_the_run(impl, op, prop_name, k
     assert report.status(prop_name) == "warn", report.table()
     assert report.exit_code == 0
     assert "advisory warnings" in report.table()
+
+
+def test_missing_hypothesis_is_a_usage_error():
+    code = (f"import sys; sys.path.insert(0, {ROOT!r}); sys.modules['hypothesis'] = None\n"
+            "from swanref import checker\n"
+            "sys.exit(checker.main(['whiten', 'tests/meta_impls.py:ns_numpy']))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                       timeout=120)
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert "needs hypothesis" in p.stderr
