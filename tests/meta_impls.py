@@ -371,3 +371,70 @@ def sinkgd_eps(G, iters=5):
         X = X * (np.sqrt(n) / np.maximum(np.sqrt(np.sum(X * X, -1, keepdims=True)), 1e-8))
         X = X * (np.sqrt(m) / np.maximum(np.sqrt(np.sum(X * X, -2, keepdims=True)), 1e-8))
     return X.astype(G.dtype)
+
+
+# == more ways to get it wrong ======================================================================
+
+@_batched
+def grad_norm_global(G):
+    """Wrong: one mean/std over the whole matrix instead of per row."""
+    c = G - G.mean()
+    sd = np.sqrt((c * c).mean())
+    return (c / sd if sd > 0 else np.zeros_like(G)).astype(G.dtype)
+
+
+@_batched
+def whiten_eps_regularised(G):
+    """Wrong: (G G^T + 1e-6 I)^(-1/2) G, a damped inverse square root (not scale invariant)."""
+    tall = G.shape[0] > G.shape[1]
+    X = (G.T if tall else G).astype(np.float64)
+    lam, Q = np.linalg.eigh(X @ X.T + 1e-6 * np.eye(X.shape[0]))
+    out = (Q / np.sqrt(lam)) @ Q.T @ X
+    return (out.T if tall else out).astype(G.dtype)
+
+
+@_batched
+def whiten_half_precision(G):
+    """Wrong for a float32 claim: the SVD of a float16 copy (float16 accuracy)."""
+    U, s, Vt = np.linalg.svd(G.astype(np.float16).astype(np.float32), full_matrices=False)
+    keep = s > max(G.shape) * np.finfo(np.float32).eps * (s[0] if s[0] > 0 else 1)
+    return ((U * keep) @ Vt).astype(G.dtype)
+
+
+@_batched
+def ns_muon_quintic(G):
+    """Wrong for the coupled Newton-Schulz claim: Muon's quintic iteration (5 steps)."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+    tall = G.shape[0] > G.shape[1]
+    X = (G.T if tall else G).astype(np.float64)
+    n = np.linalg.norm(X)
+    if n == 0:
+        return np.zeros_like(G)
+    X = X / n
+    for _ in range(5):
+        A = X @ X.T
+        X = a * X + (b * A + c * A @ A) @ X
+    return (X.T if tall else X).astype(G.dtype)
+
+
+@_batched
+def swan_wrong_order(G):
+    """Wrong: whitens first, then applies GradNorm (and rescales)."""
+    U, s, Vt = np.linalg.svd(G.astype(np.float64), full_matrices=False)
+    keep = s > max(G.shape) * np.finfo(G.dtype).eps * (s[0] if s[0] > 0 else 1)
+    D = grad_norm_numpy((U * keep) @ Vt)
+    f = np.linalg.norm(D)
+    return (D * (np.sqrt(G.size) / f) if f > 0 else D).astype(G.dtype)
+
+
+def sinkgd_swapped_targets(G, iters=5):
+    """Wrong: rows to norm sqrt(m) and columns to sqrt(n) (targets swapped)."""
+    G = np.asarray(G)
+    m, n = G.shape[-2:]
+    X = G.astype(np.float64)
+    s = np.max(np.abs(X), axis=(-2, -1), keepdims=True)
+    X = X / np.where(s > 0, s, 1)
+    for _ in range(iters):
+        X = _normalise(X, -1, np.sqrt(m))
+        X = _normalise(X, -2, np.sqrt(n))
+    return X.astype(G.dtype)

@@ -107,6 +107,13 @@ WRONG = [
     ("sinkgd_one_iter", "sinkgd_update", {}, {"agrees_with_reference"}),
     ("sinkgd_unit_norms", "sinkgd_update", {}, {"column_norms"}),
     ("sinkgd_eps", "sinkgd_update", {}, {"agrees_with_reference"}),
+    ("grad_norm_global", "grad_norm", {}, {"row_mean_zero", "affine_invariance"}),
+    ("whiten_eps_regularised", "whiten", {}, {"scale_invariance", "orthonormal_rows"}),
+    ("whiten_half_precision", "whiten", {"dtype": "float32"}, {"agrees_with_reference"}),
+    ("ns_muon_quintic", "whiten", {"method": "newton_schulz"},
+     {"singular_values_match_prediction"}),
+    ("swan_wrong_order", "swan_update", {}, {"constant_rows", "affine_invariance"}),
+    ("sinkgd_swapped_targets", "sinkgd_update", {}, {"column_norms"}),
 ]
 
 
