@@ -74,7 +74,8 @@ FLAGS = {
     "tiny_scale": "entries around 1e-150 (1e-15 for float32): squares underflow",
     "single_line": "one row or one column",
     "float32": "input is float32: compute in float32, tolerance for float32",
-    "mpmath_checked": "expected output also computed with mpmath at 50 digits and agreed",
+    "mpmath_checked": "expected output computed with mpmath at 50 digits (and swanref's float64 "
+                      "reference agreed with it)",
 }
 
 
@@ -346,34 +347,102 @@ def metric_error(metric, out, expected, extra=None) -> float:
     return float(np.max(np.where(den > 0, fro / np.where(den > 0, den, 1), fro)))
 
 
-def _mpmath_check(case, expected):
-    """Cross-check small 2-D grad_norm / exact whitening cases at 50 digits."""
+def _mp_newton_schulz(G, steps, beta, scaling, dps=MPMATH_DPS):
+    """The coupled iteration itself (spec 3.3) at ``dps`` digits: checks the prediction."""
+    import mpmath as mp
+    G = np.asarray(G, dtype=np.float64)
+    tall = G.shape[0] > G.shape[1]
+    W = G.T if tall else G
+    m = W.shape[0]
+    with mp.workdps(dps):
+        X = mp.matrix(W.tolist())
+        A = X * X.T
+        if scaling == "gram_fro":
+            c = mp.sqrt(mp.fsum(A[i, j] ** 2 for i in range(m) for j in range(m)))
+        elif scaling == "grad_fro":
+            c = mp.fsum(X[i, j] ** 2 for i in range(m) for j in range(W.shape[1]))
+        else:
+            c = mp.mpf(1)
+        if c == 0:
+            return np.zeros_like(G)
+        eye = mp.eye(m)
+        Y, Z = A / c, mp.eye(m)
+        b = mp.mpf(beta)
+        for _ in range(steps):
+            T = 3 * eye - Z * Y
+            Y, Z = b * (Y * T), b * (T * Z)
+        out = Z * X / mp.sqrt(c)
+        res = np.array([[float(out[i, j]) for j in range(W.shape[1])] for i in range(m)])
+    return res.T if tall else res
+
+
+def _mp_sinkgd(G, iters, dps=MPMATH_DPS):
+    import mpmath as mp
+    G = np.asarray(G, dtype=np.float64)
+    m, n = G.shape
+    with mp.workdps(dps):
+        X = [[mp.mpf(float(v)) for v in row] for row in G]
+        for _ in range(iters):
+            for i in range(m):
+                nr = mp.sqrt(mp.fsum(x ** 2 for x in X[i]))
+                if nr > 0:
+                    X[i] = [x * mp.sqrt(n) / nr for x in X[i]]
+            for j in range(n):
+                nc = mp.sqrt(mp.fsum(X[i][j] ** 2 for i in range(m)))
+                if nc > 0:
+                    for i in range(m):
+                        X[i][j] = X[i][j] * mp.sqrt(m) / nc
+        return np.array([[float(x) for x in row] for row in X])
+
+
+def _mp_slice(case, g2d):
+    """The 50-digit result for one 2-D slice, or None where there is no mpmath route."""
+    from .testing import highprec
+    rd, op = case["reading"], case["op"]
+    G = g2d.astype(np.float64)
+    m, n = G.shape
+    rtol = default_rank_rtol(m, n, float(np.finfo(case["G"].dtype).eps))
+    if op == "grad_norm":
+        if rd["axis"] == -1 or (rd["axis"] == "long" and n >= m):
+            return highprec.grad_norm(G, dps=MPMATH_DPS, eps=rd["eps"])
+        return highprec.grad_norm(G.T, dps=MPMATH_DPS, eps=rd["eps"]).T
+    if op == "whiten" and rd["method"] == "svd":
+        return highprec.polar_factor(G, dps=MPMATH_DPS, rank_rtol=rtol)
+    if op == "whiten" and rd["method"] == "newton_schulz":
+        return _mp_newton_schulz(G, rd["steps"], rd["beta"], rd["scaling"])
+    if op == "sinkgd_update":
+        return _mp_sinkgd(G, rd["iters"])
+    if op == "swan_update" and rd["axis"] == -1:
+        g = highprec.grad_norm(G, dps=MPMATH_DPS, eps=rd["eps"])
+        if rd["whiten_method"] == "svd":
+            hp = highprec.polar_factor(g, dps=MPMATH_DPS, rank_rtol=rtol)
+        elif rd["whiten_method"] == "newton_schulz":
+            hp = _mp_newton_schulz(g, rd["steps"], rd["beta"], rd["scaling"])
+        else:
+            return None
+        if rd["rescale"]:
+            f = np.linalg.norm(hp)
+            hp = hp * (np.sqrt(hp.size) / f) if f > 0 else hp
+        return hp
+    return None
+
+
+def _mpmath_check(case, expected, metric, extra):
+    """Cross-check small cases slice by slice at 50 digits (mpmath)."""
     G = case["G"]
-    if G.ndim != 2 or G.size > 49 or not np.isfinite(G).all():
-        return None
-    amax = float(np.max(np.abs(G.astype(np.float64)), initial=0.0))
-    if amax > 1e100 or 0 < amax < 1e-100:
-        return None
+    if G.size > 100 or not np.isfinite(G).all():
+        return None, None
     try:
-        from .testing import highprec
         import mpmath  # noqa: F401
     except ImportError:
-        return None
-    rd = case["reading"]
-    if case["op"] == "grad_norm" and rd["axis"] == -1:
-        hp = highprec.grad_norm(G.astype(np.float64), dps=MPMATH_DPS, eps=rd["eps"])
-        err = float(np.max(A.mixed_error(expected, hp)))
-    elif case["op"] == "whiten" and rd["method"] == "svd":
-        m, n = G.shape
-        rtol = default_rank_rtol(m, n, float(np.finfo(G.dtype).eps))
-        hp = highprec.polar_factor(G.astype(np.float64), dps=MPMATH_DPS, rank_rtol=rtol)
-        err = metric_error("fro_per_sqrt_rank", expected, hp,
-                           {"rank": [int(np.sum(np.linalg.svd(G.astype(np.float64),
-                                                              compute_uv=False) >
-                                                rtol * np.linalg.norm(G, 2)))]})
-    else:
-        return None
-    return {"mpmath_dps": MPMATH_DPS, "error_of_expected": err}
+        return None, None
+    flat = G.reshape((-1,) + G.shape[-2:])
+    parts = [_mp_slice(case, g) for g in flat]
+    if any(p is None for p in parts):
+        return None, None
+    hp = np.stack(parts).reshape(G.shape)
+    err = metric_error(metric, expected, hp, extra)
+    return {"mpmath_dps": MPMATH_DPS, "error_of_float64_reference": err}, hp
 
 
 # -- writing ------------------------------------------------------------------------------------
@@ -434,12 +503,13 @@ def write_vectors(outdir: str, *, provenance_extra: dict | None = None) -> dict:
                 flags.append("well_conditioned")
             if kap >= 1e4 and "ill_conditioned" not in flags:
                 flags.append("ill_conditioned")
-        cross = _mpmath_check(case, expected)
+        cross, hp = _mpmath_check(case, expected, metric, extra)
         if cross is not None:
-            if not cross["error_of_expected"] <= tol / 4:
+            if not cross["error_of_float64_reference"] <= tol / 4:
                 raise AssertionError(f"{case['name']}: swanref and mpmath disagree "
-                                     f"({cross['error_of_expected']} > {tol / 4})")
+                                     f"({cross['error_of_float64_reference']} > {tol / 4})")
             flags.append("mpmath_checked")
+            expected = np.asarray(hp, dtype=np.float64)   # the 50-digit value, rounded once
         name = case["name"]
         fin, fexp = f"cases/{name}.in.npy", f"cases/{name}.expected.npy"
         bin_, bexp = _npy_bytes(G), _npy_bytes(expected)
@@ -460,6 +530,8 @@ def write_vectors(outdir: str, *, provenance_extra: dict | None = None) -> dict:
                 "output": f"cases/{name}.out.npy",
                 "tolerance": tol}
         test.update(extra)
+        test["expected_source"] = (f"mpmath, {MPMATH_DPS} digits" if cross is not None else
+                                   "swanref float64 reference")
         if cross is not None:
             test["crosscheck"] = cross
         group["tests"].append(test)
@@ -488,11 +560,16 @@ def write_vectors(outdir: str, *, provenance_extra: dict | None = None) -> dict:
                          "docs/verification.md"},
         "provenance": dict({"generator": GENERATOR, "spec_version": SPEC_VERSION,
                             "library_versions": _versions(), "git_commit": _git_commit(),
-                            "reference": "swanref public API, NumPy reference backend, float64; "
-                                         "Newton-Schulz groups: spectral prediction "
-                                         "(swanref.spectral)",
-                            "crosscheck": f"mpmath at {MPMATH_DPS} digits for small 2-D "
-                                          "grad_norm and exact-whitening cases"},
+                            "reference": "expected outputs: mpmath at 50 digits where the case "
+                                         "is small (flag mpmath_checked, field "
+                                         "expected_source), else swanref's float64 reference "
+                                         "(Newton-Schulz: the spectral prediction of "
+                                         "swanref.spectral)",
+                            "crosscheck": f"mpmath at {MPMATH_DPS} digits for small 2-D cases: "
+                                          "GradNorm and SVD polar factor "
+                                          "(swanref.testing.highprec), the coupled "
+                                          "Newton-Schulz iteration itself, SR-Sinkhorn, "
+                                          "and their SWAN compositions"},
                            **(provenance_extra or {})),
         "testGroups": list(groups.values()),
     }

@@ -130,7 +130,8 @@ def test_mpmath_crosschecks_are_recorded_and_reproduce(manifest):
     checked = [(g, t) for g, t in _tests(manifest) if "mpmath_checked" in t["flags"]]
     assert len(checked) >= 10
     for g, t in checked:
-        assert t["crosscheck"]["error_of_expected"] <= t["tolerance"] / 4
+        assert t["crosscheck"]["error_of_float64_reference"] <= t["tolerance"] / 4
+        assert t["expected_source"].startswith("mpmath")
     # recompute two of them independently
     for name in ("grad_norm_constant_rows", "whiten_ill_1e6"):
         g, t = next((g, t) for g, t in checked if t["name"] == name)
