@@ -100,6 +100,7 @@ class Preset:
     form:       'keller'  A = X X^T; B = b A + (c A) A; X = a X + B X   (separate eager ops)
                 'addmm'   B = addmm(A, A, A, beta=b, alpha=c); X = addmm(X, B, X, beta=a)
                 'right'   P = a I + b A + (c A) A; X = X P             (to_tall only)
+                'coupled' SWAN's Gram-form coupled iteration (cubic schedule only)
     after:      what steps beyond the table do: 'repeat' the last triple, or 'error'
     compute_dtype: what the source computes in: 'bfloat16', 'float16', 'float32', 'input'
     zero:       what the source returns for the zero matrix: '0' or 'nan'
@@ -163,6 +164,12 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
                   "modula docs newton-schulz.rst)",
            notes="equals whiten(method='newton_schulz', beta=0.5, scaling='grad_fro') "
                  "in exact arithmetic (note 2.13)"),
+    Preset("swan_coupled", CUBIC, 10, "safe", 0.0, form="coupled", compute_dtype="input",
+           source="SWAN GradWhitening as swanref's whiten(method='newton_schulz', beta=0.5, "
+                  "scaling='grad_fro'): coupled Newton-Schulz on A = G G^T / ||G||_F^2 "
+                  "(Ma et al. 2024 Alg. 2; Higham 2008 eq. 6.35)",
+           notes="equals cubic in exact arithmetic (note 2.13); in bf16 its Z grows like 1.5^k "
+                 "on null directions and diverges (note 5.4b)"),
     Preset("custom", (), 0, "add", 1e-7, compute_dtype="input",
            source="user-supplied coefficients=[(a, b, c), ...] with Keller's normalisation; "
                   "steps default to len(coefficients), the last triple repeats"),
@@ -239,6 +246,23 @@ def _normalise(ar: Arith, X, preset: Preset):
     raise ValueError(f"unknown normalisation {preset.norm!r}")  # pragma: no cover
 
 
+def _coupled(ar: Arith, X, sched):
+    """SWAN's coupled iteration on A = X X^T (X normalised): Y0 = A, Z0 = I,
+    T = 3I - Z Y, Y <- beta Y T, Z <- beta T Z, output Z X; beta = 0.5 (the cubic's a/3)."""
+    A = ar.mm(X, np.swapaxes(X, -1, -2))
+    eye = np.eye(A.shape[-1], dtype=ar.dtype)
+    Y = A
+    Z = np.broadcast_to(eye, A.shape).astype(ar.dtype)
+    three = ar.scale(3.0, eye)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for a, b, c in sched:
+            if (a, b, c) != (1.5, -0.5, 0.0):
+                raise ValueError("the coupled form implements the cubic (1.5, -0.5) only")
+            T = ar.add(three, -ar.mm(Z, Y))
+            Y, Z = ar.scale(0.5, ar.mm(Y, T)), ar.scale(0.5, ar.mm(T, Z))
+        return ar.mm(Z, X)
+
+
 def _step(ar: Arith, X, coef, preset: Preset):
     a, b, c = coef
     if preset.form == "right":  # tall orientation, X <- X (a I + b A + c A A)
@@ -304,8 +328,11 @@ def run_preset(G, preset: Preset, sched, emulate=None) -> np.ndarray:
     if flip:
         X = np.swapaxes(X, -1, -2)
     X = _normalise(ar, X, preset)
-    for coef in sched:
-        X = _step(ar, X, coef, preset)
+    if preset.form == "coupled":
+        X = _coupled(ar, X, sched)
+    else:
+        for coef in sched:
+            X = _step(ar, X, coef, preset)
     if flip:
         X = np.swapaxes(X, -1, -2)
     return np.array(X, dtype=G.dtype, copy=True)

@@ -159,7 +159,25 @@ def ref_cubic(G, steps=10):
     return X.T if t else X
 
 
+def ref_coupled(G, steps=10):
+    """SWAN Algorithm 2 (beta = 1/2) on A = G G^T / ||G||_F^2, output Z G / ||G||_F."""
+    G = np.array(G, dtype=float)
+    t = G.shape[0] > G.shape[1]
+    G = G.T if t else G
+    n2 = np.sum(G * G)
+    if n2 == 0:
+        return np.zeros_like(G.T if t else G)
+    Y = G @ G.T / n2
+    Z = np.eye(G.shape[0])
+    for _ in range(steps):
+        T = 3 * np.eye(G.shape[0]) - Z @ Y
+        Y, Z = 0.5 * Y @ T, 0.5 * T @ Z
+    out = Z @ G / np.sqrt(n2)
+    return out.T if t else out
+
+
 REFS = {
+    "swan_coupled": ref_coupled,
     "muon_ns5": ref_keller,
     "torch_muon": ref_torch_muon,
     "polar_express": ref_polar_express,
@@ -319,6 +337,7 @@ KNOWN_DEFECTS = {
     "optax_muon": ("0", False, False),
     "nemo_polar_express": ("0", True, True),
     "cubic": ("0", True, True),
+    "swan_coupled": ("0", True, True),
 }
 
 
@@ -498,3 +517,27 @@ def test_diagnose_bfloat16():
     d = presets.diagnose(lambda G: whiten_preset(np.asarray(G, np.float32), "muon_ns5"),
                          "muon_ns5", dtype="bfloat16")
     assert d.match and 0.01 < d.distance < d.tolerance
+
+
+def test_coupled_iteration_diverges_in_low_precision():
+    """Note 5.4b: 256x1024 of exact rank 64; ||O - U_r V_r^T||_F / sqrt(r), polar vs coupled."""
+    rng = np.random.default_rng(12)
+    G = rng.standard_normal((256, 64)) @ rng.standard_normal((64, 1024))
+    U, _, Vt = np.linalg.svd(G, full_matrices=False)
+    P = U[:, :64] @ Vt[:64]
+
+    def err(O):
+        return np.linalg.norm(np.asarray(O, float) - P) / 8
+
+    G32 = G.astype(np.float32)
+    # k = 15: fp64 1.6e-14 / 6.5e-14, fp32 5.8e-6 / 3.4e-5, bf16 0.27 / 11 (note)
+    assert err(whiten_preset(G, "swan_coupled", steps=15)) < 1e-12
+    assert err(whiten_preset(G32, "swan_coupled", steps=15)) < 1e-4
+    polar = err(whiten_preset(G32, "cubic", steps=15, emulate="bfloat16"))
+    coupled = err(whiten_preset(G32, "swan_coupled", steps=15, emulate="bfloat16"))
+    assert 0.2 < polar < 0.4 and coupled > 5
+    # k = 20 in bf16 and k = 30 in fp32: the coupled form breaks down to NaN, the polar one not
+    assert np.isnan(whiten_preset(G32, "swan_coupled", steps=20, emulate="bfloat16")).any()
+    assert np.isfinite(whiten_preset(G32, "cubic", steps=20, emulate="bfloat16")).all()
+    assert np.isnan(whiten_preset(G32, "swan_coupled", steps=30)).any()
+    assert err(whiten_preset(G32, "cubic", steps=30)) < 1e-2
