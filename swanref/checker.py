@@ -155,6 +155,7 @@ class PropertyResult:
     message: str = ""
     array: list | None = None
     seconds: float = 0.0
+    counterexample: np.ndarray | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict:
         from .testing.assertions import _json_float
@@ -240,6 +241,7 @@ def run_property(prop, claim, call, examples=30, seed=0) -> PropertyResult:
         res.input = v.case.describe()
         res.message = v.meas.message()
         res.array = _small_array(v.case.G)
+        res.counterexample = np.array(v.case.G, copy=True)
     except HypothesisException as exc:  # e.g. Flaky: a failure that did not reproduce
         res.status = "FAIL" if prop.level == "required" else "warn"
         res.message = f"{type(exc).__name__}: {exc}".strip()[:2000]
@@ -498,7 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
                 description="Check an implementation of a SWAN operator against the spec. "
                             "Exit 0 conforming, 1 not conforming, 2 usage/import error.")
     p.add_argument("op", choices=OPS, metavar="OP", help=f"one of {', '.join(OPS)}")
-    p.add_argument("target", metavar="TARGET",
+    p.add_argument("target", metavar="TARGET", nargs="?",
                    help="module:function or path/file.py:function (array in, array out)")
     g = p.add_argument_group("claimed reading")
     g.add_argument("--axis", type=_axis, default=-1, help="GradNorm axis: -1, -2 or long")
@@ -534,6 +536,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="advisory failures and unsupported input classes also fail")
     o.add_argument("--list-properties", action="store_true",
                    help="list the properties for OP and exit")
+    o.add_argument("--save-failures", metavar="DIR", default=None,
+                   help="write each failing property's (shrunk) input as DIR/<property>.npy")
     return p
 
 
@@ -557,6 +561,8 @@ def main(argv=None) -> int:
             for p in properties_for(Claim(args.op)):
                 print(f"{p.name:<34} {p.level:<9} {p.input_class:<8} {p.doc}")
             return 0
+        if args.target is None:
+            raise UsageError("the following arguments are required: TARGET")
         fn = load_target(args.target)
         report = check(fn, args.op, dtype=args.dtype, axis=args.axis, eps=args.eps,
                        method=args.method, steps=args.steps, beta=args.beta,
@@ -577,6 +583,12 @@ def main(argv=None) -> int:
                   file=sys.stderr)
             return 2
         raise
+    if args.save_failures:
+        os.makedirs(args.save_failures, exist_ok=True)
+        for r in report.results:
+            if r.counterexample is not None:
+                np.save(os.path.join(args.save_failures, f"{r.name}.npy"), r.counterexample,
+                        allow_pickle=False)
     if args.json:
         print(json.dumps(report.to_dict(), indent=1))
     else:

@@ -292,6 +292,7 @@ def test_cli_file_target_with_options(tmp_path):
 
 @pytest.mark.parametrize("args,needle", [
     (("whiten",), "TARGET"),
+    (("whiten", "--examples", "3"), "TARGET"),
     (("frobnicate", "meta_impls:ns_numpy"), "invalid choice"),
     (("whiten", "no_such_module_xyz:f"), "cannot import"),
     (("whiten", "meta_impls:no_such_function"), "no attribute"),
@@ -331,8 +332,22 @@ def test_cli_not_callable_target_exits_2(capsys):
     assert "not callable" in capsys.readouterr().err
 
 
+def test_save_failures_writes_the_counterexamples(tmp_path, capsys):
+    code = checker.main(["whiten", "meta_impls:whiten_frobenius", "--examples", "5",
+                         "--property", "orthonormal_rows", "--property", "zero_input",
+                         "--save-failures", str(tmp_path / "cex")])
+    assert code == 1
+    files = sorted(os.listdir(tmp_path / "cex"))
+    assert files == ["orthonormal_rows.npy"]
+    G = np.load(tmp_path / "cex" / "orthonormal_rows.npy")
+    with pytest.raises(AssertionError, match="orthonormal_rows"):
+        from swanref.testing.assertions import assert_orthonormal_rows
+        assert_orthonormal_rows(M.whiten_frobenius(G))
+    capsys.readouterr()
+
+
 def test_cli_list_properties_and_help():
-    p = cli("whiten", "x:y", "--list-properties")
+    p = cli("whiten", "--list-properties")
     assert p.returncode == 0
     assert "orthonormal_rows" in p.stdout and "rank_deficient" in p.stdout
     p = cli("--help")
