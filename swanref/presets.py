@@ -411,6 +411,12 @@ def _variants(name: str, steps):
             continue
         out.append((f"preset {other!r} (different coefficients/normalisation)", p,
                     schedule(other)))
+        if p.steps != len(sched):
+            try:
+                out.append((f"preset {other!r} with {len(sched)} steps", p,
+                            schedule(other, len(sched))))
+            except ValueError:
+                pass
     for norm, eps in (("add", 1e-7), ("add", 1e-8), ("add", 1e-6), ("clamp", 1e-7),
                       ("clamp", 1e-15), ("none", 0.0), ("safe", 0.0)):
         if (norm, eps) != (base.norm, base.eps):
@@ -513,3 +519,51 @@ def diagnose(fn, name: str, *, dtype: str = "float64", steps=None, tolerance=Non
         closest = cands[0][0]
     return Diagnosis(name, dtype, dist <= tol, dist, tol, closest, cdist, per_probe,
                      sorted(cands, key=lambda t: t[1]))
+
+
+def main(argv=None) -> int:
+    """``python -m swanref.presets TARGET PRESET [--dtype D] [--steps K] [--json]``.
+
+    Stopgap for ``swanref check whiten TARGET --preset PRESET`` (docs/presets.md 7): loads
+    ``module:function`` or ``file.py:function`` (NumPy in, array out), runs :func:`diagnose`,
+    prints the verdict and the closest variants.  Exit 0 match, 1 no match, 2 usage error.
+    """
+    import argparse
+    import json
+    import sys
+
+    ap = argparse.ArgumentParser(prog="python -m swanref.presets",
+                                 description="Does an orthogonalizer implement a preset?")
+    ap.add_argument("target", help="module:function or file.py:function")
+    ap.add_argument("preset", help=f"one of {', '.join(k for k in PRESETS if k != 'custom')}")
+    ap.add_argument("--dtype", default="float64", choices=sorted(MATCH_TOLERANCE))
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--tolerance", type=float, default=None)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    from .checker import UsageError, load_target
+    try:
+        fn = load_target(args.target)
+        d = diagnose(fn, args.preset, dtype=args.dtype, steps=args.steps,
+                     tolerance=args.tolerance)
+    except (UsageError, ValueError) as exc:
+        print(f"swanref.presets: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({"preset": d.preset, "dtype": d.dtype, "match": d.match,
+                          "distance": d.distance, "tolerance": d.tolerance,
+                          "closest": d.closest, "closest_distance": d.closest_distance,
+                          "per_probe": d.per_probe, "candidates": d.candidates[:8]}, indent=1))
+    else:
+        print(d.summary())
+        print("  per probe (distance to the preset):")
+        for k, v in d.per_probe.items():
+            print(f"    {k:<42} {v:.3g}")
+        print("  closest variants:")
+        for label, v in d.candidates[:5]:
+            print(f"    {v:<10.3g} {label}")
+    return 0 if d.match else 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -541,3 +541,27 @@ def test_coupled_iteration_diverges_in_low_precision():
     assert np.isfinite(whiten_preset(G32, "cubic", steps=20, emulate="bfloat16")).all()
     assert np.isnan(whiten_preset(G32, "swan_coupled", steps=30)).any()
     assert err(whiten_preset(G32, "cubic", steps=30)) < 1e-2
+
+
+def test_presets_command_line(tmp_path, capsys):
+    f = tmp_path / "impl.py"
+    f.write_text(
+        "import numpy as np\n"
+        "def keller(G, clamp=False):\n"
+        "    X = np.asarray(G, float); t = X.shape[-2] > X.shape[-1]\n"
+        "    X = np.swapaxes(X, -1, -2) if t else X\n"
+        "    n = np.linalg.norm(X, axis=(-2, -1), keepdims=True)\n"
+        "    X = X / (np.maximum(n, 1e-7) if clamp else n + 1e-7)\n"
+        "    for _ in range(5):\n"
+        "        A = X @ np.swapaxes(X, -1, -2)\n"
+        "        X = 3.4445 * X + (-4.775 * A + 2.0315 * A @ A) @ X\n"
+        "    return np.swapaxes(X, -1, -2) if t else X\n"
+        "def clamped(G):\n"
+        "    return keller(G, clamp=True)\n")
+    assert presets.main([f"{f}:keller", "muon_ns5"]) == 0
+    assert "matches preset 'muon_ns5'" in capsys.readouterr().out
+    assert presets.main([f"{f}:clamped", "muon_ns5"]) == 1
+    out = capsys.readouterr().out
+    assert "does NOT match" in out and "it matches: normalisation 'clamp'" in out
+    assert "preset 'torch_muon'" in out
+    assert presets.main([f"{f}:nothing", "muon_ns5"]) == 2
