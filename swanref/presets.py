@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .bf16 import FORMATS, Arith
+from .bf16 import Arith
 
 __all__ = ["Preset", "PRESETS", "whiten_preset", "schedule", "get_preset",
            "KELLER_NS5", "YOU_NS5", "PE_NANOGPT5", "PE_BASIC_RAW", "PE_BASIC", "JIACHENG6",

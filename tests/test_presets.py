@@ -7,7 +7,6 @@ Each ``ref_*`` function below is written from the source as the research note qu
 from __future__ import annotations
 
 import pathlib
-import re
 
 import ml_dtypes
 import numpy as np

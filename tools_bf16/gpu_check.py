@@ -201,8 +201,9 @@ def main(argv=None):
                     row.update({"gpu_vs_emu": ulp_stats(gpu, emu, fmt),
                                 "gpu_vs_emu_fro": rel_fro(gpu, emu),
                                 "gpu_vs_emu_fro_max_slice": max(
-                                    rel_fro(a, b) for a, b in zip(gpu.reshape((-1,) + gpu.shape[-2:]),
-                                                                  emu.reshape((-1,) + emu.shape[-2:]))),
+                                    rel_fro(a, b) for a, b in zip(
+                                        gpu.reshape((-1,) + gpu.shape[-2:]),
+                                        emu.reshape((-1,) + emu.shape[-2:]))),
                                 "gpu_vs_ref64": rel_fro(gpu, ref)})
                     s_gpu = svals(gpu, svd)
                     row["gpu_band"] = [float(s_gpu.min() if rank is None
