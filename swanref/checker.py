@@ -511,8 +511,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--steps", type=int, default=None)
     g.add_argument("--beta", type=float, default=None)
     g.add_argument("--scaling", default=None, help=f"one of {', '.join(SCALINGS)}")
-    g.add_argument("--no-rescale", dest="rescale", action="store_false",
-                   help="swan_update: the target does not rescale to RMS 1")
+    g.add_argument("--rescale", dest="rescale", action=argparse.BooleanOptionalAction,
+                   default=True,
+                   help="swan_update: the target rescales to RMS 1 (default) or not")
     g.add_argument("--iters", type=int, default=5, help="sinkgd_update iterations")
     g.add_argument("--full-rank-only", action="store_true",
                    help="whiten: claim only full-rank input (skips rank_deficient)")
