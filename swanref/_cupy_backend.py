@@ -365,9 +365,10 @@ def _stack(G):
 
 # -- 2. GradNorm -----------------------------------------------------------------------------
 
-#: entries per thread the block size aims at, and the largest block (tuning knobs)
-_GN_ITEMS_PER_THREAD = int(os.environ.get("SWANREF_GN_ITEMS_PER_THREAD", "32"))
-_GN_MAX_THREADS = 512
+#: block size: 256 threads (the best of 32..512 for every large shape measured on an H100, see
+#: docs/performance_gpu.md), fewer for short rows so that a thread has at least 16 entries
+_GN_ITEMS_PER_THREAD = 16
+_GN_MAX_THREADS = int(os.environ.get("SWANREF_GN_THREADS", "256"))
 
 
 def _rows_layout(G):
@@ -398,13 +399,13 @@ def _smem_optin_limit() -> int:
     return _modules[key]
 
 
-def grad_norm(G, eps: float, *, work_in_shared=None, items_per_thread=None, vector=True):
+def grad_norm(G, eps: float, *, work_in_shared=None, threads=None, vector=True):
     """Row standardisation over the last axis (spec 2.1): one fused kernel, one block per row.
 
     Keyword arguments are tuning/benchmark knobs: ``work_in_shared`` None keeps the row in
     shared memory whenever it fits the device's opt-in limit, False in the output row (L1/L2);
-    ``items_per_thread`` sets the block size (default ``_GN_ITEMS_PER_THREAD``); ``vector``
-    False forbids the 16-byte vector accesses.
+    ``threads`` sets the block size (a multiple of 32, at most 1024); ``vector`` False forbids
+    the 16-byte vector accesses.
     """
     cp = _cp()
     dtype = G.dtype
@@ -421,8 +422,8 @@ def grad_norm(G, eps: float, *, work_in_shared=None, items_per_thread=None, vect
         X, row_stride, col_stride = layout
     if n >= 2**31:
         raise ValueError(f"rows of {n} entries are longer than the GPU kernel supports")
-    items = items_per_thread or _GN_ITEMS_PER_THREAD
-    threads = 32 * max(1, min(_GN_MAX_THREADS // 32, -(-n // (32 * items))))
+    if threads is None:
+        threads = 32 * max(1, min(_GN_MAX_THREADS // 32, -(-n // (32 * _GN_ITEMS_PER_THREAD))))
     # 16-byte vector accesses when every row starts 16-byte aligned and n fills whole vectors
     width = 16 // dtype.itemsize
     vector = (vector and col_stride == 1 and n % width == 0 and X.data.ptr % 16 == 0
