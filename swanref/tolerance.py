@@ -18,6 +18,7 @@ C_SVD = 8.0
 C_EIGH = 8.0
 C_NEWTON_SCHULZ = 16.0
 C_NEWTON_SCHULZ_FEEDBACK = 1.0
+C_SINKGD = 8.0
 #: above this predicted error the iterative tolerance model makes no claim (spec 8.3)
 TRUSTED_LIMIT = 1e-2
 
@@ -97,3 +98,14 @@ def newton_schulz_tolerance(s, m: int, n: int, steps: int, beta: float, scaling:
     tol = (C_NEWTON_SCHULZ * (steps + 1) * max(m, n) * u * zmax
            + C_NEWTON_SCHULZ_FEEDBACK * u * zmax ** 2)
     return tol + output_roundoff(dtype)
+
+
+def sinkgd_tolerance(m: int, n: int, iters: int, dtype) -> float:
+    """Elementwise ``|X - exact| <= tol (1 + |exact|)`` for SR-Sinkhorn (spec 8.5).
+
+    Each of the ``2 iters`` line normalisations has relative error at most about
+    ``(2 + sqrt(len)) u``: ``8 * 2 iters (2 + sqrt(max(m, n))) u``, the form and safety factor
+    of the GradNorm bound (8.1).
+    """
+    u = unit_roundoff(dtype)
+    return C_SINKGD * 2 * iters * (2 + np.sqrt(max(m, n))) * u + output_roundoff(dtype)

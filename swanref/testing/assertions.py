@@ -30,7 +30,7 @@ from .. import api, spectral
 from ..readings import default_rank_rtol
 from ..tolerance import (TRUSTED_LIMIT, condition_number, exact_whitening_tolerance,
                          grad_norm_tolerance, newton_schulz_tolerance, output_roundoff,
-                         unit_roundoff)
+                         sinkgd_tolerance, unit_roundoff)
 from .._validate import compute_dtype
 
 __all__ = [
@@ -45,8 +45,6 @@ __all__ = [
     "assert_orthonormal_rows", "assert_partial_isometry", "assert_symmetric_psd",
 ]
 
-#: safety factor of the SinkGD tolerance (not in spec 8 yet; see sinkgd_tolerance)
-C_SINKGD = 8.0
 
 
 # -- errors and descriptions ------------------------------------------------------------------
@@ -675,17 +673,6 @@ def assert_swan_update_close(actual, G, *, whiten_method="svd", steps=None, beta
 
 
 # -- SinkGD -----------------------------------------------------------------------------------
-
-def sinkgd_tolerance(m: int, n: int, iters: int, dtype) -> float:
-    """Elementwise ``|X - ref| <= tol (1 + |ref|)`` for SR-Sinkhorn (spec 5).
-
-    Each of the ``2 iters`` line normalisations has relative error at most about
-    ``(2 + sqrt(len)) u``; ``8 * 2 iters (2 + sqrt(max(m, n))) u`` (same form and safety
-    factor as spec 8.1's GradNorm bound; not yet part of swanref.tolerance).
-    """
-    u = unit_roundoff(dtype)
-    return C_SINKGD * 2 * iters * (2 + math.sqrt(max(m, n))) * u + output_roundoff(dtype)
-
 
 def measure_sinkgd(actual, G, *, iters=5, dtype=None, prop="agrees_with_reference",
                    **info) -> Measurement:
