@@ -19,7 +19,10 @@ float32, plus 4096x11008 float32 unless ``--quick``):
   for 4096x11008, whose random Gaussian G has kappa ~ 4, the float64 eigh route, see the notes).
 
 Ratios are NumPy-route time / swanref time (> 1: swanref faster). Times are the best of a few
-runs (1 run for anything slower than ``--max-repeat-seconds``).
+runs (1 run for anything slower than ``--max-repeat-seconds``). swanref's exact methods use the
+spec's default rank tolerances (sigma_rtol = max(m, n) eps, lambda_rtol = max(sigma_rtol^2,
+max(m, n) eps)); their errors are against the float64 reference truncated at the same tolerance
+(the NumPy routes truncate nothing and are compared with the full polar factor).
 """
 
 from __future__ import annotations
@@ -144,7 +147,7 @@ def _threadpool_lines():
     return lines
 
 
-def run_case(core, m, n, dtype_name, steps, repeat, max_rep, peaks, bandwidth, log):
+def run_case(core, m, n, dtype_name, steps, repeat, max_rep, peaks, bandwidth, log, full=False):
     dtype = np.dtype(dtype_name).type
     rng = np.random.default_rng(1234)
     G = rng.standard_normal((m, n)).astype(dtype)
@@ -161,19 +164,21 @@ def run_case(core, m, n, dtype_name, steps, repeat, max_rep, peaks, bandwidth, l
     G64 = G.astype(np.float64)
     if big:
         t_ref, ref = _best_time(lambda: core.whiten_eigh(G64, 0.0), 1, 0)
-        ref_trunc, kappa, cut = ref, float("nan"), 0
+        ref_trunc, ref_eigh, kappa, cut, cut_eigh = ref, ref, float("nan"), 0, 0
         ref_name = "float64 eigh route (random Gaussian 4096x11008: kappa ~ 4, so kappa^2 eps64 ~ 1e-15)"
     else:
         t0 = time.perf_counter()
         U, sv, Vt = np.linalg.svd(G64, full_matrices=False)
-        t_ref = time.perf_counter() - t0
         ref = U @ Vt
+        t_ref = time.perf_counter() - t0
         r = int(np.sum(sv > sigma_rtol * sv[0]))
         ref_trunc = U[:, :r] @ Vt[:r] if r < m else ref
-        kappa, cut = float(sv[0] / sv[-1]), m - r
+        re = int(np.sum(sv**2 > lambda_rtol * sv[0] ** 2))
+        ref_eigh = U[:, :re] @ Vt[:re] if re < m else ref
+        kappa, cut, cut_eigh = float(sv[0] / sv[-1]), m - r, m - re
         ref_name = "float64 NumPy SVD polar"
     log(f"\n## G {m}x{n} {dtype_name}  (reference: {ref_name}, {t_ref:.2f} s; kappa = {kappa:.3g}; "
-        f"sigma_rtol = {sigma_rtol:.2g} cuts {cut} singular value(s))")
+        f"sigma_rtol = {sigma_rtol:.2g} cuts {cut} singular value(s), lambda_rtol = {lambda_rtol:.2g} cuts {cut_eigh})")
 
     def add(group, name, impl, fn, flops=None, err=True, reference=None):
         t, X = _best_time(fn, repeat, max_rep)
@@ -184,11 +189,18 @@ def run_case(core, m, n, dtype_name, steps, repeat, max_rep, peaks, bandwidth, l
         return row
 
     # exact whitening
-    np_svd = add("exact", "NumPy SVD polar (U @ Vt)", "numpy", lambda: numpy_svd_polar(G))
+    svd_rows = full or not big
+    if dtype == np.float64 and not big:  # the reference computation *is* the NumPy SVD route: reuse it
+        np_svd = {"group": "exact", "method": "NumPy SVD polar (U @ Vt)", "impl": "numpy", "seconds": t_ref,
+                  "error": 0.0, "gflops": None}
+        rows.append(np_svd)
+    elif svd_rows:
+        np_svd = add("exact", "NumPy SVD polar (U @ Vt)", "numpy", lambda: numpy_svd_polar(G))
+    else:
+        np_svd = None
+        log("(SVD-based rows skipped for the big case, ~2 min more: pass --full)")
     if not big:
         add("exact", "scipy.linalg.polar", "scipy", lambda: scipy_polar(G))
-    else:
-        log("(scipy.linalg.polar skipped for the big case: the same SVD as the NumPy route)")
     if dtype == np.float64:
         route = " (refined eigh route)"
     elif sigma_rtol**2 >= 1e4 * max(m, n) * np.finfo(np.float64).eps:
@@ -197,11 +209,12 @@ def run_case(core, m, n, dtype_name, steps, repeat, max_rep, peaks, bandwidth, l
         route = " (float64 refined eigh route)"
     add("exact", f"swanref whiten_svd{route}", "swanref", lambda: core.whiten_svd(G, sigma_rtol),
         reference=ref_trunc)
-    label = "float32 LAPACK SVD" if dtype == np.float32 else "QR + gesdd" if n >= 1.5 * m else "gesdd"
-    add("exact", f"swanref whiten_svd route='svd' ({label})", "swanref",
-        lambda: core.whiten_svd(G, sigma_rtol, route="svd"), reference=ref_trunc)
+    if svd_rows:
+        label = "float32 LAPACK SVD" if dtype == np.float32 else "QR + gesdd" if n >= 1.5 * m else "gesdd"
+        add("exact", f"swanref whiten_svd route='svd' ({label})", "swanref",
+            lambda: core.whiten_svd(G, sigma_rtol, route="svd"), reference=ref_trunc)
     add("exact", "NumPy eigh-of-Gram route", "numpy", lambda: numpy_eigh_polar(G))
-    add("exact", "swanref whiten_eigh", "swanref", lambda: core.whiten_eigh(G, lambda_rtol))
+    add("exact", "swanref whiten_eigh", "swanref", lambda: core.whiten_eigh(G, lambda_rtol), reference=ref_eigh)
 
     # Newton-Schulz
     dense_flops = 2.0 * m * m * n + steps * 6.0 * m**3 + 2.0 * m * m * n
@@ -240,7 +253,7 @@ def run_case(core, m, n, dtype_name, steps, repeat, max_rep, peaks, bandwidth, l
             r["peak_fraction"] = r["gflops"] / peak
         if r.get("step_gflops") is not None:
             r["step_peak_fraction"] = r["step_gflops"] / peak
-        if r["group"] == "exact":
+        if r["group"] == "exact" and np_svd is not None:
             r["speedup_vs_numpy_svd"] = np_svd["seconds"] / r["seconds"]
         if r["group"] == "newton_schulz" and r is not np_ns and r["gflops"] is not None:
             r["speedup_vs_numpy_ns"] = np_ns["seconds"] / r["seconds"]
@@ -282,6 +295,8 @@ def main(argv=None) -> int:
         return int(bench_gpu.main([a for a in argv if a != "--gpu"]) or 0)
     p = argparse.ArgumentParser(prog="swanref bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="skip the 4096x11008 case")
+    p.add_argument("--full", action="store_true",
+                   help="also the SVD-based rows for 4096x11008 (about 2 more minutes)")
     p.add_argument("--sizes", help="comma-separated MxN list (each run in float64 and float32)")
     p.add_argument("--dtypes", default="float64,float32", help="with --sizes: dtypes to run")
     p.add_argument("--steps", type=int, default=5, help="Newton-Schulz / NSDS steps (default 5)")
@@ -321,7 +336,8 @@ def main(argv=None) -> int:
         log(f"python {platform.python_version()}, numpy {np.__version__}, "
             f"scipy {__import__('scipy').__version__}, machine {platform.machine()}, "
             f"{_cpu_name()}")
-        log(f"swanref._core BLAS: {core.blas_info()['source']}")
+        log(f"swanref._core BLAS: {core.blas_info()['source']}; load average at start "
+            f"{' '.join(f'{x:.2f}' for x in _loadavg())}")
         for line in _threadpool_lines():
             log(f"threadpool: {line}")
         peaks = {d: measure_gemm_peak(np.dtype(d).type) for d in ("float64", "float32")}
@@ -334,8 +350,10 @@ def main(argv=None) -> int:
         results = []
         t0 = time.perf_counter()
         for (m, n), d in cases:
-            results.append(run_case(core, m, n, d, args.steps, args.repeat, args.max_repeat_seconds, peaks, bw, log))
-        log(f"\ntotal benchmark time {time.perf_counter() - t0:.0f} s")
+            results.append(run_case(core, m, n, d, args.steps, args.repeat, args.max_repeat_seconds, peaks, bw, log,
+                                    full=args.full))
+        log(f"\ntotal benchmark time {time.perf_counter() - t0:.0f} s; load average now "
+            f"{' '.join(f'{x:.2f}' for x in _loadavg())} (other processes on the machine distort timings)")
     finally:
         if limiter is not None:
             limiter.restore_original_limits()
@@ -346,6 +364,15 @@ def main(argv=None) -> int:
         with open(args.json, "w") as f:
             json.dump({"threads": args.threads, "peaks": peaks, "bandwidth": bw, "cases": results}, f, indent=1)
     return 0
+
+
+def _loadavg():
+    try:
+        import os
+
+        return os.getloadavg()
+    except (OSError, AttributeError):  # pragma: no cover
+        return (float("nan"),) * 3
 
 
 def _cpu_name():
