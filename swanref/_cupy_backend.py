@@ -365,10 +365,24 @@ def _stack(G):
 
 # -- 2. GradNorm -----------------------------------------------------------------------------
 
-#: block size: 256 threads (the best of 32..512 for every large shape measured on an H100, see
-#: docs/performance_gpu.md), fewer for short rows so that a thread has at least 16 entries
+#: Block size (docs/performance_gpu.md has the measurements behind it): up to 256 threads with
+#: at least 16 entries each, and enough threads that the blocks which fit an SM's shared memory
+#: keep at least 768 threads (24 warps) resident; at most 512.
 _GN_ITEMS_PER_THREAD = 16
-_GN_MAX_THREADS = int(os.environ.get("SWANREF_GN_THREADS", "256"))
+_GN_BASE_THREADS = 256
+_GN_RESIDENT_THREADS = 768
+_GN_MAX_THREADS = 512
+
+
+def _gn_threads(n: int, row_bytes: int, use_smem: bool) -> int:
+    base = 32 * max(1, min(_GN_BASE_THREADS // 32, -(-n // (32 * _GN_ITEMS_PER_THREAD))))
+    if use_smem:
+        per_sm = _device_attr("smem_per_sm", "sharedMemPerMultiprocessor", 228 * 1024)
+        blocks = max(1, min(32, per_sm // (row_bytes + 1024)))
+    else:
+        blocks = 32
+    occupancy = 32 * -(-_GN_RESIDENT_THREADS // (32 * blocks))
+    return min(_GN_MAX_THREADS, max(base, occupancy))
 
 
 def _rows_layout(G):
@@ -389,14 +403,18 @@ def _rows_layout(G):
     return G, row, col
 
 
-def _smem_optin_limit() -> int:
+def _device_attr(label: str, prop: str, default: int) -> int:
     cp = _cp()
     dev = cp.cuda.runtime.getDevice()
-    key = ("smem", dev)
+    key = (label, dev)
     if key not in _modules:
         props = cp.cuda.runtime.getDeviceProperties(dev)
-        _modules[key] = int(props.get("sharedMemPerBlockOptin", props["sharedMemPerBlock"]))
+        _modules[key] = int(props.get(prop, default))
     return _modules[key]
+
+
+def _smem_optin_limit() -> int:
+    return _device_attr("smem_optin", "sharedMemPerBlockOptin", 48 * 1024)
 
 
 def grad_norm(G, eps: float, *, work_in_shared=None, threads=None, vector=True):
@@ -422,8 +440,6 @@ def grad_norm(G, eps: float, *, work_in_shared=None, threads=None, vector=True):
         X, row_stride, col_stride = layout
     if n >= 2**31:
         raise ValueError(f"rows of {n} entries are longer than the GPU kernel supports")
-    if threads is None:
-        threads = 32 * max(1, min(_GN_MAX_THREADS // 32, -(-n // (32 * _GN_ITEMS_PER_THREAD))))
     # 16-byte vector accesses when every row starts 16-byte aligned and n fills whole vectors
     width = 16 // dtype.itemsize
     vector = (vector and col_stride == 1 and n % width == 0 and X.data.ptr % 16 == 0
@@ -439,6 +455,8 @@ def grad_norm(G, eps: float, *, work_in_shared=None, threads=None, vector=True):
         except Exception:  # opt-in refused: keep the row in the output instead
             use_smem = False
     smem = work_bytes if use_smem else 0
+    if threads is None:
+        threads = _gn_threads(n, work_bytes, use_smem)
     grid = min(rows, 2**31 - 1)
     kern((grid,), (threads,),
          (X, np.int64(rows), np.int64(n), np.int64(row_stride), np.int64(col_stride), out,

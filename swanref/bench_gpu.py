@@ -393,7 +393,8 @@ def tables(env, peaks, records, command, steps):
             f"{_fmt(r.get('gn_torch_ms'), '.3f')} | {_fmt(r.get('gn_err'), '.1e')} |")
     L.append("")
     L.append("GradNorm kernel variants, GB/s (default: 256 threads per row, fewer for rows "
-             "under 4096 entries; 16-byte vector accesses; row held in shared memory):")
+             "under 4096 entries, more where under 768 threads would be resident per SM; "
+             "16-byte vector accesses; row held in shared memory):")
     L.append("")
     L.append("| shape | dtype | default | scalar accesses | 128 threads | 192 threads | "
              "384 threads | 512 threads | row kept in output |")
