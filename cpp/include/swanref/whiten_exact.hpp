@@ -238,8 +238,8 @@ class EighSolver {
 // S = D^1/2 (I + E) D^1/2 is nearly diagonal; its errors are componentwise (~eps s_i s_j), so
 // the scaled E is small even when kappa is large (the one-sided Jacobi argument), and to first
 // order S^-1/2 B = (I + C) D^-1/2 B with C_ij = -S_ij / (s_i (s_i + s_j)). The neglected terms
-// are O(max|E|^2); the slice is accepted when max|E|^2 <= min(kappa_r eps, sqrt(eps)) (measured
-// error then ~kappa eps, see docs/performance.md), otherwise it is recomputed by the SVD route.
+// are O(max|E|^2); the slice is accepted when max|E|^2 <= min(0.1 kappa_r eps, sqrt(eps)) (the
+// error is then that of the SVD route, docs/performance.md), else the SVD route recomputes it.
 // Rank: keep s_i > rtol s_1 with s_i^2 = ||b_i||^2 (accurate in the relative sense).
 // Cost: 6 m^2 n + 2 m^3 flops in BLAS-3 + syevd(m), vs geqrf + gesdd(m) + ormqr.
 template <class T>
@@ -316,10 +316,11 @@ class RefinedEighSolver {
       }
     }
     const double eps = std::numeric_limits<T>::epsilon();
-    // Neglected terms ~max|E|^2 (in the polar factor and in the orthonormality of the rows):
-    // accept when they are below kappa_r eps and below sqrt(eps) (so noise-level directions,
-    // kept by a zero rank tolerance, go to the SVD route, which keeps the rows orthonormal).
-    if (!(emax * emax <= std::min((smax / smin) * eps, std::sqrt(eps)))) {  // SVD route
+    // Neglected terms ~0.1 max|E|^2 (measured; in the polar factor and in the orthonormality of
+    // the rows): accept when max|E|^2 <= 0.1 kappa_r eps, so the error stays at the SVD route's
+    // level, and <= sqrt(eps) (noise-level directions, kept by a zero rank tolerance, go to the
+    // SVD route, which keeps the rows orthonormal).
+    if (!(emax * emax <= std::min(0.1 * (smax / smin) * eps, std::sqrt(eps)))) {  // SVD route
       ++fallbacks_;
       if (!svd_) svd_.reset(new SvdSolver<T>(m_, n_, opt_));
       std::memcpy(svd_->input(), gs, sizeof(T) * mn);
