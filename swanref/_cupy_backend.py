@@ -109,10 +109,14 @@ def include_dir() -> pathlib.Path:
         "that holds swanref/device/")
 
 
-_KERNEL_SOURCE = r"""
+# GradNorm: the kernel is the header's (compiled with -I to its directory).
+_GRAD_NORM_SOURCE = r"""
 // %(tag)s
 #include <swanref/device/grad_norm_row.hpp>
+"""
 
+# Helpers of the whitening routes: self-contained, so that they need no header on disk.
+_HELPER_SOURCE = r"""
 namespace swanref_cupy {
 // Row-major stack of square matrices (batch, m, m) whose upper triangle holds a symmetric
 // matrix: copy it into the lower triangle (32x32 tiles through shared memory, coalesced).
@@ -140,8 +144,8 @@ __global__ void fill_scaled_identity(T* out, long long total, int m, T v) {
   const long long mm = (long long)m * m;
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total;
        i += (long long)gridDim.x * blockDim.x) {
-    const long long k = i %% mm;
-    out[i] = (k / m == k %% m) ? v : T(0);
+    const long long k = i % mm;
+    out[i] = (k / m == k % m) ? v : T(0);
   }
 }
 }  // namespace swanref_cupy
@@ -153,6 +157,8 @@ _NAMES = {
     "mirror": "swanref_cupy::mirror_upper<%s>",
     "eye": "swanref_cupy::fill_scaled_identity<%s>",
 }
+_MODULE_OF = {"grad_norm": "grad_norm", "grad_norm_vec": "grad_norm", "mirror": "helpers",
+              "eye": "helpers"}
 _CTYPE = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 
 
@@ -190,21 +196,26 @@ def _compile(code: str, options: tuple, names: list):
         return "cupy.RawModule (-ftz=true)", raw, {n: raw.get_function(n) for n in names}
 
 
-def _module():
-    """The compiled kernels of this backend for the current device (compiled once, cached)."""
+def _module(which: str = "grad_norm"):
+    """The compiled kernels ``which`` ("grad_norm" or "helpers") for the current device."""
     cp = _cp()
-    dev = cp.cuda.runtime.getDevice()
-    mod = _modules.get(dev)
+    key = (which, cp.cuda.runtime.getDevice())
+    mod = _modules.get(key)
     if mod is None:
         with _lock:
-            mod = _modules.get(dev)
+            mod = _modules.get(key)
             if mod is None:
-                inc = include_dir()
-                header = (inc / HEADER).read_bytes()
-                tag = "swanref header sha256 " + hashlib.sha256(header).hexdigest()
-                code = _KERNEL_SOURCE % {"tag": tag}
-                names = [_kernel_name(kind, dt) for kind in _NAMES for dt in _CTYPE]
-                mod = _modules[dev] = _compile(code, ("-std=c++17", f"-I{inc}"), names)
+                kinds = [k for k, w in _MODULE_OF.items() if w == which]
+                names = [_kernel_name(kind, dt) for kind in kinds for dt in _CTYPE]
+                if which == "grad_norm":
+                    inc = include_dir()
+                    header = (inc / HEADER).read_bytes()
+                    tag = "swanref header sha256 " + hashlib.sha256(header).hexdigest()
+                    code = _GRAD_NORM_SOURCE % {"tag": tag}
+                    options = ("-std=c++17", f"-I{inc}")
+                else:
+                    code, options = _HELPER_SOURCE, ("-std=c++17",)
+                mod = _modules[key] = _compile(code, options, names)
     return mod
 
 
@@ -222,7 +233,7 @@ def _kernel(kind: str, dtype):
     key = (_cp().cuda.runtime.getDevice(), kind, np.dtype(dtype))
     fn = _functions.get(key)
     if fn is None:
-        fn = _functions[key] = _module()[2][_kernel_name(kind, dtype)]
+        fn = _functions[key] = _module(_MODULE_OF[kind])[2][_kernel_name(kind, dtype)]
     return fn
 
 
