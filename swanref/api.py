@@ -17,6 +17,10 @@ from .readings import (GRAD_NORM_AXES, ON_DIVERGENCE, SCALINGS, WHITEN_METHODS,
 
 __all__ = ["grad_norm", "whiten", "swan_update", "sinkgd_update"]
 
+#: eigenvalues of G G^T below EIGH_NOISE_FACTOR * max(m, n) * eps * l_1 are rounding noise
+#: (measured up to 0.32 of max(m, n) * eps * l_1 on rank-deficient input; spec 3.2)
+EIGH_NOISE_FACTOR = 8.0
+
 
 # -- plumbing shared by every operator ------------------------------------------------------
 
@@ -213,7 +217,8 @@ def _whiten_core(call: _Call, arr, method, steps=None, beta=None, scaling=None, 
         out = exact_svd(work)
     elif method == "eigh":
         rtol = params["rank_rtol"]
-        out = be.whiten_eigh(work, default_rtol if rtol is None else max(rtol ** 2, default_rtol))
+        floor = EIGH_NOISE_FACTOR * default_rtol  # Gram rounding noise stays out (spec 3.2)
+        out = be.whiten_eigh(work, floor if rtol is None else max(rtol ** 2, floor))
     else:
         fn = be.whiten_newton_schulz if method == "newton_schulz" else be.whiten_nsds
         out = fn(work, params["steps"], params["beta"], params["scaling"])
