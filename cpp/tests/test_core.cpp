@@ -2,6 +2,7 @@
 // The BLAS-free parts (views, GradNorm, SinkGD, NSDS with grad_fro/none) always
 // run; whitening runs when the build linked a BLAS (SWANREF_TEST_WITH_BLAS).
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <random>
 #include <vector>
@@ -106,6 +107,35 @@ static void test_grad_norm() {
   for (index_t k = 0; k < m * n; ++k) CHECK(std::abs(of32[k] - out[k]) < 1e-5);
 }
 
+// The SSE2 baseline and the AVX2 version of the GradNorm row kernel agree bitwise (fixed lanes),
+// with and without streaming stores, for both dtypes and row lengths around the lane count.
+template <class T>
+static void test_grad_norm_kernels_agree() {
+#if defined(SWANREF_GRAD_NORM_AVX2)
+  if (!__builtin_cpu_supports("avx2")) return;
+  for (index_t n : {1, 3, 15, 16, 17, 64, 333, 4096}) {
+    auto g = randn(n, 7 + static_cast<unsigned>(n));
+    std::vector<T> x(g.begin(), g.end());
+    // 64-byte aligned outputs (streaming stores need alignment) plus an offset copy
+    std::vector<T> a(n + 64), b(n + 64), c(n + 64), d(n + 64);
+    for (bool stream : {false, true}) {
+      T* pa = a.data() + (64 - reinterpret_cast<std::uintptr_t>(a.data()) % 64) / sizeof(T) % 16;
+      T* pb = b.data() + (64 - reinterpret_cast<std::uintptr_t>(b.data()) % 64) / sizeof(T) % 16;
+      T* pc = c.data() + 1;
+      T* pd = d.data() + 1;
+      CHECK(swanref::detail::grad_norm_row_fast_generic(x.data(), n, 1e-8, pa, stream));
+      CHECK(swanref::detail::grad_norm_row_fast_avx2(x.data(), n, 1e-8, pb, stream));
+      CHECK(swanref::detail::grad_norm_row_fast_generic(x.data(), n, 1e-8, pc, stream));
+      CHECK(swanref::detail::grad_norm_row_fast_avx2(x.data(), n, 1e-8, pd, stream));
+#if defined(__SSE2__)
+      _mm_sfence();
+#endif
+      for (index_t j = 0; j < n; ++j) CHECK(pa[j] == pb[j] && pa[j] == pc[j] && pa[j] == pd[j]);
+    }
+  }
+#endif
+}
+
 static void test_sinkgd() {
   const index_t m = 6, n = 9;
   auto g = randn(m * n, 2);
@@ -183,6 +213,8 @@ static void test_whitening() {
 int main() {
   test_views();
   test_grad_norm();
+  test_grad_norm_kernels_agree<double>();
+  test_grad_norm_kernels_agree<float>();
   test_sinkgd();
   test_shape_errors();
 #ifdef SWANREF_TEST_WITH_BLAS

@@ -26,6 +26,9 @@
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#endif
 #include <limits>
 #include <vector>
 
@@ -135,7 +138,7 @@ inline index_t stream_row(const float* x, index_t n, double x0, double mean, dou
 
 #if defined(__SSE2__)
 #define SWANREF_STREAM_ROW \
-  if (stream) j0 = stream_row(x, n, x0, mean, inv, out);
+  if (stream) j0 = SWANREF_STREAM_FN(x, n, x0, mean, inv, out);
 #else
 #define SWANREF_STREAM_ROW
 #endif
@@ -211,21 +214,53 @@ _Pragma("omp simd") \
   for (index_t j = j0; j < n; ++j) out[j] = static_cast<T>(((static_cast<double>(x[j]) - x0) - mean) * inv); \
   return true;
 
+#define SWANREF_STREAM_FN stream_row
 template <class T>
 inline bool grad_norm_row_fast_generic(const T* x, index_t n, double eps, T* out, bool stream) {
   SWANREF_GRAD_NORM_ROW_BODY
 }
+#undef SWANREF_STREAM_FN
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(__AVX2__)
 #define SWANREF_GRAD_NORM_AVX2 1
 // The same kernel compiled for AVX2 (4 doubles per instruction) and chosen at run time, so a
 // portable build (x86-64 baseline, SSE2) still uses AVX2 where the CPU has it. The lanes of
 // every reduction are fixed in the source, so both versions give bitwise identical results.
+// 256-bit streaming stores for the AVX2 version: scalar head up to 32-byte alignment, then
+// whole vectors (same formula, same rounding as the other versions).
+__attribute__((target("avx2"))) inline index_t stream_row_avx2(const double* x, index_t n, double x0, double mean,
+                                                               double inv, double* out) {
+  index_t j = 0;
+  for (; j < n && reinterpret_cast<std::uintptr_t>(out + j) % 32 != 0; ++j) out[j] = ((x[j] - x0) - mean) * inv;
+  if (reinterpret_cast<std::uintptr_t>(out + j) % 32 != 0) return j;
+  const __m256d vx0 = _mm256_set1_pd(x0), vm = _mm256_set1_pd(mean), vi = _mm256_set1_pd(inv);
+  for (; j + 4 <= n; j += 4)
+    _mm256_stream_pd(out + j, _mm256_mul_pd(_mm256_sub_pd(_mm256_sub_pd(_mm256_loadu_pd(x + j), vx0), vm), vi));
+  return j;
+}
+__attribute__((target("avx2"))) inline index_t stream_row_avx2(const float* x, index_t n, double x0, double mean,
+                                                               double inv, float* out) {
+  index_t j = 0;
+  for (; j < n && reinterpret_cast<std::uintptr_t>(out + j) % 32 != 0; ++j)
+    out[j] = static_cast<float>(((static_cast<double>(x[j]) - x0) - mean) * inv);
+  if (reinterpret_cast<std::uintptr_t>(out + j) % 32 != 0) return j;
+  const __m256d vx0 = _mm256_set1_pd(x0), vm = _mm256_set1_pd(mean), vi = _mm256_set1_pd(inv);
+  for (; j + 8 <= n; j += 8) {
+    const __m256d lo = _mm256_mul_pd(_mm256_sub_pd(_mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(x + j)), vx0), vm), vi);
+    const __m256d hi =
+        _mm256_mul_pd(_mm256_sub_pd(_mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(x + j + 4)), vx0), vm), vi);
+    _mm256_stream_ps(out + j, _mm256_insertf128_ps(_mm256_castps128_ps256(_mm256_cvtpd_ps(lo)), _mm256_cvtpd_ps(hi), 1));
+  }
+  return j;
+}
+
+#define SWANREF_STREAM_FN stream_row_avx2
 template <class T>
 __attribute__((target("avx2"))) bool grad_norm_row_fast_avx2(const T* x, index_t n, double eps, T* out,
                                                               bool stream) {
   SWANREF_GRAD_NORM_ROW_BODY
 }
+#undef SWANREF_STREAM_FN
 #endif
 
 template <class T>
