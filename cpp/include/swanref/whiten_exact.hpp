@@ -1,20 +1,23 @@
 // swanref/whiten_exact.hpp: exact whitening (the polar factor of G).
 //
 // whiten_svd(G, sigma_rtol): thin SVD G = U S V^T, keep s_i > sigma_rtol s_1,
-//   X = U_r V_r^T (zero matrix -> zeros). Accuracy ~ kappa * eps.
-//   Route (column-major, W = Gs^T is n x m with n >= m):
-//   * wide (n >= qr_ratio * m): W = Q R (geqrf), R = U1 S V1^T (gesdd, m x m),
-//     X^T = Q (U1_r V1_r^T) applied with ormqr: no n x m singular-vector
-//     matrices, no orglq, no n x m x m GEMM with explicit Q;
-//   * otherwise gesdd of W (jobz 'O'), X^T = U_r VT_r (one GEMM).
-//   float32 input is computed in float64 (LAPACK's single-precision SVD is not faster
-//   on CPU): by the eigh route when sigma_rtol is far above float64 rounding noise
-//   (its kappa^2 eps64 error is then below kappa eps32), else by the float64 SVD route.
+//   X = U_r V_r^T (zero matrix -> zeros). Accuracy ~ kappa * eps. Routes:
+//   * refined (float64 default, RefinedEighSolver): eigh of the Gram matrix plus a
+//     first-order one-sided refinement, as accurate as the SVD at about the cost of
+//     the eigh route; per slice it falls back to
+//   * svd (SvdSolver; column-major, W = Gs^T is n x m with n >= m):
+//     - wide (n >= qr_ratio * m): W = Q R (geqrf), R = U1 S V1^T (gesdd, m x m),
+//       X^T = Q (U1_r V1_r^T) applied with ormqr: no n x m singular-vector
+//       matrices, no orglq, no n x m x m GEMM with explicit Q;
+//     - otherwise gesdd of W (jobz 'O'), X^T = U_r VT_r (one GEMM).
+//   * float32 input is computed in float64 and rounded once: by the plain eigh
+//     route when sigma_rtol is far above float64 rounding noise (its kappa^2 eps64
+//     error is then below kappa eps32), else by the refined route.
 // whiten_eigh(G, lambda_rtol): A = Gs Gs^T (SYRK) = Q diag(l) Q^T (syevd),
 //   keep l_i > lambda_rtol l_max, X = Q_r diag(l_r^-1/2) Q_r^T Gs, computed as
 //   H = (Q_r l_r^-1/4)(Q_r l_r^-1/4)^T (SYRK) and X^T = Gs^T H (SYMM).
 //   Accuracy ~ kappa^2 * eps.
-// Both prescale G by an exact power of two near 1/max|G| (scale invariant).
+// All prescale G by an exact power of two near 1/max|G| (scale invariant).
 #pragma once
 
 #include <cmath>
