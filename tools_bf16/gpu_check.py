@@ -82,7 +82,10 @@ def torch_impls(torch):
         if G.ndim != 2:
             return torch.stack([torch_muon(g) for g in G])
         if real_zp is not None:
-            return real_zp(G, (3.4445, -4.775, 2.0315), 5, 1e-7)
+            try:
+                return real_zp(G, (3.4445, -4.775, 2.0315), 5, 1e-7)
+            except TypeError:  # another signature: fall back to the transcription
+                pass
         return torch_muon_transcribed(G)
 
     def pe(coeffs, scale, eps, steps):
