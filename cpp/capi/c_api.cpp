@@ -84,6 +84,12 @@ const char* swanref_last_error(void) { return g_last_error.c_str(); }
       swanref::whiten_newton_schulz(dense_view(g, out, batch, m, n), out, steps, beta, to_scaling(scaling));    \
     });                                                                                                        \
   }                                                                                                            \
+  int swanref_whiten_nsds_##SUF(const T* g, T* out, int64_t batch, int64_t m, int64_t n, int64_t steps,      \
+                                 double beta, int scaling) {                                                   \
+    return guarded([&] {                                                                                       \
+      swanref::whiten_nsds(dense_view(g, out, batch, m, n), out, steps, beta, to_scaling(scaling));             \
+    });                                                                                                        \
+  }                                                                                                            \
   int swanref_sinkgd_##SUF(const T* g, T* out, int64_t batch, int64_t m, int64_t n, int64_t iters) {          \
     return guarded([&] { swanref::sinkgd(dense_view(g, out, batch, m, n), out, iters); });                      \
   }

@@ -55,6 +55,8 @@ int main(void) {
   CHECK(orth_err(x, M, N) < 1e-10);
   CHECK(swanref_whiten_svd_f32(gf, xf, 1, M, N, 0.0) == SWANREF_OK);
   CHECK(swanref_sinkgd_f32(gf, xf, 1, M, N, 3) == SWANREF_OK);
+  CHECK(swanref_whiten_nsds_f64(g, x, 1, M, N, 2, 0.5, SWANREF_SCALING_GRAD_FRO) == SWANREF_OK);
+  CHECK(swanref_whiten_nsds_f32(gf, xf, 1, M, N, 2, 0.5, SWANREF_SCALING_GRAM_FRO) == SWANREF_OK);
   CHECK(swanref_grad_norm_f32(gf, xf, 1, M, N, 1e-8) == SWANREF_OK);
 
   /* errors: status codes and a message, never an abort */

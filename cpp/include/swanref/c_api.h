@@ -70,6 +70,12 @@ SWANREF_API int swanref_whiten_newton_schulz_f32(const float* g, float* out, int
 SWANREF_API int swanref_whiten_newton_schulz_f64(const double* g, double* out, int64_t batch, int64_t m, int64_t n,
                                                  int64_t steps, double beta, int scaling);
 
+/* Newton-Schulz with diagonal substitution (NSDS): elementwise recurrence on diag(G G^T) / c. */
+SWANREF_API int swanref_whiten_nsds_f32(const float* g, float* out, int64_t batch, int64_t m, int64_t n, int64_t steps,
+                                        double beta, int scaling);
+SWANREF_API int swanref_whiten_nsds_f64(const double* g, double* out, int64_t batch, int64_t m, int64_t n,
+                                        int64_t steps, double beta, int scaling);
+
 /* SR-Sinkhorn: `iters` alternating row/column l2 normalisations. */
 SWANREF_API int swanref_sinkgd_f32(const float* g, float* out, int64_t batch, int64_t m, int64_t n, int64_t iters);
 SWANREF_API int swanref_sinkgd_f64(const double* g, double* out, int64_t batch, int64_t m, int64_t n, int64_t iters);
