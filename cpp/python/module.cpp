@@ -131,7 +131,9 @@ PYBIND11_MODULE(_core, m) {
   m.attr("spec_version") = swanref::spec_version;
   m.attr("__version__") = swanref::version;
 
-  static py::object linalg_error = py::module_::import("numpy.linalg").attr("LinAlgError");
+  // A deliberately leaked reference: a static py::object would be released after the
+  // interpreter is finalised.
+  static PyObject* linalg_error = py::module_::import("numpy.linalg").attr("LinAlgError").release().ptr();
   py::register_exception_translator([](std::exception_ptr p) {
     try {
       if (p) std::rethrow_exception(p);
@@ -140,7 +142,7 @@ PYBIND11_MODULE(_core, m) {
         case swanref::Status::invalid_argument:
         case swanref::Status::size_overflow: PyErr_SetString(PyExc_ValueError, e.what()); break;
         case swanref::Status::invalid_dtype: PyErr_SetString(PyExc_TypeError, e.what()); break;
-        case swanref::Status::lapack_failure: PyErr_SetString(linalg_error.ptr(), e.what()); break;
+        case swanref::Status::lapack_failure: PyErr_SetString(linalg_error, e.what()); break;
         default: PyErr_SetString(PyExc_RuntimeError, e.what()); break;
       }
     }
