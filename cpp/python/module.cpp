@@ -133,7 +133,7 @@ PYBIND11_MODULE(_core, m) {
 
   // A deliberately leaked reference: a static py::object would be released after the
   // interpreter is finalised.
-  static PyObject* linalg_error = py::module_::import("numpy.linalg").attr("LinAlgError").release().ptr();
+  static PyObject* linalg_error = py::object(py::module_::import("numpy.linalg").attr("LinAlgError")).release().ptr();
   py::register_exception_translator([](std::exception_ptr p) {
     try {
       if (p) std::rethrow_exception(p);
