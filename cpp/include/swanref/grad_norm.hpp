@@ -263,6 +263,9 @@ __attribute__((target("avx2"))) bool grad_norm_row_fast_avx2(const T* x, index_t
 #undef SWANREF_STREAM_FN
 #endif
 
+#undef SWANREF_GRAD_NORM_ROW_BODY
+#undef SWANREF_STREAM_ROW
+
 template <class T>
 inline bool grad_norm_row_fast(const T* x, index_t n, double eps, T* out, bool stream = false) {
 #if defined(SWANREF_GRAD_NORM_AVX2)

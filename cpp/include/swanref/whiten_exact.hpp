@@ -257,7 +257,6 @@ class RefinedEighSolver {
     nm_.resize(mm);
     mq_.resize(mm);
     d_.resize(m);
-    keep_.resize(m);
   }
 
   T* input() { return eigh_.input(); }
@@ -342,7 +341,6 @@ class RefinedEighSolver {
   EighSolver<T> eigh_;
   std::vector<T> bc_, s_, nm_, mq_;
   std::vector<double> d_;
-  std::vector<char> keep_;
   std::unique_ptr<SvdSolver<T>> svd_;
   index_t fallbacks_ = 0;
 };
