@@ -71,11 +71,18 @@ def test_install_layout(installed):
         assert list(prefix.glob("lib*/libswanref.so*")), "C API library not installed"
 
 
-def test_example_consumer_builds_and_runs(installed):
+@pytest.fixture(scope="module")
+def examples(installed):
+    """cpp/examples built against the installed CMake package (find_package(swanref))."""
     build = installed["base"] / "example"
     _run([CMAKE, "-S", str(ROOT / "cpp" / "examples"), "-B", str(build), *_generator(),
           f"-DCMAKE_PREFIX_PATH={installed['prefix']}", f"-DCMAKE_C_COMPILER={CC}", f"-DCMAKE_CXX_COMPILER={CXX}"])
     _run([CMAKE, "--build", str(build)])
+    return build
+
+
+def test_example_consumer_builds_and_runs(installed, examples):
+    build = examples
     out = _run([str(build / "consumer")])
     assert "consumer OK" in out
     if installed["with_blas"]:
@@ -88,3 +95,49 @@ def test_c_api_header_is_plain_c(installed, tmp_path):
     src.write_text('#include "swanref/c_api.h"\nint main(void) { return SWANREF_OK; }\n')
     _run([CC, "-std=c99", "-Wall", "-Werror", "-I", str(installed["prefix"] / "include"), "-c", str(src),
           "-o", str(tmp_path / "t.o")])
+
+
+def _c_api_cases(vecdir):
+    """Names of the golden-vector cases the C API covers (what golden_vectors.cpp runs)."""
+    names = []
+    for line in (vecdir / "index.tsv").read_text().splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name, op, _dtype, _shape, *_rest, reading = line.split("\t")
+        kv = dict(p.split("=", 1) for p in reading.split(";") if "=" in p)
+        if (op == "grad_norm" and kv.get("axis") == "-1" or op == "sinkgd_update"
+                or op == "whiten" and kv.get("method") in ("svd", "newton_schulz")):
+            names.append(name)
+    return names
+
+
+def test_golden_vectors_round_trip_through_the_c_api(installed, examples, tmp_path):
+    if not installed["with_blas"]:
+        pytest.skip("the C API library needs a linked BLAS/LAPACK (scipy-openblas32 or system)")
+    from swanref import vectors
+    vecdir = Path(vectors.__file__).parent / "data" / "vectors" / "v0.1"
+    expected = _c_api_cases(vecdir)
+    assert len(expected) >= 30  # grad_norm, whiten (svd, newton_schulz), sinkgd cases
+    out = _run([str(examples / "golden_vectors"), str(vecdir), str(tmp_path)])
+    assert f"ran {len(expected)}," in out, out
+    assert sorted(p.name[:-len(".out.npy")] for p in tmp_path.glob("*.out.npy")) == sorted(expected)
+    check = subprocess.run([sys.executable, "-m", "swanref.cli", "check-vectors", str(vecdir),
+                            "--outputs", str(tmp_path), "--allow-missing"],
+                           capture_output=True, text=True, timeout=300)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "0 failed" in check.stdout
+
+
+def test_golden_vectors_check_catches_a_wrong_c_output(installed, examples, tmp_path):
+    if not installed["with_blas"]:
+        pytest.skip("the C API library needs a linked BLAS/LAPACK (scipy-openblas32 or system)")
+    import numpy as np
+    from swanref import vectors
+    vecdir = Path(vectors.__file__).parent / "data" / "vectors" / "v0.1"
+    _run([str(examples / "golden_vectors"), str(vecdir), str(tmp_path)])
+    victim = sorted(tmp_path.glob("whiten*.out.npy"))[0]
+    np.save(victim, np.load(victim) * 1.001)
+    check = subprocess.run([sys.executable, "-m", "swanref.cli", "check-vectors", str(vecdir),
+                            "--outputs", str(tmp_path), "--allow-missing"],
+                           capture_output=True, text=True, timeout=300)
+    assert check.returncode == 1, check.stdout + check.stderr
