@@ -252,6 +252,27 @@ PYBIND11_MODULE(_core, m) {
       "Newton-Schulz with diagonal substitution: elementwise recurrence on diag(G G^T) / c.");
 
   m.def(
+      "whiten_polynomial",
+      [](py::handle G, py::array_t<double, py::array::c_style | py::array::forcecast> coefficients,
+         const std::string& norm, double eps, double norm_scale) {
+        if (coefficients.ndim() != 2 || coefficients.shape(1) != 3)
+          throw py::value_error("whiten_polynomial: coefficients must have shape (steps, 3)");
+        swanref::PolynomialOptions opt;
+        opt.norm = swanref::parse_poly_norm(norm);
+        opt.eps = eps;
+        opt.norm_scale = norm_scale;
+        const long long steps = coefficients.shape(0);
+        std::vector<double> coef(coefficients.data(), coefficients.data() + 3 * steps);
+        return dispatch(G, "whiten_polynomial", [&](const auto& v, auto* o) {
+          swanref::whiten_polynomial(v, o, coef.data(), steps, opt);
+        });
+      },
+      py::arg("G"), py::arg("coefficients"), py::arg("norm") = "add", py::arg("eps") = 1e-7,
+      py::arg("norm_scale") = 1.0,
+      "Muon-style polynomial Newton-Schulz (m <= n): X = G / N(||G||_F), then per (a, b, c): "
+      "A = X X^T, X <- a X + (b A + c A A) X. norm in {'add', 'clamp', 'none', 'safe'}.");
+
+  m.def(
       "sinkgd",
       [](py::handle G, long long iters) {
         return dispatch(G, "sinkgd", [&](const auto& v, auto* o) { swanref::sinkgd(v, o, iters); });

@@ -4,6 +4,7 @@
 #include "swanref/blas.hpp"
 #include "swanref/grad_norm.hpp"
 #include "swanref/newton_schulz.hpp"
+#include "swanref/polynomial.hpp"
 #include "swanref/scale.hpp"
 #include "swanref/sinkgd.hpp"
 #include "swanref/status.hpp"
