@@ -74,3 +74,8 @@ def whiten_nsds(G, steps, beta, scaling):
 def sinkgd(G, iters):
     """SR-Sinkhorn: iters x (rows to l2 norm sqrt(n), then columns to l2 norm sqrt(m))."""
     return _require().sinkgd(G, iters)
+
+
+def whiten_polynomial(G, coefficients, norm, eps, norm_scale):
+    """Muon-style polynomial Newton-Schulz of the presets (m <= n; docs/presets.md)."""
+    return _require().whiten_polynomial(G, coefficients, norm, eps, norm_scale)

@@ -178,7 +178,11 @@ def _diverged(out, work, params, xp):
 
 def _whiten_preset_core(call: _Call, arr, method, steps, beta, scaling, rank_rtol,
                         on_divergence, coefficients, emulate):
-    """Production presets (docs/presets.md): NumPy only, the preset's own transpose rule."""
+    """Production presets (docs/presets.md): NumPy only, the preset's own transpose rule.
+
+    Polynomial presets without emulation run on the backend's ``whiten_polynomial`` kernel
+    when it has one (the C++ core); everything else on the reference transcription.
+    """
     from . import presets
     if on_divergence not in ON_DIVERGENCE:
         raise ValueError(f"on_divergence must be one of {ON_DIVERGENCE}, got {on_divergence!r}")
@@ -188,8 +192,20 @@ def _whiten_preset_core(call: _Call, arr, method, steps, beta, scaling, rank_rto
     if call.xp is not np:
         raise ValueError(f"preset {method!r} runs on NumPy arrays only (swanref.presets)")
     work, keep = call.masked(arr, 2)
-    out = presets.whiten_preset(work, method, steps=steps, coefficients=coefficients,
-                                emulate=emulate)
+    preset = presets.get_preset(method)
+    fast = getattr(call.be, "whiten_polynomial", None)
+    if (fast is not None and emulate is None and preset.form in ("keller", "addmm")
+            and preset.transpose == "to_wide" and preset.norm_over == "matrix"):
+        # the backend's polynomial kernel computes the same function (tests/test_cpp_presets.py)
+        sched = np.asarray(presets.schedule(method, steps, coefficients),
+                           dtype=np.float64).reshape(-1, 3)
+        tall = work.shape[-2] > work.shape[-1]
+        w = np.swapaxes(work, -1, -2) if tall else work
+        out = fast(w, sched, preset.norm, preset.eps, preset.norm_scale)
+        out = np.swapaxes(out, -1, -2) if tall else out
+    else:
+        out = presets.whiten_preset(work, method, steps=steps, coefficients=coefficients,
+                                    emulate=emulate)
     return call.unmask(out, keep)
 
 

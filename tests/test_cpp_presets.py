@@ -92,3 +92,27 @@ def test_input_untouched_and_bad_arguments():
         _core().whiten_polynomial(G.T, np.ones((2, 3)), "add", 1e-7, 1.0)
     with pytest.raises(ValueError, match="coefficients must be finite"):
         _core().whiten_polynomial(G, np.full((1, 3), np.nan), "add", 1e-7, 1.0)
+
+
+@pytest.mark.parametrize("name", POLY)
+def test_public_api_runs_presets_on_the_cpp_kernel(name, monkeypatch):
+    import swanref
+    G = np.random.default_rng(6).standard_normal((2, 12, 7))
+    ref = swanref.whiten(G, method=name, backend="reference")
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the reference transcription ran instead of the C++ kernel")
+
+    monkeypatch.setattr(presets, "whiten_preset", forbidden)
+    np.testing.assert_allclose(swanref.whiten(G, method=name, backend="cpp"), ref, atol=1e-13)
+
+
+def test_emulated_presets_stay_on_the_reference(monkeypatch):
+    import swanref
+    G = np.random.default_rng(7).standard_normal((6, 10))
+    calls = []
+    real = presets.whiten_preset
+    monkeypatch.setattr(presets, "whiten_preset",
+                        lambda *a, **k: calls.append(k) or real(*a, **k))
+    swanref.whiten(G, method="muon_ns5", emulate="bfloat16", backend="cpp")
+    assert calls and calls[0]["emulate"] == "bfloat16"
