@@ -651,6 +651,54 @@ def whiten_nsds(G, steps: int, beta: float, scaling: str):
     return out.astype(dtype, copy=False).reshape(G.shape)
 
 
+def whiten_polynomial(G, coefficients, norm: str, eps: float, norm_scale: float):
+    """Muon-style polynomial Newton-Schulz of the presets (m <= n; docs/presets.md).
+
+    Same function as ``cpp/include/swanref/polynomial.hpp``: X = G / N(||G||_F) with the
+    preset's normalisation (squares formed in the dtype, as the sources do), then per
+    (a, b, c): A = X X^T, B = b A + c A A, X <- a X + B X (cuBLAS; TF32 per set_tf32).
+    """
+    cp = _cp()
+    if norm not in ("add", "clamp", "none", "safe"):
+        raise ValueError(f"norm must be one of 'add', 'clamp', 'none', 'safe', got {norm!r}")
+    coef = np.asarray(coefficients, dtype=np.float64).reshape(-1, 3)
+    if not np.all(np.isfinite(coef)):
+        raise ValueError("coefficients must be finite")
+    if G.shape[-2] > G.shape[-1]:
+        raise ValueError("whiten_polynomial expects m <= n (pass the transpose of tall matrices)")
+    if G.size == 0:
+        return cp.empty(G.shape, G.dtype)
+    dtype = G.dtype
+    X = _stack(G).copy()
+    nrm = cp.sqrt(cp.sum(X * X, axis=(-2, -1), keepdims=True))
+    scaled = dtype.type(norm_scale) * nrm
+    if norm == "add":
+        denom = scaled + dtype.type(eps)
+    elif norm == "clamp":
+        denom = cp.maximum(scaled, dtype.type(eps))
+    else:
+        denom = nrm
+    with np.errstate(invalid="ignore", divide="ignore"):
+        X = X / denom
+    if norm == "safe":
+        X = cp.where(nrm > 0, X, 0).astype(dtype)
+    batch, m, n = X.shape
+    with _blas_mode(dtype) as handle:
+        A = cp.empty((batch, m, m), dtype=dtype)
+        B = cp.empty_like(A)
+        Xn = cp.empty_like(X)
+        for a, b, c in coef:
+            _gemm(handle, X, X, A, transb=True)        # A = X X^T
+            B[...] = A
+            B *= dtype.type(b)
+            if c != 0.0:
+                _gemm(handle, A, A, B, alpha=float(c), beta=1.0)  # B = b A + c A A
+            Xn[...] = X
+            _gemm(handle, B, X, Xn, beta=float(a))     # X <- a X + B X
+            X, Xn = Xn, X
+    return X.reshape(G.shape)
+
+
 # -- 5. SinkGD ----------------------------------------------------------------------------------
 
 def _normalise_lines(X, axis: int, target: float):

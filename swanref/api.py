@@ -189,20 +189,23 @@ def _whiten_preset_core(call: _Call, arr, method, steps, beta, scaling, rank_rto
     for key, value in {"beta": beta, "scaling": scaling, "rank_rtol": rank_rtol}.items():
         if value is not None:
             raise ValueError(f"{key} does not apply to method {method!r}")
-    if call.xp is not np:
-        raise ValueError(f"preset {method!r} runs on NumPy arrays only (swanref.presets)")
     work, keep = call.masked(arr, 2)
     preset = presets.get_preset(method)
     fast = getattr(call.be, "whiten_polynomial", None)
     if (fast is not None and emulate is None and preset.form in ("keller", "addmm")
             and preset.transpose == "to_wide" and preset.norm_over == "matrix"):
-        # the backend's polynomial kernel computes the same function (tests/test_cpp_presets.py)
+        # the backend's polynomial kernel computes the same function (tests/test_cpp_presets.py,
+        # tests/test_gpu_presets.py)
         sched = np.asarray(presets.schedule(method, steps, coefficients),
                            dtype=np.float64).reshape(-1, 3)
         tall = work.shape[-2] > work.shape[-1]
-        w = np.swapaxes(work, -1, -2) if tall else work
+        w = call.xp.swapaxes(work, -1, -2) if tall else work
         out = fast(w, sched, preset.norm, preset.eps, preset.norm_scale)
-        out = np.swapaxes(out, -1, -2) if tall else out
+        out = call.xp.swapaxes(out, -1, -2) if tall else out
+    elif call.xp is not np:
+        raise ValueError(f"preset {method!r} with emulate={emulate!r} runs on NumPy arrays only "
+                         "(swanref.presets); the GPU backend runs the polynomial presets "
+                         "without emulation")
     else:
         out = presets.whiten_preset(work, method, steps=steps, coefficients=coefficients,
                                     emulate=emulate)
