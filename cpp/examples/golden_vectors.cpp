@@ -17,6 +17,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -109,36 +110,27 @@ std::vector<T> transpose_last2(const T* x, int64_t batch, int64_t m, int64_t n) 
   return y;
 }
 
-// Runs one case in dtype T; returns false if the C API has no counterpart for its reading.
-template <class T>
-bool run_case(const std::string& op, std::map<std::string, std::string> r, Array& a, Array& out);
-
-template <class T>
-int call_whiten(const std::string& method, const T* g, T* o, int64_t batch, int64_t m, int64_t n,
-                std::map<std::string, std::string>& r);
-
-template <>
-int call_whiten<double>(const std::string& method, const double* g, double* o, int64_t batch, int64_t m,
-                        int64_t n, std::map<std::string, std::string>& r) {
-  const double eps = 2.220446049250313e-16;
-  if (method == "svd") return swanref_whiten_svd_f64(g, o, batch, m, n, double(n) * eps);
-  const int scaling = r["scaling"] == "grad_fro" ? SWANREF_SCALING_GRAD_FRO
-                      : r["scaling"] == "none"   ? SWANREF_SCALING_NONE
-                                                 : SWANREF_SCALING_GRAM_FRO;
-  return swanref_whiten_newton_schulz_f64(g, o, batch, m, n, std::stoll(r["steps"]), std::stod(r["beta"]),
-                                          scaling);
+int scaling_of(std::map<std::string, std::string>& r) {
+  return r["scaling"] == "grad_fro" ? SWANREF_SCALING_GRAD_FRO
+         : r["scaling"] == "none"   ? SWANREF_SCALING_NONE
+                                    : SWANREF_SCALING_GRAM_FRO;
 }
 
-template <>
-int call_whiten<float>(const std::string& method, const float* g, float* o, int64_t batch, int64_t m,
-                       int64_t n, std::map<std::string, std::string>& r) {
-  const double eps = 1.1920928955078125e-07;
-  if (method == "svd") return swanref_whiten_svd_f32(g, o, batch, m, n, double(n) * eps);
-  const int scaling = r["scaling"] == "grad_fro" ? SWANREF_SCALING_GRAD_FRO
-                      : r["scaling"] == "none"   ? SWANREF_SCALING_NONE
-                                                 : SWANREF_SCALING_GRAM_FRO;
-  return swanref_whiten_newton_schulz_f32(g, o, batch, m, n, std::stoll(r["steps"]), std::stod(r["beta"]),
-                                          scaling);
+// Exact ("svd", default rank tolerance max(m, n) eps with n = max(m, n) here) or Newton-Schulz.
+template <class T>
+int call_whiten(const std::string& method, const T* g, T* o, int64_t batch, int64_t m, int64_t n,
+                std::map<std::string, std::string>& r) {
+  constexpr bool f64 = std::is_same<T, double>::value;
+  const double rtol = double(n) * (f64 ? 2.220446049250313e-16 : 1.1920928955078125e-07);
+  const int64_t steps = method == "svd" ? 0 : std::stoll(r["steps"]);
+  const double beta = method == "svd" ? 0.0 : std::stod(r["beta"]);
+  if constexpr (f64) {
+    if (method == "svd") return swanref_whiten_svd_f64(g, o, batch, m, n, rtol);
+    return swanref_whiten_newton_schulz_f64(g, o, batch, m, n, steps, beta, scaling_of(r));
+  } else {
+    if (method == "svd") return swanref_whiten_svd_f32(g, o, batch, m, n, rtol);
+    return swanref_whiten_newton_schulz_f32(g, o, batch, m, n, steps, beta, scaling_of(r));
+  }
 }
 
 int call_grad_norm(const double* g, double* o, int64_t b, int64_t m, int64_t n, double eps) {
@@ -154,6 +146,7 @@ int call_sinkgd(const float* g, float* o, int64_t b, int64_t m, int64_t n, int64
   return swanref_sinkgd_f32(g, o, b, m, n, it);
 }
 
+// Runs one case in dtype T; returns false if the C API has no counterpart for its reading.
 template <class T>
 bool run_case(const std::string& op, std::map<std::string, std::string> r, Array& a, Array& out) {
   const int64_t m = a.shape[a.shape.size() - 2], n = a.shape.back();
