@@ -169,7 +169,7 @@ def test_emulation_matches_torch_bf16_if_available():
     emu = whiten_preset(G, "muon_ns5", emulate="bfloat16")
     ref = whiten_preset(G.astype(np.float64), "muon_ns5")
     d = np.linalg.norm(real - emu) / np.linalg.norm(emu)
-    assert d < 0.03                                  # measured: 0.003-0.017 (docs/presets.md 6)
+    assert d < 0.03                 # measured: CPU 0.003-0.017, H100 0.004-0.026 (docs/presets.md 6)
     e_real = np.linalg.norm(real - ref) / np.linalg.norm(ref)
     e_emu = np.linalg.norm(emu - ref) / np.linalg.norm(ref)
     assert abs(e_real / e_emu - 1) < 0.1
