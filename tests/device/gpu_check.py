@@ -1,7 +1,7 @@
 """Compare swanref's bf16 emulation (swanref.bf16 / presets emulate='bfloat16') with real
 PyTorch bf16 eager on a CUDA GPU.  One short batched run (docs/presets.md, section 6).
 
-    python tools_bf16/gpu_check.py [--no-torch]
+    python tests/device/gpu_check.py [--no-torch]
 
 Inputs are built with NumPy from fixed seeds on this side and fed to both: the GPU (torch eager,
 bf16) and the emulation (NumPy, float32 containers).  For each preset and input it prints the
@@ -20,7 +20,7 @@ import types
 
 import numpy as np
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 # import swanref.presets / swanref.bf16 without the package __init__ (no scipy needed)
 _pkg = types.ModuleType("swanref")
 _pkg.__path__ = [str(ROOT / "swanref")]
