@@ -37,6 +37,7 @@ import numpy as np
 from . import api
 from .errors import DivergenceWarning
 from .routing import swan_route
+from ._threads import limit_blas_threads
 
 D_IN, HIDDEN, CLASSES = 32, 64, 10
 BATCH = 128
@@ -475,13 +476,7 @@ def main(argv=None) -> int:
         print("swanref train-demo: needs matplotlib (pip install 'swanref[plot]')",
               file=sys.stderr)
         return 2
-    limiter = None
-    if args.threads:
-        try:
-            from threadpoolctl import threadpool_limits
-            limiter = threadpool_limits(args.threads)
-        except ImportError:
-            pass
+    limiter = limit_blas_threads(args.threads)
     command = "swanref train-demo " + " ".join(argv if argv is not None else sys.argv[1:])
     try:
         run(args.outdir, steps=steps, quick=args.quick, seeds=seeds, command=command)

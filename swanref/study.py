@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _backends, api, spectral, tolerance
+from ._threads import limit_blas_threads
 from .errors import DivergenceWarning
 from .readings import SPEC_VERSION
 from .testing import matrices
@@ -904,14 +905,8 @@ def main(argv=None) -> int:
         print("swanref study: needs matplotlib (pip install 'swanref[plot]')", file=sys.stderr)
         return 2
     command = "swanref study " + " ".join(argv if argv is not None else sys.argv[1:])
-    limiter = None
     import scipy.linalg  # noqa: F401  (load every BLAS before limiting its threads)
-    if args.threads:
-        try:
-            from threadpoolctl import threadpool_limits
-            limiter = threadpool_limits(args.threads)
-        except ImportError:
-            pass
+    limiter = limit_blas_threads(args.threads)
     try:
         t0 = time.perf_counter()
         results = run(args.outdir, quick=args.quick, backends=args.backend, only=args.only,
