@@ -104,24 +104,18 @@ py::array dispatch(const py::handle& obj, const char* fname, F&& core) {
   Kind kind;
   py::array a = checked_array(obj, fname, kind);
   std::vector<py::ssize_t> shape(a.shape(), a.shape() + a.ndim());
-  if (kind == Kind::f64) {
-    py::array_t<double> out(shape);
-    auto v = view_of<double>(a);
-    double* o = out.mutable_data();
+  auto run = [&](auto tag) -> py::array {
+    using T = decltype(tag);
+    py::array_t<T> out(shape);
+    auto v = view_of<T>(a);
+    T* o = out.mutable_data();
     {
       py::gil_scoped_release nogil;
       core(v, o);
     }
     return std::move(out);
-  }
-  py::array_t<float> out(shape);
-  auto v = view_of<float>(a);
-  float* o = out.mutable_data();
-  {
-    py::gil_scoped_release nogil;
-    core(v, o);
-  }
-  return std::move(out);
+  };
+  return kind == Kind::f64 ? run(double{}) : run(float{});
 }
 
 }  // namespace
