@@ -457,11 +457,18 @@ class Diagnosis:
     closest_distance: float
     per_probe: dict
     candidates: list
+    # every candidate whose distance is within ``tolerance`` of the closest one: differences
+    # below the match tolerance are rounding, so these are reported together, never ranked
+    ties: tuple = ()
+
+    def tie_note(self) -> str:
+        others = [t for t in self.ties if t != self.closest]
+        return f"; indistinguishable at {self.dtype} from: {', '.join(others)}" if others else ""
 
     def summary(self) -> str:
         if self.match and self.closest.startswith(f"preset {self.preset!r}"):
             return (f"matches preset {self.preset!r} at {self.dtype} tolerance "
-                    f"(distance {self.distance:.3g} <= {self.tolerance:g})")
+                    f"(distance {self.distance:.3g} <= {self.tolerance:g}){self.tie_note()}")
         if self.match:
             return (f"within the {self.dtype} tolerance of preset {self.preset!r} (distance "
                     f"{self.distance:.3g} <= {self.tolerance:g}), but closer to: {self.closest} "
@@ -472,6 +479,7 @@ class Diagnosis:
         else:
             why = (f"no known variant matches; closest: {self.closest} "
                    f"({self.closest_distance:.3g})")
+        why += self.tie_note()
         return (f"does NOT match preset {self.preset!r} at {self.dtype} tolerance "
                 f"(distance {self.distance:.3g} > {self.tolerance:g}, worst on probe "
                 f"{worst!r}); {why}")
@@ -515,11 +523,14 @@ def diagnose(fn, name: str, *, dtype: str = "float64", steps=None, tolerance=Non
             worst = max(worst, d)
         cands.append((label, worst))
     dist = cands[0][1]
-    closest, cdist = min(cands, key=lambda t: t[1])
-    if cdist == dist:
-        closest = cands[0][0]
+    best = min(d for _, d in cands)
+    # distances that differ by less than the match tolerance are not ordered (rounding decides
+    # them, and it changes with the BLAS build): the claim wins a tie, else the first listed
+    ties = tuple(label for label, d in cands if d <= best + tol) if np.isfinite(best) else ()
+    closest = next(label for label, d in cands if d <= best + tol)
+    cdist = dict(cands)[closest]
     return Diagnosis(name, dtype, dist <= tol, dist, tol, closest, cdist, per_probe,
-                     sorted(cands, key=lambda t: t[1]))
+                     sorted(cands, key=lambda t: t[1]), ties)
 
 
 def main(argv=None) -> int:
