@@ -1,8 +1,13 @@
 // C API of the swanref core (swanref/c_api.h): thin extern "C" wrappers that
 // build dense strided views, fill the BLAS table from the linked BLAS once,
 // and turn every C++ exception into a status code + thread-local message.
+// Sizes are checked before anything is dereferenced: the NULL check uses no product of the
+// dimensions (batch * m * n may overflow), and the element count is computed with
+// swanref::checked_element_count (Status::size_overflow when it does not fit).
 #include "swanref/c_api.h"
 
+#include <cmath>
+#include <cstdint>
 #include <mutex>
 #include <new>
 #include <string>
@@ -15,6 +20,18 @@ namespace {
 
 thread_local std::string g_last_error;
 
+// The calling thread's C interruption callback (swanref_set_interrupt_handler).
+struct CInterrupt {
+  swanref_interrupt_fn fn = nullptr;
+  void* ctx = nullptr;
+};
+thread_local CInterrupt g_interrupt;
+
+bool call_c_interrupt(void* p) {
+  const auto* h = static_cast<const CInterrupt*>(p);
+  return h->fn(h->ctx) != 0;
+}
+
 void ensure_blas() {
   static std::once_flag once;
   std::call_once(once, [] {
@@ -26,7 +43,12 @@ template <class F>
 int guarded(F&& f) {
   try {
     ensure_blas();
-    f();
+    if (g_interrupt.fn != nullptr) {
+      const swanref::ScopedInterruptHook hook(&call_c_interrupt, &g_interrupt);
+      f();
+    } else {
+      f();
+    }
     g_last_error.clear();
     return SWANREF_OK;
   } catch (const swanref::Error& e) {
@@ -44,12 +66,27 @@ int guarded(F&& f) {
   }
 }
 
+// A (batch, m, n) view of g after checking the arguments: non-negative dimensions, non-NULL
+// pointers unless the array is empty, an element count that fits, aligned pointers, finite
+// entries (as the Python API's default; NaN would reach LAPACK).
 template <class T>
 swanref::StridedView<const T> dense_view(const T* g, T* out, int64_t batch, int64_t m, int64_t n) {
+  static_assert(sizeof(int64_t) <= sizeof(swanref::index_t), "index_t must hold int64_t");
   swanref::require(batch >= 0 && m >= 0 && n >= 0, "batch, m and n must be >= 0");
-  swanref::require((g != nullptr && out != nullptr) || batch * m * n == 0, "g and out must not be NULL");
-  return swanref::StridedView<const T>::contiguous(
-      g, {static_cast<swanref::index_t>(batch), static_cast<swanref::index_t>(m), static_cast<swanref::index_t>(n)});
+  const bool empty = batch == 0 || m == 0 || n == 0;
+  swanref::require(empty || (g != nullptr && out != nullptr), "g and out must not be NULL");
+  const std::vector<swanref::index_t> shape = {static_cast<swanref::index_t>(batch), static_cast<swanref::index_t>(m),
+                                               static_cast<swanref::index_t>(n)};
+  const swanref::index_t count = swanref::checked_element_count(shape.data(), shape.size(), sizeof(T));
+  swanref::require(reinterpret_cast<std::uintptr_t>(out) % alignof(T) == 0,
+                   "out is not aligned to the element size (" + std::to_string(alignof(T)) + " bytes)");
+  swanref::require(reinterpret_cast<std::uintptr_t>(g) % alignof(T) == 0,
+                   "g is not aligned to the element size (" + std::to_string(alignof(T)) + " bytes)");
+  for (swanref::index_t k = 0; k < count; ++k)
+    if (!std::isfinite(g[k]))
+      swanref::fail(swanref::Status::invalid_argument,
+                    "g contains a non-finite entry at flat index " + std::to_string(k));
+  return swanref::StridedView<const T>::contiguous(g, shape);
 }
 
 swanref::Scaling to_scaling(int s) {
@@ -67,6 +104,7 @@ extern "C" {
 
 const char* swanref_version(void) { return swanref::version; }
 const char* swanref_last_error(void) { return g_last_error.c_str(); }
+void swanref_set_interrupt_handler(swanref_interrupt_fn fn, void* ctx) { g_interrupt = CInterrupt{fn, ctx}; }
 
 #define SWANREF_C_FUNCS(SUF, T)                                                                                \
   int swanref_grad_norm_##SUF(const T* g, T* out, int64_t batch, int64_t m, int64_t n, double eps) {          \

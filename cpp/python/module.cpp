@@ -6,9 +6,16 @@
 //   pattern), so the extension calls SciPy's OpenBLAS and shares its thread
 //   pool (threadpoolctl controls it). Nothing is linked at build time.
 // * Arrays: any float32/float64 ndarray of ndim >= 2 with any strides is read
-//   in place through a strided view (no conversion copy); the result is a new
-//   C-contiguous array of the same dtype and shape. The GIL is released while
-//   the core computes.
+//   in place through a strided view (no conversion copy) when its data pointer
+//   and strides are multiples of the item size; otherwise it is copied once.
+//   The result is a new C-contiguous array of the same dtype and shape. The GIL
+//   is released while the core computes.
+// * Ctrl-C: on the main thread the core's interruption hook (swanref/interrupt.hpp)
+//   re-takes the GIL at most every 20 ms of a computation and runs
+//   PyErr_CheckSignals; the exception a signal handler raised (KeyboardInterrupt)
+//   propagates from the call.
+// * Counts (steps, iters) are Python integers checked here, so 2**63 is a clear
+//   ValueError and not a pybind11 overload-resolution error.
 // * Errors: swanref::Error codes map to ValueError (bad values), TypeError
 //   (bad types), numpy.linalg.LinAlgError (LAPACK did not converge) and
 //   RuntimeError (no BLAS); nothing aborts the interpreter.
@@ -17,6 +24,8 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
+#include <chrono>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -58,6 +67,74 @@ void fill_blas_from_scipy() {
   }
 }
 
+// ---- interruption (Ctrl-C) ---------------------------------------------------
+
+unsigned long g_main_thread = 0;  // threading.main_thread().ident: signals run there only
+
+// The Python exception raised by a signal handler during a computation on this thread, kept
+// from the hook (which runs deep inside the core) until the exception translator restores it.
+struct PendingError {
+  PyObject* type = nullptr;
+  PyObject* value = nullptr;
+  PyObject* traceback = nullptr;
+};
+thread_local PendingError g_pending;
+
+struct SignalPoll {
+  std::chrono::steady_clock::time_point next{};
+};
+
+// The hook: cheap (a clock read) except every 20 ms, when it takes the GIL for
+// PyErr_CheckSignals, which runs the Python-level signal handlers.
+bool check_python_signals(void* ctx) {
+  auto* poll = static_cast<SignalPoll*>(ctx);
+  const auto now = std::chrono::steady_clock::now();
+  if (now < poll->next) return false;
+  poll->next = now + std::chrono::milliseconds(20);
+  py::gil_scoped_acquire gil;
+  if (PyErr_CheckSignals() == 0) return false;
+  PyErr_Fetch(&g_pending.type, &g_pending.value, &g_pending.traceback);
+  return true;
+}
+
+// Runs core() with the GIL released and, on the main thread, the signal hook installed.
+template <class F>
+void run_without_gil(F&& core) {
+  SignalPoll poll;
+  const bool main = PyThread_get_thread_ident() == g_main_thread;
+  py::gil_scoped_release nogil;
+  if (main) {
+    const swanref::ScopedInterruptHook hook(&check_python_signals, &poll);
+    core();
+  } else {
+    core();
+  }
+}
+
+// A Python integer count (steps, iters) as long long: any object with __index__; values
+// beyond int64 are a ValueError naming the argument (the core rejects negative values).
+long long count_arg(const py::handle& h, const char* fname, const char* name) {
+  if (PyFloat_Check(h.ptr()) || PyBool_Check(h.ptr()))
+    throw py::type_error(std::string(fname) + ": " + name + " must be an integer, got " +
+                         std::string(py::str(py::type::of(h).attr("__name__"))));
+  PyObject* idx = PyNumber_Index(h.ptr());
+  if (idx == nullptr) {
+    PyErr_Clear();
+    throw py::type_error(std::string(fname) + ": " + name + " must be an integer, got " +
+                         std::string(py::str(py::type::of(h).attr("__name__"))));
+  }
+  const py::object owned = py::reinterpret_steal<py::object>(idx);
+  int overflow = 0;
+  const long long v = PyLong_AsLongLongAndOverflow(idx, &overflow);
+  if (overflow != 0)
+    throw py::value_error(std::string(fname) + ": " + name + " = " + std::string(py::str(owned)) +
+                          " is out of range (at most 2**63 - 1)");
+  if (v == -1 && PyErr_Occurred()) throw py::error_already_set();
+  return v;
+}
+
+// ---- arrays --------------------------------------------------------------------
+
 // A strided view of a float32/float64 array (strides converted to elements).
 template <class T>
 swanref::StridedView<const T> view_of(const py::array& a) {
@@ -71,8 +148,25 @@ swanref::StridedView<const T> view_of(const py::array& a) {
 
 enum class Kind { f32, f64 };
 
-// Validates the argument; returns the (possibly re-laid-out) array and its kind.
-py::array checked_array(const py::handle& obj, const char* fname, Kind& kind) {
+// f(T{}) for the element type of the kind: the one place a dtype becomes a C++ type.
+template <class F>
+decltype(auto) with_dtype(Kind kind, F&& f) {
+  return kind == Kind::f64 ? f(double{}) : f(float{});
+}
+
+// Element reads through a view are naturally aligned: the data pointer and every stride are
+// multiples of the item size (NumPy allows neither to be, e.g. frombuffer(..., offset=1)).
+bool aligned(const py::array& a) {
+  const auto item = static_cast<std::uintptr_t>(a.itemsize());
+  if (reinterpret_cast<std::uintptr_t>(a.data()) % item != 0) return false;
+  for (py::ssize_t k = 0; k < a.ndim(); ++k)
+    if (static_cast<std::uintptr_t>(a.strides(k)) % item != 0) return false;
+  return true;
+}
+
+// Validates the argument; returns the array, or an aligned copy of it when copy_misaligned
+// (inputs; an output array must be written in place, so its caller rejects misalignment).
+py::array checked_array(const py::handle& obj, const char* fname, Kind& kind, bool copy_misaligned = true) {
   if (!py::isinstance<py::array>(obj))
     throw py::type_error(std::string(fname) + ": expected a numpy.ndarray, got " +
                          std::string(py::str(py::type::of(obj).attr("__name__"))));
@@ -89,12 +183,7 @@ py::array checked_array(const py::handle& obj, const char* fname, Kind& kind) {
   if (a.ndim() < 2)
     throw py::value_error(std::string(fname) + ": expected an array with ndim >= 2 (shape (*batch, m, n)), got ndim " +
                           std::to_string(a.ndim()));
-  const py::ssize_t item = dt.itemsize();
-  for (py::ssize_t k = 0; k < a.ndim(); ++k)
-    if (a.strides(k) % item != 0) {  // unaligned strides (rare views): one copy
-      a = py::module_::import("numpy").attr("ascontiguousarray")(a);
-      break;
-    }
+  if (copy_misaligned && !aligned(a)) a = a.attr("copy")();  // rare views (offset buffers, packed records): one aligned copy
   return a;
 }
 
@@ -104,18 +193,14 @@ py::array dispatch(const py::handle& obj, const char* fname, F&& core) {
   Kind kind;
   py::array a = checked_array(obj, fname, kind);
   std::vector<py::ssize_t> shape(a.shape(), a.shape() + a.ndim());
-  auto run = [&](auto tag) -> py::array {
+  return with_dtype(kind, [&](auto tag) -> py::array {
     using T = decltype(tag);
     py::array_t<T> out(shape);
-    auto v = view_of<T>(a);
+    const auto v = view_of<T>(a);
     T* o = out.mutable_data();
-    {
-      py::gil_scoped_release nogil;
-      core(v, o);
-    }
+    run_without_gil([&] { core(v, o); });
     return std::move(out);
-  };
-  return kind == Kind::f64 ? run(double{}) : run(float{});
+  });
 }
 
 }  // namespace
@@ -124,6 +209,7 @@ PYBIND11_MODULE(_core, m) {
   m.doc() = "swanref C++ core (framework-agnostic kernels bound by pybind11; BLAS from SciPy)";
   m.attr("spec_version") = swanref::spec_version;
   m.attr("__version__") = swanref::version;
+  g_main_thread = py::module_::import("threading").attr("main_thread")().attr("ident").cast<unsigned long>();
 
   // A deliberately leaked reference: a static py::object would be released after the
   // interpreter is finalised.
@@ -137,6 +223,14 @@ PYBIND11_MODULE(_core, m) {
         case swanref::Status::size_overflow: PyErr_SetString(PyExc_ValueError, e.what()); break;
         case swanref::Status::invalid_dtype: PyErr_SetString(PyExc_TypeError, e.what()); break;
         case swanref::Status::lapack_failure: PyErr_SetString(linalg_error, e.what()); break;
+        case swanref::Status::interrupted:
+          if (g_pending.type != nullptr) {  // what the signal handler raised (KeyboardInterrupt)
+            PyErr_Restore(g_pending.type, g_pending.value, g_pending.traceback);
+            g_pending = PendingError{};
+          } else {
+            PyErr_SetString(PyExc_KeyboardInterrupt, e.what());
+          }
+          break;
         default: PyErr_SetString(PyExc_RuntimeError, e.what()); break;
       }
     }
@@ -162,25 +256,20 @@ PYBIND11_MODULE(_core, m) {
         // C-contiguous, writeable, not sharing memory with G.
         Kind kind, okind;
         py::array a = checked_array(G, "grad_norm", kind);
-        py::array o = checked_array(out, "grad_norm(out=)", okind);
+        py::array o = checked_array(out, "grad_norm(out=)", okind, /*copy_misaligned=*/false);
         if (okind != kind) throw py::type_error("grad_norm: out must have the dtype of G");
         if (o.ndim() != a.ndim() || !std::equal(a.shape(), a.shape() + a.ndim(), o.shape()))
           throw py::value_error("grad_norm: out must have the shape of G");
-        if (!(o.flags() & py::array::c_style) || !o.writeable())
-          throw py::value_error("grad_norm: out must be C-contiguous and writeable");
+        if (!(o.flags() & py::array::c_style) || !o.writeable() || !aligned(o))
+          throw py::value_error("grad_norm: out must be C-contiguous, aligned and writeable");
         if (py::module_::import("numpy").attr("may_share_memory")(a, o).cast<bool>())
           throw py::value_error("grad_norm: out must not share memory with G");
-        if (kind == Kind::f64) {
-          auto v = view_of<double>(a);
-          double* p = static_cast<double*>(o.mutable_data());
-          py::gil_scoped_release nogil;
-          swanref::grad_norm(v, p, eps);
-        } else {
-          auto v = view_of<float>(a);
-          float* p = static_cast<float*>(o.mutable_data());
-          py::gil_scoped_release nogil;
-          swanref::grad_norm(v, p, eps);
-        }
+        with_dtype(kind, [&](auto tag) {
+          using T = decltype(tag);
+          const auto v = view_of<T>(a);
+          T* p = static_cast<T*>(o.mutable_data());
+          run_without_gil([&] { swanref::grad_norm(v, p, eps); });
+        });
         return out;
       },
       py::arg("G"), py::arg("eps"), py::kw_only(), py::arg("out") = py::none(),
@@ -224,7 +313,8 @@ PYBIND11_MODULE(_core, m) {
 
   m.def(
       "whiten_newton_schulz",
-      [](py::handle G, long long steps, double beta, const std::string& scaling, bool symmetric) {
+      [](py::handle G, py::handle steps_arg, double beta, const std::string& scaling, bool symmetric) {
+        const long long steps = count_arg(steps_arg, "whiten_newton_schulz", "steps");
         const auto sc = swanref::parse_scaling(scaling);
         swanref::NewtonSchulzOptions opt;
         opt.symmetric = symmetric;
@@ -237,7 +327,8 @@ PYBIND11_MODULE(_core, m) {
 
   m.def(
       "whiten_nsds",
-      [](py::handle G, long long steps, double beta, const std::string& scaling) {
+      [](py::handle G, py::handle steps_arg, double beta, const std::string& scaling) {
+        const long long steps = count_arg(steps_arg, "whiten_nsds", "steps");
         const auto sc = swanref::parse_scaling(scaling);
         return dispatch(G, "whiten_nsds",
                         [&](const auto& v, auto* o) { swanref::whiten_nsds(v, o, steps, beta, sc); });
@@ -268,7 +359,8 @@ PYBIND11_MODULE(_core, m) {
 
   m.def(
       "sinkgd",
-      [](py::handle G, long long iters) {
+      [](py::handle G, py::handle iters_arg) {
+        const long long iters = count_arg(iters_arg, "sinkgd", "iters");
         return dispatch(G, "sinkgd", [&](const auto& v, auto* o) { swanref::sinkgd(v, o, iters); });
       },
       py::arg("G"), py::arg("iters"),

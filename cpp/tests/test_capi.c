@@ -67,7 +67,20 @@ int main(void) {
   CHECK(swanref_grad_norm_f64(NULL, x, 1, M, N, 0.0) == SWANREF_INVALID_ARGUMENT);
   CHECK(swanref_grad_norm_f64(g, x, 1, M, N, -1.0) == SWANREF_INVALID_ARGUMENT);
   CHECK(swanref_grad_norm_f64(g, x, 0, M, N, 0.0) == SWANREF_OK); /* empty batch */
-  CHECK(strlen(swanref_last_error()) == 0);
+  /* batch * m * n wraps to 0 in int64: NULL must still be rejected, the size reported */
+  CHECK(swanref_grad_norm_f64(NULL, NULL, 1LL << 32, 1LL << 32, 1, 0.0) == SWANREF_INVALID_ARGUMENT);
+  CHECK(swanref_sinkgd_f64(NULL, NULL, 1LL << 32, 1LL << 32, 1, 1) == SWANREF_INVALID_ARGUMENT);
+  CHECK(swanref_grad_norm_f64(g, x, 1LL << 32, 1LL << 32, 1, 0.0) == SWANREF_SIZE_OVERFLOW);
+  CHECK(swanref_sinkgd_f32(gf, xf, 1LL << 32, 1, 1LL << 32, 1) == SWANREF_SIZE_OVERFLOW);
+  CHECK(swanref_whiten_svd_f64(g + 1, x, 1, M, N - 1, 0.0) == SWANREF_OK);
+  CHECK(swanref_whiten_svd_f64((const double*)((const char*)g + 1), x, 1, 1, 1, 0.0) == SWANREF_INVALID_ARGUMENT);
+  CHECK(strstr(swanref_last_error(), "aligned") != NULL);
+  g[4] = NAN;
+  CHECK(swanref_whiten_newton_schulz_f64(g, x, 1, M, N, 3, 0.5, 0) == SWANREF_INVALID_ARGUMENT);
+  CHECK(strstr(swanref_last_error(), "non-finite") != NULL);
+  g[4] = 0.25;
+  CHECK(swanref_grad_norm_f64(g, x, 0, M, N, 0.0) == SWANREF_OK);
+  CHECK(strlen(swanref_last_error()) == 0); /* cleared by a successful call */
 
   if (failures) {
     fprintf(stderr, "%d checks failed\n", failures);

@@ -7,6 +7,10 @@
 #include <random>
 #include <vector>
 
+#include <climits>
+#include <cstring>
+#include <limits>
+
 #ifdef SWANREF_TEST_WITH_BLAS
 #include "swanref/blas_linked.hpp"
 #endif
@@ -196,6 +200,21 @@ static void test_whitening() {
   CHECK(throws(swanref::Status::invalid_argument, [&] { swanref::whiten_svd(tall, xs.data(), 0.0); }));
   CHECK(throws(swanref::Status::invalid_argument,
                [&] { swanref::whiten_newton_schulz(view, xs.data(), -1, 0.5, swanref::Scaling::none); }));
+  // unbounded Newton-Schulz and polynomial loops stop at the interruption hook
+  {
+    long calls = 0;
+    const swanref::ScopedInterruptHook hook([](void* p) { return ++*static_cast<long*>(p) > 10; }, &calls);
+    CHECK(throws(swanref::Status::interrupted, [&] {
+      swanref::whiten_newton_schulz(view, xs.data(), LLONG_MAX, 0.5, swanref::Scaling::gram_fro);
+    }));
+    CHECK(calls == 11);
+    calls = 0;
+    const std::vector<double> coef(3 * 100, 0.5);
+    CHECK(throws(swanref::Status::interrupted, [&] {
+      swanref::whiten_polynomial(view, xs.data(), coef.data(), 100, swanref::PolynomialOptions{});
+    }));
+    CHECK(calls == 11);
+  }
   // zero matrix -> zeros
   std::vector<double> z(m * n, 0.0), oz(m * n, 1.0);
   swanref::whiten_eigh(swanref::StridedView<const double>::contiguous(z.data(), {m, n}), oz.data(), 0.0);
@@ -210,8 +229,75 @@ static void test_whitening() {
 }
 #endif
 
+// Overflow-safe sizes, alignment, LAPACK workspace limits.
+static void test_sizes() {
+  const index_t big = std::numeric_limits<index_t>::max();
+  index_t r = -7;
+  CHECK(swanref::checked_mul(big, 1, r) == swanref::Status::ok && r == big);
+  CHECK(swanref::checked_mul(index_t(1) << 32, index_t(1) << 32, r) == swanref::Status::size_overflow);
+  CHECK(r == big);  // untouched on failure
+  CHECK(swanref::checked_mul(0, big, r) == swanref::Status::ok && r == 0);
+  CHECK(swanref::checked_mul(-1, 2, r) == swanref::Status::invalid_argument);
+  std::vector<double> buf(4, 1.0);
+  // 2^32 x 2^32 wraps to 0 in 64 bits: a size error, never an empty view
+  CHECK(throws(swanref::Status::size_overflow, [&] {
+    swanref::StridedView<const double>::contiguous(buf.data(), {index_t(1) << 32, index_t(1) << 32, 1});
+  }));
+  // 2^61 doubles are 2^64 bytes
+  CHECK(throws(swanref::Status::size_overflow,
+               [&] { swanref::StridedView<const double>::contiguous(buf.data(), {index_t(1) << 61, 1}); }));
+  // empty arrays are fine unless their non-zero extents overflow
+  CHECK(swanref::StridedView<const double>::contiguous(buf.data(), {0, index_t(1) << 40, 8}).size() == 0);
+  CHECK(throws(swanref::Status::size_overflow, [&] {
+    swanref::StridedView<const double>::contiguous(buf.data(), {0, index_t(1) << 40, index_t(1) << 40});
+  }));
+  // a misaligned data pointer is rejected (reads through it are undefined behaviour)
+  alignas(8) unsigned char raw[64] = {};
+  const double* mis = reinterpret_cast<const double*>(raw + 1);
+  CHECK(throws(swanref::Status::invalid_argument,
+               [&] { swanref::StridedView<const double>::contiguous(mis, {2, 2}); }));
+  // LAPACK workspace beyond the 32-bit integer: syevd at m = 32768 asks for 2147680257
+  CHECK(swanref::blas::lwork_from(0.0) == 1);
+  CHECK(swanref::blas::lwork_from(1000.0) == 1001);
+  CHECK(swanref::blas::lwork_from(2147000000.0) > 2147000000);
+  CHECK(throws(swanref::Status::size_overflow, [&] { swanref::blas::lwork_from(2147680257.0); }));
+  CHECK(throws(swanref::Status::size_overflow, [&] { swanref::blas::lwork_from(std::nan("")); }));
+  CHECK(throws(swanref::Status::size_overflow, [&] { swanref::blas::lwork_from(1e300); }));
+}
+
+// The interruption hook stops unbounded loops (SinkGD here: BLAS-free) and is scoped.
+static void test_interrupt() {
+  const index_t m = 3, n = 5;
+  auto g = randn(m * n, 9);
+  std::vector<double> out(m * n);
+  auto view = swanref::StridedView<const double>::contiguous(g.data(), {m, n});
+  struct Counter {
+    long calls = 0, limit = 0;
+  } c{0, 25};
+  auto stop = [](void* p) {
+    auto* k = static_cast<Counter*>(p);
+    return ++k->calls > k->limit;
+  };
+  {
+    const swanref::ScopedInterruptHook hook(stop, &c);
+    CHECK(throws(swanref::Status::interrupted,
+                 [&] { swanref::sinkgd(view, out.data(), std::numeric_limits<long long>::max()); }));
+    CHECK(c.calls == 26);
+    c.calls = 0;
+    CHECK(throws(swanref::Status::interrupted, [&] {
+      swanref::whiten_nsds(view, out.data(), std::numeric_limits<long long>::max(), 0.5, swanref::Scaling::grad_fro);
+    }));
+    CHECK(c.calls == 26);
+  }
+  CHECK(swanref::interrupt_hook().fn == nullptr);  // restored
+  swanref::sinkgd(view, out.data(), 3);           // no hook: runs
+  CHECK(std::strcmp(swanref::status_name(swanref::Status::interrupted), "interrupted") == 0);
+}
+
 int main() {
   test_views();
+  test_sizes();
+  test_interrupt();
   test_grad_norm();
   test_grad_norm_kernels_agree<double>();
   test_grad_norm_kernels_agree<float>();

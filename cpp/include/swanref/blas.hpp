@@ -171,7 +171,17 @@ inline void check_info(fint info, const char* routine) {
                                      std::to_string(info) + ")");
 }
 
-inline fint lwork_from(double w) { return static_cast<fint>(w * (1.0 + 1e-7)) + 1; }
+// Workspace size from a LAPACK query (returned as a floating-point number), rounded up with
+// a relative margin (the query's value may be rounded down when stored as float). Sizes the
+// 32-bit LAPACK interface cannot take (e.g. syevd at m = 32768 asks for 2147680257 entries)
+// are a size error here, not an "illegal argument" from LAPACK later.
+inline fint lwork_from(double w) {
+  const double need = w * (1.0 + 1e-7) + 1.0;
+  if (!(w >= 0) || !(need <= static_cast<double>(INT_MAX)))
+    fail(Status::size_overflow, "LAPACK workspace of " + std::to_string(w) +
+                                    " entries does not fit the 32-bit LAPACK integer (LP64 LAPACK)");
+  return static_cast<fint>(need);
+}
 
 }  // namespace blas
 }  // namespace swanref

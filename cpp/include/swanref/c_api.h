@@ -3,11 +3,14 @@
  * Buffers are dense C-order (row-major) arrays of shape (batch, m, n); `out`
  * has the same shape and must not overlap `g`. Each of the `batch` slices is an
  * independent problem. Whitening functions need m <= n (pass the transpose of
- * tall matrices). Every function returns SWANREF_OK (0) or an error code, and
- * never aborts; swanref_last_error() describes the last failure on the calling
- * thread. The library carries its own BLAS/LAPACK (chosen at build time, see
- * docs/architecture.md) and is thread safe (no global mutable state besides
- * the BLAS table, which is filled once).
+ * tall matrices). `g` must hold finite numbers (NaN or Inf:
+ * SWANREF_INVALID_ARGUMENT); pointers must be aligned for their type and may be
+ * NULL only when the array is empty (a dimension is 0); batch * m * n beyond
+ * int64 is SWANREF_SIZE_OVERFLOW. Every function returns SWANREF_OK (0) or an
+ * error code, and never aborts; swanref_last_error() describes the last failure
+ * on the calling thread. The library carries its own BLAS/LAPACK (chosen at
+ * build time, see docs/architecture.md) and is thread safe (no global mutable
+ * state besides the BLAS table, which is filled once).
  */
 #ifndef SWANREF_C_API_H
 #define SWANREF_C_API_H
@@ -30,13 +33,14 @@ extern "C" {
 
 typedef enum swanref_status {
   SWANREF_OK = 0,
-  SWANREF_INVALID_ARGUMENT = 1, /* bad value: m > n for whitening, steps < 0, NULL pointer, ... */
+  SWANREF_INVALID_ARGUMENT = 1, /* bad value: m > n, steps < 0, NULL pointer, NaN in g, ... */
   SWANREF_INVALID_DTYPE = 2,
   SWANREF_BLAS_UNAVAILABLE = 3,
   SWANREF_LAPACK_FAILURE = 4, /* a LAPACK routine did not converge */
-  SWANREF_SIZE_OVERFLOW = 5,  /* a dimension exceeds the 32-bit BLAS integer */
+  SWANREF_SIZE_OVERFLOW = 5,  /* batch*m*n overflows int64, or a size exceeds the 32-bit BLAS integer */
   SWANREF_INTERNAL = 6,
-  SWANREF_OUT_OF_MEMORY = 7
+  SWANREF_OUT_OF_MEMORY = 7,
+  SWANREF_INTERRUPTED = 8 /* the interrupt handler returned non-zero; `out` is unspecified */
 } swanref_status;
 
 typedef enum swanref_scaling {
@@ -47,6 +51,12 @@ typedef enum swanref_scaling {
 
 SWANREF_API const char* swanref_version(void);
 SWANREF_API const char* swanref_last_error(void);
+
+/* Interruption of the iterative functions (Newton-Schulz, NSDS, SinkGD), whose step counts
+ * are unbounded: `fn(ctx)` is called about once per iteration on the calling thread and a
+ * non-zero return ends the call with SWANREF_INTERRUPTED. Per thread; fn = NULL removes it. */
+typedef int (*swanref_interrupt_fn)(void* ctx);
+SWANREF_API void swanref_set_interrupt_handler(swanref_interrupt_fn fn, void* ctx);
 
 /* GradNorm over the last axis: (x - mean) / sqrt(var + eps); constant rows -> 0. */
 SWANREF_API int swanref_grad_norm_f32(const float* g, float* out, int64_t batch, int64_t m, int64_t n, double eps);

@@ -14,7 +14,8 @@
 // Savings that change no rounding: step 1 has Z = I and costs one product
 // (Z Y = Y, T Z = T exactly), and the last step skips the unused Y update, so
 // `steps` steps cost 3 steps - 3 products (steps >= 2) instead of 3 steps.
-// No divergence check here: the caller inspects the output.
+// No divergence check here: the caller inspects the output. Every step polls the
+// interruption hook (swanref/interrupt.hpp): `steps` is the caller's and unbounded.
 //
 // NSDS: same prescale and c; d = diag(A) / c (row squared norms / c),
 //   z = 1, y = d; `steps` times: t = 3 - z y; y <- beta y t; z <- beta t z;
@@ -28,6 +29,7 @@
 #include <vector>
 
 #include "swanref/blas.hpp"
+#include "swanref/interrupt.hpp"
 #include "swanref/scale.hpp"
 #include "swanref/status.hpp"
 #include "swanref/symmetric.hpp"
@@ -137,6 +139,7 @@ void whiten_newton_schulz(const StridedView<const T>& in, T* out, long long step
       blas::gemm<T>('N', 'N', fm, fm, fm, alpha, B, fm, A, fm, T(0), C, fm);
   };
   for (index_t b = 0; b < nb; ++b) {
+    poll_interrupt();
     T* o = out + b * static_cast<index_t>(mn);
     if (!detail::prescaled_copy(in.matrix(b), gs.data(), scaling)) {
       std::memset(o, 0, sizeof(T) * mn);
@@ -168,6 +171,7 @@ void whiten_newton_schulz(const StridedView<const T>& in, T* out, long long step
     }
     for (std::size_t k = 0; k < mm; ++k) z[k] = tb * t[k];
     for (long long s = 2; s <= steps; ++s) {
+      poll_interrupt();
       product(T(-1), z.data(), y.data(), t.data());  // T = 3I - Z Y
       for (index_t i = 0; i < m; ++i) t[i + i * m] += T(3);
       if (s < steps) {  // the last step's Y is never used
@@ -198,6 +202,7 @@ void whiten_nsds(const StridedView<const T>& in, T* out, long long steps, double
   std::vector<T> gs(mn), a(scaling == Scaling::gram_fro ? static_cast<std::size_t>(m) * m : 0);
   std::vector<double> d(m), zy(2 * static_cast<std::size_t>(m));
   for (index_t b = 0; b < nb; ++b) {
+    poll_interrupt();
     T* o = out + b * static_cast<index_t>(mn);
     if (!detail::prescaled_copy(in.matrix(b), gs.data(), scaling)) {
       std::memset(o, 0, sizeof(T) * mn);
@@ -234,6 +239,7 @@ void whiten_nsds(const StridedView<const T>& in, T* out, long long steps, double
     for (index_t i = 0; i < m; ++i) {
       T yv = static_cast<T>(d[i]) / tc, zv = T(1);
       for (long long s = 0; s < steps; ++s) {
+        if ((s & 0xFFFF) == 0) poll_interrupt();  // a scalar step is a few ns: poll every 2^16
         const T tt = T(3) - zv * yv;
         yv = tb * yv * tt;
         zv = tb * tt * zv;

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "swanref/blas.hpp"
+#include "swanref/interrupt.hpp"
 #include "swanref/scale.hpp"
 #include "swanref/status.hpp"
 #include "swanref/view.hpp"
@@ -53,7 +54,10 @@ void whiten_polynomial(const StridedView<const T>& in, T* out, const double* coe
   require(steps >= 0, "steps must be >= 0, got " + std::to_string(steps));
   require(std::isfinite(opt.eps) && opt.eps >= 0, "eps must be finite and >= 0");
   require(std::isfinite(opt.norm_scale) && opt.norm_scale > 0, "norm_scale must be finite and > 0");
-  for (long long k = 0; k < 3 * steps; ++k) require(std::isfinite(coeffs[k]), "coefficients must be finite");
+  index_t ncoef = 0;
+  if (checked_mul(static_cast<index_t>(steps), 3, ncoef) != Status::ok)
+    fail(Status::size_overflow, "steps = " + std::to_string(steps) + " overflows the coefficient count");
+  for (index_t k = 0; k < ncoef; ++k) require(std::isfinite(coeffs[k]), "coefficients must be finite");
   const index_t m = in.rows(), n = in.cols(), nb = in.batch_count();
   require(m <= n, "whiten_polynomial expects m <= n in the last two axes (pass the transpose of tall matrices)");
   if (m == 0 || n == 0 || nb == 0) return;
@@ -76,6 +80,7 @@ void whiten_polynomial(const StridedView<const T>& in, T* out, const double* coe
     }
     for (std::size_t k = 0; k < mn; ++k) x[k] = x[k] / denom;  // 0/0 -> NaN for "none", as defined
     for (long long k = 0; k < steps; ++k) {
+      poll_interrupt();
       const T ca = static_cast<T>(coeffs[3 * k]), cb = static_cast<T>(coeffs[3 * k + 1]),
               cc = static_cast<T>(coeffs[3 * k + 2]);
       // A = X X^T: X row-major m x n is X^T column-major (n x m, ld n).

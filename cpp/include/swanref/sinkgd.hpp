@@ -6,6 +6,7 @@
 // Every norm is computed with its own power-of-two scaling (row by row, then
 // column by column), so rows of 1e-300 next to rows of 1e300 are normalised
 // exactly as if they were alone; no overflow or underflow of the squares.
+// Every iteration polls the interruption hook (swanref/interrupt.hpp).
 #pragma once
 
 #include <cmath>
@@ -13,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "swanref/interrupt.hpp"
 #include "swanref/scale.hpp"
 #include "swanref/status.hpp"
 #include "swanref/view.hpp"
@@ -34,6 +36,7 @@ void sinkgd(const StridedView<const T>& in, T* out, long long iters) {
     // each row by its own power of two, and afterwards every entry is <= sqrt(n).
     copy_scaled(g, x, n, 0);
     for (long long it = 0; it < iters; ++it) {
+      poll_interrupt();
       // Rows.
       for (index_t i = 0; i < m; ++i) {
         T* r = x + i * n;

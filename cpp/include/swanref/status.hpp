@@ -15,8 +15,10 @@ enum class Status : int {
   invalid_dtype = 2,      // element type not float32/float64 (binding layers only)
   blas_unavailable = 3,   // the BLAS/LAPACK function table was not filled
   lapack_failure = 4,     // a LAPACK routine returned info != 0
-  size_overflow = 5,      // a dimension does not fit the BLAS integer type
+  size_overflow = 5,      // a size does not fit the BLAS integer type or overflows index_t
   internal = 6,
+  // 7 is the C API's SWANREF_OUT_OF_MEMORY (std::bad_alloc, not an Error code).
+  interrupted = 8,        // the interruption hook (swanref/interrupt.hpp) asked to stop
 };
 
 inline const char* status_name(Status s) noexcept {
@@ -28,6 +30,7 @@ inline const char* status_name(Status s) noexcept {
     case Status::lapack_failure: return "lapack_failure";
     case Status::size_overflow: return "size_overflow";
     case Status::internal: return "internal";
+    case Status::interrupted: return "interrupted";
   }
   return "unknown";
 }

@@ -3,6 +3,7 @@
 
 #include "swanref/blas.hpp"
 #include "swanref/grad_norm.hpp"
+#include "swanref/interrupt.hpp"
 #include "swanref/newton_schulz.hpp"
 #include "swanref/polynomial.hpp"
 #include "swanref/scale.hpp"

@@ -1,10 +1,14 @@
 // swanref/view.hpp: strided views (pointer, shape, strides in elements) and
 // batch iteration. A StridedView of ndim >= 2 is a stack of matrices
 // (*batch, m, n); matrix(b) returns the b-th slice (row-major batch order).
-// Strides may be zero or negative (views of NumPy arrays arrive as they are).
+// Strides may be zero or negative (views of NumPy arrays arrive as they are); the data
+// pointer must be aligned for T (misaligned reads are undefined behaviour: bindings copy
+// such buffers first).
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
+#include <limits>
 #include <string>
 #include <utility>
 #include <vector>
@@ -14,6 +18,35 @@
 namespace swanref {
 
 using index_t = std::ptrdiff_t;
+
+// Overflow-safe size arithmetic: every element count, byte count and offset bound that comes
+// from a caller (shapes from the C API, NumPy shapes, iteration counts) goes through these.
+// out = a * b for a, b >= 0; Status::size_overflow (out untouched) if it exceeds index_t.
+inline Status checked_mul(index_t a, index_t b, index_t& out) noexcept {
+  if (a < 0 || b < 0) return Status::invalid_argument;
+  if (a != 0 && b > std::numeric_limits<index_t>::max() / a) return Status::size_overflow;
+  out = a * b;
+  return Status::ok;
+}
+
+// Number of elements of an array of the given extents, with a message on failure: the
+// product of the non-zero extents must fit index_t (so every partial product of the
+// extents does, in any order), and so must that many elements of elem_size bytes.
+inline index_t checked_element_count(const index_t* ext, std::size_t ndim, std::size_t elem_size = 1) {
+  index_t nonzero = 1, total = 1;
+  for (std::size_t k = 0; k < ndim; ++k) {
+    require(ext[k] >= 0, "negative extent in shape");
+    if (ext[k] != 0 && checked_mul(nonzero, ext[k], nonzero) != Status::ok)
+      fail(Status::size_overflow, "array size overflows: the product of the extents exceeds " +
+                                      std::to_string(std::numeric_limits<index_t>::max()));
+    total = ext[k] == 0 ? 0 : total;
+  }
+  index_t bytes = 0;
+  if (checked_mul(nonzero, static_cast<index_t>(elem_size), bytes) != Status::ok)
+    fail(Status::size_overflow, "array size overflows: " + std::to_string(nonzero) + " elements of " +
+                                    std::to_string(elem_size) + " bytes exceed the address space");
+  return total == 0 ? 0 : nonzero;
+}
 
 template <class T>
 struct MatrixView {
@@ -37,11 +70,14 @@ class StridedView {
     require(shape_.size() == strides_.size(), "shape and strides must have the same length");
     require(shape_.size() >= 2, "expected an array with ndim >= 2 (shape (*batch, m, n)), got ndim " +
                                     std::to_string(shape_.size()));
-    for (index_t s : shape_) require(s >= 0, "negative extent in shape");
+    checked_element_count(shape_.data(), shape_.size(), sizeof(T));
+    require(reinterpret_cast<std::uintptr_t>(data_) % alignof(T) == 0,
+            "data pointer is not aligned to the element size (" + std::to_string(alignof(T)) + " bytes)");
   }
 
   // A dense C-order view of the given shape.
   static StridedView contiguous(T* data, const std::vector<index_t>& shape) {
+    checked_element_count(shape.data(), shape.size(), sizeof(T));  // the strides below cannot overflow
     std::vector<index_t> st(shape.size());
     index_t s = 1;
     for (std::size_t k = shape.size(); k-- > 0;) {
