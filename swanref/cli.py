@@ -6,17 +6,17 @@ import sys
 
 #: subcommand -> (module, function, one-line help)
 COMMANDS = {
-    "report": ("swanref.report", "main",
+    "report": ("swanref.tools.report", "main",
                "run every backend over the embedded gradients; error vs spec tolerance"),
-    "bench": ("swanref.bench", "main", "CPU benchmark (C++ core vs NumPy/SciPy); --gpu for GPU"),
-    "check": ("swanref.checker", "main",
+    "bench": ("swanref.tools.bench", "main", "CPU benchmark (C++ core vs NumPy/SciPy); --gpu for GPU"),
+    "check": ("swanref.verify.checker", "main",
               "check an implementation OP module:function against the spec"),
-    "vectors": ("swanref.vectors", "main_write", "write the golden test vectors"),
-    "check-vectors": ("swanref.vectors", "main_check",
+    "vectors": ("swanref.verify.vectors", "main_write", "write the golden test vectors"),
+    "check-vectors": ("swanref.verify.vectors", "main_check",
                       "verify outputs written next to golden vectors"),
-    "schedule": ("swanref.schedules", "main", "analyse a Newton-Schulz coefficient schedule"),
-    "study": ("swanref.study", "main", "numerical accuracy studies with plots"),
-    "train-demo": ("swanref.demo", "main", "train a small model with SWAN, Adam and SGD"),
+    "schedule": ("swanref.presets.schedules", "main", "analyse a Newton-Schulz coefficient schedule"),
+    "study": ("swanref.tools.study", "main", "numerical accuracy studies with plots"),
+    "train-demo": ("swanref.tools.demo", "main", "train a small model with SWAN, Adam and SGD"),
 }
 
 
@@ -35,7 +35,8 @@ def main(argv=None) -> int:
         print(_usage())
         return 0 if argv else 2
     if argv[0] == "--version":
-        from . import SPEC_VERSION, __version__
+        from swanref import SPEC_VERSION
+        from swanref import __version__
         print(f"swanref {__version__} (spec {SPEC_VERSION})")
         return 0
     name, rest = argv[0], argv[1:]

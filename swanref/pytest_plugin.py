@@ -89,7 +89,7 @@ def swanref_check(request):
     defaults = _defaults(request.config)
 
     def run(fn, op, **claim):
-        from . import checker
+        from swanref.verify import checker
         kw = dict(defaults)
         kw.update(claim)
         try:
@@ -108,8 +108,8 @@ class SwanrefItem(pytest.Item):
         self.op, self.target, self.prop, self.claim = op, target, prop, claim
 
     def runtest(self):
-        from . import checker
-        from .properties import Claim
+        from swanref.verify import checker
+        from swanref.verify.properties import Claim
         opts = _defaults(self.config)
         try:
             fn = checker.load_target(self.target)
@@ -159,7 +159,7 @@ def pytest_collection_modifyitems(session, config, items):
     targets = config.getoption("swanref_target")
     if not targets:
         return
-    from .properties import OPS, Claim, properties_for
+    from swanref.verify.properties import OPS, Claim, properties_for
     for spec in targets:
         op, sep, target = spec.partition("=")
         if not sep or op not in OPS:

@@ -12,7 +12,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 
-from swanref import _backends  # noqa: E402
+from swanref.backends import registry as _backends  # noqa: E402
 
 settings.register_profile(
     "swanref", max_examples=40, deadline=None, derandomize=True,

@@ -1,4 +1,4 @@
-"""swanref.testing.assertions: total metrics and tolerance-aware assertions."""
+"""swanref.verify.measure: total metrics and tolerance-aware assertions."""
 from __future__ import annotations
 
 import math
@@ -9,7 +9,7 @@ import pytest
 import swanref
 from swanref.testing import assertions as A
 from swanref.testing import matrices
-from swanref.tolerance import TRUSTED_LIMIT
+from swanref.spec.tolerance import TRUSTED_LIMIT
 
 import meta_impls as M
 

@@ -1,12 +1,13 @@
-"""bf16 / fp16 emulation (swanref.bf16) and the emulated presets."""
+"""bf16 / fp16 emulation (swanref.presets.lowprec) and the emulated presets."""
 from __future__ import annotations
 
 import ml_dtypes
 import numpy as np
 import pytest
 
-from swanref import bf16, presets
-from swanref.presets import whiten_preset
+from swanref.presets import lowprec as bf16
+from swanref import presets
+from swanref.presets.catalogue import whiten_preset
 
 
 def _bits_rne_bf16(x):

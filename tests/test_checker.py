@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 import swanref
-from swanref import checker
-from swanref.properties import CATALOGUE, OPS, Claim, properties_for
+from swanref.verify import checker
+from swanref.verify.properties import CATALOGUE, OPS, Claim, properties_for
 
 import meta_impls as M  # noqa: E402  (tests/ is on sys.path under pytest's rootdir insertion)
 
@@ -341,7 +341,7 @@ def test_save_failures_writes_the_counterexamples(tmp_path, capsys):
     assert files == ["orthonormal_rows.npy"]
     G = np.load(tmp_path / "cex" / "orthonormal_rows.npy")
     with pytest.raises(AssertionError, match="orthonormal_rows"):
-        from swanref.testing.assertions import assert_orthonormal_rows
+        from swanref.verify.measure import assert_orthonormal_rows
         assert_orthonormal_rows(M.whiten_frobenius(G))
     capsys.readouterr()
 
@@ -464,7 +464,7 @@ def test_advisory_properties_warn_without_failing_the_run(impl, op, prop_name, k
 
 def test_missing_hypothesis_is_a_usage_error():
     code = (f"import sys; sys.path.insert(0, {ROOT!r}); sys.modules['hypothesis'] = None\n"
-            "from swanref import checker\n"
+            "from swanref.verify import checker\n"
             "sys.exit(checker.main(['whiten', 'tests/meta_impls.py:ns_numpy']))")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                        timeout=120)

@@ -1,4 +1,4 @@
-"""Smoke test of the CPU benchmark (swanref.bench): a tiny size runs end to end and reports."""
+"""Smoke test of the CPU benchmark (swanref.tools.bench): a tiny size runs end to end and reports."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ import json
 
 import pytest
 
-from swanref import _cpp_backend
+from swanref.backends import cpp as _cpp_backend
 
 pytestmark = pytest.mark.skipif(not _cpp_backend.available(), reason=_cpp_backend.unavailable_reason())
 
 
 def test_bench_tiny_run(tmp_path, capsys, monkeypatch):
-    from swanref import bench
+    from swanref.tools import bench
 
     # keep the peak measurements small: this checks the plumbing, not the numbers
     monkeypatch.setattr(bench, "measure_gemm_peak", lambda dtype: {"scipy_gflops": 1.0, "numpy_gflops": 1.0})
@@ -33,7 +33,7 @@ def test_bench_tiny_run(tmp_path, capsys, monkeypatch):
 
 
 def test_bench_rejects_bad_sizes():
-    from swanref import bench
+    from swanref.tools import bench
 
     with pytest.raises(ValueError):
         bench.main(["--sizes", "48by96"])

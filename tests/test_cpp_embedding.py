@@ -114,8 +114,8 @@ def _c_api_cases(vecdir):
 def test_golden_vectors_round_trip_through_the_c_api(installed, examples, tmp_path):
     if not installed["with_blas"]:
         pytest.skip("the C API library needs a linked BLAS/LAPACK (scipy-openblas32 or system)")
-    from swanref import vectors
-    vecdir = Path(vectors.__file__).parent / "data" / "vectors" / "v0.1"
+    from swanref.verify import vectors
+    vecdir = Path(vectors.SHIPPED)
     expected = _c_api_cases(vecdir)
     assert len(expected) >= 30  # grad_norm, whiten (svd, newton_schulz), sinkgd cases
     out = _run([str(examples / "golden_vectors"), str(vecdir), str(tmp_path)])
@@ -132,8 +132,8 @@ def test_golden_vectors_check_catches_a_wrong_c_output(installed, examples, tmp_
     if not installed["with_blas"]:
         pytest.skip("the C API library needs a linked BLAS/LAPACK (scipy-openblas32 or system)")
     import numpy as np
-    from swanref import vectors
-    vecdir = Path(vectors.__file__).parent / "data" / "vectors" / "v0.1"
+    from swanref.verify import vectors
+    vecdir = Path(vectors.SHIPPED)
     _run([str(examples / "golden_vectors"), str(vecdir), str(tmp_path)])
     victim = sorted(tmp_path.glob("whiten*.out.npy"))[0]
     np.save(victim, np.load(victim) * 1.001)

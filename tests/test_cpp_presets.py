@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from swanref import _backends, presets
+from swanref.backends import registry as _backends
+from swanref import presets
 
 pytestmark = pytest.mark.skipif(not _backends.is_available("cpp"),
                                 reason="the C++ core (swanref._core) is not built here")

@@ -15,7 +15,8 @@ import pytest
 pytest.importorskip("matplotlib")
 
 import swanref  # noqa: E402
-from swanref import cli, demo  # noqa: E402
+from swanref import cli  # noqa: E402
+from swanref.tools import demo  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 import swanref
-from swanref import _arrays, _backends
-from swanref import reference as R
+from swanref.backends import arrays as _arrays
+from swanref.backends import registry as _backends
+from swanref.backends import reference as R
 
 # JAX must not grab most of the GPU memory when it shares the device with CuPy and PyTorch.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")

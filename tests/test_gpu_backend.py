@@ -21,10 +21,10 @@ import numpy as np
 import pytest
 
 import swanref
-from swanref import reference as R
+from swanref.backends import reference as R
 
 cp = pytest.importorskip("cupy", reason="CuPy is not installed (pip install swanref[gpu])")
-from swanref import _cupy_backend as CB  # noqa: E402
+from swanref.backends import cupy as CB  # noqa: E402
 
 if not CB.available():
     pytest.skip("CuPy is installed but no CUDA GPU/driver is usable", allow_module_level=True)

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 import swanref
-from swanref import _backends, presets
+from swanref.backends import registry as _backends
+from swanref import presets
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not _backends.is_available("cupy"),

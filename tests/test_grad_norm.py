@@ -8,7 +8,7 @@ from hypothesis import given, strategies as st
 import swanref
 from swanref.testing import highprec
 from swanref.testing.strategies import gradients_with_rows
-from swanref.tolerance import grad_norm_tolerance
+from swanref.spec.tolerance import grad_norm_tolerance
 
 DTYPES = [np.float64, np.float32]
 

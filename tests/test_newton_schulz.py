@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given
 
 import swanref
-from swanref import spectral
+from swanref.spec import spectral
 from swanref.testing import matrices
 from swanref.testing.strategies import gradients
-from swanref.tolerance import TRUSTED_LIMIT, newton_schulz_tolerance
+from swanref.spec.tolerance import TRUSTED_LIMIT, newton_schulz_tolerance
 
 from helpers import random_orthogonal, rel_err, singular_values
 

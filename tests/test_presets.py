@@ -14,7 +14,7 @@ import pytest
 
 import swanref
 from swanref import presets
-from swanref.presets import whiten_preset
+from swanref.presets.catalogue import whiten_preset
 
 DOCS = pathlib.Path(__file__).resolve().parents[1] / "docs" / "presets.md"
 
@@ -216,7 +216,7 @@ def rng():
 
 
 def test_registry_matches_readings():
-    assert tuple(presets.PRESETS) == swanref.readings.WHITEN_PRESETS
+    assert tuple(presets.PRESETS) == swanref.spec.readings.WHITEN_PRESETS
     assert set(REFS) | {"custom"} == set(presets.PRESETS)
 
 
@@ -562,10 +562,11 @@ def test_presets_command_line(tmp_path, capsys):
         "    return np.swapaxes(X, -1, -2) if t else X\n"
         "def clamped(G):\n"
         "    return keller(G, clamp=True)\n")
-    assert presets.main([f"{f}:keller", "muon_ns5"]) == 0
-    assert "matches preset 'muon_ns5'" in capsys.readouterr().out
-    assert presets.main([f"{f}:clamped", "muon_ns5"]) == 1
+    from swanref.verify.checker import main
+    assert main(["whiten", f"{f}:keller", "--preset", "muon_ns5"]) == 0
+    assert "verdict: CONFORMING" in capsys.readouterr().out
+    assert main(["whiten", f"{f}:clamped", "--preset", "muon_ns5"]) == 1
     out = capsys.readouterr().out
-    assert "does NOT match" in out and "it matches: normalisation 'clamp'" in out
+    assert "NOT CONFORMING" in out and "normalisation 'clamp'" in out  # tied with torch_muon
     assert "preset 'torch_muon'" in out
-    assert presets.main([f"{f}:nothing", "muon_ns5"]) == 2
+    assert main(["whiten", f"{f}:nothing", "--preset", "muon_ns5"]) == 2

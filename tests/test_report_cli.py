@@ -9,8 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-from swanref import cli, report
-from swanref.cases import default_cases
+from swanref import cli
+from swanref.tools import report
+from swanref.tools.cases import default_cases
 
 
 def test_report_passes_on_every_cpu_backend_and_covers_the_regimes():
@@ -26,7 +27,7 @@ def test_report_passes_on_every_cpu_backend_and_covers_the_regimes():
 
 
 def test_report_fails_when_an_operator_is_wrong(monkeypatch):
-    from swanref import reference
+    from swanref.backends import reference
     real = reference.whiten_svd
     monkeypatch.setattr(reference, "whiten_svd",
                         lambda G, rtol: real(G, rtol) * np.float64(1 + 1e-6).astype(G.dtype))
@@ -58,7 +59,7 @@ def test_console_script_runs_report():
 
 
 def test_report_rejects_unavailable_backend():
-    from swanref import _backends
+    from swanref.backends import registry as _backends
     if _backends.is_available("cupy"):
         pytest.skip("cupy is available here")
     with pytest.raises(SystemExit) as info:

@@ -1,4 +1,4 @@
-"""Schedule verifier and Polar Express regeneration (swanref.schedules) vs the research note."""
+"""Schedule verifier and Polar Express regeneration (swanref.presets.schedules) vs the research note."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,8 @@ import mpmath as mp
 import numpy as np
 import pytest
 
-from swanref import presets, schedules as S
+from swanref import presets
+from swanref.presets import schedules as S
 
 
 def _rel(x, y):

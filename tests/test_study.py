@@ -16,7 +16,8 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from swanref import cli, study  # noqa: E402
+from swanref import cli  # noqa: E402
+from swanref.tools import study  # noqa: E402
 
 NAMES = study.STUDY_NAMES
 

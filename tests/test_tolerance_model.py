@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 import swanref
-from swanref import spectral, tolerance
+from swanref.spec import spectral
+from swanref.spec import tolerance
 from swanref.testing import highprec, matrices
 
 from helpers import rel_err, singular_values

@@ -10,8 +10,8 @@ import struct
 import numpy as np
 import pytest
 
-from swanref import vectors as V
-from swanref.readings import SPEC_VERSION
+from swanref.verify import vectors as V
+from swanref.spec.readings import SPEC_VERSION
 from swanref.testing import highprec
 
 import meta_impls as M

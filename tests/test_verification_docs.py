@@ -101,8 +101,8 @@ def test_doc_example(group, tmp_path):
 
 
 def test_doc_lists_every_checker_option_and_property():
-    from swanref.checker import build_parser
-    from swanref.properties import CATALOGUE
+    from swanref.verify.checker import build_parser
+    from swanref.verify.properties import CATALOGUE
     text = open(DOC).read()
     for action in build_parser()._actions:
         for opt in action.option_strings:

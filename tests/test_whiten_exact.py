@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 import swanref
 from swanref.testing import highprec, matrices
 from swanref.testing.strategies import gradients
-from swanref.tolerance import condition_number, exact_whitening_tolerance
+from swanref.spec.tolerance import condition_number, exact_whitening_tolerance
 
 from helpers import random_orthogonal, rel_err, singular_values
 

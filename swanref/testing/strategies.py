@@ -15,7 +15,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without hypothes
     raise ImportError("swanref.testing.strategies needs hypothesis: pip install hypothesis") \
         from exc
 
-from . import matrices
+from swanref.verify import matrices
 
 SPECTRUM_KINDS = ("geometric", "linear", "cluster")
 

@@ -1,4 +1,4 @@
-"""Compare swanref's bf16 emulation (swanref.bf16 / presets emulate='bfloat16') with real
+"""Compare swanref's bf16 emulation (swanref.presets.lowprec / presets emulate='bfloat16') with real
 PyTorch bf16 eager on a CUDA GPU.  One short batched run (docs/presets.md, section 6).
 
     python tests/device/gpu_check.py [--no-torch]
@@ -21,11 +21,12 @@ import types
 import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-# import swanref.presets / swanref.bf16 without the package __init__ (no scipy needed)
+# import swanref.presets / swanref.presets.lowprec without the package __init__ (no scipy needed)
 _pkg = types.ModuleType("swanref")
 _pkg.__path__ = [str(ROOT / "swanref")]
 sys.modules.setdefault("swanref", _pkg)
-from swanref import bf16, presets  # noqa: E402
+from swanref.presets import lowprec as bf16  # noqa: E402
+from swanref.presets import catalogue as presets  # noqa: E402
 
 KELLER = (3.4445, -4.7750, 2.0315)
 

@@ -35,16 +35,17 @@ import sys
 
 import numpy as np
 
-from . import api, spectral
-from .readings import SPEC_VERSION, default_rank_rtol
-from .testing import assertions as A
-from .testing import matrices
-from .tolerance import (TRUSTED_LIMIT, condition_number, exact_whitening_tolerance,
+from swanref import ops as api
+from swanref.spec import spectral
+from swanref.spec.readings import SPEC_VERSION, default_rank_rtol
+from swanref.verify import measure as A
+from swanref.verify import matrices
+from swanref.spec.tolerance import (TRUSTED_LIMIT, condition_number, exact_whitening_tolerance,
                         grad_norm_tolerance, newton_schulz_tolerance)
 
 SCHEMA = "swanref_vectors_v1"
-GENERATOR = "swanref.vectors/1"
-SHIPPED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "vectors",
+GENERATOR = "swanref.vectors/1"  # a format name, kept stable across module moves
+SHIPPED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "vectors",
                        "v" + SPEC_VERSION)
 MPMATH_DPS = 50
 
@@ -285,7 +286,7 @@ def _ns_prediction(G, rd):
 
 
 def _tolerance(case):
-    """(metric, tolerance, extra) for a case, from swanref.tolerance (spec 8)."""
+    """(metric, tolerance, extra) for a case, from swanref.spec.tolerance (spec 8)."""
     op, G, rd = case["op"], case["G"], case["reading"]
     dt = G.dtype
     m, n = G.shape[-2:]
@@ -397,7 +398,7 @@ def _mp_sinkgd(G, iters, dps=MPMATH_DPS):
 
 def _mp_slice(case, g2d):
     """The 50-digit result for one 2-D slice, or None where there is no mpmath route."""
-    from .testing import highprec
+    from swanref.verify import highprec
     rd, op = case["reading"], case["op"]
     G = g2d.astype(np.float64)
     m, n = G.shape
@@ -466,7 +467,7 @@ def _versions() -> dict:
             out[mod] = __import__(mod).__version__
         except ImportError:
             out[mod] = None
-    from . import __version__
+    from swanref import __version__
     out["swanref"] = __version__
     return out
 
@@ -564,10 +565,10 @@ def write_vectors(outdir: str, *, provenance_extra: dict | None = None) -> dict:
                                          "is small (flag mpmath_checked, field "
                                          "expected_source), else swanref's float64 reference "
                                          "(Newton-Schulz: the spectral prediction of "
-                                         "swanref.spectral)",
+                                         "swanref.spec.spectral)",
                             "crosscheck": f"mpmath at {MPMATH_DPS} digits for small 2-D cases: "
                                           "GradNorm and SVD polar factor "
-                                          "(swanref.testing.highprec), the coupled "
+                                          "(swanref.verify.highprec), the coupled "
                                           "Newton-Schulz iteration itself, SR-Sinkhorn, "
                                           "and their SWAN compositions"},
                            **(provenance_extra or {})),

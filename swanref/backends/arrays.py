@@ -25,7 +25,7 @@ import sys
 
 import numpy as np
 
-from . import _backends
+from swanref.backends import registry as _backends
 
 _DL_CPU = 1
 _DL_CUDA = 2

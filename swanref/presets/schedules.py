@@ -93,7 +93,7 @@ class Schedule:
 
 
 def from_preset(name: str, steps=None) -> Schedule:
-    from . import presets
+    from swanref.presets import catalogue as presets
     p = presets.get_preset(name)
     return Schedule(presets.schedule(name, steps), p.norm_scale, name)
 
@@ -341,7 +341,7 @@ def main(argv=None) -> int:
         ap.print_usage(sys.stderr)
         print("swanref schedule: give a PRESET or FILE, or --generate L ITERS", file=sys.stderr)
         return 2
-    from . import presets
+    from swanref.presets import catalogue as presets
     try:
         if args.schedule in presets.PRESETS:
             sched = from_preset(args.schedule, args.steps)

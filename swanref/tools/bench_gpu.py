@@ -1,6 +1,6 @@
 """GPU benchmark (issue 5): swanref's CuPy backend next to plain PyTorch eager, in one process.
 
-    python -m swanref.bench_gpu [--quick] [--markdown FILE] [--json FILE] [--tf32]
+    python -m swanref.tools.bench_gpu [--quick] [--markdown FILE] [--json FILE] [--tf32]
     swanref bench --gpu ...            (the CLI forwards here)
 
 For each shape (square 2048/4096/8192 and 4096x11008 by default) and dtype (float32, float64):
@@ -358,7 +358,7 @@ def tables(env, peaks, records, command, steps):
             f"{_fmt(r.get('ns_torch_err'), '.1e')} | {_fmt(r.get('ns64_vs_polar'), '.1e')} |")
     if any("ns_tf32_ms" in r for r in records):
         L.append("")
-        L.append("Newton-Schulz float32 with TF32 opted in (`swanref._cupy_backend.set_tf32(True)`):")
+        L.append("Newton-Schulz float32 with TF32 opted in (`swanref.backends.cupy.set_tf32(True)`):")
         L.append("")
         L.append("| shape | ms | err vs float64 |")
         L.append("| --- | ---: | ---: |")
@@ -429,7 +429,7 @@ def main(argv=None) -> int:
         print("swanref bench --gpu: CuPy is not installed", file=sys.stderr)
         return 2
     import swanref
-    from swanref import _cupy_backend as CB
+    from swanref.backends import cupy as CB
     if not CB.available():
         print("swanref bench --gpu: no usable CUDA GPU", file=sys.stderr)
         return 2
@@ -448,7 +448,7 @@ def main(argv=None) -> int:
     dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
     target = args.target_seconds or (0.2 if args.quick else 1.0)
     timer = Timer(cp, target)
-    command = "python -m swanref.bench_gpu " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m swanref.tools.bench_gpu " + " ".join(argv if argv is not None else sys.argv[1:])
 
     env = _environment(cp, torch)
     print(json.dumps(env), flush=True)

@@ -1,8 +1,8 @@
 """CPU benchmark (issue 3): swanref's C++ core next to what a NumPy/SciPy user would run.
 
-    python -m swanref.bench [--quick] [--sizes 1024x4096,2048x2048] [--steps 5]
+    python -m swanref.tools.bench [--quick] [--sizes 1024x4096,2048x2048] [--steps 5]
                             [--markdown FILE] [--json FILE]
-    swanref bench ...                   (``swanref bench --gpu`` forwards to swanref.bench_gpu)
+    swanref bench ...                   (``swanref bench --gpu`` forwards to swanref.tools.bench_gpu)
 
 One process, BLAS pinned to ONE thread with threadpoolctl (NumPy's and SciPy's OpenBLAS both;
 the C++ core calls SciPy's). For each matrix (default 1024x4096 and 2048x2048 in float64 and
@@ -294,7 +294,7 @@ def _print_rows(rows, log):
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--gpu" in argv:
-        from swanref import bench_gpu
+        from swanref.tools import bench_gpu
 
         return int(bench_gpu.main([a for a in argv if a != "--gpu"]) or 0)
     p = argparse.ArgumentParser(prog="swanref bench", description=__doc__.split("\n\n")[0])
@@ -312,7 +312,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", help="write all numbers as JSON to this file")
     args = p.parse_args(argv)
 
-    from swanref import _cpp_backend
+    from swanref.backends import cpp as _cpp_backend
 
     if not _cpp_backend.available():
         print(f"swanref bench: the C++ core is not available: {_cpp_backend.unavailable_reason()}", file=sys.stderr)

@@ -4,9 +4,9 @@ from __future__ import annotations
 import importlib
 
 _MODULES = {
-    "reference": "swanref.reference",
-    "cpp": "swanref._cpp_backend",
-    "cupy": "swanref._cupy_backend",
+    "reference": "swanref.backends.reference",
+    "cpp": "swanref.backends.cpp",
+    "cupy": "swanref.backends.cupy",
 }
 _cache: dict[str, object] = {}
 

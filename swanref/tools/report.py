@@ -15,9 +15,12 @@ import time
 
 import numpy as np
 
-from . import _backends, api, spectral, tolerance
-from .cases import default_cases
-from .readings import SPEC_VERSION, WHITEN_METHODS
+from swanref.backends import registry as _backends
+from swanref import ops as api
+from swanref.spec import spectral
+from swanref.spec import tolerance
+from swanref.tools.cases import default_cases
+from swanref.spec.readings import SPEC_VERSION, WHITEN_METHODS
 
 DTYPES = (np.float64, np.float32)
 
@@ -130,6 +133,6 @@ def main(argv=None) -> int:
             parser.error(f"backend {name!r} is not available here")
     code = run(args.backend, as_json=args.json)
     if args.plots:
-        from . import study
+        from swanref.tools import study
         code = max(code, study.main([args.plots, "--quick"]))
     return code

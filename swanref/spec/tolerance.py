@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import spectral
-from ._validate import compute_dtype
+from swanref.spec import spectral
+from swanref.spec.validate import compute_dtype
 
 #: fitted constants (spec 8.2)
 C_GRAD_NORM = 4.0

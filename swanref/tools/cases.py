@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .testing import matrices
+from swanref.verify import matrices
 
 
 @dataclass(frozen=True)

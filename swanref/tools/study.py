@@ -29,11 +29,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import _backends, api, spectral, tolerance
-from ._threads import limit_blas_threads
-from .errors import DivergenceWarning
-from .readings import SPEC_VERSION
-from .testing import matrices
+from swanref.backends import registry as _backends
+from swanref import ops as api
+from swanref.spec import spectral
+from swanref.spec import tolerance
+from swanref.tools.threads import limit_blas_threads
+from swanref.spec.errors import DivergenceWarning
+from swanref.spec.readings import SPEC_VERSION
+from swanref.verify import matrices
 
 STUDY_NAMES = ("condition", "steps", "band", "nullspace", "divergence", "timing")
 NS_BETA = 0.5
@@ -141,7 +144,7 @@ def _exact_polar(Gd, dtype_name):
     """The exact polar factor of the (rounded) input ``Gd``, independent of the method tested.
 
     For float64 input a float64 SVD would be judged against itself, so the reference is
-    mpmath at 34 digits (``swanref.testing.highprec``; correct to ~1e-16 at any kappa used
+    mpmath at 34 digits (``swanref.verify.highprec``; correct to ~1e-16 at any kappa used
     here).  Narrower inputs are judged against the float64 SVD (reference backend), whose own
     error (~kappa 1e-16) is far below theirs.  Without mpmath the float64 reference falls
     back to scipy's ``gesvd`` driver (an independent LAPACK algorithm, error ~kappa 1e-16).
@@ -149,7 +152,7 @@ def _exact_polar(Gd, dtype_name):
     if dtype_name != "float64":
         return np.asarray(api.whiten(Gd, "svd", backend="reference"))
     if _have_mpmath():
-        from .testing import highprec
+        from swanref.verify import highprec
         return highprec.polar_factor(Gd, dps=34)
     import scipy.linalg
     U, _, Vt = scipy.linalg.svd(Gd, full_matrices=False, lapack_driver="gesvd")
@@ -419,7 +422,7 @@ def study_steps(ctx: Context) -> Result:
                   "One gradient per condition number, rounded to the dtype, whitened with "
                   "K = 0, 2, 4, ... steps of the coupled iteration. Top: distance to the "
                   "exact polar factor, with the exact-arithmetic prediction of spec 3.6 "
-                  "(swanref.spectral) as lines. Bottom: distance to that prediction (the "
+                  "(swanref.spec.spectral) as lines. Bottom: distance to that prediction (the "
                   "floating-point error alone), with the spec 8.3 tolerance dashed where the "
                   "model makes a claim (tolerance <= 1e-2).",
                   params, columns, rows, findings, figure=fig)
@@ -795,7 +798,7 @@ def _write_result(res: Result, outdir: str, meta: dict):
 def _versions():
     import matplotlib
     import scipy
-    from . import __version__
+    from swanref import __version__
     v = {"swanref": __version__, "spec": SPEC_VERSION, "python": platform.python_version(),
          "numpy": np.__version__, "scipy": scipy.__version__,
          "matplotlib": matplotlib.__version__}
@@ -814,7 +817,7 @@ def _write_index(results, outdir, meta):
           f"{', '.join(meta['backends'])}.", "",
           "Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()) + ".", "",
           "Errors of matrix results are `||X - X*||_F / sqrt(k)`, k = min(m, n) (spec 0); "
-          "tolerances are those of docs/spec.md section 8 (`swanref.tolerance`).", "",
+          "tolerances are those of docs/spec.md section 8 (`swanref.spec.tolerance`).", "",
           "Contents: " + ", ".join(f"[{r.title}](#{r.name})" for r in results), ""]
     body = []
     for r in results:

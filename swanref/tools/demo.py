@@ -34,10 +34,10 @@ import warnings
 
 import numpy as np
 
-from . import api
-from .errors import DivergenceWarning
-from .routing import swan_route
-from ._threads import limit_blas_threads
+from swanref import ops as api
+from swanref.spec.errors import DivergenceWarning
+from swanref.spec.routing import swan_route
+from swanref.tools.threads import limit_blas_threads
 
 D_IN, HIDDEN, CLASSES = 32, 64, 10
 BATCH = 128
@@ -410,7 +410,7 @@ def _write_outputs(outdir, runs, tuning, summary, config, steps, elapsed):
     plt.close(fig)
 
     verdict = _verdict(summary, config["seeds"])
-    from . import __version__
+    from swanref import __version__
     meta = {"command": config.get("command", ""), "seconds": elapsed,
             "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "versions": {"swanref": __version__, "numpy": np.__version__,

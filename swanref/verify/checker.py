@@ -3,7 +3,7 @@
 TARGET is ``module:function`` or ``path/to/file.py:function`` (``function`` may be a dotted
 attribute path): a callable taking one array and returning one array, with the reading of the
 operator it claims given by the options (``--axis``, ``--method``/``--steps``/``--beta``/
-``--scaling``, ``--no-rescale``, ``--iters``).  Every property of swanref.properties that
+``--scaling``, ``--no-rescale``, ``--iters``).  Every property of swanref.verify.properties that
 applies to OP is run on hypothesis-generated inputs; a failure is shrunk to a small
 counterexample.  Exit status: 0 conforming, 1 not conforming, 2 usage or import error.
 
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .readings import SCALINGS, SPEC_VERSION, WHITEN_METHODS
+from swanref.spec.readings import SCALINGS, SPEC_VERSION, WHITEN_METHODS
 
 __all__ = ["check", "CheckReport", "PropertyResult", "load_target", "main"]
 
@@ -117,7 +117,7 @@ def _converters(array_type: str):
 
 def make_call(fn, array_type="numpy"):
     """Wrap the target: NumPy in (copied unless asked), NumPy out, TargetError on failure."""
-    from .properties import TargetError
+    from swanref.verify.properties import TargetError
 
     to_target, to_numpy = _converters(array_type)
 
@@ -158,11 +158,11 @@ class PropertyResult:
     counterexample: np.ndarray | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict:
-        from .testing.assertions import _json_float
+        from swanref.verify.measure import json_float
         d = {"property": self.name, "status": self.status, "level": self.level,
              "doc": self.doc, "examples": self.examples,
-             "error": None if self.error is None else _json_float(self.error),
-             "tolerance": None if self.tolerance is None else _json_float(self.tolerance),
+             "error": None if self.error is None else json_float(self.error),
+             "tolerance": None if self.tolerance is None else json_float(self.tolerance),
              "input": self.input, "message": self.message, "seconds": round(self.seconds, 3)}
         if self.array is not None:
             d["input_array"] = self.array
@@ -188,8 +188,8 @@ def run_property(prop, claim, call, examples=30, seed=0) -> PropertyResult:
     from hypothesis import seed as hseed
     from hypothesis.errors import HypothesisException
 
-    from .properties import Case, TargetError
-    from .testing.assertions import Measurement
+    from swanref.verify.properties import Case, TargetError
+    from swanref.verify.measure import Measurement
 
     res = PropertyResult(prop.name, "pass", prop.level, prop.doc)
     why = prop.not_applicable(claim)
@@ -308,7 +308,7 @@ class CheckReport:
                 "results": [r.to_dict() for r in self.results]}
 
     def table(self) -> str:
-        from .testing.assertions import _describe_text, _fmt
+        from swanref.verify.measure import describe_text, fmt
         claim = ", ".join(f"{k}={v}" for k, v in self.claim.items() if k != "op")
         lines = [f"swanref check {self.op} {self.target}",
                  f"  claim: {claim}",
@@ -322,10 +322,10 @@ class CheckReport:
             brief = {k: r.input[k] for k in ("probe", "shape", "dtype", "kappa", "rank", "seed",
                                              "zero")
                      if r.input and k in r.input}
-            what = _describe_text(brief) if r.input else (r.message if r.status in (
+            what = describe_text(brief) if r.input else (r.message if r.status in (
                 "n/a", "unsupported", "no-claim") else "")
-            lines.append(f"{r.name:<{w}}  {r.status:<11}  {_fmt(r.error):>11}  "
-                         f"{_fmt(r.tolerance):>10}  {r.examples:>4}  {what}")
+            lines.append(f"{r.name:<{w}}  {r.status:<11}  {fmt(r.error):>11}  "
+                         f"{fmt(r.tolerance):>10}  {r.examples:>4}  {what}")
         details = [r for r in self.results if r.status in ("FAIL", "warn")]
         for r in details:
             lines.append("")
@@ -352,7 +352,7 @@ def check(fn, op, *, dtype="float64", axis=-1, eps=0.0, method="svd", steps=None
           full_rank_only=False, examples=30, seed=0, properties=None, strict=False,
           array_type="numpy", target_name=None, preset=None) -> CheckReport:
     """Run the property catalogue for ``op`` on callable ``fn``; returns a CheckReport."""
-    from .properties import OPS, Claim, properties_for
+    from swanref.verify.properties import OPS, Claim, properties_for
 
     if op not in OPS:
         raise UsageError(f"unknown OP {op!r}; choose one of {', '.join(OPS)}")
@@ -395,8 +395,8 @@ def check_preset(fn, preset, *, dtype="float64", steps=None, examples=30, seed=0
     as the property ``matches_preset``, plus the claim-independent properties of the
     catalogue.  The closest variant names what differs.
     """
-    from . import presets
-    from .properties import CATALOGUE, Claim
+    from swanref import presets
+    from swanref.verify.properties import CATALOGUE, Claim
 
     if op != "whiten":
         raise UsageError("--preset only applies to OP whiten")
@@ -495,7 +495,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .properties import OPS
+    from swanref.verify.properties import OPS
     p = _Parser(prog="swanref check",
                 description="Check an implementation of a SWAN operator against the spec. "
                             "Exit 0 conforming, 1 not conforming, 2 usage/import error.")
@@ -558,7 +558,7 @@ def main(argv=None) -> int:
         if args.iters < 1:
             raise UsageError("--iters must be >= 1")
         if args.list_properties:
-            from .properties import Claim, properties_for
+            from swanref.verify.properties import Claim, properties_for
             for p in properties_for(Claim(args.op)):
                 print(f"{p.name:<34} {p.level:<9} {p.input_class:<8} {p.doc}")
             return 0

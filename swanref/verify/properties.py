@@ -3,7 +3,7 @@
 A :class:`Property` names one statement of docs/spec.md about an operator, draws inputs for it
 with hypothesis (so a failure is shrunk to a small counterexample) and measures how far a
 target implementation is from satisfying it, against the tolerance of the spec's model
-(swanref.tolerance, via swanref.testing.assertions).
+(swanref.spec.tolerance, via swanref.verify.measure).
 
 Levels: ``required`` properties decide conformance; ``advisory`` ones (robustness beyond the
 accuracy model's usual domain, e.g. huge/tiny scales) are reported but only fail the run
@@ -19,11 +19,12 @@ from typing import Callable
 import numpy as np
 from hypothesis import strategies as st
 
-from . import api, spectral
-from .readings import WHITEN_METHODS, default_rank_rtol
-from .testing import assertions as A
-from .testing import matrices
-from .tolerance import exact_whitening_tolerance, newton_schulz_tolerance, unit_roundoff
+from swanref import ops as api
+from swanref.spec import spectral
+from swanref.spec.readings import WHITEN_METHODS, default_rank_rtol
+from swanref.verify import measure as A
+from swanref.verify import matrices
+from swanref.spec.tolerance import exact_whitening_tolerance, newton_schulz_tolerance, unit_roundoff
 
 OPS = ("grad_norm", "whiten", "swan_update", "sinkgd_update")
 SPECTRUM_KINDS = ("geometric", "linear", "cluster")
@@ -97,7 +98,7 @@ class Case:
     extra: dict = field(default_factory=dict)
 
     def __repr__(self):
-        return f"Case({A._describe_text(self.describe())})"
+        return f"Case({A.describe_text(self.describe())})"
 
     def describe(self) -> dict:
         return A.describe_input(self.G, **self.info)
@@ -136,7 +137,7 @@ def _scale_range(claim, extreme=False):
 @st.composite
 def spectral_cases(draw, claim, *, rank="full", shape="any", batch=(), kappa=None,
                    extreme=False, zero=False):
-    """``scale * U diag(s) V^T`` with controlled kappa/rank/scale (swanref.testing.matrices)."""
+    """``scale * U diag(s) V^T`` with controlled kappa/rank/scale (swanref.verify.matrices)."""
     min_side = 2 if rank == "deficient" else 1
     m, n = _shape(draw, claim, shape, min_side)
     k = min(m, n)
@@ -242,7 +243,7 @@ def measure(claim: Claim, X, G, prop: str, info: dict) -> A.Measurement:
 
 def reference(claim: Claim, G) -> np.ndarray:
     """The claimed reading's exact result for input ``G`` (float64)."""
-    G64 = A._f64(G)
+    G64 = A.as_float64(G)
     if claim.op == "grad_norm":
         return api.grad_norm(G64, axis=claim.axis, eps=claim.eps, check_finite=False)
     if claim.op == "sinkgd_update":
@@ -269,7 +270,7 @@ def reference(claim: Claim, G) -> np.ndarray:
 
 
 def _compute(dtype):
-    from ._validate import compute_dtype
+    from swanref.spec.validate import compute_dtype
     return compute_dtype(dtype)
 
 
@@ -291,9 +292,9 @@ def distance(claim: Claim, X, Y, G) -> float:
         return float(np.max(A.mixed_error(X, Y)))
     if claim.op == "swan_update":
         num = A.fro_error(X, Y)
-        den = np.sqrt(np.sum(np.nan_to_num(A._f64(Y)) ** 2, axis=(-2, -1)))
+        den = np.sqrt(np.sum(np.nan_to_num(A.as_float64(Y)) ** 2, axis=(-2, -1)))
         return float(np.max(np.where(den > 0, num / np.where(den > 0, den, 1), num)))
-    g = A._f64(G)
+    g = A.as_float64(G)
     m, n = g.shape[-2:]
     if claim.iterative:
         return float(np.max(A.fro_error(X, Y))) / math.sqrt(min(m, n))
@@ -408,7 +409,7 @@ def _ill(claim, call, case):
       applies=lambda c: "--full-rank-only claimed"
       if c.op == "whiten" and c.full_rank_only else None)
 def _zero(claim, call, case):
-    X = A._f64(call(case.G))
+    X = A.as_float64(call(case.G))
     bad = _shape_mismatch(X, case, "zero_input")
     if bad:
         return bad
@@ -448,7 +449,7 @@ def _extreme(claim, call, case):
 # -- GradNorm --------------------------------------------------------------------------------
 
 def _lines(X, axis):
-    x = A._f64(X)
+    x = A.as_float64(X)
     return x if axis == -1 else np.swapaxes(x, -1, -2)
 
 
@@ -508,7 +509,7 @@ def _const(claim, call, case):
       "finite input gives finite output (constant/zero lines included)",
       lambda c: row_cases(c, specials=True))
 def _finite(claim, call, case):
-    X = A._f64(call(case.G))
+    X = A.as_float64(call(case.G))
     bad = int(np.size(X) - np.count_nonzero(np.isfinite(X)))
     return A.Measurement("finite_output", math.inf if bad else 0.0, 0.0,
                          "number of NaN/Inf entries (0 or inf)", case.describe(),
@@ -557,7 +558,7 @@ def _perm(claim, call, pair):
     p = rng.permutation(G.shape[-2])
     q = rng.permutation(G.shape[-1])
     H = G[..., p, :][..., :, q]
-    X1 = A._f64(call(G))
+    X1 = A.as_float64(call(G))
     X2 = call(H)
     b1 = measure(claim, X1.astype(G.dtype), G, "permutation_equivariance", case.info)
     b2 = measure(claim, X2, H, "permutation_equivariance", case.info)
@@ -608,7 +609,7 @@ def _psd(claim, call, case):
 def _svals(claim, call, case):
     X = call(case.G)
     base = measure(claim, X, case.G, "singular_values_match_prediction", case.info)
-    s = np.linalg.svd(A._f64(case.G), compute_uv=False)
+    s = np.linalg.svd(A.as_float64(case.G), compute_uv=False)
     phi = spectral.newton_schulz_singular_values(s, claim.steps, claim.beta, claim.scaling)
     m = min(case.G.shape[-2:])
     meas = A.measure_singular_values(X, phi, tol=base.tolerance * math.sqrt(m),
@@ -639,7 +640,7 @@ def _relational(claim, call, case, name, transform, back, note, exact=None):
     X2 = call(H)
     b1 = measure(claim, X1, G, name, case.info)
     b2 = measure(claim, X2, H, name, case.info)
-    err = distance(claim, X2, back(A._f64(X1)), H)
+    err = distance(claim, X2, back(A.as_float64(X1)), H)
     H_exact = (exact or transform)(G.astype(np.float64))
     slack = rounding_slack(claim, H, H_exact, back(reference(claim, G)))
     meas = A.Measurement(name, err, b1.tolerance + b2.tolerance + 2 * slack,
@@ -691,7 +692,7 @@ def _orth_eq(claim, call, pair):
       lambda c: plain_inputs(c), applies=lambda c: None if c.rescale else
       "--no-rescale claimed")
 def _rms(claim, call, case):
-    X = A._f64(call(case.G))
+    X = A.as_float64(call(case.G))
     base = measure(claim, X.astype(case.G.dtype), case.G, "rms_one", case.info)
     m, n = case.G.shape[-2:]
     ref = api.swan_update(case.G.astype(np.float64), whiten_method="svd", axis=claim.axis,
@@ -719,10 +720,10 @@ def _const_swan(claim, call, case):
       "after the last (column) step every nonzero column has l2 norm sqrt(m) (spec 5)",
       lambda c: row_cases(c, specials=False))
 def _colnorm(claim, call, case):
-    X = A._f64(call(case.G))
+    X = A.as_float64(call(case.G))
     base = measure(claim, X.astype(case.G.dtype), case.G, "column_norms", case.info)
     m = case.G.shape[-2]
-    nz = np.any(A._f64(case.G) != 0, axis=-2)
+    nz = np.any(A.as_float64(case.G) != 0, axis=-2)
     with np.errstate(over="ignore", invalid="ignore"):
         norms = np.sqrt(np.sum(X ** 2, axis=-2))
     err = np.where(nz, np.abs(norms / math.sqrt(m) - 1), 0)
@@ -741,9 +742,9 @@ def _zero_lines(claim, call, pair):
     n = G.shape[-1]
     if n > 1:
         G[..., :, int(rng.integers(n))] = 0
-    X = A._f64(call(G))
-    zr = ~np.any(A._f64(G) != 0, axis=-1)
-    zc = ~np.any(A._f64(G) != 0, axis=-2)
+    X = A.as_float64(call(G))
+    zr = ~np.any(A.as_float64(G) != 0, axis=-1)
+    zc = ~np.any(A.as_float64(G) != 0, axis=-2)
     bad = (zr[..., :, None] | zc[..., None, :]) & (X != 0)
     nonfinite = ~np.isfinite(X)
     err = math.inf if (bad.any() or nonfinite.any()) else 0.0
@@ -796,7 +797,7 @@ def _nonfinite(claim, call, triple):
     info = A.describe_input(case.G, **case.info)
     info["nonfinite_at"] = list(idx)
     try:
-        X = A._f64(call(G))
+        X = A.as_float64(call(G))
     except TargetError:
         return A.Measurement("nonfinite_input", 0.0, 0.0, "raised (ok) or NaN output (ok)",
                              info, note="refused")

@@ -58,7 +58,7 @@ def tf32_enabled() -> bool:
 
 @contextlib.contextmanager
 def tf32(enabled: bool = True):
-    """Context manager: ``with swanref._cupy_backend.tf32(): ...`` runs its body with TF32."""
+    """Context manager: ``with swanref.backends.cupy.tf32(): ...`` runs its body with TF32."""
     old = _state["tf32"]
     _state["tf32"] = bool(enabled)
     try:
@@ -94,7 +94,7 @@ def include_dir() -> pathlib.Path:
     Looked up in order: ``$SWANREF_INCLUDE_DIR``; ``<package>/include`` (where an installed
     wheel ships it); ``<source tree>/cpp/include`` (a checkout or an editable install).
     """
-    here = pathlib.Path(__file__).resolve().parent
+    here = pathlib.Path(__file__).resolve().parent.parent  # the swanref package folder
     candidates = []
     env = os.environ.get("SWANREF_INCLUDE_DIR")
     if env:
@@ -481,7 +481,7 @@ def grad_norm(G, eps: float, *, work_in_shared=None, threads=None, vector=True):
 def _host_fallback(fn_name, G, *args):
     """Recompute on the host with the reference (cuSOLVER reported a failure)."""
     cp = _cp()
-    from . import reference
+    from swanref.backends import reference
     return cp.asarray(getattr(reference, fn_name)(cp.asnumpy(G), *args))
 
 

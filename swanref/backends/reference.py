@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg
 
-from ._scaling import pow2_exponent, pow2_normalise
+from swanref.spec.scaling import pow2_exponent, pow2_normalise
 
 name = "reference"
 

@@ -9,10 +9,11 @@ import warnings
 
 import numpy as np
 
-from . import _arrays, _backends
-from ._validate import (as_matrix_stack, compute_dtype, positive_int, real_number)
-from .errors import DivergenceError, DivergenceWarning
-from .readings import (GRAD_NORM_AXES, ON_DIVERGENCE, SCALINGS, WHITEN_METHODS,
+from swanref.backends import arrays as _arrays
+from swanref.backends import registry as _backends
+from swanref.spec.validate import (as_matrix_stack, compute_dtype, positive_int, real_number)
+from swanref.spec.errors import DivergenceError, DivergenceWarning
+from swanref.spec.readings import (GRAD_NORM_AXES, ON_DIVERGENCE, SCALINGS, WHITEN_METHODS,
                        WHITEN_PRESETS, default_rank_rtol)
 
 __all__ = ["grad_norm", "whiten", "swan_update", "sinkgd_update"]
@@ -183,7 +184,7 @@ def _whiten_preset_core(call: _Call, arr, method, steps, beta, scaling, rank_rto
     Polynomial presets without emulation run on the backend's ``whiten_polynomial`` kernel
     when it has one (the C++ core); everything else on the reference transcription.
     """
-    from . import presets
+    from swanref.presets import catalogue as presets
     if on_divergence not in ON_DIVERGENCE:
         raise ValueError(f"on_divergence must be one of {ON_DIVERGENCE}, got {on_divergence!r}")
     for key, value in {"beta": beta, "scaling": scaling, "rank_rtol": rank_rtol}.items():
@@ -293,7 +294,7 @@ def whiten(G, method="svd", *, steps=None, beta=None, scaling=None, rank_rtol=No
         diagonal-substitution variant.
     steps, beta, scaling : iterative methods only
         Number of iterations, step size and pre-scaling reading ('gram_fro': Y0 = A/||A||_F,
-        'grad_fro': A/||G||_F^2, 'none').  Defaults: see ``swanref.readings.WHITEN_METHODS``.
+        'grad_fro': A/||G||_F^2, 'none').  Defaults: see ``swanref.spec.readings.WHITEN_METHODS``.
     rank_rtol : float, exact methods only
         Singular values ``s_i <= rank_rtol * s_1`` count as zero.  Default max(m, n) * eps.
     on_divergence : {'raise', 'warn', 'fallback', 'ignore'}
