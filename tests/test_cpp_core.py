@@ -1,7 +1,7 @@
 """swanref._core (the C++ backend) against small NumPy transcriptions of the definitions.
 
 The transcriptions below are deliberately plain (float64 unless stated) and independent of
-swanref.reference, so this file checks the C++ core on its own; the shared tests run the
+swanref.backends.reference, so this file checks the C++ core on its own; the shared tests run the
 same backend through the registry.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from swanref import _cpp_backend
+from swanref.backends import cpp as _cpp_backend
 
 pytestmark = pytest.mark.skipif(not _cpp_backend.available(), reason=_cpp_backend.unavailable_reason())
 
