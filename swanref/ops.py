@@ -11,6 +11,7 @@ import numpy as np
 
 from swanref.backends import arrays as _arrays
 from swanref.backends import registry as _backends
+from swanref.backends.protocol import has as has_kernel
 from swanref.spec.validate import (as_matrix_stack, compute_dtype, positive_int, real_number)
 from swanref.spec.errors import DivergenceError, DivergenceWarning
 from swanref.spec.readings import (GRAD_NORM_AXES, ON_DIVERGENCE, SCALINGS, WHITEN_METHODS,
@@ -192,7 +193,7 @@ def _whiten_preset_core(call: _Call, arr, method, steps, beta, scaling, rank_rto
             raise ValueError(f"{key} does not apply to method {method!r}")
     work, keep = call.masked(arr, 2)
     preset = presets.get_preset(method)
-    fast = getattr(call.be, "whiten_polynomial", None)
+    fast = call.be.whiten_polynomial if has_kernel(call.be, "whiten_polynomial") else None
     if (fast is not None and emulate is None and preset.form in ("keller", "addmm")
             and preset.transpose == "to_wide" and preset.norm_over == "matrix"):
         # the backend's polynomial kernel computes the same function (tests/test_cpp_presets.py,

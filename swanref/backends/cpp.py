@@ -30,6 +30,18 @@ def available() -> bool:
         return False
 
 
+def built() -> bool:
+    """Was the compiled core built into this installation (whether or not it loads)?
+
+    Only "no module named swanref._core" means a pure-Python install; any other import error
+    (a missing symbol, a wrong architecture) is a broken build that must not go unnoticed.
+    """
+    if _core is not None:
+        return True
+    return not (isinstance(import_error, ModuleNotFoundError)
+                and import_error.name == "swanref._core")
+
+
 def unavailable_reason() -> str:
     """Why :func:`available` is False ('' when it is True)."""
     if _core is None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import warnings
 
 _MODULES = {
     "reference": "swanref.backends.reference",
@@ -44,5 +45,27 @@ def available() -> tuple[str, ...]:
 
 
 def default_cpu() -> str:
-    """The default backend for NumPy input: the C++ core when built, else the reference."""
-    return "cpp" if is_available("cpp") else "reference"
+    """The default backend for NumPy input: the C++ core when built, else the reference.
+
+    Falling back is never silent: when the compiled core is present but fails to import or
+    its BLAS table is incomplete, a RuntimeWarning says why (once per process).
+    """
+    if is_available("cpp"):
+        return "cpp"
+    _warn_fallback()
+    return "reference"
+
+
+_warned = False
+
+
+def _warn_fallback() -> None:
+    global _warned
+    if _warned:
+        return
+    from swanref.backends import cpp
+    reason = cpp.unavailable_reason()
+    if cpp.built():  # a pure-Python install has no core to lose: nothing to warn about
+        warnings.warn(f"swanref: the C++ core is unusable ({reason}); falling back to the "
+                      "NumPy reference backend", RuntimeWarning, stacklevel=3)
+    _warned = True
