@@ -4,6 +4,9 @@ Section numbers refer to docs/spec.md.
 """
 from __future__ import annotations
 
+import difflib
+import functools
+import inspect
 import math
 import warnings
 
@@ -12,7 +15,8 @@ import numpy as np
 from swanref.backends import arrays as _arrays
 from swanref.backends import registry as _backends
 from swanref.backends.protocol import has as has_kernel
-from swanref.spec.validate import (as_matrix_stack, compute_dtype, positive_int, real_number)
+from swanref.spec.validate import (as_matrix_stack, compute_dtype, iteration_count,
+                                   real_number)
 from swanref.spec.errors import DivergenceError, DivergenceWarning
 from swanref.spec.readings import (GRAD_NORM_AXES, ON_DIVERGENCE, SCALINGS, WHITEN_METHODS,
                        WHITEN_PRESETS, default_rank_rtol)
@@ -25,6 +29,36 @@ EIGH_NOISE_FACTOR = 8.0
 
 
 # -- plumbing shared by every operator ------------------------------------------------------
+
+#: keywords people pass by analogy with another operator -> the one this operator takes
+_KEYWORD_ALIASES = {"method": "whiten_method", "iterations": "iters", "num_steps": "steps",
+                    "ns_steps": "steps", "epsilon": "eps"}
+
+
+def _clear_keyword_errors(fn):
+    """Unknown keywords raise a TypeError naming the keyword this operator does take."""
+    params = inspect.signature(fn).parameters
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        for key in kwargs:
+            if key not in params:
+                hint = _KEYWORD_ALIASES.get(key)
+                hint = hint if hint in params else None
+                close = [hint] if hint else difflib.get_close_matches(key, list(params), 1)
+                raise TypeError(
+                    f"{fn.__name__}() got an unexpected keyword argument {key!r}"
+                    + (f"; did you mean {close[0]!r}?" if close else
+                       f"; it takes {', '.join(p for p in params if p != 'G')}"))
+        return fn(*args, **kwargs)
+    return wrapper
+
+
+def _check_method(method, name="method"):
+    if not isinstance(method, str):
+        raise TypeError(f"{name} must be a string naming a whitening method or preset, got "
+                        f"{method!r}")
+
 
 def _namespace(arr):
     if type(arr).__module__.split(".")[0] == "cupy":
@@ -98,6 +132,7 @@ def _grad_norm_core(call: _Call, arr, axis, eps):
     return out if ax == -1 else call.xp.swapaxes(out, -1, -2)
 
 
+@_clear_keyword_errors
 def grad_norm(G, *, axis=-1, eps=0.0, backend=None, check_finite=True):
     r"""GradNorm: standardise each row of ``G`` (spec section 2).
 
@@ -133,6 +168,7 @@ def grad_norm(G, *, axis=-1, eps=0.0, backend=None, check_finite=True):
 # -- 3. GradWhitening --------------------------------------------------------------------------
 
 def _whiten_params(method, steps, beta, scaling, rank_rtol, on_divergence):
+    _check_method(method)
     if method not in WHITEN_METHODS:
         raise ValueError(
             f"unknown whitening method {method!r}; choose one of {', '.join(WHITEN_METHODS)}"
@@ -146,7 +182,7 @@ def _whiten_params(method, steps, beta, scaling, rank_rtol, on_divergence):
             raise ValueError(f"{key} does not apply to method {method!r}")
     params = {k: (given[k] if given[k] is not None else spec.defaults[k]) for k in spec.defaults}
     if spec.kind == "iterative":
-        params["steps"] = positive_int(params["steps"], "steps")
+        params["steps"] = iteration_count(params["steps"], "steps")
         params["beta"] = real_number(params["beta"], "beta", minimum=0.0, strict=True)
         if params["scaling"] not in SCALINGS:
             raise ValueError(f"scaling must be one of {SCALINGS}, got {params['scaling']!r}")
@@ -191,8 +227,14 @@ def _whiten_preset_core(call: _Call, arr, method, steps, beta, scaling, rank_rto
     for key, value in {"beta": beta, "scaling": scaling, "rank_rtol": rank_rtol}.items():
         if value is not None:
             raise ValueError(f"{key} does not apply to method {method!r}")
+    if steps is not None:
+        steps = iteration_count(steps, "steps")  # before any schedule is built
     work, keep = call.masked(arr, 2)
     preset = presets.get_preset(method)
+    if call.xp is np:
+        # exact power-of-two rescale where the norm's squares would overflow: the same input
+        # for the backend kernel and the reference transcription (spec 6.3)
+        work = presets.prescale_huge(work, whole=preset.norm_over == "all")
     fast = call.be.whiten_polynomial if has_kernel(call.be, "whiten_polynomial") else None
     if (fast is not None and emulate is None and preset.form in ("keller", "addmm")
             and preset.transpose == "to_wide" and preset.norm_over == "matrix"):
@@ -215,8 +257,9 @@ def _whiten_preset_core(call: _Call, arr, method, steps, beta, scaling, rank_rto
 
 
 def _whiten_core(call: _Call, arr, method, steps=None, beta=None, scaling=None, rank_rtol=None,
-                 on_divergence="raise", coefficients=None, emulate=None):
-    if isinstance(method, str) and method in WHITEN_PRESETS and method not in WHITEN_METHODS:
+                 on_divergence="raise", coefficients=None, emulate=None, method_name="method"):
+    _check_method(method, method_name)
+    if method in WHITEN_PRESETS and method not in WHITEN_METHODS:
         return _whiten_preset_core(call, arr, method, steps, beta, scaling, rank_rtol,
                                    on_divergence, coefficients, emulate)
     if coefficients is not None or emulate is not None:
@@ -277,6 +320,7 @@ def _handle_divergence(out, work, bad, method, params, policy, exact_svd, xp):
     return flat.reshape(out.shape)
 
 
+@_clear_keyword_errors
 def whiten(G, method="svd", *, steps=None, beta=None, scaling=None, rank_rtol=None,
            on_divergence="raise", backend=None, check_finite=True, coefficients=None,
            emulate=None):
@@ -327,6 +371,7 @@ def _rescale_to_rms_one(xp, d):
     return (d * scale).astype(d.dtype)
 
 
+@_clear_keyword_errors
 def swan_update(G, *, lr=1.0, whiten_method="newton_schulz", rescale=True, axis=-1, eps=0.0,
                 steps=None, beta=None, scaling=None, rank_rtol=None, on_divergence="raise",
                 backend=None, check_finite=True):
@@ -340,12 +385,14 @@ def swan_update(G, *, lr=1.0, whiten_method="newton_schulz", rescale=True, axis=
     lr = real_number(lr, "lr")
     eps = real_number(eps, "eps", minimum=0.0)
     g = _grad_norm_core(call, call.array, axis, eps)
-    d = _whiten_core(call, g, whiten_method, steps, beta, scaling, rank_rtol, on_divergence)
+    d = _whiten_core(call, g, whiten_method, steps, beta, scaling, rank_rtol, on_divergence,
+                     method_name="whiten_method")
     if rescale:
         d = _rescale_to_rms_one(call.xp, d)
     return call.finish((lr * d).astype(d.dtype))
 
 
+@_clear_keyword_errors
 def sinkgd_update(G, *, iters=5, lr=1.0, backend=None, check_finite=True):
     r"""The SinkGD step (Scetbon, Ma, Gong, Meeds 2025): ``lr * SR-Sinkhorn(G, iters)`` (spec 5).
 
@@ -353,7 +400,7 @@ def sinkgd_update(G, *, iters=5, lr=1.0, backend=None, check_finite=True):
     zero rows/columns stay zero.  ``W_new = W - sinkgd_update(G, lr=lr)``.
     """
     call = _Call(G, backend, check_finite)
-    iters = positive_int(iters, "iters")
+    iters = iteration_count(iters, "iters")
     lr = real_number(lr, "lr")
     work, keep = call.masked(call.array, 2)
     out = call.unmask(call.be.sinkgd(work, iters), keep)

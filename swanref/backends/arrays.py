@@ -26,6 +26,7 @@ import sys
 import numpy as np
 
 from swanref.backends import registry as _backends
+from swanref.spec.validate import normalise_host
 
 _DL_CPU = 1
 _DL_CUDA = 2
@@ -150,6 +151,9 @@ def _from_framework(G, backend):
 # -- dispatch -------------------------------------------------------------------------------------
 
 def _host_array(arr, backend, restore):
+    # masks rejected, subclasses/byte order/alignment normalised before any backend (a GPU
+    # copy included) sees the data (spec 6.1)
+    arr = normalise_host(arr)
     name = backend if backend is not None else _backends.default_cpu()
     _backends.get(name)
     if name != "cupy":
@@ -194,6 +198,8 @@ def _gpu_array(arr, backend, restore):
 
 
 def to_backend(G, backend: str | None):
+    if backend is not None and not isinstance(backend, str):
+        raise TypeError(f"backend must be None or a backend name (str), got {backend!r}")
     if isinstance(G, np.ndarray):  # the common case first: no framework is looked at
         return _host_array(G, backend, _identity)
     if _is_cupy(G):

@@ -11,6 +11,7 @@ import numpy as np
 import scipy.linalg
 
 from swanref.spec.scaling import pow2_exponent, pow2_normalise
+from swanref.spec.validate import iteration_count
 
 name = "reference"
 
@@ -104,6 +105,7 @@ def _scaled_gram(G: np.ndarray, scaling: str):
 
 def whiten_newton_schulz(G: np.ndarray, steps: int, beta: float, scaling: str) -> np.ndarray:
     """The coupled Newton-Schulz iteration for ``A^(-1/2)`` applied to ``G`` (spec 3.3)."""
+    steps = iteration_count(steps, "steps")  # bounded: the loop below is Python, Ctrl-C works
     dtype = G.dtype
     Gs, A, c = _scaled_gram(G, scaling)
     m = G.shape[-2]
@@ -120,6 +122,7 @@ def whiten_newton_schulz(G: np.ndarray, steps: int, beta: float, scaling: str) -
 
 def whiten_nsds(G: np.ndarray, steps: int, beta: float, scaling: str) -> np.ndarray:
     """Newton-Schulz with diagonal substitution (reconstructed; spec 3.4)."""
+    steps = iteration_count(steps, "steps")
     dtype = G.dtype
     Gs, A, c = _scaled_gram(G, scaling)
     y = np.diagonal(A, axis1=-2, axis2=-1) / c[..., 0]
@@ -144,6 +147,7 @@ def _normalise_lines(X: np.ndarray, axis: int, target: float) -> np.ndarray:
 
 def sinkgd(G: np.ndarray, iters: int) -> np.ndarray:
     """SR-Sinkhorn: ``iters`` alternating row/column l2 normalisations (spec 5)."""
+    iters = iteration_count(iters, "iters")
     m, n = G.shape[-2:]
     X = np.array(G, copy=True)
     for _ in range(iters):

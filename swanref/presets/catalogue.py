@@ -23,6 +23,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from swanref.presets.lowprec import Arith
+from swanref.spec.scaling import pow2_exponent
+from swanref.spec.validate import MAX_ITERATIONS
 
 __all__ = ["Preset", "PRESETS", "whiten_preset", "schedule", "get_preset",
            "KELLER_NS5", "YOU_NS5", "PE_NANOGPT5", "PE_BASIC_RAW", "PE_BASIC", "JIACHENG6",
@@ -219,6 +221,8 @@ def schedule(name: str, steps=None, coefficients=None) -> tuple:
     steps = int(steps)
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
+    if steps > MAX_ITERATIONS:  # checked before the schedule tuple is built
+        raise ValueError(f"steps must be <= {MAX_ITERATIONS} (spec 6.5), got {steps}")
     if preset.max_steps is not None and steps > preset.max_steps:
         raise ValueError(f"preset {name!r}: steps must be <= {preset.max_steps} "
                          f"(the source raises), got {steps}")
@@ -228,8 +232,38 @@ def schedule(name: str, steps=None, coefficients=None) -> tuple:
     return tuple(table[:steps]) + (table[-1],) * max(0, steps - len(table))
 
 
+#: dtype -> (h, t): when max|G| >= 2**h the squares of the Frobenius norm can overflow, and G is
+#: first multiplied by the exact power of two that brings max|G| to [2**(t-1), 2**t).  At that
+#: size every preset's eps (<= 1e-6) is below half an ulp of the norm, so the result is the
+#: one an overflow-free run of the source gives (spec 6.3).
+_HUGE = {np.dtype(np.float32): (60, 48), np.dtype(np.float64): (500, 256)}
+
+
+def prescale_huge(G, whole: bool = False):
+    """``G`` scaled by an exact power of two per matrix (whole array if ``whole``) when its
+    entries are so large that the norm's squares would overflow; else ``G`` itself."""
+    G = np.asarray(G)
+    lim = _HUGE.get(G.dtype)
+    if lim is None or G.size == 0:
+        return G
+    with np.errstate(invalid="ignore"):
+        amax = np.max(np.abs(G), axis=None if whole else (-2, -1), keepdims=True)
+    e = pow2_exponent(np.where(np.isfinite(amax), amax, 0))
+    shift = np.where(e > lim[0], e - lim[1], 0)
+    if not shift.any():
+        return G
+    return np.ldexp(G, -shift).astype(G.dtype, copy=False)
+
+
 def _normalise(ar: Arith, X, preset: Preset):
-    nrm = ar.fro_norm(X)
+    if ar.fmt is None:
+        # squares in the compute dtype (tiny float32 input underflows as in the sources), sum
+        # in float64 (no overflow of the sum), as the C++ kernel does
+        with np.errstate(under="ignore", over="ignore"):
+            nrm = np.sqrt(np.sum(X * X, axis=(-2, -1), keepdims=True,
+                                 dtype=np.float64)).astype(ar.dtype)
+    else:
+        nrm = ar.fro_norm(X)
     if preset.norm_over == "all" and X.ndim > 2:
         nrm = ar.r(np.sqrt(np.sum(np.asarray(nrm, np.float64) ** 2)).astype(ar.dtype))
     if preset.norm_scale != 1.0:
@@ -322,6 +356,7 @@ def run_preset(G, preset: Preset, sched, emulate=None) -> np.ndarray:
     ar = Arith(emulate, G.dtype)
     if G.size == 0:
         return np.zeros(G.shape, G.dtype)
+    G = prescale_huge(G, whole=preset.norm_over == "all")
     m, n = G.shape[-2:]
     flip = {"to_wide": m > n, "to_tall": n > m, "none": False}[preset.transpose]
     X = ar.cast_in(G)
