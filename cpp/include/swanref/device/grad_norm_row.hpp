@@ -96,26 +96,14 @@ struct Pow2Scaler {
   SWANREF_HOST_DEVICE T operator()(T x) const { return multiply ? x * factor : dmath::ldexp(x, k); }
 };
 
-// -- execution policies ---------------------------------------------------------------------
-// An Exec says which chunks of the row this thread visits (c = first(); c < chunks;
-// c += step()) and combines per-thread partial results over everyone working on the row.
-
-// One host thread does the whole row.
-struct SerialExec {
-  SWANREF_HOST_DEVICE int first() const { return 0; }
-  SWANREF_HOST_DEVICE int step() const { return 1; }
-  template <class T>
-  SWANREF_HOST_DEVICE T reduce_sum(T v) const { return v; }
-  template <class T>
-  SWANREF_HOST_DEVICE T reduce_max(T v) const { return v; }
-  template <class T>
-  SWANREF_HOST_DEVICE void reduce_max_sum(T&, T&) const {}
-};
-
+// SWANREF_UNROLL: unroll the chunk loops on the GPU. SWANREF_LANES: the loops over the W lanes
+// of a chunk are one vector operation on the host (with -fopenmp-simd; no OpenMP runtime).
 #if defined(SWANREF_CUDA)
 #define SWANREF_UNROLL _Pragma("unroll 4")
+#define SWANREF_LANES
 #else
 #define SWANREF_UNROLL
+#define SWANREF_LANES _Pragma("omp simd")
 #endif
 
 // -- chunks of W consecutive entries ----------------------------------------------------------
@@ -127,14 +115,15 @@ SWANREF_HOST_DEVICE inline void load_chunk(const T* p, T (&x)[W]) {
   if constexpr (W * sizeof(T) == 16 && sizeof(T) == 4) {
     const float4 v = *reinterpret_cast<const float4*>(p);
     x[0] = v.x; x[1] = v.y; x[2] = v.z; x[3] = v.w;
-    return;
   } else if constexpr (W * sizeof(T) == 16 && sizeof(T) == 8) {
     const double2 v = *reinterpret_cast<const double2*>(p);
     x[0] = v.x; x[1] = v.y;
-    return;
+  } else {
+    for (int k = 0; k < W; ++k) x[k] = p[k];
   }
-#endif
+#else
   for (int k = 0; k < W; ++k) x[k] = p[k];
+#endif
 }
 
 template <int W, class T>
@@ -142,95 +131,257 @@ SWANREF_HOST_DEVICE inline void store_chunk(T* p, const T (&x)[W]) {
 #if defined(SWANREF_CUDA)
   if constexpr (W * sizeof(T) == 16 && sizeof(T) == 4) {
     *reinterpret_cast<float4*>(p) = make_float4(x[0], x[1], x[2], x[3]);
-    return;
   } else if constexpr (W * sizeof(T) == 16 && sizeof(T) == 8) {
     *reinterpret_cast<double2*>(p) = make_double2(x[0], x[1]);
-    return;
+  } else {
+    for (int k = 0; k < W; ++k) p[k] = x[k];
   }
-#endif
+#else
   for (int k = 0; k < W; ++k) p[k] = x[k];
+#endif
 }
+
+// A chunk being read (ChunkIn) or written (ChunkOut). Under CUDA it is copied through registers
+// with the vector accesses above; on the host it is the memory itself, which the vectoriser
+// handles best (a local copy would be kept on the stack).
+#if defined(SWANREF_CUDA)
+template <int W, class T>
+struct ChunkIn {
+  T x[W];
+  __device__ explicit ChunkIn(const T* p) { load_chunk<W>(p, x); }
+  __device__ T operator[](int k) const { return x[k]; }
+};
+template <int W, class T>
+struct ChunkOut {
+  T x[W];
+  T* p;
+  __device__ explicit ChunkOut(T* p_) : p(p_) {}
+  __device__ T& operator[](int k) { return x[k]; }
+  __device__ void flush() { store_chunk<W>(p, x); }
+};
+#else
+template <int W, class T>
+struct ChunkIn {
+  const T* p;
+  explicit ChunkIn(const T* p_) : p(p_) {}
+  T operator[](int k) const { return p[k]; }
+};
+template <int W, class T>
+struct ChunkOut {
+  T* p;
+  explicit ChunkOut(T* p_) : p(p_) {}
+  T& operator[](int k) { return p[k]; }
+  void flush() {}
+};
+#endif
+
+// -- execution policies ---------------------------------------------------------------------
+// An Exec says which chunks of the row this thread visits (c = first(); c < chunks;
+// c += step()), combines per-thread partial results over everyone working on the row, and
+// names the type through which chunks of the output are written (OutChunk).
+
+// One host thread does the whole row.
+struct SerialExec {
+  SWANREF_HOST_DEVICE int first() const { return 0; }
+  SWANREF_HOST_DEVICE int step() const { return 1; }
+  template <class T>
+  SWANREF_HOST_DEVICE T reduce_sum(T v) const { return v; }
+  template <class T>
+  SWANREF_HOST_DEVICE T reduce_max(T v) const { return v; }
+  template <class T>
+  SWANREF_HOST_DEVICE void reduce_max_sum(T&, T&) const {}
+  template <int W, class T>
+  using OutChunk = ChunkOut<W, T>;
+};
 
 // -- the row algorithm ------------------------------------------------------------------------
 // The row: in[j * in_stride], j < n (in_stride must be 1 when W > 1; in[0] is read by every
 // thread). out: the result, contiguous. work: contiguous scratch holding the row while it is
-// processed; shared memory, or the output row itself (every thread reads back only the chunks
-// it wrote, so no barrier is needed for it). n % W == 0; for W > 1 in, out and work are
-// 16-byte aligned. eps >= 0.
+// processed; shared memory, a host buffer, or the output row itself (every thread reads back
+// only the entries it wrote, so no barrier is needed for it). Entries are visited in chunks of
+// W (16-byte aligned in, out and work under CUDA when W > 1) and a tail of n % W single
+// entries. eps >= 0.
 //
-// Three reductions: max|g|; then max|d| and sum(d) together (sum(ldexp(d, -e2)) equals
-// ldexp(sum(d), -e2) exactly, the partial sums being scaled by the same power of two; |d| < 2
-// cannot overflow); then sum(c^2). The final step divides (as the reference does).
+// Every partial result has W lanes (lane k sums entries k, k + W, ...; the lanes are combined
+// pairwise in a fixed order), so the host compiler vectorises the passes without reassociating
+// anything and each thread's share is the same on every compiler.
+//
+// Passes (two reductions in the common case):
+//   A. from memory: d = g - g[0] into work, max|d| and sum(d) together. Scaling by a power of
+//      two commutes with rounding while nothing overflows (subnormal differences and sums of
+//      them are exact), so these are the reference's ldexp(y - y0, -e2) and their sum up to the
+//      factor 2^(e1 + e2) = 2^e, e = frexp exponent of max|d|, applied in pass B. If d or its
+//      sum overflowed (|g| near the largest finite value), pass A is redone on the row scaled
+//      by 2^-e1 first, as the reference does.
+//   B. c = ldexp(d, -e) - mean into work; sum(c^2).
+//   C. out = c * (1 / std), std = sqrt(var + ldexp(eps, -2 (e1 + e2))): one division per row
+//      (the reference divides each entry; the product is within an ulp of the quotient).
+
+template <int W, class T>
+SWANREF_HOST_DEVICE inline T lanes_sum(T (&a)[W]) {
+  for (int w = W / 2; w > 0; w /= 2)
+    for (int k = 0; k < w; ++k) a[k] += a[k + w];
+  return a[0];
+}
+template <int W, class T>
+SWANREF_HOST_DEVICE inline T lanes_max(T (&a)[W]) {
+  for (int w = W / 2; w > 0; w /= 2)
+    for (int k = 0; k < w; ++k) a[k] = a[k + w] > a[k] ? a[k + w] : a[k];
+  return a[0];
+}
+
+// The two forms of Pow2Scaler as separate types, so that a pass is compiled once per form and
+// its inner loop has no branch (the form is uniform over the row).
+template <class T>
+struct MulBy {
+  T f;
+  SWANREF_HOST_DEVICE T operator()(T x) const { return x * f; }
+};
+template <class T>
+struct LdexpBy {
+  int k;
+  SWANREF_HOST_DEVICE T operator()(T x) const { return dmath::ldexp(x, k); }
+};
+struct Unscaled {
+  template <class T>
+  SWANREF_HOST_DEVICE T operator()(T x) const { return x; }
+};
+
+// Pass A: work[j] = s(in[j]) - y0; returns the row's max|d| and sum(d) (reduced over ex).
+// Partial results live in local arrays (the caller's could alias work as far as the compiler
+// knows).
+template <int W, class T, class Exec, class S>
+SWANREF_HOST_DEVICE inline void gn_deviations(Exec& ex, const T* in, index_type in_stride, T* work, index_type n,
+                                              S s, T y0, T& dmax_out, T& sum_out) {
+  const int chunks = static_cast<int>(n / W);
+  T dmax[W], sum[W];
+  for (int k = 0; k < W; ++k) dmax[k] = sum[k] = T(0);
+  SWANREF_UNROLL
+  for (int c = ex.first(); c < chunks; c += ex.step()) {
+    const ChunkIn<W, T> x(in + static_cast<index_type>(c) * W * in_stride);
+    ChunkOut<W, T> y(work + static_cast<index_type>(c) * W);
+    SWANREF_LANES
+    for (int k = 0; k < W; ++k) {
+      const T v = s(x[k]) - y0;
+      y[k] = v;
+      const T a = dmath::fabs(v);
+      dmax[k] = a > dmax[k] ? a : dmax[k];
+      sum[k] += v;
+    }
+    y.flush();
+  }
+  // the tail in separate scalars (lane arrays touched only by whole-lane loops stay in vector
+  // registers)
+  T tmax = T(0), tsum = T(0);
+  for (index_type j = static_cast<index_type>(chunks) * W + ex.first(); j < n; j += ex.step()) {
+    const T v = s(in[j * in_stride]) - y0;
+    work[j] = v;
+    const T a = dmath::fabs(v);
+    tmax = a > tmax ? a : tmax;
+    tsum += v;
+  }
+  dmax_out = lanes_max<W>(dmax);
+  dmax_out = tmax > dmax_out ? tmax : dmax_out;
+  sum_out = lanes_sum<W>(sum) + tsum;
+  ex.reduce_max_sum(dmax_out, sum_out);
+}
+
+// Pass B: work[j] = s(work[j]) - mean; returns sum of squares (reduced over ex).
+template <int W, class T, class Exec, class S>
+SWANREF_HOST_DEVICE inline T gn_centre(Exec& ex, T* work, index_type n, S s, T mean) {
+  const int chunks = static_cast<int>(n / W);
+  T q[W];
+  for (int k = 0; k < W; ++k) q[k] = T(0);
+  SWANREF_UNROLL
+  for (int c = ex.first(); c < chunks; c += ex.step()) {
+    const ChunkIn<W, T> x(work + static_cast<index_type>(c) * W);
+    ChunkOut<W, T> y(work + static_cast<index_type>(c) * W);
+    SWANREF_LANES
+    for (int k = 0; k < W; ++k) {
+      const T v = s(x[k]) - mean;
+      y[k] = v;
+      q[k] += v * v;
+    }
+    y.flush();
+  }
+  T tq = T(0);
+  for (index_type j = static_cast<index_type>(chunks) * W + ex.first(); j < n; j += ex.step()) {
+    const T v = s(work[j]) - mean;
+    work[j] = v;
+    tq += v * v;
+  }
+  return ex.reduce_sum(lanes_sum<W>(q) + tq);
+}
+
+// Pass C: out[j] = s(work[j]) * inv.
+template <int W, class T, class Exec, class S>
+SWANREF_HOST_DEVICE inline void gn_scale_out(Exec& ex, const T* work, T* out, index_type n, S s, T inv) {
+  const int chunks = static_cast<int>(n / W);
+  SWANREF_UNROLL
+  for (int c = ex.first(); c < chunks; c += ex.step()) {
+    const ChunkIn<W, T> x(work + static_cast<index_type>(c) * W);
+    typename Exec::template OutChunk<W, T> y(out + static_cast<index_type>(c) * W);
+    SWANREF_LANES
+    for (int k = 0; k < W; ++k) y[k] = s(x[k]) * inv;
+    y.flush();
+  }
+  for (index_type j = static_cast<index_type>(chunks) * W + ex.first(); j < n; j += ex.step()) out[j] = s(work[j]) * inv;
+}
+
+// No <cmath> isfinite under NVRTC.
+template <class T>
+SWANREF_HOST_DEVICE inline bool gn_finite(T x) {
+  return x - x == T(0);  // false for inf and NaN
+}
+
 template <int W, class T, class Exec>
 SWANREF_HOST_DEVICE inline void grad_norm_row(Exec& ex, const T* in, index_type in_stride,
                                               T* out, T* work, index_type n, T eps) {
-  const int chunks = static_cast<int>(n / W);
-  const int c0 = ex.first();
-  const int dc = ex.step();
-
-  // 1. read the row once, keep it, find max|g|
-  T amax = T(0);
-  SWANREF_UNROLL
-  for (int c = c0; c < chunks; c += dc) {
-    T x[W];
-    load_chunk<W>(in + static_cast<index_type>(c) * W * in_stride, x);
-    store_chunk<W>(work + static_cast<index_type>(c) * W, x);
-    for (int k = 0; k < W; ++k) {
-      const T a = dmath::fabs(x[k]);
-      amax = a > amax ? a : amax;
+  // A. deviations from the first entry, read from memory once
+  T dmax, s;
+  gn_deviations<W>(ex, in, in_stride, work, n, Unscaled{}, in[0], dmax, s);
+  int e1 = 0;  // exponent of the prescaling (0: none was needed)
+  if (!(gn_finite(dmax) && gn_finite(s))) {
+    // |g| near the overflow threshold: prescale by 2^-e1 (e1 = frexp exponent of max|g|)
+    T lane[W];
+    for (int k = 0; k < W; ++k) lane[k] = T(0);
+    for (index_type j = ex.first(); j < n; j += ex.step()) {
+      const T a = dmath::fabs(in[j * in_stride]);
+      lane[0] = a > lane[0] ? a : lane[0];
     }
+    e1 = pow2_exponent(ex.reduce_max(lanes_max<W>(lane)));
+    const Pow2Scaler<T> s1(-e1);
+    if (s1.multiply)
+      gn_deviations<W>(ex, in, in_stride, work, n, MulBy<T>{s1.factor}, s1(in[0]), dmax, s);
+    else
+      gn_deviations<W>(ex, in, in_stride, work, n, LdexpBy<T>{s1.k}, s1(in[0]), dmax, s);
   }
-  amax = ex.reduce_max(amax);
-  const int e1 = pow2_exponent(amax);
-  const Pow2Scaler<T> s1(-e1);
-  const T y0 = s1(in[0]);
-
-  // 2. deviations from the first entry (exact power-of-two scaling first): max|d| and sum(d)
-  T dmax = T(0);
-  T s = T(0);
-  SWANREF_UNROLL
-  for (int c = c0; c < chunks; c += dc) {
-    T x[W];
-    load_chunk<W>(work + static_cast<index_type>(c) * W, x);
-    for (int k = 0; k < W; ++k) {
-      x[k] = s1(x[k]) - y0;
-      const T a = dmath::fabs(x[k]);
-      dmax = a > dmax ? a : dmax;
-      s += x[k];
-    }
-    store_chunk<W>(work + static_cast<index_type>(c) * W, x);
-  }
-  ex.reduce_max_sum(dmax, s);
-  const int e2 = pow2_exponent(dmax);
-  const Pow2Scaler<T> s2(-e2);
+  // the scaling that puts the largest deviation in [0.5, 1) (e1 + e2 = e1 + e in the spec's terms)
+  const int e = pow2_exponent(dmax);
+  const Pow2Scaler<T> s2(-e);
   const T mean = s2(s) / T(n);
 
-  // 3. rescale so that the largest deviation lies in [0.5, 1); centre; population variance
-  T q = T(0);
-  SWANREF_UNROLL
-  for (int c = c0; c < chunks; c += dc) {
-    T x[W];
-    load_chunk<W>(work + static_cast<index_type>(c) * W, x);
-    for (int k = 0; k < W; ++k) {
-      x[k] = s2(x[k]) - mean;
-      q += x[k] * x[k];
-    }
-    store_chunk<W>(work + static_cast<index_type>(c) * W, x);
-  }
-  const T var = ex.reduce_sum(q) / T(n);
+  // B. rescale, centre, population variance
+  const T q = s2.multiply ? gn_centre<W>(ex, work, n, MulBy<T>{s2.factor}, mean)
+                          : gn_centre<W>(ex, work, n, LdexpBy<T>{s2.k}, mean);
+  const T var = q / T(n);
 
-  // 4. eps is added to the variance of the original row: var_orig = var * 4^(e1 + e2)
-  const T std = eps > T(0) ? dmath::sqrt(var + dmath::ldexp(eps, -2 * (e1 + e2)))
-                           : dmath::sqrt(var);
-
-  // 5. standardise (a constant row has c == 0 everywhere and std == sqrt(eps') or 0)
-  const bool scale = std > T(0);
-  SWANREF_UNROLL
-  for (int c = c0; c < chunks; c += dc) {
-    T x[W];
-    load_chunk<W>(work + static_cast<index_type>(c) * W, x);
-    for (int k = 0; k < W; ++k) x[k] = scale ? x[k] / std : T(0);
-    store_chunk<W>(out + static_cast<index_type>(c) * W, x);
+  // eps is added to the variance of the original row: var_orig = var * 4^(e1 + e).
+  const T eps_s = eps > T(0) ? dmath::ldexp(eps, -2 * (e1 + e)) : T(0);
+  // A constant row (dmax == 0) has c == 0 everywhere and std == sqrt(eps') or 0, whose reciprocal
+  // may overflow: its output is 0. Otherwise var >= 1 / (4 n^2) and 1 / std is finite.
+  if (!(dmax > T(0))) {
+    gn_scale_out<W>(ex, work, out, n, Unscaled{}, T(0));
+  } else if (gn_finite(eps_s)) {
+    gn_scale_out<W>(ex, work, out, n, Unscaled{}, T(1) / dmath::sqrt(var + eps_s));
+  } else {
+    // eps' overflows (tiny rows): var is negligible beside it, out = ldexp(c, e1 + e) / sqrt(eps)
+    const Pow2Scaler<T> back(e1 + e);
+    const T inv = T(1) / dmath::sqrt(eps);
+    if (back.multiply)
+      gn_scale_out<W>(ex, work, out, n, MulBy<T>{back.factor}, inv);
+    else
+      gn_scale_out<W>(ex, work, out, n, LdexpBy<T>{back.k}, inv);
   }
 }
 
@@ -243,6 +394,9 @@ inline void grad_norm_row_serial(const T* in, index_type in_stride, T* out, T* w
 }
 
 #if defined(SWANREF_CUDA)
+#undef SWANREF_LANES
+#undef SWANREF_UNROLL
+
 // -- GPU: one thread block per row ------------------------------------------------------------
 
 // Block-wide reductions through warp shuffles and a shared buffer (32 warp partials plus the
@@ -278,6 +432,9 @@ struct BlockExec {
     __syncthreads();
     return red[32];
   }
+
+  template <int W, class U>
+  using OutChunk = ChunkOut<W, U>;
 
   __device__ T reduce_sum(T v) const { return reduce<false>(v); }
   __device__ T reduce_max(T v) const { return reduce<true>(v); }

@@ -1,0 +1,161 @@
+"""The GradNorm row header ``swanref/device/grad_norm_row.hpp``, compiled for the host.
+
+The header is the one algorithm source of GradNorm: the CuPy backend compiles it with NVRTC and
+the C++ core (``swanref/grad_norm.hpp``) drives it on the CPU. Here it is compiled on its own
+(no other swanref header) by the host C++ compiler, run with its serial execution policy at
+several chunk widths (W = 1 with a strided row, and the host's vector widths with and without a
+tail), and checked against the NumPy reference within the spec's bound (section 8.1), on rows
+that exercise every branch: ordinary, offset, constant, near the overflow threshold,
+subnormal, and eps that dominates a tiny row. The C++ core must agree with the header to a few
+ulps (it is the same code with another execution policy).
+
+Skips when no C++ compiler is found.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from swanref.backends import reference
+from swanref.spec.tolerance import grad_norm_tolerance
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+INCLUDE = ROOT / "cpp" / "include"
+CXX = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
+
+pytestmark = pytest.mark.skipif(CXX is None, reason="no C++ compiler found (CXX, c++, g++, clang++)")
+
+# Reads rows (float32 or float64, C order) from a file, standardises each with the header's
+# grad_norm_row<W> under SerialExec, writes the result. W = 1 reads every other entry of a
+# buffer twice as long (a strided row).
+PROGRAM = r"""
+#include <swanref/device/grad_norm_row.hpp>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+template <int W, class T>
+int run(long rows, long n, T eps, const char* src, const char* dst) {
+  std::vector<T> x(rows * n), out(rows * n), work(n), strided(2 * n);
+  FILE* f = std::fopen(src, "rb");
+  if (!f || std::fread(x.data(), sizeof(T), x.size(), f) != x.size()) return 2;
+  std::fclose(f);
+  swanref::device::SerialExec ex;
+  for (long r = 0; r < rows; ++r) {
+    const T* row = x.data() + r * n;
+    if (W == 1) {
+      for (long j = 0; j < n; ++j) strided[2 * j] = row[j], strided[2 * j + 1] = T(-1e30);
+      swanref::device::grad_norm_row_serial(strided.data(), 2, out.data() + r * n, work.data(), n, eps);
+    } else {
+      swanref::device::grad_norm_row<W>(ex, row, 1, out.data() + r * n, work.data(), n, eps);
+    }
+  }
+  f = std::fopen(dst, "wb");
+  if (!f || std::fwrite(out.data(), sizeof(T), out.size(), f) != out.size()) return 3;
+  std::fclose(f);
+  return 0;
+}
+
+int main(int argc, char** argv) {
+  if (argc != 8) return 1;
+  const bool single = std::strcmp(argv[1], "float32") == 0;
+  const int w = std::atoi(argv[2]);
+  const long rows = std::atol(argv[3]), n = std::atol(argv[4]);
+  const double eps = std::atof(argv[5]);
+  if (single) {
+    if (w == 1) return run<1, float>(rows, n, float(eps), argv[6], argv[7]);
+    if (w == 4) return run<4, float>(rows, n, float(eps), argv[6], argv[7]);
+    if (w == 16) return run<16, float>(rows, n, float(eps), argv[6], argv[7]);
+  } else {
+    if (w == 1) return run<1, double>(rows, n, eps, argv[6], argv[7]);
+    if (w == 2) return run<2, double>(rows, n, eps, argv[6], argv[7]);
+    if (w == 8) return run<8, double>(rows, n, eps, argv[6], argv[7]);
+  }
+  return 4;
+}
+"""
+
+WIDTHS = {np.float32: (1, 4, 16), np.float64: (1, 2, 8)}
+HOST_WIDTH = {np.float32: 16, np.float64: 8}  # grad_norm.hpp: 64 bytes of lanes
+
+
+@pytest.fixture(scope="module")
+def program(tmp_path_factory):
+    d = tmp_path_factory.mktemp("grad_norm_header")
+    src = d / "grad_norm_header.cpp"
+    src.write_text(PROGRAM)
+    exe = d / "grad_norm_header"
+    # -Wall -Werror: the header must compile cleanly on its own; -fopenmp-simd as the CMake
+    # target swanref::core passes it (its lane loops); -ffp-contract=off: no FMA contraction, so
+    # the comparison with the C++ core below is of the same operations.
+    cmd = [CXX, "-std=c++17", "-O2", "-Wall", "-Werror", "-fopenmp-simd", "-ffp-contract=off", f"-I{INCLUDE}",
+           str(src), "-o", str(exe)]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    assert res.returncode == 0, f"{' '.join(cmd)}\n{res.stdout}\n{res.stderr}"
+    return exe
+
+
+def run_header(exe, x, width, eps, tmp_path):
+    x = np.ascontiguousarray(x)
+    src, dst = tmp_path / f"in{width}.bin", tmp_path / f"out{width}.bin"
+    x.tofile(src)
+    rows, n = x.shape
+    res = subprocess.run([str(exe), x.dtype.name, str(width), str(rows), str(n), repr(float(eps)),
+                          str(src), str(dst)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    return np.fromfile(dst, dtype=x.dtype).reshape(x.shape)
+
+
+def rows_for(dtype, n):
+    """Rows of length n that take every branch of the row algorithm."""
+    rng = np.random.default_rng(n)
+    fi = np.finfo(dtype)
+    g = rng.standard_normal((10, n))
+    rows = [
+        g[0],                                   # ordinary
+        1e4 + g[1],                             # large offset: the shift removes it
+        np.full(n, 3.0),                        # constant -> exactly zero
+        np.where(np.arange(n) == n // 2, 1.0, 0.0),  # one spike
+        np.clip(g[2], -7, 7) / 8 * float(fi.max),             # near overflow: d or sum(d) overflows -> prescaled
+        np.full(n, float(fi.max)) * np.where(np.arange(n) % 2, 1, -1),  # +-max: d overflows
+        g[3] * float(fi.smallest_subnormal) * 64,   # subnormal rows
+        g[4] * 1e-30,                           # tiny row (float32: eps' overflows with eps > 0)
+        np.abs(g[5]) * 1e20,                    # positive, large
+        g[6] * 2.0**-60 + 1.0,                  # deviations far below the entries
+    ]
+    return np.stack(rows).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, 17, 133])
+@pytest.mark.parametrize("eps", [0.0, 1e-8])
+def test_header_matches_reference(program, tmp_path, dtype, n, eps):
+    x = rows_for(dtype, n)
+    ref = reference.grad_norm(x.astype(np.float64), eps)   # exact enough to judge either dtype
+    tol = grad_norm_tolerance(n, dtype)
+    for width in WIDTHS[dtype]:  # n % width != 0 takes the tail loops
+        out = run_header(program, x, width, eps, tmp_path)
+        assert out.dtype == dtype and np.all(np.isfinite(out)), width
+        err = np.abs(out.astype(np.float64) - ref) / (1 + np.abs(ref))
+        assert np.max(err) <= tol, (width, int(np.argmax(np.max(err, axis=1))), float(np.max(err)), tol)
+        # an exactly constant row is exactly zero, for every eps
+        assert np.all(out[2] == 0), width
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cpp_core_runs_the_header(program, tmp_path, dtype):
+    """The C++ core is the header under another execution policy: same values to rounding."""
+    core = pytest.importorskip("swanref._core")
+    x = rows_for(dtype, 133)
+    for eps in (0.0, 1e-8):
+        mine = run_header(program, x, HOST_WIDTH[dtype], eps, tmp_path)
+        theirs = core.grad_norm(x, eps)
+        ulp = np.finfo(dtype).eps
+        np.testing.assert_array_less(np.abs(theirs.astype(np.float64) - mine) / (1 + np.abs(mine)), 4 * ulp)
