@@ -1,6 +1,6 @@
 """``swanref study``: the quick study runs, writes every artefact, and its numbers are sane.
 
-The quick study runs once per module (about 10-15 s on 2 cores).  The checks compare the
+The quick study (every study, timing included) runs once per module (about 10-15 s on 2 cores).  The checks compare the
 measured numbers with the spec (tolerances of section 8, predictions of 3.6, the guard of
 3.5), so a study that measures the wrong thing or draws the wrong tolerance fails here.
 """
@@ -27,7 +27,7 @@ def quick(tmp_path_factory):
     out = tmp_path_factory.mktemp("study")
     err = io.StringIO()
     results = study.run(str(out), quick=True, backends=["reference"], stream=err,
-                        command=f"swanref study {out} --quick")
+                        command=f"swanref study {out} --quick --timing", only=NAMES)
     return out, results, err.getvalue()
 
 
@@ -71,7 +71,72 @@ def test_progress_bar_on_stderr(quick):
     _, _, err = quick
     for name in NAMES:
         assert name in err
-    assert "[" in err and "#" in err and "\r" in err
+    assert "\r" in err  # tqdm redraws one line per study
+
+
+def test_default_run_leaves_timing_out(monkeypatch, tmp_path):
+    """Timing is opt-in: by default the study measures accuracy only (time to first result)."""
+    from swanref.tools.study import driver
+    seen = {}
+    monkeypatch.setattr(driver, "run", lambda outdir, **kw: seen.update(kw) or [])
+    assert study.main([str(tmp_path)]) == 0
+    assert seen["only"] == list(study.ACCURACY_STUDIES) and "timing" not in seen["only"]
+    assert study.main([str(tmp_path), "--timing"]) == 0
+    assert seen["only"][-1] == "timing"
+
+
+def test_numbers_json_holds_the_headline_numbers(quick):
+    out, results, _ = quick
+    data = json.loads((out / "numbers.json").read_text())
+    nums = data["numbers"]
+    assert data["meta"]["machine"] and data["seconds"]["condition"] > 0
+    for r in results:
+        for k, v in r.numbers.items():
+            assert f"{r.name}.{k}" in nums
+    svd = [r for r in _rows(out, "condition") if r["dtype"] == "float64" and r["method"] == "svd"]
+    assert nums["condition.float64.svd.over_bound"] == sum(r["within_tolerance"] == "False"
+                                                          for r in svd)
+    assert nums["condition.float64.svd.points"] == len(svd)
+
+
+def test_a_subset_of_a_grid_draws_the_same_matrices(quick):
+    """Every grid point has its own generator, so the docs check can rerun a few points."""
+    out, _, _ = quick
+    full = [r for r in _rows(out, "steps") if _f(r["kappa"]) == 1e4 and r["dtype"] == "float32"]
+    sub = study.study_steps(study.Context(quick=True, backend="reference",
+                                          backends=["reference"], seed=0,
+                                          progress_stream=io.StringIO(),
+                                          grid={"kappas": [1e4], "dtypes": ["float32"],
+                                                "steps": [8, 24]}))
+    by_k = {int(r["steps"]): _f(r["error_to_polar"]) for r in full}
+    for row in sub.rows:
+        assert row[3] == pytest.approx(by_k[row[2]], rel=1e-12, abs=1e-300), row
+
+
+def _labels(fig):
+    return [t for ax in fig.axes for t in ax.get_legend_handles_labels()[1]] + \
+        [t.get_text() for t in fig.legends[0].get_texts()] if fig.legends else []
+
+
+def test_figures_define_their_axes_and_mark_clipped_points(quick):
+    out, results, _ = quick
+    figs = {r.name: r.figure for r in results}
+    cond = figs["condition"]
+    assert any("accurate" in t for t in _labels(cond))            # the 1e-3 line is drawn
+    assert "k = min(m, n)" in cond.axes[0].get_ylabel()
+    rows = _rows(out, "nullspace")
+    if any(r["leakage"] == "inf" for r in rows):                   # float32 blows up at 40
+        assert any("diverged" in t for t in _labels(figs["nullspace"]))
+    steps = _rows(out, "steps")
+    if any(r["diverged"] == "True" for r in steps):
+        assert any("diverged" in t for t in _labels(figs["steps"]))
+    timing = figs["timing"]
+    titles = [ax.get_title() for ax in timing.axes]
+    assert len(titles) == len({r["backend"] for r in _rows(out, "timing")}) * \
+        len({r["dtype"] for r in _rows(out, "timing")})
+    assert not any("BLAS threads:" in t for t in titles)
+    for page in ("index.md", "index.html"):
+        assert "k = min(m, n)" in (out / page).read_text(), page
 
 
 def test_condition_svd_error_grows_with_kappa_and_stays_under_the_drawn_tolerance(quick):
