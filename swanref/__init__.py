@@ -11,6 +11,7 @@ from swanref.spec.errors import DivergenceError, DivergenceWarning
 from swanref.spec.readings import SPEC_VERSION, WHITEN_METHODS
 from swanref.spec.routing import swan_route
 from swanref.backends.registry import available as available_backends
+from swanref.update import orthogonalized_update
 
 try:
     __version__ = _metadata.version("swanref")
@@ -19,4 +20,4 @@ except _metadata.PackageNotFoundError:  # pragma: no cover - a source tree that 
 
 __all__ = ["grad_norm", "whiten", "swan_update", "sinkgd_update", "swan_route",
            "DivergenceError", "DivergenceWarning", "SPEC_VERSION", "WHITEN_METHODS",
-           "available_backends"]
+           "available_backends", "orthogonalized_update"]

@@ -1,0 +1,172 @@
+"""The orthogonalised update of one parameter (spec section 9): the core of every Muon/SWAN-style
+step, with the conventions real optimizers wrap around it made explicit.
+
+``orthogonalized_update(G, preset, scale=...)`` is what such an optimizer adds to a parameter
+(times ``-lr``) on a step whose momentum is neutral: reshape to the matrix view, orthogonalise,
+optionally normalise rows (NorMuon), apply the scale rule, reshape back.  Every choice is a
+named convention of :mod:`swanref.spec.conventions` with its source.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from swanref import ops
+from swanref.backends import arrays as _arrays
+from swanref.spec.conventions import matrix_view, resolve_scale, shape_factor
+from swanref.spec.scaling import pow2_exponent
+from swanref.spec.validate import real_number
+
+__all__ = ["orthogonalized_update", "load_coefficients"]
+
+#: NorMuon's floor on the row RMS and on the re-match denominator (zichongli5/NorMuon)
+ROW_NORM_EPS = 1e-10
+
+
+def load_coefficients(source):
+    """A coefficient table ``[(a, b, c), ...]`` from a list, or from a file (spec 9.6).
+
+    Files: JSON (a list of triples, or ``{"coefficients": [...]}``) or text with one triple per
+    line (numbers separated by spaces or commas; ``#`` starts a comment).
+    """
+    if isinstance(source, (str, bytes)) or hasattr(source, "__fspath__"):
+        import json
+        import os
+        path = os.fspath(source)
+        if not os.path.isfile(path):
+            raise ValueError(f"coefficients file not found: {path}")
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+        try:
+            data = json.loads(text)
+        except ValueError:
+            data = []
+            for line in text.splitlines():
+                line = line.split("#", 1)[0].replace(",", " ").strip()
+                if line:
+                    try:
+                        data.append([float(v) for v in line.split()])
+                    except ValueError as exc:
+                        raise ValueError(f"{path}: cannot read {line!r} as numbers") from exc
+        if isinstance(data, dict):
+            data = data.get("coefficients")
+        source = data
+    try:
+        return [tuple(float(v) for v in t) for t in source]
+    except (TypeError, ValueError) as exc:
+        raise TypeError("coefficients must be a sequence of (a, b, c) number triples") from exc
+
+
+def _row_norm(O, xp=np):
+    """NorMuon: rows to RMS 1 (zero rows stay 0), then the matrix re-matched to ||O||_F."""
+    sq = (O * O.conj()).real if np.iscomplexobj(O) else O * O
+    fro = np.sqrt(np.sum(sq, axis=(-2, -1), keepdims=True))
+    rms = np.sqrt(np.mean(sq, axis=-1, keepdims=True))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        R = np.where(rms > 0, O / np.where(rms > 0, rms, 1), 0)
+        sqr = (R * R.conj()).real if np.iscomplexobj(R) else R * R
+        fro_r = np.sqrt(np.sum(sqr, axis=(-2, -1), keepdims=True))
+        return np.where(fro_r > 0, R * (fro / np.where(fro_r > 0, fro_r, 1)), 0).astype(O.dtype)
+
+
+def _pow2_scaled(M):
+    """M times an exact power of two per matrix, max|M| in [0.5, 1) (spec 9.5).
+
+    The direction of the update then cannot depend on ||G||: a source's epsilon floor sits at
+    the same place relative to every gradient.  Non-finite slices are left alone (the input
+    policy of whiten reports them).
+    """
+    amax = np.max(np.abs(M), axis=(-2, -1), keepdims=True).astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        e = np.where(np.isfinite(amax) & (amax > 0), pow2_exponent(np.where(
+            np.isfinite(amax), amax, 1.0)), 0)
+    wide = np.complex128 if M.dtype.kind == "c" else np.float64
+    if M.dtype.name == "bfloat16" or M.dtype == np.float16:
+        return (M.astype(np.float64) * np.ldexp(1.0, -e)).astype(np.float32)
+    return (M.astype(wide) * np.ldexp(1.0, -e)).astype(M.dtype)
+
+
+def _fro(X):
+    sq = (X * X.conj()).real if np.iscomplexobj(X) else X * X
+    return np.sqrt(np.sum(sq, axis=(-2, -1), keepdims=True))
+
+
+def orthogonalized_update(G, preset="svd", *, scale="keller", scale_factor=1.0, stack_dims=0,
+                          row_norm=False, steps=None, coefficients=None, emulate=None,
+                          backend=None, check_finite=True):
+    r"""The orthogonalised update of one parameter (or a stack of them), spec section 9.
+
+    .. math:: \Delta = s(m, n)\; \mathrm{reshape}\big(\mathrm{orth}(G_{m \times n})\big)
+
+    Parameters
+    ----------
+    G : array_like, shape (*stack, out, *in)
+        The gradient (or the momentum-combined direction) of a parameter of at least 2 axes
+        after ``stack_dims``.  float64/float32/float16/bfloat16, or complex64/complex128.
+    preset : str
+        The orthogonaliser: an exact method ('svd', 'eigh'), 'newton_schulz', or a production
+        preset of ``swanref.presets`` ('muon_ns5', 'torch_muon', 'optax_muon', 'gram_ns', ...).
+    scale : str
+        The scale rule (``swanref.spec.conventions.SCALE_RULES``): 'keller' sqrt(max(1, m/n))
+        (default), 'moonlight' 0.2 sqrt(max(m, n)), 'unit_rms' sqrt(max(m, n)), 'spectral'
+        sqrt(m/n), 'swan' sqrt(m n)/||O||_F, 'graft' ||G||_F/||O||_F, 'none'.
+    scale_factor : float
+        Extra constant factor (e.g. an AdamW-RMS-matching 0.2 on top of 'unit_rms').
+    stack_dims : int
+        Leading axes indexing independent parameters (each slice is its own problem).
+    row_norm : bool
+        NorMuon row normalisation with Frobenius re-match, after orthogonalisation.
+    steps, coefficients, emulate : passed to the preset (``coefficients`` may be a list of
+        (a, b, c) triples or a file, see :func:`load_coefficients`).
+    backend, check_finite : as in :func:`swanref.whiten`.
+
+    Returns
+    -------
+    A new array of G's shape and dtype; zero slices give zero.  G is never modified.
+    """
+    if isinstance(stack_dims, (bool, np.bool_)) or not isinstance(stack_dims, (int, np.integer)) \
+            or stack_dims < 0:
+        raise TypeError(f"stack_dims must be a non-negative integer, got {stack_dims!r}")
+    rule = resolve_scale(scale)
+    scale_factor = real_number(scale_factor, "scale_factor", minimum=0.0)
+    if coefficients is not None and not isinstance(coefficients, (list, tuple, np.ndarray)):
+        coefficients = load_coefficients(coefficients)
+    arr, _, restore = _arrays.to_backend(G, "reference")
+    if not isinstance(arr, np.ndarray):
+        raise TypeError("orthogonalized_update computes on host arrays (NumPy, or CPU tensors "
+                        "via DLPack)")
+    in_dtype = arr.dtype
+    batch, m, n = matrix_view(arr.shape, int(stack_dims))
+    M = np.ascontiguousarray(arr).reshape(batch + (m, n))
+    if M.size == 0:
+        return restore(np.zeros(arr.shape, in_dtype))
+    work = _pow2_scaled(M) if M.dtype.kind in "fc" else M  # bad dtypes: whiten raises
+    kw = {}
+    if steps is not None:
+        kw["steps"] = steps
+    if coefficients is not None:
+        kw["coefficients"] = coefficients
+    if emulate is not None:
+        kw["emulate"] = emulate
+    O = np.asarray(ops.whiten(work, method=preset, backend=backend, check_finite=check_finite,
+                              **kw))
+    zero = _fro(work) == 0
+    O = np.where(zero, 0, O).astype(O.dtype)  # zero -> zero for every preset (spec 9.4)
+    if row_norm:
+        O = _row_norm(O)
+    if rule.name == "swan":
+        f = _fro(O)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            O = np.where(f > 0, O * (math.sqrt(m * n) / np.where(f > 0, f, 1)), 0)
+    elif rule.name == "graft":
+        g = _fro(M.astype(O.dtype))
+        f = _fro(O)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            O = np.where(f > 0, O * (g / np.where(f > 0, f, 1)), 0)
+    else:
+        O = O * shape_factor(rule, m, n)
+    if scale_factor != 1.0:
+        O = O * scale_factor
+    out = np.asarray(O).reshape(arr.shape).astype(in_dtype, copy=True)
+    return restore(out)

@@ -1,0 +1,472 @@
+"""``swanref check update``: does a function compute the orthogonalised update the spec defines?
+
+The target takes one gradient array (a parameter's shape: 2-D, N-D, or a stack) and returns the
+update (what the optimizer adds to the parameter times ``-lr`` on a step with neutral momentum).
+The claim names the preset, the scale rule and the conventions of spec section 9; each property
+below probes one way real implementations get them wrong and is compared with
+:func:`swanref.update.orthogonalized_update` on fixed, tiny probes (a check takes well under a
+second per property on NumPy targets).
+
+Probes are pre-scaled by an exact power of two (max|G| in [0.5, 1)), where the spec's operator
+and a source's own arithmetic coincide; only ``direction_scale_invariant`` leaves that range.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from swanref.spec.conventions import SCALE_RULES, matrix_view, resolve_scale, shape_factor
+from swanref.update import orthogonalized_update
+
+__all__ = ["UpdateClaim", "UPDATE_PROPERTIES", "check_update", "DIRECTION_TOLERANCE"]
+
+#: relative Frobenius distance under which two updates are the same, per claimed dtype: the
+#: preset match tolerance of swanref.presets (docs/presets.md 7)
+MATCH = {"float64": 1e-9, "float32": 1e-4, "bfloat16": 0.08, "float16": 0.02}
+
+#: direction_scale_invariant: an epsilon in its intended place moves the direction by about
+#: eps x (slope of the polynomial) relative -- measured <= 1e-7 for the eps-1e-7 presets on these
+#: probes (tests/test_update_check.py) -- while a floor that decides the result moves it by O(1)
+DIRECTION_TOLERANCE = 1e-4
+
+SCALES = (1e-12, 1e-6, 1e6, 1e12)
+
+
+@dataclass
+class UpdateClaim:
+    preset: str = "svd"
+    scale: str = "keller"
+    scale_factor: float = 1.0
+    stack_dims: int = 0
+    row_norm: bool = False
+    steps: int | None = None
+    coefficients: list | None = None
+    dtype: str = "float64"
+    complex: bool = False
+    tolerance: float | None = None
+
+    def __post_init__(self):
+        self.scale = resolve_scale(self.scale).name
+        if self.dtype not in MATCH:
+            raise ValueError(f"dtype must be one of {', '.join(MATCH)}, got {self.dtype!r}")
+        if self.tolerance is None:
+            self.tolerance = MATCH[self.dtype]
+
+    @property
+    def container(self):
+        return np.float64 if self.dtype == "float64" else np.float32
+
+    @property
+    def emulate(self):
+        return self.dtype if self.dtype in ("bfloat16", "float16") else None
+
+    def describe(self) -> dict:
+        d = {"op": "update", "preset": self.preset, "scale": self.scale,
+             "dtype": self.dtype, "tolerance": self.tolerance}
+        if self.scale_factor != 1.0:
+            d["scale_factor"] = self.scale_factor
+        if self.stack_dims:
+            d["stack_dims"] = self.stack_dims
+        if self.row_norm:
+            d["row_norm"] = True
+        if self.steps is not None:
+            d["steps"] = self.steps
+        if self.coefficients is not None:
+            d["coefficients"] = [list(t) for t in self.coefficients]
+        if self.complex:
+            d["complex"] = True
+        return d
+
+
+class _Fail(Exception):
+    def __init__(self, error, probe, message, shape=None, G=None):
+        super().__init__(message)
+        self.error, self.probe, self.message, self.shape, self.G = error, probe, message, shape, G
+
+
+# -- probes and the reference ----------------------------------------------------------------
+
+def _pow2(G, stack_dims=0):
+    batch, m, n = matrix_view(G.shape, stack_dims)
+    M = G.reshape(batch + (m, n))
+    amax = np.max(np.abs(M), axis=(-2, -1), keepdims=True)
+    e = np.frexp(np.where(amax > 0, amax, 1.0))[1]
+    return (M * np.ldexp(1.0, -e)).reshape(G.shape)
+
+
+def _probe(claim, shape, seed, complex_=False):
+    rng = np.random.default_rng(seed)
+    full = (1,) * claim.stack_dims + tuple(shape)
+    G = rng.standard_normal(full)
+    if complex_:
+        G = G + 1j * rng.standard_normal(full)
+    G = _pow2(G, claim.stack_dims)
+    if claim.emulate:
+        from swanref.presets.lowprec import round_to
+        G = _pow2(round_to(G, claim.emulate).astype(np.float64), claim.stack_dims)
+    dt = claim.container
+    if complex_:
+        dt = np.complex128 if dt == np.float64 else np.complex64
+    return G.astype(dt)
+
+
+def reference(claim, G, stack_dims=None):
+    emulate = claim.emulate
+    from swanref.spec.readings import WHITEN_METHODS
+    if claim.preset in WHITEN_METHODS:
+        emulate = None
+    return orthogonalized_update(
+        G, claim.preset, scale=claim.scale, scale_factor=claim.scale_factor,
+        stack_dims=claim.stack_dims if stack_dims is None else stack_dims,
+        row_norm=claim.row_norm, steps=claim.steps, coefficients=claim.coefficients,
+        emulate=emulate)
+
+
+def _mats(X, stack_dims):
+    batch, m, n = matrix_view(X.shape, stack_dims)
+    return np.asarray(X).reshape((-1, m, n)).astype(np.complex128 if np.iscomplexobj(X)
+                                                   else np.float64)
+
+
+def _fro(M):
+    return float(np.sqrt(np.sum(np.abs(M) ** 2)))
+
+
+def _unit(M):
+    f = _fro(M)
+    return M / f if f > 0 else M
+
+
+def _dist(a, b, normalise=False):
+    """Largest relative Frobenius distance over the matrices of the stack (inf on NaN)."""
+    worst = 0.0
+    for x, y in zip(a, b):
+        if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+            return math.inf
+        if normalise:
+            x, y = _unit(x), _unit(y)
+        worst = max(worst, _fro(x - y) / max(_fro(y), 1e-300))
+    return worst
+
+
+def _checked(out, G, name):
+    out = np.asarray(out)
+    if out.shape != G.shape:
+        raise _Fail(math.inf, name, f"output shape {out.shape} for input shape {G.shape}: the "
+                    "update must have the parameter's shape (reshape the matrix view back)",
+                    G.shape, G)
+    return out
+
+
+def _scale_explanations(claim, m, n, ratio, extra_shapes=()):
+    """Named scale rules (and products of two) that explain a norm ratio."""
+    base = shape_factor(SCALE_RULES[claim.scale], m, n) * claim.scale_factor
+    if SCALE_RULES[claim.scale].data_dependent or base == 0:
+        return []
+    cands = {}
+    shapes = [((m, n), "")] + list(extra_shapes)
+    rules = [r for r in SCALE_RULES.values() if not r.data_dependent]
+    for (mm, nn), where in shapes:
+        for r in rules:
+            cands[f"{r.name}{where}"] = shape_factor(r, mm, nn)
+            for r2 in rules:
+                if r2.name > r.name and r2.name != "none" and r.name != "none":
+                    cands[f"{r.name} x {r2.name}{where}"] = (shape_factor(r, mm, nn)
+                                                             * shape_factor(r2, mm, nn))
+    return [k for k, v in cands.items() if abs(v / base - ratio) <= 1e-3 * ratio
+            and k != claim.scale]
+
+
+# -- the properties ----------------------------------------------------------------------------
+
+@dataclass
+class UpdateProperty:
+    name: str
+    doc: str
+    run: object
+    applies: object = None
+    level: str = "required"
+    input_class: str = "plain"
+
+
+def _direction(claim, call):
+    for label, shape in (("wide 4x7", (4, 7)), ("tall 7x4", (7, 4)), ("square 5x5", (5, 5))):
+        G = _probe(claim, shape, 11)
+        out = _checked(call(G), G, label)
+        ref = reference(claim, G)
+        d = _dist(_mats(out, claim.stack_dims), _mats(ref, claim.stack_dims), normalise=True)
+        if d > claim.tolerance:
+            raw = _dist(_mats(out, claim.stack_dims), _mats(G, claim.stack_dims), True)
+            why = (" -- the update is the raw gradient's direction: orthogonalisation skipped"
+                   if raw <= claim.tolerance else "")
+            raise _Fail(d, label, f"direction differs from {claim.preset!r} on the {label} "
+                        f"probe by {d:.3g} (relative Frobenius, both normalised){why}", G.shape, G)
+    return 0.0
+
+
+def _scale_on(shapes, name):
+    def run(claim, call):
+        worst = 0.0
+        for label, shape in shapes:
+            G = _probe(claim, shape, 12)
+            out = np.asarray(call(G))
+            ref = reference(claim, G)
+            fo, fr = _fro(out), _fro(ref)
+            if not np.isfinite(fo):
+                raise _Fail(math.inf, label, f"non-finite update on the {label} probe",
+                            G.shape, G)
+            ratio = fo / fr
+            err = abs(ratio - 1.0)
+            if err > claim.tolerance:
+                _, m, n = matrix_view(shape, 0)
+                extra = []
+                if len(shape) > 2:
+                    extra.append(((shape[-2], shape[-1]), " read from the trailing axes "
+                                  f"{shape[-2:]}"))
+                    extra.append(((shape[0], shape[1]), f" read from axes (0, 1) "
+                                  f"{shape[:2]} unflattened"))
+                names = _scale_explanations(claim, m, n, ratio, extra)
+                hint = f"; matches {', '.join(names[:4])}" if names else ""
+                raise _Fail(err, label, f"||update||_F / ||spec update||_F = {ratio:.6g} on the "
+                            f"{label} probe (matrix view {m}x{n}, claimed scale "
+                            f"{claim.scale!r}: {SCALE_RULES[claim.scale].formula}){hint}",
+                            G.shape, G)
+            worst = max(worst, err)
+        return worst
+    return run
+
+
+def _nd(claim, call):
+    worst = 0.0
+    for label, shape in (("conv2d 4x2x3x1", (4, 2, 3, 1)), ("conv1d 3x2x4", (3, 2, 4)),
+                         ("conv2d 6x1x2x2", (6, 1, 2, 2))):
+        G = _probe(claim, shape, 13)
+        out = _checked(call(G), G, label)
+        ref = reference(claim, G)
+        d = _dist(_mats(out, claim.stack_dims), _mats(ref, claim.stack_dims), normalise=True)
+        if d > claim.tolerance:
+            raise _Fail(d, label, f"on the {label} probe the update is not the spec's (matrix "
+                        f"view (out, in*k...) orthogonalised and reshaped back): relative "
+                        f"distance of the directions {d:.3g}", G.shape, G)
+        worst = max(worst, d)
+    return worst
+
+
+def _stack(claim, call):
+    rng = np.random.default_rng(14)
+    k = claim.stack_dims
+    shape = (3,) + (1,) * (k - 1) + (4, 6)
+    G = _pow2(rng.standard_normal(shape), k)
+    if claim.emulate:
+        from swanref.presets.lowprec import round_to
+        G = _pow2(round_to(G, claim.emulate).astype(np.float64), k)
+    G = G.astype(claim.container)
+    out = _checked(call(G), G, "stack 3x4x6")
+    ref = reference(claim, G)
+    d = _dist(_mats(out, k), _mats(ref, k))
+    if d > claim.tolerance:
+        raise _Fail(d, "stack 3x4x6", f"a slice of the stack differs from its own update by {d:.3g}"
+                    " (each parameter of a stack must be orthogonalised and scaled on its own)",
+                    G.shape, G)
+    H = G.copy()
+    H[0] = _pow2(rng.standard_normal(H[0].shape), k - 1 if k > 1 else 0).astype(H.dtype)
+    out2 = np.asarray(call(H))
+    d2 = _dist(_mats(out2, k)[1:], _mats(out, k)[1:])
+    if d2 > claim.tolerance:
+        raise _Fail(d2, "stack 3x4x6, slice 0 replaced", f"changing slice 0 changed the updates "
+                    f"of the other slices by {d2:.3g}: the stack is not treated as independent "
+                    "parameters", G.shape, H)
+    return max(d, d2)
+
+
+def _dtype(claim, call):
+    for dt in (np.float64, np.float32):
+        G = _probe(claim, (4, 6), 15).astype(dt)
+        out = np.asarray(call(G))
+        if out.dtype != G.dtype:
+            raise _Fail(math.inf, f"{np.dtype(dt).name} 4x6", f"a {np.dtype(dt).name} gradient "
+                        f"gave a {out.dtype} update (the update has the parameter's dtype)",
+                        G.shape, G)
+    return 0.0
+
+
+def _mutation(claim, call):
+    G = _probe(claim, (4, 6), 16)
+    keep = G.copy()
+    out = np.asarray(call(G, copy=False))
+    if not np.array_equal(G, keep, equal_nan=True):
+        changed = int(np.sum(G != keep))
+        raise _Fail(math.inf, "4x6", f"the target modified its input ({changed} entries "
+                    "changed): the gradient must not be scaled or overwritten in place",
+                    G.shape, keep)
+    if np.shares_memory(out, G):
+        raise _Fail(math.inf, "4x6", "the update shares memory with the gradient (alias)",
+                    G.shape, keep)
+    return 0.0
+
+
+def _zero(claim, call):
+    shapes = [("zero 4x6", (4, 6)), ("zero conv 4x2x3x1", (4, 2, 3, 1))]
+    worst = 0.0
+    for label, shape in shapes:
+        G = np.zeros((1,) * claim.stack_dims + shape, claim.container)
+        out = np.asarray(call(G))
+        err = float(np.max(np.abs(out))) if np.all(np.isfinite(out)) else math.inf
+        if err > 0:
+            raise _Fail(err, label, f"a zero gradient gave a nonzero or non-finite update "
+                        f"(max |update| = {err:g}); the spec's update is exactly zero",
+                        G.shape, G)
+    if claim.stack_dims:
+        G = _probe(claim, (4, 6), 17)
+        G = np.concatenate([np.zeros_like(G), G], axis=0)
+        out = np.asarray(call(G))
+        ref = reference(claim, G)
+        if not (np.all(np.isfinite(out)) and np.all(out[0] == 0)):
+            raise _Fail(math.inf, "stack with a zero slice", "a zero slice of a stack gave a "
+                        "nonzero or non-finite update", G.shape, G)
+        worst = _dist(_mats(out, claim.stack_dims)[1:], _mats(ref, claim.stack_dims)[1:])
+    return worst
+
+
+def _invariant(claim, call):
+    G = _probe(claim, (5, 8), 18).astype(np.float64)
+    ref = reference(claim, G.astype(claim.container))
+    tol = max(DIRECTION_TOLERANCE, claim.tolerance)
+    graft = claim.scale == "graft"
+    worst = 0.0
+    for c in SCALES:
+        Gc = (G * c).astype(claim.container)
+        out = np.asarray(call(Gc))
+        if not np.all(np.isfinite(out)):
+            raise _Fail(math.inf, f"G x {c:g}", f"non-finite update for the gradient scaled by "
+                        f"{c:g}", G.shape, Gc)
+        d = _dist(_mats(out, claim.stack_dims), _mats(ref, claim.stack_dims), normalise=True)
+        if d > tol:
+            raise _Fail(d, f"G x {c:g}", f"the direction of the update for {c:g} * G differs "
+                        f"from that for G by {d:.3g} (relative); an epsilon floor in the "
+                        "normalisation (e.g. X / (||X||_F + 1e-7)) decides the result for small "
+                        "gradients", G.shape, Gc)
+        if not graft:
+            r = abs(_fro(out) / _fro(ref) - 1)
+            if r > tol:
+                raise _Fail(r, f"G x {c:g}", f"the size of the update for {c:g} * G differs "
+                            f"from that for G by {r:.3g} (relative); scale rule {claim.scale!r} "
+                            "does not depend on ||G||", G.shape, Gc)
+            d = max(d, r)
+        worst = max(worst, d)
+    return worst
+
+
+def _complex(claim, call):
+    worst = 0.0
+    for label, shape in (("complex wide 4x7", (4, 7)), ("complex tall 7x4", (7, 4))):
+        G = _probe(claim, shape, 19, complex_=True)
+        try:
+            out = call(G)
+        except Exception as exc:  # noqa: BLE001
+            raise _Fail(math.inf, label, f"target refused complex input: {exc}", G.shape, G) \
+                from exc
+        out = _checked(out, G, label)
+        if not np.iscomplexobj(out):
+            raise _Fail(math.inf, label, f"a complex gradient gave a {out.dtype} update",
+                        G.shape, G)
+        ref = reference(claim, G)
+        d = _dist(_mats(out, claim.stack_dims), _mats(ref, claim.stack_dims))
+        if d > claim.tolerance:
+            raise _Fail(d, label, f"complex {label}: relative distance {d:.3g} from the spec's "
+                        "update (conjugate transposes: A = X X^H, polar factor U V^H)",
+                        G.shape, G)
+        worst = max(worst, d)
+    return worst
+
+
+UPDATE_PROPERTIES = [
+    UpdateProperty("direction", "the update's direction is the claimed preset's on wide, tall "
+                   "and square gradients (catches a skipped orthogonalisation, wrong "
+                   "coefficients, a wrong SVD branch or preconditioner)", _direction),
+    UpdateProperty("scale_wide", "||update||_F is the claimed scale rule's on a wide gradient",
+                   _scale_on([("wide 4x7", (4, 7))], "scale_wide")),
+    UpdateProperty("scale_tall", "||update||_F is the claimed scale rule's on a tall gradient",
+                   _scale_on([("tall 7x4", (7, 4))], "scale_tall")),
+    UpdateProperty("scale_square", "||update||_F is the claimed scale rule's on a square "
+                   "gradient", _scale_on([("square 5x5", (5, 5))], "scale_square")),
+    UpdateProperty("scale_conv", "the scale rule reads m, n from the flattened (out, in*kh*kw) "
+                   "view of a conv weight", _scale_on([("conv2d 4x2x3x1", (4, 2, 3, 1)),
+                                                       ("conv2d 8x1x1x3", (8, 1, 1, 3))],
+                                                      "scale_conv")),
+    UpdateProperty("nd_round_trip", "an N-D gradient is orthogonalised as its (out, in*k...) "
+                   "matrix view and reshaped back to the parameter's shape", _nd),
+    UpdateProperty("stack_independent", "each parameter of a stack (stack_dims leading axes) "
+                   "is updated on its own", _stack,
+                   applies=lambda c: None if c.stack_dims else
+                   "no stack claimed (pass --stack-dims 1 for stacked parameters)"),
+    UpdateProperty("dtype_kept", "float64 and float32 gradients give updates of their own dtype",
+                   _dtype),
+    UpdateProperty("no_mutation", "the gradient is not modified and the update does not alias "
+                   "it", _mutation),
+    UpdateProperty("zero_to_zero", "a zero gradient (or zero slice) gives a zero update, never "
+                   "NaN", _zero),
+    UpdateProperty("direction_scale_invariant", "the update for c*G, c = 1e-12 .. 1e12, is the "
+                   "update for G (direction and, except for 'graft', size)", _invariant),
+    UpdateProperty("complex_input", "complex gradients: conjugate transposes, polar factor "
+                   "U V^H", _complex,
+                   applies=lambda c: None if c.complex else
+                   "no complex support claimed (pass --complex)"),
+]
+
+
+def check_update(fn, *, preset="svd", scale="keller", scale_factor=1.0, stack_dims=0,
+                 row_norm=False, steps=None, coefficients=None, dtype="float64",
+                 complex=False, tolerance=None, properties=None, array_type="numpy",
+                 target_name=None, strict=False):
+    """Run every update property on callable ``fn``; returns a checker.CheckReport."""
+    from swanref.verify.checker import CheckReport, PropertyResult, UsageError, make_call
+    from swanref.verify.properties import TargetError
+
+    try:
+        if coefficients is not None and not isinstance(coefficients, (list, tuple)):
+            from swanref.update import load_coefficients
+            coefficients = load_coefficients(coefficients)
+        claim = UpdateClaim(preset, scale, float(scale_factor), int(stack_dims), bool(row_norm),
+                            steps, coefficients, str(dtype), bool(complex), tolerance)
+        reference(claim, _probe(claim, (3, 4), 0))  # the claim itself must be evaluable
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"invalid update claim: {exc}") from exc
+    props = UPDATE_PROPERTIES
+    if properties:
+        unknown = [p for p in properties if p not in {q.name for q in props}]
+        if unknown:
+            raise UsageError(f"unknown properties for update: {', '.join(unknown)}; known: "
+                             f"{', '.join(p.name for p in props)}")
+        props = [p for p in props if p.name in properties]
+    call = make_call(fn, array_type)
+    report = CheckReport("update", target_name or getattr(fn, "__qualname__", repr(fn)),
+                         claim.describe(), 1, 0, strict)
+    with np.errstate(all="ignore"):
+        for p in props:
+            tol = claim.tolerance
+            if p.name == "direction_scale_invariant":
+                tol = max(DIRECTION_TOLERANCE, tol)
+            res = PropertyResult(p.name, "pass", p.level, p.doc, examples=1, tolerance=tol)
+            why = p.applies(claim) if p.applies else None
+            t0 = time.perf_counter()
+            if why:
+                res.status, res.message, res.examples = "n/a", why, 0
+            else:
+                try:
+                    res.error = float(p.run(claim, call))
+                except _Fail as f:
+                    res.status, res.error = "FAIL", f.error
+                    res.input = {"probe": f.probe, "shape": list(f.shape) if f.shape else None}
+                    res.message = f"property '{p.name}' violated: {f.message}"
+                    if f.G is not None:
+                        res.counterexample = np.array(f.G, copy=True)
+                except TargetError as exc:
+                    res.status, res.error = "FAIL", math.inf
+                    res.message = f"property '{p.name}' violated: {exc}"
+            res.seconds = time.perf_counter() - t0
+            report.results.append(res)
+    return report

@@ -1,0 +1,55 @@
+"""swanref check update: the faithful update passes, each wrong one fails the property that
+names its mistake (tests/wrong_impls/update_impls.py)."""
+import numpy as np
+import pytest
+
+from swanref.verify.update_properties import check_update
+from tests.wrong_impls import update_impls as W
+
+
+def failed(report):
+    return {r.name for r in report.results if r.status == "FAIL"}
+
+
+@pytest.mark.parametrize("fn, claim", [
+    (W.faithful, dict(preset="muon_ns5")),
+    (W.faithful_stack, dict(preset="muon_ns5", stack_dims=1)),
+    (W.you_faithful, dict(preset="you_ns5")),
+    (W.normuon_faithful, dict(preset="svd", row_norm=True)),
+])
+def test_faithful_updates_conform(fn, claim):
+    report = check_update(fn, **claim)
+    assert report.conforming, report.table()
+    assert not failed(report)
+
+
+@pytest.mark.parametrize("fn, claim, prop", [
+    (W.scale_from_kernel_axes, dict(preset="muon_ns5"), "scale_conv"),
+    (W.keller_and_moonlight, dict(preset="muon_ns5"), "scale_wide"),
+    (W.skip_orthogonalisation, dict(preset="muon_ns5"), "direction"),
+    (W.conv_not_flattened, dict(preset="muon_ns5"), "nd_round_trip"),
+    (W.conv_not_reshaped, dict(preset="muon_ns5"), "nd_round_trip"),
+    (W.stack_flattened, dict(preset="muon_ns5", stack_dims=1), "stack_independent"),
+    (W.scaled_in_place, dict(preset="muon_ns5"), "no_mutation"),
+    (W.float32_result, dict(preset="muon_ns5"), "dtype_kept"),
+    (W.epsilon_floor, dict(preset="muon_ns5"), "direction_scale_invariant"),
+    (W.you_table_mistyped, dict(preset="you_ns5"), "direction"),
+    (W.normuon_without_rematch, dict(preset="svd", row_norm=True), "scale_wide"),
+    (W.normuon_zero_is_nan, dict(preset="svd", row_norm=True), "zero_to_zero"),
+])
+def test_wrong_update_is_named(fn, claim, prop):
+    report = check_update(fn, **claim)
+    assert not report.conforming
+    assert prop in failed(report), report.table()
+
+
+def test_scale_diagnosis_names_the_kernel_axes():
+    report = check_update(W.scale_from_kernel_axes, preset="muon_ns5")
+    msg = next(r.message for r in report.results if r.name == "scale_conv")
+    assert "trailing axes" in msg
+
+
+def test_skip_is_recognised_as_raw_gradient():
+    report = check_update(W.skip_orthogonalisation, preset="muon_ns5")
+    msg = next(r.message for r in report.results if r.name == "direction")
+    assert "raw gradient" in msg
