@@ -61,7 +61,7 @@ def test_zero_matrix_as_the_source_does_it(name):
 
 
 def test_tiny_float32_input_loses_scale_like_the_source():
-    # research note 5.4(c): X/(||X||_F + 1e-7) is not scale invariant below ~1e-7
+    # X/(||X||_F + 1e-7), as in KellerJordan/Muon, is not scale invariant below ||X||_F ~ 1e-7
     G = np.random.default_rng(3).standard_normal((8, 32)).astype(np.float32)
     for scale in (1e-9, 1e-21):
         np.testing.assert_allclose(_cpp(G * scale, "muon_ns5"), _ref(G * scale, "muon_ns5"),

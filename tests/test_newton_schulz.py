@@ -144,7 +144,7 @@ def test_guard_fires_on_unscaled_overflow(backend, rng):
 
 
 def test_guard_fires_on_float32_rank_deficient_blowup_only_for_bad_slices(backend, rng):
-    # research note 5.4(b): the coupled iteration diverges in float32 on rank-deficient input
+    # the coupled iteration diverges in float32 on rank-deficient input (null-space rounding grows)
     good = matrices.conditioned(rng, 32, 64, 10.0).astype(np.float32)
     bad = matrices.conditioned(rng, 32, 64, 10.0, rank=8).astype(np.float32)
     G = np.stack([good, bad])

@@ -1,4 +1,5 @@
-"""Schedule verifier and Polar Express regeneration (swanref.presets.schedules) vs the research note."""
+"""Schedule verifier and Polar Express regeneration (swanref.presets.schedules) vs the published
+Polar Express coefficients (Amsel et al., arXiv 2505.16932)."""
 from __future__ import annotations
 
 import json

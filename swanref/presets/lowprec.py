@@ -60,8 +60,9 @@ def round_to(x, fmt: str = "bfloat16") -> np.ndarray:
 def round_bits_bf16(x) -> np.ndarray:
     """Bit-manipulation RNE to bfloat16 (finite or infinite input), independent of ml_dtypes.
 
-    ``u + 0x7FFF + ((u >> 16) & 1)`` then truncation of the low 16 bits: the rounding of
-    research note section 5.  Used by the tests as a second transcription of :func:`round_to`.
+    ``u + 0x7FFF + ((u >> 16) & 1)`` then truncation of the low 16 bits: round to nearest, ties
+    to even, as PyTorch's and ml_dtypes' float32 -> bfloat16 casts do.  Used by the tests as a
+    second transcription of :func:`round_to`.
     """
     u = np.asarray(x, np.float32).view(np.uint32).astype(np.uint64)
     u = ((u + (((u >> 16) & 1) + 0x7FFF)) & 0xFFFF0000).astype(np.uint32)
