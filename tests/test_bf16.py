@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from swanref.presets import lowprec as bf16
-from swanref import presets
+from swanref.presets import catalogue as presets
 from swanref.presets.catalogue import whiten_preset
 
 
