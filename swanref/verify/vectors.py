@@ -589,9 +589,171 @@ def write_vectors(outdir: str, *, provenance_extra: dict | None = None) -> dict:
 
 
 # -- reading and checking ----------------------------------------------------------------------
+#
+# A vector set comes from elsewhere: every path it names is confined to its folder, every size
+# is checked against the manifest before a byte of data is read, every field is type-checked,
+# and whatever is wrong ends in VectorError (one line, exit status 2), never a traceback.
 
 class VectorError(Exception):
     """The vector set is missing, malformed or corrupted (exit status 2)."""
+
+
+#: ops a vector set may name
+OPS = ("grad_norm", "whiten", "swan_update", "sinkgd_update")
+#: input dtypes a case may have (outputs have the input's dtype)
+CASE_DTYPES = ("float64", "float32", "float16")
+#: limits far above any golden vector (the shipped set is ~100 KB, its largest array 24
+#: entries) and far below what would exhaust memory: a bigger file is refused unread
+MAX_MANIFEST_BYTES = 64 << 20
+MAX_ELEMENTS = 1 << 24            # entries of one array (128 MiB in float64)
+MAX_FILE_BYTES = 8 * MAX_ELEMENTS + (1 << 16)   # largest array plus the largest npy header
+
+
+def confined(directory: str, rel, what: str = "path") -> str:
+    """``directory/rel`` when ``rel`` is a relative path inside ``directory`` (symbolic links
+    resolved); VectorError for absolute paths, '..' components and links that lead out."""
+    if not isinstance(rel, str) or not rel or "\0" in rel:
+        raise VectorError(f"{what} must be a non-empty relative path, got {rel!r}")
+    if os.path.isabs(rel) or rel[0] in "/\\" or os.path.splitdrive(rel)[0]:
+        raise VectorError(f"{what} {rel!r} is an absolute path; a vector set may only name "
+                          "files inside its own folder")
+    if ".." in rel.replace("\\", "/").split("/"):
+        raise VectorError(f"{what} {rel!r} leaves the vector set's folder ('..')")
+    root = os.path.realpath(directory)
+    path = os.path.realpath(os.path.join(root, rel))
+    if os.path.commonpath([root, path]) != root:
+        raise VectorError(f"{what} {rel!r} resolves outside the vector set's folder")
+    return path
+
+
+def _file_size(path: str, rel: str, limit: int = MAX_FILE_BYTES) -> int:
+    size = os.path.getsize(path)
+    if size > limit:
+        raise VectorError(f"{rel}: {size} bytes, above the {limit}-byte limit for a file of a "
+                          "vector set")
+    return size
+
+
+def _sha256_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_npy(path: str, *, shape=None, dtype=None) -> np.ndarray:
+    """A ``.npy`` file as an array, checked before its data is read: no pickles (object
+    dtypes), a header whose shape fits the file's size and :data:`MAX_ELEMENTS`, and the
+    ``shape`` / ``dtype`` the manifest states when given.  ValueError (one line) otherwise."""
+    try:
+        # mmap reads and checks the header only; a header claiming more data than the file
+        # holds, or Python objects, fails here without allocating anything
+        mm = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise ValueError(f"not a valid numeric .npy file ({exc})") from None
+    if not isinstance(mm, np.ndarray):
+        raise ValueError("not a .npy array file")
+    if mm.dtype.kind not in "biuf" or mm.dtype.hasobject:
+        raise ValueError(f"dtype {mm.dtype} is not a real numeric dtype")
+    if mm.size > MAX_ELEMENTS:
+        raise ValueError(f"{mm.size} entries, above the limit of {MAX_ELEMENTS}")
+    if shape is not None and list(mm.shape) != list(shape):
+        raise ValueError(f"shape {list(mm.shape)} != {list(shape)} stated in manifest.json")
+    if dtype is not None and str(mm.dtype) != dtype:
+        raise ValueError(f"dtype {mm.dtype} != {dtype} stated in manifest.json")
+    arr = np.array(mm)  # into memory, detached from the file
+    del mm
+    return arr
+
+
+def _load_npy(path):
+    return read_npy(path)
+
+
+def _is_count(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _check_array_entry(entry, where: str, directory: str | None):
+    if not isinstance(entry, dict):
+        raise VectorError(f"{where} must be an object with file, sha256, dtype, shape")
+    for key in ("file", "sha256", "dtype", "shape"):
+        if key not in entry:
+            raise VectorError(f"{where} has no {key!r}")
+    if directory is not None:
+        confined(directory, entry["file"], f"{where}.file")
+    sha = entry["sha256"]
+    if not (isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha)):
+        raise VectorError(f"{where}.sha256 must be 64 lowercase hex digits, got {sha!r}")
+    if entry["dtype"] not in CASE_DTYPES:
+        raise VectorError(f"{where}.dtype must be one of {', '.join(CASE_DTYPES)}, got "
+                          f"{entry['dtype']!r}")
+    shape = entry["shape"]
+    if not (isinstance(shape, list) and len(shape) >= 2 and all(_is_count(s) for s in shape)):
+        raise VectorError(f"{where}.shape must be a list of >= 2 non-negative integers, got "
+                          f"{shape!r}")
+    if math.prod(shape) > MAX_ELEMENTS:
+        raise VectorError(f"{where}.shape {shape} has more than {MAX_ELEMENTS} entries")
+
+
+def validate_manifest(manifest, directory: str | None = None, where: str = "manifest.json"):
+    """Type-check a manifest (and confine its paths to ``directory``); VectorError if bad."""
+    def bad(msg):
+        raise VectorError(f"{where}: {msg}")
+    if not isinstance(manifest, dict):
+        bad("not a JSON object")
+    if manifest.get("schema") != SCHEMA:
+        bad(f"schema {manifest.get('schema')!r}, expected {SCHEMA!r}")
+    groups = manifest.get("testGroups")
+    if not isinstance(groups, list):
+        bad("testGroups must be a list")
+    names = set()
+    for gi, g in enumerate(groups):
+        w = f"testGroups[{gi}]"
+        if not isinstance(g, dict):
+            bad(f"{w} is not an object")
+        if g.get("op") not in OPS:
+            bad(f"{w}.op must be one of {', '.join(OPS)}, got {g.get('op')!r}")
+        if not isinstance(g.get("reading"), dict):
+            bad(f"{w}.reading must be an object")
+        if g.get("metric") not in METRICS:
+            bad(f"{w}.metric must be one of {', '.join(METRICS)}, got {g.get('metric')!r}")
+        if not isinstance(g.get("tests"), list):
+            bad(f"{w}.tests must be a list")
+        for ti, t in enumerate(g["tests"]):
+            wt = f"{w}.tests[{ti}]"
+            if not isinstance(t, dict):
+                bad(f"{wt} is not an object")
+            name = t.get("name")
+            if not isinstance(name, str) or not name or not name.isprintable():
+                bad(f"{wt}.name must be a non-empty printable string, got {name!r}")
+            if name in names:
+                bad(f"{wt}: duplicate case name {name!r}")
+            names.add(name)
+            tol = t.get("tolerance")
+            if (isinstance(tol, bool) or not isinstance(tol, (int, float))
+                    or not (0 <= tol < math.inf)):
+                bad(f"{wt} ({name}): tolerance must be a finite number >= 0, got {tol!r}")
+            if not isinstance(t.get("flags", []), list):
+                bad(f"{wt} ({name}): flags must be a list")
+            for part in ("input", "expected"):
+                try:
+                    _check_array_entry(t.get(part), f"{wt}.{part}", directory)
+                except VectorError as exc:
+                    bad(f"({name}) {exc}")
+            if t["expected"]["shape"] != t["input"]["shape"]:
+                bad(f"{wt} ({name}): expected.shape differs from input.shape")
+            out = t.get("output")
+            if directory is not None:
+                confined(directory, out, f"{where}: {wt} ({name}) output")
+            elif not isinstance(out, str):
+                bad(f"{wt} ({name}): output must be a relative path")
+            rank = t.get("rank")
+            if rank is not None and not (isinstance(rank, list) and all(_is_count(r) for r in rank)
+                                         and len(rank) == max(1, math.prod(t["input"]["shape"][:-2]))):
+                bad(f"{wt} ({name}): rank must list one non-negative integer per slice")
+    return manifest
 
 
 def load_manifest(directory: str) -> dict:
@@ -599,13 +761,14 @@ def load_manifest(directory: str) -> dict:
     if not os.path.isfile(path):
         raise VectorError(f"no manifest.json in {directory!r}")
     try:
-        with open(path) as fh:
-            manifest = json.load(fh)
-    except (OSError, ValueError) as exc:
-        raise VectorError(f"cannot read {path}: {exc}") from exc
-    if manifest.get("schema") != SCHEMA:
-        raise VectorError(f"{path}: schema {manifest.get('schema')!r}, expected {SCHEMA!r}")
-    return manifest
+        _file_size(path, "manifest.json", MAX_MANIFEST_BYTES)
+        with open(path, "rb") as fh:
+            manifest = json.loads(fh.read().decode("utf-8"))
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError included
+        raise VectorError(f"cannot read {path}: {exc}") from None
+    except RecursionError:
+        raise VectorError(f"cannot read {path}: JSON nested too deeply") from None
+    return validate_manifest(manifest, directory)
 
 
 def iter_tests(manifest):
@@ -615,39 +778,62 @@ def iter_tests(manifest):
 
 
 def verify_checksums(directory: str, manifest: dict | None = None) -> list[str]:
-    """Problems with SHA256SUMS and the manifest's per-file digests (empty if none)."""
+    """Problems with SHA256SUMS and the manifest's per-file digests (empty if none).
+
+    Paths outside the set's folder and oversized files raise VectorError; files are hashed in
+    chunks, never read whole."""
     problems = []
     sums = os.path.join(directory, "SHA256SUMS")
     if not os.path.isfile(sums):
         return [f"no SHA256SUMS in {directory!r}"]
-    with open(sums) as fh:
-        for line in fh:
-            if not line.strip():
-                continue
-            digest, _, rel = line.rstrip("\n").partition("  ")
-            path = os.path.join(directory, rel)
-            if not os.path.isfile(path):
-                problems.append(f"{rel}: missing")
-                continue
-            with open(path, "rb") as f:
-                if _sha256(f.read()) != digest:
-                    problems.append(f"{rel}: sha256 mismatch")
+    _file_size(sums, "SHA256SUMS", MAX_MANIFEST_BYTES)
+    try:
+        with open(sums, encoding="utf-8") as fh:
+            lines = fh.read().splitlines()
+    except (OSError, ValueError) as exc:
+        raise VectorError(f"cannot read SHA256SUMS: {exc}") from None
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        digest, sep, rel = line.partition("  ")
+        if not sep:
+            raise VectorError(f"SHA256SUMS line {lineno}: expected '<sha256>  <path>'")
+        path = confined(directory, rel, f"SHA256SUMS line {lineno}")
+        if not os.path.isfile(path):
+            problems.append(f"{rel}: missing")
+            continue
+        _file_size(path, rel, max(MAX_FILE_BYTES, MAX_MANIFEST_BYTES))
+        if _sha256_file(path) != digest:
+            problems.append(f"{rel}: sha256 mismatch")
     manifest = manifest or load_manifest(directory)
     for _, test in iter_tests(manifest):
         for part in ("input", "expected"):
             rel = test[part]["file"]
-            path = os.path.join(directory, rel)
+            path = confined(directory, rel, f"{test['name']} {part}.file")
             if not os.path.isfile(path):
                 problems.append(f"{rel}: missing")
                 continue
-            with open(path, "rb") as f:
-                if _sha256(f.read()) != test[part]["sha256"]:
-                    problems.append(f"{rel}: sha256 differs from manifest.json")
+            _file_size(path, rel)
+            if _sha256_file(path) != test[part]["sha256"]:
+                problems.append(f"{rel}: sha256 differs from manifest.json")
     return sorted(set(problems))
 
 
-def _load_npy(path):
-    return np.load(path, allow_pickle=False)
+def _case_array(directory, test, part):
+    """The input or expected array of a case, checked against the manifest (VectorError)."""
+    entry = test[part]
+    path = confined(directory, entry["file"], f"{test['name']} {part}.file")
+    try:
+        return read_npy(path, shape=entry["shape"], dtype=entry["dtype"])
+    except ValueError as exc:
+        raise VectorError(f"{entry['file']}: {exc}") from None
+
+
+def _output_path(directory, test, outputs):
+    if outputs is None:
+        return confined(directory, test["output"], f"{test['name']} output")
+    base = os.path.basename(test["output"].replace("\\", "/"))
+    return confined(outputs, base, f"{test['name']} output")
 
 
 def check_outputs(directory, outputs=None, *, ops=None, dtypes=None, names=None,
@@ -665,25 +851,25 @@ def check_outputs(directory, outputs=None, *, ops=None, dtypes=None, names=None,
             continue
         if names and test["name"] not in names:
             continue
-        base = outputs if outputs is not None else directory
-        out_path = os.path.join(base, test["output"]) if outputs is None else \
-            os.path.join(outputs, os.path.basename(test["output"]))
-        res = {"tcId": test["tcId"], "name": test["name"], "op": group["op"],
-               "reading": group["reading"], "flags": test["flags"], "metric": group["metric"],
-               "tolerance": test["tolerance"], "error": None, "status": "pass",
-               "output": out_path, "message": ""}
+        out_path = _output_path(directory, test, outputs)
+        res = {"tcId": test.get("tcId"), "name": test["name"], "op": group["op"],
+               "reading": group["reading"], "flags": test.get("flags", []),
+               "metric": group["metric"], "tolerance": test["tolerance"], "error": None,
+               "status": "pass", "output": out_path, "message": ""}
+        expected = _case_array(directory, test, "expected")
         if not os.path.isfile(out_path):
             res["status"] = "missing" if allow_missing else "FAIL"
             res["message"] = f"no output file {out_path}"
             results.append(res)
             continue
         try:
-            out = _load_npy(out_path)
-        except Exception as exc:  # noqa: BLE001 - a malformed output is a failed case
+            if os.path.getsize(out_path) > MAX_FILE_BYTES:
+                raise ValueError(f"{os.path.getsize(out_path)} bytes, above the limit")
+            out = read_npy(out_path)
+        except (ValueError, OSError) as exc:  # a malformed output is a failed case
             res["status"], res["message"] = "FAIL", f"cannot read output: {exc}"
             results.append(res)
             continue
-        expected = _load_npy(os.path.join(directory, test["expected"]["file"]))
         if list(out.shape) != test["input"]["shape"]:
             res["status"] = "FAIL"
             res["message"] = f"output shape {list(out.shape)} != input shape " \
@@ -709,18 +895,21 @@ def write_outputs(directory, impl, outputs=None) -> dict:
 
     ``impl`` returns the output array, or None for a case it does not implement (no file is
     written; check with ``--allow-missing`` or select with ``--op``).  Outputs go next to the
-    inputs (``directory/cases``) or into ``outputs``.  Returns {name: written?}.
+    inputs (``directory/cases``) or into ``outputs``; an ``output`` path that would leave
+    that folder (absolute, '..', a link out) is a VectorError, checked for every case before
+    anything is written.  Returns {name: written?}.
     """
     manifest = load_manifest(directory)
+    targets = {test["name"]: _output_path(directory, test, outputs)
+               for _, test in iter_tests(manifest)}
     written = {}
     for group, test in iter_tests(manifest):
-        G = _load_npy(os.path.join(directory, test["input"]["file"]))
+        G = _case_array(directory, test, "input")
         out = impl(group["op"], dict(group["reading"]), G)
         written[test["name"]] = out is not None
         if out is None:
             continue
-        target = os.path.join(directory, test["output"]) if outputs is None else \
-            os.path.join(outputs, os.path.basename(test["output"]))
+        target = targets[test["name"]]
         os.makedirs(os.path.dirname(target), exist_ok=True)
         with open(target, "wb") as fh:
             fh.write(_npy_bytes(np.asarray(out)))
@@ -766,7 +955,7 @@ def main_write(argv=None) -> int:
         if args.force and os.path.isdir(os.path.join(args.outdir, "cases")):
             shutil.rmtree(os.path.join(args.outdir, "cases"))
         manifest = write_vectors(args.outdir)
-    except VectorError as exc:
+    except (VectorError, OSError) as exc:
         print(f"swanref vectors: error: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {manifest['numberOfTests']} cases (spec {SPEC_VERSION}, schema {SCHEMA}) "
@@ -817,17 +1006,23 @@ def main_check(argv=None) -> int:
     except VectorError as exc:
         print(f"swanref check-vectors: error: {exc}", file=sys.stderr)
         return 2
+    except (OSError, ValueError, TypeError, KeyError, IndexError, RecursionError,
+            MemoryError) as exc:
+        # what validation did not foresee is still a malformed set, not a traceback
+        print(f"swanref check-vectors: error: malformed vector set: {type(exc).__name__}: "
+              f"{' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
     failed = [r for r in results if r["status"] == "FAIL"]
     code = 1 if failed else 0
     if args.json:
-        print(json.dumps({"spec_version": manifest["specVersion"], "schema": SCHEMA,
+        print(json.dumps({"spec_version": manifest.get("specVersion"), "schema": SCHEMA,
                           "passed": code == 0, "exit_code": code,
                           "counts": {s: sum(r["status"] == s for r in results)
                                      for s in ("pass", "FAIL", "missing")},
                           "results": results}, indent=1))
         return code
     w = max(len(r["name"]) for r in results)
-    print(f"swanref check-vectors {args.dir} (spec {manifest['specVersion']}, "
+    print(f"swanref check-vectors {args.dir} (spec {manifest.get('specVersion')}, "
           f"{len(results)} cases)")
     print(f"{'case':<{w}}  {'op':<13}  {'result':<7}  {'error':>9}  {'tolerance':>9}  flags")
     for r in results:
