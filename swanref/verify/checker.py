@@ -25,55 +25,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from swanref.spec.readings import SCALINGS, SPEC_VERSION, WHITEN_METHODS
+from swanref.verify.targets import UsageError, load_target  # noqa: F401 (re-exported)
 
 __all__ = ["check", "CheckReport", "PropertyResult", "load_target", "main"]
 
 STATUSES = ("pass", "FAIL", "warn", "unsupported", "no-claim", "n/a")
-
-
-class UsageError(Exception):
-    """Bad options or an unloadable target: exit status 2."""
-
-
-# -- loading the target ---------------------------------------------------------------------
-
-def load_target(spec: str):
-    """Resolve ``module:attr`` or ``file.py:attr`` to a callable (UsageError otherwise)."""
-    if ":" not in spec:
-        raise UsageError(f"TARGET must be 'module:function' or 'file.py:function', got {spec!r}")
-    mod_name, _, attr = spec.rpartition(":")
-    if not mod_name or not attr:
-        raise UsageError(f"TARGET must be 'module:function' or 'file.py:function', got {spec!r}")
-    try:
-        if mod_name.endswith(".py") or os.sep in mod_name or "/" in mod_name:
-            path = os.path.abspath(mod_name)
-            if not os.path.isfile(path):
-                raise UsageError(f"no such file: {mod_name}")
-            name = "_swanref_target_" + os.path.splitext(os.path.basename(path))[0]
-            module_spec = importlib.util.spec_from_file_location(name, path)
-            module = importlib.util.module_from_spec(module_spec)
-            sys.modules[name] = module
-            directory = os.path.dirname(path)
-            if directory not in sys.path:
-                sys.path.insert(0, directory)
-            module_spec.loader.exec_module(module)
-        else:
-            if "" not in sys.path and os.getcwd() not in sys.path:
-                sys.path.insert(0, os.getcwd())
-            module = importlib.import_module(mod_name)
-    except UsageError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - any import-time failure is a usage error
-        raise UsageError(f"cannot import {mod_name!r}: {type(exc).__name__}: {exc}") from exc
-    obj = module
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise UsageError(f"{mod_name!r} has no attribute {attr!r}") from None
-    if not callable(obj):
-        raise UsageError(f"{spec} is not callable (got {type(obj).__name__})")
-    return obj
 
 
 # -- array conversion -------------------------------------------------------------------------
