@@ -53,3 +53,31 @@ def test_skip_is_recognised_as_raw_gradient():
     report = check_update(W.skip_orthogonalisation, preset="muon_ns5")
     msg = next(r.message for r in report.results if r.name == "direction")
     assert "raw gradient" in msg
+
+
+def test_command_line(tmp_path, capsys):
+    from swanref.verify.checker import main
+    target = "tests/wrong_impls/update_impls.py:"
+    assert main(["update", target + "faithful", "--preset", "muon_ns5"]) == 0
+    assert "CONFORMING" in capsys.readouterr().out
+    assert main(["update", target + "keller_and_moonlight", "--preset", "muon_ns5",
+                 "--json"]) == 1
+    import json
+    out = json.loads(capsys.readouterr().out)
+    assert "scale_wide" in out["failed_properties"]
+    assert main(["update", target + "faithful_stack", "--preset", "muon_ns5",
+                 "--stack-dims", "1"]) == 0
+    table = tmp_path / "k.txt"
+    table.write_text("3.4445 -4.7750 2.0315\n")
+    assert main(["update", target + "faithful", "--preset", "custom", "--coefficients",
+                 str(table), "--steps", "5"]) == 0
+    capsys.readouterr()
+    assert main(["update", target + "faithful", "--scale", "kimi"]) == 2
+    assert "unknown scale rule" in capsys.readouterr().err
+    assert main(["update", "--list-properties"]) == 0
+    assert "stack_independent" in capsys.readouterr().out
+
+
+def test_python_entry_point():
+    from swanref.verify.checker import check
+    assert check(W.faithful, "update", preset="muon_ns5").conforming

@@ -31,6 +31,14 @@ __all__ = ["check", "CheckReport", "PropertyResult", "load_target", "main"]
 
 STATUSES = ("pass", "FAIL", "warn", "unsupported", "no-claim", "n/a")
 
+#: version of the --json layout (docs/verification.md, "JSON schema"); bump on any change
+JSON_SCHEMA = "swanref-check/2"
+
+#: a tolerance this large asserts nothing: 2 is the largest distance between two partial
+#: isometries per sqrt(rank) (spec 8.2's cap) and exceeds any GradNorm/SinkGD output error
+#: that still resembles the result; such a measurement is counted as "no claim", never a pass
+ASSERTS_NOTHING = 2.0
+
 
 # -- array conversion -------------------------------------------------------------------------
 
@@ -112,17 +120,33 @@ class PropertyResult:
     array: list | None = None
     seconds: float = 0.0
     counterexample: np.ndarray | None = field(default=None, repr=False)
+    diagnosis: dict | None = None     # --preset: swanref.presets.Diagnosis.to_dict()
+    exception: str | None = None      # the target's exception (unsupported input classes)
 
     def to_dict(self) -> dict:
-        from swanref.verify.measure import json_float
         d = {"property": self.name, "status": self.status, "level": self.level,
              "doc": self.doc, "examples": self.examples,
-             "error": None if self.error is None else json_float(self.error),
-             "tolerance": None if self.tolerance is None else json_float(self.tolerance),
-             "input": self.input, "message": self.message, "seconds": round(self.seconds, 3)}
+             "error": _num(self.error), "error_infinite": _inf(self.error),
+             "tolerance": _num(self.tolerance), "tolerance_infinite": _inf(self.tolerance),
+             "input": self.input, "message": self.message, "exception": self.exception,
+             "seconds": round(self.seconds, 3)}
         if self.array is not None:
             d["input_array"] = self.array
+        if self.diagnosis is not None:
+            d["diagnosis"] = self.diagnosis
         return d
+
+
+def _num(x):
+    """A JSON number, or None for missing/inf/nan (JSON has no inf: see the *_infinite flag)."""
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _inf(x) -> bool:
+    return x is not None and not math.isfinite(float(x))
 
 
 class _Violation(Exception):
@@ -179,7 +203,8 @@ def run_property(prop, claim, call, examples=30, seed=0) -> PropertyResult:
         except Exception as exc:  # noqa: BLE001 - e.g. an output of the wrong shape
             meas = Measurement(prop.name, math.inf, 0.0, "output could not be evaluated",
                                case.describe(), note=f"{type(exc).__name__}: {exc}")
-        if not meas.claim:
+        if not meas.claim or (meas.tolerance is not None
+                               and meas.tolerance >= ASSERTS_NOTHING):
             state["noclaim"] += 1
             return
         state["n"] += 1
@@ -208,10 +233,12 @@ def run_property(prop, claim, call, examples=30, seed=0) -> PropertyResult:
     else:
         if state["unsupported"]:
             res.status, res.message = "unsupported", state["unsupported"]
+            res.exception = state["unsupported"]
         elif state["n"] == 0:
             res.status = "no-claim"
             res.message = ("the spec's tolerance model makes no accuracy claim on any drawn "
-                           "input (predicted error above TRUSTED_LIMIT)")
+                           "input (predicted error above TRUSTED_LIMIT, or a tolerance >= "
+                           f"{ASSERTS_NOTHING:g} that asserts nothing)")
         else:
             meas, case = state["worst"]
             res.error, res.tolerance = meas.error, meas.tolerance
@@ -232,6 +259,10 @@ class CheckReport:
     seed: int
     strict: bool = False
     results: list = field(default_factory=list)
+    #: lines printed under the verdict, e.g. the preset the target matches and how to rerun
+    hints: list = field(default_factory=list)
+    #: a preset the target matches when its exact/iterative claim failed (None otherwise)
+    matches_preset: dict | None = None
 
     @property
     def failures(self) -> list:
@@ -256,11 +287,13 @@ class CheckReport:
         raise KeyError(name)
 
     def to_dict(self) -> dict:
-        return {"swanref_spec": SPEC_VERSION, "op": self.op, "target": self.target,
+        return {"schema": JSON_SCHEMA, "swanref_spec": SPEC_VERSION, "op": self.op,
+                "target": self.target,
                 "claim": self.claim, "examples_per_property": self.examples, "seed": self.seed,
                 "strict": self.strict, "conforming": self.conforming,
                 "exit_code": self.exit_code,
                 "failed_properties": [r.name for r in self.failures],
+                "matches_preset": self.matches_preset, "hints": list(self.hints),
                 "results": [r.to_dict() for r in self.results]}
 
     def table(self) -> str:
@@ -300,27 +333,50 @@ class CheckReport:
         else:
             names = ", ".join(r.name for r in self.failures)
             lines.append(f"verdict: NOT CONFORMING -- failed: {names}")
+        lines.extend(self.hints)
         return "\n".join(lines)
 
 
 def check(fn, op, *, dtype="float64", axis=-1, eps=0.0, method="svd", steps=None, beta=None,
           scaling=None, rescale=True, iters=5, max_kappa=None, max_side=8,
           full_rank_only=False, examples=30, seed=0, properties=None, strict=False,
-          array_type="numpy", target_name=None, preset=None) -> CheckReport:
-    """Run the property catalogue for ``op`` on callable ``fn``; returns a CheckReport."""
+          array_type="numpy", target_name=None, preset=None, coefficients=None,
+          kwargs=None, shapes=None, suggest=True) -> CheckReport:
+    """Run the property catalogue for ``op`` on callable ``fn``; returns a CheckReport.
+
+    ``kwargs`` are bound to ``fn`` (``fn(G, **kwargs)``; the CLI's ``--kwarg``).  ``shapes``:
+    ``None`` (hypothesis draws the shapes) or ``"few"`` (a fixed small set, :data:`FEW_SHAPES`,
+    for JIT-compiled targets that recompile per shape).  ``preset`` (with ``coefficients`` for
+    ``'custom'``) checks a named orthogonalisation preset instead of the reading given by
+    ``method``/``steps``/....  When a whitening claim fails and the target matches a preset,
+    the report says so (``suggest``).
+    """
     from swanref.verify.properties import OPS, Claim, properties_for
 
+    fn = bind(fn, kwargs)
+    if shapes not in (None, "few", "any"):
+        raise UsageError(f"--shapes must be 'few' or 'any', got {shapes!r}")
+    shapes = FEW_SHAPES if shapes == "few" else None
+
+    if op == "update":  # spec 9: fixed probes, swanref.verify.update_properties
+        from swanref.verify.update_properties import check_update
+        return check_update(fn, preset=preset or "svd", steps=steps, dtype=dtype,
+                            properties=properties, array_type=array_type,
+                            target_name=target_name, strict=strict)
     if op not in OPS:
         raise UsageError(f"unknown OP {op!r}; choose one of {', '.join(OPS)}")
     if preset is not None:
         return check_preset(fn, preset, dtype=dtype, steps=steps, examples=examples, seed=seed,
                             strict=strict, array_type=array_type, target_name=target_name,
-                            op=op, method=method, beta=beta, scaling=scaling)
+                            op=op, method=method, beta=beta, scaling=scaling,
+                            coefficients=coefficients, shapes=shapes)
+    if coefficients is not None:
+        raise UsageError("--coefficients needs --preset (e.g. --preset custom)")
     dt = _parse_dtype(dtype)
     _validate_reading(op, method, steps, beta, scaling)
     claim = Claim(op, dt, axis=axis, eps=eps, method=method, steps=steps, beta=beta,
                   scaling=scaling, rescale=rescale, iters=iters, max_kappa=max_kappa,
-                  max_side=max_side, full_rank_only=full_rank_only)
+                  max_side=max_side, full_rank_only=full_rank_only, shapes=shapes)
     props = properties_for(claim)
     if properties:
         known = {p.name for p in props}
@@ -330,12 +386,82 @@ def check(fn, op, *, dtype="float64", axis=-1, eps=0.0, method="svd", steps=None
                              f"{', '.join(sorted(known))}")
         props = [p for p in props if p.name in properties]
     call = make_call(fn, array_type)
+    _smoke(call, dt, shapes)
     report = CheckReport(op, target_name or getattr(fn, "__qualname__", repr(fn)),
                          claim.describe(), examples, seed, strict)
     with np.errstate(all="ignore"):
         for p in props:
             report.results.append(run_property(p, claim, call, examples, seed))
+    if suggest and op == "whiten" and not report.conforming:
+        _suggest_preset(report, call, dt, target_name)
     return report
+
+
+#: the shapes drawn with ``shapes='few'`` (``--shapes few``): wide, tall and square, each also
+#: as a batch of 3 where a property draws batches -- six compilations for a JIT target
+FEW_SHAPES = ((4, 7), (7, 4), (6, 6))
+
+
+def bind(fn, kwargs):
+    """``fn`` with keyword arguments bound (``--kwarg name=value``)."""
+    if not kwargs:
+        return fn
+    import functools
+    bound = functools.partial(fn, **kwargs)
+    bound.__qualname__ = getattr(fn, "__qualname__", repr(fn))
+    return bound
+
+
+def parse_kwarg(text: str):
+    """``name=value`` -> (name, value); the value is a Python literal when it parses as one
+    (``5``, ``1e-7``, ``True``, ``(3.4, -4.7, 2.0)``, ``None``), else the string."""
+    import ast
+    name, sep, value = text.partition("=")
+    if not sep or not name.isidentifier():
+        raise UsageError(f"--kwarg takes name=value, got {text!r}")
+    try:
+        return name, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return name, value
+
+
+def _smoke(call, dt, shapes=None):
+    """One plain call before any property: a target that cannot be called with one array (a
+    TypeError: missing arguments, wrong array type, refused dtype) is a usage error, exit 2."""
+    from swanref.verify.properties import TargetError
+    m, n = (shapes or ((4, 7),))[0]
+    G = np.random.default_rng(0).standard_normal((m, n)).astype(dt)
+    try:
+        call(G)
+    except TargetError as exc:
+        if isinstance(exc.__cause__, TypeError):
+            raise UsageError(f"the target cannot be called with one {dt} array of shape "
+                             f"{G.shape}: {exc.__cause__.__class__.__name__}: {exc.__cause__} "
+                             "(bind other arguments with --kwarg name=value; --array-type "
+                             "converts the array; --dtype sets its dtype)") from exc
+
+
+def _suggest_preset(report, call, dt, target_name):
+    """After a failed whitening claim: does the target match one of the presets?"""
+    from swanref.presets.diagnose import MATCH_TOLERANCE, identify
+    name = "bfloat16" if dt.name == "bfloat16" else str(dt)
+    if name not in MATCH_TOLERANCE:
+        return
+    try:
+        found = identify(lambda G: call(np.asarray(G)), dtype=name)
+    except Exception:  # noqa: BLE001 - a suggestion must never break the report
+        return
+    if not found:
+        return
+    best = found[0]
+    report.matches_preset = {"preset": best[0], "distance": _num(best[1]), "dtype": name,
+                             "others": [f[0] for f in found[1:]]}
+    target = target_name or "TARGET"
+    report.hints.append(f"note: the claim failed, but the target matches preset {best[0]!r} "
+                        f"at {name} (distance {best[1]:.3g}"
+                        + (f"; also: {', '.join(f[0] for f in found[1:])}" if found[1:] else "")
+                        + "); rerun with:")
+    report.hints.append(f"  swanref check whiten {target} --preset {best[0]} --dtype {name}")
 
 
 #: claim-independent properties also run for a --preset claim
@@ -344,58 +470,108 @@ PRESET_GENERIC = ("shape_and_dtype", "input_not_modified", "zero_input")
 
 def check_preset(fn, preset, *, dtype="float64", steps=None, examples=30, seed=0, strict=False,
                  array_type="numpy", target_name=None, op="whiten", method="svd", beta=None,
-                 scaling=None) -> CheckReport:
+                 scaling=None, coefficients=None, shapes=None, kwargs=None) -> CheckReport:
     """``--preset NAME``: does ``fn`` implement a named orthogonalisation preset?
 
-    Runs swanref.presets.diagnose (fixed probes, the preset and its one-difference variants)
-    as the property ``matches_preset``, plus the claim-independent properties of the
-    catalogue.  The closest variant names what differs.
+    Runs swanref.presets.diagnose (fixed probes, the preset and its one-knob variants, each
+    probe with its own tolerance) as the property ``matches_preset``, plus the
+    claim-independent properties of the catalogue.  The closest variant names what differs;
+    an input class the target refuses (a batch) is reported as ``unsupported`` with the
+    exception, never as a mismatch.  ``coefficients`` (a list of (a, b, c), or a file path as
+    read by ``swanref schedule``) replaces the table; ``preset='custom'`` requires it.
     """
     from swanref import presets
     from swanref.verify.properties import CATALOGUE, Claim
 
+    fn = bind(fn, kwargs)
     if op != "whiten":
         raise UsageError("--preset only applies to OP whiten")
     if method != "svd" or beta is not None or scaling is not None:
         raise UsageError("--preset replaces --method/--beta/--scaling (--steps passes through)")
     known = list(getattr(presets, "PRESETS", {}))
     if preset not in known:
-        raise UsageError(f"unknown --preset {preset!r}; choose one of {', '.join(known)}")
+        raise UsageError(f"unknown --preset {preset!r}; choose one of {', '.join(known)} "
+                         "(swanref check --list-presets)")
     if str(dtype) not in presets.MATCH_TOLERANCE:
         raise UsageError(f"--preset: --dtype must be one of "
                          f"{', '.join(presets.MATCH_TOLERANCE)}")
+    coefficients = load_coefficients(coefficients)
+    if preset == "custom" and coefficients is None:
+        raise UsageError("--preset custom needs --coefficients FILE (JSON list of [a, b, c] or "
+                         "one 'a b c' per line)")
+    try:
+        presets.schedule(preset, steps, coefficients)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(str(exc)) from exc
     call = make_call(fn, array_type)
     claim_desc = {"op": "whiten", "preset": preset, "dtype": str(dtype)}
     if steps is not None:
         claim_desc["steps"] = steps
+    if coefficients is not None:
+        claim_desc["coefficients"] = [list(t) for t in coefficients]
     report = CheckReport("whiten", target_name or getattr(fn, "__qualname__", repr(fn)),
                          claim_desc, examples, seed, strict)
     try:  # the generic properties in the claimed dtype (its float32 container if unavailable)
         dt = _parse_dtype(dtype)
     except UsageError:
         dt = np.dtype(np.float32)
-    generic = Claim("whiten", dt)
+    if str(dtype) in ("bfloat16", "float16"):
+        dt = np.dtype(np.float32)   # the probes are float32 containers of bf16/fp16 values
+    _smoke(call, dt, shapes)
+    generic = Claim("whiten", dt, shapes=(FEW_SHAPES if shapes in ("few", FEW_SHAPES)
+                                          else None))
     t0 = time.perf_counter()
     with np.errstate(all="ignore"):
-        try:
-            d = presets.diagnose(lambda G: call(np.asarray(G)), preset, dtype=str(dtype),
-                                 steps=steps)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from exc
-        worst = max(d.per_probe, key=lambda k: d.per_probe[k]) if d.per_probe else None
-        top = "; ".join(f"{label}: {dist:.3g}" for label, dist in d.candidates[:4])
+        d = presets.diagnose(lambda G: call(np.asarray(G)), preset, dtype=str(dtype),
+                             steps=steps, coefficients=coefficients)
+        top = "; ".join(f"{c.label}: {c.distance:.3g} (tol {c.tolerance:.3g})"
+                        for c in d.details[:4])
+        worst = d.worst_probe
+        claim_row = d.claim_result
         res = PropertyResult("matches_preset", "pass" if d.match else "FAIL", "required",
                              f"outputs match preset {preset!r} on swanref.presets' probes "
-                             f"(largest relative Frobenius difference <= {d.tolerance:g})",
-                             examples=len(d.per_probe), error=d.distance, tolerance=d.tolerance,
+                             "(relative Frobenius difference within each probe's tolerance, "
+                             "spec 8.6)",
+                             examples=len(d.per_probe), error=claim_row.distance,
+                             tolerance=claim_row.tolerance,
                              input={"probe": worst, "dtype": str(dtype)} if worst else None,
                              message=d.summary() + f"\n  closest variants: {top}",
-                             seconds=time.perf_counter() - t0)
+                             seconds=time.perf_counter() - t0, diagnosis=d.to_dict())
         report.results.append(res)
+        for cls, text in d.unsupported.items():
+            report.results.append(PropertyResult(
+                f"{cls}_probe", "unsupported", "optional",
+                f"the preset's {cls} probe (an optional input class)", message=text,
+                exception=text))
         for p in CATALOGUE:
             if p.name in PRESET_GENERIC and "whiten" in p.ops:
                 report.results.append(run_property(p, generic, call, examples, seed))
+    if coefficients is not None:
+        report.hints.append("the schedule itself (slope at 0, band, blow-up margin): swanref "
+                            "schedule FILE")
     return report
+
+
+def load_coefficients(coefficients):
+    """``None``, a sequence of (a, b, c), or a path to a JSON/text table (as ``swanref
+    schedule`` reads it) -> tuple of triples or None."""
+    if coefficients is None:
+        return None
+    if isinstance(coefficients, (str, os.PathLike)):
+        from swanref.presets import schedules
+        try:
+            sched = schedules.load(os.fspath(coefficients))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise UsageError(f"--coefficients {coefficients}: {exc}") from exc
+        if getattr(sched, "divisor", 1.0) != 1.0:
+            raise UsageError(f"--coefficients {coefficients}: a divisor other than 1 is not "
+                             "supported by --preset (custom uses X / (||X||_F + 1e-7))")
+        coefficients = sched.coefficients
+    from swanref.presets.catalogue import _check_coefficients
+    try:
+        return _check_coefficients(coefficients)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"--coefficients: {exc}") from exc
 
 
 def _parse_dtype(name):
@@ -452,10 +628,11 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from swanref.verify.properties import OPS
-    p = _Parser(prog="swanref check",
+    p = _Parser(prog="swanref check", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                 description="Check an implementation of a SWAN operator against the spec. "
                             "Exit 0 conforming, 1 not conforming, 2 usage/import error.")
-    p.add_argument("op", choices=OPS, metavar="OP", help=f"one of {', '.join(OPS)}")
+    p.add_argument("op", choices=OPS + ("update",), metavar="OP",
+                   help=f"one of {', '.join(OPS + ('update',))}")
     p.add_argument("target", metavar="TARGET", nargs="?",
                    help="module:function or path/file.py:function (array in, array out)")
     g = p.add_argument_group("claimed reading")
@@ -464,9 +641,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--method", default="svd",
                    help="whitening: svd (exact, default), eigh (exact, kappa^2 accuracy), "
                         "newton_schulz (iterative)")
-    g.add_argument("--steps", type=int, default=None)
-    g.add_argument("--beta", type=float, default=None)
-    g.add_argument("--scaling", default=None, help=f"one of {', '.join(SCALINGS)}")
+    g.add_argument("--steps", type=int, default=None,
+                   help="newton_schulz: iteration count (default 10); --preset: polynomial "
+                        "steps (default: the preset's)")
+    g.add_argument("--beta", type=float, default=None,
+                   help="newton_schulz: step size beta (default 0.5, the convergent reading)")
+    g.add_argument("--scaling", default=None,
+                   help=f"newton_schulz: initial scaling, one of {', '.join(SCALINGS)} "
+                        "(default gram_fro)")
     g.add_argument("--rescale", dest="rescale", action=argparse.BooleanOptionalAction,
                    default=True,
                    help="swan_update: the target rescales to RMS 1 (default) or not")
@@ -475,27 +657,66 @@ def build_parser() -> argparse.ArgumentParser:
                    help="whiten: claim only full-rank input (skips rank_deficient)")
     g.add_argument("--preset", default=None,
                    help="whiten: claim a named orthogonalisation preset of swanref.presets "
-                        "(e.g. muon_ns5); --steps passes through")
+                        "(e.g. muon_ns5; --list-presets); --steps passes through; 'custom' "
+                        "takes its table from --coefficients FILE")
+    g.add_argument("--kwarg", action="append", default=None, metavar="NAME=VALUE",
+                   help="bind a keyword argument of the target: fn(G, NAME=VALUE); VALUE is a "
+                        "Python literal (5, 1e-7, True, (3.4, -4.7, 2.0)) or a string; "
+                        "repeatable")
     h = p.add_argument_group("inputs")
-    h.add_argument("--dtype", default="float64")
+    h.add_argument("--dtype", default="float64",
+                   help="dtype of the arrays passed to the target, and the precision claimed: "
+                        "float64 (default), float32, float16, bfloat16")
+    h.add_argument("--shapes", default="any", choices=("any", "few"),
+                   help="any (default): hypothesis draws the shapes; few: a fixed set "
+                        f"{', '.join('x'.join(map(str, s)) for s in FEW_SHAPES)} (and batches "
+                        "of them), for JIT-compiled targets that recompile per shape; values "
+                        "and spectra are drawn as usual")
     h.add_argument("--max-kappa", type=float, default=None,
                    help="largest condition number drawn (default depends on dtype/method)")
     h.add_argument("--max-side", type=int, default=8, help="largest matrix side drawn")
     h.add_argument("--examples", type=int, default=30, help="examples per property")
-    h.add_argument("--seed", type=int, default=0)
+    h.add_argument("--seed", type=int, default=0,
+                   help="seed of the drawn inputs (default 0: reproducible runs)")
     h.add_argument("--array-type", default="numpy", choices=("numpy", "torch", "jax", "cupy"),
                    help="convert inputs to this framework before calling the target")
     h.add_argument("--property", action="append", dest="properties", default=None,
                    help="run only this property (repeatable)")
+    u = p.add_argument_group("OP update (spec 9; --preset names the orthogonaliser, default svd)")
+    u.add_argument("--scale", default="keller",
+                   help="scale rule: keller, moonlight, unit_rms, spectral, swan, graft, none")
+    u.add_argument("--scale-factor", type=float, default=1.0)
+    u.add_argument("--stack-dims", type=int, default=0,
+                   help="leading axes indexing independent parameters")
+    u.add_argument("--row-norm", action="store_true", help="NorMuon row normalisation")
+    u.add_argument("--complex", action="store_true", help="claim complex gradients")
+    u.add_argument("--coefficients", default=None, metavar="FILE",
+                   help="coefficient table (JSON or one 'a b c' per line) for the preset")
+    u.add_argument("--tolerance", type=float, default=None,
+                   help="relative distance accepted (default: by --dtype)")
     o = p.add_argument_group("output")
     o.add_argument("--json", action="store_true", help="machine-readable report on stdout")
     o.add_argument("--strict", action="store_true",
                    help="advisory failures and unsupported input classes also fail")
     o.add_argument("--list-properties", action="store_true",
                    help="list the properties for OP and exit")
+    o.add_argument("--list-presets", action="store_true",
+                   help="list the presets of --preset with their source package, version and "
+                        "function, and exit")
     o.add_argument("--save-failures", metavar="DIR", default=None,
                    help="write each failing property's (shrunk) input as DIR/<property>.npy")
     return p
+
+
+def list_presets() -> str:
+    """The presets of ``--preset``: name, source package, version, function."""
+    from swanref.presets.catalogue import PRESETS
+    rows = [("preset", "package", "version", "function / source")]
+    for name, p in PRESETS.items():
+        rows.append((name, getattr(p, "package", "") or "-", getattr(p, "version", "") or "-",
+                     getattr(p, "function", "") or p.source))
+    w = [max(len(r[i]) for r in rows) for i in range(3)]
+    return "\n".join(f"{r[0]:<{w[0]}}  {r[1]:<{w[1]}}  {r[2]:<{w[2]}}  {r[3]}" for r in rows)
 
 
 def main(argv=None) -> int:
@@ -503,8 +724,12 @@ def main(argv=None) -> int:
     if any(a in ("-h", "--help") for a in argv):
         build_parser().print_help()
         return 0
+    if "--list-presets" in argv:
+        print(list_presets())
+        return 0
     try:
         args = build_parser().parse_args(argv)
+        kwargs = dict(parse_kwarg(k) for k in (args.kwarg or []))
         if args.examples < 1:
             raise UsageError("--examples must be >= 1")
         if args.max_kappa is not None and not args.max_kappa >= 1:
@@ -513,22 +738,39 @@ def main(argv=None) -> int:
             raise UsageError("--max-side must be >= 2")
         if args.iters < 1:
             raise UsageError("--iters must be >= 1")
-        if args.list_properties:
+        if args.op == "update":
+            from swanref.verify import update_properties as up
+            if args.list_properties:
+                for q in up.UPDATE_PROPERTIES:
+                    print(f"{q.name:<34} {q.level:<9} {q.doc}")
+                return 0
+            if args.target is None:
+                raise UsageError("the following arguments are required: TARGET")
+            report = up.check_update(
+                load_target(args.target), preset=args.preset or "svd", scale=args.scale,
+                scale_factor=args.scale_factor, stack_dims=args.stack_dims,
+                row_norm=args.row_norm, steps=args.steps, coefficients=args.coefficients,
+                dtype=args.dtype, complex=args.complex, tolerance=args.tolerance,
+                properties=args.properties, array_type=args.array_type,
+                target_name=args.target, strict=args.strict)
+        elif args.list_properties:
             from swanref.verify.properties import Claim, properties_for
             for p in properties_for(Claim(args.op)):
                 print(f"{p.name:<34} {p.level:<9} {p.input_class:<8} {p.doc}")
             return 0
-        if args.target is None:
-            raise UsageError("the following arguments are required: TARGET")
-        fn = load_target(args.target)
-        report = check(fn, args.op, dtype=args.dtype, axis=args.axis, eps=args.eps,
-                       method=args.method, steps=args.steps, beta=args.beta,
-                       scaling=args.scaling, rescale=args.rescale, iters=args.iters,
-                       max_kappa=args.max_kappa, max_side=args.max_side,
-                       full_rank_only=args.full_rank_only, examples=args.examples,
-                       seed=args.seed, properties=args.properties, strict=args.strict,
-                       array_type=args.array_type, target_name=args.target,
-                       preset=args.preset)
+        else:
+            if args.target is None:
+                raise UsageError("the following arguments are required: TARGET")
+            fn = load_target(args.target)
+            report = check(fn, args.op, dtype=args.dtype, axis=args.axis, eps=args.eps,
+                           method=args.method, steps=args.steps, beta=args.beta,
+                           scaling=args.scaling, rescale=args.rescale, iters=args.iters,
+                           max_kappa=args.max_kappa, max_side=args.max_side,
+                           full_rank_only=args.full_rank_only, examples=args.examples,
+                           seed=args.seed, properties=args.properties, strict=args.strict,
+                           array_type=args.array_type, target_name=args.target,
+                           preset=args.preset, coefficients=args.coefficients,
+                           kwargs=kwargs, shapes=args.shapes)
     except UsageError as exc:
         print(f"swanref check: error: {exc}", file=sys.stderr)
         print("usage: swanref check OP TARGET [options]  (swanref check --help)",
