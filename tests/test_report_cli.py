@@ -55,7 +55,7 @@ def test_console_script_runs_report():
     proc = subprocess.run([sys.executable, "-m", "swanref.cli", "report", "--backend",
                            "reference"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert "0 failed" in proc.stdout
+    assert " 0 FAIL" in proc.stdout.splitlines()[-1]
 
 
 def test_report_rejects_unavailable_backend():
@@ -65,3 +65,58 @@ def test_report_rejects_unavailable_backend():
     with pytest.raises(SystemExit) as info:
         report.main(["--backend", "cupy"])
     assert info.value.code == 2
+
+
+def test_report_counts_every_status_and_explains_them():
+    out = io.StringIO()
+    report.run(backends=["reference"], stream=out, as_json=True)
+    data = json.loads(out.getvalue())
+    statuses = [r["status"] for r in data["records"]]
+    assert set(statuses) <= set(report.STATUSES)
+    assert data["counts"] == {s: statuses.count(s) for s in report.STATUSES}
+    assert sum(data["counts"].values()) == data["total"] == len(data["records"])
+    assert data["counts"]["no claim"] > 0  # float32 Newton-Schulz rows outside the model
+    for r in data["records"]:
+        # a tolerance at the largest possible error asserts nothing: never a PASS
+        if r["tolerance"] >= report.MAX_ERROR:
+            assert r["status"] == "no claim", r
+        assert (r["status"] == "no claim") == (r["ok"] is None)
+    text = io.StringIO()
+    report.run(backends=["reference"], stream=text)
+    lines = text.getvalue().splitlines()
+    c = data["counts"]
+    assert lines[-1].startswith(f"{data['total']} rows: {c['PASS']} PASS, {c['FAIL']} FAIL, "
+                                f"{c['no claim']} no claim")
+    for word in ("PASS", "FAIL", "no claim"):
+        assert any(line.lstrip().startswith(("status: " + word, word)) for line in lines), word
+
+
+def test_report_header_shows_backends_blas_and_a_failed_core(monkeypatch):
+    from swanref.backends import cpp
+    text = io.StringIO()
+    report.run(backends=["reference"], stream=text)
+    head = text.getvalue().split("\n\n")[0]
+    assert "backends available: reference" in head and "BLAS: " in head
+    monkeypatch.setattr(cpp, "_core", None)
+    monkeypatch.setattr(cpp, "import_error", ImportError("undefined symbol: dgemm_"))
+    assert "C++ core NOT loaded" in report.header() and "dgemm_" in report.header()
+    assert report.environment()["cpp_core"].endswith("undefined symbol: dgemm_')")
+
+
+def test_report_help_is_plain_text(capsys):
+    with pytest.raises(SystemExit):
+        report.main(["--help"])
+    out = capsys.readouterr().out
+    assert "``" not in out and "no claim" in out and "Exit status" in out
+
+
+def test_report_with_plots_ends_with_the_verdict(monkeypatch, tmp_path, capsys):
+    from swanref.tools import study
+
+    def fake_study(argv):
+        print("\n".join(f"  - finding {i}" for i in range(60)))
+        return 0
+    monkeypatch.setattr(study, "main", fake_study)
+    assert report.main(["--backend", "reference", "--plots", str(tmp_path)]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("swanref report: ") and "0 FAIL" in last
