@@ -940,7 +940,9 @@ def main_write(argv=None) -> int:
     p = _Parser(prog="swanref vectors",
                 description="Write the golden test vectors (manifest.json, index.tsv, "
                             "SHA256SUMS, cases/*.npy) into OUTDIR.")
-    p.add_argument("outdir")
+    p.add_argument("outdir", metavar="OUTDIR",
+                   help="folder to write the vector set into (created; must be empty "
+                        "unless --force)")
     p.add_argument("--force", action="store_true", help="overwrite a non-empty OUTDIR")
     argv = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help") for a in argv):
@@ -970,7 +972,8 @@ def main_check(argv=None) -> int:
                             "vectors. Exit 0 all pass, 1 a case fails or is missing, 2 usage "
                             "error or corrupted vectors. DIR 'shipped' names the copy "
                             "shipped with swanref.")
-    p.add_argument("dir")
+    p.add_argument("dir", metavar="DIR",
+                   help="the vector set (a folder written by 'swanref vectors'), or 'shipped'")
     p.add_argument("--outputs", default=None,
                    help="directory holding <name>.out.npy (default: DIR/cases)")
     p.add_argument("--op", action="append", default=None, help="only cases of this op")
@@ -978,7 +981,8 @@ def main_check(argv=None) -> int:
     p.add_argument("--case", action="append", default=None, help="only this case name")
     p.add_argument("--allow-missing", action="store_true",
                    help="skip cases without an output instead of failing them")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true",
+                   help="print the results as JSON instead of a table (default: table)")
     argv = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help") for a in argv):
         p.print_help()
@@ -1013,7 +1017,13 @@ def main_check(argv=None) -> int:
               f"{' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     failed = [r for r in results if r["status"] == "FAIL"]
-    code = 1 if failed else 0
+    # every case skipped as missing checks nothing: that is not a pass
+    nothing_checked = all(r["status"] == "missing" for r in results)
+    code = 1 if failed or nothing_checked else 0
+    if nothing_checked:
+        print(f"swanref check-vectors: nothing checked: no output found for any of the "
+              f"{len(results)} selected cases (--allow-missing skips some, not all)",
+              file=sys.stderr)
     if args.json:
         print(json.dumps({"spec_version": manifest.get("specVersion"), "schema": SCHEMA,
                           "passed": code == 0, "exit_code": code,
