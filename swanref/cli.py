@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 #: subcommand -> (module, function, one-line help)
@@ -21,15 +22,32 @@ COMMANDS = {
 
 
 def _usage() -> str:
-    lines = ["usage: swanref COMMAND [options]", "", "commands:"]
+    lines = ["usage: swanref [-h] [--version] COMMAND [options]", "",
+             "options:", "  -h, --help     show this help and exit",
+             "  --version      print the swanref and spec versions and exit", "",
+             "commands:"]
     for name, (_, _, text) in COMMANDS.items():
         lines.append(f"  {name:<14} {text}")
     lines.append("")
-    lines.append("swanref COMMAND --help for the options of one command")
+    lines.append("swanref COMMAND --help for the options of one command "
+                 "(also: python -m swanref COMMAND)")
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
+    """Run one subcommand; output cut short by a closed pipe (``swanref -h | head``) is fine."""
+    try:
+        code = _main(argv)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # the reader went away: stop quietly, and keep Python from failing again at exit
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+
+
+def _main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())

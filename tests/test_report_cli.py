@@ -120,3 +120,35 @@ def test_report_with_plots_ends_with_the_verdict(monkeypatch, tmp_path, capsys):
     assert report.main(["--backend", "reference", "--plots", str(tmp_path)]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.startswith("swanref report: ") and "0 FAIL" in last
+
+
+def test_top_level_help_lists_version_and_python_dash_m_works():
+    assert "--version" in cli._usage() and "-h, --help" in cli._usage()
+    proc = subprocess.run([sys.executable, "-m", "swanref", "--version"], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.startswith("swanref "), proc.stderr
+
+
+def test_closed_pipe_is_not_a_traceback(monkeypatch, tmp_path):
+    class Closed:
+        """stdout whose reader has gone away (``swanref -h | head``)."""
+        def __init__(self, fd):
+            self.fd = fd
+
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def fileno(self):
+            return self.fd
+
+    with open(tmp_path / "out", "w") as f:
+        monkeypatch.setattr(sys, "stdout", Closed(f.fileno()))
+        assert cli.main(["--help"]) == 0
+    proc = subprocess.Popen([sys.executable, "-m", "swanref", "-h"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()  # like head exiting
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0 and "BrokenPipeError" not in err, err
