@@ -218,10 +218,11 @@ def goal_grad_norm_rows(core, m, n, dtype_name, log, rounds=7):
     return {"shape": [m, n], "dtype": dtype_name, "gbs": gbs, "ratio_out": r_out, "ratio_new": r_new}
 
 
-def run_goals(core, big, repeat, max_rep, log, kappas=(1e6,)):
+def run_goals(core, big, repeat, max_rep, log, kappas=(1e6,), exact_shapes=((1024, 4096),),
+              gn_shapes=((2048, 2048), (4096, 11008))):
     """The CPU goals: exact whitening no slower than NS10 (1024x4096 and, with ``big``,
     4096x4096; kappa up to 1e6) and GradNorm at >= 80% of the copy bandwidth."""
-    shapes = [(1024, 4096)] + ([(4096, 4096)] if big else [])
+    shapes = list(exact_shapes) + ([(4096, 4096)] if big else [])
     exact = []
     for (m, n) in shapes:
         for d in ("float64", "float32"):
@@ -232,8 +233,7 @@ def run_goals(core, big, repeat, max_rep, log, kappas=(1e6,)):
     log("\n### GradNorm against the copy ceiling (same bytes read + written, same run)")
     log("| case | GradNorm | copy | ratio | goal | status |")
     log("| --- | ---: | ---: | ---: | --- | --- |")
-    gn = [goal_grad_norm_rows(core, m, n, d, log) for (m, n) in [(2048, 2048), (4096, 11008)]
-          for d in ("float32", "float64")]
+    gn = [goal_grad_norm_rows(core, m, n, d, log) for (m, n) in gn_shapes for d in ("float32", "float64")]
     log("\n### Goals (CPU)")
     log("| goal | case | measured | status |")
     log("| --- | --- | ---: | --- |")
@@ -427,6 +427,9 @@ def main(argv=None) -> int:
     p.add_argument("--goals", action="store_true",
                    help="only the CPU performance goals (exact whitening vs NS10 at kappa 1e6, GradNorm vs copy)")
     p.add_argument("--big", action="store_true", help="with --goals: also 4096x4096 (several minutes)")
+    p.add_argument("--goal-sizes", default="1024x4096", help="with --goals: exact-whitening sizes")
+    p.add_argument("--goal-gn-sizes", default="2048x2048,4096x11008", help="with --goals: GradNorm sizes")
+    p.add_argument("--kappa", default="1e6", help="with --goals: comma-separated condition numbers")
     args = p.parse_args(argv)
 
     from swanref.backends import cpp as _cpp_backend
@@ -462,7 +465,7 @@ def main(argv=None) -> int:
         for line in _threadpool_lines():
             log(f"threadpool: {line}")
         peaks = {d: measure_gemm_peak(np.dtype(d).type) for d in ("float64", "float32")}
-        bw = measure_copy_bandwidth(repeat=2 if args.goals else 5)
+        bw = measure_copy_bandwidth()
         for d, pk in peaks.items():
             log(f"GEMM peak {d} (2048^3, 1 thread): SciPy BLAS {pk['scipy_gflops']:.1f} GFLOP/s, "
                 f"NumPy {pk['numpy_gflops']:.1f} GFLOP/s")
@@ -471,7 +474,10 @@ def main(argv=None) -> int:
         results = []
         t0 = time.perf_counter()
         if args.goals:
-            results.append(run_goals(core, args.big, args.repeat, args.max_repeat_seconds, log))
+            results.append(run_goals(core, args.big, args.repeat, args.max_repeat_seconds, log,
+                                     kappas=[float(k) for k in args.kappa.split(",")],
+                                     exact_shapes=_parse_sizes(args.goal_sizes),
+                                     gn_shapes=_parse_sizes(args.goal_gn_sizes)))
             cases = []
         for (m, n), d in cases:
             results.append(run_case(core, m, n, d, args.steps, args.repeat, args.max_repeat_seconds, peaks, bw, log,
