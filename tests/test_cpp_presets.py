@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from swanref.backends import registry as _backends
-from swanref import presets
+from swanref.presets import catalogue as presets
 
 pytestmark = pytest.mark.skipif(not _backends.is_available("cpp"),
                                 reason="the C++ core (swanref._core) is not built here")
