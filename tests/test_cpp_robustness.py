@@ -183,6 +183,16 @@ def test_counts_beyond_int64_are_a_clear_value_error(name, op):
     np.testing.assert_array_equal(op(core, G, np.int64(3)), op(core, G, 3))
 
 
+@needs_core
+def test_flop_counters_take_checked_counts():
+    core = _core()
+    assert core.newton_schulz_products(np.int64(5)) == core.newton_schulz_products(5) == 12
+    assert core.newton_schulz_flops(4, 6, 5) > 0
+    for f in (lambda k: core.newton_schulz_products(k), lambda k: core.newton_schulz_flops(4, 6, k)):
+        with pytest.raises(ValueError, match="out of range"):
+            f(2**63)
+
+
 # ---- alignment -------------------------------------------------------------------------------
 
 def _misaligned_copy(a: np.ndarray) -> np.ndarray:

@@ -366,10 +366,19 @@ PYBIND11_MODULE(_core, m) {
       py::arg("G"), py::arg("iters"),
       "SR-Sinkhorn: iters x (rows to l2 norm sqrt(n), then columns to l2 norm sqrt(m)).");
 
-  m.def("newton_schulz_flops", &swanref::newton_schulz_flops, py::arg("m"), py::arg("n"), py::arg("steps"),
-        py::arg("symmetric") = false, "Flops performed by whiten_newton_schulz on one m x n slice.");
+  m.def(
+      "newton_schulz_flops",
+      [](index_t rows, index_t cols, py::handle steps, bool symmetric) {
+        return swanref::newton_schulz_flops(rows, cols, count_arg(steps, "newton_schulz_flops", "steps"), symmetric);
+      },
+      py::arg("m"), py::arg("n"), py::arg("steps"), py::arg("symmetric") = false,
+      "Flops performed by whiten_newton_schulz on one m x n slice.");
   m.def("newton_schulz_step_flops", &swanref::newton_schulz_step_flops, py::arg("m"), py::arg("symmetric") = false,
         "Flops of one full Newton-Schulz step: 3 m x m products (6 m^3 as GEMMs).");
-  m.def("newton_schulz_products", &swanref::newton_schulz_products, py::arg("steps"),
-        "Number of m x m products for `steps` steps (3 steps - 3 for steps >= 2).");
+  m.def(
+      "newton_schulz_products",
+      [](py::handle steps) {
+        return swanref::newton_schulz_products(count_arg(steps, "newton_schulz_products", "steps"));
+      },
+      py::arg("steps"), "Number of m x m products for `steps` steps (3 steps - 3 for steps >= 2).");
 }
