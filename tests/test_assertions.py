@@ -217,3 +217,44 @@ def test_measurement_serialises():
     d = meas.to_dict()
     assert d["error"] == "inf" and not meas.passed
     assert A.Measurement("p", 1.0, 0.0, "m", claim=False).passed
+
+
+def test_every_assert_has_a_measure_twin_of_the_same_name():
+    import swanref.testing as T
+    asserts = [n for n in T.__all__ if n.startswith("assert_")]
+    assert len(asserts) >= 9
+    for name in asserts:
+        twin = "measure_" + name[len("assert_"):]
+        assert twin in T.__all__ and callable(getattr(T, twin)), twin
+
+
+def test_measure_close_is_the_twin_of_assert_close():
+    from swanref.testing import SwanrefAssertionError, assert_close, measure_close
+    a = np.array([1.0, 2.0])
+    assert measure_close(a, a).passed
+    bad = measure_close(a, a + 1e-3)
+    assert not bad.passed and bad.error == pytest.approx(1e-3 / 2, rel=1e-2)  # |a-d|/(1+|d|)
+    assert not measure_close(a, np.ones(3)).passed
+    with pytest.raises(SwanrefAssertionError):
+        assert_close(a, np.ones(3))
+
+
+def test_swan_update_helper_defaults_are_swan_updates():
+    """No trap: the helper checks swan_update's own output with swan_update's defaults."""
+    import swanref
+    from swanref.testing import assert_swan_update_close, measure_swan_update_close
+    G = np.random.default_rng(3).standard_normal((2, 16, 40))
+    assert_swan_update_close(swanref.swan_update(G), G)
+    # a partial reading takes the method's defaults for what it leaves out (no 'unknown scaling')
+    out = swanref.swan_update(G, whiten_method="newton_schulz", steps=3)
+    m = assert_swan_update_close(out, G, whiten_method="newton_schulz", steps=3)
+    assert "beta=0.5" in m.note and "gram_fro" in m.note
+    # and the helper still tells readings apart: 3 steps are not the default 10
+    assert not measure_swan_update_close(out, G).passed
+
+
+def test_newton_schulz_helper_defaults_are_whitens():
+    import swanref
+    from swanref.testing import assert_newton_schulz_close
+    G = np.random.default_rng(4).standard_normal((16, 40))
+    assert_newton_schulz_close(swanref.whiten(G, "newton_schulz"), G)

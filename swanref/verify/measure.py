@@ -28,7 +28,7 @@ import numpy as np
 
 from swanref import ops as api
 from swanref.spec import spectral
-from swanref.spec.readings import default_rank_rtol
+from swanref.spec.readings import WHITEN_METHODS, default_rank_rtol
 from swanref.spec.tolerance import (TRUSTED_LIMIT, condition_number, exact_whitening_tolerance,
                          grad_norm_tolerance, newton_schulz_tolerance, output_roundoff,
                          sinkgd_tolerance, unit_roundoff)
@@ -272,6 +272,12 @@ def assert_close(actual, desired, *, rtol=None, atol=0.0, metric="mixed", err_ms
     where ``d == 0``) or ``'absolute'``.  Default ``rtol``: ``64 * eps`` of ``actual``'s
     compute dtype.  Passes iff ``max(error) <= rtol + atol``.
     """
+    return _raise_unless(measure_close(actual, desired, rtol=rtol, atol=atol, metric=metric),
+                         err_msg)
+
+
+def measure_close(actual, desired, *, rtol=None, atol=0.0, metric="mixed") -> Measurement:
+    """The :class:`Measurement` behind :func:`assert_close` (no exception)."""
     dt = _dtype_of(None, actual)
     if rtol is None:
         rtol = 64 * unit_roundoff(dt) * 2
@@ -280,16 +286,13 @@ def assert_close(actual, desired, *, rtol=None, atol=0.0, metric="mixed", err_ms
     a = as_float64(actual)
     d = as_float64(desired)
     if a.shape != d.shape:
-        raise SwanrefAssertionError(Measurement("close", math.inf, rtol + atol, metric,
-                                                {"shape": list(a.shape)},
-                                                note=f"shapes differ: {a.shape} vs {d.shape}"),
-                                    err_msg)
+        return Measurement("close", math.inf, rtol + atol, metric, {"shape": list(a.shape)},
+                           note=f"shapes differ: {a.shape} vs {d.shape}")
     err = fn(a, d)
     worst, idx = _worst(err)
-    meas = Measurement("close", worst, float(rtol + atol), f"{metric} elementwise error",
+    return Measurement("close", worst, float(rtol + atol), f"{metric} elementwise error",
                        {"shape": list(a.shape), "dtype": str(dt)},
                        note=f"worst entry at index {tuple(int(i) for i in idx)}")
-    return _raise_unless(meas, err_msg)
 
 
 # -- GradNorm ---------------------------------------------------------------------------------
@@ -393,7 +396,7 @@ def assert_whitening_close(actual, G, *, method="svd", rank_rtol=None, dtype=Non
 
 # -- Newton-Schulz ----------------------------------------------------------------------------
 
-def measure_newton_schulz(actual, G, *, steps, beta, scaling, dtype=None,
+def measure_newton_schulz(actual, G, *, steps=10, beta=0.5, scaling="gram_fro", dtype=None,
                           prop="agrees_with_prediction", **info) -> Measurement:
     """``||X - U phi(S) V^T||_F / sqrt(m)`` vs spec 8.3 (``claim=False`` above TRUSTED_LIMIT).
 
@@ -427,7 +430,7 @@ def measure_newton_schulz(actual, G, *, steps, beta, scaling, dtype=None,
                        describe_input(G, **info), claim=claim, note=note)
 
 
-def assert_newton_schulz_close(actual, G, *, steps, beta=0.5, scaling="gram_fro", dtype=None,
+def assert_newton_schulz_close(actual, G, *, steps=10, beta=0.5, scaling="gram_fro", dtype=None,
                                err_msg="", **info):
     """Assert ``actual`` is the coupled Newton-Schulz output predicted by spec 3.6 / 8.3.
 
@@ -572,8 +575,15 @@ def _lipschitz_bound(s, steps, beta, scaling):
     return 2.0 * float(max(np.max(dphi), np.max(d1), np.max(d2), np.max(d3)))
 
 
-def swan_update_tolerance(G, *, whiten_method="svd", steps=None, beta=None, scaling=None,
-                          rescale=True, axis=-1, eps=0.0, dtype=np.float64):
+def _swan_reading(whiten_method, steps, beta, scaling):
+    """The reading ``swanref.swan_update`` uses: None takes the method's default (spec 3)."""
+    d = WHITEN_METHODS[whiten_method].defaults if whiten_method in WHITEN_METHODS else {}
+    return (d.get("steps") if steps is None else steps, d.get("beta") if beta is None else beta,
+            d.get("scaling") if scaling is None else scaling)
+
+
+def swan_update_tolerance(G, *, whiten_method="newton_schulz", steps=None, beta=None,
+                          scaling=None, rescale=True, axis=-1, eps=0.0, dtype=np.float64):
     """Relative Frobenius tolerance of ``swan_update(G)`` per slice, and whether it is claimed.
 
     Propagates spec 8.1 (GradNorm, elementwise ``t``: ``||dg||_F <= 2 t sqrt(mn)``) through the
@@ -582,6 +592,7 @@ def swan_update_tolerance(G, *, whiten_method="svd", steps=None, beta=None, scal
     divided-difference bound on the derivative of the predicted map, to spec 8.3's bound.
     A rescaled update may double the relative error.  Returns ``(tol, claim)`` arrays.
     """
+    steps, beta, scaling = _swan_reading(whiten_method, steps, beta, scaling)
     G64 = as_float64(G)
     g = api.grad_norm(np.nan_to_num(G64), axis=axis, eps=eps)
     W, _ = _wide(g)
@@ -631,13 +642,16 @@ def swan_update_tolerance(G, *, whiten_method="svd", steps=None, beta=None, scal
     return np.array(tols).reshape(shape), np.array(claims).reshape(shape)
 
 
-def measure_swan_update(actual, G, *, whiten_method="svd", steps=None, beta=None,
+def measure_swan_update(actual, G, *, whiten_method="newton_schulz", steps=None, beta=None,
                         scaling=None, rescale=True, axis=-1, eps=0.0, dtype=None,
                         prop="agrees_with_reference", **info) -> Measurement:
     """``||X - D||_F / ||D||_F`` per slice (absolute where ``D = 0``) vs the propagated bound.
 
-    ``D = swan_update(G)`` in float64 with the claimed reading; ``lr = 1``.
+    ``D = swan_update(G)`` in float64 with the claimed reading; ``lr = 1``.  The defaults are
+    ``swanref.swan_update``'s (Newton-Schulz; steps, beta, scaling None take the method's
+    defaults), so ``assert_swan_update_close(swanref.swan_update(G), G)`` holds.
     """
+    steps, beta, scaling = _swan_reading(whiten_method, steps, beta, scaling)
     bad = _shape_check(prop, actual, G)
     if bad:
         return bad
@@ -664,7 +678,7 @@ def measure_swan_update(actual, G, *, whiten_method="svd", steps=None, beta=None
                        note=f"claimed reading: {reading}, dtype {dt}")
 
 
-def assert_swan_update_close(actual, G, *, whiten_method="svd", steps=None, beta=None,
+def assert_swan_update_close(actual, G, *, whiten_method="newton_schulz", steps=None, beta=None,
                              scaling=None, rescale=True, axis=-1, eps=0.0, dtype=None,
                              err_msg="", **info):
     """Assert ``actual`` is the SWAN update of ``G`` (spec 4) for the claimed reading, lr 1."""
@@ -696,3 +710,11 @@ def measure_sinkgd(actual, G, *, iters=5, dtype=None, prop="agrees_with_referenc
 def assert_sinkgd_close(actual, G, *, iters=5, dtype=None, err_msg="", **info):
     """Assert ``actual`` is ``sinkgd_update(G, iters=iters, lr=1)`` (spec 5) within tolerance."""
     return _raise_unless(measure_sinkgd(actual, G, iters=iters, dtype=dtype, **info), err_msg)
+
+
+# -- the measure_* twin of every assert_*_close, under the matching name ----------------------
+measure_grad_norm_close = measure_grad_norm
+measure_whitening_close = measure_whitening
+measure_newton_schulz_close = measure_newton_schulz
+measure_swan_update_close = measure_swan_update
+measure_sinkgd_close = measure_sinkgd
