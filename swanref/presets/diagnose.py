@@ -1,109 +1,354 @@
 """Does a function implement a preset?  Fixed probes, the preset and its one-knob variants.
 
-:func:`diagnose` runs a target on probes and compares it with the preset and with variants that
-differ in one way (coefficients, epsilon placement, safety factor, step count, transpose rule,
-batch-global norm, product form); docs/presets.md section 7.
+:func:`diagnose` runs a target on fixed probes and compares it with the preset and with variants
+that differ in one way (coefficients, epsilon placement, safety factor, step count, compute
+precision, rounded coefficients, transpose rule, batch-global norm, product form); docs/presets.md
+section 7 and docs/spec.md section 8.6 (the per-probe tolerance).
+
+Per-probe tolerance.  Rounding noise of relative size ``u`` enters every step; the composed
+polynomial carries it to the output with the gain of its first-order (Daleckii-Krein) expansion
+around the probe's singular values, which on null or tiny singular directions is the slope of the
+schedule at 0 (hundreds to 8e4).  The tolerance of a (candidate, probe) pair is::
+
+    tol = max(MATCH_TOLERANCE[precision], C_AMPLIFICATION * u * (1 + sqrt(k)) * N)
+
+with ``N`` = :func:`noise_gain` (output noise per unit roundoff, summed over the steps), ``k`` the
+longest product length (1 instead of ``1 + sqrt(k)`` where products accumulate in float32 and
+round to bfloat16/float16 once).  A probe whose tolerance exceeds :data:`NO_CLAIM_LIMIT` asserts
+nothing and is left out of the verdict ("no claim"), e.g. rank-deficient probes in bfloat16.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import math
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from swanref.presets.catalogue import PRESETS, get_preset, run_preset, schedule
 
-#: distance (max over probes of ||out - preset||_F / ||preset||_F per matrix) under which an
-#: implementation counts as the preset, per claimed dtype.  bfloat16/float16: about 3x / 13x
-#: the measured H100-vs-emulation maxima 0.026 / 0.0015 (docs/presets.md 6.2).
+#: floor of the match tolerance per compute precision: the largest relative Frobenius difference
+#: two correct runs differ by on well-conditioned input (float64/float32: summation order;
+#: bfloat16/float16: about 3x / 13x the measured H100-vs-emulation maxima 0.026 / 0.0015,
+#: docs/presets.md 6.2).  The per-probe tolerance adds the schedule's amplification above it.
 MATCH_TOLERANCE = {"float64": 1e-9, "float32": 1e-4, "bfloat16": 0.08, "float16": 0.02}
 
+#: unit roundoff of each compute precision
+UNIT_ROUNDOFF = {"float64": 2.0 ** -53, "float32": 2.0 ** -24, "bfloat16": 2.0 ** -8,
+                 "float16": 2.0 ** -11}
 
-def _probes(dtype: str):
+#: safety constant on the noise model: the largest observed ratio distance / (u acc N) between
+#: two rounding sequences of one preset is 0.62 (bfloat16), 0.28 (float32); docs/spec.md 8.6
+C_AMPLIFICATION = 2.0
+
+#: a probe whose tolerance is above this asserts nothing (the relative Frobenius distance of two
+#: outputs of the same norm scale is O(1)): it is reported as "no claim" and left out
+NO_CLAIM_LIMIT = 0.5
+
+#: input classes of the probes; a target that raises on every probe of an optional class is
+#: reported as not supporting it (never as a mismatch)
+OPTIONAL_CLASSES = ("batched",)
+
+
+@dataclass(frozen=True)
+class Probe:
+    label: str
+    G: np.ndarray
+    cls: str = "plain"
+
+
+def _spectral(rng, m, n, s):
+    r = len(s)
+    U, _ = np.linalg.qr(rng.standard_normal((m, r)))
+    V, _ = np.linalg.qr(rng.standard_normal((n, r)))
+    return (U * s) @ V.T
+
+
+#: condition numbers of the spectral probes per claimed dtype: as far as the dtype resolves
+#: (float32: 1e4 with kappa u = 6e-4; float64 further); low precision is capped by NO_CLAIM_LIMIT
+PROBE_KAPPAS = {"float64": (1e4, 1e8), "float32": (1e4,), "bfloat16": (1e2, 1e4),
+                "float16": (1e2, 1e4)}
+
+
+def probes(dtype: str = "float64") -> list:
+    """The fixed probes for a claim in ``dtype``: four shapes in all (16x40, 40x16, 24x24 and a
+    batch 3x16x40), so a JIT-compiled target compiles four times."""
+    if dtype not in MATCH_TOLERANCE:
+        raise ValueError(f"dtype must be one of {', '.join(MATCH_TOLERANCE)}, got {dtype!r}")
     rng = np.random.default_rng(6)
-    wide = rng.standard_normal((24, 56))
-    probes = {
-        "wide 24x56": wide,
-        "tall 56x24": rng.standard_normal((56, 24)),
-        "batch 3x16x40, slice scales 1e-3/1/1e3":
-            rng.standard_normal((3, 16, 40)) * np.array([1e-3, 1.0, 1e3])[:, None, None],
-        "||G||_F = 1e-9": wide / np.linalg.norm(wide) * 1e-9,
-        "||G||_F = 1e-6": wide / np.linalg.norm(wide) * 1e-6,
-        "rank 1, 20x48": np.outer(rng.standard_normal(20), rng.standard_normal(48)),
-        "zero 8x12": np.zeros((8, 12)),
-    }
+    wide = rng.standard_normal((16, 40))
+    out = [Probe("wide 16x40", wide), Probe("tall 40x16", rng.standard_normal((40, 16)))]
+    kappas = PROBE_KAPPAS[dtype]
+    out.append(Probe(f"square 24x24, kappa {kappas[0]:.0e}",
+                     _spectral(rng, 24, 24, np.logspace(0, -math.log10(kappas[0]), 24))))
+    for k in kappas:
+        out.append(Probe(f"wide 16x40, kappa {k:.0e}",
+                         _spectral(rng, 16, 40, np.logspace(0, -math.log10(k), 16))))
+    out.append(Probe(f"tall 40x16, kappa {kappas[0]:.0e}",
+                     _spectral(rng, 40, 16, np.logspace(0, -math.log10(kappas[0]), 16))))
+    out += [
+        Probe("batch 3x16x40, slice scales 1e-3/1/1e3",
+              rng.standard_normal((3, 16, 40)) * np.array([1e-3, 1.0, 1e3])[:, None, None],
+              "batched"),
+        Probe("||G||_F = 1e-9", wide / np.linalg.norm(wide) * 1e-9),
+        Probe("||G||_F = 1e-6", wide / np.linalg.norm(wide) * 1e-6),
+        Probe("rank 1, 16x40", np.outer(rng.standard_normal(16), rng.standard_normal(40))),
+        Probe("zero 16x40", np.zeros((16, 40))),
+    ]
     if dtype in ("bfloat16", "float16"):
-        # rank-deficient input is chaotic in low precision: its null-space output is rounding
-        # noise times the slope at 0 (hundreds), different for every summation order
-        del probes["rank 1, 20x48"]
         from swanref.presets.lowprec import round_to
-        probes = {k: round_to(v, dtype).astype(np.float32) for k, v in probes.items()}
-    elif dtype == "float32":
-        probes = {k: v.astype(np.float32) for k, v in probes.items()}
-    return probes
+        return [replace(p, G=round_to(p.G, dtype).astype(np.float32)) for p in out]
+    return [replace(p, G=p.G.astype(dtype)) for p in out]
 
+
+# -- candidates ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Candidate:
+    label: str
+    preset: object
+    sched: tuple
+    precision: str         # what it computes in: float64 | float32 | bfloat16 | float16
+
+
+def _round_sched(sched, digits=4):
+    return tuple(tuple(round(float(v), digits) for v in t) for t in sched)
+
+
+def variants(name: str, dtype: str = "float64", steps=None, coefficients=None) -> list:
+    """The candidates an implementation of ``name`` claimed in ``dtype`` is compared with; the
+    first is the claim itself."""
+    base = get_preset(name)
+    sched = schedule(name, steps, coefficients)
+    if coefficients is not None:
+        base = replace(base, coefficients=tuple(tuple(t) for t in sched))
+    prec = dtype
+    claim_label = f"preset {name!r}" if coefficients is None else \
+        f"preset {name!r} with the given coefficients"
+    out = [Candidate(claim_label, base, sched, prec)]
+    for other, p in PRESETS.items():
+        if other in (name, "custom"):
+            continue
+        out.append(Candidate(f"preset {other!r} (different coefficients/normalisation)", p,
+                             schedule(other), prec))
+        if p.steps != len(sched):
+            try:
+                out.append(Candidate(f"preset {other!r} with {len(sched)} steps", p,
+                                     schedule(other, len(sched)), prec))
+            except ValueError:
+                pass
+    for norm, eps in (("add", 1e-7), ("add", 1e-8), ("add", 1e-6), ("clamp", 1e-7),
+                      ("clamp", 1e-8), ("clamp", 1e-15), ("none", 0.0), ("safe", 0.0)):
+        if (norm, eps) != (base.norm, base.eps):
+            out.append(Candidate(f"normalisation {norm!r} with eps={eps:g} instead of "
+                                 f"{base.norm!r} eps={base.eps:g}",
+                                 replace(base, norm=norm, eps=eps), sched, prec))
+    for scale in (1.0, 1.01, 1.02):
+        if scale != base.norm_scale:
+            out.append(Candidate(f"norm safety factor {scale:g} instead of {base.norm_scale:g}",
+                                 replace(base, norm_scale=scale), sched, prec))
+    for k in (len(sched) - 1, len(sched) + 1):
+        if k >= 0:
+            s2 = tuple(sched[:k]) if k < len(sched) else tuple(sched) + (
+                _next_triple(name, sched, coefficients),)
+            out.append(Candidate(f"{k} steps instead of {len(sched)}", base, s2, prec))
+    rounded = _round_sched(sched)
+    if rounded != tuple(tuple(float(v) for v in t) for t in sched):
+        out.append(Candidate("coefficients rounded to 4 decimals", base, rounded, prec))
+    for p2 in _PRECISION_VARIANTS[dtype]:
+        out.append(Candidate(f"computes in {p2} (input {dtype})", base, sched, p2))
+    out.append(Candidate("no transpose for tall input", replace(base, transpose="none"), sched,
+                         prec))
+    out.append(Candidate("one Frobenius norm over the whole batch, not per matrix",
+                         replace(base, norm_over="all"), sched, prec))
+    other_form = "addmm" if base.form == "keller" else "keller"
+    if base.form not in ("right", "coupled"):
+        out.append(Candidate(f"product form {other_form!r} (rounding only)",
+                             replace(base, form=other_form), sched, prec))
+    return out
+
+
+#: compute precisions a target may use instead of the claimed one (one knob)
+_PRECISION_VARIANTS = {"float64": ("float32", "bfloat16", "float16"),
+                       "float32": ("bfloat16", "float16"),
+                       "bfloat16": ("float32",), "float16": ("float32",)}
+
+
+def _next_triple(name, sched, coefficients):
+    """The triple a source would run as step K+1: the next of its table, else the last."""
+    try:
+        s = schedule(name, len(sched) + 1, coefficients)
+        return s[-1]
+    except ValueError:
+        return sched[-1]
+
+
+# -- running the candidates ------------------------------------------------------------------------
+
+def _run(cand: Candidate, G, dtype: str):
+    """The candidate's output on ``G`` (a probe of the claimed dtype), as float64."""
+    p = cand.precision
+    if p in ("bfloat16", "float16"):
+        out = run_preset(np.asarray(G, np.float32), cand.preset, cand.sched, p)
+    elif p == "float32":
+        out = run_preset(np.asarray(G, np.float32), cand.preset, cand.sched)
+    else:
+        out = run_preset(np.asarray(G, np.float64), cand.preset, cand.sched)
+    return np.asarray(out, np.float64)
+
+
+def _outputs(cand: Candidate, probe_list, dtype: str) -> list:
+    """Outputs on every probe; probes of the same matrix shape run as one batch (the presets
+    normalise per matrix, so this changes nothing but the number of calls)."""
+    if cand.preset.norm_over == "all":
+        return [_run(cand, p.G, dtype) for p in probe_list]
+    groups: dict = {}
+    for i, p in enumerate(probe_list):
+        groups.setdefault(p.G.shape[-2:], []).append(i)
+    res = [None] * len(probe_list)
+    for shape, idx in groups.items():
+        stack = np.concatenate([probe_list[i].G.reshape((-1,) + shape) for i in idx])
+        out = _run(cand, stack, dtype)
+        pos = 0
+        for i in idx:
+            cnt = int(np.prod(probe_list[i].G.shape[:-2], dtype=int))
+            res[i] = out[pos:pos + cnt].reshape(probe_list[i].G.shape)
+            pos += cnt
+    return res
+
+
+# -- the noise model -------------------------------------------------------------------------------
+
+def _compose(x, sched):
+    """Values and derivatives of the composed polynomial on ``x``, and the intermediate values."""
+    v = np.asarray(x, np.float64)
+    d = np.ones_like(v)
+    stages = [v]
+    for a, b, c in sched:
+        v2 = v * v
+        d = d * (a + 3 * b * v2 + 5 * c * v2 * v2)
+        v = v * (a + b * v2 + c * v2 * v2)
+        stages.append(v)
+    return v, d, stages
+
+
+def _gain_rms(x, sched, m, n) -> float:
+    """RMS over the m x n entries of the first-order gain of ``U P(S) V^T`` (P the composition
+    of ``sched``) at singular values ``x``: sqrt(sum of squared Daleckii-Krein coefficients /
+    (m n))."""
+    k = len(x)
+    P, dP, _ = _compose(x, sched)
+    slope0 = float(np.prod([t[0] for t in sched])) if sched else 1.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(x > 0, P / np.where(x > 0, x, 1), slope0)       # P(x)/x
+        xi, xj = x[:, None], x[None, :]
+        Pi, Pj = P[:, None], P[None, :]
+        close = np.abs(xi - xj) <= 1e-7 * np.maximum(np.abs(xi), np.abs(xj))
+        dmid = _compose(((xi + xj) / 2).ravel(), sched)[1].reshape(xi.shape + xj.shape[1:])
+        dminus = np.where(close, dmid, (Pi - Pj) / np.where(close, 1, xi - xj))
+        s = xi + xj
+        dplus = np.where(s > 0, (Pi + Pj) / np.where(s > 0, s, 1), slope0)
+    core = 0.5 * (dminus ** 2 + dplus ** 2)
+    core[np.diag_indices(k)] = dP ** 2
+    total = float(np.sum(core)) + (m - k + n - k) * float(np.sum(ratio ** 2))
+    return math.sqrt(total / (m * n))
+
+
+def _denominator(fro, preset) -> float:
+    d = fro * preset.norm_scale
+    if preset.norm == "add":
+        return d + preset.eps
+    if preset.norm == "clamp":
+        return max(d, preset.eps)
+    return d
+
+
+def noise_gain(G2, preset, sched) -> float:
+    """Relative output noise per unit roundoff of one matrix ``G2`` run through ``sched``.
+
+    Noise of relative size u injected before step k (k = 0: the normalisation) is carried to the
+    output by the RMS first-order gain of the remaining composition at the intermediate singular
+    values; the result is ``sum_k ||X_k||_F * gain_k / ||X_K||_F`` (the final rounding counts 1).
+    """
+    G2 = np.asarray(G2, np.float64)
+    m, n = G2.shape
+    fro = float(np.linalg.norm(G2))
+    d = _denominator(fro, preset)
+    if fro == 0 or d == 0 or not np.isfinite(fro):
+        return 0.0
+    x = np.linalg.svd(G2, compute_uv=False) / d
+    _, _, stages = _compose(x, sched)
+    out_norm = float(np.linalg.norm(stages[-1]))
+    if out_norm == 0:
+        return 0.0
+    total = 0.0
+    for k in range(len(sched) + 1):
+        total += float(np.linalg.norm(stages[k])) * _gain_rms(stages[k], sched[k:], m, n)
+    return total / out_norm
+
+
+def probe_tolerance(G, preset, sched, precision: str) -> float:
+    """Match tolerance for one probe (the worst matrix of a batch) in ``precision``."""
+    G = np.asarray(G, np.float64)
+    mats = G.reshape((-1,) + G.shape[-2:])
+    m, n = G.shape[-2:]
+    acc = 1.0 if precision in ("bfloat16", "float16") else 1.0 + math.sqrt(max(m, n))
+    if preset.form == "coupled":
+        # SWAN's coupled form multiplies Z by T each step: the noise gain of its Z (up to the
+        # scalar map's slope) enters twice
+        acc *= 2.0
+    gain = max(noise_gain(g, preset, sched) for g in mats)
+    amp = C_AMPLIFICATION * UNIT_ROUNDOFF[precision] * acc * gain
+    return max(MATCH_TOLERANCE[precision], amp)
+
+
+# -- distances -------------------------------------------------------------------------------------
 
 def _distance(out, ref) -> float:
+    """Largest relative Frobenius difference over the matrices (NaN-pattern mismatch = inf)."""
     out = np.asarray(out, dtype=np.float64)
     ref = np.asarray(ref, dtype=np.float64)
     if out.shape != ref.shape:
-        return float("inf")
+        return math.inf
     o = out.reshape((-1,) + out.shape[-2:])
     r = ref.reshape((-1,) + ref.shape[-2:])
     worst = 0.0
     for a, b in zip(o, r):
         na, nb = np.isnan(a), np.isnan(b)
         if np.any(na != nb):
-            return float("inf")
+            return math.inf
         a, b = np.where(na, 0, a), np.where(nb, 0, b)
         if not np.all(np.isfinite(a)):
-            return float("inf")
+            return math.inf
         scale = max(np.linalg.norm(b), 1e-30)
         worst = max(worst, float(np.linalg.norm(a - b) / scale))
     return worst
 
 
-def _variants(name: str, steps):
-    """(label, Preset, schedule) candidates an implementation of ``name`` is compared with."""
-    base = get_preset(name)
-    sched = schedule(name, steps)
-    out = [(f"preset {name!r}", base, sched)]
-    for other, p in PRESETS.items():
-        if other in (name, "custom"):
-            continue
-        out.append((f"preset {other!r} (different coefficients/normalisation)", p,
-                    schedule(other)))
-        if p.steps != len(sched):
-            try:
-                out.append((f"preset {other!r} with {len(sched)} steps", p,
-                            schedule(other, len(sched))))
-            except ValueError:
-                pass
-    for norm, eps in (("add", 1e-7), ("add", 1e-8), ("add", 1e-6), ("clamp", 1e-7),
-                      ("clamp", 1e-15), ("none", 0.0), ("safe", 0.0)):
-        if (norm, eps) != (base.norm, base.eps):
-            out.append((f"normalisation {norm!r} with eps={eps:g} instead of "
-                        f"{base.norm!r} eps={base.eps:g}", replace(base, norm=norm, eps=eps),
-                        sched))
-    for scale in (1.0, 1.01, 1.02):
-        if scale != base.norm_scale:
-            out.append((f"norm safety factor {scale:g} instead of {base.norm_scale:g}",
-                        replace(base, norm_scale=scale), sched))
-    for k in (len(sched) - 1, len(sched) + 1):
-        if k >= 0:
-            try:
-                s2 = schedule(name, k) if k <= len(sched) or base.after == "repeat" else \
-                    tuple(sched) + (sched[-1],)
-            except ValueError:
-                s2 = tuple(sched) + (sched[-1],)
-            out.append((f"{k} steps instead of {len(sched)}", base, s2))
-    out.append(("no transpose for tall input", replace(base, transpose="none"), sched))
-    out.append(("one Frobenius norm over the whole batch, not per matrix",
-                replace(base, norm_over="all"), sched))
-    other_form = "addmm" if base.form == "keller" else "keller"
-    if base.form != "right":
-        out.append((f"product form {other_form!r} (rounding only)",
-                    replace(base, form=other_form), sched))
-    return out
+@dataclass
+class CandidateResult:
+    label: str
+    distance: float           # at the probe with the largest distance/tolerance ratio
+    tolerance: float
+    ratio: float              # max over claimed probes of distance / tolerance
+    probe: str | None
+    match: bool
+    per_probe: dict = field(default_factory=dict)       # probe -> distance
+    tolerances: dict = field(default_factory=dict)      # probe -> tolerance (None: no claim)
+
+    def to_dict(self) -> dict:
+        return {"label": self.label, "distance": _num(self.distance),
+                "distance_infinite": math.isinf(self.distance),
+                "tolerance": _num(self.tolerance), "ratio": _num(self.ratio),
+                "ratio_infinite": math.isinf(self.ratio), "worst_probe": self.probe,
+                "match": self.match}
+
+
+def _num(x):
+    """JSON-safe float: None for inf/nan (the caller adds a flag)."""
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
 
 
 @dataclass
@@ -116,78 +361,291 @@ class Diagnosis:
     closest: str
     closest_distance: float
     per_probe: dict
-    candidates: list
-    # every candidate whose distance is within ``tolerance`` of the closest one: differences
-    # below the match tolerance are rounding, so these are reported together, never ranked
+    candidates: list          # (label, distance), by ratio
+    # every candidate that matches as well (distance within its own tolerance on every claimed
+    # probe): differences below the tolerance are rounding, so these are reported together,
+    # never ranked; the claim wins a tie
     ties: tuple = ()
+    per_probe_tolerance: dict = field(default_factory=dict)   # None: no claim on that probe
+    unsupported: dict = field(default_factory=dict)           # input class -> exception text
+    errors: dict = field(default_factory=dict)                # plain probe -> exception text
+    details: list = field(default_factory=list)               # CandidateResult, by ratio
+    note: str = ""
+    claim_result: object = None                                # the claim's CandidateResult
+
+    @property
+    def worst_probe(self):
+        """The claimed probe with the largest distance/tolerance ratio for the claim."""
+        best, worst = -1.0, None
+        for k, d in self.per_probe.items():
+            t = self.per_probe_tolerance.get(k)
+            if t is None:
+                continue
+            r = d / t if t > 0 else (0.0 if d == 0 else math.inf)
+            if r > best:
+                best, worst = r, k
+        return worst
+
+    @property
+    def no_claim(self) -> list:
+        return [k for k, v in self.per_probe_tolerance.items() if v is None]
 
     def tie_note(self) -> str:
         others = [t for t in self.ties if t != self.closest]
         return f"; indistinguishable at {self.dtype} from: {', '.join(others)}" if others else ""
 
+    def extras(self) -> str:
+        parts = []
+        for cls, msg in self.unsupported.items():
+            parts.append(f"input class {cls!r} unsupported by the target ({msg}); its probe "
+                         "is left out")
+        for probe, msg in self.errors.items():
+            parts.append(f"the target raised on probe {probe!r}: {msg}")
+        if self.no_claim:
+            parts.append(f"no claim on probe(s) {', '.join(self.no_claim)} (rounding noise "
+                         f"amplified by the schedule exceeds {NO_CLAIM_LIMIT} at {self.dtype})")
+        if self.note:
+            parts.append(self.note)
+        return "".join(f"\n  {p}" for p in parts)
+
     def summary(self) -> str:
         if self.match and self.closest.startswith(f"preset {self.preset!r}"):
             return (f"matches preset {self.preset!r} at {self.dtype} tolerance "
-                    f"(distance {self.distance:.3g} <= {self.tolerance:g}){self.tie_note()}")
-        if self.match:
+                    f"(distance {self.distance:.3g} <= {self.tolerance:.3g}){self.tie_note()}"
+                    + self.extras())
+        if self.match:  # pragma: no cover - the claim wins ties
             return (f"within the {self.dtype} tolerance of preset {self.preset!r} (distance "
-                    f"{self.distance:.3g} <= {self.tolerance:g}), but closer to: {self.closest} "
-                    f"({self.closest_distance:.3g})")
-        worst = max(self.per_probe, key=lambda k: self.per_probe[k])
-        if self.closest_distance <= self.tolerance:
+                    f"{self.distance:.3g} <= {self.tolerance:.3g}), but closer to: "
+                    f"{self.closest} ({self.closest_distance:.3g})" + self.extras())
+        worst = self.worst_probe
+        best = self.details[0] if self.details else None
+        if best is not None and best.match:
             why = f"it matches: {self.closest} (distance {self.closest_distance:.3g})"
         else:
             why = (f"no known variant matches; closest: {self.closest} "
                    f"({self.closest_distance:.3g})")
         why += self.tie_note()
         return (f"does NOT match preset {self.preset!r} at {self.dtype} tolerance "
-                f"(distance {self.distance:.3g} > {self.tolerance:g}, worst on probe "
-                f"{worst!r}); {why}")
+                f"(distance {self.distance:.3g} > {self.tolerance:.3g}, worst on probe "
+                f"{worst!r}); {why}" + self.extras())
+
+    def to_dict(self) -> dict:
+        return {"preset": self.preset, "dtype": self.dtype, "match": self.match,
+                "distance": _num(self.distance), "distance_infinite": math.isinf(self.distance),
+                "tolerance": _num(self.tolerance), "closest": self.closest,
+                "closest_distance": _num(self.closest_distance), "ties": list(self.ties),
+                "per_probe": [{"probe": k, "distance": _num(v),
+                               "distance_infinite": math.isinf(v),
+                               "tolerance": _num(self.per_probe_tolerance.get(k)),
+                               "claim": self.per_probe_tolerance.get(k) is not None}
+                              for k, v in self.per_probe.items()],
+                "unsupported": dict(self.unsupported), "errors": dict(self.errors),
+                "candidates": [c.to_dict() for c in self.details], "note": self.note}
 
 
-def diagnose(fn, name: str, *, dtype: str = "float64", steps=None, tolerance=None) -> Diagnosis:
+_REF_CACHE: dict = {}
+
+
+def _key(name, dtype, steps, coefficients):
+    coef = None if coefficients is None else tuple(tuple(float(v) for v in t)
+                                                  for t in coefficients)
+    return (name, dtype, steps, coef)
+
+
+def references(name: str, dtype: str = "float64", steps=None, coefficients=None):
+    """(probes, [(candidate, outputs, tolerances)]) for a claim, cached: they do not depend on
+    the target."""
+    key = _key(name, dtype, steps, coefficients)
+    hit = _REF_CACHE.get(key)
+    if hit is not None:
+        return hit
+    plist = probes(dtype)
+    gains: dict = {}
+    rows = []
+    with np.errstate(all="ignore"):
+        for cand in variants(name, dtype, steps, coefficients):
+            outs = _outputs(cand, plist, dtype)
+            tols = []
+            for p in plist:
+                gk = (cand.sched, cand.preset.norm, cand.preset.eps, cand.preset.norm_scale,
+                      cand.preset.form, cand.precision, p.label)
+                if gk not in gains:
+                    gains[gk] = probe_tolerance(p.G, cand.preset, cand.sched, cand.precision)
+                tols.append(gains[gk])
+            rows.append((cand, outs, tols))
+    if len(_REF_CACHE) > 64:
+        _REF_CACHE.clear()
+    _REF_CACHE[key] = (plist, rows)
+    return plist, rows
+
+
+def diagnose(fn, name: str, *, dtype: str = "float64", steps=None, tolerance=None,
+             coefficients=None) -> Diagnosis:
     """Does ``fn`` (NumPy array in -> array out) implement preset ``name`` in ``dtype``?
 
-    ``fn`` is run on fixed probes (wide, tall, batched with unequal scales, tiny norms, rank 1,
-    zero) given as arrays of ``dtype`` (float32 containers holding bf16/fp16 values for the
-    low-precision dtypes).  Its outputs are compared with the preset -- computed in ``dtype``,
-    emulating PyTorch eager for bfloat16/float16 -- and with variants that differ in one way
-    (other coefficients, epsilon placement, safety factor, step count, no transpose for tall
-    input, batch-global norm, product form).  The distance is the largest relative Frobenius
-    difference over the probes' matrices (NaN pattern mismatch = inf).
+    ``fn`` is run on the fixed :func:`probes` given as arrays of ``dtype`` (float32 containers
+    holding bf16/fp16 values for the low-precision dtypes).  Its outputs are compared with the
+    preset -- computed in ``dtype``, emulating PyTorch eager for bfloat16/float16 -- and with
+    variants that differ in one way (:func:`variants`).  Each (candidate, probe) pair has its own
+    tolerance (:func:`probe_tolerance`, or ``tolerance`` if given); a candidate matches when
+    every claimed probe is within it.  A probe of an optional input class (a batch) on which
+    ``fn`` raises is reported as unsupported and left out; an exception on any other probe is a
+    mismatch (infinite distance) and its text is kept.  ``coefficients`` replaces the preset's
+    table (``name='custom'`` requires it).
     """
     if dtype not in MATCH_TOLERANCE:
         raise ValueError(f"dtype must be one of {', '.join(MATCH_TOLERANCE)}, got {dtype!r}")
-    tol = MATCH_TOLERANCE[dtype] if tolerance is None else float(tolerance)
-    emulate = dtype if dtype in ("bfloat16", "float16") else None
-    probes = _probes(dtype)
-    outs = {}
-    for label, G in probes.items():
+    plist, rows = references(name, dtype, steps, coefficients)
+    outs, unsupported, errors = {}, {}, {}
+    for p in plist:
         try:
-            outs[label] = np.asarray(fn(G.copy()), dtype=np.float64)
-        except Exception as exc:  # noqa: BLE001 - a crash is a mismatch on that probe
-            outs[label] = exc
-    cands = []
-    per_probe = {}
-    for label, preset, sched in _variants(name, steps):
-        worst = 0.0
-        for plabel, G in probes.items():
-            out = outs[plabel]
-            if isinstance(out, Exception):
-                d = float("inf")
+            outs[p.label] = np.asarray(fn(p.G.copy()), dtype=np.float64)
+        except Exception as exc:  # noqa: BLE001 - reported, never a crash
+            text = f"{type(exc).__name__}: {exc}".strip()
+            if p.cls in OPTIONAL_CLASSES:
+                unsupported[p.cls] = text
             else:
-                ref = run_preset(G, preset, sched, emulate)
-                d = _distance(out, ref)
-            if not cands:
-                per_probe[plabel] = d
-            worst = max(worst, d)
-        cands.append((label, worst))
-    dist = cands[0][1]
-    best = min(d for _, d in cands)
-    # distances that differ by less than the match tolerance are not ordered (rounding decides
-    # them, and it changes with the BLAS build): the claim wins a tie, else the first listed
-    ties = tuple(label for label, d in cands if d <= best + tol) if np.isfinite(best) else ()
-    closest = next(label for label, d in cands if d <= best + tol)
-    cdist = dict(cands)[closest]
-    return Diagnosis(name, dtype, dist <= tol, dist, tol, closest, cdist, per_probe,
-                     sorted(cands, key=lambda t: t[1]), ties)
+                errors[p.label] = text
+            outs[p.label] = None
+    results = []
+    representable = {}
+    with np.errstate(all="ignore"):
+        for cand, refs, tols in rows:
+            narrow = _NARROWER.get((dtype, cand.precision))
+            if narrow and narrow not in representable:
+                representable[narrow] = _all_representable(outs, narrow)
+            per, ptol = {}, {}
+            worst_ratio, worst_probe = 0.0, None
+            for p, ref, tol in zip(plist, refs, tols):
+                if p.cls in unsupported:
+                    continue
+                if tolerance is not None:
+                    tol = float(tolerance)
+                out = outs[p.label]
+                d = math.inf if out is None else _distance(out, ref)
+                per[p.label] = d
+                if tol > NO_CLAIM_LIMIT and tolerance is None:
+                    ptol[p.label] = None
+                    continue
+                ptol[p.label] = tol
+                r = d / tol if tol > 0 else (0.0 if d == 0 else math.inf)
+                if worst_probe is None or r > worst_ratio:
+                    worst_ratio, worst_probe = r, p.label
+            dist = per.get(worst_probe, 0.0) if worst_probe else 0.0
+            # a target that computes in a narrower format returns values of that format: the
+            # candidate needs that signature, not only a distance within its wide tolerance
+            ok = worst_ratio <= 1.0 and (not narrow or representable[narrow])
+            results.append(CandidateResult(cand.label, dist, ptol.get(worst_probe) or 0.0,
+                                           worst_ratio, worst_probe, ok, per, ptol))
+    claim = results[0]
+    ranked = sorted(results, key=lambda c: c.ratio)
+    matching = [c for c in results if c.match]
+    # the claim wins a tie; otherwise the smallest ratio (the other matching candidates are
+    # listed as ties: which of them is smallest is decided by rounding)
+    if claim.match:
+        closest = claim
+    elif matching:
+        closest = min(matching, key=lambda c: c.ratio)
+    else:   # nothing matches: the nearest candidate computing in the claimed precision
+        same = [c for c, (cand, _, _) in zip(results, rows) if cand.precision == dtype]
+        closest = min(same, key=lambda c: c.distance)
+    ties = tuple(c.label for c in matching)
+    note = ""
+    if not matching and not errors and dtype in ("float64", "float32"):
+        note = _sv_map_note(plist, outs, rows[0], 1e3 * MATCH_TOLERANCE[dtype])
+    # the closest first, then by ratio
+    details = [closest] + [c for c in ranked if c is not closest]
+    return Diagnosis(name, dtype, claim.match and not errors, claim.distance, claim.tolerance,
+                     closest.label, closest.distance, claim.per_probe,
+                     [(c.label, c.distance) for c in details], ties, claim.tolerances,
+                     unsupported, errors, details, note, claim)
+
+
+def identify(fn, dtype: str = "float64", names=None) -> list:
+    """Which presets does ``fn`` match (each with its own schedule, no variants)?  Returns
+    ``[(name, distance)]`` of the matching ones, smallest ratio first; the target is run once
+    per probe.  Used to say "the claim failed, but this is preset X"."""
+    names = [n for n in (names or PRESETS) if n != "custom"]
+    plist = probes(dtype)
+    outs = {}
+    for p in plist:
+        try:
+            outs[p.label] = np.asarray(fn(p.G.copy()), dtype=np.float64)
+        except Exception:  # noqa: BLE001
+            outs[p.label] = None
+    found = []
+    with np.errstate(all="ignore"):
+        for name in names:
+            base = get_preset(name)
+            cand = Candidate(f"preset {name!r}", base, schedule(name), dtype)
+            refs = _outputs(cand, plist, dtype)
+            worst, dist, ok = 0.0, 0.0, True
+            for p, ref in zip(plist, refs):
+                if outs[p.label] is None:
+                    if p.cls in OPTIONAL_CLASSES:
+                        continue
+                    ok = False
+                    break
+                tol = probe_tolerance(p.G, base, cand.sched, dtype)
+                if tol > NO_CLAIM_LIMIT:
+                    continue
+                d = _distance(outs[p.label], ref)
+                if d > tol:
+                    ok = False
+                    break
+                if d / tol >= worst:
+                    worst, dist = d / tol, d
+            if ok:
+                found.append((name, dist, worst))
+    found.sort(key=lambda t: t[2])
+    return [(n, d) for n, d, _ in found]
+
+
+#: (claimed dtype, candidate precision) -> the format the outputs must be representable in
+_NARROWER = {("float64", "float32"): "float32", ("float64", "bfloat16"): "bfloat16",
+             ("float64", "float16"): "float16", ("float32", "bfloat16"): "bfloat16",
+             ("float32", "float16"): "float16"}
+
+
+def _all_representable(outs, fmt) -> bool:
+    from swanref.presets.lowprec import is_representable
+    for out in outs.values():
+        if out is None:
+            continue
+        x = np.nan_to_num(np.asarray(out, np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        if fmt == "float32":
+            if not np.array_equal(x.astype(np.float32).astype(np.float64), x):
+                return False
+        elif not is_representable(x.astype(np.float32), fmt) or not np.array_equal(
+                x.astype(np.float32).astype(np.float64), x):
+            return False
+    return True
+
+
+def _sv_map_note(plist, outs, claim_row, rtol) -> str:
+    """When nothing matches: does the target keep G's singular vectors (a polynomial-type map of
+    the singular values) but map them differently from the claim?  Then the difference is in the
+    coefficients or the step count, not in the normalisation or the structure."""
+    cand, refs, _ = claim_row
+    for p, ref in zip(plist, refs):
+        if p.label != "wide 16x40" or outs.get(p.label) is None:
+            continue
+        G = np.asarray(p.G, np.float64)
+        out = outs[p.label]
+        if out.shape != G.shape or not np.all(np.isfinite(out)):
+            return ""
+        U, s, Vt = np.linalg.svd(G, full_matrices=False)
+        core = U.T @ out @ Vt.T
+        diag = np.diag(core)
+        off = np.linalg.norm(core - np.diag(diag)) + np.linalg.norm(
+            out - U @ core @ Vt)
+        if off > rtol * np.linalg.norm(out):
+            return ("the output does not keep G's singular vectors: not a polynomial map of "
+                    "the singular values")
+        want = np.diag(U.T @ ref @ Vt.T)
+        i = int(np.argmax(np.abs(diag - want)))
+        x = s[i] / np.linalg.norm(G)
+        return (f"the output keeps G's singular vectors (a map of the singular values) but maps "
+                f"s/||G||_F = {x:.3g} to {diag[i]:.6g} instead of {want[i]:.6g}: the "
+                f"coefficients, the step count or the normalisation's scale differ")
+    return ""

@@ -47,6 +47,7 @@ class Claim:
     max_kappa: float | None = None
     max_side: int = 8
     full_rank_only: bool = False
+    shapes: tuple | None = None       # a fixed set of (m, n) to draw from (JIT targets)
 
     def __post_init__(self):
         self.dtype = np.dtype(self.dtype)
@@ -110,7 +111,16 @@ class TargetError(Exception):
 
 # -- strategies -----------------------------------------------------------------------------
 
+def _shape_kind(shape) -> str:
+    m, n = shape
+    return "tall" if m > n else ("square" if m == n else "wide")
+
+
 def _shape(draw, claim, kind, min_side=1):
+    if claim.shapes:
+        fits = [s for s in claim.shapes if min(s) >= min_side and (
+            kind == "any" or _shape_kind(s) == kind or (kind == "wide" and s[0] <= s[1]))]
+        return tuple(draw(st.sampled_from(fits or list(claim.shapes))))
     hi = max(claim.max_side, min_side + 1)
     if kind == "tall":
         n = draw(st.integers(max(min_side, 1), hi - 1))
@@ -136,9 +146,9 @@ def _scale_range(claim, extreme=False):
 
 @st.composite
 def spectral_cases(draw, claim, *, rank="full", shape="any", batch=(), kappa=None,
-                   extreme=False, zero=False):
+                   extreme=False, zero=False, min_side=1):
     """``scale * U diag(s) V^T`` with controlled kappa/rank/scale (swanref.verify.matrices)."""
-    min_side = 2 if rank == "deficient" else 1
+    min_side = max(min_side, 2 if rank == "deficient" else 1)
     m, n = _shape(draw, claim, shape, min_side)
     k = min(m, n)
     r = k if rank == "full" else draw(st.integers(1, k - 1))
@@ -399,7 +409,9 @@ def _agree_whiten(claim, call, case):
 @prop("ill_conditioned", ("whiten", "swan_update"),
       "agreement at condition numbers near --max-kappa (where eigh/normal-equation routes "
       "lose kappa^2 accuracy)",
-      lambda c: spectral_cases(c, kappa=(max(1.0, c.max_kappa / 100), c.max_kappa)))
+      # two singular values at least: a 1 x n input has kappa 1 whatever was asked
+      lambda c: spectral_cases(c, kappa=(max(1.0, c.max_kappa / 100), c.max_kappa),
+                               min_side=2))
 def _ill(claim, call, case):
     return _agree(claim, call, case, "ill_conditioned")
 
