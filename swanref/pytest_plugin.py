@@ -1,7 +1,9 @@
 """pytest plugin: run swanref's conformance checks from a test suite.
 
-Registered as the ``pytest11`` entry point ``swanref`` (or load it explicitly with
-``-p swanref.pytest_plugin``).  Two ways to use it:
+Installed swanref registers it as the ``pytest11`` entry point ``swanref.pytest_plugin``, so
+plain ``pytest`` loads it; from a source tree that is not installed, add
+``-p swanref.pytest_plugin`` (on an installed swanref that option is a harmless no-op: the entry
+point has the module's name).  ``-p no:swanref.pytest_plugin`` disables it.  Two ways to use it:
 
 * the ``swanref_check`` fixture, inside your own tests::
 
@@ -14,7 +16,7 @@ Registered as the ``pytest11`` entry point ``swanref`` (or load it explicitly wi
 
 * command-line targets, one test item per property::
 
-      pytest -p swanref.pytest_plugin --swanref-target whiten=mypkg.ops:polar \\
+      pytest --swanref-target whiten=mypkg.ops:polar \\
              --swanref-claim whiten:method=svd --swanref-examples 50
 
   Items are named ``swanref[OP:property]``; unsupported input classes and properties that do
