@@ -119,3 +119,17 @@ def test_cli_entry_point(tmp_path, capsys):
     assert cli.main(["train-demo", str(tmp_path), "--quick", "--steps", "20"]) == 0
     assert "swanref training demo" in capsys.readouterr().out
     assert (tmp_path / "loss_curves.png").exists()
+
+
+def test_loss_axis_has_readable_ticks():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots()
+    ax.plot([0, 500, 1000], [2.6, 1.1, 0.72])  # the demo's range
+    demo.style_loss_axis(ax)
+    fig.canvas.draw()
+    lo, hi = ax.get_ylim()
+    ticks = [t for t in ax.get_yticks() if lo <= t <= hi]
+    assert ax.get_yscale() == "linear" and len(ticks) >= 4
+    plt.close(fig)

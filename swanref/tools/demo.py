@@ -358,6 +358,17 @@ def _verdict(summary, nseeds):
     return lines
 
 
+def style_loss_axis(ax):
+    """Linear loss axis with ~6 labelled ticks: the losses span less than a factor of 4, where a
+    log axis shows one or two labels."""
+    from matplotlib.ticker import MaxNLocator
+    ax.set_yscale("linear")
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=7))
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy (nats)")
+    ax.grid(True, alpha=0.3)
+
+
 def _write_outputs(outdir, runs, tuning, summary, config, steps, elapsed):
     import matplotlib
     matplotlib.use("Agg")
@@ -397,10 +408,7 @@ def _write_outputs(outdir, runs, tuning, summary, config, steps, elapsed):
     axes[0].set_title(f"training loss (batch {BATCH}, moving average over {win} steps)")
     axes[1].set_title(f"test loss ({config['n_test']} points)")
     for ax in axes:
-        ax.set_yscale("log")
-        ax.set_xlabel("step")
-        ax.set_ylabel("cross-entropy")
-        ax.grid(True, which="both", alpha=0.3)
+        style_loss_axis(ax)
         ax.legend()
     fig.suptitle(f"{config['model']}, {steps} steps, mean and min-max over "
                  f"{config['seeds']} seed(s); lr tuned per optimizer")
