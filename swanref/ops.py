@@ -60,12 +60,6 @@ def _check_method(method, name="method"):
                         f"{method!r}")
 
 
-def _is_route(method) -> bool:
-    """A hybrid or preconditioned route of swanref.presets.ROUTES (spec 9.6)."""
-    from swanref.presets.catalogue import ROUTES
-    return isinstance(method, str) and method in ROUTES
-
-
 def _namespace(arr):
     if type(arr).__module__.split(".")[0] == "cupy":
         import cupy
@@ -76,27 +70,19 @@ def _namespace(arr):
 class _Call:
     """One public call: validated input in its compute dtype, the backend, the way back."""
 
-    def __init__(self, G, backend, check_finite, allow_complex=False):
+    def __init__(self, G, backend, check_finite):
         raw, self.backend_name, self._restore = _arrays.to_backend(G, backend)
-        arr = as_matrix_stack(raw, allow_complex=allow_complex)
-        if arr.dtype.kind == "c" and self.backend_name != "reference":
-            # complex input: the NumPy reference only (spec 9.7); the C++ core is real-only
-            if backend is not None or _namespace(arr) is not np:
-                raise TypeError(f"complex input runs on backend='reference' only; the "
-                                f"{self.backend_name!r} backend is real-only")
-            self.backend_name = "reference"
+        arr = as_matrix_stack(raw)
         self.in_dtype = arr.dtype
         self.xp = _namespace(arr)
         self.be = _backends.get(self.backend_name)
-        self.dtype = compute_dtype(arr.dtype, allow_complex=allow_complex)
+        self.dtype = compute_dtype(arr.dtype)
         self.eps = float(np.finfo(self.dtype).eps)
         self.array = arr.astype(self.dtype, copy=False)
         self.check_finite = bool(check_finite)
 
     def masked(self, arr, ndim_core, name="G"):
         """Zero the slices (over the last ``ndim_core`` axes) holding NaN/Inf (spec 6.2)."""
-        if has_kernel(self.be, "all_finite") and self.be.all_finite(arr):
-            return arr, None  # one pass over arr, no boolean temporary
         xp = self.xp
         axes = tuple(range(arr.ndim - ndim_core, arr.ndim))
         good = xp.isfinite(arr).all(axis=axes)
@@ -141,15 +127,8 @@ def _resolve_axis(axis, shape) -> int:
 def _grad_norm_core(call: _Call, arr, axis, eps):
     ax = _resolve_axis(axis, arr.shape)
     work = arr if ax == -1 else call.xp.swapaxes(arr, -1, -2)
-    out = None
-    if has_kernel(call.be, "grad_norm_finite"):
-        # the backend applies the finite-input policy inside the operator (no pass over G)
-        out, ok = call.be.grad_norm_finite(work, eps, call.check_finite)
-        if not ok:
-            out = None  # non-finite input and check_finite: the masked path raises
-    if out is None:
-        work, keep = call.masked(work, 1)
-        out = call.unmask(call.be.grad_norm(work, eps), keep)
+    work, keep = call.masked(work, 1)
+    out = call.unmask(call.be.grad_norm(work, eps), keep)
     return out if ax == -1 else call.xp.swapaxes(out, -1, -2)
 
 
@@ -222,19 +201,16 @@ def divergence_bound(beta: float, scaling: str, G=None, xp=np):
     """
     bound = max(1.0, 2.0 * beta)
     if scaling == "none" and G is not None:
-        fro = xp.sqrt(xp.sum(xp.abs(G).astype(np.float64) ** 2, axis=(-2, -1)))
+        fro = xp.sqrt(xp.sum(G.astype(np.float64) ** 2, axis=(-2, -1)))
         return xp.maximum(bound, fro)
     return bound
 
 
-def _diverged(out, work, params, xp, be=None):
+def _diverged(out, work, params, xp):
     r = min(work.shape[-2:])
     limit = 1.01 * divergence_bound(params["beta"], params["scaling"], work, xp) * math.sqrt(r)
-    if be is not None and has_kernel(be, "fro_norms"):
-        fro = be.fro_norms(out)  # one float64 reduction, no temporaries
-    else:
-        with np.errstate(over="ignore", invalid="ignore"):
-            fro = xp.sqrt(xp.sum(xp.abs(out).astype(np.float64) ** 2, axis=(-2, -1)))
+    with np.errstate(over="ignore", invalid="ignore"):
+        fro = xp.sqrt(xp.sum(out.astype(np.float64) ** 2, axis=(-2, -1)))
     return ~xp.isfinite(fro) | (fro > limit)
 
 
@@ -260,13 +236,7 @@ def _whiten_preset_core(call: _Call, arr, method, steps, beta, scaling, rank_rto
         # for the backend kernel and the reference transcription (spec 6.3)
         work = presets.prescale_huge(work, whole=preset.norm_over == "all")
     fast = call.be.whiten_polynomial if has_kernel(call.be, "whiten_polynomial") else None
-    fmt = emulate
-    if fmt == "source":
-        fmt = None if preset.compute_dtype == "input" else preset.compute_dtype
-    # a backend listing LOWPREC_FORMATS runs those emulations natively (same rounding model)
-    native = fmt is None or fmt in getattr(call.be, "LOWPREC_FORMATS", ())
-    if (fast is not None and native and preset.form in ("keller", "addmm")
-            and preset.norm != "aol" and preset.route == "ns"
+    if (fast is not None and emulate is None and preset.form in ("keller", "addmm")
             and preset.transpose == "to_wide" and preset.norm_over == "matrix"):
         # the backend's polynomial kernel computes the same function (tests/test_cpp_presets.py,
         # tests/test_gpu_presets.py)
@@ -274,13 +244,12 @@ def _whiten_preset_core(call: _Call, arr, method, steps, beta, scaling, rank_rto
                            dtype=np.float64).reshape(-1, 3)
         tall = work.shape[-2] > work.shape[-1]
         w = call.xp.swapaxes(work, -1, -2) if tall else work
-        extra = {} if fmt is None else {"emulate": fmt, "form": preset.form}
-        out = fast(w, sched, preset.norm, preset.eps, preset.norm_scale, **extra)
+        out = fast(w, sched, preset.norm, preset.eps, preset.norm_scale)
         out = call.xp.swapaxes(out, -1, -2) if tall else out
     elif call.xp is not np:
         raise ValueError(f"preset {method!r} with emulate={emulate!r} runs on NumPy arrays only "
                          "(swanref.presets); the GPU backend runs the polynomial presets "
-                         "without emulation or with emulate='bfloat16'/'float16'")
+                         "without emulation")
     else:
         out = presets.whiten_preset(work, method, steps=steps, coefficients=coefficients,
                                     emulate=emulate)
@@ -290,7 +259,7 @@ def _whiten_preset_core(call: _Call, arr, method, steps, beta, scaling, rank_rto
 def _whiten_core(call: _Call, arr, method, steps=None, beta=None, scaling=None, rank_rtol=None,
                  on_divergence="raise", coefficients=None, emulate=None, method_name="method"):
     _check_method(method, method_name)
-    if (method in WHITEN_PRESETS and method not in WHITEN_METHODS) or _is_route(method):
+    if method in WHITEN_PRESETS and method not in WHITEN_METHODS:
         return _whiten_preset_core(call, arr, method, steps, beta, scaling, rank_rtol,
                                    on_divergence, coefficients, emulate)
     if coefficients is not None or emulate is not None:
@@ -317,7 +286,7 @@ def _whiten_core(call: _Call, arr, method, steps=None, beta=None, scaling=None, 
     else:
         fn = be.whiten_newton_schulz if method == "newton_schulz" else be.whiten_nsds
         out = fn(work, params["steps"], params["beta"], params["scaling"])
-        bad = _diverged(out, work, params, xp, be)
+        bad = _diverged(out, work, params, xp)
         if keep is not None:
             bad = bad & keep[..., 0, 0]
         if bool(bad.any()) and on_divergence != "ignore":
@@ -386,7 +355,7 @@ def whiten(G, method="svd", *, steps=None, beta=None, scaling=None, rank_rtol=No
         ``emulate='bfloat16'|'float16'|'source'`` rounds like PyTorch eager on a GPU.
         Presets run in NumPy whatever the backend, with no divergence guard.
     """
-    call = _Call(G, backend, check_finite, allow_complex=True)
+    call = _Call(G, backend, check_finite)
     out = _whiten_core(call, call.array, method, steps, beta, scaling, rank_rtol, on_divergence,
                        coefficients, emulate)
     return call.finish(out)
