@@ -66,11 +66,18 @@ def imports(module: str, path: pathlib.Path):
                 if target == "swanref":  # `from swanref import presets`: submodules by name
                     for n in names:
                         yield f"swanref.{n}", (), node.lineno
-                else:
-                    yield target, names, node.lineno
+                    continue
+                # `from pkg import sub` imports the submodule pkg.sub (not pkg's namespace)
+                subs = [n for n in names if f"{target}.{n}" in MODULE_NAMES]
+                for n in subs:
+                    yield f"{target}.{n}", (), node.lineno
+                rest = tuple(n for n in names if n not in subs)
+                if rest:
+                    yield target, rest, node.lineno
 
 
 ALL = list(modules())
+MODULE_NAMES = {m for m, _ in ALL} | {m.rpartition(".__init__")[0] for m, _ in ALL}
 
 
 def test_every_module_has_a_layer():
@@ -142,5 +149,5 @@ def test_the_check_can_fail(tmp_path):
     f = tmp_path / "probe.py"
     f.write_text("def f():\n    from swanref.tools import study\n")
     found = list(imports("swanref.spec.probe", f))
-    assert found == [("swanref.tools", ("study",), 2)]
+    assert found == [("swanref.tools.study", (), 2)]
     assert LAYERS.index(layer_of("swanref.tools.study")) > LAYERS.index(layer_of("swanref.spec.x"))
