@@ -1,0 +1,270 @@
+"""Sharded implementations for tests/test_distributed.py: faithful ones and deliberately wrong
+ones, each a function ``fn(local, group=..., layout=...)`` as the sharded check calls it.
+
+They use only torch and torch.distributed (as a real sharded optimiser would); the layout
+object gives the global shape and this rank's block.  Each wrong one makes exactly one of the
+global-versus-local mistakes that a single-process check cannot see.
+"""
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+KELLER = (3.4445, -4.7750, 2.0315)
+
+
+# -- communication helpers ---------------------------------------------------------------------
+
+def _sizes(total, world):
+    q, r = divmod(total, world)
+    return [q + (1 if i < r else 0) for i in range(world)]
+
+
+def gather(local, group, layout, reverse=False):
+    """The global array from every rank's block (all_gather with padding to equal sizes)."""
+    world = layout.world_size
+    if layout.kind == "flat":
+        parts = [torch.empty_like(local) for _ in range(world)]
+        dist.all_gather(parts, local.contiguous(), group=group)
+        if reverse:
+            parts = parts[::-1]
+        total = layout.shape[0] * layout.shape[1]
+        return torch.cat(parts)[:total].reshape(layout.shape)
+    axis = 1 if layout.kind == "cols" else 0
+    total = layout.shape[axis]
+    sizes = _sizes(total, world)
+    big = max(sizes)
+    pad = list(local.shape)
+    pad[axis] = big - local.shape[axis]
+    padded = torch.cat([local, local.new_zeros(pad)], dim=axis).contiguous()
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded, group=group)
+    parts = [p.narrow(axis, 0, s) for p, s in zip(parts, sizes)]
+    if reverse:                      # the bug: blocks concatenated in the wrong order
+        parts = parts[::-1]
+    return torch.cat(parts, dim=axis)
+
+
+def own_block(full, layout):
+    if layout.kind == "rows":
+        return full[layout.start:layout.stop].contiguous()
+    if layout.kind == "cols":
+        return full[:, layout.start:layout.stop].contiguous()
+    flat = full.reshape(-1)[layout.start:layout.stop]
+    out = flat.new_zeros(layout.chunk)
+    out[:flat.numel()] = flat
+    return out
+
+
+def allreduce(t, group):
+    t = t.contiguous()
+    dist.all_reduce(t, group=group)
+    return t
+
+
+def _wide_view(local, layout):
+    """(local block in the wide orientation, its kind there, whether it was transposed)."""
+    m, n = layout.shape[-2:]
+    if m > n:
+        return local.mT, {"rows": "cols", "cols": "rows"}[layout.kind], True
+    return local, layout.kind, False
+
+
+# -- GradNorm --------------------------------------------------------------------------------
+
+def _grad_norm_local(x):
+    d = x - x[..., :1]
+    c = d - d.mean(dim=-1, keepdim=True)
+    sd = c.square().mean(dim=-1, keepdim=True).sqrt()
+    return torch.where(sd > 0, c / torch.where(sd > 0, sd, torch.ones_like(sd)),
+                       torch.zeros_like(c))
+
+
+def grad_norm(local, group=None, layout=None):
+    """Faithful: row statistics all-reduced over column shards (two passes)."""
+    if layout.kind in ("rows", "stack"):
+        return _grad_norm_local(local)
+    if layout.kind == "flat":
+        return own_block(_grad_norm_local(gather(local, group, layout)), layout)
+    n = layout.shape[1]
+    mean = allreduce(local.sum(dim=-1, keepdim=True), group) / n
+    c = local - mean
+    var = allreduce(c.square().sum(dim=-1, keepdim=True), group) / n
+    sd = var.sqrt()
+    return torch.where(sd > 0, c / torch.where(sd > 0, sd, torch.ones_like(sd)),
+                       torch.zeros_like(c))
+
+
+def grad_norm_local_stats(local, group=None, layout=None):
+    """Wrong: each column shard standardised with its own row statistics."""
+    return _grad_norm_local(local)
+
+
+# -- exact whitening ---------------------------------------------------------------------------
+
+def _polar(G):
+    U, s, Vh = torch.linalg.svd(G, full_matrices=False)
+    tol = max(G.shape[-2:]) * torch.finfo(G.dtype).eps * s[..., :1]
+    keep = (s > tol).to(G.dtype)
+    return (U * keep.unsqueeze(-2)) @ Vh
+
+
+def whiten_gather_svd(local, group=None, layout=None):
+    """Faithful (svd accuracy): all-gather the blocks, polar factor by SVD, keep own block."""
+    return own_block(_polar(gather(local, group, layout)), layout)
+
+
+def whiten_gather_wrong_order(local, group=None, layout=None):
+    """Wrong: the gathered blocks are concatenated in reverse rank order."""
+    return own_block(_polar(gather(local, group, layout, reverse=True)), layout)
+
+
+def _inv_sqrt(A, size):
+    l, Q = torch.linalg.eigh(A)
+    lmax = l[-1].clamp(min=0)
+    keep = l > 8 * size * torch.finfo(A.dtype).eps * lmax
+    w = torch.where(keep, l.clamp(min=torch.finfo(A.dtype).tiny).rsqrt(), torch.zeros_like(l))
+    return (Q * w) @ Q.mT
+
+
+def whiten_gram(local, group=None, layout=None):
+    """Faithful (eigh accuracy): all-reduced Gram matrix of the sharded side, then
+    X_r = A^-1/2 G_r (column shards) or G_r B^-1/2 (row shards); pseudo-inverse on the null
+    space."""
+    size = max(layout.shape)
+    if layout.kind == "cols":
+        return _inv_sqrt(allreduce(local @ local.mT, group), size) @ local
+    return local @ _inv_sqrt(allreduce(local.mT @ local, group), size)
+
+
+def whiten_gram_no_allreduce(local, group=None, layout=None):
+    """Wrong: the Gram matrix of the local shard only (each shard whitened on its own)."""
+    size = max(local.shape)
+    if layout.kind == "cols":
+        return _inv_sqrt(local @ local.mT, size) @ local
+    return local @ _inv_sqrt(local.mT @ local, size)
+
+
+# -- coupled Newton-Schulz (swanref method newton_schulz: 10 steps, beta 1/2, gram_fro) ------
+
+def _coupled(A, steps=10):
+    c = torch.linalg.matrix_norm(A)
+    c = torch.where(c > 0, c, torch.ones_like(c))
+    eye = torch.eye(A.shape[-1], dtype=A.dtype, device=A.device)
+    Y, Z = A / c, eye
+    for _ in range(steps):
+        T = 3 * eye - Z @ Y
+        Y, Z = 0.5 * Y @ T, 0.5 * T @ Z
+    return Z, c
+
+
+def newton_schulz(local, group=None, layout=None):
+    """Faithful: one all-reduced Gram matrix (m x m for column shards, n x n for row shards:
+    G Z(G^T G) = Z(G G^T) G), the iteration replicated on every rank."""
+    if layout.kind == "cols":
+        Z, c = _coupled(allreduce(local @ local.mT, group))
+        return Z @ local / c.sqrt()
+    Z, c = _coupled(allreduce(local.mT @ local, group))
+    return local @ Z / c.sqrt()
+
+
+def newton_schulz_per_shard(local, group=None, layout=None):
+    """Wrong: the whole iteration on the local shard (local Gram, local scaling)."""
+    if local.shape[0] > local.shape[1]:
+        Z, c = _coupled(local.mT @ local)
+        return local @ Z / c.sqrt()
+    Z, c = _coupled(local @ local.mT)
+    return Z @ local / c.sqrt()
+
+
+# -- Muon (preset muon_ns5: X / (||X||_F + 1e-7), 5 Keller steps on the wide orientation) --------
+
+def _muon_steps(X, kind, group, reduce_gram=True, steps=5):
+    a, b, c = KELLER
+    for _ in range(steps):
+        if kind == "cols":           # A = X X^T = sum_r X_r X_r^T; X_r <- a X_r + (bA + cA^2) X_r
+            A = X @ X.mT
+            A = allreduce(A, group) if reduce_gram else A
+            X = a * X + (b * A + c * A @ A) @ X
+        else:                        # row shards: X_r <- X_r (aI + bB + cB^2), B = sum X_r^T X_r
+            B = X.mT @ X
+            B = allreduce(B, group) if reduce_gram else B
+            X = a * X + X @ (b * B + c * B @ B)
+    return X
+
+
+def muon(local, group=None, layout=None):
+    """Faithful: global Frobenius norm (all-reduced sum of squares), all-reduced Gram."""
+    X, kind, flip = _wide_view(local, layout)
+    nrm = allreduce(X.square().sum(), group).sqrt()
+    X = _muon_steps(X / (nrm + 1e-7), kind, group)
+    return X.mT if flip else X
+
+
+def muon_local_norm(local, group=None, layout=None):
+    """Wrong: each shard divided by its own Frobenius norm."""
+    X, kind, flip = _wide_view(local, layout)
+    X = _muon_steps(X / (X.norm() + 1e-7), kind, group)
+    return X.mT if flip else X
+
+
+def muon_no_gram_allreduce(local, group=None, layout=None):
+    """Wrong: global norm, but the Gram matrix is not all-reduced."""
+    X, kind, flip = _wide_view(local, layout)
+    nrm = allreduce(X.square().sum(), group).sqrt()
+    X = _muon_steps(X / (nrm + 1e-7), kind, group, reduce_gram=False)
+    return X.mT if flip else X
+
+
+def muon_stack(local, group=None, layout=None):
+    """Faithful megabatch: this rank's parameters, each normalised and iterated on its own."""
+    X = local.mT if local.shape[-2] > local.shape[-1] else local
+    X = X / (torch.linalg.matrix_norm(X, keepdim=True) + 1e-7)
+    a, b, c = KELLER
+    for _ in range(5):
+        A = X @ X.mT
+        X = a * X + (b * A + c * A @ A) @ X
+    return X.mT if local.shape[-2] > local.shape[-1] else X
+
+
+def muon_stack_flattened(local, group=None, layout=None):
+    """Wrong: the local stack normalised as one tensor (one norm over all its parameters)."""
+    X = local.mT if local.shape[-2] > local.shape[-1] else local
+    X = X / (X.norm() + 1e-7)
+    a, b, c = KELLER
+    for _ in range(5):
+        A = X @ X.mT
+        X = a * X + (b * A + c * A @ A) @ X
+    return X.mT if local.shape[-2] > local.shape[-1] else X
+
+
+# -- broken in other ways ------------------------------------------------------------------------
+
+def raises_on_rank1(local, group=None, layout=None):
+    """Rank 1 raises before the collective; rank 0 waits in all_reduce until the timeout."""
+    if layout.rank == 1:
+        raise ValueError("deliberate failure on rank 1")
+    return allreduce(local.clone(), group)
+
+
+def wrong_shape(local, group=None, layout=None):
+    """Returns the transposed shard."""
+    return local.mT.contiguous()
+
+
+# -- the in-job API, run inside the ranks --------------------------------------------------------
+
+def in_group_probe(local, group=None, layout=None):
+    """Runs swanref's check_in_group on the caller's group for a faithful and a wrong Muon and
+    encodes the verdicts in its (otherwise zero) result: [good conforming, bad conforming,
+    bad failed global_norm]."""
+    from swanref.verify.distributed import check_in_group
+    good = check_in_group(muon, "whiten", layout="cols", group=group, preset="muon_ns5")
+    bad = check_in_group(muon_local_norm, "whiten", layout="cols", group=group,
+                         preset="muon_ns5")
+    out = torch.zeros_like(local)
+    flat = out.view(-1)
+    flat[0] = float(good.conforming)
+    flat[1] = float(bad.conforming)
+    flat[2] = float("global_norm" in {r.name for r in bad.failures})
+    return out

@@ -1,0 +1,206 @@
+"""The sharded check (swanref.verify.distributed): layouts and the judging logic in NumPy, then
+real ranks through torch.distributed (gloo, 2 processes, one spawned pool for the whole file):
+the faithful sharded implementations of tests/sharded_impls/impls.py conform, each wrong one is
+rejected with the property that names its mistake, and a rank that raises is reported without
+leaving its peer blocked."""
+from __future__ import annotations
+
+import pathlib
+import time
+
+import numpy as np
+import pytest
+
+from swanref import ops
+from swanref.verify import distributed as D
+from swanref.verify.checker import UsageError
+
+IMPLS = str(pathlib.Path(__file__).parent / "sharded_impls" / "impls.py")
+
+
+def failed(report):
+    return {r.name for r in report.results if r.status == "FAIL"}
+
+
+# -- layouts and judging, no torch needed --------------------------------------------------------
+
+@pytest.mark.parametrize("kind, shape", [("rows", (7, 5)), ("cols", (5, 7)), ("flat", (5, 7)),
+                                         ("stack", (5, 3, 4))])
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_split_assemble_round_trip(kind, shape, world):
+    G = np.arange(np.prod(shape), dtype=np.float64).reshape(shape)
+    parts = D.split(G, kind, world)
+    lays = D.shard_layouts(kind, shape, world)
+    assert [p.shape for p in parts] == [lay.local_shape for lay in lays]
+    sizes = [lay.stop - lay.start for lay in lays]
+    assert max(sizes) - min(sizes) <= (1 if kind != "flat" else max(sizes))
+    assert [lay.start for lay in lays] == sorted(lay.start for lay in lays)  # rank order
+    np.testing.assert_array_equal(D.assemble(parts, kind, shape), G)
+    if kind == "flat":   # FSDP: equal chunks, zero padding at the end
+        assert len({p.size for p in parts}) == 1
+        assert not np.any(parts[-1][sizes[-1]:])
+
+
+def test_layout_errors_are_usage_errors():
+    with pytest.raises(UsageError, match="cannot be split"):
+        D.shard_layouts("rows", (1, 8), 2)
+    with pytest.raises(UsageError, match="unknown layout"):
+        D.shard_layouts("diagonal", (4, 4), 2)
+    with pytest.raises(UsageError, match="3-D"):
+        D.shard_layouts("stack", (4, 4), 2)
+    with pytest.raises(UsageError, match="method"):
+        D.ShardedClaim("whiten", method="qr").validate()
+
+
+def _claim(**kw):
+    return D.ShardedClaim(**kw).validate()
+
+
+@pytest.mark.parametrize("claim", [
+    dict(op="grad_norm"), dict(op="whiten"), dict(op="whiten", method="eigh"),
+    dict(op="whiten", method="newton_schulz"), dict(op="whiten", preset="muon_ns5"),
+    dict(op="whiten", preset="muon_ns5", dtype="float32")])
+def test_reduction_term_vanishes_without_reductions_and_grows_with_parts(claim):
+    c = _claim(**claim)
+    G = np.random.default_rng(1).standard_normal((8, 12))
+    assert D.reduction_term(c, G, 1) == 0.0
+    t2, t4 = D.reduction_term(c, G, 2), D.reduction_term(c, G, 4)
+    assert 0 < t2 < t4 and t4 == pytest.approx(3 * t2, rel=1e-9)   # linear in q - 1
+    u = D._unit(c)
+    assert t2 < 1e6 * u        # a rounding term, not a loosening
+
+
+def test_reduction_term_bounds_a_reordered_gram_reduction():
+    """The term is a bound, checked against the thing it bounds: float32 eigh whitening whose
+    Gram matrix is summed over q blocks in every order stays within tolerance + term."""
+    rng = np.random.default_rng(3)
+    from swanref.verify.matrices import conditioned
+    G = conditioned(rng, 8, 24, 30.0).astype(np.float32)
+    claim = _claim(op="whiten", method="eigh", dtype="float32")
+    for q in (2, 4):
+        blocks = D.split(G, "cols", q)
+        for order in (range(q), reversed(range(q))):
+            A = np.zeros((8, 8), np.float32)
+            for r in order:
+                A = A + blocks[r] @ blocks[r].T
+            lam, Q = np.linalg.eigh(A)
+            X = (Q / np.sqrt(lam)) @ Q.T @ G
+            meas = D.agreement(claim, G, X, q)
+            assert meas.passed, meas.message()
+
+
+def test_evaluate_names_block_swap_and_per_shard_whitening_without_torch():
+    claim = _claim(op="whiten")
+    cases = D.sharded_inputs(claim, "rows", 2)
+    good = [D.split(D.reference(claim, c.G).astype(c.G.dtype), "rows", 2) for c in cases]
+    assert D.evaluate(claim, "rows", 2, cases, good).conforming
+    swapped = [o[::-1] if o[0].shape == o[1].shape else o for o in good]
+    assert {"agrees_with_unsharded", "shard_order"} <= failed(
+        D.evaluate(claim, "rows", 2, cases, swapped))
+    per_shard = [[ops.whiten(b, "svd") for b in D.split(c.G, "rows", 2)] for c in cases]
+    rep = D.evaluate(claim, "rows", 2, cases, per_shard)
+    assert "whole_matrix" in failed(rep) and "shard_order" not in failed(rep), rep.table()
+    rep = D.evaluate(claim, "rows", 2, cases, None, errors={1: "ValueError: boom"})
+    assert failed(rep) == {"ranks_complete"} and "rank 1: ValueError: boom" in rep.table()
+
+
+def test_cli_usage_errors_exit_2(capsys):
+    assert D.main(["whiten", IMPLS + ":muon", "--shard", "diagonal"]) == 2
+    assert D.main(["whiten", IMPLS + ":muon", "--shape", "4by4"]) == 2
+
+
+# -- real ranks (torch.distributed, gloo) ------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def pool():
+    pytest.importorskip("torch")
+    pytest.importorskip("torch.distributed")
+    import torch.distributed as dist
+    if not dist.is_available() or not dist.is_gloo_available():
+        pytest.skip("torch.distributed with gloo is not available")
+    # a short collective timeout: the raising-rank test waits for it once
+    with D.RankPool(2, "gloo", timeout_s=5.0) as p:
+        yield p
+
+
+FAITHFUL = [
+    ("grad_norm", "grad_norm", "cols", {}),
+    ("grad_norm", "grad_norm", "rows", {}),
+    ("grad_norm", "grad_norm", "flat", {}),
+    ("whiten_gather_svd", "whiten", "rows", {}),
+    ("whiten_gather_svd", "whiten", "cols", {}),
+    ("whiten_gather_svd", "whiten", "flat", {}),
+    ("whiten_gram", "whiten", "cols", {"method": "eigh"}),
+    ("whiten_gram", "whiten", "rows", {"method": "eigh"}),
+    ("newton_schulz", "whiten", "cols", {"method": "newton_schulz"}),
+    ("newton_schulz", "whiten", "rows", {"method": "newton_schulz"}),
+    ("muon", "whiten", "cols", {"preset": "muon_ns5"}),
+    ("muon", "whiten", "rows", {"preset": "muon_ns5"}),
+    ("muon", "whiten", "cols", {"preset": "muon_ns5", "dtype": "float32"}),
+    ("muon_stack", "whiten", "stack", {"preset": "muon_ns5"}),
+]
+
+
+@pytest.mark.parametrize("fn, op, layout, claim", FAITHFUL,
+                         ids=[f"{f}-{lay}-{'-'.join(map(str, c.values()))}"
+                              for f, _, lay, c in FAITHFUL])
+def test_faithful_sharded_implementation_conforms(pool, fn, op, layout, claim):
+    report = D.check_sharded(f"{IMPLS}:{fn}", op, layout=layout, pool=pool, **claim)
+    assert report.conforming, report.table()
+    assert report.status("agrees_with_unsharded") == "pass"
+
+
+WRONG = [
+    # (implementation, op, layout, claim, the property that names the mistake)
+    ("grad_norm_local_stats", "grad_norm", "cols", {}, "whole_matrix"),
+    ("muon_local_norm", "whiten", "cols", {"preset": "muon_ns5"}, "global_norm"),
+    ("muon_local_norm", "whiten", "rows", {"preset": "muon_ns5"}, "global_norm"),
+    ("newton_schulz_per_shard", "whiten", "cols", {"method": "newton_schulz"}, "whole_matrix"),
+    ("muon_no_gram_allreduce", "whiten", "cols", {"preset": "muon_ns5"}, "global_gram"),
+    ("muon_no_gram_allreduce", "whiten", "rows", {"preset": "muon_ns5"}, "global_gram"),
+    ("whiten_gram_no_allreduce", "whiten", "cols", {"method": "eigh"}, "whole_matrix"),
+    ("whiten_gather_wrong_order", "whiten", "rows", {}, "shard_order"),
+    ("muon_stack_flattened", "whiten", "stack", {"preset": "muon_ns5"}, "stack_independent"),
+]
+DIAGNOSTIC = {"shard_order", "whole_matrix", "global_norm", "global_gram", "stack_independent"}
+
+
+@pytest.mark.parametrize("fn, op, layout, claim, prop", WRONG,
+                         ids=[f"{f}-{lay}" for f, _, lay, _, _ in WRONG])
+def test_wrong_sharded_implementation_is_named(pool, fn, op, layout, claim, prop):
+    report = D.check_sharded(f"{IMPLS}:{fn}", op, layout=layout, pool=pool, **claim)
+    assert not report.conforming
+    bad = failed(report)
+    assert "agrees_with_unsharded" in bad or prop == "stack_independent", report.table()
+    assert bad & DIAGNOSTIC == {prop}, report.table()      # exactly the right diagnosis
+    text = report.table()
+    assert f"layout {layout} over 2 ranks" in text or f"layout {layout}" in text
+
+
+def test_wrong_shape_is_named(pool):
+    report = D.check_sharded(f"{IMPLS}:wrong_shape", "whiten", layout="rows", pool=pool)
+    assert failed(report) == {"shard_shapes"}
+    assert "rank 0 of 2" in report.table() and "expected (8, 32)" in report.table()
+
+
+def test_check_in_group_runs_inside_the_ranks(pool):
+    """The in-job API on the caller's group (here: the pool's ranks act as a torchrun job)."""
+    case = D.Case("probe", np.zeros((4, 8)))
+    outs, errors, _ = pool.run(f"{IMPLS}:in_group_probe", "rows", [case])
+    assert not errors, errors
+    for rank_out in outs[0]:
+        good_ok, bad_ok, bad_named = rank_out.reshape(-1)[:3]
+        assert (good_ok, bad_ok, bad_named) == (1.0, 0.0, 1.0)
+
+
+def test_raising_rank_is_reported_and_the_group_recovers(pool):
+    t0 = time.monotonic()
+    report = D.check_sharded(f"{IMPLS}:raises_on_rank1", "whiten", layout="rows", pool=pool)
+    waited = time.monotonic() - t0
+    assert failed(report) == {"ranks_complete"}
+    text = report.table()
+    assert "rank 1: ValueError: deliberate failure on rank 1" in text
+    assert waited < 5.0 * 2 + 30            # bounded by the collective timeout, no hang
+    # the same processes run the next check in a rebuilt group
+    assert D.check_sharded(f"{IMPLS}:whiten_gather_svd", "whiten", layout="rows",
+                           pool=pool).conforming
