@@ -32,8 +32,8 @@ CXX = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++") or shu
 pytestmark = pytest.mark.skipif(CXX is None, reason="no C++ compiler found (CXX, c++, g++, clang++)")
 
 # Reads rows (float32 or float64, C order) from a file, standardises each with the header's
-# grad_norm_row<W> under SerialExec, writes the result. W = 1 reads every other entry of a
-# buffer twice as long (a strided row).
+# grad_norm_row<W> under SerialExec (or the GPU's step order), appends the result to a file, for
+# each width asked for. W = 1 reads every other entry of a buffer twice as long (a strided row).
 PROGRAM = r"""
 #include <swanref/device/grad_norm_row.hpp>
 #include <cstdio>
@@ -41,48 +41,71 @@ PROGRAM = r"""
 #include <cstring>
 #include <vector>
 
+// The GPU's order of the steps (prescale first), run serially.
+struct PrescaleFirstExec : swanref::device::SerialExec {
+  static constexpr bool prescale_first = true;
+};
+
 template <int W, class T>
-int run(long rows, long n, T eps, const char* src, const char* dst) {
+int run(long rows, long n, T eps, const char* src, const char* dst, bool prescale_first) {
   std::vector<T> x(rows * n), out(rows * n), work(n), strided(2 * n);
   FILE* f = std::fopen(src, "rb");
   if (!f || std::fread(x.data(), sizeof(T), x.size(), f) != x.size()) return 2;
   std::fclose(f);
+  std::memset(out.data(), 0xff, sizeof(T) * out.size());  // NaN: every entry must be written
   swanref::device::SerialExec ex;
+  PrescaleFirstExec pex;
   for (long r = 0; r < rows; ++r) {
     const T* row = x.data() + r * n;
-    if (W == 1) {
+    if (prescale_first) {
+      swanref::device::grad_norm_row<W>(pex, row, 1, out.data() + r * n, work.data(), n, eps);
+    } else if (W == 1) {
       for (long j = 0; j < n; ++j) strided[2 * j] = row[j], strided[2 * j + 1] = T(-1e30);
       swanref::device::grad_norm_row_serial(strided.data(), 2, out.data() + r * n, work.data(), n, eps);
     } else {
       swanref::device::grad_norm_row<W>(ex, row, 1, out.data() + r * n, work.data(), n, eps);
     }
   }
-  f = std::fopen(dst, "wb");
+  f = std::fopen(dst, "ab");
   if (!f || std::fwrite(out.data(), sizeof(T), out.size(), f) != out.size()) return 3;
   std::fclose(f);
   return 0;
 }
 
+int one(bool single, int w, bool p, long rows, long n, double eps, const char* src, const char* dst);
+
 int main(int argc, char** argv) {
   if (argc != 8) return 1;
   const bool single = std::strcmp(argv[1], "float32") == 0;
-  const int w = std::atoi(argv[2]);
   const long rows = std::atol(argv[3]), n = std::atol(argv[4]);
   const double eps = std::atof(argv[5]);
+  // argv[2]: comma-separated widths, each result appended to the output file; a negative width:
+  // the prescale-first order at that width
+  for (char* tok = std::strtok(argv[2], ","); tok; tok = std::strtok(nullptr, ",")) {
+    const int wp = std::atoi(tok);
+    const int rc = one(single, wp < 0 ? -wp : wp, wp < 0, rows, n, eps, argv[6], argv[7]);
+    if (rc != 0) return rc;
+  }
+  return 0;
+}
+
+int one(bool single, int w, bool p, long rows, long n, double eps, const char* src, const char* dst) {
   if (single) {
-    if (w == 1) return run<1, float>(rows, n, float(eps), argv[6], argv[7]);
-    if (w == 4) return run<4, float>(rows, n, float(eps), argv[6], argv[7]);
-    if (w == 16) return run<16, float>(rows, n, float(eps), argv[6], argv[7]);
+    if (w == 1) return run<1, float>(rows, n, float(eps), src, dst, p);
+    if (w == 4) return run<4, float>(rows, n, float(eps), src, dst, p);
+    if (w == 16) return run<16, float>(rows, n, float(eps), src, dst, p);
   } else {
-    if (w == 1) return run<1, double>(rows, n, eps, argv[6], argv[7]);
-    if (w == 2) return run<2, double>(rows, n, eps, argv[6], argv[7]);
-    if (w == 8) return run<8, double>(rows, n, eps, argv[6], argv[7]);
+    if (w == 1) return run<1, double>(rows, n, eps, src, dst, p);
+    if (w == 2) return run<2, double>(rows, n, eps, src, dst, p);
+    if (w == 8) return run<8, double>(rows, n, eps, src, dst, p);
   }
   return 4;
 }
 """
 
-WIDTHS = {np.float32: (1, 4, 16), np.float64: (1, 2, 8)}
+# the chunk widths of the GPU (1, 16 bytes) and of the host (64 bytes); negative: the GPU's order of
+# the steps (Exec::prescale_first) at that width, run serially
+WIDTHS = {np.float32: (1, 4, 16, -4, -16), np.float64: (1, 2, 8, -2, -8)}
 HOST_WIDTH = {np.float32: 16, np.float64: 8}  # grad_norm.hpp: 64 bytes of lanes
 
 
@@ -102,15 +125,17 @@ def program(tmp_path_factory):
     return exe
 
 
-def run_header(exe, x, width, eps, tmp_path):
+def run_header(exe, x, widths, eps, tmp_path):
+    """The header's result for each width in ``widths`` (one process for all)."""
     x = np.ascontiguousarray(x)
-    src, dst = tmp_path / f"in{width}.bin", tmp_path / f"out{width}.bin"
+    src, dst = tmp_path / "in.bin", tmp_path / "out.bin"
     x.tofile(src)
+    dst.unlink(missing_ok=True)
     rows, n = x.shape
-    res = subprocess.run([str(exe), x.dtype.name, str(width), str(rows), str(n), repr(float(eps)),
-                          str(src), str(dst)], capture_output=True, text=True)
+    res = subprocess.run([str(exe), x.dtype.name, ",".join(map(str, widths)), str(rows), str(n),
+                          repr(float(eps)), str(src), str(dst)], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
-    return np.fromfile(dst, dtype=x.dtype).reshape(x.shape)
+    return np.fromfile(dst, dtype=x.dtype).reshape((len(widths),) + x.shape)
 
 
 def rows_for(dtype, n):
@@ -140,8 +165,8 @@ def test_header_matches_reference(program, tmp_path, dtype, n, eps):
     x = rows_for(dtype, n)
     ref = reference.grad_norm(x.astype(np.float64), eps)   # exact enough to judge either dtype
     tol = grad_norm_tolerance(n, dtype)
-    for width in WIDTHS[dtype]:  # n % width != 0 takes the tail loops
-        out = run_header(program, x, width, eps, tmp_path)
+    outs = run_header(program, x, WIDTHS[dtype], eps, tmp_path)
+    for width, out in zip(WIDTHS[dtype], outs):  # n % width != 0 takes the tail loops
         assert out.dtype == dtype and np.all(np.isfinite(out)), width
         err = np.abs(out.astype(np.float64) - ref) / (1 + np.abs(ref))
         assert np.max(err) <= tol, (width, int(np.argmax(np.max(err, axis=1))), float(np.max(err)), tol)
@@ -155,7 +180,7 @@ def test_cpp_core_runs_the_header(program, tmp_path, dtype):
     core = pytest.importorskip("swanref._core")
     x = rows_for(dtype, 133)
     for eps in (0.0, 1e-8):
-        mine = run_header(program, x, HOST_WIDTH[dtype], eps, tmp_path)
+        mine = run_header(program, x, [HOST_WIDTH[dtype]], eps, tmp_path)[0]
         theirs = core.grad_norm(x, eps)
         ulp = np.finfo(dtype).eps
         np.testing.assert_array_less(np.abs(theirs.astype(np.float64) - mine) / (1 + np.abs(mine)), 4 * ulp)
