@@ -83,6 +83,8 @@ class _Call:
 
     def masked(self, arr, ndim_core, name="G"):
         """Zero the slices (over the last ``ndim_core`` axes) holding NaN/Inf (spec 6.2)."""
+        if has_kernel(self.be, "all_finite") and self.be.all_finite(arr):
+            return arr, None  # one pass over arr, no boolean temporary
         xp = self.xp
         axes = tuple(range(arr.ndim - ndim_core, arr.ndim))
         good = xp.isfinite(arr).all(axis=axes)
@@ -127,8 +129,15 @@ def _resolve_axis(axis, shape) -> int:
 def _grad_norm_core(call: _Call, arr, axis, eps):
     ax = _resolve_axis(axis, arr.shape)
     work = arr if ax == -1 else call.xp.swapaxes(arr, -1, -2)
-    work, keep = call.masked(work, 1)
-    out = call.unmask(call.be.grad_norm(work, eps), keep)
+    out = None
+    if has_kernel(call.be, "grad_norm_finite"):
+        # the backend applies the finite-input policy inside the operator (no pass over G)
+        out, ok = call.be.grad_norm_finite(work, eps, call.check_finite)
+        if not ok:
+            out = None  # non-finite input and check_finite: the masked path raises
+    if out is None:
+        work, keep = call.masked(work, 1)
+        out = call.unmask(call.be.grad_norm(work, eps), keep)
     return out if ax == -1 else call.xp.swapaxes(out, -1, -2)
 
 
@@ -206,11 +215,14 @@ def divergence_bound(beta: float, scaling: str, G=None, xp=np):
     return bound
 
 
-def _diverged(out, work, params, xp):
+def _diverged(out, work, params, xp, be=None):
     r = min(work.shape[-2:])
     limit = 1.01 * divergence_bound(params["beta"], params["scaling"], work, xp) * math.sqrt(r)
-    with np.errstate(over="ignore", invalid="ignore"):
-        fro = xp.sqrt(xp.sum(out.astype(np.float64) ** 2, axis=(-2, -1)))
+    if be is not None and has_kernel(be, "fro_norms"):
+        fro = be.fro_norms(out)  # one float64 reduction, no temporaries
+    else:
+        with np.errstate(over="ignore", invalid="ignore"):
+            fro = xp.sqrt(xp.sum(out.astype(np.float64) ** 2, axis=(-2, -1)))
     return ~xp.isfinite(fro) | (fro > limit)
 
 
@@ -236,7 +248,12 @@ def _whiten_preset_core(call: _Call, arr, method, steps, beta, scaling, rank_rto
         # for the backend kernel and the reference transcription (spec 6.3)
         work = presets.prescale_huge(work, whole=preset.norm_over == "all")
     fast = call.be.whiten_polynomial if has_kernel(call.be, "whiten_polynomial") else None
-    if (fast is not None and emulate is None and preset.form in ("keller", "addmm")
+    fmt = emulate
+    if fmt == "source":
+        fmt = None if preset.compute_dtype == "input" else preset.compute_dtype
+    # a backend listing LOWPREC_FORMATS runs those emulations natively (same rounding model)
+    native = fmt is None or fmt in getattr(call.be, "LOWPREC_FORMATS", ())
+    if (fast is not None and native and preset.form in ("keller", "addmm")
             and preset.transpose == "to_wide" and preset.norm_over == "matrix"):
         # the backend's polynomial kernel computes the same function (tests/test_cpp_presets.py,
         # tests/test_gpu_presets.py)
@@ -244,12 +261,13 @@ def _whiten_preset_core(call: _Call, arr, method, steps, beta, scaling, rank_rto
                            dtype=np.float64).reshape(-1, 3)
         tall = work.shape[-2] > work.shape[-1]
         w = call.xp.swapaxes(work, -1, -2) if tall else work
-        out = fast(w, sched, preset.norm, preset.eps, preset.norm_scale)
+        extra = {} if fmt is None else {"emulate": fmt, "form": preset.form}
+        out = fast(w, sched, preset.norm, preset.eps, preset.norm_scale, **extra)
         out = call.xp.swapaxes(out, -1, -2) if tall else out
     elif call.xp is not np:
         raise ValueError(f"preset {method!r} with emulate={emulate!r} runs on NumPy arrays only "
                          "(swanref.presets); the GPU backend runs the polynomial presets "
-                         "without emulation")
+                         "without emulation or with emulate='bfloat16'/'float16'")
     else:
         out = presets.whiten_preset(work, method, steps=steps, coefficients=coefficients,
                                     emulate=emulate)
@@ -286,7 +304,7 @@ def _whiten_core(call: _Call, arr, method, steps=None, beta=None, scaling=None, 
     else:
         fn = be.whiten_newton_schulz if method == "newton_schulz" else be.whiten_nsds
         out = fn(work, params["steps"], params["beta"], params["scaling"])
-        bad = _diverged(out, work, params, xp)
+        bad = _diverged(out, work, params, xp, be)
         if keep is not None:
             bad = bad & keep[..., 0, 0]
         if bool(bad.any()) and on_divergence != "ignore":

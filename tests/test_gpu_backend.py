@@ -355,3 +355,84 @@ def test_large_grad_norm_and_newton_schulz(dtype):
     e = _rel(got, ref)
     _log("ns_large", dtype=np.dtype(dtype).name, rel=e)
     assert e <= _tol("newton_schulz", dtype)
+
+
+# -- the public call's one-pass checks, CUDA-graph replay, the float64 route of whiten_svd --------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_grad_norm_finite_flags_rows_with_nan_or_inf(dtype, bad):
+    rng = np.random.default_rng(_seed("gnf", np.dtype(dtype).name, str(bad)))
+    G = rng.standard_normal((9, 257)).astype(dtype)
+    cols = rng.integers(0, 257, size=4)
+    cols[0] = 0  # a first entry: the row's reference value itself
+    rows = [1, 4, 5, 8]
+    clean = cp.asarray(G)
+    out, ok = CB.grad_norm_finite(clean, 0.0, True)
+    assert ok
+    np.testing.assert_array_equal(cp.asnumpy(out), cp.asnumpy(CB.grad_norm(clean, 0.0)))
+    for r, c in zip(rows, cols):
+        G[r, c] = bad
+    _, ok = CB.grad_norm_finite(cp.asarray(G), 0.0, True)
+    assert not ok
+    out, ok = CB.grad_norm_finite(cp.asarray(G), 0.0, False)
+    assert ok
+    out = cp.asnumpy(out)
+    assert np.isnan(out[rows]).all()
+    good = [i for i in range(9) if i not in rows]
+    np.testing.assert_array_equal(out[good], cp.asnumpy(CB.grad_norm(cp.asarray(G[good]), 0.0)))
+    with pytest.raises(ValueError, match="4 non-finite"):
+        swanref.grad_norm(cp.asarray(G))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_all_finite_and_fro_norms(dtype):
+    rng = np.random.default_rng(3)
+    G = rng.standard_normal((3, 20, 30)).astype(dtype)
+    assert CB.all_finite(cp.asarray(G))
+    np.testing.assert_allclose(cp.asnumpy(CB.fro_norms(cp.asarray(G))),
+                               np.linalg.norm(G.astype(np.float64), axis=(-2, -1)), rtol=1e-13)
+    G[1, 3, 4] = np.nan
+    assert not CB.all_finite(cp.asarray(G))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_graph_replay_gives_the_eager_result_on_new_input(dtype):
+    from swanref.backends.cupy import graphs
+    rng = np.random.default_rng(4)
+    Gs = [cp.asarray(rng.standard_normal((2, 24, 40)).astype(dtype)) for _ in range(3)]
+    graphs.clear()
+    CB.set_graphs(False)
+    try:
+        eager = [CB.whiten_newton_schulz(G, 6, 0.5, "gram_fro") for G in Gs]
+    finally:
+        CB.set_graphs(True)
+    before = graphs.stats()
+    replayed = [CB.whiten_newton_schulz(G, 6, 0.5, "gram_fro") for G in Gs]
+    after = graphs.stats()
+    for a, b in zip(eager, replayed):
+        np.testing.assert_array_equal(cp.asnumpy(a), cp.asnumpy(b))
+    if "graph_error" not in CB._state:  # capture works here: the later calls were replays
+        assert after["replays"] - before["replays"] == 2
+    replayed[1][...] = 0  # results are the caller's own arrays, not the graph's buffers
+    again = CB.whiten_newton_schulz(Gs[2], 6, 0.5, "gram_fro")
+    np.testing.assert_array_equal(cp.asnumpy(again), cp.asnumpy(eager[2]))
+    graphs.clear()
+
+
+def test_whiten_svd_float32_route_accuracy():
+    # float32 through the float64 eigh route (taken when sigma_rtol^2 >= 1e4 n eps64, i.e. for
+    # the default sigma_rtol = n eps32 once n >= 157): the error against the polar factor of
+    # the float32-rounded matrix is the float32 rounding of the result (kappa = 1e3, so the
+    # route's kappa^2 eps64 is far below it)
+    rng = np.random.default_rng(6)
+    m, n = 48, 200
+    U, _ = np.linalg.qr(rng.standard_normal((m, m)))
+    V, _ = np.linalg.qr(rng.standard_normal((n, m)))
+    G = ((U * np.geomspace(1, 1e-3, m)) @ V.T).astype(np.float32)
+    ref = R.whiten_svd(G.astype(np.float64), 1e-6)
+    got = cp.asnumpy(CB.whiten_svd(cp.asarray(G), max(m, n) * float(np.finfo(np.float32).eps)))
+    assert got.dtype == np.float32
+    # rounding each entry to float32 moves X by at most eps32 / 2 relative, entrywise
+    eps32, eps64 = float(np.finfo(np.float32).eps), float(np.finfo(np.float64).eps)
+    assert _rel(got, ref) <= eps32 / 2 + 1e6 * n * eps64

@@ -49,6 +49,10 @@ REQUIRED = {
 OPTIONAL = {
     "whiten_polynomial": (("G", "coefficients", "norm", "eps", "norm_scale"),
                           "the presets run on the NumPy transcription (swanref.presets)"),
+    "grad_norm_finite": (("G", "eps", "check"),
+                         "grad_norm after a separate finite check of the input"),
+    "all_finite": (("X",), "the finite check builds an isfinite mask"),
+    "fro_norms": (("X",), "the divergence guard squares a float64 copy of the output"),
 }
 
 

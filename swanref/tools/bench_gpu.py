@@ -1,27 +1,27 @@
-"""GPU benchmark (issue 5): swanref's CuPy backend next to plain PyTorch eager, in one process.
+"""GPU benchmark: swanref's CuPy backend next to PyTorch eager and torch.compile, one process.
 
-    python -m swanref.tools.bench_gpu [--quick] [--markdown FILE] [--json FILE] [--tf32]
+    python -m swanref.tools.bench_gpu [--sections ns,presets,gradnorm,exact] [--no-compile]
+                                      [--markdown FILE] [--json FILE] [--quick]
     swanref bench --gpu ...            (the CLI forwards here)
 
-For each shape (square 2048/4096/8192 and 4096x11008 by default) and dtype (float32, float64):
+Every row prints swanref's time, PyTorch eager's and torch.compile's (same algorithm, same
+precision, TF32 off), the ratios and the goal they are held to (docs/performance_gpu.md):
 
-* Newton-Schulz (spec 3.3, 10 steps, beta 1/2, gram_fro): swanref's backend function and the
-  public ``swanref.whiten`` (adds the divergence guard), next to the same algorithm transcribed
-  into PyTorch eager (the reference's lines with torch ops), at the same precision, TF32 off in
-  both. TFLOP/s are the flops each one executes (swanref skips the two products with Z0 = I and
-  forms the Gram matrix with SYRK; the torch transcription does every product), against the
-  measured cuBLAS GEMM peak of that dtype (8192^3 product, the best of swanref's cuBLAS call and
-  torch.matmul).
-* Exact whitening: swanref ``whiten_eigh`` (cuSOLVER syevd on G G^T) and ``whiten_svd``
-  (cuSOLVER gesvd), next to ``torch.linalg.eigh`` / ``torch.linalg.svd`` routes.
-* GradNorm: the fused kernel's bandwidth (bytes read + written over time) against a measured
-  device-to-device copy, and PyTorch eager's ``(x - mean) / std`` for context.
-* Errors: relative Frobenius error of every float32 result against the same computation in
-  float64 (Newton-Schulz: the same iteration in float64; exact routes: the float64 eigh polar
-  factor); float64 rows report the agreement with the other implementation.
+* ns: Newton-Schulz (spec 3.3; 10 steps, beta 1/2, gram_fro) through the public
+  ``swanref.whiten`` (finite check and divergence guard included) and the backend function,
+  next to the reference's lines transcribed into torch. Goal: at least torch eager and within
+  5% of torch.compile. Peak device memory of the public call (CuPy pool bytes in use, plus
+  the buffers of captured CUDA graphs) next to torch eager's (``max_memory_allocated``).
+* presets: muon_ns5 on a torch bfloat16 tensor with ``emulate='bfloat16'`` (native bf16 on
+  the GPU) next to Keller Jordan's torch function on bfloat16; float32 too. Agreement of the
+  GPU bf16 path with torch eager and with the CPU emulation (swanref.presets, small shapes).
+* gradnorm: ``swanref.grad_norm`` from CuPy and torch input (float32, bfloat16) against the
+  device copy ceiling (bytes read + written), rotating over inputs larger than L2.
+* exact: ``swanref.whiten(G, 'svd')`` next to torch's SVD polar route, on matrices with a
+  known polar factor (condition number 1e3), errors against it.
 
-Times are medians of CUDA-event timings after a warm-up (slow routes: a warm-up on a small
-matrix and one timed run). Everything printed is also written with ``--markdown``/``--json``.
+Times are medians of CUDA-event timings after a warm-up; calls under 1 ms are timed in
+back-to-back groups and divided by the group size.
 """
 from __future__ import annotations
 
@@ -35,47 +35,35 @@ import time
 
 import numpy as np
 
-DEFAULT_SHAPES = [(2048, 2048), (4096, 4096), (8192, 8192), (4096, 11008)]
-QUICK_SHAPES = [(1024, 1024), (1024, 2752)]
-
-
-def _parse_shapes(text):
-    out = []
-    for part in text.split(","):
-        m, n = part.lower().split("x")
-        out.append((int(m), int(n)))
-    return out
+NS_CASES = [(1, 1024, 4096), (1, 4096, 4096), (1, 4096, 11008), (8, 1024, 1024), (8, 512, 2048)]
+PRESET_CASES = [(1, 1024, 4096), (1, 4096, 11008), (8, 1024, 1024), (8, 512, 2048)]
+GN_CASES = [(4096, 11008), (2048, 2048)]
+EXACT_CASES = [((1, 1024, 4096), "float32"), ((8, 1024, 1024), "float32"),
+               ((1, 4096, 11008), "float32"), ((1, 1024, 4096), "float64")]
+QUICK = {"ns": [(1, 1024, 4096), (8, 512, 2048)], "presets": [(1, 1024, 4096), (8, 512, 2048)],
+         "gn": [(2048, 2048)], "exact": [((1, 1024, 4096), "float32")]}
+KAPPA = 1e3
 
 
 class Timer:
     def __init__(self, cp, target_s: float, max_reps: int = 15):
-        self.cp = cp
-        self.target = target_s
-        self.max_reps = max_reps
+        self.cp, self.target, self.max_reps = cp, target_s, max_reps
 
     def __call__(self, fn, warmup: int = 1):
-        """(median seconds per call, number of timed samples).
-
-        Calls shorter than 1 ms are timed in back-to-back groups (launches overlap the previous
-        call's GPU work, as in a training step) and divided by the group size.
-        """
+        """Median seconds per call of ``fn`` (CUDA events)."""
         cp = self.cp
         for _ in range(warmup):
             fn()
         cp.cuda.Device().synchronize()
-        inner = 1
-        if warmup:
-            start, stop = cp.cuda.Event(), cp.cuda.Event()
-            start.record()
-            fn()
-            stop.record()
-            stop.synchronize()
-            once = cp.cuda.get_elapsed_time(start, stop) / 1e3
-            if once < 1e-3:
-                inner = int(min(200, max(1, math.ceil(2e-3 / max(once, 1e-6)))))
+        start, stop = cp.cuda.Event(), cp.cuda.Event()
+        start.record()
+        fn()
+        stop.record()
+        stop.synchronize()
+        once = cp.cuda.get_elapsed_time(start, stop) / 1e3
+        inner = int(min(200, max(1, math.ceil(2e-3 / max(once, 1e-6))))) if once < 1e-3 else 1
         times = []
         while True:
-            start, stop = cp.cuda.Event(), cp.cuda.Event()
             start.record()
             for _ in range(inner):
                 fn()
@@ -83,21 +71,31 @@ class Timer:
             stop.synchronize()
             times.append(cp.cuda.get_elapsed_time(start, stop) / 1e3 / inner)
             total = sum(times) * inner
-            if len(times) >= self.max_reps or total >= self.target and len(times) >= 3:
+            if len(times) >= self.max_reps or (total >= self.target and len(times) >= 3):
                 break
             if total >= self.target and times[0] > self.target / 2:
-                break  # slow route: one or two runs are all the budget allows
-        return statistics.median(times), len(times)
+                break
+        return statistics.median(times)
 
 
 def _rel(cp, a, b):
-    a = a.astype(cp.float64)
-    b = b.astype(cp.float64)
+    a = cp.asarray(a).astype(cp.float64)
+    b = cp.asarray(b).astype(cp.float64)
     nb = float(cp.linalg.norm(b))
     return float(cp.linalg.norm(a - b)) / nb if nb > 0 else float(cp.linalg.norm(a - b))
 
 
-# -- PyTorch eager transcriptions of the reference ------------------------------------------------
+def _as_cupy(cp, torch, x):
+    if isinstance(x, cp.ndarray):
+        return x
+    if torch is not None and isinstance(x, torch.Tensor):
+        if x.dtype == torch.bfloat16:
+            x = x.float()
+        return cp.from_dlpack(x.contiguous())
+    return cp.asarray(x)
+
+
+# -- PyTorch transcriptions --------------------------------------------------------------------
 
 def _torch_pow2(torch, G):
     amax = G.abs().amax(dim=(-2, -1), keepdim=True)
@@ -105,103 +103,125 @@ def _torch_pow2(torch, G):
     return torch.ldexp(G, -e)
 
 
-def torch_newton_schulz(torch, G, steps=10, beta=0.5):
+def torch_newton_schulz(G, steps: int = 10, beta: float = 0.5):
+    import torch
     Gs = _torch_pow2(torch, G)
     A = Gs @ Gs.mT
     c = torch.sqrt((A * A).sum(dim=(-2, -1), keepdim=True))
     c = torch.where(c > 0, c, torch.ones_like(c))
-    m = G.shape[-2]
-    eye = torch.eye(m, dtype=G.dtype, device=G.device)
+    eye = torch.eye(G.shape[-2], dtype=G.dtype, device=G.device)
     Y = A / c
-    Z = eye.clone()
+    Z = eye.expand_as(A).clone()
     for _ in range(steps):
         T = 3 * eye - Z @ Y
         Y, Z = beta * (Y @ T), beta * (T @ Z)
     return Z @ Gs / torch.sqrt(c)
 
 
-def torch_svd_route(torch, G, rtol):
+def torch_keller(G, coefficients, steps: int, eps: float):
+    """Keller Jordan's zeropower_via_newtonschulz5 (github.com/KellerJordan/Muon), in G's
+    dtype (the source casts to bfloat16 first: pass a bfloat16 tensor)."""
+    X = G
+    tall = G.size(-2) > G.size(-1)
+    if tall:
+        X = X.mT
+    X = X / (X.norm(dim=(-2, -1), keepdim=True) + eps)
+    for i in range(steps):
+        a, b, c = coefficients[min(i, len(coefficients) - 1)]
+        A = X @ X.mT
+        B = b * A + c * A @ A
+        X = a * X + B @ X
+    return X.mT if tall else X
+
+
+def torch_svd_polar(G, rtol):
+    import torch
     U, S, Vh = torch.linalg.svd(G, full_matrices=False)
     keep = S > rtol * S[..., :1]
     return (U * keep[..., None, :].to(U.dtype)) @ Vh
 
 
-def torch_eigh_route(torch, G, rtol):
-    Gs = _torch_pow2(torch, G)
-    lam, Q = torch.linalg.eigh(Gs @ Gs.mT)
-    keep = lam > rtol * lam[..., -1:]
-    inv = torch.where(keep, 1 / torch.sqrt(torch.where(keep, lam, torch.ones_like(lam))),
-                      torch.zeros_like(lam))
-    return ((Q * inv[..., None, :]) @ Q.mT) @ Gs
-
-
-def torch_grad_norm(torch, G):
+def torch_grad_norm(G):
     mu = G.mean(dim=-1, keepdim=True)
     c = G - mu
-    return c / torch.sqrt((c * c).mean(dim=-1, keepdim=True))
+    return c / torch_sqrt((c * c).mean(dim=-1, keepdim=True))
 
 
-def ns_flops_plain(m, n, steps):
-    return float(2 * m * m * n + steps * 3 * 2 * m ** 3 + 2 * m * m * n)
+def torch_sqrt(x):
+    import torch
+    return torch.sqrt(x)
 
 
-# -- the benchmark --------------------------------------------------------------------------------
+# -- helpers ------------------------------------------------------------------------------------
 
 def _environment(cp, torch):
     dev = cp.cuda.runtime.getDeviceProperties(cp.cuda.runtime.getDevice())
     name = dev["name"].decode() if isinstance(dev["name"], bytes) else str(dev["name"])
-    env = {
-        "gpu": name,
-        "sm_count": dev.get("multiProcessorCount"),
-        "memory_GiB": round(dev.get("totalGlobalMem", 0) / 2**30, 1),
-        "cuda_runtime": cp.cuda.runtime.runtimeGetVersion(),
-        "cuda_driver": cp.cuda.runtime.driverGetVersion(),
-        "cupy": cp.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-        "torch": getattr(torch, "__version__", None),
-        "torch_cuda": getattr(getattr(torch, "version", None), "cuda", None),
-    }
+    env = {"gpu": name, "sm_count": dev.get("multiProcessorCount"),
+           "memory_GiB": round(dev.get("totalGlobalMem", 0) / 2**30, 1),
+           "cuda_runtime": cp.cuda.runtime.runtimeGetVersion(),
+           "cuda_driver": cp.cuda.runtime.driverGetVersion(), "cupy": cp.__version__,
+           "numpy": np.__version__, "python": platform.python_version(),
+           "torch": getattr(torch, "__version__", None),
+           "torch_cuda": getattr(getattr(torch, "version", None), "cuda", None)}
     try:
-        env["cublas"] = cp.cuda.cublas.getVersion(cp.cuda.device.get_cublas_handle())
+        import swanref
+        env["swanref"] = swanref.__version__
     except Exception:
         pass
     return env
 
 
-def _peaks(cp, torch, CB, timer, quick):
-    peaks = {}
-    nbytes = (256 if quick else 1024) * 2**20
+def _peaks(cp, torch, timer):
+    nbytes = 1024 * 2**20
     a = cp.random.standard_normal(nbytes // 4, dtype=cp.float32)
     b = cp.empty_like(a)
-    t, _ = timer(lambda: cp.copyto(b, a))
-    bw = 2 * nbytes / t
+    bw = 2 * nbytes / timer(lambda: cp.copyto(b, a))
     if torch is not None:
         ta, tb = torch.from_dlpack(a), torch.from_dlpack(b)
-        t2, _ = timer(lambda: tb.copy_(ta))
-        bw = max(bw, 2 * nbytes / t2)
-    peaks["copy_GBps"] = bw / 1e9
+        bw = max(bw, 2 * nbytes / timer(lambda: tb.copy_(ta)))
     del a, b
-    size = 4096 if quick else 8192
-    for dt in ("float32", "float64"):
-        x = cp.random.standard_normal((1, size, size)).astype(dt)
-        y = cp.random.standard_normal((1, size, size)).astype(dt)
-        out = cp.empty_like(x)
-        with CB._blas_mode(x.dtype) as handle:
-            t, _ = timer(lambda: CB._gemm(handle, x, y, out))
-        best = 2 * size ** 3 / t
-        peaks[f"gemm_swanref_TFLOPs_{dt}"] = best / 1e12
-        if torch is not None:
-            tx, ty = torch.from_dlpack(x[0]), torch.from_dlpack(y[0])
-            t2, _ = timer(lambda: tx @ ty)
-            peaks[f"gemm_torch_TFLOPs_{dt}"] = 2 * size ** 3 / t2 / 1e12
-            best = max(best, 2 * size ** 3 / t2)
-        t3, _ = timer(lambda: cp.matmul(x[0], y[0]))
-        peaks[f"gemm_cupy_matmul_TFLOPs_{dt}"] = 2 * size ** 3 / t3 / 1e12
-        peaks[f"gemm_TFLOPs_{dt}"] = best / 1e12
-        del x, y, out
+    peaks = {"copy_GBps": bw / 1e9}
+    if torch is not None:
+        for dt in ("float32", "float64", "bfloat16"):
+            x = torch.randn(8192, 8192, device="cuda").to(getattr(torch, dt))
+            peaks[f"gemm_TFLOPs_{dt}"] = 2 * 8192 ** 3 / timer(lambda: x @ x) / 1e12
+            del x
+        torch.cuda.empty_cache()
     cp.get_default_memory_pool().free_all_blocks()
     return peaks
+
+
+class PeakCupy:
+    """Peak bytes the CuPy default pool has in use while ``fn`` runs, above what it had."""
+
+    def __init__(self, cp):
+        self.cp = cp
+
+    def __call__(self, fn):
+        cp = self.cp
+        pool = cp.get_default_memory_pool()
+        cp.cuda.Device().synchronize()
+        base = pool.used_bytes()
+        peak = [base]
+
+        def malloc(n):
+            p = pool.malloc(n)
+            peak[0] = max(peak[0], pool.used_bytes())
+            return p
+        with cp.cuda.using_allocator(malloc):
+            out = fn()
+        cp.cuda.Device().synchronize()
+        return peak[0] - base, out
+
+
+def _torch_peak(torch, fn):
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    out = fn()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - base, out
 
 
 def _free(cp, torch):
@@ -210,219 +230,335 @@ def _free(cp, torch):
         torch.cuda.empty_cache()
 
 
-def run_case(cp, torch, CB, swanref, timer, m, n, dtype, steps, peaks, do_svd, do_tf32):
-    rec = {"shape": f"{m}x{n}", "m": m, "n": n, "dtype": dtype}
-    rng = cp.random.default_rng(1234 + m + n)
-    G = rng.standard_normal((m, n), dtype=cp.float64).astype(dtype)
-    Gup = G.astype(cp.float64)  # the same values, exactly, in float64
-    itemsize = np.dtype(dtype).itemsize
-    rtol = max(m, n) * float(np.finfo(dtype).eps)
-    tG = torch.from_dlpack(G) if torch is not None else None
+def _shape_str(batch, m, n):
+    return f"{m}x{n}" if batch == 1 else f"{batch}x{m}x{n}"
 
-    def timed(fn, warmup=1):
-        box = {}
 
-        def call():
-            box["out"] = fn()
-        t, reps = timer(call, warmup=warmup)
-        return t, reps, box.pop("out")
+def _compiled(torch, fn, enabled):
+    if torch is None or not enabled:
+        return None
+    try:
+        return torch.compile(fn, dynamic=True)
+    except Exception:
+        return None
 
-    def as_cupy(x):
-        return x if isinstance(x, cp.ndarray) else cp.from_dlpack(x)
 
-    # GradNorm: rotate over enough input copies that they cannot all sit in the 50 MB L2, and
-    # time the default kernel first and last (the spread of the two is the measurement noise)
-    nbytes = m * n * itemsize
-    bufs = [G] + [G.copy() for _ in range(max(0, -(-256 * 2**20 // nbytes) - 1))]
-    ring = {"i": 0}
+def _time_optional(timer, fn):
+    if fn is None:
+        return None
+    try:
+        return timer(fn)
+    except Exception as exc:  # torch.compile unavailable for this case
+        print(f"  (torch.compile failed: {exc!r:.200})", flush=True)
+        return None
 
-    def rotating(**knobs):
-        def call():
-            ring["i"] = (ring["i"] + 1) % len(bufs)
-            return CB.grad_norm(bufs[ring["i"]], 0.0, **knobs)
-        return call
 
-    gn_timer = Timer(cp, timer.target, max_reps=50)
+# -- sections -----------------------------------------------------------------------------------
 
-    def gn_rate(**knobs):
-        t, _ = gn_timer(rotating(**knobs))
-        return t, 2 * nbytes / t / 1e9
+def bench_ns(cp, torch, swanref, CB, timer, cases, dtypes, compile_on, rows):
+    graphs = sys.modules["swanref.backends.cupy.graphs"]
+    tc = _compiled(torch, torch_newton_schulz, compile_on)
+    peak = PeakCupy(cp)
+    for batch, m, n in cases:
+        for dt in dtypes:
+            rec = {"section": "ns", "shape": _shape_str(batch, m, n), "dtype": dt}
+            rng = cp.random.default_rng(7 + m + n + batch)
+            G = rng.standard_normal((batch, m, n) if batch > 1 else (m, n), dtype=cp.float64)
+            G64 = G
+            G = G.astype(dt)
+            ref = CB.whiten_newton_schulz(G64, 10, 0.5, "gram_fro")
 
-    t, rec["gn_GBps"] = gn_rate()
-    rec["gn_ms"] = t * 1e3
-    rec["gn_err"] = _rel(cp, CB.grad_norm(G, 0.0), CB.grad_norm(Gup, 0.0))
-    rec["gn_l2_GBps"] = gn_rate(work_in_shared=False)[1]
-    for label, knobs in [("scalar", dict(vector=False)), ("t128", dict(threads=128)),
-                         ("t192", dict(threads=192)), ("t384", dict(threads=384)),
-                         ("t512", dict(threads=512))]:
-        rec[f"gn_{label}_GBps"] = gn_rate(**knobs)[1]
-    rec["gn_repeat_GBps"] = gn_rate()[1]
-    rec["gn_pct_copy"] = 100 * rec["gn_GBps"] / peaks["copy_GBps"]
-    rec["gn_repeat_pct_copy"] = 100 * rec["gn_repeat_GBps"] / peaks["copy_GBps"]
-    if torch is not None:
-        t, _, _ = timed(lambda: torch_grad_norm(torch, tG))
-        rec["gn_torch_ms"] = t * 1e3
-    del bufs
+            def public():
+                return swanref.whiten(G, "newton_schulz", steps=10, beta=0.5, scaling="gram_fro")
+            out = public()
+            rec["err"] = _rel(cp, out, ref) if dt != "float64" else None
+            rec["ms"] = 1e3 * timer(public)
+            rec["backend_ms"] = 1e3 * timer(lambda: CB.whiten_newton_schulz(G, 10, 0.5,
+                                                                             "gram_fro"))
+            CB.set_graphs(False)
+            rec["backend_eager_ms"] = 1e3 * timer(lambda: CB.whiten_newton_schulz(
+                G, 10, 0.5, "gram_fro"))
+            rec["public_eager_ms"] = 1e3 * timer(public)
+            CB.set_graphs(True)
+            before = graphs.cached_bytes()
+            rec["peak_MB"] = (peak(public)[0] + graphs.cached_bytes()) / 1e6
+            rec["graph_cache_MB"] = graphs.cached_bytes() / 1e6
+            del before
+            if torch is not None:
+                tG = torch.from_dlpack(G)
+                rec["torch_ms"] = 1e3 * timer(lambda: torch_newton_schulz(tG))
+                rec["torch_err"] = _rel(cp, _as_cupy(cp, torch, torch_newton_schulz(tG)), ref) \
+                    if dt != "float64" else None
+                rec["torch_peak_MB"] = _torch_peak(torch, lambda: torch_newton_schulz(tG))[0] / 1e6
+                t = _time_optional(timer, (lambda: tc(tG)) if tc is not None else None)
+                rec["compile_ms"] = None if t is None else 1e3 * t
+            graphs.clear()
+            _free(cp, torch)
+            rows.append(rec)
+            print(json.dumps(rec), flush=True)
 
-    # Newton-Schulz
-    peak = peaks[f"gemm_TFLOPs_{dtype}"]
-    ns64 = CB.whiten_newton_schulz(Gup, steps, 0.5, "gram_fro")
-    t, reps, out = timed(lambda: CB.whiten_newton_schulz(G, steps, 0.5, "gram_fro"))
-    rec["ns_ms"], rec["ns_reps"] = t * 1e3, reps
-    rec["ns_TFLOPs"] = CB.newton_schulz_flops(m, n, steps) / t / 1e12
-    rec["ns_pct_peak"] = 100 * rec["ns_TFLOPs"] / peak
-    rec["ns_eff_TFLOPs"] = ns_flops_plain(m, n, steps) / t / 1e12
-    rec["ns_err"] = _rel(cp, out, ns64)
-    del out
-    t, _, out = timed(lambda: swanref.whiten(G, "newton_schulz", backend="cupy"))
-    rec["ns_api_ms"] = t * 1e3
-    del out
-    if torch is not None:
-        t, reps, out = timed(lambda: torch_newton_schulz(torch, tG, steps))
-        rec["ns_torch_ms"] = t * 1e3
-        rec["ns_torch_TFLOPs"] = ns_flops_plain(m, n, steps) / t / 1e12
-        rec["ns_torch_pct_peak"] = 100 * rec["ns_torch_TFLOPs"] / peak
-        rec["ns_speedup_vs_torch"] = rec["ns_torch_ms"] / rec["ns_ms"]
-        rec["ns_torch_err"] = _rel(cp, as_cupy(out), ns64)
-        del out
-    if do_tf32 and dtype == "float32":
-        with CB.tf32(True):
-            t, _, out = timed(lambda: CB.whiten_newton_schulz(G, steps, 0.5, "gram_fro"))
-        rec["ns_tf32_ms"] = t * 1e3
-        rec["ns_tf32_err"] = _rel(cp, out, ns64)
-        del out
-    _free(cp, torch)
 
-    # exact whitening: the float64 eigh polar factor is the reference
-    exact64 = CB.whiten_eigh(Gup, max(m, n) * float(np.finfo(np.float64).eps))
-    rec["ns64_vs_polar"] = _rel(cp, ns64, exact64)
-    del ns64
-    t, reps, out = timed(lambda: CB.whiten_eigh(G, rtol))
-    rec["eigh_ms"], rec["eigh_reps"] = t * 1e3, reps
-    rec["eigh_err"] = _rel(cp, out, exact64)
-    del out
-    if torch is not None:
-        t, _, out = timed(lambda: torch_eigh_route(torch, tG, rtol))
-        rec["eigh_torch_ms"] = t * 1e3
-        rec["eigh_torch_err"] = _rel(cp, as_cupy(out), exact64)
-        del out
-    _free(cp, torch)
-    if do_svd:
-        t, reps, out = timed(lambda: CB.whiten_svd(G, rtol), warmup=0)
-        rec["svd_ms"], rec["svd_reps"] = t * 1e3, reps
-        rec["svd_err"] = _rel(cp, out, exact64)
-        del out
+def bench_presets(cp, torch, swanref, CB, timer, cases, compile_on, rows):
+    from swanref.presets import catalogue
+    p = catalogue.get_preset("muon_ns5")
+    coef = catalogue.schedule("muon_ns5", None, None)
+    steps = len(coef)
+    tc = _compiled(torch, torch_keller, compile_on)
+    for batch, m, n in cases:
+        for dt in ("bfloat16", "float32"):
+            rec = {"section": "presets", "shape": _shape_str(batch, m, n), "dtype": dt}
+            rng = cp.random.default_rng(11 + m + n + batch)
+            G = rng.standard_normal((batch, m, n) if batch > 1 else (m, n), dtype=cp.float32)
+            if torch is None:
+                continue
+            tG = torch.from_dlpack(G)
+            if dt == "bfloat16":
+                tG = tG.bfloat16()
+                kw = {"emulate": "bfloat16"}
+            else:
+                kw = {}
+
+            def public():
+                return swanref.whiten(tG, "muon_ns5", **kw)
+            out = public()
+            tref = torch_keller(tG, coef, steps, p.eps)
+            o32, t32 = _as_cupy(cp, torch, out), _as_cupy(cp, torch, tref)
+            rec["vs_torch_rel"] = _rel(cp, o32, t32)
+            rec["vs_torch_equal_frac"] = float(cp.mean(o32 == t32))
+            rec["ms"] = 1e3 * timer(public)
+            G16 = _as_cupy(cp, torch, tG)
+            rec["backend_ms"] = 1e3 * timer(lambda: CB.whiten_polynomial(
+                G16, coef, p.norm, p.eps, p.norm_scale, **({"emulate": "bfloat16", "form": p.form}
+                                                          if kw else {})))
+            rec["torch_ms"] = 1e3 * timer(lambda: torch_keller(tG, coef, steps, p.eps))
+            rec["torch_peak_MB"] = _torch_peak(torch, lambda: torch_keller(tG, coef, steps,
+                                                                          p.eps))[0] / 1e6
+            rec["peak_MB"] = (PeakCupy(cp)(public)[0]
+                              + sys.modules["swanref.backends.cupy.graphs"].cached_bytes()) / 1e6
+            t = _time_optional(timer, (lambda: tc(tG, coef, steps, p.eps)) if tc else None)
+            rec["compile_ms"] = None if t is None else 1e3 * t
+            sys.modules["swanref.backends.cupy.graphs"].clear()
+            _free(cp, torch)
+            rows.append(rec)
+            print(json.dumps(rec), flush=True)
+
+
+def bench_agreement(cp, torch, swanref, rows):
+    """GPU native bf16 path against the CPU emulation (swanref.presets) and torch eager."""
+    from swanref.presets import catalogue, lowprec
+    for name in ("muon_ns5", "torch_muon", "polar_express"):
+        for shape in ((256, 1024), (2, 128, 512), (512, 192)):
+            rng = np.random.default_rng(5)
+            G = rng.standard_normal(shape).astype(np.float32)
+            Gb = lowprec.round_to(G, "bfloat16")  # a bfloat16 tensor's values
+            cpu = catalogue.whiten_preset(Gb, name, emulate="bfloat16")
+            gpu = cp.asnumpy(swanref.whiten(cp.asarray(Gb), name, emulate="bfloat16"))
+            ulp = float(lowprec.ulp(np.max(np.abs(cpu)), "bfloat16"))
+            rec = {"section": "agreement", "preset": name, "shape": "x".join(map(str, shape)),
+                   "rel_fro": float(np.linalg.norm(gpu - cpu) / np.linalg.norm(cpu)),
+                   "max_ulps": float(np.max(np.abs(gpu - cpu)) / ulp),
+                   "equal_frac": float(np.mean(gpu == cpu))}
+            rows.append(rec)
+            print(json.dumps(rec), flush=True)
+
+
+def bench_gradnorm(cp, torch, swanref, CB, timer, cases, compile_on, peaks, rows):
+    tc = _compiled(torch, torch_grad_norm, compile_on)
+    for m, n in cases:
+        for dt in ("float32", "bfloat16"):
+            itemsize = 4 if dt == "float32" else 2
+            nbytes = m * n * itemsize
+            copies = max(1, -(-256 * 2**20 // nbytes))
+            rng = cp.random.default_rng(3 + m)
+            base = rng.standard_normal((m, n), dtype=cp.float32)
+            bufs = [base.copy() for _ in range(copies)]
+            tbufs = [torch.from_dlpack(b) for b in bufs] if torch is not None else []
+            if dt == "bfloat16":
+                tbufs = [t.bfloat16() for t in tbufs]
+            ring = {"i": 0}
+
+            def rot(fn, seq):
+                def call():
+                    ring["i"] = (ring["i"] + 1) % len(seq)
+                    return fn(seq[ring["i"]])
+                return call
+            rate = lambda t: 2 * nbytes / t / 1e9  # noqa: E731
+            rec = {"section": "gradnorm", "shape": f"{m}x{n}", "dtype": dt}
+            if dt == "float32":
+                rec["kernel_ms"] = 1e3 * timer(rot(lambda x: CB.grad_norm(x, 0.0), bufs))
+                rec["cupy_ms"] = 1e3 * timer(rot(swanref.grad_norm, bufs))
+                rec["cupy_nocheck_ms"] = 1e3 * timer(rot(
+                    lambda x: swanref.grad_norm(x, check_finite=False), bufs))
+            if torch is not None:
+                rec["torch_input_ms"] = 1e3 * timer(rot(swanref.grad_norm, tbufs))
+                rec["torch_ms"] = 1e3 * timer(rot(torch_grad_norm, tbufs))
+                t = _time_optional(timer, rot(tc, tbufs) if tc is not None else None)
+                rec["compile_ms"] = None if t is None else 1e3 * t
+            for k in ("kernel_ms", "cupy_ms", "cupy_nocheck_ms", "torch_input_ms"):
+                if rec.get(k):
+                    rec[k.replace("_ms", "_pct_copy")] = 100 * rate(rec[k] / 1e3) / peaks["copy_GBps"]
+            del bufs, tbufs
+            _free(cp, torch)
+            rows.append(rec)
+            print(json.dumps(rec), flush=True)
+
+
+def _known_polar(cp, batch, m, n, kappa, seed):
+    """G = U diag(s) V^T in float64 with s geometric from 1 to 1/kappa, and U V^T."""
+    rng = cp.random.default_rng(seed)
+    U = cp.stack([cp.linalg.qr(rng.standard_normal((m, m)))[0] for _ in range(batch)])
+    V = cp.stack([cp.linalg.qr(rng.standard_normal((n, m)))[0] for _ in range(batch)])
+    s = cp.logspace(0, -math.log10(kappa), m)
+    Vt = cp.ascontiguousarray(cp.swapaxes(V, -1, -2))
+    return cp.matmul(U * s, Vt), cp.matmul(U, Vt)
+
+
+def bench_exact(cp, torch, swanref, CB, cases, rows):
+    slow = Timer(cp, 1.0, max_reps=3)
+    for (batch, m, n), dt in cases:
+        G64, P = _known_polar(cp, batch, m, n, KAPPA, 17 + m)
+        if batch == 1:
+            G64, P = G64[0], P[0]
+        G = G64.astype(dt)
+        rtol = max(m, n) * float(np.finfo(dt).eps)
+        rec = {"section": "exact", "shape": _shape_str(batch, m, n), "dtype": dt,
+               "kappa": KAPPA}
+        out = swanref.whiten(G, "svd")
+        rec["err"] = _rel(cp, out, P)
+        rec["ms"] = 1e3 * slow(lambda: swanref.whiten(G, "svd"))
         if torch is not None:
-            t, _, out = timed(lambda: torch_svd_route(torch, tG, rtol), warmup=0)
-            rec["svd_torch_ms"] = t * 1e3
-            rec["svd_torch_err"] = _rel(cp, as_cupy(out), exact64)
-            del out
-    del exact64
-    _free(cp, torch)
-    return rec
+            tG = torch.from_dlpack(G)
+            rec["torch_err"] = _rel(cp, _as_cupy(cp, torch, torch_svd_polar(tG, rtol)), P)
+            rec["torch_ms"] = 1e3 * slow(lambda: torch_svd_polar(tG, rtol))
+            rec["torch_peak_MB"] = _torch_peak(torch, lambda: torch_svd_polar(tG, rtol))[0] / 1e6
+        rec["peak_MB"] = PeakCupy(cp)(lambda: swanref.whiten(G, "svd"))[0] / 1e6
+        del G, G64, P
+        _free(cp, torch)
+        rows.append(rec)
+        print(json.dumps(rec), flush=True)
 
 
-def _fmt(v, spec=".3g"):
+# -- report -------------------------------------------------------------------------------------
+
+def _f(v, spec=".3g"):
     if v is None:
         return "-"
     if isinstance(v, float):
-        if math.isnan(v):
-            return "nan"
-        return format(v, spec)
+        return "nan" if math.isnan(v) else format(v, spec)
     return str(v)
 
 
-def tables(env, peaks, records, command, steps):
-    L = []
-    L.append(f"Command: `{command}`  ")
-    L.append(f"GPU: {env['gpu']} ({env.get('sm_count')} SMs, {env.get('memory_GiB')} GiB); "
-             f"CUDA runtime {env['cuda_runtime']}, driver {env['cuda_driver']}; CuPy "
-             f"{env['cupy']}; PyTorch {env['torch']} (CUDA {env['torch_cuda']}); NumPy "
-             f"{env['numpy']}; Python {env['python']}.  ")
-    L.append(f"Measured peaks: device copy {peaks['copy_GBps']:.0f} GB/s (read + write); "
-             f"cuBLAS GEMM {peaks['gemm_TFLOPs_float32']:.1f} TFLOP/s float32 (TF32 off), "
-             f"{peaks['gemm_TFLOPs_float64']:.1f} TFLOP/s float64.")
-    L.append("")
-    L.append(f"Newton-Schulz, {steps} steps, beta 1/2, gram_fro (times in ms; TF32 off):")
-    L.append("")
-    L.append("| shape | dtype | swanref | TFLOP/s (% peak) | public API | torch eager | "
-             "TFLOP/s (% peak) | torch / swanref | err swanref | err torch | f64 NS vs polar |")
-    L.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for r in records:
-        L.append(
-            f"| {r['shape']} | {r['dtype']} | {_fmt(r.get('ns_ms'), '.1f')} | "
-            f"{_fmt(r.get('ns_TFLOPs'), '.1f')} ({_fmt(r.get('ns_pct_peak'), '.0f')}%) | "
-            f"{_fmt(r.get('ns_api_ms'), '.1f')} | {_fmt(r.get('ns_torch_ms'), '.1f')} | "
-            f"{_fmt(r.get('ns_torch_TFLOPs'), '.1f')} ({_fmt(r.get('ns_torch_pct_peak'), '.0f')}%) | "
-            f"{_fmt(r.get('ns_speedup_vs_torch'), '.2f')} | {_fmt(r.get('ns_err'), '.1e')} | "
-            f"{_fmt(r.get('ns_torch_err'), '.1e')} | {_fmt(r.get('ns64_vs_polar'), '.1e')} |")
-    if any("ns_tf32_ms" in r for r in records):
+def _ratio(a, b):
+    return None if a is None or b is None or b == 0 else a / b
+
+
+def tables(env, peaks, rows, command):
+    L = [f"Command: `{command}`  ",
+         f"GPU: {env['gpu']} ({env.get('sm_count')} SMs, {env.get('memory_GiB')} GiB); CUDA "
+         f"runtime {env['cuda_runtime']}, driver {env['cuda_driver']}; CuPy {env['cupy']}; "
+         f"PyTorch {env['torch']} (CUDA {env['torch_cuda']}); NumPy {env['numpy']}; Python "
+         f"{env['python']}; swanref {env.get('swanref')}.  ",
+         f"Measured ceilings: device copy {peaks['copy_GBps']:.0f} GB/s (read + write); "
+         + ", ".join(f"{k[len('gemm_TFLOPs_'):]} GEMM {v:.1f} TFLOP/s"
+                     for k, v in peaks.items() if k.startswith("gemm_")) + ".", ""]
+    ns = [r for r in rows if r["section"] == "ns"]
+    if ns:
+        L += ["Newton-Schulz, 10 steps, beta 1/2, gram_fro, public `swanref.whiten` (ms). "
+              "Goal: eager/swanref >= 1 and swanref <= 1.05 x torch.compile.", "",
+              "| shape | dtype | swanref | backend | backend, no graphs | public, no graphs | "
+              "torch eager | torch.compile | eager / swanref | swanref / compile | goal met | "
+              "err swanref / torch | peak MB swanref (graph cache) / torch eager |",
+              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |"]
+        for r in ns:
+            e, c = _ratio(r.get("torch_ms"), r["ms"]), _ratio(r["ms"], r.get("compile_ms"))
+            met = (e is not None and e >= 1) and (c is None or c <= 1.05)
+            L.append(f"| {r['shape']} | {r['dtype']} | {_f(r['ms'], '.2f')} | "
+                     f"{_f(r['backend_ms'], '.2f')} | {_f(r['backend_eager_ms'], '.2f')} | "
+                     f"{_f(r['public_eager_ms'], '.2f')} | {_f(r.get('torch_ms'), '.2f')} | "
+                     f"{_f(r.get('compile_ms'), '.2f')} | {_f(e, '.2f')} | {_f(c, '.2f')} | "
+                     f"{'yes' if met else 'no'} | {_f(r.get('err'), '.1e')} / "
+                     f"{_f(r.get('torch_err'), '.1e')} | {_f(r['peak_MB'], '.0f')} "
+                     f"({_f(r['graph_cache_MB'], '.0f')}) / {_f(r.get('torch_peak_MB'), '.0f')} |")
         L.append("")
-        L.append("Newton-Schulz float32 with TF32 opted in (`swanref.backends.cupy.set_tf32(True)`):")
+    pr = [r for r in rows if r["section"] == "presets"]
+    if pr:
+        L += ["muon_ns5 (5 steps) on a torch tensor through the public call (ms); bfloat16 rows: "
+              "`emulate='bfloat16'`, native bf16 on the GPU, against Keller Jordan's function on "
+              "a bfloat16 tensor. Goal as above.", "",
+              "| shape | dtype | swanref | backend | torch eager | torch.compile | eager / swanref "
+              "| swanref / compile | goal met | rel. diff. vs torch eager (equal entries) | "
+              "peak MB swanref / torch eager |",
+              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |"]
+        for r in pr:
+            e, c = _ratio(r.get("torch_ms"), r["ms"]), _ratio(r["ms"], r.get("compile_ms"))
+            met = (e is not None and e >= 1) and (c is None or c <= 1.05)
+            L.append(f"| {r['shape']} | {r['dtype']} | {_f(r['ms'], '.2f')} | "
+                     f"{_f(r['backend_ms'], '.2f')} | {_f(r.get('torch_ms'), '.2f')} | "
+                     f"{_f(r.get('compile_ms'), '.2f')} | {_f(e, '.2f')} | {_f(c, '.2f')} | "
+                     f"{'yes' if met else 'no'} | {_f(r['vs_torch_rel'], '.1e')} "
+                     f"({_f(100 * r['vs_torch_equal_frac'], '.0f')}%) | "
+                     f"{_f(r['peak_MB'], '.0f')} / {_f(r.get('torch_peak_MB'), '.0f')} |")
         L.append("")
-        L.append("| shape | ms | err vs float64 |")
-        L.append("| --- | ---: | ---: |")
-        for r in records:
-            if "ns_tf32_ms" in r:
-                L.append(f"| {r['shape']} | {r['ns_tf32_ms']:.1f} | {r['ns_tf32_err']:.1e} |")
-    L.append("")
-    L.append("Exact whitening (times in ms; error vs the float64 eigh polar factor):")
-    L.append("")
-    L.append("| shape | dtype | swanref eigh | torch eigh route | swanref svd | torch svd route | "
-             "err eigh (swanref / torch) | err svd (swanref / torch) |")
-    L.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for r in records:
-        L.append(
-            f"| {r['shape']} | {r['dtype']} | {_fmt(r.get('eigh_ms'), '.1f')} | "
-            f"{_fmt(r.get('eigh_torch_ms'), '.1f')} | {_fmt(r.get('svd_ms'), '.0f')} | "
-            f"{_fmt(r.get('svd_torch_ms'), '.0f')} | {_fmt(r.get('eigh_err'), '.1e')} / "
-            f"{_fmt(r.get('eigh_torch_err'), '.1e')} | {_fmt(r.get('svd_err'), '.1e')} / "
-            f"{_fmt(r.get('svd_torch_err'), '.1e')} |")
-    L.append("")
-    L.append("GradNorm (fused kernel; GB/s counts each input byte read once and each output "
-             "byte written once):")
-    L.append("")
-    L.append("| shape | dtype | swanref ms | GB/s | % of copy | again at the end: GB/s (%) | "
-             "torch eager ms | err vs float64 |")
-    L.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for r in records:
-        L.append(
-            f"| {r['shape']} | {r['dtype']} | {_fmt(r.get('gn_ms'), '.3f')} | "
-            f"{_fmt(r.get('gn_GBps'), '.0f')} | {_fmt(r.get('gn_pct_copy'), '.0f')}% | "
-            f"{_fmt(r.get('gn_repeat_GBps'), '.0f')} ({_fmt(r.get('gn_repeat_pct_copy'), '.0f')}%) | "
-            f"{_fmt(r.get('gn_torch_ms'), '.3f')} | {_fmt(r.get('gn_err'), '.1e')} |")
-    L.append("")
-    L.append("GradNorm kernel variants, GB/s (default: 256 threads per row, fewer for rows "
-             "under 4096 entries, more where under 768 threads would be resident per SM; "
-             "16-byte vector accesses; row held in shared memory):")
-    L.append("")
-    L.append("| shape | dtype | default | scalar accesses | 128 threads | 192 threads | "
-             "384 threads | 512 threads | row kept in output |")
-    L.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for r in records:
-        L.append(f"| {r['shape']} | {r['dtype']} | {_fmt(r.get('gn_GBps'), '.0f')} | "
-                 f"{_fmt(r.get('gn_scalar_GBps'), '.0f')} | {_fmt(r.get('gn_t128_GBps'), '.0f')} | "
-                 f"{_fmt(r.get('gn_t192_GBps'), '.0f')} | {_fmt(r.get('gn_t384_GBps'), '.0f')} | "
-                 f"{_fmt(r.get('gn_t512_GBps'), '.0f')} | {_fmt(r.get('gn_l2_GBps'), '.0f')} |")
+    ag = [r for r in rows if r["section"] == "agreement"]
+    if ag:
+        L += ["GPU native bfloat16 presets against the CPU emulation (swanref.presets, "
+              "`emulate='bfloat16'`), same bfloat16 input:", "",
+              "| preset | shape | rel. Frobenius diff. | max diff. (bf16 ulps of the largest entry) "
+              "| equal entries |",
+              "| --- | --- | ---: | ---: | ---: |"]
+        for r in ag:
+            L.append(f"| {r['preset']} | {r['shape']} | {r['rel_fro']:.1e} | "
+                     f"{r['max_ulps']:.0f} | {100 * r['equal_frac']:.0f}% |")
+        L.append("")
+    gn = [r for r in rows if r["section"] == "gradnorm"]
+    if gn:
+        L += ["GradNorm (ms; % of the copy ceiling, bytes read + written). Goal: public call "
+              ">= 80% at 4096x11008, >= 60% at 2048x2048, and not slower than torch.compile.", "",
+              "| shape | dtype | kernel alone | public, CuPy input | public, check_finite=False "
+              "| public, torch input | torch eager | torch.compile | goal met |",
+              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+        for r in gn:
+            goal = 80 if r["shape"] == "4096x11008" else 60
+            pcts = [r.get(k) for k in ("cupy_pct_copy", "torch_input_pct_copy") if r.get(k)]
+            met = bool(pcts) and min(pcts) >= goal
+
+            def cell(k):
+                ms = r.get(k + "_ms")
+                pct = r.get(k + "_pct_copy")
+                return "-" if ms is None else f"{ms:.3f}" + (f" ({pct:.0f}%)" if pct else "")
+            L.append(f"| {r['shape']} | {r['dtype']} | {cell('kernel')} | {cell('cupy')} | "
+                     f"{cell('cupy_nocheck')} | {cell('torch_input')} | "
+                     f"{_f(r.get('torch_ms'), '.3f')} | {_f(r.get('compile_ms'), '.3f')} | "
+                     f"{'yes' if met else 'no'} |")
+        L.append("")
+    ex = [r for r in rows if r["section"] == "exact"]
+    if ex:
+        L += [f"Exact whitening, `swanref.whiten(G, 'svd')` against torch's SVD polar route "
+              f"(ms; errors against the known polar factor, condition number {KAPPA:.0e}). Goal: "
+              "torch / swanref >= 1 at equal or better error.", "",
+              "| shape | dtype | swanref | torch SVD | torch / swanref | err swanref | err torch "
+              "| goal met | peak MB swanref / torch |",
+              "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: |"]
+        for r in ex:
+            ratio = _ratio(r.get("torch_ms"), r["ms"])
+            met = ratio is not None and ratio >= 1 and r["err"] <= 1.1 * r.get("torch_err", 0)
+            L.append(f"| {r['shape']} | {r['dtype']} | {_f(r['ms'], '.1f')} | "
+                     f"{_f(r.get('torch_ms'), '.1f')} | {_f(ratio, '.2f')} | {r['err']:.1e} | "
+                     f"{_f(r.get('torch_err'), '.1e')} | {'yes' if met else 'no'} | "
+                     f"{_f(r['peak_MB'], '.0f')} / {_f(r.get('torch_peak_MB'), '.0f')} |")
     return "\n".join(L)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="swanref bench --gpu", description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="small shapes, short timings")
-    ap.add_argument("--shapes", help="comma list like 2048x2048,4096x11008")
-    ap.add_argument("--dtypes", default="float32,float64")
-    ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--svd-max", type=int, default=4096,
-                    help="time the SVD routes only when max(m, n) <= this (they take seconds)")
-    ap.add_argument("--target-seconds", type=float, default=None,
-                    help="timing budget per measurement (default 1.0, --quick 0.2)")
-    ap.add_argument("--tf32", action="store_true", help="also time float32 NS with TF32")
-    ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--sections", default="ns,presets,agreement,gradnorm,exact")
+    ap.add_argument("--dtypes", default="float32,float64", help="dtypes of the ns section")
+    ap.add_argument("--quick", action="store_true", help="a few shapes, short timings")
+    ap.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    ap.add_argument("--target-seconds", type=float, default=None)
     ap.add_argument("--markdown", help="write the tables here")
     ap.add_argument("--json", help="write every number here")
     args = ap.parse_args(argv)
-
     try:
         import cupy as cp
     except ImportError:
@@ -433,52 +569,53 @@ def main(argv=None) -> int:
     if not CB.available():
         print("swanref bench --gpu: no usable CUDA GPU", file=sys.stderr)
         return 2
-    torch = None
-    if not args.no_torch:
-        try:
-            import torch
-            torch.backends.cuda.matmul.allow_tf32 = False
-            torch.backends.cudnn.allow_tf32 = False
-            torch.set_float32_matmul_precision("highest")
-        except ImportError:
-            torch = None
-
-    shapes = (_parse_shapes(args.shapes) if args.shapes
-              else QUICK_SHAPES if args.quick else DEFAULT_SHAPES)
-    dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
-    target = args.target_seconds or (0.2 if args.quick else 1.0)
+    try:
+        import torch
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        torch.set_float32_matmul_precision("highest")
+    except ImportError:
+        torch = None
+    sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    target = args.target_seconds or (0.3 if args.quick else 0.6)
     timer = Timer(cp, target)
-    command = "python -m swanref.tools.bench_gpu " + " ".join(argv if argv is not None else sys.argv[1:])
-
+    command = "python -m swanref.tools.bench_gpu " + " ".join(
+        argv if argv is not None else sys.argv[1:])
     env = _environment(cp, torch)
     print(json.dumps(env), flush=True)
     t0 = time.time()
-    # warm-up: compile the kernels, create the cuBLAS/cuSOLVER handles, on a small matrix
-    w = cp.random.standard_normal((256, 512))
-    for dt in dtypes:
-        x = w.astype(dt)
-        CB.grad_norm(x, 0.0), CB.whiten_newton_schulz(x, 2, 0.5, "gram_fro")
-        CB.whiten_eigh(x, 1e-6), CB.whiten_svd(x, 1e-6)
-        if torch is not None:
-            tx = torch.from_dlpack(x)
-            torch_newton_schulz(torch, tx, 2), torch_eigh_route(torch, tx, 1e-6)
-            torch_svd_route(torch, tx, 1e-6)
-    peaks = _peaks(cp, torch, CB, timer, args.quick)
+    peaks = _peaks(cp, torch, timer)
     print(json.dumps(peaks), flush=True)
+    rows: list = []
+    compile_on = not args.no_compile
+    dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
 
-    records = []
-    for m, n in shapes:
-        for dt in dtypes:
-            t1 = time.time()
-            rec = run_case(cp, torch, CB, swanref, timer, m, n, dt, args.steps, peaks,
-                           do_svd=max(m, n) <= args.svd_max, do_tf32=args.tf32)
-            rec["wall_s"] = time.time() - t1
-            records.append(rec)
-            print(json.dumps(rec), flush=True)
-            if args.json:
-                with open(args.json, "w") as fh:
-                    json.dump({"env": env, "peaks": peaks, "records": records}, fh, indent=1)
-    text = tables(env, peaks, records, command, args.steps)
+    def save():
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump({"env": env, "peaks": peaks, "rows": rows, "command": command}, fh,
+                          indent=1)
+    for sec in sections:
+        ts = time.time()
+        if sec == "ns":
+            bench_ns(cp, torch, swanref, CB, timer, QUICK["ns"] if args.quick else NS_CASES,
+                     dtypes, compile_on, rows)
+        elif sec == "presets":
+            bench_presets(cp, torch, swanref, CB, timer,
+                          QUICK["presets"] if args.quick else PRESET_CASES, compile_on, rows)
+        elif sec == "agreement":
+            bench_agreement(cp, torch, swanref, rows)
+        elif sec == "gradnorm":
+            bench_gradnorm(cp, torch, swanref, CB, timer, QUICK["gn"] if args.quick else GN_CASES,
+                           compile_on, peaks, rows)
+        elif sec == "exact":
+            bench_exact(cp, torch, swanref, CB,
+                        QUICK["exact"] if args.quick else EXACT_CASES, rows)
+        else:
+            raise SystemExit(f"unknown section {sec!r}")
+        print(f"section {sec}: {time.time() - ts:.0f} s", flush=True)
+        save()
+    text = tables(env, peaks, rows, command)
     print(text)
     print(f"total {time.time() - t0:.0f} s")
     if args.markdown:

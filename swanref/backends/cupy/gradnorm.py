@@ -1,0 +1,135 @@
+"""GradNorm (spec 2.1): one fused kernel, one thread block per row.
+
+The row algorithm is the host/device C++ header ``cpp/include/swanref/device/grad_norm_row.hpp``.
+A row holding NaN/Inf comes out non-finite in every entry (its mean is not finite), so the
+public call's finite check reads one entry per output row instead of the whole input.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from swanref.backends.cupy import _runtime as rt
+from swanref.backends.cupy import kernels as K
+
+#: Block size (docs/performance_gpu.md has the measurements behind it): up to 256 threads with
+#: at least 16 entries each, and enough threads that the blocks which fit an SM's shared memory
+#: keep at least 768 threads (24 warps) resident; at most 512.
+_GN_ITEMS_PER_THREAD = 16
+_GN_BASE_THREADS = 256
+_GN_RESIDENT_THREADS = 768
+_GN_MAX_THREADS = 512
+_threads_cache: dict = {}
+
+
+def _gn_threads(n: int, row_bytes: int, use_smem: bool) -> int:
+    key = (rt.device(), n, row_bytes, use_smem)
+    t = _threads_cache.get(key)
+    if t is None:
+        base = 32 * max(1, min(_GN_BASE_THREADS // 32, -(-n // (32 * _GN_ITEMS_PER_THREAD))))
+        if use_smem:
+            per_sm = rt.device_attr("sharedMemPerMultiprocessor", 228 * 1024)
+            blocks = max(1, min(32, per_sm // (row_bytes + 1024)))
+        else:
+            blocks = 32
+        occupancy = 32 * -(-_GN_RESIDENT_THREADS // (32 * blocks))
+        t = _threads_cache[key] = min(_GN_MAX_THREADS, max(base, occupancy))
+    return t
+
+
+def _rows_layout(G):
+    """(array, row_stride, col_stride) in elements if the rows of G can be walked in place."""
+    itemsize = G.dtype.itemsize
+    n = G.shape[-1]
+    if any(s < 0 or s % itemsize for s in G.strides):
+        return None
+    st = [s // itemsize for s in G.strides]
+    col = st[-1] if n > 1 else 1
+    if col != 1:
+        return None  # uncoalesced row walk: cheaper to transpose-copy once
+    lead = [(size, stride) for size, stride in zip(G.shape[:-1], st[:-1]) if size != 1]
+    for (size_a, stride_a), (size_b, stride_b) in zip(lead, lead[1:]):
+        if stride_a != stride_b * size_b:
+            return None
+    row = lead[-1][1] if lead else n
+    return G, row, col
+
+
+def _smem_optin_limit() -> int:
+    return rt.device_attr("sharedMemPerBlockOptin", 48 * 1024)
+
+
+def grad_norm(G, eps: float, *, work_in_shared=None, threads=None, vector=True):
+    """Row standardisation over the last axis (spec 2.1): one fused kernel, one block per row.
+
+    Keyword arguments are tuning/benchmark knobs: ``work_in_shared`` None keeps the row in
+    shared memory whenever it fits the device's opt-in limit, False in the output row (L1/L2);
+    ``threads`` sets the block size (a multiple of 32, at most 1024); ``vector`` False forbids
+    the 16-byte vector accesses.
+    """
+    cp = rt.cp()
+    dtype = G.dtype
+    n = G.shape[-1]
+    out = cp.empty(G.shape, dtype=dtype)
+    rows = G.size // n if n else 0
+    if rows == 0:
+        return out
+    layout = _rows_layout(G)
+    if layout is None:
+        X = cp.ascontiguousarray(G)
+        row_stride, col_stride = n, 1
+    else:
+        X, row_stride, col_stride = layout
+    if n >= 2**31:
+        raise ValueError(f"rows of {n} entries are longer than the GPU kernel supports")
+    # 16-byte vector accesses when every row starts 16-byte aligned and n fills whole vectors
+    width = 16 // dtype.itemsize
+    vector = (vector and col_stride == 1 and n % width == 0 and X.data.ptr % 16 == 0
+              and (row_stride * dtype.itemsize) % 16 == 0)
+    kern = K.kernel("grad_norm_vec" if vector else "grad_norm", dtype)
+    work_bytes = n * dtype.itemsize
+    use_smem = work_bytes + 99 * dtype.itemsize <= _smem_optin_limit()
+    if work_in_shared is not None:
+        use_smem = use_smem and bool(work_in_shared)
+    if use_smem and work_bytes > 48 * 1024:
+        try:
+            K.allow_dynamic_smem(kern, work_bytes)
+        except Exception:  # opt-in refused: keep the row in the output instead
+            use_smem = False
+    smem = work_bytes if use_smem else 0
+    if threads is None:
+        threads = _gn_threads(n, work_bytes, use_smem)
+    grid = min(rows, 2**31 - 1)
+    kern((grid,), (threads,),
+         (X, np.int64(rows), np.int64(n), np.int64(row_stride), np.int64(col_stride), out,
+          dtype.type(eps), np.int32(1 if use_smem else 0)),
+         shared_mem=smem)
+    return out
+
+
+def grad_norm_finite(G, eps: float, check: bool):
+    """GradNorm with the public call's finite-input policy folded in: ``(out, ok)``.
+
+    ``check`` True: ok is False when some row of G holds NaN/Inf (read from the first entry of
+    every output row; one host synchronisation), and out must then be discarded. ``check``
+    False: rows with NaN/Inf come back all NaN and ok is True, without a host synchronisation.
+    """
+    out = grad_norm(G, eps)
+    if out.size == 0:
+        return out, True
+    n = G.shape[-1]
+    rows = out.size // n
+    if check:
+        return out, _first_entries_finite(out, rows, n)
+    grid = min(rows, 65535 * 32)
+    K.kernel("nan_rows", out.dtype)((grid,), (128,), (out, np.int64(rows), np.int64(n)))
+    return out, True
+
+
+
+def _first_entries_finite(out, rows: int, n: int) -> bool:
+    """True when every row of ``out`` starts with a finite number: one small kernel and one
+    4-byte copy to the host (the synchronisation the check needs anyway)."""
+    cp = rt.cp()
+    flag = cp.empty(1, dtype=cp.int32)
+    K.kernel("first_finite", out.dtype)((1,), (1024,), (out, np.int64(rows), np.int64(n), flag))
+    return int(flag.get()[0]) == 0

@@ -1,0 +1,327 @@
+"""Run-time compiled kernels of the CuPy backend (NVRTC), and the CuPy reductions it uses.
+
+* GradNorm: the host/device C++ header ``cpp/include/swanref/device/grad_norm_row.hpp``
+  (one thread block per row), compiled with ``-I`` to the header directory.
+* Helpers of the whitening routes and the low-precision (bfloat16 / float16) preset path:
+  self-contained source below, so that they need no header on disk.
+
+Both are compiled without ``-ftz`` (see :func:`_compile`): float32 subnormals keep their values.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import pathlib
+
+import numpy as np
+
+from swanref.backends.cupy import _runtime as rt
+
+HEADER = "swanref/device/grad_norm_row.hpp"
+
+_GRAD_NORM_SOURCE = r"""
+// %(tag)s
+#include <swanref/device/grad_norm_row.hpp>
+"""
+
+_HELPER_SOURCE = r"""
+namespace swanref_cupy {
+template <class T> __device__ __forceinline__ bool finite(T x) { return x - x == T(0); }
+template <class T> __device__ __forceinline__ T quiet_nan();
+template <> __device__ __forceinline__ float quiet_nan<float>() { return __int_as_float(0x7fc00000); }
+template <> __device__ __forceinline__ double quiet_nan<double>() {
+  return __longlong_as_double(0x7ff8000000000000LL);
+}
+
+// Row-major stack of square matrices (batch, m, m) whose upper triangle holds a symmetric
+// matrix: copy it into the lower triangle (32x32 tiles through shared memory, coalesced).
+template <class T>
+__global__ void mirror_upper(T* a, int m, long long batch_stride) {
+  __shared__ T tile[32][33];
+  const int bx = blockIdx.x, by = blockIdx.y;
+  if (by < bx) return;
+  T* A = a + (long long)blockIdx.z * batch_stride;
+  const int tx = threadIdx.x, ty = threadIdx.y;
+  for (int k = 0; k < 32; k += 8) {
+    const int r = bx * 32 + ty + k, c = by * 32 + tx;
+    if (r < m && c < m) tile[ty + k][tx] = A[(long long)r * m + c];
+  }
+  __syncthreads();
+  for (int k = 0; k < 32; k += 8) {
+    const int r = by * 32 + ty + k, c = bx * 32 + tx;
+    if (r < m && c < m && r > c) A[(long long)r * m + c] = tile[tx][ty + k];
+  }
+}
+
+// a[b, i, i] += v for the (batch, m, m) stack a (total = batch * m diagonal entries).
+template <class T>
+__global__ void add_diagonal(T* a, long long total, int m, T v) {
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total;
+       i += (long long)gridDim.x * blockDim.x) {
+    const long long b = i / m, k = i % m;
+    a[(b * m + k) * m + k] += v;
+  }
+}
+
+// GradNorm output rows (rows x n, contiguous) whose first entry is not finite hold a row with
+// NaN/Inf (the row algorithm propagates them to every entry): make the whole row NaN.
+template <class T>
+__global__ void nan_bad_rows(T* out, long long rows, long long n) {
+  for (long long r = blockIdx.x; r < rows; r += gridDim.x) {
+    T* row = out + r * n;
+    if (finite(row[0])) continue;
+    for (long long j = threadIdx.x; j < n; j += blockDim.x) row[j] = quiet_nan<T>();
+  }
+}
+
+// *flag = 1 when some GradNorm output row (rows x n, contiguous) starts with NaN/Inf, else 0.
+// One block (the first entries are few), so the flag needs no reset before the launch.
+template <class T>
+__global__ void first_entries_finite(const T* out, long long rows, long long n, int* flag) {
+  int bad = 0;
+  for (long long r = threadIdx.x; r < rows; r += blockDim.x) bad |= !finite(out[r * n]);
+  bad = __syncthreads_or(bad);
+  if (threadIdx.x == 0) *flag = bad;
+}
+
+// -- bfloat16 (F = 0) / float16 (F = 1) held as 16-bit words: PyTorch-eager rounding ----------
+// Conversions are the hardware's round-to-nearest-even (cvt.rn), as PyTorch's are.
+template <int F> __device__ __forceinline__ float lp2f(unsigned short h);
+template <> __device__ __forceinline__ float lp2f<0>(unsigned short h) {
+  return __uint_as_float(((unsigned int)h) << 16);
+}
+template <> __device__ __forceinline__ float lp2f<1>(unsigned short h) {
+  float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f;
+}
+template <int F> __device__ __forceinline__ unsigned short f2lp(float f);
+template <> __device__ __forceinline__ unsigned short f2lp<0>(float f) {
+  unsigned short r; asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(r) : "f"(f)); return r;
+}
+template <> __device__ __forceinline__ unsigned short f2lp<1>(float f) {
+  unsigned short r; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(r) : "f"(f)); return r;
+}
+#define SWANREF_GRID_LOOP(i, total) \
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < (total); \
+       i += (long long)gridDim.x * blockDim.x)
+
+// y = fmt(float(ldexp(x, -shift[slice]))): the G.bfloat16() cast after the huge-input prescale
+template <int F, class T>
+__global__ void lp_cast_in(const T* x, unsigned short* y, long long total, long long slice,
+                           const int* shift) {
+  SWANREF_GRID_LOOP(i, total) y[i] = f2lp<F>((float)ldexp(x[i], -shift[i / slice]));
+}
+template <int F, class T>
+__global__ void lp_cast_out(const unsigned short* x, T* y, long long total) {
+  SWANREF_GRID_LOOP(i, total) y[i] = (T)lp2f<F>(x[i]);
+}
+// X / N(||X||) with the preset's normalisation; sumsq[slice] = sum of squares (float64).
+// mode: 0 add (nrm + eps), 1 clamp (max(nrm, eps)), 2 none, 3 safe (0 where nrm == 0)
+template <int F>
+__global__ void lp_normalise(unsigned short* x, long long total, long long slice,
+                             const double* sumsq, float scale, float eps, int mode) {
+  SWANREF_GRID_LOOP(i, total) {
+    float nrm = lp2f<F>(f2lp<F>((float)sqrt(sumsq[i / slice])));
+    if (scale != 1.0f) nrm = lp2f<F>(f2lp<F>(scale * nrm));
+    float d = nrm;
+    if (mode == 0) d = lp2f<F>(f2lp<F>(nrm + eps));
+    else if (mode == 1) d = lp2f<F>(f2lp<F>(nrm != nrm ? nrm : fmaxf(nrm, eps)));
+    const float v = lp2f<F>(x[i]);
+    x[i] = (mode == 3 && !(nrm > 0.0f)) ? f2lp<F>(0.0f) : f2lp<F>(v / d);
+  }
+}
+template <int F>
+__global__ void lp_scale(const unsigned short* x, unsigned short* y, long long total, float s) {
+  SWANREF_GRID_LOOP(i, total) y[i] = f2lp<F>(s * lp2f<F>(x[i]));
+}
+// y = fmt(fmt(a * x) + p): the eager "a * X + P" with its two roundings
+template <int F>
+__global__ void lp_scale_add(const unsigned short* x, const unsigned short* p, unsigned short* y,
+                             long long total, float a) {
+  SWANREF_GRID_LOOP(i, total) y[i] = f2lp<F>(lp2f<F>(f2lp<F>(a * lp2f<F>(x[i]))) + lp2f<F>(p[i]));
+}
+}  // namespace swanref_cupy
+"""
+
+_CTYPE = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
+_LP = {"bfloat16": 0, "float16": 1}
+
+_GRAD_NORM_NAMES = {"grad_norm": "swanref::device::grad_norm_rows<%s, 1>",
+                    "grad_norm_vec": "swanref::device::grad_norm_rows<%s, %d>"}
+_HELPER_NAMES = {"mirror": "swanref_cupy::mirror_upper<%s>",
+                 "add_diag": "swanref_cupy::add_diagonal<%s>",
+                 "nan_rows": "swanref_cupy::nan_bad_rows<%s>",
+                 "first_finite": "swanref_cupy::first_entries_finite<%s>"}
+_LP_T_NAMES = {"lp_cast_in": "swanref_cupy::lp_cast_in<%d, %s>",
+               "lp_cast_out": "swanref_cupy::lp_cast_out<%d, %s>"}
+_LP_NAMES = {"lp_normalise": "swanref_cupy::lp_normalise<%d>",
+             "lp_scale": "swanref_cupy::lp_scale<%d>",
+             "lp_scale_add": "swanref_cupy::lp_scale_add<%d>"}
+
+_modules: dict = {}
+_functions: dict = {}
+_smem_set: dict = {}
+
+
+def include_dir() -> pathlib.Path:
+    """Directory holding ``swanref/device/grad_norm_row.hpp``.
+
+    Looked up in order: ``$SWANREF_INCLUDE_DIR``; ``<package>/include`` (where an installed
+    wheel ships it); ``<source tree>/cpp/include`` (a checkout or an editable install).
+    """
+    here = pathlib.Path(__file__).resolve().parent.parent.parent  # the swanref package folder
+    candidates = []
+    env = os.environ.get("SWANREF_INCLUDE_DIR")
+    if env:
+        candidates.append(pathlib.Path(env))
+    candidates += [here / "include", here.parent / "cpp" / "include"]
+    for cand in candidates:
+        if (cand / HEADER).is_file():
+            return cand
+    raise RuntimeError(
+        f"swanref's CuPy backend cannot find the header {HEADER} (looked in "
+        f"{', '.join(str(c) for c in candidates)}); set SWANREF_INCLUDE_DIR to the directory "
+        "that holds swanref/device/")
+
+
+def _compile(code: str, options: tuple, names: list):
+    """``(how, keep_alive, {name expression: kernel})`` for ``code``.
+
+    CuPy's RawModule appends ``-ftz=true`` to every NVRTC compilation (cupy/cuda/compiler.py,
+    ``_compile_with_cache_cuda``), which would flush float32 subnormals to zero and break the
+    spec's exact handling of tiny rows. So the module is compiled here through CuPy's NVRTC
+    wrapper ``compile_using_nvrtc`` (no option added; ``--ftz=false`` stated explicitly) and
+    loaded as a plain module. Should that private API change, RawModule is used instead and
+    ``compile_path()`` says so.
+    """
+    cp = rt.cp()
+    opts = options + ("--ftz=false", "--prec-div=true", "--prec-sqrt=true")
+    try:
+        from cupy.cuda import compiler, function
+        obj, mapping = compiler.compile_using_nvrtc(code, options=opts, name_expressions=names)
+        if isinstance(obj, str):
+            obj = obj.encode()
+        mod = function.Module()
+        mod.load(obj)
+        return "nvrtc", mod, {n: mod.get_function(mapping[n]) for n in names}
+    except Exception as exc:  # pragma: no cover - depends on the CuPy version
+        raw = cp.RawModule(code=code, options=options, name_expressions=names)
+        raw.compile()
+        rt.state["compile_error"] = repr(exc)
+        return "cupy.RawModule (-ftz=true)", raw, {n: raw.get_function(n) for n in names}
+
+
+def _names(which: str) -> list:
+    if which == "grad_norm":
+        return ([_GRAD_NORM_NAMES["grad_norm"] % c for c in _CTYPE.values()]
+                + [_GRAD_NORM_NAMES["grad_norm_vec"] % (c, 16 // dt.itemsize)
+                   for dt, c in _CTYPE.items()])
+    out = [v % c for v in _HELPER_NAMES.values() for c in _CTYPE.values()]
+    out += [v % (f, c) for v in _LP_T_NAMES.values() for f in _LP.values() for c in _CTYPE.values()]
+    out += [v % f for v in _LP_NAMES.values() for f in _LP.values()]
+    return out
+
+
+def module(which: str = "grad_norm"):
+    """The compiled kernels ``which`` ("grad_norm" or "helpers") for the current device."""
+    key = (which, rt.device())
+    mod = _modules.get(key)
+    if mod is None:
+        with rt.lock:
+            mod = _modules.get(key)
+            if mod is None:
+                if which == "grad_norm":
+                    inc = include_dir()
+                    header = (inc / HEADER).read_bytes()
+                    tag = "swanref header sha256 " + hashlib.sha256(header).hexdigest()
+                    code = _GRAD_NORM_SOURCE % {"tag": tag}
+                    options = ("-std=c++17", f"-I{inc}")
+                else:
+                    code, options = _HELPER_SOURCE, ("-std=c++17",)
+                mod = _modules[key] = _compile(code, options, _names(which))
+    return mod
+
+
+def compile_path() -> str:
+    """How the kernels were compiled: "nvrtc" (IEEE float32 subnormals) or the RawModule
+    fallback (float32 subnormals flushed to zero)."""
+    return module()[0]
+
+
+def kernel(kind: str, dtype=None, fmt: str | None = None):
+    """The kernel ``kind`` for ``dtype`` (float32/float64) and/or low-precision ``fmt``."""
+    dtype = None if dtype is None else np.dtype(dtype)
+    key = (rt.device(), kind, dtype, fmt)
+    fn = _functions.get(key)
+    if fn is None:
+        if kind == "grad_norm_vec":
+            name, which = _GRAD_NORM_NAMES[kind] % (_CTYPE[dtype], 16 // dtype.itemsize), "grad_norm"
+        elif kind == "grad_norm":
+            name, which = _GRAD_NORM_NAMES[kind] % _CTYPE[dtype], "grad_norm"
+        elif kind in _HELPER_NAMES:
+            name, which = _HELPER_NAMES[kind] % _CTYPE[dtype], "helpers"
+        elif kind in _LP_T_NAMES:
+            name, which = _LP_T_NAMES[kind] % (_LP[fmt], _CTYPE[dtype]), "helpers"
+        else:
+            name, which = _LP_NAMES[kind] % _LP[fmt], "helpers"
+        fn = _functions[key] = module(which)[2][name]
+    return fn
+
+
+def allow_dynamic_smem(fn, nbytes: int) -> None:
+    """Raise the kernel's dynamic shared-memory limit (needed above 48 KiB)."""
+    key = id(fn)
+    if _smem_set.get(key, 48 * 1024) >= nbytes:
+        return
+    if hasattr(fn, "max_dynamic_shared_size_bytes"):
+        fn.max_dynamic_shared_size_bytes = nbytes
+    else:
+        from cupy_backends.cuda.api import driver
+        attr = getattr(driver, "CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES", 8)
+        driver.funcSetAttribute(fn.ptr, attr, nbytes)
+    _smem_set[key] = nbytes
+
+
+def grid_1d(total: int, threads: int = 256) -> tuple:
+    return (max(1, min((total + threads - 1) // threads, 132 * 32)),), (threads,)
+
+
+# -- CuPy reductions (compiled by CuPy, cached per dtype): one pass, no temporaries ------------
+
+_reductions: dict = {}
+
+
+def reduction(kind: str):
+    """CuPy ReductionKernels: 'amax' max|x|; 'all_finite'; 'sumsq64' sum of float64 squares;
+    'sumsq_native' float64 sum of squares formed in the input dtype; 'fro64' sqrt of sumsq64;
+    'lp_sumsq_<fmt>' sum of float64 squares of 16-bit words of format fmt."""
+    fn = _reductions.get(kind)
+    if fn is not None:
+        return fn
+    cp = rt.cp()
+    if kind == "amax":
+        fn = cp.ReductionKernel("T x", "T y", "abs(x)", "max(a, b)", "y = a", "0", "swanref_amax")
+    elif kind == "all_finite":
+        fn = cp.ReductionKernel("T x", "bool y", "isfinite(x)", "a && b", "y = a", "true",
+                                "swanref_all_finite")
+    elif kind == "sumsq64":
+        fn = cp.ReductionKernel("T x", "float64 y", "(double)x * (double)x", "a + b", "y = a",
+                                "0", "swanref_sumsq64")
+    elif kind == "sumsq_native":
+        fn = cp.ReductionKernel("T x", "float64 y", "(double)(x * x)", "a + b", "y = a", "0",
+                                "swanref_sumsq_native")
+    elif kind == "fro64":
+        fn = cp.ReductionKernel("T x", "float64 y", "(double)x * (double)x", "a + b",
+                                "y = sqrt(a)", "0", "swanref_fro64")
+    elif kind.startswith("lp_sumsq_"):
+        fmt = kind[len("lp_sumsq_"):]
+        conv = ("return (double)__uint_as_float(((unsigned int)h) << 16);" if fmt == "bfloat16"
+                else 'float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return (double)f;')
+        pre = ("__device__ __forceinline__ double swanref_lp2d(unsigned short h) { "
+               + conv + " }")
+        fn = cp.ReductionKernel("uint16 x", "float64 y",
+                                "swanref_lp2d(x) * swanref_lp2d(x)", "a + b", "y = a", "0",
+                                "swanref_lp_sumsq_" + fmt, preamble=pre)
+    else:  # pragma: no cover
+        raise KeyError(kind)
+    _reductions[kind] = fn
+    return fn
