@@ -60,6 +60,12 @@ def _check_method(method, name="method"):
                         f"{method!r}")
 
 
+def _is_route(method) -> bool:
+    """A hybrid or preconditioned route of swanref.presets.ROUTES (spec 9.6)."""
+    from swanref.presets.catalogue import ROUTES
+    return isinstance(method, str) and method in ROUTES
+
+
 def _namespace(arr):
     if type(arr).__module__.split(".")[0] == "cupy":
         import cupy
@@ -70,13 +76,19 @@ def _namespace(arr):
 class _Call:
     """One public call: validated input in its compute dtype, the backend, the way back."""
 
-    def __init__(self, G, backend, check_finite):
+    def __init__(self, G, backend, check_finite, allow_complex=False):
         raw, self.backend_name, self._restore = _arrays.to_backend(G, backend)
-        arr = as_matrix_stack(raw)
+        arr = as_matrix_stack(raw, allow_complex=allow_complex)
+        if arr.dtype.kind == "c" and self.backend_name != "reference":
+            # complex input: the NumPy reference only (spec 9.7); the C++ core is real-only
+            if backend is not None or _namespace(arr) is not np:
+                raise TypeError(f"complex input runs on backend='reference' only; the "
+                                f"{self.backend_name!r} backend is real-only")
+            self.backend_name = "reference"
         self.in_dtype = arr.dtype
         self.xp = _namespace(arr)
         self.be = _backends.get(self.backend_name)
-        self.dtype = compute_dtype(arr.dtype)
+        self.dtype = compute_dtype(arr.dtype, allow_complex=allow_complex)
         self.eps = float(np.finfo(self.dtype).eps)
         self.array = arr.astype(self.dtype, copy=False)
         self.check_finite = bool(check_finite)
@@ -210,7 +222,7 @@ def divergence_bound(beta: float, scaling: str, G=None, xp=np):
     """
     bound = max(1.0, 2.0 * beta)
     if scaling == "none" and G is not None:
-        fro = xp.sqrt(xp.sum(G.astype(np.float64) ** 2, axis=(-2, -1)))
+        fro = xp.sqrt(xp.sum(xp.abs(G).astype(np.float64) ** 2, axis=(-2, -1)))
         return xp.maximum(bound, fro)
     return bound
 
@@ -222,7 +234,7 @@ def _diverged(out, work, params, xp, be=None):
         fro = be.fro_norms(out)  # one float64 reduction, no temporaries
     else:
         with np.errstate(over="ignore", invalid="ignore"):
-            fro = xp.sqrt(xp.sum(out.astype(np.float64) ** 2, axis=(-2, -1)))
+            fro = xp.sqrt(xp.sum(xp.abs(out).astype(np.float64) ** 2, axis=(-2, -1)))
     return ~xp.isfinite(fro) | (fro > limit)
 
 
@@ -254,6 +266,7 @@ def _whiten_preset_core(call: _Call, arr, method, steps, beta, scaling, rank_rto
     # a backend listing LOWPREC_FORMATS runs those emulations natively (same rounding model)
     native = fmt is None or fmt in getattr(call.be, "LOWPREC_FORMATS", ())
     if (fast is not None and native and preset.form in ("keller", "addmm")
+            and preset.norm != "aol" and preset.route == "ns"
             and preset.transpose == "to_wide" and preset.norm_over == "matrix"):
         # the backend's polynomial kernel computes the same function (tests/test_cpp_presets.py,
         # tests/test_gpu_presets.py)
@@ -277,7 +290,7 @@ def _whiten_preset_core(call: _Call, arr, method, steps, beta, scaling, rank_rto
 def _whiten_core(call: _Call, arr, method, steps=None, beta=None, scaling=None, rank_rtol=None,
                  on_divergence="raise", coefficients=None, emulate=None, method_name="method"):
     _check_method(method, method_name)
-    if method in WHITEN_PRESETS and method not in WHITEN_METHODS:
+    if (method in WHITEN_PRESETS and method not in WHITEN_METHODS) or _is_route(method):
         return _whiten_preset_core(call, arr, method, steps, beta, scaling, rank_rtol,
                                    on_divergence, coefficients, emulate)
     if coefficients is not None or emulate is not None:
@@ -373,7 +386,7 @@ def whiten(G, method="svd", *, steps=None, beta=None, scaling=None, rank_rtol=No
         ``emulate='bfloat16'|'float16'|'source'`` rounds like PyTorch eager on a GPU.
         Presets run in NumPy whatever the backend, with no divergence guard.
     """
-    call = _Call(G, backend, check_finite)
+    call = _Call(G, backend, check_finite, allow_complex=True)
     out = _whiten_core(call, call.array, method, steps, beta, scaling, rank_rtol, on_divergence,
                        coefficients, emulate)
     return call.finish(out)

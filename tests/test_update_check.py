@@ -16,6 +16,8 @@ def failed(report):
     (W.faithful_stack, dict(preset="muon_ns5", stack_dims=1)),
     (W.you_faithful, dict(preset="you_ns5")),
     (W.normuon_faithful, dict(preset="svd", row_norm=True)),
+    (W.heavyball_faithful, dict(preset="heavyball_svd")),
+    (W.aol_faithful, dict(preset="optax_muon_aol")),
 ])
 def test_faithful_updates_conform(fn, claim):
     report = check_update(fn, **claim)
@@ -36,6 +38,8 @@ def test_faithful_updates_conform(fn, claim):
     (W.you_table_mistyped, dict(preset="you_ns5"), "direction"),
     (W.normuon_without_rematch, dict(preset="svd", row_norm=True), "scale_wide"),
     (W.normuon_zero_is_nan, dict(preset="svd", row_norm=True), "zero_to_zero"),
+    (W.svd_branch_u_v, dict(preset="heavyball_svd"), "direction"),
+    (W.aol_d2a, dict(preset="optax_muon_aol"), "direction"),
 ])
 def test_wrong_update_is_named(fn, claim, prop):
     report = check_update(fn, **claim)

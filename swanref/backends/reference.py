@@ -70,18 +70,36 @@ def whiten_svd(G: np.ndarray, sigma_rtol: float) -> np.ndarray:
     return ((U * keep[..., None, :]) @ Vt).astype(G.dtype, copy=False)
 
 
+def _h(X: np.ndarray) -> np.ndarray:
+    """Conjugate transpose of the matrices (the transpose for real input; spec 9.7)."""
+    Xt = np.swapaxes(X, -1, -2)
+    return Xt.conj() if np.iscomplexobj(Xt) else Xt
+
+
+def _abs2(X: np.ndarray) -> np.ndarray:
+    return (X * X.conj()).real if np.iscomplexobj(X) else X * X
+
+
+def _pow2n(x: np.ndarray, axes) -> np.ndarray:
+    """pow2_normalise, complex input included (an exact power-of-two factor on both parts)."""
+    if not np.iscomplexobj(x):
+        return pow2_normalise(x, axes)
+    amax = np.max(np.abs(x), axis=axes, keepdims=True)
+    return x * np.ldexp(1.0, -pow2_exponent(amax)).astype(x.real.dtype)
+
+
 def _gram(Gs: np.ndarray) -> np.ndarray:
-    return Gs @ np.swapaxes(Gs, -1, -2)
+    return Gs @ _h(Gs)
 
 
 def whiten_eigh(G: np.ndarray, lambda_rtol: float) -> np.ndarray:
     """``Q_r diag(l_r)^(-1/2) Q_r^T G`` from the eigendecomposition of ``G G^T`` (spec 3.2)."""
-    Gs = pow2_normalise(G, axes=(-2, -1))
+    Gs = _pow2n(G, axes=(-2, -1))
     lam, Q = np.linalg.eigh(_gram(Gs))
     keep = lam > lambda_rtol * lam[..., -1:]
     with np.errstate(divide="ignore", invalid="ignore"):
         inv_sqrt = np.where(keep, 1.0 / np.sqrt(np.where(keep, lam, 1)), 0)
-    P = (Q * inv_sqrt[..., None, :]) @ np.swapaxes(Q, -1, -2)
+    P = (Q * inv_sqrt[..., None, :]) @ _h(Q)
     return (P @ Gs).astype(G.dtype, copy=False)
 
 
@@ -89,14 +107,14 @@ def whiten_eigh(G: np.ndarray, lambda_rtol: float) -> np.ndarray:
 
 def _scaled_gram(G: np.ndarray, scaling: str):
     """``(Gs, A, c)`` of spec 3.3: pre-scaled gradient, its Gram matrix, scaling constant."""
-    Gs = G if scaling == "none" else pow2_normalise(G, axes=(-2, -1))
+    Gs = G if scaling == "none" else _pow2n(G, axes=(-2, -1))
     A = _gram(Gs)
     if scaling == "gram_fro":
-        c = np.sqrt(np.sum(A * A, axis=(-2, -1)))
+        c = np.sqrt(np.sum(_abs2(A), axis=(-2, -1)))
     elif scaling == "grad_fro":
-        c = np.sum(Gs * Gs, axis=(-2, -1))
+        c = np.sum(_abs2(Gs), axis=(-2, -1))
     elif scaling == "none":
-        c = np.ones(G.shape[:-2], dtype=G.dtype)
+        c = np.ones(G.shape[:-2], dtype=G.real.dtype)
     else:
         raise ValueError(f"unknown scaling {scaling!r}")
     c = np.where(c > 0, c, 1).astype(G.dtype)  # zero matrix: A = 0, output 0 whatever c is

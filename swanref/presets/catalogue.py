@@ -26,7 +26,7 @@ from swanref.presets.lowprec import Arith
 from swanref.spec.scaling import pow2_exponent
 from swanref.spec.validate import MAX_ITERATIONS
 
-__all__ = ["Preset", "PRESETS", "whiten_preset", "schedule", "get_preset",
+__all__ = ["Preset", "PRESETS", "ROUTES", "PE_GRAM5", "check_coefficients", "whiten_preset", "schedule", "get_preset",
            "KELLER_NS5", "YOU_NS5", "PE_NANOGPT5", "PE_BASIC_RAW", "PE_BASIC", "JIACHENG6",
            "DEEPSEEK_V4", "CUBIC"]
 
@@ -106,6 +106,17 @@ class Preset:
     after:      what steps beyond the table do: 'repeat' the last triple, or 'error'
     compute_dtype: what the source computes in: 'bfloat16', 'float16', 'float32', 'input'
     zero:       what the source returns for the zero matrix: '0' or 'nan'
+
+    Hybrid and preconditioned routes (:data:`ROUTES`, spec 9.6) add:
+    norm 'aol'    no Frobenius normalisation; the first step rescales X <- D X, A <- D A D with
+                  D = diag(1/sqrt(max(sum_j |A_ij|, eps))) (Almost-Orthogonal-Layer), A = X X^H
+    form 'gram'   Gram Newton-Schulz: iterate on R = X X^H and Q = polynomial in R, X <- Q X
+                  only at the restarts in extra['resets'] and at the end (same function as
+                  'addmm' in exact arithmetic)
+    form 'horner' X <- ((c A + b I) A + a I) X                            (heavyball)
+    route 'svd_square' square matrices take the exact polar factor U V^H (thin SVD), the
+                  others the polynomial
+    Complex input (complex64/complex128, no emulation) uses conjugate transposes throughout.
     """
     name: str
     coefficients: tuple
@@ -124,6 +135,7 @@ class Preset:
     source: str = ""
     notes: str = ""
     extra: dict = field(default_factory=dict)
+    route: str = "ns"
 
 
 PRESETS: dict[str, Preset] = {p.name: p for p in [
@@ -177,12 +189,43 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
                   "steps default to len(coefficients), the last triple repeats"),
 ]}
 
+#: Polar Express with Dao-AILab/gram-newton-schulz's 1.05 safety factor (coefficients.py):
+#: the raw basic.py table's first five triples, (a/1.05, b/1.05^3, c/1.05^5).
+PE_GRAM5 = tuple((a / 1.05, b / 1.05 ** 3, c / 1.05 ** 5) for (a, b, c) in PE_BASIC_RAW[:5])
+
+#: Hybrid and preconditioned routes in real use (spec 9.6).  Kept apart from PRESETS: the
+#: preset diagnosis compares implementations with PRESETS only.
+ROUTES: dict[str, Preset] = {p.name: p for p in [
+    Preset("gram_ns", PE_GRAM5, 5, "add", 1e-7, form="gram", after="error",
+           compute_dtype="float16", extra={"resets": (2,)},
+           source="Dao-AILab/gram-newton-schulz gram_newton_schulz/gram_newton_schulz.py "
+                  "@1cb3c152 GramNewtonSchulz (coefficients.py POLAR_EXPRESS_COEFFICIENTS, "
+                  "safety 1.05; gram_newton_schulz_reset_iterations=[2])",
+           notes="normalises in float32, iterates in float16; square input takes the "
+                 "standard (baddbmm) iteration, rectangular the Gram form"),
+    Preset("optax_muon_aol", KELLER_NS5, 5, "aol", 1e-8, compute_dtype="input",
+           source="google-deepmind/optax optax/contrib/_muon.py (optax 0.2.8) "
+                  "orthogonalize_via_newton_schulz(preconditioning='aol'): "
+                  "_aol_first_newton_schulz_iteration, then the base quintic",
+           notes="no Frobenius normalisation; D A D (not D^2 A) in the first step"),
+    Preset("heavyball_svd", YOU_NS5, 5, "clamp", 1e-7, form="horner", after="error",
+           route="svd_square", compute_dtype="bfloat16",
+           source="HomebrewML/HeavyBall heavyball/utils.py (heavyball 3.2.1) "
+                  "_compilable_orthogonal_(mode='svd'): torch.linalg.svd U @ Vh for square "
+                  "matrices, zeropower_via_newtonschulz5 (You's 5 quintics) otherwise",
+           notes="the source's bf16 cast is stochastic rounding (not emulated); its "
+                 "mode='legacy_svd' returns U @ Vh.T, not a polar factor"),
+]}
+
 _EMULATE = (None, "bfloat16", "float16", "source")
 
 
 def get_preset(name: str) -> Preset:
+    if isinstance(name, str) and name in ROUTES:
+        return ROUTES[name]
     if not isinstance(name, str) or name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+        raise ValueError(f"unknown preset {name!r}; choose one of "
+                         f"{', '.join(list(PRESETS) + list(ROUTES))}")
     return PRESETS[name]
 
 
@@ -202,6 +245,11 @@ def _check_coefficients(coefficients) -> tuple:
     if not all(np.isfinite(v) for t in triples for v in t):
         raise ValueError("coefficients must be finite")
     return triples
+
+
+def check_coefficients(coefficients) -> tuple:
+    """A coefficient table validated as (a, b, c) float triples (public form for the checker)."""
+    return _check_coefficients(coefficients)
 
 
 def schedule(name: str, steps=None, coefficients=None) -> tuple:
@@ -255,7 +303,33 @@ def prescale_huge(G, whole: bool = False):
     return np.ldexp(G, -shift).astype(G.dtype, copy=False)
 
 
+def _h(X):
+    """Conjugate transpose of the matrices (the plain transpose for real X)."""
+    Xt = np.swapaxes(X, -1, -2)
+    return Xt.conj() if np.iscomplexobj(Xt) else Xt
+
+
 def _normalise(ar: Arith, X, preset: Preset):
+    if preset.norm == "aol":
+        return X  # the first step rescales (_aol_step)
+    if np.iscomplexobj(X):
+        real = np.float64 if X.dtype == np.complex128 else np.float32
+        with np.errstate(under="ignore", over="ignore"):
+            nrm = np.sqrt(np.sum((X * X.conj()).real, axis=(-2, -1), keepdims=True,
+                                 dtype=np.float64)).astype(real)
+        if preset.norm_over == "all" and X.ndim > 2:
+            nrm = np.sqrt(np.sum(nrm.astype(np.float64) ** 2)).astype(real)
+        nrm = nrm * real(preset.norm_scale)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            if preset.norm == "add":
+                d = nrm + real(preset.eps)
+            elif preset.norm == "clamp":
+                d = np.maximum(nrm, real(preset.eps))
+            elif preset.norm == "none":
+                d = nrm
+            else:  # safe
+                return ar.r(np.where(nrm > 0, X / np.where(nrm > 0, nrm, 1), 0))
+            return ar.r(X / d)
     if ar.fmt is None:
         # squares in the compute dtype (tiny float32 input underflows as in the sources), sum
         # in float64 (no overflow of the sum), as the C++ kernel does
@@ -283,7 +357,7 @@ def _normalise(ar: Arith, X, preset: Preset):
 def _coupled(ar: Arith, X, sched):
     """SWAN's coupled iteration on A = X X^T (X normalised): Y0 = A, Z0 = I,
     T = 3I - Z Y, Y <- beta Y T, Z <- beta T Z, output Z X; beta = 0.5 (the cubic's a/3)."""
-    A = ar.mm(X, np.swapaxes(X, -1, -2))
+    A = ar.mm(X, _h(X))
     eye = np.eye(A.shape[-1], dtype=ar.dtype)
     Y = A
     Z = np.broadcast_to(eye, A.shape).astype(ar.dtype)
@@ -297,17 +371,61 @@ def _coupled(ar: Arith, X, sched):
         return ar.mm(Z, X)
 
 
+def _aol_step(ar: Arith, X, coef, eps):
+    """optax's first AOL step: A = X X^H, D = rsqrt(max(rowsum|A|, eps)), X <- D X,
+    A <- D A D, then the quintic on (X, A)."""
+    a, b, c = coef
+    A = ar.mm(X, _h(X))
+    rows = np.maximum(np.abs(A).sum(axis=-1), eps)
+    s = (1.0 / np.sqrt(rows))[..., :, None].astype(A.real.dtype)
+    X = ar.r(X * s)
+    A = ar.r(A * s * np.swapaxes(s, -1, -2))
+    B = ar.scale(b, A)
+    if c != 0.0:
+        B = ar.add(B, ar.mm(ar.scale(c, A), A))
+    return ar.add(ar.scale(a, X), ar.mm(B, X))
+
+
+def _gram(ar: Arith, X, sched, resets):
+    """Dao-AILab's Gram Newton-Schulz (non-kernel path): R = X X^H, Q accumulates the
+    polynomial factors, X <- Q X at each restart and at the end."""
+    R = ar.mm(X, _h(X))
+    eye = np.broadcast_to(np.eye(R.shape[-1], dtype=ar.dtype), R.shape)
+    Q = None
+    last = len(sched) - 1
+    for i, (a, b, c) in enumerate(sched):
+        if i in resets and i != 0:
+            X = ar.mm(Q, X)
+            R = ar.mm(X, _h(X))
+            Q = None
+        Z = ar.addmm(R, R, R, beta=b, alpha=c)
+        if i != 0 and i not in resets:
+            Q = ar.addmm(Q, Q, Z, beta=a, alpha=1.0)
+        else:
+            Q = ar.add(Z, ar.scale(a, eye))
+        if i < last and i + 1 not in resets:
+            RZ = ar.addmm(R, R, Z, beta=a, alpha=1.0)
+            R = ar.addmm(RZ, Z, RZ, beta=a, alpha=1.0)
+    return X if Q is None else ar.mm(Q, X)
+
+
 def _step(ar: Arith, X, coef, preset: Preset):
     a, b, c = coef
+    if preset.form == "horner":  # heavyball: X <- ((c A + b I) A + a I) X
+        A = ar.mm(X, _h(X))
+        eye = np.eye(A.shape[-1], dtype=ar.dtype)
+        Y = ar.add(ar.scale(c, A), ar.scale(b, eye))
+        Y = ar.add(ar.mm(Y, A), ar.scale(a, eye))
+        return ar.mm(Y, X)
     if preset.form == "right":  # tall orientation, X <- X (a I + b A + c A A)
-        A = ar.mm(np.swapaxes(X, -1, -2), X)
+        A = ar.mm(_h(X), X)
         eye = np.eye(A.shape[-1], dtype=ar.dtype)
         P = ar.add(ar.scale(a, eye), ar.scale(b, A))
         if c != 0.0:
             P = ar.add(P, ar.mm(ar.scale(c, A), A))
         return ar.mm(X, P)
-    A = ar.mm(X, np.swapaxes(X, -1, -2))
-    if preset.form == "addmm":
+    A = ar.mm(X, _h(X))
+    if preset.form in ("addmm", "gram"):  # gram's square-matrix path is the baddbmm form
         B = ar.addmm(A, A, A, beta=b, alpha=c)
         return ar.addmm(X, B, X, beta=a, alpha=1.0)
     B = ar.scale(b, A)
@@ -342,9 +460,15 @@ def run_preset(G, preset: Preset, sched, emulate=None) -> np.ndarray:
     if emulate not in _EMULATE:
         raise ValueError(f"emulate must be one of {_EMULATE}, got {emulate!r}")
     G = np.asarray(G)
-    if G.dtype not in (np.float32, np.float64):
-        raise TypeError(f"whiten_preset takes float32 or float64 arrays, got {G.dtype} "
-                        "(swanref.whiten accepts float16/bfloat16 and computes in float32)")
+    if G.dtype in (np.complex64, np.complex128):
+        if emulate not in (None, "source"):
+            raise TypeError(f"emulate={emulate!r} rounds real formats only; complex input runs "
+                            "without emulation")
+        emulate = None  # the sources that take complex input compute in its dtype
+    elif G.dtype not in (np.float32, np.float64):
+        raise TypeError(f"whiten_preset takes float32, float64, complex64 or complex128 arrays, "
+                        f"got {G.dtype} (swanref.whiten accepts float16/bfloat16 and computes "
+                        "in float32)")
     if G.ndim < 2:
         raise ValueError(f"G must have shape (*batch, m, n); got {G.shape}")
     if emulate == "source":
@@ -358,6 +482,11 @@ def run_preset(G, preset: Preset, sched, emulate=None) -> np.ndarray:
         return np.zeros(G.shape, G.dtype)
     G = prescale_huge(G, whole=preset.norm_over == "all")
     m, n = G.shape[-2:]
+    if preset.route == "svd_square" and m == n:
+        # the exact polar factor U V^H of the square matrix, in the input's precision (the
+        # source promotes bf16/f16 to float32)
+        U, _, Vh = np.linalg.svd(G, full_matrices=False)
+        return np.array(U @ Vh, dtype=G.dtype, copy=True)
     flip = {"to_wide": m > n, "to_tall": n > m, "none": False}[preset.transpose]
     X = ar.cast_in(G)
     if flip:
@@ -365,9 +494,14 @@ def run_preset(G, preset: Preset, sched, emulate=None) -> np.ndarray:
     X = _normalise(ar, X, preset)
     if preset.form == "coupled":
         X = _coupled(ar, X, sched)
+    elif preset.form == "gram" and m != n:
+        X = _gram(ar, X, sched, preset.extra.get("resets", ()))
     else:
-        for coef in sched:
-            X = _step(ar, X, coef, preset)
+        for i, coef in enumerate(sched):
+            if preset.norm == "aol" and i == 0:
+                X = _aol_step(ar, X, coef, preset.eps)
+            else:
+                X = _step(ar, X, coef, preset)
     if flip:
         X = np.swapaxes(X, -1, -2)
     return np.array(X, dtype=G.dtype, copy=True)

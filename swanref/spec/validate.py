@@ -55,22 +55,33 @@ def _is_bfloat16(dtype: np.dtype) -> bool:
     return dtype.name == "bfloat16"
 
 
-def compute_dtype(dtype: np.dtype) -> np.dtype:
-    """The dtype the arithmetic runs in for an input of ``dtype`` (spec 6.1)."""
+COMPLEX = (np.dtype(np.complex64), np.dtype(np.complex128))
+
+
+def compute_dtype(dtype: np.dtype, allow_complex: bool = False) -> np.dtype:
+    """The dtype the arithmetic runs in for an input of ``dtype`` (spec 6.1).
+
+    ``allow_complex``: whitening and the presets also take complex64/complex128, computed in
+    their own dtype with conjugate transposes (spec 9.7).
+    """
     dtype = np.dtype(dtype)
     if dtype in NATIVE:
         return dtype
     if dtype == np.float16 or _is_bfloat16(dtype):
         return np.dtype(np.float32)
     if dtype.kind == "c":
+        if allow_complex and dtype in COMPLEX:
+            return dtype
         raise TypeError(
-            f"swanref operators are defined for real matrices; got complex dtype {dtype}")
+            f"this operator is defined for real matrices; got complex dtype {dtype}"
+            + (" (whiten and swanref.orthogonalized_update accept complex64/complex128)"
+               if not allow_complex else " (complex64 and complex128 are supported)"))
     raise TypeError(
         f"unsupported dtype {dtype}: expected float64, float32, float16 or bfloat16 "
         "(cast integer or boolean gradients explicitly)")
 
 
-def as_matrix_stack(G, name: str = "G") -> np.ndarray:
+def as_matrix_stack(G, name: str = "G", allow_complex: bool = False) -> np.ndarray:
     """Return ``G`` as a NumPy array of shape (*batch, m, n) without copying if possible."""
     if isinstance(G, np.ndarray):
         arr = normalise_host(G, name)
@@ -84,7 +95,7 @@ def as_matrix_stack(G, name: str = "G") -> np.ndarray:
         arr = normalise_host(arr, name)
     if arr.dtype == object:
         raise TypeError(f"{name} has dtype object; expected a floating array")
-    compute_dtype(arr.dtype)  # raises TypeError for unsupported dtypes
+    compute_dtype(arr.dtype, allow_complex)  # raises TypeError for unsupported dtypes
     if arr.ndim < 2:
         raise ValueError(
             f"{name} must have at least 2 dimensions (*batch, m, n); got shape {arr.shape}. "

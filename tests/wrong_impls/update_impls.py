@@ -194,3 +194,61 @@ def normuon_zero_is_nan(G):
         R = O / np.sqrt(np.mean(O * O, axis=-1, keepdims=True))
         R = R * (np.linalg.norm(O) / np.linalg.norm(R))
     return (R * keller_scale(m, n)).reshape(G.shape)
+
+
+# -- hybrid and preconditioned routes ------------------------------------------------------------
+
+def _flat(G):
+    G = np.asarray(G)
+    M = G.reshape(G.shape[0], -1)
+    return G, M, M.shape[0], M.shape[1]
+
+
+def _heavyball(M, uv_transposed=True):
+    if M.shape[0] == M.shape[1]:  # square: the SVD branch
+        U, _, Vh = np.linalg.svd(M)
+        return U @ Vh if uv_transposed else U @ Vh.T
+    tall = M.shape[0] > M.shape[1]
+    X = M.T if tall else M
+    X = X / max(np.linalg.norm(X), 1e-7)
+    for a, b, c in YOU:
+        S = X @ X.T
+        X = ((c * S + b * np.eye(len(S))) @ S + a * np.eye(len(S))) @ X
+    return X.T if tall else X
+
+
+def heavyball_faithful(G):
+    G, M, m, n = _flat(G)
+    return (_heavyball(pow2(M)) * keller_scale(m, n)).reshape(G.shape).astype(G.dtype)
+
+
+def svd_branch_u_v(G):
+    """heavyball's mode='legacy_svd': U @ Vh.T for square matrices instead of U @ Vh."""
+    G, M, m, n = _flat(G)
+    return (_heavyball(pow2(M), uv_transposed=False) * keller_scale(m, n)).reshape(G.shape)
+
+
+def _aol(M, d2a=False):
+    tall = M.shape[0] > M.shape[1]
+    X = M.T if tall else M
+    a, b, c = KELLER
+    A = X @ _h(X)
+    s = 1 / np.sqrt(np.maximum(np.abs(A).sum(-1), 1e-8))[:, None]
+    X = X * s
+    A = A * s * s if d2a else A * s * s.T  # D^2 A (wrong) or D A D
+    X = a * X + (b * A + (c * A) @ A) @ X
+    for _ in range(4):
+        A = X @ _h(X)
+        X = a * X + (b * A + (c * A) @ A) @ X
+    return X.T if tall else X
+
+
+def aol_faithful(G):
+    G, M, m, n = _flat(G)
+    return (_aol(pow2(M)) * keller_scale(m, n)).reshape(G.shape).astype(G.dtype)
+
+
+def aol_d2a(G):
+    """AOL rescaling applied as D^2 A instead of D A D."""
+    G, M, m, n = _flat(G)
+    return (_aol(pow2(M), d2a=True) * keller_scale(m, n)).reshape(G.shape)
