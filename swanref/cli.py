@@ -12,6 +12,8 @@ COMMANDS = {
     "bench": ("swanref.tools.bench", "main", "CPU benchmark (C++ core vs NumPy/SciPy); --gpu for GPU"),
     "check": ("swanref.verify.checker", "main",
               "check an implementation OP module:function against the spec"),
+    "check-sharded": ("swanref.verify.distributed", "main",
+                      "check a sharded implementation across torch.distributed ranks"),
     "vectors": ("swanref.verify.vectors", "main_write", "write the golden test vectors"),
     "check-vectors": ("swanref.verify.vectors", "main_check",
                       "verify outputs written next to golden vectors"),

@@ -691,7 +691,7 @@ def evaluate(claim: ShardedClaim, kind: str, world: int, cases: list, outputs: l
                        if int(np.argmin(d[r])) != r and d[r].min() * EXPLAIN_RATIO < d[r, r]]
             msg = "; ".join(f"rank {r} returned the block of rank {s} (distance "
                             f"{d[r, s]:.2g} to it, {d[r, r]:.2g} to its own)" for r, s in swapped)
-            note("shard_order", d[swapped[0][0], swapped[0][1]] if swapped else 0.0, None, c,
+            note("shard_order", d[swapped[0][0], swapped[0][1]] if swapped else None, None, c,
                  f"layout {kind} over {world} ranks, case {c.label}: {msg}", bool(swapped))
         else:
             note("shard_order", None, None, c, "", False)
@@ -705,7 +705,7 @@ def evaluate(claim: ShardedClaim, kind: str, world: int, cases: list, outputs: l
             hits = [f for f in found if f[2] * EXPLAIN_RATIO < dref]
             best = _diagnosis(hits, dict(variants_), dref)
             for name, what, dvar in found:
-                note(name, dvar, None, c,
+                note(name, dvar if name == best else None, None, c,
                      f"layout {kind} over {world} ranks, case {c.label}: the result matches "
                      f"{what} (relative distance {dvar:.2g}) rather than the unsharded "
                      f"operator (distance {dref:.2g})", name == best)
@@ -1125,7 +1125,8 @@ def run_from_args(args) -> int:
                            steps=args.steps, beta=args.beta, scaling=args.scaling,
                            preset=args.preset, eps=args.eps, seed=args.seed,
                            timeout_s=args.dist_timeout)
-    print(json.dumps(report.to_dict(), indent=1) if args.json else report.table())
+    print(json.dumps(report.to_dict(), indent=1) if args.json else
+          report.table().replace("swanref check ", "swanref check-sharded ", 1))
     return report.exit_code
 
 
