@@ -30,7 +30,8 @@ SCALE_RULES = {r.name: r for r in [
               " pytorch/pytorch torch/optim/_muon.py _adjust_lr adjust_lr_fn='original' (default);"
               " NVIDIA-NeMo/Emerging-Optimizers orthogonalized_optimizers/muon.py "
               "get_muon_scale_factor mode='shape_scaling'; optax.contrib scale_by_shape "
-              "(consistent_rms=None)",
+              "(consistent_rms=None) with fan_in = axis 0, i.e. this rule on the transpose of "
+              "a (m, n) array (flax stores (in, out))",
               aliases=("original", "shape_scaling", "width")),
     ScaleRule("moonlight", "0.2 * sqrt(max(m, n))",
               "MoonshotAI/Moonlight examples/toy_train.py adjust_lr_for_muon (Liu et al. 2025, "

@@ -470,3 +470,22 @@ def check_update(fn, *, preset="svd", scale="keller", scale_factor=1.0, stack_di
             res.seconds = time.perf_counter() - t0
             report.results.append(res)
     return report
+
+
+def direction_drift(presets=None, shape=(5, 8), seed=18) -> dict:
+    """Largest change of the spec update's direction over c in SCALES, per preset: the
+    epsilon-in-place effect DIRECTION_TOLERANCE must cover (docs/spec.md 9.5)."""
+    from swanref.presets.catalogue import PRESETS, ROUTES
+    names = presets or [n for n in list(PRESETS) + list(ROUTES) if n != "custom"]
+    G = _pow2(np.random.default_rng(seed).standard_normal(shape))
+    out = {}
+    for name in names:
+        ref = _mats(orthogonalized_update(G, name), 0)
+        out[name] = max(_dist(_mats(orthogonalized_update(G * c, name), 0), ref, True)
+                        for c in SCALES)
+    return out
+
+
+if __name__ == "__main__":  # python -m swanref.verify.update_properties
+    for k, v in direction_drift().items():
+        print(f"{k:<24} {v:.2e}")
