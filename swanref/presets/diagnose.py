@@ -30,7 +30,7 @@ from swanref.presets.catalogue import PRESETS, get_preset, run_preset, schedule
 #: two correct runs differ by on well-conditioned input (float64/float32: summation order;
 #: bfloat16/float16: about 3x / 13x the measured H100-vs-emulation maxima 0.026 / 0.0015,
 #: docs/presets.md 6.2).  The per-probe tolerance adds the schedule's amplification above it.
-MATCH_TOLERANCE = {"float64": 1e-9, "float32": 1e-4, "bfloat16": 0.08, "float16": 0.02}
+MATCH_TOLERANCE = {"float64": 1e-9, "float32": 1e-5, "bfloat16": 0.08, "float16": 0.02}
 
 #: unit roundoff of each compute precision
 UNIT_ROUNDOFF = {"float64": 2.0 ** -53, "float32": 2.0 ** -24, "bfloat16": 2.0 ** -8,
@@ -89,6 +89,7 @@ def probes(dtype: str = "float64") -> list:
         Probe("batch 3x16x40, slice scales 1e-3/1/1e3",
               rng.standard_normal((3, 16, 40)) * np.array([1e-3, 1.0, 1e3])[:, None, None],
               "batched"),
+        Probe("||G||_F = 1e-11", wide / np.linalg.norm(wide) * 1e-11),
         Probe("||G||_F = 1e-9", wide / np.linalg.norm(wide) * 1e-9),
         Probe("||G||_F = 1e-6", wide / np.linalg.norm(wide) * 1e-6),
         Probe("rank 1, 16x40", np.outer(rng.standard_normal(16), rng.standard_normal(40))),
@@ -136,8 +137,10 @@ def variants(name: str, dtype: str = "float64", steps=None, coefficients=None) -
                                      schedule(other, len(sched)), prec))
             except ValueError:
                 pass
-    for norm, eps in (("add", 1e-7), ("add", 1e-8), ("add", 1e-6), ("clamp", 1e-7),
-                      ("clamp", 1e-8), ("clamp", 1e-15), ("none", 0.0), ("safe", 0.0)):
+    epss = sorted({1e-6, 1e-7, 1e-8, 1e-15} | ({base.eps} if base.eps > 0 else set()),
+                  reverse=True)
+    for norm, eps in [(nm, e) for nm in ("add", "clamp") for e in epss] + [("none", 0.0),
+                                                                            ("safe", 0.0)]:
         if (norm, eps) != (base.norm, base.eps):
             out.append(Candidate(f"normalisation {norm!r} with eps={eps:g} instead of "
                                  f"{base.norm!r} eps={base.eps:g}",
@@ -243,14 +246,55 @@ def _gain_rms(x, sched, m, n) -> float:
         xi, xj = x[:, None], x[None, :]
         Pi, Pj = P[:, None], P[None, :]
         close = np.abs(xi - xj) <= 1e-7 * np.maximum(np.abs(xi), np.abs(xj))
-        dmid = _compose(((xi + xj) / 2).ravel(), sched)[1].reshape(xi.shape + xj.shape[1:])
-        dminus = np.where(close, dmid, (Pi - Pj) / np.where(close, 1, xi - xj))
+        # (nearly) equal singular values: the divided difference is the derivative there
+        dminus = np.where(close, dP[:, None], (Pi - Pj) / np.where(close, 1, xi - xj))
         s = xi + xj
         dplus = np.where(s > 0, (Pi + Pj) / np.where(s > 0, s, 1), slope0)
     core = 0.5 * (dminus ** 2 + dplus ** 2)
     core[np.diag_indices(k)] = dP ** 2
     total = float(np.sum(core)) + (m - k + n - k) * float(np.sum(ratio ** 2))
     return math.sqrt(total / (m * n))
+
+
+def _noise_total(x, sched, m, n):
+    """``sum_k ||x^(k)|| rms_k / ||x^(K)||`` for all stages at once: the remaining composition
+    maps stage k's values to the final ones, so its divided differences are ratios of
+    differences along the trajectory and its derivative the product of the later steps'."""
+    K = len(sched)
+    k = len(x)
+    X = [np.asarray(x, np.float64)]
+    steps_d = []
+    for a, b, c in sched:
+        v = X[-1]
+        v2 = v * v
+        steps_d.append(a + 3 * b * v2 + 5 * c * v2 * v2)
+        X.append(v * (a + b * v2 + c * v2 * v2))
+    X = np.array(X)                                   # (K+1, k)
+    final = X[-1]
+    out_norm = float(np.linalg.norm(final))
+    if out_norm == 0 or not np.isfinite(out_norm):
+        return None
+    dP = np.ones((K + 1, k))
+    slope = np.ones(K + 1)
+    for j in range(K - 1, -1, -1):   # P_j' = prod of the derivatives of steps j+1..K
+        dP[j] = dP[j + 1] * steps_d[j]
+        slope[j] = slope[j + 1] * sched[j][0]
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        xi, xj = X[:, :, None], X[:, None, :]
+        Fi, Fj = final[None, :, None], final[None, None, :]
+        close = np.abs(xi - xj) <= 1e-7 * np.maximum(np.abs(xi), np.abs(xj))
+        dminus = np.where(close, dP[:, :, None], (Fi - Fj) / np.where(close, 1, xi - xj))
+        ssum = xi + xj
+        dplus = np.where(ssum > 0, (Fi + Fj) / np.where(ssum > 0, ssum, 1),
+                         slope[:, None, None])
+        ratio = np.where(X > 0, final[None, :] / np.where(X > 0, X, 1), slope[:, None])
+        core = 0.5 * (dminus ** 2 + dplus ** 2)
+        idx = np.arange(k)
+        core[:, idx, idx] = dP ** 2
+        tot = core.sum(axis=(1, 2)) + (m - k + n - k) * (ratio ** 2).sum(axis=1)
+        rms = np.sqrt(tot / (m * n))
+        val = float(np.sum(np.linalg.norm(X, axis=1) * rms) / out_norm)
+    return val if np.isfinite(val) else float("inf")
 
 
 def _denominator(fro, preset) -> float:
@@ -260,6 +304,9 @@ def _denominator(fro, preset) -> float:
     if preset.norm == "clamp":
         return max(d, preset.eps)
     return d
+
+
+_GAIN_CACHE: dict = {}
 
 
 def noise_gain(G2, preset, sched) -> float:
@@ -275,15 +322,22 @@ def noise_gain(G2, preset, sched) -> float:
     d = _denominator(fro, preset)
     if fro == 0 or d == 0 or not np.isfinite(fro):
         return 0.0
-    x = np.linalg.svd(G2, compute_uv=False) / d
-    _, _, stages = _compose(x, sched)
-    out_norm = float(np.linalg.norm(stages[-1]))
-    if out_norm == 0:
+    key = (G2.shape, hash(G2.tobytes()), fro, float(f"{d:.12g}"), tuple(sched))
+    hit = _GAIN_CACHE.get(key)
+    if hit is not None:
+        return hit
+    skey = (G2.shape, key[1], fro)
+    sv = _GAIN_CACHE.get(skey)
+    if sv is None:
+        sv = _GAIN_CACHE[skey] = np.linalg.svd(G2, compute_uv=False)
+    x = sv / d
+    total = _noise_total(x, sched, m, n)
+    if total is None:
         return 0.0
-    total = 0.0
-    for k in range(len(sched) + 1):
-        total += float(np.linalg.norm(stages[k])) * _gain_rms(stages[k], sched[k:], m, n)
-    return total / out_norm
+    if len(_GAIN_CACHE) > 20000:
+        _GAIN_CACHE.clear()
+    _GAIN_CACHE[key] = total
+    return total
 
 
 def probe_tolerance(G, preset, sched, precision: str) -> float:
@@ -501,7 +555,8 @@ def diagnose(fn, name: str, *, dtype: str = "float64", steps=None, tolerance=Non
         try:
             outs[p.label] = np.asarray(fn(p.G.copy()), dtype=np.float64)
         except Exception as exc:  # noqa: BLE001 - reported, never a crash
-            text = f"{type(exc).__name__}: {exc}".strip()
+            cause = exc.__cause__ if exc.__cause__ is not None else exc
+            text = f"{type(cause).__name__}: {cause}".strip()
             if p.cls in OPTIONAL_CLASSES:
                 unsupported[p.cls] = text
             else:

@@ -50,9 +50,19 @@ def condition_number(G, rank_rtol: float | None = None) -> np.ndarray:
     return kappa
 
 
-def grad_norm_tolerance(n: int, dtype) -> float:
-    """Elementwise bound: ``|out - exact| <= tol * (1 + |exact|)`` (spec 8.1)."""
-    return C_GRAD_NORM * (2 + np.sqrt(n)) * unit_roundoff(dtype) + output_roundoff(dtype)
+def grad_norm_tolerance(n: int, dtype, offset_ratio=0.0):
+    """Elementwise bound: ``|out - exact| <= tol * (1 + |exact|)`` (spec 8.1).
+
+    ``offset_ratio`` is ``|mean| / std`` of the line: the textbook two-pass algorithm (mean,
+    subtract, mean of squares) rounds the mean with an absolute error up to about
+    ``(2 + sqrt(n)) u |mean|``, a shift that every output of the line carries divided by the
+    std.  ``0`` gives the offset-free bound of swanref's shifted algorithm (spec 2.5); the
+    checker's required properties use the line's ratio, its advisory ``offset_robustness``
+    the offset-free bound.  Broadcasts over an array of ratios.
+    """
+    r = np.asarray(offset_ratio, dtype=np.float64)
+    tol = C_GRAD_NORM * (2 + np.sqrt(n)) * unit_roundoff(dtype) * (1 + r) + output_roundoff(dtype)
+    return float(tol) if tol.ndim == 0 else tol
 
 
 def exact_whitening_tolerance(m: int, n: int, kappa, dtype, method: str = "svd"):

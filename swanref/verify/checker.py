@@ -515,15 +515,23 @@ def check_preset(fn, preset, *, dtype="float64", steps=None, examples=30, seed=0
         dt = _parse_dtype(dtype)
     except UsageError:
         dt = np.dtype(np.float32)
-    if str(dtype) in ("bfloat16", "float16"):
-        dt = np.dtype(np.float32)   # the probes are float32 containers of bf16/fp16 values
+    low = str(dtype) in ("bfloat16", "float16")
+    if low and array_type in ("torch", "jax"):
+        # frameworks with a native bf16/fp16 get arrays of that dtype (the probes are float32
+        # containers of its values); NumPy targets get the float32 containers
+        native = dt
+        probe_call = lambda G: call(np.asarray(G).astype(native))  # noqa: E731
+    else:
+        if low:
+            dt = np.dtype(np.float32)
+        probe_call = lambda G: call(np.asarray(G))  # noqa: E731
     _smoke(call, dt, shapes)
     generic = Claim("whiten", dt, shapes=(FEW_SHAPES if shapes in ("few", FEW_SHAPES)
                                           else None))
     t0 = time.perf_counter()
     with np.errstate(all="ignore"):
-        d = presets.diagnose(lambda G: call(np.asarray(G)), preset, dtype=str(dtype),
-                             steps=steps, coefficients=coefficients)
+        d = presets.diagnose(probe_call, preset, dtype=str(dtype), steps=steps,
+                             coefficients=coefficients)
         top = "; ".join(f"{c.label}: {c.distance:.3g} (tol {c.tolerance:.3g})"
                         for c in d.details[:4])
         worst = d.worst_probe

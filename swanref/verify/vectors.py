@@ -37,7 +37,7 @@ import numpy as np
 
 from swanref import ops as api
 from swanref.spec import spectral
-from swanref.spec.readings import SPEC_VERSION, default_rank_rtol
+from swanref.spec.readings import SPEC_VERSION, VECTORS_VERSION, default_rank_rtol
 from swanref.verify import measure as A
 from swanref.verify import matrices
 from swanref.spec.tolerance import (TRUSTED_LIMIT, condition_number, exact_whitening_tolerance,
@@ -46,7 +46,7 @@ from swanref.spec.tolerance import (TRUSTED_LIMIT, condition_number, exact_white
 SCHEMA = "swanref_vectors_v1"
 GENERATOR = "swanref.vectors/1"  # a format name, kept stable across module moves
 SHIPPED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "vectors",
-                       "v" + SPEC_VERSION)
+                       "v" + VECTORS_VERSION)
 MPMATH_DPS = 50
 
 METRICS = {
