@@ -258,3 +258,21 @@ def test_newton_schulz_helper_defaults_are_whitens():
     from swanref.testing import assert_newton_schulz_close
     G = np.random.default_rng(4).standard_normal((16, 40))
     assert_newton_schulz_close(swanref.whiten(G, "newton_schulz"), G)
+
+
+def test_newton_schulz_assertion_refuses_inputs_outside_the_model():
+    """float32 128x256 with the default reading: spec 8.3 claims nothing; the assertion must
+    say so instead of passing a 5-step output or G / ||G||_F."""
+    G = np.random.default_rng(0).standard_normal((128, 256)).astype(np.float32)
+    wrong = G / np.linalg.norm(G)
+    meas = A.measure_newton_schulz(wrong, G, steps=10, beta=0.5, scaling="gram_fro")
+    assert not meas.claim and meas.error > 0.5
+    with pytest.raises(AssertionError, match="outside the tolerance model"):
+        A.assert_newton_schulz_close(wrong, G)
+    with pytest.raises(AssertionError, match="outside the tolerance model"):
+        A.assert_newton_schulz_close(swanref.whiten(G, "newton_schulz", steps=5,
+                                                    on_divergence="ignore"), G)
+    assert not A.assert_newton_schulz_close(wrong, G, allow_no_claim=True).claim
+    # inside the model nothing changes: float64 with a claim still passes and fails as before
+    G64 = G.astype(np.float64)[:8, :16]
+    A.assert_newton_schulz_close(swanref.whiten(G64, "newton_schulz"), G64)

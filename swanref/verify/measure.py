@@ -463,14 +463,24 @@ def measure_newton_schulz(actual, G, *, steps=10, beta=0.5, scaling="gram_fro", 
 
 
 def assert_newton_schulz_close(actual, G, *, steps=10, beta=0.5, scaling="gram_fro", dtype=None,
-                               err_msg="", **info):
+                               err_msg="", allow_no_claim=False, **info):
     """Assert ``actual`` is the coupled Newton-Schulz output predicted by spec 3.6 / 8.3.
 
-    Silently passes (returns a measurement with ``claim=False``) where the tolerance model
-    makes no claim (predicted error above ``swanref.spec.tolerance.TRUSTED_LIMIT``).
+    Where the tolerance model makes no claim (predicted error above
+    ``swanref.spec.tolerance.TRUSTED_LIMIT``: too few steps for the input's conditioning, or
+    float32 at high kappa) nothing can be asserted, so this raises
+    :class:`SwanrefAssertionError` saying the input is outside the model -- an assertion that
+    cannot fail is not a pass.  ``allow_no_claim=True`` returns the measurement
+    (``claim=False``) instead; :func:`measure_newton_schulz` never raises.
     """
-    return _raise_unless(measure_newton_schulz(actual, G, steps=steps, beta=beta,
-                                               scaling=scaling, dtype=dtype, **info), err_msg)
+    meas = measure_newton_schulz(actual, G, steps=steps, beta=beta, scaling=scaling,
+                                 dtype=dtype, **info)
+    if not meas.claim and not allow_no_claim:
+        raise SwanrefAssertionError(meas, (err_msg + "; " if err_msg else "") + (
+            "outside the tolerance model: spec 8.3 makes no claim for this input and reading "
+            f"(predicted error above {TRUSTED_LIMIT}); nothing was checked -- use more steps, "
+            "a better conditioned or float64 input, or allow_no_claim=True"))
+    return _raise_unless(meas, err_msg)
 
 
 # -- structural properties ------------------------------------------------------------------
