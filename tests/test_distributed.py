@@ -104,6 +104,13 @@ def test_evaluate_names_block_swap_and_per_shard_whitening_without_torch():
     assert failed(rep) == {"ranks_complete"} and "rank 1: ValueError: boom" in rep.table()
 
 
+def test_unusable_targets_are_usage_errors_before_any_rank_starts():
+    with pytest.raises(UsageError, match="no such file"):
+        D.check_sharded("no_such_file.py:fn", "whiten")
+    with pytest.raises(UsageError, match="cannot be sent"):
+        D.check_sharded(lambda x, group=None, layout=None: x, "whiten")
+
+
 def test_cli_usage_errors_exit_2(capsys):
     assert D.main(["whiten", IMPLS + ":muon", "--shard", "diagonal"]) == 2
     assert D.main(["whiten", IMPLS + ":muon", "--shape", "4by4"]) == 2
@@ -183,12 +190,20 @@ def test_wrong_shape_is_named(pool):
     assert "rank 0 of 2" in report.table() and "expected (8, 32)" in report.table()
 
 
+def test_modified_input_shard_is_named(pool):
+    report = D.check_sharded(f"{IMPLS}:muon_normalises_in_place", "whiten", layout="cols",
+                             pool=pool, preset="muon_ns5")
+    assert failed(report) == {"input_not_modified"}, report.table()
+    assert "rank 0 modified its input shard" in report.table()
+
+
 def test_check_in_group_runs_inside_the_ranks(pool):
     """The in-job API on the caller's group (here: the pool's ranks act as a torchrun job)."""
     case = D.Case("probe", np.zeros((4, 8)))
     outs, errors, _ = pool.run(f"{IMPLS}:in_group_probe", "rows", [case])
     assert not errors, errors
-    for rank_out in outs[0]:
+    for rank_out, mutated in outs[0]:
+        assert not mutated
         good_ok, bad_ok, bad_named = rank_out.reshape(-1)[:3]
         assert (good_ok, bad_ok, bad_named) == (1.0, 0.0, 1.0)
 

@@ -561,6 +561,7 @@ def sharded_inputs(claim: ShardedClaim, kind: str, world: int, shape=(16, 32), s
 _DOC = {
     "ranks_complete": "every rank returned a result for every input (no exception, no hang)",
     "shard_shapes": "every rank's result has its shard's shape and the input dtype",
+    "input_not_modified": "no rank modified the shard it was given",
     "agrees_with_unsharded": "the assembled result is the unsharded operator on the assembled "
                              "input, within the spec tolerance plus the reduction-order term",
     "orthonormal_rows": "the assembled whitening has orthonormal rows (columns if tall)",
@@ -574,7 +575,7 @@ _DOC = {
 
 
 def property_names(claim: ShardedClaim, kind: str) -> list:
-    names = ["ranks_complete", "shard_shapes", "agrees_with_unsharded"]
+    names = ["ranks_complete", "shard_shapes", "input_not_modified", "agrees_with_unsharded"]
     if claim.op == "whiten" and claim.preset is None and not claim.iterative:
         names.append("orthonormal_rows")
     names.append("shard_order")
@@ -632,6 +633,17 @@ def evaluate(claim: ShardedClaim, kind: str, world: int, cases: list, outputs: l
             res[n].status, res[n].message = "n/a", "not judged: a rank did not complete"
         report.results = [res[n] for n in names]
         return report
+    mutated = [(c, r) for c, outs in zip(cases, outputs) for r, o in enumerate(outs)
+               if isinstance(o, tuple) and o[1]]
+    outputs = [[o[0] if isinstance(o, tuple) else o for o in outs] for outs in outputs]
+    if mutated:
+        c, r = mutated[0]
+        res["input_not_modified"] = _result(
+            "input_not_modified", "FAIL", error=math.inf, tolerance=0.0,
+            input={"case": c.label, "rank": r, "layout": kind},
+            message=f"layout {kind} over {world} ranks: rank {r} modified its input shard "
+                    f"(case {c.label}); ranks " + ", ".join(
+                        sorted({str(rr) for _, rr in mutated})) + " did")
     lays_by_case = [shard_layouts(kind, c.G.shape, world) for c in cases]
     # shapes and dtypes
     for c, outs, lays in zip(cases, outputs, lays_by_case):
@@ -646,7 +658,7 @@ def evaluate(claim: ShardedClaim, kind: str, world: int, cases: list, outputs: l
                                  f"{o.shape} dtype {o.dtype}, expected {lay.local_shape} "
                                  f"{c.G.dtype} (case {c.label})")
     if res["shard_shapes"].status == "FAIL":
-        for n in names[2:]:
+        for n in names[3:]:
             res[n].status, res[n].message = "n/a", "not judged: local results have wrong shapes"
         report.results = [res[n] for n in names]
         return report
@@ -722,9 +734,9 @@ def evaluate(claim: ShardedClaim, kind: str, world: int, cases: list, outputs: l
                  f"(> {tol_rel:.3g}): parameters are not independent", diffs[j] > tol_rel)
     for r in res.values():
         if r.status == "pass" and r.examples == 0 and r.name not in (
-                "ranks_complete", "shard_shapes"):
+                "ranks_complete", "shard_shapes", "input_not_modified"):
             r.message = "not exercised: every input agreed with the unsharded operator"
-    for n in ("ranks_complete", "shard_shapes"):
+    for n in ("ranks_complete", "shard_shapes", "input_not_modified"):
         res[n].examples = len(cases)
     report.results = [res[n] for n in names]
     report.seconds = seconds
@@ -781,10 +793,11 @@ def _run_cases(fn, kind, cases, rank, world, group, device):
     for c in cases:
         lay = shard_layouts(kind, c.G.shape, world)[rank]
         local = torch.from_numpy(np.ascontiguousarray(lay.take(c.G))).to(device)
+        before = local.clone()
         out = fn(local, group=group, layout=lay)
         if not hasattr(out, "detach"):
             out = torch.as_tensor(np.asarray(out))
-        outs.append(_to_numpy(out))
+        outs.append((_to_numpy(out), not torch.equal(local, before)))
     return outs
 
 
@@ -907,8 +920,9 @@ class RankPool:
         if not force:
             for q in self._tasks:
                 q.put(("stop",))
+            deadline = time.monotonic() + 3.0   # they hold nothing: do not wait for teardown
             for p in self._procs:
-                p.join(timeout=10)
+                p.join(timeout=max(deadline - time.monotonic(), 0.1))
         for p in self._procs:   # only the processes this pool started
             if p.is_alive():
                 p.terminate()
@@ -997,6 +1011,7 @@ def check_sharded(target, op="whiten", *, layout="rows", world_size=2, backend="
     peer that raised gives up after it).
     """
     claim = ShardedClaim(op, dtype, method, steps, beta, scaling, preset, eps).validate()
+    _check_target(target)
     own = pool is None
     pool = pool or RankPool(world_size, backend, timeout_s)
     world = pool.world_size
@@ -1011,6 +1026,22 @@ def check_sharded(target, op="whiten", *, layout="rows", world_size=2, backend="
     name = target_name or (target if isinstance(target, str) else
                            getattr(target, "__qualname__", repr(target)))
     return evaluate(claim, layout, world, cases, outs, errors, name, secs)
+
+
+def _check_target(target):
+    """Fail early (UsageError) on a target the ranks could not load or receive."""
+    import pickle
+    if isinstance(target, str):
+        load_target(target)
+        return
+    if not callable(target):
+        raise UsageError(f"target must be callable or 'module:function', got {target!r}")
+    try:
+        pickle.dumps(target)
+    except Exception as exc:  # noqa: BLE001 - lambdas, closures, local functions
+        raise UsageError(f"target {getattr(target, '__qualname__', target)!r} cannot be sent "
+                         f"to the ranks ({type(exc).__name__}: {exc}); pass 'module:function' "
+                         "or 'file.py:function'") from None
 
 
 def _layout_error(layout, shape, world):
@@ -1119,15 +1150,23 @@ def run_from_args(args) -> int:
     except ImportError:
         print("swanref: the sharded check needs torch (pip install torch)", file=sys.stderr)
         return 2
-    report = check_sharded(args.target, args.op, layout=args.shard,
-                           world_size=args.world_size or 2, backend=args.dist_backend,
-                           shape=args.shape, dtype=str(args.dtype), method=args.method,
-                           steps=args.steps, beta=args.beta, scaling=args.scaling,
-                           preset=args.preset, eps=args.eps, seed=args.seed,
-                           timeout_s=args.dist_timeout)
+    try:
+        report = _cli_check(args)
+    except RuntimeError as exc:
+        print(f"swanref check-sharded: error: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps(report.to_dict(), indent=1) if args.json else
           report.table().replace("swanref check ", "swanref check-sharded ", 1))
     return report.exit_code
+
+
+def _cli_check(args):
+    return check_sharded(args.target, args.op, layout=args.shard,
+                         world_size=args.world_size or 2, backend=args.dist_backend,
+                         shape=args.shape, dtype=str(args.dtype), method=args.method,
+                         steps=args.steps, beta=args.beta, scaling=args.scaling,
+                         preset=args.preset, eps=args.eps, seed=args.seed,
+                         timeout_s=args.dist_timeout)
 
 
 def main(argv=None) -> int:

@@ -247,6 +247,16 @@ def raises_on_rank1(local, group=None, layout=None):
     return allreduce(local.clone(), group)
 
 
+def muon_normalises_in_place(local, group=None, layout=None):
+    """Right result, but the caller's shard is divided by the norm in place (torch.optim.Muon
+    does this to bfloat16 gradients)."""
+    X, kind, flip = _wide_view(local, layout)
+    nrm = allreduce(X.square().sum(), group).sqrt()
+    X.div_(nrm + 1e-7)
+    X = _muon_steps(X, kind, group)
+    return X.mT if flip else X
+
+
 def wrong_shape(local, group=None, layout=None):
     """Returns the transposed shard."""
     return local.mT.contiguous()
