@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ast
+import io
 import json
 import os
 import shutil
@@ -285,3 +286,177 @@ def test_shipped_alias(capsys):
     assert V.main_check(["shipped", "--allow-missing", "--op", "grad_norm"]) == 1
     out = capsys.readouterr()
     assert "missing" in out.out and "nothing checked" in out.err
+
+
+# -- hostile vector sets: paths confined, sizes checked, malformed sets exit 2 -----------------
+
+def _reseal(vecdir, manifest=None):
+    """Rewrite manifest.json (if given) and every digest, so only the planted fault remains."""
+    mpath = os.path.join(vecdir, "manifest.json")
+    if manifest is not None:
+        for g in manifest.get("testGroups") or []:
+            for t in g.get("tests") or []:
+                for part in ("input", "expected"):
+                    if not isinstance(t.get(part), dict) or "file" not in t[part]:
+                        continue
+                    f = os.path.join(vecdir, str(t[part]["file"]))
+                    if os.path.isfile(f) and os.path.getsize(f) < 1 << 20:
+                        t[part]["sha256"] = V._sha256(open(f, "rb").read())
+        with open(mpath, "w") as fh:
+            json.dump(manifest, fh)
+    lines = []
+    for root, _, files in os.walk(vecdir):
+        for name in files:
+            path = os.path.join(root, name)
+            rel = os.path.relpath(path, vecdir)
+            if rel != "SHA256SUMS" and not name.endswith(".out.npy") and \
+                    os.path.getsize(path) < 1 << 20:
+                lines.append(f"{V._sha256(open(path, 'rb').read())}  {rel}")
+    with open(os.path.join(vecdir, "SHA256SUMS"), "w") as fh:
+        fh.write("\n".join(sorted(lines, key=lambda s: s[66:])) + "\n")
+
+
+def _manifest(vecdir):
+    return json.load(open(os.path.join(vecdir, "manifest.json")))
+
+
+def _first_test(m):
+    return m["testGroups"][0]["tests"][0]
+
+
+def _exit_2_one_line(argv, capsys, needle):
+    assert V.main_check(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert needle in err, err
+
+
+@pytest.mark.parametrize("bad", ["../escaped.npy", "/tmp/swanref-escaped/x.npy"])
+def test_write_outputs_confines_output_paths(vecdir, tmp_path, bad):
+    """A crafted 'output' overwrote a file outside the set and created absolute directories."""
+    m = _manifest(vecdir)
+    _first_test(m)["output"] = bad
+    _reseal(vecdir, m)
+    victim = os.path.join(os.path.dirname(vecdir), "escaped.npy")
+    with pytest.raises(V.VectorError, match="absolute|leaves"):
+        V.write_outputs(vecdir, V.swanref_impl)
+    assert not os.path.exists(victim) and not os.path.exists("/tmp/swanref-escaped")
+    assert not any(n.endswith(".out.npy") for n in os.listdir(os.path.join(vecdir, "cases")))
+
+
+def test_write_outputs_refuses_a_link_out_of_the_set(vecdir, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.symlink(outside, os.path.join(vecdir, "cases", "link"))
+    m = _manifest(vecdir)
+    _first_test(m)["output"] = "cases/link/x.out.npy"
+    _reseal(vecdir, m)
+    with pytest.raises(V.VectorError, match="outside"):
+        V.write_outputs(vecdir, V.swanref_impl)
+    assert not list(outside.iterdir())
+
+
+@pytest.mark.parametrize("line,needle", [
+    ("{}  ../outside.txt", "leaves"),
+    ("{}  /etc/hostname", "absolute"),
+    ("{}  cases/link_out", "outside"),
+    ("no separator here", "expected '<sha256>  <path>'"),
+])
+def test_check_vectors_confines_sha256sums_paths(vecdir, tmp_path, capsys, line, needle):
+    (tmp_path / "outside.txt").write_text("secret")
+    os.symlink(tmp_path / "outside.txt", os.path.join(vecdir, "cases", "link_out"))
+    with open(os.path.join(vecdir, "SHA256SUMS"), "a") as fh:
+        fh.write(line.format("0" * 64) + "\n")
+    _exit_2_one_line([vecdir, "--allow-missing"], capsys, needle)
+
+
+@pytest.mark.parametrize("part", ["input", "expected"])
+@pytest.mark.parametrize("bad,needle", [("../../x.npy", "leaves"), ("/etc/hostname", "absolute"),
+                                        ("", "non-empty relative path")])
+def test_check_vectors_confines_manifest_paths(vecdir, capsys, part, bad, needle):
+    m = _manifest(vecdir)
+    _first_test(m)[part]["file"] = bad
+    _reseal(vecdir, m)
+    _exit_2_one_line([vecdir, "--allow-missing"], capsys, needle)
+
+
+def test_huge_file_is_refused_unread(vecdir, capsys):
+    """A 3 GiB sparse file named in SHA256SUMS gave a MemoryError traceback."""
+    path = os.path.join(vecdir, "cases", "huge.bin")
+    with open(path, "wb") as fh:
+        fh.truncate(3 << 30)  # sparse: no disk used
+    with open(os.path.join(vecdir, "SHA256SUMS"), "a") as fh:
+        fh.write(f"{'0' * 64}  cases/huge.bin\n")
+    _exit_2_one_line([vecdir, "--allow-missing"], capsys, "limit")
+
+
+def _npy_header(descr, shape):
+    header = repr({"descr": descr, "fortran_order": False, "shape": shape})
+    header += " " * (64 - (10 + len(header) + 1) % 64) + "\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode()
+
+
+@pytest.mark.parametrize("part", ["input", "expected"])
+@pytest.mark.parametrize("kind", ["pickle", "huge_shape", "garbage", "shape_mismatch"])
+def test_malformed_npy_in_the_set_exits_2(vecdir, capsys, part, kind):
+    m = _manifest(vecdir)
+    t = _first_test(m)
+    path = os.path.join(vecdir, t[part]["file"])
+    if kind == "pickle":
+        buf = io.BytesIO()
+        np.save(buf, np.array([[{"a": 1}, None]], dtype=object), allow_pickle=True)
+        data = buf.getvalue()
+    elif kind == "huge_shape":
+        data = _npy_header("<f8", (10 ** 6, 10 ** 6)) + b"\0" * 64
+    elif kind == "garbage":
+        data = b"not an npy file at all"
+    else:
+        data = V._npy_bytes(np.zeros((2, 2)))
+    open(path, "wb").write(data)
+    _reseal(vecdir, m)
+    _exit_2_one_line([vecdir, "--allow-missing"], capsys, os.path.basename(path))
+
+
+@pytest.mark.parametrize("mutate,needle", [
+    (lambda m: _first_test(m).__setitem__("tolerance", "1e-3"), "tolerance must be"),
+    (lambda m: _first_test(m).__setitem__("tolerance", float("nan")), "tolerance must be"),
+    (lambda m: _first_test(m).pop("expected"), "expected must be an object"),
+    (lambda m: _first_test(m)["input"].pop("dtype"), "has no 'dtype'"),
+    (lambda m: _first_test(m).pop("name"), "name must be"),
+    (lambda m: _first_test(m)["input"].__setitem__("shape", [10 ** 9, 10 ** 9]), "entries"),
+    (lambda m: _first_test(m)["input"].__setitem__("shape", "3x4"), "shape must be"),
+    (lambda m: _first_test(m)["input"].__setitem__("dtype", "object"), "dtype must be"),
+    (lambda m: m["testGroups"][0].__setitem__("op", "rm -rf"), "op must be one of"),
+    (lambda m: m["testGroups"][0].__setitem__("tests", {}), "tests must be a list"),
+    (lambda m: m.__setitem__("testGroups", None), "testGroups must be a list"),
+    (lambda m: m["testGroups"][1]["tests"].append(_first_test(m)), "duplicate"),
+])
+def test_malformed_manifest_exits_2(vecdir, capsys, mutate, needle):
+    m = _manifest(vecdir)
+    mutate(m)
+    _reseal(vecdir, m)
+    _exit_2_one_line([vecdir, "--allow-missing"], capsys, needle)
+
+
+@pytest.mark.parametrize("text", ["[" * 100000 + "]" * 100000, '{"schema": ' * 50000 + "1",
+                                  "\xff\xfe not utf-8", "[]"])
+def test_unparsable_manifest_exits_2(vecdir, capsys, text):
+    with open(os.path.join(vecdir, "manifest.json"), "wb") as fh:
+        fh.write(text.encode("latin-1"))
+    _exit_2_one_line([vecdir], capsys, "manifest.json")
+
+
+@pytest.mark.parametrize("kind", ["pickle", "huge_shape", "garbage"])
+def test_malformed_output_is_a_failed_case(vecdir, capsys, kind):
+    V.write_outputs(vecdir, V.swanref_impl)
+    t = _first_test(_manifest(vecdir))
+    path = os.path.join(vecdir, t["output"])
+    if kind == "pickle":
+        np.save(path, np.array([[None]], dtype=object), allow_pickle=True)
+    elif kind == "huge_shape":
+        open(path, "wb").write(_npy_header("<f8", (10 ** 6, 10 ** 6)) + b"\0" * 64)
+    else:
+        open(path, "wb").write(b"\x93NUMPY garbage")
+    assert V.main_check([vecdir]) == 1
+    out = capsys.readouterr().out
+    assert f"[FAIL] {t['name']}: cannot read output" in out

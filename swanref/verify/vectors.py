@@ -856,6 +856,7 @@ def check_outputs(directory, outputs=None, *, ops=None, dtypes=None, names=None,
                "reading": group["reading"], "flags": test.get("flags", []),
                "metric": group["metric"], "tolerance": test["tolerance"], "error": None,
                "status": "pass", "output": out_path, "message": ""}
+        _case_array(directory, test, "input")  # a malformed input is a corrupted set too
         expected = _case_array(directory, test, "expected")
         if not os.path.isfile(out_path):
             res["status"] = "missing" if allow_missing else "FAIL"
