@@ -1,0 +1,50 @@
+"""Zero false rejections: independent correct implementations (tests/corpus/impls.py, written
+without swanref) are accepted by ``swanref check`` under the claims they satisfy.  torch/JAX
+versions run where those packages are installed and skip cleanly otherwise."""
+import importlib.util
+
+import pytest
+
+from swanref.verify.checker import check
+from corpus import impls as C
+
+HAVE_TORCH = importlib.util.find_spec("torch") is not None
+HAVE_JAX = importlib.util.find_spec("jax") is not None
+
+CASES = [
+    # (implementation, op, claim keywords, array type, needs)
+    ("gn_textbook", "grad_norm", {}, "numpy", None),
+    ("gn_textbook", "grad_norm", {"dtype": "float32"}, "numpy", None),
+    ("gn_shifted", "grad_norm", {}, "numpy", None),
+    ("gn_welford", "grad_norm", {}, "numpy", None),
+    ("gn_2d_only", "grad_norm", {}, "numpy", None),
+    ("gn_float32", "grad_norm", {"dtype": "float32"}, "numpy", None),
+    ("polar_svd", "whiten", {}, "numpy", None),
+    ("polar_svd", "whiten", {"dtype": "float32"}, "numpy", None),
+    ("polar_scipy_2d", "whiten", {"full_rank_only": True}, "numpy", None),
+    ("keller_numpy", "whiten", {"preset": "muon_ns5"}, "numpy", None),
+    ("keller_numpy", "whiten", {"preset": "muon_ns5", "dtype": "float32"}, "numpy", None),
+    ("gn_torch", "grad_norm", {}, "torch", "torch"),
+    ("gn_torch", "grad_norm", {"dtype": "float32"}, "torch", "torch"),
+    ("polar_torch", "whiten", {}, "torch", "torch"),
+    ("keller_torch_2d", "whiten", {"preset": "muon_ns5", "dtype": "bfloat16"}, "torch",
+     "torch"),
+    ("gn_jax", "grad_norm", {}, "jax", "jax"),
+    ("polar_jax", "whiten", {}, "jax", "jax"),
+]
+
+
+@pytest.mark.parametrize("impl,op,kw,array_type,needs", CASES,
+                         ids=[f"{c[0]}-{c[1]}-{c[2].get('preset', '')}{c[2].get('dtype', '')}"
+                              for c in CASES])
+def test_correct_implementation_is_accepted(impl, op, kw, array_type, needs):
+    if needs == "torch" and not HAVE_TORCH:
+        pytest.skip("torch is not installed")
+    if needs == "jax" and not HAVE_JAX:
+        pytest.skip("jax is not installed")
+    report = check(getattr(C, impl), op, examples=8, array_type=array_type, **kw)
+    assert report.exit_code == 0, report.table()
+    if impl.endswith("2d_only") or impl.endswith("_2d"):
+        # the batch class is refused: reported as unsupported, with the exception, not a failure
+        assert any(r.status == "unsupported" and r.exception for r in report.results), \
+            report.table()
