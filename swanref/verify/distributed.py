@@ -710,12 +710,11 @@ def evaluate(claim: ShardedClaim, kind: str, world: int, cases: list, outputs: l
         if bad:
             # the closest wrong variant that explains the failure names the property
             dref = _rel_fro(X, ref)
-            variants_ = {name: var for name, (_, var) in
-                         variants(claim, G, kind, world).items() if name in res}
-            found = [(name, what, _rel_fro(X, var)) for name, (what, var) in
-                     variants(claim, G, kind, world).items() if name in res]
+            wrong = {name: v for name, v in variants(claim, G, kind, world).items()
+                     if name in res}
+            found = [(name, what, _rel_fro(X, var)) for name, (what, var) in wrong.items()]
             hits = [f for f in found if f[2] * EXPLAIN_RATIO < dref]
-            best = _diagnosis(hits, dict(variants_), dref)
+            best = _diagnosis(hits, {name: var for name, (_, var) in wrong.items()}, dref)
             for name, what, dvar in found:
                 note(name, dvar if name == best else None, None, c,
                      f"layout {kind} over {world} ranks, case {c.label}: the result matches "
