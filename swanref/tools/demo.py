@@ -37,6 +37,7 @@ import numpy as np
 from swanref import ops as api
 from swanref.spec.errors import DivergenceWarning
 from swanref.spec.routing import swan_route
+from swanref.tools.progress import bar
 from swanref.tools.threads import limit_blas_threads
 
 D_IN, HIDDEN, CLASSES = 32, 64, 10
@@ -240,16 +241,12 @@ def run(outdir, *, steps=1000, quick=False, seeds=3, progress=None, command=None
     grids = {k: v[1:3] for k, v in LR_GRIDS.items()} if quick else LR_GRIDS
     eval_every = max(1, steps // 20)
     total = sum(len(v) for v in grids.values()) + seeds * len(OPTIMIZERS)
-    done = 0
     t_start = time.perf_counter()
+    runs_bar = bar(total, "train-demo", progress)
 
     def tick(label):
-        nonlocal done
-        done += 1
-        fill = int(30 * done / total)
-        progress.write(f"\r[{'#' * fill}{'.' * (30 - fill)}] {done:>3}/{total} {label:<22}"
-                       f"{time.perf_counter() - t_start:6.1f} s")
-        progress.flush()
+        runs_bar.set_description_str(f"{label:<22}", refresh=False)
+        runs_bar.update()
 
     tuning, chosen = [], {}
     for name in OPTIMIZERS:
@@ -269,7 +266,7 @@ def run(outdir, *, steps=1000, quick=False, seeds=3, progress=None, command=None
             runs.append(train(name, chosen[name], steps, teacher, test_set, seed=s,
                               eval_every=eval_every))
             tick(f"run {name} seed={s}")
-    progress.write("\n")
+    runs_bar.close()
     elapsed = time.perf_counter() - t_start
 
     # -- aggregate

@@ -3,13 +3,13 @@ as a user would round them, the exact references and the error metric of spec 0.
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from swanref import ops as api
 from swanref.spec import spectral
+from swanref.tools.progress import bar
 
 NS_BETA = 0.5
 NS_SCALING = "gram_fro"
@@ -63,10 +63,7 @@ def kappa_key(kappa: float) -> int:
 
 def progress(total: int, label: str, stream=None):
     """A tqdm bar on stderr (or ``stream``) for ``total`` steps of one study."""
-    from tqdm import tqdm
-    return tqdm(total=total, desc=f"{label:<10}", file=sys.stderr if stream is None else stream,
-                mininterval=0.2, leave=True, dynamic_ncols=False, ncols=80,
-                bar_format="{desc} {bar} {n_fmt}/{total_fmt} {elapsed}")
+    return bar(total, label, stream)
 
 
 def bf16():
