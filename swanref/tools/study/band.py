@@ -35,7 +35,7 @@ def study_band(ctx: Context) -> Result:
                                  float(np.min(phi)), float(np.max(phi)), max(1.0, 2 * beta)])
                     bar.update()
 
-    fig = _figure(rows, kappas, betas, m, n)
+    fig = _figure(rows, kappas, betas, m, n) if ctx.plots else None
     findings, numbers = [], {}
     last = max(steps_list)
     for kappa in kappas:

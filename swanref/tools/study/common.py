@@ -43,6 +43,7 @@ class Context:
     seed: int
     progress_stream: object = None
     grid: dict = field(default_factory=dict)  # overrides of a study's grid (tests, docs check)
+    plots: bool = True  # False: numbers only (Result.figure is None)
 
     def pick(self, key, quick, full):
         """The grid ``key``: an override if given, else the quick or the full default."""

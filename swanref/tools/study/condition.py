@@ -49,7 +49,7 @@ def study_condition(ctx: Context) -> Result:
                     rows += _measure(ctx, G, kappa, seed, dt, m, n)
                     bar.update()
 
-    fig = _figure(rows, dtypes, m, n)
+    fig = _figure(rows, dtypes, m, n) if ctx.plots else None
     findings, numbers = _summarise(rows, dtypes)
     return Result("condition", "Error versus condition number",
                   "Gradients G = U diag(s) V^T with Haar-random U, V and a geometric spectrum "

@@ -48,7 +48,7 @@ def study_divergence(ctx: Context) -> Result:
                     rows.append([fam, dt, K, flagged, batch, flagged / batch])
                     bar.update()
 
-    fig = _figure(rows, fams, dtypes, batch)
+    fig = _figure(rows, fams, dtypes, batch) if ctx.plots else None
     findings, numbers = [], {}
     for fam in fams:
         for dt in dtypes:

@@ -54,7 +54,7 @@ def study_nullspace(ctx: Context) -> Result:
                                  tol <= tolerance.TRUSTED_LIMIT, svd_leak])
                     bar.update()
 
-    fig = _figure(rows, dtypes, steps_list, m, n, rank, kappa)
+    fig = _figure(rows, dtypes, steps_list, m, n, rank, kappa) if ctx.plots else None
     findings, numbers = [], {}
     for dt in dtypes:
         sel = [r for r in rows if r[0] == dt]

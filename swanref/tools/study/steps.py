@@ -44,7 +44,7 @@ def study_steps(ctx: Context) -> Result:
                                  bool(guard_flag(X))])
                     bar.update()
 
-    fig = _figure(rows, kappas, dtypes, m, n)
+    fig = _figure(rows, kappas, dtypes, m, n) if ctx.plots else None
     findings, numbers = [], {}
     for dt in dtypes:
         for kappa in kappas:

@@ -63,7 +63,7 @@ def study_timing(ctx: Context) -> Result:
                         rows.append([b, dt, size, 4 * size, op, t])
                         bar.update()
 
-    fig = _figure(rows, ctx.backends, dtypes, sizes, repeats, threads)
+    fig = _figure(rows, ctx.backends, dtypes, sizes, repeats, threads) if ctx.plots else None
     findings = []
     big = max(sizes)
     for b in ctx.backends:
