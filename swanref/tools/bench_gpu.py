@@ -551,7 +551,7 @@ def tables(env, peaks, rows, command):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="swanref bench --gpu", description=__doc__.split("\n")[0])
-    ap.add_argument("--sections", default="ns,presets,agreement,gradnorm,exact")
+    ap.add_argument("--sections", default="exact,gradnorm,agreement,presets,ns")
     ap.add_argument("--dtypes", default="float32,float64", help="dtypes of the ns section")
     ap.add_argument("--quick", action="store_true", help="a few shapes, short timings")
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile")
@@ -595,26 +595,11 @@ def main(argv=None) -> int:
             with open(args.json, "w") as fh:
                 json.dump({"env": env, "peaks": peaks, "rows": rows, "command": command}, fh,
                           indent=1)
-    for sec in sections:
-        ts = time.time()
-        if sec == "ns":
-            bench_ns(cp, torch, swanref, CB, timer, QUICK["ns"] if args.quick else NS_CASES,
-                     dtypes, compile_on, rows)
-        elif sec == "presets":
-            bench_presets(cp, torch, swanref, CB, timer,
-                          QUICK["presets"] if args.quick else PRESET_CASES, compile_on, rows)
-        elif sec == "agreement":
-            bench_agreement(cp, torch, swanref, rows)
-        elif sec == "gradnorm":
-            bench_gradnorm(cp, torch, swanref, CB, timer, QUICK["gn"] if args.quick else GN_CASES,
-                           compile_on, peaks, rows)
-        elif sec == "exact":
-            bench_exact(cp, torch, swanref, CB,
-                        QUICK["exact"] if args.quick else EXACT_CASES, rows)
-        else:
-            raise SystemExit(f"unknown section {sec!r}")
-        print(f"section {sec}: {time.time() - ts:.0f} s", flush=True)
-        save()
+    try:
+        _run_sections(args, sections, cp, torch, swanref, CB, timer, compile_on, dtypes, peaks,
+                      rows, save)
+    except KeyboardInterrupt:  # `timeout -s INT`: print what was measured
+        print("interrupted: tables of the rows measured so far", flush=True)
     text = tables(env, peaks, rows, command)
     print(text)
     print(f"total {time.time() - t0:.0f} s")
@@ -622,6 +607,41 @@ def main(argv=None) -> int:
         with open(args.markdown, "w") as fh:
             fh.write(text + "\n")
     return 0
+
+
+def _run_sections(args, sections, cp, torch, swanref, CB, timer, compile_on, dtypes, peaks, rows,
+                  save):
+    for sec in sections:
+        ts = time.time()
+        try:
+            _run_section(args, sec, cp, torch, swanref, CB, timer, compile_on, dtypes, peaks,
+                         rows)
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # one broken section does not lose the others
+            import traceback
+            traceback.print_exc()
+            print(f"section {sec} failed: {exc!r}", flush=True)
+        print(f"section {sec}: {time.time() - ts:.0f} s", flush=True)
+        save()
+
+
+def _run_section(args, sec, cp, torch, swanref, CB, timer, compile_on, dtypes, peaks, rows):
+    if sec == "ns":
+        bench_ns(cp, torch, swanref, CB, timer, QUICK["ns"] if args.quick else NS_CASES, dtypes,
+                 compile_on, rows)
+    elif sec == "presets":
+        bench_presets(cp, torch, swanref, CB, timer,
+                      QUICK["presets"] if args.quick else PRESET_CASES, compile_on, rows)
+    elif sec == "agreement":
+        bench_agreement(cp, torch, swanref, rows)
+    elif sec == "gradnorm":
+        bench_gradnorm(cp, torch, swanref, CB, timer, QUICK["gn"] if args.quick else GN_CASES,
+                       compile_on, peaks, rows)
+    elif sec == "exact":
+        bench_exact(cp, torch, swanref, CB, QUICK["exact"] if args.quick else EXACT_CASES, rows)
+    else:
+        raise ValueError(f"unknown section {sec!r}")
 
 
 if __name__ == "__main__":  # pragma: no cover

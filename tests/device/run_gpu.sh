@@ -34,11 +34,16 @@ if [ "$MODE" = quick ]; then
   python3 "$ROOT/tests/device/gram_probe.py" 2>&1 | tail -20
   tar -czf "$OUT/cupy_cache.tgz" -C ~/.cupy kernel_cache && ls -la "$OUT/cupy_cache.tgz"
 else
-  python3 -m swanref.tools.bench_gpu --json "$OUT/bench.json" --markdown "$OUT/bench.md" \
-      > "$OUT/bench.log" 2>&1
-  tail -80 "$OUT/bench.log"
   t0=$(date +%s)
-  python3 -m pytest -q -p no:cacheprovider -n 8 "$ROOT/tests" > "$OUT/pytest.log" 2>&1
-  tail -15 "$OUT/pytest.log"
+  timeout -s INT "${BENCH_SECONDS:-330}" python3 -m swanref.tools.bench_gpu \
+      --json "$OUT/bench.json" --markdown "$OUT/bench.md" > "$OUT/bench.log" 2>&1
+  grep -v '^{' "$OUT/bench.log" | tail -70
+  echo "bench $(( $(date +%s) - t0 )) s"
+  t0=$(date +%s)
+  timeout -s INT "${SUITE_SECONDS:-200}" python3 -m pytest -q -p no:cacheprovider -rfE -n 8 \
+      "$ROOT/tests" > "$OUT/pytest.log" 2>&1
+  grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/pytest.log" | tail -25
   echo "suite $(( $(date +%s) - t0 )) s"
+  python3 -m pytest -q --collect-only -p no:cacheprovider "$ROOT/tests/test_gpu_backend.py" \
+      "$ROOT/tests/test_gpu_presets.py" "$ROOT/tests/test_dlpack.py" 2>&1 | tail -1
 fi

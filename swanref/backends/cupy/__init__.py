@@ -28,7 +28,8 @@ from swanref.backends.cupy._runtime import (available, set_graphs, set_tf32, sta
                                             tf32, tf32_enabled)
 from swanref.backends.cupy.blas import blas_mode as _blas_mode, gemm as _gemm
 from swanref.backends.cupy.exact import whiten_eigh, whiten_svd
-from swanref.backends.cupy.gradnorm import grad_norm, grad_norm_finite
+from swanref.backends.cupy import gradnorm as _gradnorm
+from swanref.backends.cupy.gradnorm import grad_norm
 from swanref.backends.cupy.interop import all_finite, fro_norms
 from swanref.backends.cupy.iterative import (newton_schulz_flops, sinkgd, whiten_newton_schulz,
                                              whiten_nsds)
@@ -36,6 +37,12 @@ from swanref.backends.cupy.kernels import HEADER, compile_path, include_dir
 from swanref.backends.cupy.presets import whiten_polynomial
 
 name = "cupy"
+
+
+def grad_norm_finite(G, eps: float, check: bool):
+    """GradNorm with the public call's finite-input policy folded in (gradnorm.py): ``(out,
+    ok)``. Calls this package's ``grad_norm`` attribute, so that a wrapper put there sees it."""
+    return _gradnorm.grad_norm_finite(G, eps, check, impl=grad_norm)
 
 #: emulation formats whiten_polynomial runs natively (swanref.presets.lowprec's model)
 LOWPREC_FORMATS = ("bfloat16", "float16")

@@ -11,9 +11,11 @@ def _env_flag(name: str, default: str) -> bool:
 
 
 #: tf32: cuBLAS may round float32 operands to TF32 (off: every float32 product is float32).
-#: graphs: replay small iterative whitening calls from captured CUDA graphs (graphs.py).
+#: graphs: replay small iterative whitening calls from captured CUDA graphs (graphs.py; off by
+#: default: on an H100 the replays were no faster, the calls being GPU-bound, and their buffers
+#: stay allocated).
 state = {"tf32": _env_flag("SWANREF_CUPY_TF32", "0"),
-         "graphs": _env_flag("SWANREF_CUPY_GRAPHS", "1"),
+         "graphs": _env_flag("SWANREF_CUPY_GRAPHS", "0"),
          "gram": os.environ.get("SWANREF_CUPY_GRAM", "auto").strip().lower()}
 lock = threading.Lock()
 _available: list = []
@@ -74,5 +76,5 @@ def tf32(enabled: bool = True):
 
 
 def set_graphs(enabled: bool) -> None:
-    """Allow (True, the default) or forbid CUDA-graph replay of small iterative calls."""
+    """Allow (True) or forbid (False, the default) CUDA-graph replay of small iterative calls."""
     state["graphs"] = bool(enabled)

@@ -35,7 +35,7 @@ def blas_mode(dtype, lowprec: bool = False):
     ``lowprec``: 16-bit products with float32 accumulation and no reduced-precision reduction.
     """
     cp = rt.cp()
-    if ct.usable():  # the products go through our own handle (_cublas_ct); CuPy's is untouched
+    if _use_ctypes(None):  # products through our own handle (_cublas_ct); CuPy's untouched
         yield None
         return
     cb = cublas()
@@ -71,8 +71,9 @@ def _math(dtype, lowprec=False) -> int:
 
 
 def _use_ctypes(flag) -> bool:
-    """Products go through our own handle (capturable in CUDA graphs) once it is self-tested."""
-    return ct.usable() if flag is None else bool(flag)
+    """With CUDA graphs on, products go through our own handle (capturable; _cublas_ct), once
+    it is self-tested; otherwise through CuPy's wrappers."""
+    return (bool(rt.state["graphs"]) and ct.usable()) if flag is None else bool(flag)
 
 
 def gemm(handle, a, b, out, alpha=1.0, beta=0.0, transb=False, _ctypes=None):

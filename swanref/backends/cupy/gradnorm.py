@@ -106,14 +106,15 @@ def grad_norm(G, eps: float, *, work_in_shared=None, threads=None, vector=True):
     return out
 
 
-def grad_norm_finite(G, eps: float, check: bool):
+def grad_norm_finite(G, eps: float, check: bool, impl=None):
     """GradNorm with the public call's finite-input policy folded in: ``(out, ok)``.
 
     ``check`` True: ok is False when some row of G holds NaN/Inf (read from the first entry of
     every output row; one host synchronisation), and out must then be discarded. ``check``
     False: rows with NaN/Inf come back all NaN and ok is True, without a host synchronisation.
+    ``impl`` replaces :func:`grad_norm` (the package passes its own attribute).
     """
-    out = grad_norm(G, eps)
+    out = (impl or grad_norm)(G, eps)
     if out.size == 0:
         return out, True
     n = G.shape[-1]

@@ -11,7 +11,6 @@ import numpy as np
 
 from swanref.backends.cupy import _runtime as rt
 from swanref.backends.cupy import blas, graphs
-from swanref.backends.cupy import kernels as K
 from swanref.backends.cupy.interop import pow2_normalise, stack
 
 
@@ -24,12 +23,12 @@ def _scaled_gram(handle, G, scaling: str):
     A = blas.gram(handle, Gs)
     dtype = G.dtype
     if scaling == "gram_fro":
-        c = cp.sqrt(K.reduction("sumsq_native")(A, axis=(-2, -1))).astype(dtype)
+        c = cp.sqrt(cp.sum(A * A, axis=(-2, -1)))
     elif scaling == "grad_fro":
-        c = K.reduction("sumsq_native")(Gs, axis=(-2, -1)).astype(dtype)
+        c = cp.sum(Gs * Gs, axis=(-2, -1))
     else:
         c = cp.ones(Gs.shape[0], dtype=dtype)
-    c = cp.where(c > 0, c, dtype.type(1))
+    c = cp.where(c > 0, c, 1).astype(dtype)
     return Gs, A, c[:, None, None]
 
 

@@ -285,7 +285,23 @@ def grid_1d(total: int, threads: int = 256) -> tuple:
     return (max(1, min((total + threads - 1) // threads, 132 * 32)),), (threads,)
 
 
-# -- CuPy reductions (compiled by CuPy, cached per dtype): one pass, no temporaries ------------
+_lp_square_kernels: dict = {}
+
+
+def lp_squares(fmt: str):
+    """ElementwiseKernel: float32 squares of 16-bit words of format ``fmt`` (exact)."""
+    fn = _lp_square_kernels.get(fmt)
+    if fn is None:
+        conv = ("return __uint_as_float(((unsigned int)h) << 16);" if fmt == "bfloat16"
+                else 'float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f;')
+        pre = "__device__ __forceinline__ float swanref_lp2f(unsigned short h) { " + conv + " }"
+        fn = _lp_square_kernels[fmt] = rt.cp().ElementwiseKernel(
+            "uint16 x", "float32 y", "float v = swanref_lp2f(x); y = v * v;",
+            "swanref_lp_square_" + fmt, preamble=pre)
+    return fn
+
+
+# -- CuPy ReductionKernels (one thread block per output value: small outputs only) ------------
 
 _reductions: dict = {}
 

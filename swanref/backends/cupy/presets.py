@@ -43,8 +43,8 @@ def _native(G, coef, norm, eps, norm_scale):
     X = stack(G)
     shift = huge_shift(X)
     X = cp.ldexp(X, -shift[:, None, None]).astype(dtype, copy=False)
-    # squares in the compute dtype, summed in float64 (as the C++ kernel and the reference)
-    nrm = cp.sqrt(K.reduction("sumsq_native")(X, axis=(-2, -1), keepdims=True)).astype(dtype)
+    # squares and sum in the compute dtype (after the prescale the sum cannot overflow)
+    nrm = cp.sqrt(cp.sum(X * X, axis=(-2, -1), keepdims=True))
     scaled = dtype.type(norm_scale) * nrm if norm_scale != 1.0 else nrm
     if norm == "add":
         denom = scaled + dtype.type(eps)
@@ -83,7 +83,8 @@ def _lowprec(G, coef, norm, eps, norm_scale, fmt, form):
     X = cp.empty((batch, m, n), dtype=cp.uint16)
     K.kernel("lp_cast_in", Gs.dtype, fmt)(grid, block, (Gs, X, np.int64(total),
                                                         np.int64(slice_), shift))
-    sumsq = K.reduction("lp_sumsq_" + fmt)(X, axis=(-2, -1))
+    # squares of 16-bit values are exact in float32; summed in float32 (CUB), as PyTorch does
+    sumsq = cp.sum(K.lp_squares(fmt)(X), axis=(-2, -1)).astype(cp.float64)
     mode = _NORMS.index(norm)
     K.kernel("lp_normalise", fmt=fmt)(grid, block, (X, np.int64(total), np.int64(slice_), sumsq,
                                                     f32(norm_scale), f32(eps), np.int32(mode)))
