@@ -187,7 +187,54 @@ REFS = {
     "optax_muon": lambda G: ref_keller(G, eps=1e-8),
     "nemo_polar_express": lambda G: ref_polar_express_clamp(G),
     "cubic": ref_cubic,
+    "ptopt_polar_express": lambda G: ref_addmm_clamp(G, _PTOPT_PE, 8),
+    "emerging_polar_express": lambda G: ref_addmm_clamp(G, _EMERGING_PE, 5),
+    "heavyball_msign": lambda G: ref_heavyball_msign(G),
 }
+
+# pytorch-optimizer 4.1.0 NS_COEFFICIENTS['polar_express'] and emerging-optimizers 0.3.0's table,
+# copied from the installed sources
+_PTOPT_PE = [(8.237312490495555, -23.157747414558198, 16.680568411445915),
+             (4.082441999064835, -2.893047735332586, 0.5252849256975648),
+             (3.9263479922546582, -2.8547468034765298, 0.5318022422894988),
+             (3.2982187133085143, -2.424541981026706, 0.48632008358844075),
+             (2.2970369434552573, -1.63662558125903, 0.4002628455953627),
+             (1.8763805351440397, -1.2347896577722228, 0.35891887501668385),
+             (1.8564423485617974, -1.2132449880935525, 0.3568003487825883),
+             (1.8749994008682747, -1.2499988017229169, 0.3749994008546422)]
+_EMERGING_PE = [(8.2051, -22.9019, 16.4607), (4.0664, -2.8612, 0.5184),
+                (3.9096, -2.8234, 0.5250), (3.2856, -2.4153, 0.4853),
+                (2.2779, -1.6198, 0.3985), (1.8726, -1.2307, 0.3585),
+                (1.8564, -1.2132, 0.3568), (1.8750, -1.2500, 0.3750)]
+
+
+def ref_addmm_clamp(G, table, steps):
+    """pytorch-optimizer zero_power_via_newton_schulz_5 / emerging newton_schulz: x / max(||x||,
+    1e-7), a = x x^T, b = w1 a + w2 a a, x = w0 x + b x; the last triple repeats."""
+    X = np.array(G, dtype=float)
+    t = X.shape[0] > X.shape[1]
+    X = X.T if t else X
+    X = X / max(np.linalg.norm(X), 1e-7)
+    for i in range(steps):
+        w0, w1, w2 = table[min(i, len(table) - 1)]
+        A = X @ X.T
+        X = w0 * X + (w1 * A + w2 * (A @ A)) @ X
+    return X.T if t else X
+
+
+def ref_heavyball_msign(G, steps=10):
+    """heavyball.utils.msign: G / max(||G||, 1e-7), ABC_LIST_STABLE, x <- (aI + (bI + cS)S) x."""
+    X = np.array(G, dtype=float)
+    t = X.shape[0] > X.shape[1]
+    X = X.T if t else X
+    X = X / max(np.linalg.norm(X), 1e-7)
+    for i in range(steps):
+        a, b, c = _PE_COEFFS[min(i, len(_PE_COEFFS) - 1)]
+        S = X @ X.T
+        Y = c * S + b * np.eye(len(S))
+        Y = Y @ S + a * np.eye(len(S))
+        X = Y @ X
+    return X.T if t else X
 
 
 def ref_polar_express_clamp(G, steps=5):

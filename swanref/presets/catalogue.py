@@ -28,7 +28,7 @@ from swanref.spec.validate import MAX_ITERATIONS
 
 __all__ = ["Preset", "PRESETS", "ROUTES", "PE_GRAM5", "check_coefficients", "whiten_preset", "schedule", "get_preset",
            "KELLER_NS5", "YOU_NS5", "PE_NANOGPT5", "PE_BASIC_RAW", "PE_BASIC", "JIACHENG6",
-           "DEEPSEEK_V4", "CUBIC"]
+           "DEEPSEEK_V4", "CUBIC", "PROVENANCE", "PTOPT_PE8", "EMERGING_PE8"]
 
 # -- coefficient tables (a, b, c): x -> a x + b x^3 + c x^5 ---------------------------------
 
@@ -86,6 +86,28 @@ DEEPSEEK_V4 = KELLER_NS5 * 8 + ((2.0, -1.5, 0.5),) * 2
 
 #: Classical cubic Newton-Schulz x -> 1.5 x - 0.5 x^3 (Higham 2008, eq. 5.22, polar form).
 CUBIC = ((1.5, -0.5, 0.0),)
+
+#: pytorch-optimizer 4.1.0 NS_COEFFICIENTS['polar_express'] (optimizer/utils/matrix.py):
+#: optimal_composition(1e-3, 8, safety_factor_eps=1e-2, cushion=0.02), the literal reading of
+#: basic.py's comment (safety inside the recurrence); not PE_BASIC.
+PTOPT_PE8 = (
+    (8.237312490495555, -23.157747414558198, 16.680568411445915),
+    (4.082441999064835, -2.893047735332586, 0.5252849256975648),
+    (3.9263479922546582, -2.8547468034765298, 0.5318022422894988),
+    (3.2982187133085143, -2.424541981026706, 0.48632008358844075),
+    (2.2970369434552573, -1.63662558125903, 0.4002628455953627),
+    (1.8763805351440397, -1.2347896577722228, 0.35891887501668385),
+    (1.8564423485617974, -1.2132449880935525, 0.3568003487825883),
+    (1.8749994008682747, -1.2499988017229169, 0.3749994008546422),
+)
+
+#: emerging-optimizers 0.3.0 _COEFFICIENT_SETS['polar_express'] (muon_utils.py): PE_BASIC to 4
+#: decimals, except 8.2051 (PE_BASIC's 8.20516 rounds to 8.2052).
+EMERGING_PE8 = (
+    (8.2051, -22.9019, 16.4607), (4.0664, -2.8612, 0.5184), (3.9096, -2.8234, 0.5250),
+    (3.2856, -2.4153, 0.4853), (2.2779, -1.6198, 0.3985), (1.8726, -1.2307, 0.3585),
+    (1.8564, -1.2132, 0.3568), (1.8750, -1.2500, 0.3750),
+)
 
 
 @dataclass(frozen=True)
@@ -184,6 +206,24 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
                   "(Ma et al. 2024 Alg. 2; Higham 2008 eq. 6.35)",
            notes="equals cubic in exact arithmetic (note 2.13); in bf16 its Z grows like 1.5^k "
                  "on null directions and diverges (note 5.4b)"),
+    Preset("ptopt_polar_express", PTOPT_PE8, 8, "clamp", 1e-7, form="addmm",
+           source="pytorch-optimizer 4.1.0 pytorch_optimizer/optimizer/utils/matrix.py "
+                  "zero_power_via_newton_schulz_5(weights=NS_COEFFICIENTS['polar_express'], "
+                  "num_steps=8)",
+           notes="its own Polar Express table (optimal_composition(1e-3, 8, 1e-2, 0.02): the "
+                 "safety inside the recurrence, up to 1.3% from polar_express's), no factor on "
+                 "the norm, clamp 1e-7; output in its dtype argument (bf16 by default)"),
+    Preset("emerging_polar_express", EMERGING_PE8, 5, "clamp", 1e-7, form="addmm",
+           compute_dtype="float32",
+           source="emerging-optimizers 0.3.0 emerging_optimizers/orthogonalized_optimizers/"
+                  "muon_utils.py newton_schulz(coefficient_type='polar_express', steps=5)",
+           notes="polar_express's table rounded to 4 decimals (8.2051 truncated), F.normalize "
+                 "eps 1e-7 (clamp); float32 only, 2-D/3-D; bf16 iff matmul precision 'medium'"),
+    Preset("heavyball_msign", PE_BASIC, 10, "clamp", 1e-7, form="horner",
+           source="heavyball 3.2.1 heavyball/utils.py msign(G, steps=10) (ABC_LIST_STABLE)",
+           notes="polar_express's table without the 1.01 on the norm, 10 steps (last repeats), "
+                 "X <- (a I + (b I + c S) S) X; float32 input stochastically rounded to bf16 "
+                 "(not emulated), float64 exact"),
     Preset("custom", (), 0, "add", 1e-7, compute_dtype="input",
            source="user-supplied coefficients=[(a, b, c), ...] with Keller's normalisation; "
                   "steps default to len(coefficients), the last triple repeats"),
@@ -216,6 +256,40 @@ ROUTES: dict[str, Preset] = {p.name: p for p in [
            notes="the source's bf16 cast is stochastic rounding (not emulated); its "
                  "mode='legacy_svd' returns U @ Vh.T, not a polar factor"),
 ]}
+
+#: where each preset comes from: (package or repository, version or commit, function); the
+#: packages' rows were checked against the installed releases (docs/presets.md, conformance.md)
+PROVENANCE = {
+    "muon_ns5": ("KellerJordan/Muon (GitHub)", "@857d1adc", "muon.py zeropower_via_newtonschulz5"),
+    "torch_muon": ("torch", "2.14.1 (source @b5ee4d7a)",
+                   "torch.optim._muon._zeropower_via_newtonschulz"),
+    "polar_express": ("NoahAmsel/PolarExpress (GitHub)", "@7f0fb573",
+                      "polar_express/basic.py PolarExpress"),
+    "polar_express_nanogpt": ("KellerJordan/modded-nanogpt (GitHub)", "@f411b3d3",
+                              "train_gpt.py polar_express (also microsoft/dion, nanochat)"),
+    "you_ns5": ("microsoft/dion (GitHub)", "@0a059a45",
+                "dion/newton_schulz_triton.py zeropower_via_newtonschulz5"),
+    "jiacheng6": ("modula-systems/modula (GitHub)", "@ede2ba72", "orthogonalize (JAX)"),
+    "deepseek_v4": ("DeepSeek-V4 hybrid (as described; emerging-optimizers 0.3.0 "
+                    "'deepseekv4' uses clamp)", "-", "-"),
+    "optax_muon": ("optax", "0.2.8 (source @2edbcbe2)",
+                   "optax.contrib._muon.orthogonalize_via_newton_schulz"),
+    "nemo_polar_express": ("NVIDIA-NeMo/Emerging-Optimizers (GitHub main, unreleased)",
+                           "@fd772926 (0.3.0 differs: emerging_polar_express)",
+                           "muon_utils.newton_schulz('polar_express')"),
+    "cubic": ("classical (Higham 2008 eq. 5.22)", "-", "-"),
+    "swan_coupled": ("swanref (SWAN Alg. 2, coupled form)", "-",
+                     "whiten(method='newton_schulz', beta=0.5, scaling='grad_fro')"),
+    "ptopt_polar_express": ("pytorch-optimizer", "4.1.0",
+                            "pytorch_optimizer.optimizer.utils.matrix."
+                            "zero_power_via_newton_schulz_5(weights='polar_express', "
+                            "num_steps=8)"),
+    "emerging_polar_express": ("emerging-optimizers", "0.3.0",
+                               "emerging_optimizers.orthogonalized_optimizers.muon_utils."
+                               "newton_schulz(coefficient_type='polar_express', steps=5)"),
+    "heavyball_msign": ("heavyball", "3.2.1", "heavyball.utils.msign(steps=10)"),
+    "custom": ("user table (--coefficients FILE)", "-", "-"),
+}
 
 _EMULATE = (None, "bfloat16", "float16", "source")
 

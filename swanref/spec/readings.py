@@ -52,4 +52,5 @@ def default_rank_rtol(m: int, n: int, eps: float) -> float:
 #: normalisation, epsilon, schedule and source are in swanref.presets.PRESETS and docs/presets.md
 WHITEN_PRESETS = ("muon_ns5", "torch_muon", "polar_express", "polar_express_nanogpt", "you_ns5",
                   "jiacheng6", "deepseek_v4", "optax_muon", "nemo_polar_express", "cubic",
-                  "swan_coupled", "custom")
+                  "swan_coupled", "ptopt_polar_express", "emerging_polar_express",
+                  "heavyball_msign", "custom")

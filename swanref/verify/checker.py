@@ -718,11 +718,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def list_presets() -> str:
     """The presets of ``--preset``: name, source package, version, function."""
-    from swanref.presets.catalogue import PRESETS
-    rows = [("preset", "package", "version", "function / source")]
+    from swanref.presets.catalogue import PRESETS, PROVENANCE
+    rows = [("preset", "package", "version", "function")]
     for name, p in PRESETS.items():
-        rows.append((name, getattr(p, "package", "") or "-", getattr(p, "version", "") or "-",
-                     getattr(p, "function", "") or p.source))
+        pkg, ver, func = PROVENANCE.get(name, ("-", "-", p.source))
+        rows.append((name, pkg, ver, func))
     w = [max(len(r[i]) for r in rows) for i in range(3)]
     return "\n".join(f"{r[0]:<{w[0]}}  {r[1]:<{w[1]}}  {r[2]:<{w[2]}}  {r[3]}" for r in rows)
 
