@@ -27,6 +27,8 @@ from swanref.backends import registry
 from swanref.spec.validate import MAX_ITERATIONS
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# np.matrix is one of the input classes on purpose
+pytestmark = pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
 
 # -- operators ----------------------------------------------------------------------------------
 
@@ -276,7 +278,8 @@ def test_matrix_crash_prone_cells_in_a_subprocess():
             print("ok", *cell)
     """)
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+    r = subprocess.run([sys.executable, "-X", "faulthandler", "-c", code], capture_output=True,
+                       text=True, timeout=120,
                        env=env, cwd=HERE)
     assert r.returncode == 0, (r.returncode, r.stdout[-2000:], r.stderr[-4000:])
     assert r.stdout.count("ok ") == len(cells)
