@@ -1,0 +1,332 @@
+"""``swanref conformance``: run the checker over the installed third-party implementations.
+
+Each entry names a package, a function and the claim it is checked under (a preset with its
+dtype, or an operator reading).  Entries whose package is not installed are listed as absent.
+The result is a markdown table in the manner of array-api-tests' compliance reports -- package,
+version, function, claim, verdict, diagnosis, time -- or JSON (``--json``).  docs/conformance.md
+holds the tables generated in two environments with the command next to them.
+
+The optional extra ``conformance`` installs the CPU packages (emerging-optimizers needs Python
+>= 3.12).  Exit status: 0 when every present entry's verdict is the expected one, 1 otherwise,
+2 on usage errors.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.metadata
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["ENTRIES", "Entry", "run", "markdown", "main"]
+
+
+@dataclass
+class Entry:
+    package: str                 # distribution name (for the version)
+    module: str                  # import name checked for presence
+    function: str                # what is shown in the table
+    claim: dict                  # keywords of swanref.verify.checker.check
+    build: object                # () -> callable(array) -> array
+    expect: str = "CONFORMING"   # the verdict the source reading predicts (docs/conformance.md)
+    why: str = ""                # the reading of the source behind ``expect``
+    python: tuple = (3, 9)
+
+
+# -- adapters: each returns a callable taking the array type of its claim -----------------------
+
+def _torch_muon():
+    from torch.optim._muon import _zeropower_via_newtonschulz
+
+    def fn(G):
+        return _zeropower_via_newtonschulz(G, (3.4445, -4.775, 2.0315), 5, 1e-7)
+    return fn
+
+
+def _optax(ns_steps=5):
+    import jax.numpy as jnp
+    from optax.contrib._muon import orthogonalize_via_newton_schulz
+    coeffs = jnp.array([3.4445, -4.7750, 2.0315])
+
+    def fn(G):
+        return orthogonalize_via_newton_schulz(G, coeffs, ns_steps=ns_steps)
+    return fn
+
+
+def _ptopt(**kw):
+    from pytorch_optimizer.optimizer.utils.matrix import zero_power_via_newton_schulz_5
+
+    def fn(G):
+        return zero_power_via_newton_schulz_5(G, **kw)
+    return fn
+
+
+def _ptopt_pe_float32():
+    import torch
+    return _ptopt(weights="polar_express", num_steps=8, dtype=torch.float32)
+
+
+def _ptopt_pe_float64():
+    import torch
+    return _ptopt(weights="polar_express", num_steps=8, dtype=torch.float64)
+
+
+def _heavyball(name, **kw):
+    import heavyball.utils as hu
+    hu.compile_mode = None      # eager: the compiled default recompiles per shape
+    f = getattr(hu, name)
+
+    def fn(G):
+        return f(G, **kw)
+    return fn
+
+
+def _emerging(**kw):
+    from emerging_optimizers.orthogonalized_optimizers.muon_utils import newton_schulz
+
+    def fn(G):
+        return newton_schulz(G, **kw)
+    return fn
+
+
+def _scipy_polar():
+    import scipy.linalg
+
+    def fn(G):
+        side = "right" if G.shape[-2] <= G.shape[-1] else "left"
+        return scipy.linalg.polar(G, side=side)[0]
+    return fn
+
+
+def _textbook_grad_norm():
+    def fn(G):
+        G = np.asarray(G)
+        mu = G.mean(axis=-1, keepdims=True)
+        c = G - mu
+        const = np.ptp(G, axis=-1, keepdims=True) == 0
+        c = np.where(const, 0, c)
+        v = np.mean(c * c, axis=-1, keepdims=True)
+        return np.where(const, 0, c / np.sqrt(np.where(const, 1, v))).astype(G.dtype)
+    return fn
+
+
+_T = {"array_type": "torch"}
+_J = {"array_type": "jax", "shapes": "few"}
+
+ENTRIES = [
+    Entry("torch", "torch", "torch.optim._muon._zeropower_via_newtonschulz",
+          dict(op="whiten", preset="torch_muon", dtype="bfloat16", **_T), _torch_muon,
+          why="bf16, clamp 1e-7, addmm; 2-D only (batch unsupported)"),
+    Entry("torch", "torch", "torch.optim._muon._zeropower_via_newtonschulz",
+          dict(op="whiten", preset="torch_muon", dtype="float32", **_T), _torch_muon,
+          expect="NOT CONFORMING", why="computes in bfloat16 whatever the input dtype"),
+    Entry("optax", "optax", "optax.contrib._muon.orthogonalize_via_newton_schulz",
+          dict(op="whiten", preset="optax_muon", dtype="float32", **_J), _optax,
+          why="input dtype, add 1e-8, Keller x5; 2-D only without dimension_numbers"),
+    Entry("optax", "optax", "optax.contrib._muon.orthogonalize_via_newton_schulz",
+          dict(op="whiten", preset="optax_muon", dtype="float64", **_J), _optax,
+          why="float64 with jax_enable_x64"),
+    Entry("pytorch-optimizer", "pytorch_optimizer",
+          "pytorch_optimizer...zero_power_via_newton_schulz_5 (defaults)",
+          dict(op="whiten", preset="torch_muon", dtype="bfloat16", **_T), lambda: _ptopt(),
+          why="Keller x5, clamp 1e-7, addmm, bf16 (its dtype argument)"),
+    Entry("pytorch-optimizer", "pytorch_optimizer",
+          "...zero_power_via_newton_schulz_5(weights='polar_express', num_steps=8, "
+          "dtype=float32)",
+          dict(op="whiten", preset="ptopt_polar_express", dtype="float32", **_T),
+          _ptopt_pe_float32, why="its own PE table, clamp 1e-7, no factor on the norm"),
+    Entry("pytorch-optimizer", "pytorch_optimizer",
+          "...zero_power_via_newton_schulz_5(weights='polar_express', num_steps=8, "
+          "dtype=float64)",
+          dict(op="whiten", preset="polar_express", dtype="float64", **_T),
+          _ptopt_pe_float64, expect="NOT CONFORMING",
+          why="a different table from polar_express's (0.66% at kappa 1e4)"),
+    Entry("heavyball", "heavyball", "heavyball.utils.msign(steps=10)",
+          dict(op="whiten", preset="heavyball_msign", dtype="float64", **_T),
+          lambda: _heavyball("msign", steps=10),
+          why="float64 runs exactly (no stochastic rounding)"),
+    Entry("heavyball", "heavyball", "heavyball.utils.msign(steps=10)",
+          dict(op="whiten", preset="polar_express", dtype="float64", **_T),
+          lambda: _heavyball("msign", steps=10), expect="NOT CONFORMING",
+          why="10 steps and no 1.01 on the norm (17.5% at kappa 1e4)"),
+    Entry("heavyball", "heavyball", "heavyball.utils.zeropower_via_newtonschulz5",
+          dict(op="whiten", preset="you_ns5", dtype="float64", **_T),
+          lambda: _heavyball("zeropower_via_newtonschulz5"), expect="NOT CONFORMING",
+          why="clamp 1e-7 instead of add 1e-7 (You's table, horner form)"),
+    Entry("heavyball", "heavyball", "heavyball.utils.zeropower_via_newtonschulz5",
+          dict(op="whiten", preset="you_ns5", dtype="float32", **_T),
+          lambda: _heavyball("zeropower_via_newtonschulz5"), expect="NOT CONFORMING",
+          why="float32 input is stochastically rounded to bf16 and iterated in bf16"),
+    Entry("emerging-optimizers", "emerging_optimizers",
+          "emerging_optimizers...muon_utils.newton_schulz('polar_express', steps=5)",
+          dict(op="whiten", preset="emerging_polar_express", dtype="float32", **_T),
+          lambda: _emerging(steps=5, coefficient_type="polar_express"), python=(3, 12),
+          why="4-decimal PE table, clamp 1e-7, fp32"),
+    Entry("emerging-optimizers", "emerging_optimizers",
+          "emerging_optimizers...muon_utils.newton_schulz('polar_express', steps=5)",
+          dict(op="whiten", preset="nemo_polar_express", dtype="float32", **_T),
+          lambda: _emerging(steps=5, coefficient_type="polar_express"), python=(3, 12),
+          expect="NOT CONFORMING",
+          why="0.3.0 rounds the table to 4 decimals and uses eps 1e-7 (the preset: "
+              "unreleased main, eps 1e-15)"),
+    Entry("emerging-optimizers", "emerging_optimizers",
+          "emerging_optimizers...muon_utils.newton_schulz('quintic', steps=5)",
+          dict(op="whiten", preset="you_ns5", dtype="float32", **_T),
+          lambda: _emerging(steps=5, coefficient_type="quintic"), python=(3, 12),
+          expect="NOT CONFORMING", why="clamp 1e-7 instead of add 1e-7"),
+    Entry("scipy", "scipy", "scipy.linalg.polar",
+          dict(op="whiten", method="svd", full_rank_only=True), _scipy_polar,
+          why="exact polar factor; a rank-deficient input gets a unitary completion"),
+    Entry("scipy", "scipy", "scipy.linalg.polar",
+          dict(op="whiten", method="svd"), _scipy_polar, expect="NOT CONFORMING",
+          why="rank-deficient/zero input: unitary completion, not the partial isometry "
+              "U_r V_r^T of spec 3.1"),
+    Entry("numpy", "numpy", "textbook two-pass GradNorm (constant rows -> 0)",
+          dict(op="grad_norm"), _textbook_grad_norm,
+          why="within spec 8.1's offset term; advisory offset_robustness warns"),
+]
+
+
+@dataclass
+class Row:
+    package: str
+    version: str
+    function: str
+    claim: str
+    verdict: str
+    expected: str
+    diagnosis: str
+    seconds: float
+    details: dict = field(default_factory=dict)
+
+    @property
+    def as_expected(self) -> bool:
+        return self.verdict in ("absent",) or self.verdict == self.expected
+
+
+def _version(dist):
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "-"
+
+
+def _claim_text(claim) -> str:
+    c = {k: v for k, v in claim.items() if k not in ("op", "array_type", "shapes")}
+    parts = [claim["op"]] + [f"{k}={v}" for k, v in c.items()]
+    return " ".join(parts)
+
+
+def _diagnosis(report) -> str:
+    """One line: the preset diagnosis, failed properties, unsupported classes, suggestion."""
+    parts = []
+    for r in report.results:
+        if r.name == "matches_preset":
+            parts.append(r.message.splitlines()[0])
+        elif r.status == "FAIL":
+            parts.append(f"FAIL {r.name}")
+        elif r.status == "warn":
+            parts.append(f"advisory {r.name}")
+    unsup = [f"{r.name.replace('_probe', '')} unsupported ({r.exception or r.message})"
+             for r in report.results if r.status == "unsupported"]
+    parts += unsup
+    if report.matches_preset:
+        parts.append(f"matches preset {report.matches_preset['preset']!r}")
+    return "; ".join(parts)
+
+
+def run(entries=None, examples=10, only=None, log=None) -> list:
+    from swanref.verify.checker import UsageError, check
+    rows = []
+    for e in (entries or ENTRIES):
+        if only and e.package not in only and e.module not in only:
+            continue
+        ctext = _claim_text(e.claim)
+        if sys.version_info[:2] < e.python:
+            rows.append(Row(e.package, "-", e.function, ctext, "absent", e.expect,
+                            f"needs Python >= {'.'.join(map(str, e.python))}", 0.0))
+            continue
+        try:
+            importlib.import_module(e.module)
+        except Exception as exc:  # noqa: BLE001 - absent or broken install
+            rows.append(Row(e.package, "-", e.function, ctext, "absent", e.expect,
+                            f"not importable ({type(exc).__name__})", 0.0))
+            continue
+        t0 = time.perf_counter()
+        try:
+            fn = e.build()
+            kw = dict(e.claim)
+            op = kw.pop("op")
+            with np.errstate(all="ignore"):
+                report = check(fn, op, examples=examples, target_name=e.function, **kw)
+            verdict = "CONFORMING" if report.conforming else "NOT CONFORMING"
+            diag = _diagnosis(report)
+            details = report.to_dict()
+        except UsageError as exc:
+            verdict, diag, details = "usage error", str(exc), {}
+        except Exception as exc:  # noqa: BLE001 - reported in the table
+            verdict, diag, details = "error", f"{type(exc).__name__}: {exc}", {}
+        row = Row(e.package, _version(e.package), e.function, ctext, verdict, e.expect, diag,
+                  time.perf_counter() - t0, details)
+        rows.append(row)
+        if log:
+            print(f"  {row.package} {row.function} [{ctext}]: {row.verdict} "
+                  f"({row.seconds:.1f} s)", file=log, flush=True)
+    return rows
+
+
+def _md(text) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown(rows) -> str:
+    lines = ["| package | version | function | claim | verdict | expected | diagnosis | time |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        mark = "" if r.as_expected else " **(unexpected)**"
+        lines.append(f"| {_md(r.package)} | {_md(r.version)} | `{_md(r.function)}` | "
+                     f"`{_md(r.claim)}` | {r.verdict}{mark} | {r.expected} | "
+                     f"{_md(r.diagnosis)} | {r.seconds:.1f} s |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(
+        prog="swanref conformance", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Check the installed third-party orthogonalizers (torch, optax, "
+                    "pytorch-optimizer, heavyball, emerging-optimizers, scipy) and a textbook "
+                    "GradNorm with swanref check; print a markdown table (package, version, "
+                    "function, claim, verdict, diagnosis, time).  Exit 0 when every present "
+                    "entry has its expected verdict.")
+    p.add_argument("--examples", type=int, default=10,
+                   help="hypothesis examples per generic property")
+    p.add_argument("--only", action="append", default=None, metavar="PACKAGE",
+                   help="run only this package's entries (repeatable)")
+    p.add_argument("--output", default=None, metavar="FILE",
+                   help="also write the markdown table to FILE")
+    p.add_argument("--json", action="store_true", help="JSON rows on stdout instead")
+    args = p.parse_args(argv)
+    if args.examples < 1:
+        print("swanref conformance: error: --examples must be >= 1", file=sys.stderr)
+        return 2
+    rows = run(examples=args.examples, only=args.only, log=sys.stderr)
+    table = markdown(rows)
+    if args.output:
+        with open(args.output, "w") as fh:
+            fh.write(table + "\n")
+    if args.json:
+        print(json.dumps([{"package": r.package, "version": r.version, "function": r.function,
+                           "claim": r.claim, "verdict": r.verdict, "expected": r.expected,
+                           "diagnosis": r.diagnosis, "seconds": round(r.seconds, 2),
+                           "report": r.details} for r in rows], indent=1))
+    else:
+        print(table)
+    return 0 if all(r.as_expected for r in rows) else 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
