@@ -260,7 +260,9 @@ def _whiten_preset_core(call: _Call, arr, method, steps, beta, scaling, rank_rto
     if call.xp is np:
         # exact power-of-two rescale where the norm's squares would overflow: the same input
         # for the backend kernel and the reference transcription (spec 6.3)
-        work = presets.prescale_huge(work, whole=preset.norm_over == "all")
+        work = presets.prescale_huge(
+            work, whole=preset.norm_over == "all",
+            fmt=preset.compute_dtype if emulate == "source" else emulate)
     fast = call.be.whiten_polynomial if has_kernel(call.be, "whiten_polynomial") else None
     fmt = emulate
     if fmt == "source":

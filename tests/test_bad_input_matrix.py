@@ -451,6 +451,16 @@ def test_presets_on_huge_input_are_not_silent_zeros(preset, dtype, k):
         np.testing.assert_allclose(out, want, atol=32 * np.finfo(dtype).eps, err_msg=be)
 
 
+@pytest.mark.parametrize("emulate", ["bfloat16", "source"])
+def test_presets_emulated_on_huge_float64_input_are_finite(emulate):
+    """The prescale happens before the cast to the emulated format (bf16 has float32's range)."""
+    G = _base()
+    for preset in ("muon_ns5", "nemo_polar_express", "jiacheng6"):
+        out = swanref.whiten(np.ldexp(G, 996), preset, emulate=emulate)
+        want = swanref.whiten(np.ldexp(G, 40), preset, emulate=emulate)
+        np.testing.assert_array_equal(out, want, err_msg=preset)
+
+
 def test_presets_direct_call_prescales_huge_input_too():
     from swanref import presets
     G = _base()

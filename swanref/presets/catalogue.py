@@ -361,11 +361,17 @@ def schedule(name: str, steps=None, coefficients=None) -> tuple:
 _HUGE = {np.dtype(np.float32): (60, 48), np.dtype(np.float64): (500, 256)}
 
 
-def prescale_huge(G, whole: bool = False):
+def prescale_huge(G, whole: bool = False, fmt=None):
     """``G`` scaled by an exact power of two per matrix (whole array if ``whole``) when its
-    entries are so large that the norm's squares would overflow; else ``G`` itself."""
+    entries are so large that the norm's squares would overflow; else ``G`` itself.
+
+    ``fmt``: the format the preset computes in (None/'input': G's dtype; 'float32' and
+    'bfloat16' share float32's range; 'float16' is left alone: its range is the source's).
+    """
     G = np.asarray(G)
-    lim = _HUGE.get(G.dtype)
+    if fmt == "float16":
+        return G
+    lim = _HUGE.get(np.dtype(np.float32) if fmt in ("float32", "bfloat16") else G.dtype)
     if lim is None or G.size == 0:
         return G
     with np.errstate(invalid="ignore"):
@@ -545,6 +551,9 @@ def run_preset(G, preset: Preset, sched, emulate=None) -> np.ndarray:
                         "in float32)")
     if G.ndim < 2:
         raise ValueError(f"G must have shape (*batch, m, n); got {G.shape}")
+    if G.size:  # before any cast to the compute format, which could overflow
+        G = prescale_huge(G, whole=preset.norm_over == "all",
+                          fmt=preset.compute_dtype if emulate == "source" else emulate)
     if emulate == "source":
         emulate = preset.compute_dtype
         if emulate == "float32":
@@ -554,7 +563,6 @@ def run_preset(G, preset: Preset, sched, emulate=None) -> np.ndarray:
     ar = Arith(emulate, G.dtype)
     if G.size == 0:
         return np.zeros(G.shape, G.dtype)
-    G = prescale_huge(G, whole=preset.norm_over == "all")
     m, n = G.shape[-2:]
     if preset.route == "svd_square" and m == n:
         # the exact polar factor U V^H of the square matrix, in the input's precision (the
