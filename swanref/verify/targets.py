@@ -6,7 +6,8 @@ imported by path; while it executes, its folder (or, for a module target, the wo
 directory) is *appended* to ``sys.path`` -- so the target's own sibling modules import, while
 every installed package (numpy, torch, jax, ml_dtypes, ...) still wins -- and it is removed
 again afterwards, so a ``torch.py`` lying next to the target is never what ``--array-type torch``
-imports later.
+imports later.  Siblings the target imports while it loads stay loaded; one it imports lazily,
+inside the function at call time, needs its folder on ``PYTHONPATH``.
 """
 from __future__ import annotations
 
