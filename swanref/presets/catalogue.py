@@ -255,6 +255,12 @@ ROUTES: dict[str, Preset] = {p.name: p for p in [
                   "matrices, zeropower_via_newtonschulz5 (You's 5 quintics) otherwise",
            notes="the source's bf16 cast is stochastic rounding (not emulated); its "
                  "mode='legacy_svd' returns U @ Vh.T, not a polar factor"),
+    Preset("heavyball_ns5", YOU_NS5, 5, "clamp", 1e-7, form="horner", after="error",
+           compute_dtype="bfloat16",
+           source="HomebrewML/HeavyBall heavyball/utils.py (heavyball 3.2.1) "
+                  "zeropower_via_newtonschulz5 (the default zeroth_power_mode 'newtonschulz')",
+           notes="float64 input runs exactly in float64; float32 is stochastically rounded to "
+                 "bf16 (not emulated)"),
 ]}
 
 #: where each preset comes from: (package or repository, version or commit, function); the

@@ -33,6 +33,10 @@ SCALE_RULES = {r.name: r for r in [
               "(consistent_rms=None) with fan_in = axis 0, i.e. this rule on the transpose of "
               "a (m, n) array (flax stores (in, out))",
               aliases=("original", "shape_scaling", "width")),
+    ScaleRule("keller_t", "sqrt(max(1, n/m))",
+              "google-deepmind/optax optax/contrib/_muon.py scale_by_shape (default, "
+              "consistent_rms=None): fan_in = axis 0, fan_out = axis 1 (flax stores (in, out)), "
+              "so for an (m, n) array this is Keller's rule on the transpose"),
     ScaleRule("moonlight", "0.2 * sqrt(max(m, n))",
               "MoonshotAI/Moonlight examples/toy_train.py adjust_lr_for_muon (Liu et al. 2025, "
               "arXiv 2502.16982); torch/optim/_muon.py adjust_lr_fn='match_rms_adamw'",
@@ -71,6 +75,8 @@ def shape_factor(rule: ScaleRule, m: int, n: int) -> float:
     """The shape-only factor of a rule (1.0 for the data-dependent ones)."""
     if rule.name == "keller":
         return math.sqrt(max(1.0, m / n))
+    if rule.name == "keller_t":
+        return math.sqrt(max(1.0, n / m))
     if rule.name == "moonlight":
         return 0.2 * math.sqrt(max(m, n))
     if rule.name == "unit_rms":
