@@ -4,14 +4,13 @@ Implements the backend protocol of docs/backends.md on CuPy arrays and computes 
 swanref/backends/reference.py computes (docs/gpu.md describes the GPU path). Modules by job:
 
 * ``kernels``: the run-time compiled kernels (NVRTC): GradNorm from the host/device C++ header
-  ``cpp/include/swanref/device/grad_norm_row.hpp``, helpers, the 16-bit preset kernels, and the
-  one-pass CuPy reductions;
+  ``cpp/include/swanref/device/grad_norm_row.hpp``, helpers and the 16-bit preset kernels;
 * ``blas``: cuBLAS products (GEMM, strided-batched GEMM, GemmEx on bfloat16/float16);
 * ``gradnorm``: GradNorm, one fused kernel, with the public call's finite check folded in;
 * ``exact``: exact whitening through cuSOLVER (float32 via the float64 eigh route);
 * ``iterative``: Newton-Schulz, NSDS, SinkGD;
 * ``presets``: the polynomial presets in the input precision or natively in bfloat16/float16;
-* ``graphs``: CUDA-graph replay of small iterative calls;
+* ``graphs``: opt-in CUDA-graph replay of small iterative calls;
 * ``interop``: stacks, exact power-of-two scaling, finite checks and Frobenius norms.
 
 TF32 is OFF by default: every float32 product is a true float32 product. ``set_tf32(True)``

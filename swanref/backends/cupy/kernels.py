@@ -1,4 +1,4 @@
-"""Run-time compiled kernels of the CuPy backend (NVRTC), and the CuPy reductions it uses.
+"""Run-time compiled kernels of the CuPy backend (NVRTC), and its one CuPy ElementwiseKernel.
 
 * GradNorm: the host/device C++ header ``cpp/include/swanref/device/grad_norm_row.hpp``
   (one thread block per row), compiled with ``-I`` to the header directory.
@@ -298,46 +298,4 @@ def lp_squares(fmt: str):
         fn = _lp_square_kernels[fmt] = rt.cp().ElementwiseKernel(
             "uint16 x", "float32 y", "float v = swanref_lp2f(x); y = v * v;",
             "swanref_lp_square_" + fmt, preamble=pre)
-    return fn
-
-
-# -- CuPy ReductionKernels (one thread block per output value: small outputs only) ------------
-
-_reductions: dict = {}
-
-
-def reduction(kind: str):
-    """CuPy ReductionKernels: 'amax' max|x|; 'all_finite'; 'sumsq64' sum of float64 squares;
-    'sumsq_native' float64 sum of squares formed in the input dtype; 'fro64' sqrt of sumsq64;
-    'lp_sumsq_<fmt>' sum of float64 squares of 16-bit words of format fmt."""
-    fn = _reductions.get(kind)
-    if fn is not None:
-        return fn
-    cp = rt.cp()
-    if kind == "amax":
-        fn = cp.ReductionKernel("T x", "T y", "abs(x)", "max(a, b)", "y = a", "0", "swanref_amax")
-    elif kind == "all_finite":
-        fn = cp.ReductionKernel("T x", "bool y", "isfinite(x)", "a && b", "y = a", "true",
-                                "swanref_all_finite")
-    elif kind == "sumsq64":
-        fn = cp.ReductionKernel("T x", "float64 y", "(double)x * (double)x", "a + b", "y = a",
-                                "0", "swanref_sumsq64")
-    elif kind == "sumsq_native":
-        fn = cp.ReductionKernel("T x", "float64 y", "(double)(x * x)", "a + b", "y = a", "0",
-                                "swanref_sumsq_native")
-    elif kind == "fro64":
-        fn = cp.ReductionKernel("T x", "float64 y", "(double)x * (double)x", "a + b",
-                                "y = sqrt(a)", "0", "swanref_fro64")
-    elif kind.startswith("lp_sumsq_"):
-        fmt = kind[len("lp_sumsq_"):]
-        conv = ("return (double)__uint_as_float(((unsigned int)h) << 16);" if fmt == "bfloat16"
-                else 'float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return (double)f;')
-        pre = ("__device__ __forceinline__ double swanref_lp2d(unsigned short h) { "
-               + conv + " }")
-        fn = cp.ReductionKernel("uint16 x", "float64 y",
-                                "swanref_lp2d(x) * swanref_lp2d(x)", "a + b", "y = a", "0",
-                                "swanref_lp_sumsq_" + fmt, preamble=pre)
-    else:  # pragma: no cover
-        raise KeyError(kind)
-    _reductions[kind] = fn
     return fn
