@@ -152,3 +152,41 @@ def test_closed_pipe_is_not_a_traceback(monkeypatch, tmp_path):
     proc.stdout.close()  # like head exiting
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 0 and "BrokenPipeError" not in err, err
+
+
+def _help_text(name, capsys):
+    import importlib
+    module_name, func, _ = cli.COMMANDS[name]
+    try:
+        fn = getattr(importlib.import_module(module_name), func)
+    except ImportError as exc:  # an optional dependency of that command
+        pytest.skip(f"{name}: {exc}")
+    try:
+        fn(["--help"])
+    except SystemExit:
+        pass
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", sorted(cli.COMMANDS))
+def test_every_help_is_plain_text_and_describes_its_arguments(name, capsys):
+    import re
+    text = _help_text(name, capsys)
+    assert text.startswith("usage:"), text[:200]
+    assert "``" not in text, name                          # no raw RST markup
+    assert not re.search(r"\bissue \d", text, re.I), name  # the project speaks of itself
+    lines = text.splitlines()
+    if "positional arguments:" in lines:
+        i = lines.index("positional arguments:") + 1
+        block = []
+        while i < len(lines) and lines[i].startswith(" "):
+            block.append(lines[i])
+            i += 1
+        args = []  # [name, described?]: an entry starts at 2 spaces, its help follows or wraps
+        for line in block:
+            if line.startswith("  ") and not line.startswith("   "):
+                args.append([line.split()[0], len(line.split()) > 1])
+            elif args:
+                args[-1][1] = True
+        for arg, described in args:
+            assert described, f"{name}: positional {arg!r} has no help text"

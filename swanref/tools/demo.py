@@ -461,7 +461,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="swanref train-demo",
         description="train a small NumPy MLP with SWAN, Adam and SGD; plots and a summary")
-    parser.add_argument("outdir")
+    parser.add_argument("outdir", metavar="OUTDIR",
+                        help="output folder (created if missing; files in it are overwritten)")
     parser.add_argument("--steps", type=int, default=None,
                         help="training steps per run (default 1000; --quick 80)")
     parser.add_argument("--quick", action="store_true",

@@ -1126,8 +1126,9 @@ def build_parser():
     p = _Parser(prog="swanref check-sharded",
                 description="Check a sharded implementation fn(local_shard, group=, layout=) "
                             "across processes. Exit 0 conforming, 1 not, 2 usage error.")
-    p.add_argument("op", choices=OPS, metavar="OP")
-    p.add_argument("target", metavar="TARGET")
+    p.add_argument("op", choices=OPS, metavar="OP", help=f"the operator: {', '.join(OPS)}")
+    p.add_argument("target", metavar="TARGET",
+                   help="the sharded implementation, module:function or file.py:function")
     p.add_argument("--method", default="svd")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--beta", type=float, default=None)
