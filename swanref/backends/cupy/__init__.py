@@ -23,9 +23,9 @@ CuPy, a driver or a GPU.
 """
 from __future__ import annotations
 
-from swanref.backends.cupy._runtime import (available, set_graphs, set_tf32, state as _state,
-                                            tf32, tf32_enabled)
-from swanref.backends.cupy.blas import blas_mode as _blas_mode, gemm as _gemm
+from swanref.backends.cupy._runtime import (available, set_graphs, set_tf32,  # noqa: F401
+                                            state as _state, tf32, tf32_enabled)
+from swanref.backends.cupy.blas import blas_mode as _blas_mode, gemm as _gemm  # noqa: F401
 from swanref.backends.cupy.exact import whiten_eigh, whiten_svd
 from swanref.backends.cupy import gradnorm as _gradnorm
 from swanref.backends.cupy.gradnorm import grad_norm
