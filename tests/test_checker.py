@@ -470,3 +470,138 @@ def test_missing_hypothesis_is_a_usage_error():
                        timeout=120)
     assert p.returncode == 2, p.stdout + p.stderr
     assert "needs hypothesis" in p.stderr
+
+
+# -- CI usability: arguments, presets, JSON, few shapes, suggestions ----------------------------
+
+def _keller(G, steps=5, eps=1e-7, a=3.4445, b=-4.7750, c=2.0315):
+    X = np.asarray(G, dtype=float)
+    t = X.shape[-2] > X.shape[-1]
+    X = np.swapaxes(X, -1, -2) if t else X
+    X = X / (np.linalg.norm(X, axis=(-2, -1), keepdims=True) + eps)
+    for _ in range(steps):
+        A = X @ np.swapaxes(X, -1, -2)
+        X = a * X + (b * A + c * A @ A) @ X
+    return (np.swapaxes(X, -1, -2) if t else X).astype(np.asarray(G).dtype)
+
+
+def _two_d_only(G):
+    if np.ndim(G) != 2:
+        raise ValueError("Input tensor gradient must be a 2D matrix")
+    return _keller(G)
+
+
+def test_kwarg_binds_target_arguments(tmp_path, capsys):
+    f = tmp_path / "t.py"
+    f.write_text("import numpy as np\nimport sys\nsys.path.insert(0, %r)\n"
+                 "from test_checker import _keller\n"
+                 "def ns(G, steps, eps):\n    return _keller(G, steps=steps, eps=eps)\n"
+                 % os.path.dirname(__file__))
+    code = checker.main(["whiten", f"{f}:ns", "--preset", "muon_ns5", "--kwarg", "steps=5",
+                         "--kwarg", "eps=1e-7", "--examples", "3"])
+    assert code == 0, capsys.readouterr().out
+    assert checker.parse_kwarg("c=(3.4, -4.7, 2.0)") == ("c", (3.4, -4.7, 2.0))
+    assert checker.parse_kwarg("mode=fast") == ("mode", "fast")
+    with pytest.raises(checker.UsageError):
+        checker.parse_kwarg("no_equals_sign")
+
+
+def test_target_that_cannot_take_one_array_is_a_usage_error(tmp_path, capsys):
+    f = tmp_path / "t.py"
+    f.write_text("def ns(G, steps):\n    return G\n")
+    assert checker.main(["whiten", f"{f}:ns", "--examples", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "TypeError" in err and "steps" in err and "--kwarg" in err
+
+
+def test_list_presets_names_package_and_version(capsys):
+    assert checker.main(["--list-presets"]) == 0
+    out = capsys.readouterr().out
+    assert "pytorch-optimizer" in out and "4.1.0" in out and "torch_muon" in out
+    from swanref.presets import PRESETS
+    assert all(name in out for name in PRESETS)
+
+
+def test_custom_preset_from_a_coefficient_file(tmp_path):
+    js = tmp_path / "table.json"
+    js.write_text(json.dumps([[3.4445, -4.7750, 2.0315]] * 5))
+    txt = tmp_path / "table.txt"
+    txt.write_text("# a b c\n" + "3.4445 -4.7750 2.0315\n" * 5)
+    for path in (js, txt):
+        rep = checker.check(_keller, "whiten", preset="custom", coefficients=str(path),
+                            examples=3)
+        assert rep.exit_code == 0, rep.table()
+        assert any("swanref schedule FILE" in h for h in rep.hints)
+    rep = checker.check(_keller, "whiten", preset="custom",
+                        coefficients=[(3.4445, -4.7750, 2.0315)] * 6, examples=3)
+    assert rep.exit_code == 1 and "5 steps instead of 6" in rep.table()
+    with pytest.raises(checker.UsageError, match="--coefficients"):
+        checker.check(_keller, "whiten", preset="custom", examples=3)
+
+
+def test_two_d_only_target_batch_is_unsupported_in_preset_check():
+    rep = checker.check(_two_d_only, "whiten", preset="muon_ns5", examples=3)
+    assert rep.exit_code == 0, rep.table()
+    assert rep.status("batched_probe") == "unsupported"
+    r = next(r for r in rep.results if r.name == "batched_probe")
+    assert "must be a 2D matrix" in r.exception
+    d = next(r for r in rep.results if r.name == "matches_preset").diagnosis
+    assert d["unsupported"]["batched"].startswith("ValueError")
+    assert all(p["distance"] is not None for p in d["per_probe"])
+
+
+def test_json_is_numeric_and_versioned():
+    rep = checker.check(lambda G: np.zeros_like(G) + np.nan, "whiten", preset="muon_ns5",
+                        examples=3)
+    text = json.dumps(rep.to_dict())
+
+    def bad_constant(name):
+        raise AssertionError(f"non-JSON number {name}")
+    d = json.loads(text, parse_constant=bad_constant)   # no Infinity/NaN tokens
+
+    def strings(x):
+        if isinstance(x, dict):
+            return [v for k, v in x.items() if k in ("error", "tolerance", "distance")
+                    and isinstance(v, str)] + sum((strings(v) for v in x.values()), [])
+        if isinstance(x, list):
+            return sum((strings(v) for v in x), [])
+        return []
+    assert strings(d) == []    # numbers are numbers or null, never the string "inf"
+    assert d["schema"] == checker.JSON_SCHEMA
+    m = next(r for r in d["results"] if r["property"] == "matches_preset")
+    assert m["diagnosis"]["distance_infinite"] and m["diagnosis"]["distance"] is None
+    assert len(m["diagnosis"]["candidates"]) > 20
+    assert {"label", "distance", "tolerance", "ratio", "match"} <= set(
+        m["diagnosis"]["candidates"][0])
+
+
+def test_few_shapes_mode_draws_a_fixed_set():
+    seen = set()
+
+    def spy(G):
+        seen.add(np.shape(G)[-2:])
+        return M.whiten_scipy_polar(G)
+    rep = checker.check(spy, "whiten", shapes="few", examples=6,
+                        properties=["agrees_with_reference", "tall_input", "batched",
+                                    "orthonormal_rows"])
+    assert rep.exit_code == 0, rep.table()
+    assert seen <= set(checker.FEW_SHAPES), seen
+
+
+def test_failed_exact_claim_names_the_matching_preset():
+    rep = checker.check(_keller, "whiten", examples=3,
+                        properties=["agrees_with_reference"], target_name="mod:fn")
+    assert rep.exit_code == 1
+    assert rep.matches_preset and rep.matches_preset["preset"] == "muon_ns5"
+    assert "swanref check whiten mod:fn --preset muon_ns5 --dtype float64" in rep.table()
+
+
+def test_tolerance_that_asserts_nothing_is_no_claim():
+    from swanref.verify.measure import Measurement
+    from swanref.verify.properties import Property, spectral_cases
+
+    def always_capped(claim, call, case):
+        return Measurement("capped", 0.43, 2.0, "m", case.describe())
+    prop = Property("capped", ("whiten",), "doc", lambda c: spectral_cases(c), always_capped)
+    res = checker.run_property(prop, Claim("whiten", np.float32), lambda G, copy=True: G, 3)
+    assert res.status == "no-claim"
