@@ -131,3 +131,12 @@ def test_exported():
     assert swanref.orthogonalized_update is ou
     assert set(SCALE_RULES) >= {"keller", "moonlight", "unit_rms", "spectral", "swan", "none"}
     assert shape_factor(SCALE_RULES["keller"], 8, 2) == 2.0
+
+
+def test_swan_update_is_an_orthogonalized_update_of_gradnorm():
+    """SWAN (spec 4.1) in the terms of section 9: GradNorm, then the coupled Newton-Schulz, then
+    the 'swan' scale rule (RMS 1)."""
+    G = rng.standard_normal((6, 10))
+    a = swanref.swan_update(G)
+    b = ou(swanref.grad_norm(G), "newton_schulz", scale="swan")
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
