@@ -575,9 +575,9 @@ def load_coefficients(coefficients):
             raise UsageError(f"--coefficients {coefficients}: a divisor other than 1 is not "
                              "supported by --preset (custom uses X / (||X||_F + 1e-7))")
         coefficients = sched.coefficients
-    from swanref.presets.catalogue import _check_coefficients
+    from swanref.presets.catalogue import check_coefficients
     try:
-        return _check_coefficients(coefficients)
+        return check_coefficients(coefficients)
     except (TypeError, ValueError) as exc:
         raise UsageError(f"--coefficients: {exc}") from exc
 
