@@ -44,7 +44,8 @@ from swanref.presets.diagnose import MATCH_TOLERANCE, UNIT_ROUNDOFF, probe_toler
 from swanref.spec import spectral
 from swanref.spec.readings import SCALINGS, WHITEN_METHODS, default_rank_rtol
 from swanref.spec.tolerance import condition_number, unit_roundoff
-from swanref.verify.checker import CheckReport, PropertyResult, UsageError, load_target
+from swanref.verify.checker import CheckReport, PropertyResult
+from swanref.verify.targets import UsageError, load_target
 from swanref.verify.matrices import conditioned
 from swanref.verify.measure import (Measurement, describe_input, measure_grad_norm,
                                     measure_newton_schulz, measure_orthonormal_rows,
@@ -55,7 +56,7 @@ __all__ = ["LAYOUTS", "ShardLayout", "ShardedClaim", "shard_layouts", "split", "
            "check_in_group", "main"]
 
 LAYOUTS = ("rows", "cols", "flat", "stack")
-BACKENDS = ("gloo", "nccl")
+BACKENDS = ("auto", "gloo", "nccl")
 OPS = ("grad_norm", "whiten")
 
 #: a diagnostic property fires when the output is this many times closer to the wrong
@@ -612,7 +613,7 @@ def _block_distance_matrix(out, ref, kind, world):
 
 
 def evaluate(claim: ShardedClaim, kind: str, world: int, cases: list, outputs: list,
-             errors=None, target_name="target", seconds=0.0) -> CheckReport:
+             errors=None, target_name="target", seconds=0.0, backend=None) -> CheckReport:
     """Judge the ranks' local results (``outputs[case][rank]``) for ``cases``.
 
     ``errors``: ``{rank: message}`` of ranks that raised or hung (then only ``ranks_complete``
@@ -620,6 +621,8 @@ def evaluate(claim: ShardedClaim, kind: str, world: int, cases: list, outputs: l
     """
     names = property_names(claim, kind)
     desc = dict(claim.describe(), layout=kind, world_size=world)
+    if backend:
+        desc["backend"] = backend
     report = CheckReport(claim.op, target_name, desc, len(cases), 0)
     res = {n: _result(n) for n in names}
     if errors:
@@ -872,7 +875,7 @@ class RankPool:
     answer at all are terminated and respawned on the next call.
     """
 
-    def __init__(self, world_size=2, backend="gloo", timeout_s=30.0, start_timeout_s=300.0,
+    def __init__(self, world_size=2, backend="auto", timeout_s=30.0, start_timeout_s=300.0,
                  start_method="spawn"):
         if start_method not in ("spawn", "forkserver", "fork"):
             raise UsageError("start_method must be spawn, forkserver or fork")
@@ -891,6 +894,11 @@ class RankPool:
     # lifecycle
     def _start(self):
         import torch.multiprocessing as mp
+        if self.backend == "auto":     # NCCL when every rank can have its own GPU
+            import torch
+            self.backend = "nccl" if torch.cuda.is_available() and \
+                torch.cuda.device_count() >= self.world_size and \
+                self.start_method != "fork" else "gloo"
         if self.backend == "nccl":
             import torch
             if torch.cuda.device_count() < self.world_size:
@@ -997,7 +1005,7 @@ class RankPool:
         self.close(force=True)
 
 
-def check_sharded(target, op="whiten", *, layout="rows", world_size=2, backend="gloo",
+def check_sharded(target, op="whiten", *, layout="rows", world_size=2, backend="auto",
                   shape=(16, 32), params=None, dtype="float64", method="svd", steps=None,
                   beta=None, scaling=None, preset=None, eps=0.0, seed=0, pool=None,
                   timeout_s=30.0, target_name=None) -> CheckReport:
@@ -1024,7 +1032,7 @@ def check_sharded(target, op="whiten", *, layout="rows", world_size=2, backend="
             pool.close()
     name = target_name or (target if isinstance(target, str) else
                            getattr(target, "__qualname__", repr(target)))
-    return evaluate(claim, layout, world, cases, outs, errors, name, secs)
+    return evaluate(claim, layout, world, cases, outs, errors, name, secs, pool.backend)
 
 
 def _check_target(target):
@@ -1086,7 +1094,8 @@ def check_in_group(fn, op="whiten", *, layout="rows", group=None, shape=(16, 32)
     outs = None if errors else [[gathered[r][1][i] for r in range(world)]
                                 for i in range(len(cases))]
     return evaluate(claim, layout, world, cases, outs, errors,
-                    getattr(fn, "__qualname__", repr(fn)), time.perf_counter() - t0)
+                    getattr(fn, "__qualname__", repr(fn)), time.perf_counter() - t0,
+                    dist.get_backend(group))
 
 
 # -- command line ------------------------------------------------------------------------------
@@ -1113,8 +1122,9 @@ def add_arguments(p):
                    help="run the target on N ranks of a process group (sharded check)")
     g.add_argument("--shard", choices=LAYOUTS, default="rows",
                    help="layout: rows, cols (tensor parallel), flat (FSDP), stack (parameters)")
-    g.add_argument("--dist-backend", choices=BACKENDS, default="gloo",
-                   help="gloo (CPU) or nccl (one GPU per rank)")
+    g.add_argument("--dist-backend", choices=BACKENDS, default="auto",
+                   help="gloo (CPU), nccl (one GPU per rank), or auto (default): nccl when "
+                        "every rank can have its own GPU, else gloo")
     g.add_argument("--shape", type=_shape, default=(16, 32),
                    help="global matrix shape MxN (stack: each parameter)")
     g.add_argument("--dist-timeout", type=float, default=60.0,
