@@ -140,3 +140,18 @@ def test_swan_update_is_an_orthogonalized_update_of_gradnorm():
     a = swanref.swan_update(G)
     b = ou(swanref.grad_norm(G), "newton_schulz", scale="swan")
     np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
+
+
+def test_one_coefficient_file_end_to_end(tmp_path):
+    """The same file through whiten, the update operator, and the schedule verifier."""
+    from swanref.presets import schedules
+    path = tmp_path / "table.txt"
+    path.write_text("# You's first two quintics\n4.0848 -6.8946 2.9270\n3.9505, -6.3029, 2.6377\n")
+    table = load_coefficients(path)
+    assert list(schedules.load(str(path)).coefficients) == table
+    G = rng.standard_normal((4, 6))
+    w = swanref.whiten(G, "custom", coefficients=table)
+    np.testing.assert_allclose(ou(G, "custom", coefficients=str(path), scale="none"), w,
+                               atol=1e-14)
+    assert schedules.analyse(schedules.load(str(path)))["slope0"] == pytest.approx(
+        4.0848 * 3.9505)
