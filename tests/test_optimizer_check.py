@@ -81,3 +81,36 @@ def test_adamuon_is_not_an_orthogonalised_update():
         pytest.importorskip(mod)
     r = O.check_optimizer(b.build(), b.claim, b.name)
     assert r.status("one_step_wide") == "FAIL"
+
+
+def numpy_swan():
+    """SWAN as spec 4 states it: swan_route decides; "swan" parameters take swan_update (no
+    state), the others an Adam first step."""
+    import swanref
+
+    def run(p0, grads, mu):
+        p, out = np.array(p0, dtype=np.float64), []
+        for g in grads:
+            if swanref.swan_route("fc1.weight" if p.ndim == 2 else "fc1.bias", p.shape) == "swan":
+                p = p * (1 - O.LR * O.WD) - swanref.swan_update(g, lr=O.LR)
+            else:
+                p = p - O.LR * np.sign(g)
+            out.append(p.copy())
+        return out
+    return run
+
+
+def test_swan_itself():
+    import swanref
+    assert swanref.swan_route("fc1.weight", (8, 16)) == "swan"
+    assert swanref.swan_route("embed.weight", (50, 8)) == "adam"
+    assert swanref.swan_route("fc1.bias", (8,)) == "adam"
+    claim = O.OptimizerClaim("newton_schulz", "swan", precision="float64",
+                             param_dtype="float64", momentum=0.0, pre="grad_norm", nd="routed")
+    r = O.check_optimizer(numpy_swan(), claim, "SWAN")
+    assert r.conforming, r.table()
+    assert r.status("vector_routed") == "pass"
+    assert r.status("one_step_conv") == "routed"  # SWAN sends ndim != 2 to Adam (spec 4.2)
+    # without GradNorm in the claim the same optimizer is not the orthogonalised gradient
+    claim.pre = "none"
+    assert O.check_optimizer(numpy_swan(), claim).status("one_step_wide") == "FAIL"

@@ -54,6 +54,7 @@ class OptimizerClaim:
     momentum: float = MU
     tolerance: float | None = None
     nd: str = "orthogonalised"        # or "routed": N-D parameters go to another rule (Adam)
+    pre: str = "none"                 # or "grad_norm": SWAN's GradNorm before orthogonalising
 
     def __post_init__(self):
         self.scale = resolve_scale(self.scale).name
@@ -267,8 +268,11 @@ def _rel(a, b):
 
 
 def _expected(claim, g):
-    return orthogonalized_update(np.asarray(g, np.float64) if claim.precision == "float64"
-                                 else np.asarray(g, np.float32), claim.preset,
+    g = np.asarray(g, np.float64) if claim.precision == "float64" else np.asarray(g, np.float32)
+    if claim.pre == "grad_norm":  # SWAN (spec 4.1): GradNorm over rows of the matrix view
+        from swanref.ops import grad_norm
+        g = grad_norm(g.reshape(g.shape[0], -1)).reshape(g.shape)
+    return orthogonalized_update(g, claim.preset,
                                  scale=claim.scale, scale_factor=claim.scale_factor,
                                  emulate=claim.emulate).astype(np.float64)
 
