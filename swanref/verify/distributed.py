@@ -869,15 +869,17 @@ def _worker_loop(rank, world, backend, init_file, timeout_s, task_queues, result
 class RankPool:
     """``world_size`` spawned ranks in one process group, reused for many checks.
 
-    Spawning (importing torch in every rank) costs seconds; a pool pays it once.  Every call
+    Starting the ranks (importing torch) costs seconds; a pool pays it once.  gloo ranks are
+    forked from a fork server that imported torch once, NCCL ranks are spawned
+    (``start_method`` overrides: 'spawn', 'forkserver', 'fork').  Every call
     has a deadline: a rank that raises is reported with its exception, the group is rebuilt
     (in the same processes) once the other ranks' collectives time out, and ranks that do not
     answer at all are terminated and respawned on the next call.
     """
 
     def __init__(self, world_size=2, backend="auto", timeout_s=30.0, start_timeout_s=300.0,
-                 start_method="spawn"):
-        if start_method not in ("spawn", "forkserver", "fork"):
+                 start_method=None):
+        if start_method not in (None, "spawn", "forkserver", "fork"):
             raise UsageError("start_method must be spawn, forkserver or fork")
         if backend == "nccl" and start_method == "fork":
             raise UsageError("nccl ranks must be spawned (CUDA cannot be used after fork)")
@@ -899,12 +901,20 @@ class RankPool:
             self.backend = "nccl" if torch.cuda.is_available() and \
                 torch.cuda.device_count() >= self.world_size and \
                 self.start_method != "fork" else "gloo"
+        if self.start_method is None:
+            # gloo: a fork server imports torch once and forks the ranks from it (spawning
+            # imports torch in every rank); nccl: plain spawn, nothing CUDA-related is forked
+            import multiprocessing
+            self.start_method = "forkserver" if self.backend == "gloo" and \
+                "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
         if self.backend == "nccl":
             import torch
             if torch.cuda.device_count() < self.world_size:
                 raise UsageError(f"nccl needs one GPU per rank: {torch.cuda.device_count()} "
                                  f"visible for {self.world_size} ranks")
         ctx = mp.get_context(self.start_method)
+        if self.start_method == "forkserver":   # import torch once, in the server
+            ctx.set_forkserver_preload(["torch", "torch.distributed", __name__])
         self._tasks = [ctx.Queue() for _ in range(self.world_size)]
         self._results = ctx.Queue()
         self._dir = tempfile.mkdtemp(prefix="swanref-dist-")
