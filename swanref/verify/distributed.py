@@ -39,8 +39,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from swanref import ops
-from swanref.presets.catalogue import get_preset, schedule, whiten_preset
-from swanref.presets.diagnose import MATCH_TOLERANCE, UNIT_ROUNDOFF, probe_tolerance
+from swanref.presets.catalogue import PRESETS, get_preset, schedule, whiten_preset
+from swanref.presets.diagnose import UNIT_ROUNDOFF, probe_tolerance
 from swanref.spec import spectral
 from swanref.spec.readings import SCALINGS, WHITEN_METHODS, default_rank_rtol
 from swanref.spec.tolerance import condition_number, unit_roundoff
@@ -186,9 +186,7 @@ class ShardedClaim:
         if self.op == "grad_norm" and (self.preset or self.method != "svd"):
             raise UsageError("--method/--preset do not apply to grad_norm")
         if self.preset is not None:
-            known = ("muon_ns5", "torch_muon", "polar_express", "polar_express_nanogpt",
-                     "you_ns5", "jiacheng6", "deepseek_v4", "optax_muon", "nemo_polar_express",
-                     "cubic", "swan_coupled")
+            known = [name for name in PRESETS if name != "custom"]   # custom needs a table
             if self.preset not in known:
                 raise UsageError(f"unknown --preset {self.preset!r}; choose one of "
                                  f"{', '.join(known)}")
@@ -684,7 +682,7 @@ def evaluate(claim: ShardedClaim, kind: str, world: int, cases: list, outputs: l
             r.input = {"case": case.label, "layout": kind, "world_size": world,
                        "shape": list(np.shape(case.G)), "dtype": str(case.G.dtype)}
 
-    for i, (c, X) in enumerate(zip(cases, assembled)):
+    for c, X in zip(cases, assembled):
         G = np.asarray(c.G)
         meas = agreement(claim, G, X, q)
         bad = not meas.passed
