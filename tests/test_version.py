@@ -43,6 +43,8 @@ def test_compiled_core_reports_the_header_version():
     except ImportError:
         pytest.skip("swanref._core not built")
     assert _core.__version__ == header_version()
+    # the spec version moves with docs/spec.md, separately from releases, in both languages
+    assert _core.spec_version == swanref.SPEC_VERSION
 
 
 def test_pyproject_reads_the_version_from_the_header():
