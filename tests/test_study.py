@@ -61,7 +61,7 @@ def test_index_references_every_figure_and_says_how_it_was_made(quick):
     for name in NAMES:
         for ext in ("png", "svg", "csv", "json"):
             assert f"{name}.{ext}" in md, (name, ext)
-        assert f"![" in md and f"({name}.png)" in md
+        assert "![" in md and f"({name}.png)" in md
         assert f'src="{name}.png"' in page
     assert md.count("swanref study") >= len(NAMES)
     assert "numpy" in md and "matplotlib" in md and "spec" in md
