@@ -17,6 +17,6 @@
 namespace swanref {
 // The version of the numerical spec (docs/spec.md) this core implements; it moves with the
 // spec, not with every release.
-inline constexpr const char* spec_version = "0.1";
+inline constexpr const char* spec_version = "0.2";
 inline constexpr const char* version = SWANREF_VERSION_STRING;
 }  // namespace swanref
