@@ -31,6 +31,7 @@ CASES = [
      "torch"),
     ("gn_jax", "grad_norm", {}, "jax", "jax"),
     ("polar_jax", "whiten", {}, "jax", "jax"),
+    ("gn_jax_jit", "grad_norm", {"shapes": "few"}, "jax", "jax"),
 ]
 
 

@@ -163,3 +163,13 @@ def polar_jax(G):
     U, s, Vh = jnp.linalg.svd(x, full_matrices=False)
     tol = max(x.shape[-2:]) * jnp.finfo(x.dtype).eps * s[..., :1]
     return (U * (s > tol)[..., None, :]) @ Vh
+
+
+def gn_jax_jit(G):
+    """The JAX version compiled with jax.jit (one compilation per shape: check with
+    --shapes few)."""
+    import jax
+    global _GN_JIT
+    if "_GN_JIT" not in globals():
+        _GN_JIT = jax.jit(gn_jax)
+    return _GN_JIT(G)
