@@ -435,7 +435,7 @@ def main(argv=None) -> int:
     p.add_argument("--goals", action="store_true",
                    help="only the CPU performance goals (exact whitening vs NS10 at kappa 1e6, GradNorm vs copy)")
     p.add_argument("--big", action="store_true", help="with --goals: also 4096x4096 (several minutes)")
-    p.add_argument("--goal-sizes", default="1024x4096", help="with --goals: exact-whitening sizes")
+    p.add_argument("--goal-sizes", default="1024x4096", help="with --goals: exact-whitening sizes ('none': skip)")
     p.add_argument("--goal-gn-sizes", default="2048x2048,4096x11008", help="with --goals: GradNorm sizes")
     p.add_argument("--kappa", default="1e6", help="with --goals: comma-separated condition numbers")
     p.add_argument("--clock", choices=("wall", "thread"), default=None,
@@ -489,7 +489,7 @@ def main(argv=None) -> int:
         if args.goals:
             results.append(run_goals(core, args.big, args.repeat, args.max_repeat_seconds, log,
                                      kappas=[float(k) for k in args.kappa.split(",")],
-                                     exact_shapes=_parse_sizes(args.goal_sizes),
+                                     exact_shapes=_parse_sizes(args.goal_sizes) if args.goal_sizes != "none" else [],
                                      gn_shapes=_parse_sizes(args.goal_gn_sizes)))
             cases = []
         for (m, n), d in cases:

@@ -38,13 +38,17 @@ template <class T>
 constexpr int grad_norm_lanes = static_cast<int>(64 / sizeof(T));
 
 // SerialExec whose output chunks (64 bytes, collected in registers) go out with non-temporal
-// stores; `out` rows must be 16-byte aligned (checked once per row by the caller).
+// stores; `out` rows must be 16-byte aligned (checked once per row by the caller). With each
+// chunk written, the same line of the next input row is prefetched (`ahead` bytes from the
+// output chunk; 0: none), so that the memory traffic of the next row overlaps the arithmetic of
+// this row's last pass (into L2: the next row is read after this one is finished).
 #if defined(__SSE2__)
 template <int W, class T>
 struct StreamingChunk {
   T x[W];
   T* p;
-  explicit StreamingChunk(T* p_) : p(p_) {}
+  std::intptr_t ahead;
+  StreamingChunk(T* p_, std::intptr_t ahead_) : p(p_), ahead(ahead_) {}
   T& operator[](int k) { return x[k]; }
   void flush() {
     if constexpr (sizeof(T) == 8) {
@@ -52,29 +56,35 @@ struct StreamingChunk {
     } else {
       for (int k = 0; k < W; k += 4) _mm_stream_ps(p + k, _mm_loadu_ps(x + k));
     }
+    if (ahead != 0) _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<std::intptr_t>(p) + ahead), _MM_HINT_T1);
   }
 };
 struct StreamingSerialExec : device::SerialExec {
+  std::intptr_t ahead = 0;
   template <int W, class T>
-  using OutChunk = StreamingChunk<W, T>;
+  StreamingChunk<W, T> out_chunk(T* p) const { return StreamingChunk<W, T>(p, ahead); }
 };
 #else
-using StreamingSerialExec = device::SerialExec;
+struct StreamingSerialExec : device::SerialExec {
+  std::intptr_t ahead = 0;
+};
 #endif
 
 #define SWANREF_GRAD_NORM_ROWS_BODY                                                             \
   constexpr int W = grad_norm_lanes<T>;                                                        \
   if (stream && reinterpret_cast<std::uintptr_t>(out) % 16 == 0) {                             \
     StreamingSerialExec ex;                                                                    \
+    if (next) ex.ahead = reinterpret_cast<std::intptr_t>(next) - reinterpret_cast<std::intptr_t>(out); \
     device::grad_norm_row<W>(ex, row, 1, out, work, n, eps);                                   \
   } else {                                                                                     \
     device::SerialExec ex;                                                                     \
     device::grad_norm_row<W>(ex, row, 1, out, work, n, eps);                                   \
   }
 
-// One contiguous row; work: n entries of scratch.
+// One contiguous row; work: n entries of scratch; next: the next input row to prefetch (or null).
 template <class T>
-inline void grad_norm_row_generic(const T* row, index_t n, T eps, T* out, T* work, bool stream) {
+inline void grad_norm_row_generic(const T* row, index_t n, T eps, T* out, T* work, bool stream,
+                                  const T* next = nullptr) {
   SWANREF_GRAD_NORM_ROWS_BODY
 }
 
@@ -83,19 +93,20 @@ inline void grad_norm_row_generic(const T* row, index_t n, T eps, T* out, T* wor
 // The same source compiled for AVX2 (the row algorithm is inlined into this function).
 template <class T>
 __attribute__((target("avx2"), flatten)) void grad_norm_row_avx2(const T* row, index_t n, T eps, T* out, T* work,
-                                                                  bool stream) {
+                                                                  bool stream, const T* next = nullptr) {
   SWANREF_GRAD_NORM_ROWS_BODY
 }
 #endif
 #undef SWANREF_GRAD_NORM_ROWS_BODY
 
 template <class T>
-inline void grad_norm_row_host(const T* row, index_t n, T eps, T* out, T* work, bool stream) {
+inline void grad_norm_row_host(const T* row, index_t n, T eps, T* out, T* work, bool stream,
+                               const T* next = nullptr) {
 #if defined(SWANREF_GRAD_NORM_AVX2)
   static const bool avx2 = __builtin_cpu_supports("avx2");
-  if (avx2) return grad_norm_row_avx2(row, n, eps, out, work, stream);
+  if (avx2) return grad_norm_row_avx2(row, n, eps, out, work, stream, next);
 #endif
-  grad_norm_row_generic(row, n, eps, out, work, stream);
+  grad_norm_row_generic(row, n, eps, out, work, stream, next);
 }
 
 }  // namespace detail
@@ -121,7 +132,10 @@ void grad_norm(const StridedView<const T>& in, T* out, double eps) {
         for (index_t j = 0; j < n; ++j) gather[j] = row[j * g.cs];
         row = gather.data();
       }
-      detail::grad_norm_row_host(row, n, teps, out + (b * m + i) * n, work.data(), stream);
+      // the next contiguous input row is prefetched while this one is written (strided rows are
+      // gathered, and the last row of a slice has no successor here)
+      const T* next = (g.cs == 1 && i + 1 < m) ? g.row(i + 1) : nullptr;
+      detail::grad_norm_row_host(row, n, teps, out + (b * m + i) * n, work.data(), stream, next);
     }
   }
 #if defined(__SSE2__)

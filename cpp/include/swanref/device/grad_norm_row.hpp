@@ -178,7 +178,7 @@ struct ChunkOut {
 // -- execution policies ---------------------------------------------------------------------
 // An Exec says which chunks of the row this thread visits (c = first(); c < chunks;
 // c += step()), combines per-thread partial results over everyone working on the row, and
-// names the type through which chunks of the output are written (OutChunk).
+// makes the object through which a chunk of the output is written (out_chunk).
 
 // One host thread does the whole row.
 struct SerialExec {
@@ -192,7 +192,7 @@ struct SerialExec {
   template <class T>
   SWANREF_HOST_DEVICE void reduce_max_sum(T&, T&) const {}
   template <int W, class T>
-  using OutChunk = ChunkOut<W, T>;
+  SWANREF_HOST_DEVICE ChunkOut<W, T> out_chunk(T* p) const { return ChunkOut<W, T>(p); }
 };
 
 // -- the row algorithm ------------------------------------------------------------------------
@@ -326,7 +326,7 @@ SWANREF_HOST_DEVICE inline void gn_scale_out(Exec& ex, const T* work, T* out, in
   SWANREF_UNROLL
   for (int c = ex.first(); c < chunks; c += ex.step()) {
     const ChunkIn<W, T> x(work + static_cast<index_type>(c) * W);
-    typename Exec::template OutChunk<W, T> y(out + static_cast<index_type>(c) * W);
+    auto y = ex.template out_chunk<W>(out + static_cast<index_type>(c) * W);
     SWANREF_LANES
     for (int k = 0; k < W; ++k) y[k] = s(x[k]) * inv;
     y.flush();
@@ -474,8 +474,8 @@ struct BlockExec {
     return red[32];
   }
 
-  template <int W, class U>
-  using OutChunk = ChunkOut<W, U>;
+  template <int W>
+  __device__ ChunkOut<W, T> out_chunk(T* p) const { return ChunkOut<W, T>(p); }
 
   __device__ T reduce_sum(T v) const { return reduce<false>(v); }
   __device__ T reduce_max(T v) const { return reduce<true>(v); }
