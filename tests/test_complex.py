@@ -6,7 +6,7 @@ import pytest
 import swanref
 from swanref.presets import catalogue as C
 from swanref.verify.update_properties import check_update
-from tests.wrong_impls import update_impls as W
+from wrong_impls import update_impls as W  # tests/ is on sys.path (rootdir conftest)
 
 rng = np.random.default_rng(9)
 

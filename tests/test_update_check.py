@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from swanref.verify.update_properties import check_update
-from tests.wrong_impls import update_impls as W
+from wrong_impls import update_impls as W  # tests/ is on sys.path (rootdir conftest)
 
 
 def failed(report):
