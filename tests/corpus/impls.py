@@ -69,7 +69,9 @@ def gn_float32(G):
 
 def polar_svd(G):
     """U_r V_r^T from numpy's SVD, rank by numpy.linalg.matrix_rank's threshold, batched."""
-    G = np.asarray(G)
+    # refuse NaN/Inf up front: LAPACK's gesdd on a NaN matrix can fail to return at all with
+    # some OpenBLAS builds, and the spec lets an implementation raise on non-finite input
+    G = np.asarray_chkfinite(G)
     U, s, Vt = np.linalg.svd(G, full_matrices=False)
     tol = np.max(G.shape[-2:]) * np.finfo(G.dtype).eps * s[..., :1]
     keep = (s > tol)[..., None, :]
