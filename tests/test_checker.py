@@ -605,3 +605,24 @@ def test_tolerance_that_asserts_nothing_is_no_claim():
     prop = Property("capped", ("whiten",), "doc", lambda c: spectral_cases(c), always_capped)
     res = checker.run_property(prop, Claim("whiten", np.float32), lambda G, copy=True: G, 3)
     assert res.status == "no-claim"
+
+
+def test_a_target_that_hangs_on_nonfinite_input_fails_instead_of_hanging(monkeypatch):
+    """gesdd loops forever on some Inf inputs (Reference-LAPACK/lapack#1409): the property
+    reports the hang after its deadline; the check does not hang with the target."""
+    import threading
+    from swanref.verify import properties
+    monkeypatch.setattr(properties, "NONFINITE_TIMEOUT_S", 0.2)
+    release = threading.Event()
+
+    def polar(G):
+        G = np.asarray(G, dtype=float)
+        if not np.isfinite(G).all():
+            release.wait(30)          # stands in for the LAPACK loop
+        return swanref.whiten(G) if np.isfinite(G).all() else G
+    try:
+        rep = checker.check(polar, "whiten", examples=3, properties=["nonfinite_input"])
+    finally:
+        release.set()
+    (res,) = [r for r in rep.results if r.name == "nonfinite_input"]
+    assert res.status == "warn" and "no return within" in res.message, res  # advisory property

@@ -13,6 +13,7 @@ input of another class (``batched``) is reported as *unsupported*.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -870,6 +871,34 @@ def _offset(claim, call, case):
     return measure(claim, X, case.G, "offset_robustness", case.info, offset_term=False)
 
 
+#: seconds a target may take on one input with a NaN/Inf before it counts as hung
+NONFINITE_TIMEOUT_S = 30.0
+
+
+def call_with_deadline(call, G, seconds):
+    """``(call(G), False)``, or ``(None, True)`` when it has not returned after ``seconds``.
+
+    Non-finite input is where real code hangs (a LAPACK loop that never converges); the call
+    runs in a daemon thread so the check reports it instead of hanging with it.  Exceptions
+    propagate as from a direct call.
+    """
+    box = {}
+
+    def run():
+        try:
+            box["out"] = call(G)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            box["exc"] = exc
+    worker = threading.Thread(target=run, name="swanref-nonfinite-call", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        return None, True
+    if "exc" in box:
+        raise box["exc"]
+    return box["out"], False
+
+
 @prop("nonfinite_input", ALL,
       "NaN/Inf input is refused (an exception) or propagated (NaN output), never turned into "
       "plausible finite numbers (spec 6.2)",
@@ -884,10 +913,17 @@ def _nonfinite(claim, call, triple):
     info = A.describe_input(case.G, **case.info)
     info["nonfinite_at"] = list(idx)
     try:
-        X = A.as_float64(call(G))
+        out, hung = call_with_deadline(call, G, NONFINITE_TIMEOUT_S)
     except TargetError:
         return A.Measurement("nonfinite_input", 0.0, 0.0, "raised (ok) or NaN output (ok)",
                              info, note="refused")
+    if hung:
+        return A.Measurement(
+            "nonfinite_input", math.inf, 0.0, "raised (ok) or NaN output (ok); a hang fails",
+            info, note=f"{bad} at index {idx}: no return within {NONFINITE_TIMEOUT_S:g} s (LAPACK's "
+                       "gesdd can loop forever on Inf, Reference-LAPACK/lapack#1409: check "
+                       "finiteness before an SVD); the call is left running in the background")
+    X = A.as_float64(out)
     ok = X.shape == G.shape and not np.isfinite(X).all()
     return A.Measurement("nonfinite_input", 0.0 if ok else math.inf, 0.0,
                          "raised (ok) or NaN output (ok); all-finite output fails", info,
