@@ -37,7 +37,7 @@ MUTATIONS = [
     (REF, "    keep = lam > lambda_rtol * lam[..., -1:]", "    keep = lam > 0", "eigh no rank tolerance"),
     (OPS, "    tall = arr.shape[-2] > arr.shape[-1]", "    tall = False", "no transpose for tall"),
     (OPS, "        d = _rescale_to_rms_one(call.xp, d)", "        pass", "swan no rescale"),
-    (REF, "    Gs = pow2_normalise(G, axes=(-2, -1))\n    lam, Q", "    Gs = G\n    lam, Q",
+    (REF, "    Gs = _pow2n(G, axes=(-2, -1))\n    lam, Q", "    Gs = G\n    lam, Q",
      "eigh no prescale"),
     (REF, "    e1 = pow2_exponent(np.max(np.abs(G), axis=-1, keepdims=True))",
      "    e1 = np.zeros(G.shape[:-1] + (1,), dtype=int)", "gradnorm no overflow scaling"),
