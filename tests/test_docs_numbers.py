@@ -202,11 +202,13 @@ def test_report_counts_quoted_in_the_guide(guide):
     assert line in guide, line
 
 
-def test_readme_does_not_build_twice():
-    """After ``pip install .``, the test extras come from the installed package's name: naming
-    the source tree again makes pip build the C++ core a second time."""
+def test_readme_commands_are_the_ci_commands():
+    """The README's quick start holds exactly two commands that work in a fresh clone (never a
+    bare package name, which pip would look up on the index), and .ci/run runs the second."""
     with open(os.path.join(ROOT, "README.md")) as f:
         readme = f.read()
     commands = [line.strip() for line in readme.splitlines() if line.startswith("    python -m pip")]
-    assert commands[0].startswith("python -m pip install . &&")
-    assert commands[1].startswith('python -m pip install "swanref[test]" &&')
+    assert commands[0] == "python -m pip install . && swanref report"
+    assert commands[1] == 'python -m pip install ".[test]" && pytest'
+    with open(os.path.join(ROOT, ".ci", "run")) as f:
+        assert commands[1] in f.read()
