@@ -30,6 +30,8 @@ def test_bench_tiny_run(tmp_path, capsys, monkeypatch):
     rows = {r["method"]: r for r in data["cases"][0]["rows"]}
     assert rows["swanref whiten_svd (refined eigh route)"]["error"] < 1e-12
     assert md.read_text().startswith("# swanref bench")
+    # a 48x96 row runs in well under a millisecond: its time must still show digits
+    assert "| 0.000 |" not in out
 
 
 def test_bench_rejects_bad_sizes():

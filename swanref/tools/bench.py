@@ -193,9 +193,9 @@ def goal_exact_rows(core, m, n, dtype_name, kappa, repeat, max_rep, log, steps=1
         f"errors ||X - U_r V_r^T||_F / sqrt(m), spec 8.2 bound {bound:.1e}")
     log("| method | time [s] | / NS time | error |")
     log("| --- | ---: | ---: | ---: |")
-    log(f"| swanref whiten_newton_schulz, {steps} steps | {t_ns:.3f} | 1.00 | {err(X_ns, P):.1e} (not converged: iterative) |")
-    log(f"| swanref whiten_svd (exact) | {t_ex:.3f} | {ratio:.2f} | {err(X_ex, P):.1e} |")
-    log(f"| NumPy svd + U @ Vt (no truncation; error vs U V^T) | {t_np + t_np2:.3f} | {(t_np + t_np2) / t_ns:.2f} | "
+    log(f"| swanref whiten_newton_schulz, {steps} steps | {t_ns:.4g} | 1.00 | {err(X_ns, P):.1e} (not converged: iterative) |")
+    log(f"| swanref whiten_svd (exact) | {t_ex:.4g} | {ratio:.2f} | {err(X_ex, P):.1e} |")
+    log(f"| NumPy svd + U @ Vt (no truncation; error vs U V^T) | {t_np + t_np2:.4g} | {(t_np + t_np2) / t_ns:.2f} | "
         f"{err(X_np, P_full):.1e} |")
     return {"shape": [m, n], "dtype": dtype_name, "kappa": kappa, "t_ns": t_ns, "t_exact": t_ex,
             "t_numpy_svd": t_np + t_np2, "err_exact": err(X_ex, P), "err_numpy": err(X_np, P_full),
@@ -409,7 +409,7 @@ def _print_rows(rows, log):
             gfl += f" (steps: {r['step_gflops']:.1f})"
             frac += f" (steps: {r['step_peak_fraction']:.0%})"
         err = "" if r["error"] is None else format(r["error"], ".1e")
-        log(f"| {r['method']} | {r['seconds']:.3f} | {'' if sp is None else format(sp, '.2f') + 'x'} | {gfl} | "
+        log(f"| {r['method']} | {r['seconds']:.4g} | {'' if sp is None else format(sp, '.2f') + 'x'} | {gfl} | "
             f"{frac} | {_fmt(r.get('gbs'), '.1f')} | {_fmt(r.get('bandwidth_fraction'), '.0%')} | {err} |")
 
 
