@@ -1,7 +1,7 @@
 """Presets (swanref.presets) against independent plain-NumPy transcriptions of their sources,
-the known-defect table of docs/presets.md, and numbers from the research note (section 5).
+the known-defect table of docs/presets.md, and numbers measured independently before (docs/presets.md).
 
-Each ``ref_*`` function below is written from the source as the research note quotes it, one
+Each ``ref_*`` function below is written from the source as published, one
 2-D matrix at a time, without importing anything from swanref.presets.
 """
 from __future__ import annotations

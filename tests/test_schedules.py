@@ -59,7 +59,7 @@ def test_optimal_quintic_equioscillates():
 
 # -- the verifier's numbers vs note section 5.1 ---------------------------------------------------
 
-#: (schedule, divisor override) -> slope at 0, {l: (min, max)}; note 5.1 (no input divisor)
+#: (schedule, divisor override) -> slope at 0, {l: (min, max)} (no input divisor)
 NOTE_5_1 = [
     (("muon_ns5", None), 485, {1e-2: (0.682, 1.134), 1e-3: (0.471, 1.202), 1e-4: (0.049, 1.202)}),
     (("you_ns5", None), 493, {1e-2: (0.978, 1.032), 1e-3: (0.475, 1.145), 1e-4: (0.049, 1.145)}),
@@ -90,24 +90,24 @@ def test_band_details():
     # PE 8 steps: within 2e-15 of 1 over [1e-3, 1] (note: "+-2e-15", fp64)
     fmin, fmax, _, _ = S.band(S.Schedule(presets.PE_BASIC, 1.0), 1e-3)
     assert abs(fmin - 1) < 2e-15 and abs(fmax - 1) < 2e-15
-    # DSV4: 5.4e-4 / 2.0e-3 (note 2.10)
+    # DSV4: 5.4e-4 / 2.0e-3
     s = S.from_preset("deepseek_v4")
     assert float(S.band(s, 1e-3)[1]) - 1 == pytest.approx(5.4e-4, abs=0.1e-4)
     assert float(S.band(s, 1e-4)[1]) - 1 == pytest.approx(2.0e-3, abs=0.1e-3)
-    # Three PE sets with their divisors over [1e-3, 1] (note 2.6)
+    # Three PE sets with their divisors over [1e-3, 1]
     assert [round(float(v), 3) for v in S.band(S.from_preset("polar_express_nanogpt"), 1e-3)[:2]] \
         == [0.847, 1.141]
     assert [round(float(v), 3) for v in
             S.band(S.Schedule(presets.PE_BASIC[:5], 1.01), 1e-3)[:2]] == [0.840, 1.124]
     gram = [(a / 1.05, b / 1.05 ** 3, c / 1.05 ** 5) for a, b, c in presets.PE_BASIC_RAW[:5]]
     assert [round(float(v), 3) for v in S.band(S.Schedule(gram, 1.0), 1e-3)[:2]] == [0.729, 1.124]
-    # cubic NS 5 / 10 / 20 steps, min over [l, 1] (note 5.1)
+    # cubic NS 5 / 10 / 20 steps, min over [l, 1]
     for k, mins in ((5, (0.076, 0.0076, 0.00076)), (10, (0.53, 0.058, 0.0058)),
                     (20, (1.0, 0.99994, 0.323))):
         s = S.from_preset("cubic", k)
         for lo, mn in zip((1e-2, 1e-3, 1e-4), mins):
             assert float(S.band(s, lo)[0]) == pytest.approx(mn, rel=0.02), (k, lo)
-    # Keller's attractor [0.6819, 1.1343] (note 5.1)
+    # Keller's attractor [0.6819, 1.1343]
     fmin, fmax, _, _ = S.band(S.from_preset("muon_ns5", 100), 1e-2)
     assert (round(float(fmin), 4), round(float(fmax), 4)) == (0.6819, 1.1343)
 
@@ -115,9 +115,9 @@ def test_band_details():
 def test_blowup_margin_and_probes():
     nano = S.from_preset("polar_express_nanogpt")
     assert 1.04 < float(S.blowup(nano)) < 1.045
-    assert 1e79 < abs(nano.mp(mp.mpf("1.05"))) < 1e80            # note 2.6: 2e79
+    assert 1e79 < abs(nano.mp(mp.mpf("1.05"))) < 1e80            # earlier evaluation: 2e79
     raw = S.Schedule(presets.PE_BASIC_RAW[:5], 1.0)
-    assert 1e149 < abs(raw.mp(mp.mpf("1.02"))) < 1e150            # note 2.6: 1e149
+    assert 1e149 < abs(raw.mp(mp.mpf("1.02"))) < 1e150            # earlier evaluation: 1e149
     assert float(S.blowup(raw)) < 1.0001                           # explodes right above 1
     keller = S.from_preset("muon_ns5")
     assert 1.2 < float(S.blowup(keller)) < 1.3                     # "tolerant up to ~1.2"

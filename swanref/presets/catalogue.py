@@ -14,7 +14,6 @@ path*, the source's arithmetic without its forced downcast.  ``emulate="bfloat16
 "float16") runs it with the rounding of PyTorch eager on a GPU (:mod:`swanref.presets.lowprec`);
 ``emulate="source"`` picks the dtype the source itself computes in.
 
-Section numbers "note 2.x / 5.x" refer to the research note anchors_orthogonalization.md.
 """
 from __future__ import annotations
 
@@ -35,7 +34,7 @@ __all__ = ["Preset", "PRESETS", "ROUTES", "PE_GRAM5", "check_coefficients", "whi
 #: Keller Jordan's quintic, KellerJordan/Muon muon.py; also torch.optim.Muon's default.
 KELLER_NS5 = ((3.4445, -4.7750, 2.0315),)
 
-#: You Jiacheng's 5 triples, microsoft/dion dion/newton_schulz_triton.py (note 2.5).
+#: You Jiacheng's 5 triples, microsoft/dion dion/newton_schulz_triton.py.
 YOU_NS5 = (
     (4.0848, -6.8946, 2.9270),
     (3.9505, -6.3029, 2.6377),
@@ -71,7 +70,7 @@ PE_BASIC_RAW = (
 PE_BASIC = tuple((a / 1.01, b / 1.01 ** 3, c / 1.01 ** 5) for (a, b, c) in PE_BASIC_RAW[:-1]) \
     + (PE_BASIC_RAW[-1],)
 
-#: You Jiacheng's 6-step set (k/1024), modula-systems/modula orthogonalize (note 2.10).
+#: You Jiacheng's 6-step set (k/1024), modula-systems/modula orthogonalize.
 JIACHENG6 = (
     (3955 / 1024, -8306 / 1024, 5008 / 1024),
     (3735 / 1024, -6681 / 1024, 3463 / 1024),
@@ -81,7 +80,7 @@ JIACHENG6 = (
     (2172 / 1024, -1833 / 1024, 682 / 1024),
 )
 
-#: DeepSeek-V4 hybrid: 8 x Keller then 2 x the classical quintic-free (2, -1.5, 0.5) (note 2.10).
+#: DeepSeek-V4 hybrid: 8 x Keller then 2 x the classical quintic-free (2, -1.5, 0.5).
 DEEPSEEK_V4 = KELLER_NS5 * 8 + ((2.0, -1.5, 0.5),) * 2
 
 #: Classical cubic Newton-Schulz x -> 1.5 x - 0.5 x^3 (Higham 2008, eq. 5.22, polar form).
@@ -199,13 +198,13 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
            source="classical Newton-Schulz for the polar factor (Higham 2008, eq. 5.22; "
                   "modula docs newton-schulz.rst)",
            notes="equals whiten(method='newton_schulz', beta=0.5, scaling='grad_fro') "
-                 "in exact arithmetic (note 2.13)"),
+                 "in exact arithmetic"),
     Preset("swan_coupled", CUBIC, 10, "safe", 0.0, form="coupled", compute_dtype="input",
            source="SWAN GradWhitening as swanref's whiten(method='newton_schulz', beta=0.5, "
                   "scaling='grad_fro'): coupled Newton-Schulz on A = G G^T / ||G||_F^2 "
                   "(Ma et al. 2024 Alg. 2; Higham 2008 eq. 6.35)",
-           notes="equals cubic in exact arithmetic (note 2.13); in bf16 its Z grows like 1.5^k "
-                 "on null directions and diverges (note 5.4b)"),
+           notes="equals cubic in exact arithmetic; in bf16 its Z grows like 1.5^k "
+                 "on null directions and diverges"),
     Preset("ptopt_polar_express", PTOPT_PE8, 8, "clamp", 1e-7, form="addmm",
            source="pytorch-optimizer 4.1.0 pytorch_optimizer/optimizer/utils/matrix.py "
                   "zero_power_via_newton_schulz_5(weights=NS_COEFFICIENTS['polar_express'], "

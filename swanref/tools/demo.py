@@ -1,4 +1,4 @@
-"""``swanref train-demo``: train a small MLP in pure NumPy with SWAN, Adam and SGD (issue 7).
+"""``swanref train-demo``: train a small MLP in pure NumPy with SWAN, Adam and SGD.
 
     swanref train-demo OUTDIR [--steps N] [--quick] [--seeds S]
 
