@@ -7,7 +7,7 @@ orthogonalised on its own, blocks gathered in the wrong order, a stack treated a
 This module runs the implementation on ``world_size`` ranks of a ``torch.distributed`` process
 group (gloo on CPUs, NCCL with one GPU per rank), hands every rank its shard, assembles what
 the ranks return and judges the assembled result against the unsharded swanref operator within
-the spec's tolerance plus the reduction-order term of docs/spec.md, "Sharded operators".
+the spec's tolerance plus the reduction-order term of docs/spec.md section 10, "Sharded operators".
 
 The target is called on every rank as::
 
@@ -341,7 +341,7 @@ def _ns_term(g, q: int, u: float, steps: int, beta: float, scaling: str) -> floa
 
 
 def reduction_term(claim: ShardedClaim, G, q: int) -> float:
-    """The reduction-order allowance (docs/spec.md, "Sharded operators") for input ``G``
+    """The reduction-order allowance (docs/spec.md section 10, "Sharded operators") for input ``G``
     when each reduced quantity combines ``q`` partial results (worst matrix of a stack).
 
     In the metric of the unsharded comparison: elementwise mixed error (grad_norm), per
