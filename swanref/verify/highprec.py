@@ -77,3 +77,86 @@ def predicted_newton_schulz(G, steps: int, beta: float, scaling: str, dps: int =
         Vn = np.array([[float(V[i, j]) for j in range(n)] for i in range(m)])
     phi = spectral.newton_schulz_singular_values(s, steps, beta, scaling)
     return (Un * phi) @ Vn
+
+
+def newton_schulz(G, steps: int, beta: float, scaling: str, dps: int = 50) -> np.ndarray:
+    """The coupled Newton-Schulz iteration itself (spec 3.3) on a 2-D matrix at ``dps`` digits:
+    an independent check of the spectral prediction (:func:`predicted_newton_schulz`)."""
+    mp = _mp()
+    G = np.asarray(G, dtype=np.float64)
+    tall = G.shape[0] > G.shape[1]
+    W = G.T if tall else G
+    m = W.shape[0]
+    with mp.workdps(dps):
+        X = mp.matrix(W.tolist())
+        A = X * X.T
+        if scaling == "gram_fro":
+            c = mp.sqrt(mp.fsum(A[i, j] ** 2 for i in range(m) for j in range(m)))
+        elif scaling == "grad_fro":
+            c = mp.fsum(X[i, j] ** 2 for i in range(m) for j in range(W.shape[1]))
+        else:
+            c = mp.mpf(1)
+        if c == 0:
+            return np.zeros_like(G)
+        eye = mp.eye(m)
+        Y, Z = A / c, mp.eye(m)
+        b = mp.mpf(beta)
+        for _ in range(steps):
+            T = 3 * eye - Z * Y
+            Y, Z = b * (Y * T), b * (T * Z)
+        out = Z * X / mp.sqrt(c)
+        res = np.array([[float(out[i, j]) for j in range(W.shape[1])] for i in range(m)])
+    return res.T if tall else res
+
+
+def sinkgd(G, iters: int, dps: int = 50) -> np.ndarray:
+    """SR-Sinkhorn of a 2-D matrix at ``dps`` digits: ``iters`` rounds of rows to norm
+    sqrt(n), then columns to norm sqrt(m) (zero lines stay zero)."""
+    mp = _mp()
+    G = np.asarray(G, dtype=np.float64)
+    m, n = G.shape
+    with mp.workdps(dps):
+        X = [[mp.mpf(float(v)) for v in row] for row in G]
+        for _ in range(iters):
+            for i in range(m):
+                nr = mp.sqrt(mp.fsum(x ** 2 for x in X[i]))
+                if nr > 0:
+                    X[i] = [x * mp.sqrt(n) / nr for x in X[i]]
+            for j in range(n):
+                nc = mp.sqrt(mp.fsum(X[i][j] ** 2 for i in range(m)))
+                if nc > 0:
+                    for i in range(m):
+                        X[i][j] = X[i][j] * mp.sqrt(m) / nc
+        return np.array([[float(x) for x in row] for row in X])
+
+
+def operator(op: str, reading: dict, G, rank_rtol: float, dps: int = 50):
+    """One operator of the spec (``op`` with a golden-vector ``reading``) on a 2-D float64
+    matrix at ``dps`` digits, or None where there is no mpmath route (e.g. a SWAN update whose
+    GradNorm is not over rows)."""
+    rd = reading
+    G = np.asarray(G, dtype=np.float64)
+    m, n = G.shape
+    if op == "grad_norm":
+        if rd["axis"] == -1 or (rd["axis"] == "long" and n >= m):
+            return grad_norm(G, dps=dps, eps=rd["eps"])
+        return grad_norm(G.T, dps=dps, eps=rd["eps"]).T
+    if op == "whiten" and rd["method"] == "svd":
+        return polar_factor(G, dps=dps, rank_rtol=rank_rtol)
+    if op == "whiten" and rd["method"] == "newton_schulz":
+        return newton_schulz(G, rd["steps"], rd["beta"], rd["scaling"], dps=dps)
+    if op == "sinkgd_update":
+        return sinkgd(G, rd["iters"], dps=dps)
+    if op == "swan_update" and rd["axis"] == -1:
+        g = grad_norm(G, dps=dps, eps=rd["eps"])
+        if rd["whiten_method"] == "svd":
+            hp = polar_factor(g, dps=dps, rank_rtol=rank_rtol)
+        elif rd["whiten_method"] == "newton_schulz":
+            hp = newton_schulz(g, rd["steps"], rd["beta"], rd["scaling"], dps=dps)
+        else:
+            return None
+        if rd["rescale"]:
+            f = np.linalg.norm(hp)
+            hp = hp * (np.sqrt(hp.size) / f) if f > 0 else hp
+        return hp
+    return None
