@@ -18,7 +18,7 @@ from swanref.backends.protocol import has as has_kernel
 from swanref.spec.validate import (as_matrix_stack, compute_dtype, iteration_count,
                                    real_number)
 from swanref.spec.errors import DivergenceError, DivergenceWarning
-from swanref.spec.readings import (GRAD_NORM_AXES, ON_DIVERGENCE, SCALINGS, WHITEN_METHODS,
+from swanref.spec.readings import (ON_DIVERGENCE, SCALINGS, WHITEN_METHODS,
                        WHITEN_PRESETS, default_rank_rtol)
 
 __all__ = ["grad_norm", "whiten", "swan_update", "sinkgd_update"]

@@ -42,7 +42,7 @@ def test_optax_orthogonalize(optax_muon, shape, kind, preconditioning, preset):
 @pytest.fixture(scope="module")
 def heavyball_utils():
     pytest.importorskip("torch")
-    hb = pytest.importorskip("heavyball")
+    pytest.importorskip("heavyball")
     from heavyball import utils
     utils.compile_mode = None  # eager: the compiled path takes minutes per shape on a CPU
     return utils

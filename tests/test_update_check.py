@@ -1,6 +1,5 @@
 """swanref check update: the faithful update passes, each wrong one fails the property that
 names its mistake (tests/wrong_impls/update_impls.py)."""
-import numpy as np
 import pytest
 
 from swanref.verify.update_properties import check_update

@@ -13,8 +13,6 @@ The same engine is available from Python (:func:`check`) and from pytest
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import json
 import math
 import os

@@ -25,7 +25,7 @@ from swanref.spec import spectral
 from swanref.spec.readings import WHITEN_METHODS, default_rank_rtol
 from swanref.verify import measure as A
 from swanref.verify import matrices
-from swanref.spec.tolerance import exact_whitening_tolerance, newton_schulz_tolerance, unit_roundoff
+from swanref.spec.tolerance import exact_whitening_tolerance, unit_roundoff
 
 OPS = ("grad_norm", "whiten", "swan_update", "sinkgd_update")
 SPECTRUM_KINDS = ("geometric", "linear", "cluster")
