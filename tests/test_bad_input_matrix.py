@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 
@@ -402,8 +403,10 @@ def test_long_runs_stop_on_ctrl_c():
     """ % MAX_ITERATIONS)
     backends = [b for b in ("reference", "cpp") if registry.is_available(b)]
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    # cwd outside the checkout: `python -c` puts the working directory first on sys.path, and
+    # the source tree's swanref has no compiled core (the installed one has)
     p = subprocess.Popen([sys.executable, "-c", code, *backends], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, env=env)
+                         stderr=subprocess.PIPE, text=True, env=env, cwd=tempfile.gettempdir())
     try:
         for be in backends:
             assert p.stdout.readline().split() == ["start", be]

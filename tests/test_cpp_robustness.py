@@ -18,6 +18,7 @@ import queue
 import shutil
 import signal
 import subprocess
+import tempfile
 import sys
 import textwrap
 import threading
@@ -75,8 +76,11 @@ _CHILD = textwrap.dedent(f"""
 @needs_core
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_sigint_stops_every_unbounded_loop():
+    # cwd outside the checkout: the source tree's swanref (first on sys.path for `python -c`)
+    # has no compiled core
     proc = subprocess.Popen([sys.executable, "-c", _CHILD], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
+                            text=True, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"},
+                            cwd=tempfile.gettempdir())
     lines: queue.Queue = queue.Queue()  # read in a thread: a child that ignores SIGINT must not hang the test
     threading.Thread(target=lambda: [lines.put(x.split()) for x in proc.stdout], daemon=True).start()
 
