@@ -297,7 +297,8 @@ def _noise_total(x, sched, m, n):
     return val if np.isfinite(val) else float("inf")
 
 
-def _denominator(fro, preset) -> float:
+def denominator(fro, preset) -> float:
+    """The preset's normalisation divisor for a Frobenius norm ``fro`` (add, clamp or none)."""
     d = fro * preset.norm_scale
     if preset.norm == "add":
         return d + preset.eps
@@ -319,7 +320,7 @@ def noise_gain(G2, preset, sched) -> float:
     G2 = np.asarray(G2, np.float64)
     m, n = G2.shape
     fro = float(np.linalg.norm(G2))
-    d = _denominator(fro, preset)
+    d = denominator(fro, preset)
     if fro == 0 or d == 0 or not np.isfinite(fro):
         return 0.0
     key = (G2.shape, hash(G2.tobytes()), fro, float(f"{d:.12g}"), tuple(sched))

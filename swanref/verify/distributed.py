@@ -40,7 +40,7 @@ import numpy as np
 
 from swanref import ops
 from swanref.presets.catalogue import PRESETS, get_preset, schedule, whiten_preset
-from swanref.presets.diagnose import UNIT_ROUNDOFF, probe_tolerance
+from swanref.presets.diagnose import UNIT_ROUNDOFF, denominator, probe_tolerance
 from swanref.spec import spectral
 from swanref.spec.readings import SCALINGS, WHITEN_METHODS, default_rank_rtol
 from swanref.spec.tolerance import condition_number, unit_roundoff
@@ -255,15 +255,6 @@ def _compose(x, sched):
     return stages
 
 
-def _denominator(fro: float, preset) -> float:
-    d = fro * preset.norm_scale
-    if preset.norm == "add":
-        return d + preset.eps
-    if preset.norm == "clamp":
-        return max(d, preset.eps)
-    return d
-
-
 def _slope_bound(coef, xmax: float) -> float:
     """max |p'(x)| over |x| <= xmax for p(x) = a x + b x^3 + c x^5 (bounds every divided
     difference of the odd matrix function, hence the norm of its Frechet derivative)."""
@@ -277,7 +268,7 @@ def _preset_term(g, preset, sched, q: int, u: float) -> float:
     "Sharded operators"): norm error (q-1)u/2, Gram error (q-1)u ||X_k||_F^2 at every step,
     each carried to the output by the product of the later steps' slope bounds."""
     fro = float(np.linalg.norm(g))
-    den = _denominator(fro, preset)
+    den = denominator(fro, preset)
     if fro == 0 or den == 0:
         return 0.0
     x = np.linalg.svd(_wide(g), compute_uv=False) / den
@@ -470,12 +461,12 @@ def variants(claim: ShardedClaim, G, kind: str, world: int) -> dict:
     if claim.preset is not None:
         preset = get_preset(claim.preset)
         sched = schedule(claim.preset, claim.steps)
-        den = _denominator(float(np.linalg.norm(G)), preset)
+        den = denominator(float(np.linalg.norm(G)), preset)
         out["whole_matrix"] = ("the preset applied to each rank's shard on its own",
                                _per_block(G, kind, world, lambda b: _odd_poly(
-                                   b / _denominator(float(np.linalg.norm(b)), preset), sched)))
+                                   b / denominator(float(np.linalg.norm(b)), preset), sched)))
         out["global_norm"] = ("each shard divided by its own Frobenius norm",
-                              _odd_poly(_per_block(G, kind, world, lambda b: b / _denominator(
+                              _odd_poly(_per_block(G, kind, world, lambda b: b / denominator(
                                   float(np.linalg.norm(b)), preset)), sched))
         out["global_gram"] = ("global norm but the Gram matrix of each shard alone (no "
                               "all-reduce)", _per_block(G / den, kind, world,
