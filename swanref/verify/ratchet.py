@@ -16,8 +16,8 @@ import numpy as np
 
 from swanref.backends import registry
 from swanref.spec.tolerance import unit_roundoff
-from swanref import ops
 from swanref.verify import vectors as V
+from swanref.verify.vectors.files import case_array
 
 __all__ = ["FACTOR", "OBSERVED", "observe", "regressions", "load", "main"]
 
@@ -26,25 +26,14 @@ FACTOR = 10.0
 OBSERVED = os.path.join(os.path.dirname(V.SHIPPED), f"observed-{os.path.basename(V.SHIPPED)}.json")
 
 
-def _run(backend: str, op: str, reading: dict, G):
-    rd = dict(reading)
-    if op == "grad_norm":
-        return ops.grad_norm(G, backend=backend, **rd)
-    if op == "whiten":
-        return ops.whiten(G, rd.pop("method"), backend=backend, **rd)
-    if op == "swan_update":
-        return ops.swan_update(G, backend=backend, **rd)
-    return ops.sinkgd_update(G, backend=backend, **rd)
-
-
 def observe(backend: str, directory: str = V.SHIPPED) -> dict[str, float]:
     """{case name: error of ``backend`` against the expected output} over the whole set."""
     manifest = V.load_manifest(directory)
     errors = {}
     for group, test in V.iter_tests(manifest):
-        G = np.load(os.path.join(directory, test["input"]["file"]), allow_pickle=False)
-        expected = np.load(os.path.join(directory, test["expected"]["file"]), allow_pickle=False)
-        out = _run(backend, group["op"], group["reading"], G)
+        G = case_array(directory, test, "input")
+        expected = case_array(directory, test, "expected")
+        out = V.swanref_impl(group["op"], group["reading"], G, backend=backend)
         errors[test["name"]] = V.metric_error(group["metric"], np.asarray(out), expected, test)
     return errors
 

@@ -111,9 +111,10 @@ def write_outputs(directory, impl, outputs=None) -> dict:
     return written
 
 
-def swanref_impl(op, reading, G):
-    """swanref's own operators as an ``impl`` for :func:`write_outputs` (every reading)."""
-    rd = dict(reading)
+def swanref_impl(op, reading, G, backend=None):
+    """swanref's own operators as an ``impl`` for :func:`write_outputs` (every reading);
+    ``backend`` names one backend (default: the operators' own choice)."""
+    rd = dict(reading, backend=backend)
     if op == "grad_norm":
         return api.grad_norm(G, **rd)
     if op == "whiten":
