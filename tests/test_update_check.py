@@ -1,5 +1,7 @@
 """swanref check update: the faithful update passes, each wrong one fails the property that
 names its mistake (tests/wrong_impls/update_impls.py)."""
+import pathlib
+
 import pytest
 
 from swanref.verify.update_properties import check_update
@@ -60,7 +62,7 @@ def test_skip_is_recognised_as_raw_gradient():
 
 def test_command_line(tmp_path, capsys):
     from swanref.verify.checker import main
-    target = "tests/wrong_impls/update_impls.py:"
+    target = str(pathlib.Path(__file__).parent / "wrong_impls" / "update_impls.py") + ":"
     assert main(["update", target + "faithful", "--preset", "muon_ns5"]) == 0
     assert "CONFORMING" in capsys.readouterr().out
     assert main(["update", target + "keller_and_moonlight", "--preset", "muon_ns5",

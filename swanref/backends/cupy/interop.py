@@ -21,9 +21,51 @@ def stack(G):
 def pow2_normalise(x, axes):
     """``x * 2**-e`` per slice over ``axes`` so that max|x| lies in [0.5, 1) (exact)."""
     cp = rt.cp()
+    if x.dtype == np.float32:
+        return _pow2_normalise_f32(x, axes)
     amax = cp.max(cp.abs(x), axis=axes, keepdims=True)
     _, e = cp.frexp(amax)
     return cp.ldexp(x, -e)
+
+
+# CuPy compiles its element-wise kernels with flush-to-zero for float32, so abs/max/ldexp read a
+# subnormal float32 as 0 and a slice whose largest entry is subnormal came out all zeros.  The
+# float32 path therefore finds max|x| on the bit patterns (integers order like the magnitudes) and
+# scales a subnormal slice from its integer significands, never doing float arithmetic on a
+# subnormal operand.  An entry that stays subnormal after the scaling (|y| < 2**-126 next to a
+# maximum in [0.5, 1)) is flushed, a change far below float32's rounding of the result.
+_F32_KERNELS: list = []
+
+
+def _f32_kernels():
+    if not _F32_KERNELS:
+        cp = rt.cp()
+        magnitude = cp.ElementwiseKernel(
+            "float32 x", "int32 m", "m = __float_as_int(x) & 0x7fffffff;",
+            "swanref_f32_magnitude_bits")
+        scale = cp.ElementwiseKernel(
+            "float32 x, int32 mb", "float32 y",
+            """
+            int E = mb >> 23;                 // biased exponent of max|x| (0: subnormal or zero)
+            if (mb == 0) {
+                y = x;
+            } else if (E != 0) {
+                y = ldexpf(x, 126 - E);       // max|x| = 1.f * 2**(E-127) -> [0.5, 1)
+            } else {                          // every entry subnormal: x = s * 2**-149
+                int b = __float_as_int(x);
+                float v = ldexpf((float)(b & 0x7fffff), -(32 - __clz(mb)));
+                y = b < 0 ? -v : v;
+            }
+            """, "swanref_f32_pow2_normalise")
+        _F32_KERNELS.extend((magnitude, scale))
+    return _F32_KERNELS
+
+
+def _pow2_normalise_f32(x, axes):
+    cp = rt.cp()
+    magnitude, scale = _f32_kernels()
+    mb = cp.max(magnitude(x), axis=axes, keepdims=True)
+    return scale(x, mb)
 
 
 #: dtype -> (h, t): when max|G| >= 2**h the squares of the Frobenius norm can overflow, and G is
