@@ -292,7 +292,8 @@ def _whiten_preset_core(call: _Call, arr, method, steps, beta, scaling, rank_rto
 
 
 def _whiten_core(call: _Call, arr, method, steps=None, beta=None, scaling=None, rank_rtol=None,
-                 on_divergence="raise", coefficients=None, emulate=None, method_name="method"):
+                 on_divergence="raise", coefficients=None, emulate=None, method_name="method",
+                 defer_finite=True):
     _check_method(method, method_name)
     if (method in WHITEN_PRESETS and method not in WHITEN_METHODS) or _is_route(method):
         return _whiten_preset_core(call, arr, method, steps, beta, scaling, rank_rtol,
@@ -304,7 +305,14 @@ def _whiten_core(call: _Call, arr, method, steps=None, beta=None, scaling=None, 
     xp, be = call.xp, call.be
     tall = arr.shape[-2] > arr.shape[-1]
     work = xp.swapaxes(arr, -1, -2) if tall else arr  # backends see m <= n (spec 3.0)
-    work, keep = call.masked(work, 2)
+    iterative = method in ("newton_schulz", "nsds")
+    if defer_finite and iterative and has_kernel(be, "finite_flag"):
+        # a device-side flag, read together with the divergence flags: one host sync per call
+        # instead of two; non-finite input is rerun through the checked path below
+        finite, keep = be.finite_flag(work), None
+    else:
+        finite = None
+        work, keep = call.masked(work, 2)
     m, n = work.shape[-2:]
     default_rtol = default_rank_rtol(m, n, call.eps)
 
@@ -324,7 +332,16 @@ def _whiten_core(call: _Call, arr, method, steps=None, beta=None, scaling=None, 
         bad = _diverged(out, work, params, xp, be)
         if keep is not None:
             bad = bad & keep[..., 0, 0]
-        if bool(bad.any()) and on_divergence != "ignore":
+        if finite is None:
+            any_bad = bool(bad.any())
+        else:
+            flags = xp.stack([finite, bad.any()])
+            finite, any_bad = (bool(v) for v in (flags.get() if hasattr(flags, "get") else flags))
+            if not finite:  # spec 6.2: raise, or NaN for the non-finite slices
+                return _whiten_core(call, arr, method, steps, beta, scaling, rank_rtol,
+                                    on_divergence, coefficients, emulate, method_name,
+                                    defer_finite=False)
+        if any_bad and on_divergence != "ignore":
             out = _handle_divergence(out, work, bad, method, params, on_divergence,
                                      exact_svd, xp)
     out = call.unmask(out, keep)

@@ -52,6 +52,8 @@ OPTIONAL = {
     "grad_norm_finite": (("G", "eps", "check"),
                          "grad_norm after a separate finite check of the input"),
     "all_finite": (("X",), "the finite check builds an isfinite mask"),
+    "finite_flag": (("X",), "the iterative methods check the input before they start (one "
+                            "more host synchronisation)"),
     "fro_norms": (("X",), "the divergence guard squares a float64 copy of the output"),
 }
 

@@ -14,16 +14,41 @@ def stack(G):
     return cp.ascontiguousarray(G).reshape((-1, m, n))
 
 
-# Reductions use CuPy's built-in ones, which CuPy runs through CUB: a user ReductionKernel runs
-# one thread block per output value, so a per-matrix reduction of a large matrix ran on a single
-# SM (measured on an H100: milliseconds per pass at 4096 x 11008, docs/performance_gpu.md).
+# Per-matrix reductions run in two passes, over the rows and then over the row results.  CuPy's
+# built-in reduction over both trailing axes (CUB's segmented reduce) and a user ReductionKernel
+# both give each output value one thread block, so a single large matrix was reduced on one SM:
+# on an H100 max|G| took 0.88 ms at 1024 x 4096 and 11.5 ms at 4096 x 11008 float32
+# (tests/device/profile_probe.py), more than the whole muon_ns5 polynomial in bfloat16.
+
+def per_matrix(reduce, X, keepdims: bool = False):
+    """``reduce`` (cp.max, cp.sum) over the last two axes of X: rows first, in parallel."""
+    m, n = X.shape[-2:]
+    Y = X
+    if m < 256 and n >= 1 << 15 and X.flags.c_contiguous:
+        k = 1  # few long rows: cut each into 2**j pieces so the first pass has enough of them
+        while n % (2 * k) == 0 and n // (2 * k) >= 4096 and m * k < 256:
+            k *= 2
+        Y = X.reshape(X.shape[:-2] + (m * k, n // k))
+    out = reduce(reduce(Y, axis=-1), axis=-1)
+    return out[..., None, None] if keepdims else out
+
+
+def _amax(x, axes, kernel=None):
+    """max|x| (or max of ``kernel(x)``) per slice over ``axes``, keepdims."""
+    cp = rt.cp()
+    mag = cp.abs(x) if kernel is None else kernel(x)
+    axes = (axes,) if isinstance(axes, int) else tuple(axes)
+    if tuple(sorted(a % x.ndim for a in axes)) == (x.ndim - 2, x.ndim - 1):
+        return per_matrix(cp.max, mag, keepdims=True)
+    return cp.max(mag, axis=axes, keepdims=True)
+
 
 def pow2_normalise(x, axes):
     """``x * 2**-e`` per slice over ``axes`` so that max|x| lies in [0.5, 1) (exact)."""
     cp = rt.cp()
     if x.dtype == np.float32:
         return _pow2_normalise_f32(x, axes)
-    amax = cp.max(cp.abs(x), axis=axes, keepdims=True)
+    amax = _amax(x, axes)
     _, e = cp.frexp(amax)
     return cp.ldexp(x, -e)
 
@@ -62,9 +87,8 @@ def _f32_kernels():
 
 
 def _pow2_normalise_f32(x, axes):
-    cp = rt.cp()
     magnitude, scale = _f32_kernels()
-    mb = cp.max(magnitude(x), axis=axes, keepdims=True)
+    mb = _amax(x, axes, magnitude)
     return scale(x, mb)
 
 
@@ -78,23 +102,29 @@ def huge_shift(X):
     """Per-slice int32 exponent s (shape (B,)) with X[b] * 2**-s[b] free of norm overflow."""
     cp = rt.cp()
     h, t = HUGE[np.dtype(X.dtype)]
-    amax = cp.max(cp.abs(X), axis=(-2, -1))
+    amax = per_matrix(cp.max, cp.abs(X))
     amax = cp.where(cp.isfinite(amax), amax, 0)
     _, e = cp.frexp(amax)
     return cp.where(e > h, e - t, 0).astype(cp.int32)
 
 
-def all_finite(X) -> bool:
-    """True when X holds no NaN/Inf (one host sync): its sum is finite. A sum that overflows
-    says False for finite X; the caller then runs its exact check (ops._Call.masked)."""
+def finite_flag(X):
+    """Device boolean scalar: X holds no NaN/Inf (its sum is finite; no host sync). A sum that
+    overflows says False for finite X; the caller then runs its exact check (ops._Call.masked)."""
     cp = rt.cp()
     if X.size == 0:
-        return True
-    return bool(cp.isfinite(cp.sum(X)))
+        return cp.asarray(True)
+    total = per_matrix(cp.sum, X) if X.ndim >= 2 else X
+    return cp.isfinite(cp.sum(total))
+
+
+def all_finite(X) -> bool:
+    """:func:`finite_flag` read on the host (one sync)."""
+    return bool(finite_flag(X))
 
 
 def fro_norms(X):
     """Frobenius norms over the last two axes (float64 result; squares and sums in X's dtype,
     which is all the divergence guard needs: an overflowing square means a diverged output)."""
     cp = rt.cp()
-    return cp.sqrt(cp.sum(cp.square(X), axis=(-2, -1)).astype(cp.float64))
+    return cp.sqrt(per_matrix(cp.sum, cp.square(X)).astype(cp.float64))

@@ -11,7 +11,7 @@ import numpy as np
 
 from swanref.backends.cupy import _runtime as rt
 from swanref.backends.cupy import blas, graphs
-from swanref.backends.cupy.interop import pow2_normalise, stack
+from swanref.backends.cupy.interop import per_matrix, pow2_normalise, stack
 
 
 def _scaled_gram(handle, G, scaling: str):
@@ -23,9 +23,9 @@ def _scaled_gram(handle, G, scaling: str):
     A = blas.gram(handle, Gs)
     dtype = G.dtype
     if scaling == "gram_fro":
-        c = cp.sqrt(cp.sum(A * A, axis=(-2, -1)))
+        c = cp.sqrt(per_matrix(cp.sum, A * A))
     elif scaling == "grad_fro":
-        c = cp.sum(Gs * Gs, axis=(-2, -1))
+        c = per_matrix(cp.sum, Gs * Gs)
     else:
         c = cp.ones(Gs.shape[0], dtype=dtype)
     c = cp.where(c > 0, c, 1).astype(dtype)

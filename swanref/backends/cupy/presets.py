@@ -18,7 +18,7 @@ import numpy as np
 from swanref.backends.cupy import _runtime as rt
 from swanref.backends.cupy import blas, graphs
 from swanref.backends.cupy import kernels as K
-from swanref.backends.cupy.interop import huge_shift, stack
+from swanref.backends.cupy.interop import huge_shift, per_matrix, stack
 
 _NORMS = ("add", "clamp", "none", "safe")
 _FORMATS = ("bfloat16", "float16")
@@ -44,7 +44,7 @@ def _native(G, coef, norm, eps, norm_scale):
     shift = huge_shift(X)
     X = cp.ldexp(X, -shift[:, None, None]).astype(dtype, copy=False)
     # squares and sum in the compute dtype (after the prescale the sum cannot overflow)
-    nrm = cp.sqrt(cp.sum(X * X, axis=(-2, -1), keepdims=True))
+    nrm = cp.sqrt(per_matrix(cp.sum, X * X, keepdims=True))
     scaled = dtype.type(norm_scale) * nrm if norm_scale != 1.0 else nrm
     if norm == "add":
         denom = scaled + dtype.type(eps)
@@ -62,8 +62,7 @@ def _native(G, coef, norm, eps, norm_scale):
         Xn = cp.empty_like(X)
         for a, b, c in coef:
             blas.gemm(handle, X, X, A, transb=True)        # A = X X^T
-            B[...] = A
-            B *= dtype.type(b)
+            cp.multiply(A, dtype.type(b), out=B)
             if c != 0.0:
                 blas.gemm(handle, A, A, B, alpha=float(c), beta=1.0)  # B = b A + c A A
             Xn[...] = X
@@ -84,7 +83,7 @@ def _lowprec(G, coef, norm, eps, norm_scale, fmt, form):
     K.kernel("lp_cast_in", Gs.dtype, fmt)(grid, block, (Gs, X, np.int64(total),
                                                         np.int64(slice_), shift))
     # squares of 16-bit values are exact in float32; summed in float32 (CUB), as PyTorch does
-    sumsq = cp.sum(K.lp_squares(fmt)(X), axis=(-2, -1)).astype(cp.float64)
+    sumsq = per_matrix(cp.sum, K.lp_squares(fmt)(X)).astype(cp.float64)
     mode = _NORMS.index(norm)
     K.kernel("lp_normalise", fmt=fmt)(grid, block, (X, np.int64(total), np.int64(slice_), sumsq,
                                                     f32(norm_scale), f32(eps), np.int32(mode)))
