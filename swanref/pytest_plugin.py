@@ -1,9 +1,10 @@
 """pytest plugin: run swanref's conformance checks from a test suite.
 
-Installed swanref registers it as the ``pytest11`` entry point ``swanref.pytest_plugin``, so
-plain ``pytest`` loads it; from a source tree that is not installed, add
-``-p swanref.pytest_plugin`` (on an installed swanref that option is a harmless no-op: the entry
-point has the module's name).  ``-p no:swanref.pytest_plugin`` disables it.  Two ways to use it:
+Installed swanref registers the ``pytest11`` entry point ``swanref`` (a shim,
+``swanref._pytest_entry``, that loads this module), so plain ``pytest`` loads it; from a source
+tree that is not installed, add ``-p swanref.pytest_plugin`` (on an installed swanref that option
+is a harmless no-op).  ``-p no:swanref`` (or ``-p no:swanref.pytest_plugin``) disables it.  Two
+ways to use it:
 
 * the ``swanref_check`` fixture, inside your own tests::
 

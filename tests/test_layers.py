@@ -20,7 +20,7 @@ LAYERS = ("spec", "backends", "presets", "ops", "update", "root", "verify", "tes
           "entry")
 #: the package root (swanref/__init__.py) re-exports the public operators: a layer of its own,
 #: above the operators and below the verification toolkit that may use the public API
-ENTRY = {"__main__", "cli", "pytest_plugin"}
+ENTRY = {"__main__", "cli", "pytest_plugin", "_pytest_entry"}
 
 
 def layer_of(module: str) -> str:
