@@ -25,10 +25,10 @@ from swanref.spec import spectral
 from swanref.spec.readings import WHITEN_METHODS, default_rank_rtol
 from swanref.verify import measure as A
 from swanref.verify import matrices
+from swanref.verify.strategies import SPECTRUM_KINDS, conditioned_batch
 from swanref.spec.tolerance import exact_whitening_tolerance, unit_roundoff
 
 OPS = ("grad_norm", "whiten", "swan_update", "sinkgd_update")
-SPECTRUM_KINDS = ("geometric", "linear", "cluster")
 
 
 # -- the claim: which reading of the spec the target says it implements ---------------------------
@@ -162,12 +162,8 @@ def spectral_cases(draw, claim, *, rank="full", shape="any", batch=(), kappa=Non
         log_scale = sign * draw(st.floats(0.8 * hi_s, hi_s))
     else:
         log_scale = draw(st.floats(*_scale_range(claim)))
-    seed = draw(st.integers(0, 2 ** 32 - 1))
-    rng = np.random.default_rng(seed)
-    count = int(np.prod(batch)) if batch else 1
-    mats = [matrices.conditioned(rng, m, n, kap, rank=r, scale=10 ** log_scale, kind=kind)
-            for _ in range(count)]
-    G = np.stack(mats).reshape(tuple(batch) + (m, n))
+    seed, G = conditioned_batch(draw, m, n, kap, rank=r, scale=10 ** log_scale, kind=kind,
+                                batch=batch)
     if zero:
         G = np.zeros_like(G)
     G = G.astype(claim.dtype)
