@@ -452,6 +452,15 @@ def _ratio(a, b):
     return None if a is None or b is None or b == 0 else a / b
 
 
+def _vs_torch_cells(r):
+    """The cells torch eager | torch.compile | eager / swanref | swanref / compile | goal met of
+    a Newton-Schulz row (goal: eager / swanref >= 1 and swanref <= 1.05 x torch.compile)."""
+    e, c = _ratio(r.get("torch_ms"), r["ms"]), _ratio(r["ms"], r.get("compile_ms"))
+    met = (e is not None and e >= 1) and (c is None or c <= 1.05)
+    return (f"{_f(r.get('torch_ms'), '.2f')} | {_f(r.get('compile_ms'), '.2f')} | "
+            f"{_f(e, '.2f')} | {_f(c, '.2f')} | {'yes' if met else 'no'}")
+
+
 def tables(env, peaks, rows, command):
     L = [f"Command: `{command}`  ",
          f"GPU: {env['gpu']} ({env.get('sm_count')} SMs, {env.get('memory_GiB')} GiB); CUDA "
@@ -470,16 +479,12 @@ def tables(env, peaks, rows, command):
               "err swanref / torch | peak MB swanref / torch eager |",
               "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |"]
         for r in ns:
-            e, c = _ratio(r.get("torch_ms"), r["ms"]), _ratio(r["ms"], r.get("compile_ms"))
-            met = (e is not None and e >= 1) and (c is None or c <= 1.05)
             L.append(f"| {r['shape']} | {r['dtype']} | {_f(r['ms'], '.2f')} | "
                      f"{_f(r['backend_ms'], '.2f')} | {_f(r.get('backend_graph_ms'), '.2f')} | "
                      f"{_f(r.get('public_graph_ms'), '.2f')} "
-                     f"({_f(r.get('graph_cache_MB'), '.0f')}) | {_f(r.get('torch_ms'), '.2f')} | "
-                     f"{_f(r.get('compile_ms'), '.2f')} | {_f(e, '.2f')} | {_f(c, '.2f')} | "
-                     f"{'yes' if met else 'no'} | {_f(r.get('err'), '.1e')} / "
-                     f"{_f(r.get('torch_err'), '.1e')} | {_f(r['peak_MB'], '.0f')} / "
-                     f"{_f(r.get('torch_peak_MB'), '.0f')} |")
+                     f"({_f(r.get('graph_cache_MB'), '.0f')}) | {_vs_torch_cells(r)} | "
+                     f"{_f(r.get('err'), '.1e')} / {_f(r.get('torch_err'), '.1e')} | "
+                     f"{_f(r['peak_MB'], '.0f')} / {_f(r.get('torch_peak_MB'), '.0f')} |")
         L.append("")
     pr = [r for r in rows if r["section"] == "presets"]
     if pr:
@@ -491,12 +496,9 @@ def tables(env, peaks, rows, command):
               "peak MB swanref / torch eager |",
               "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |"]
         for r in pr:
-            e, c = _ratio(r.get("torch_ms"), r["ms"]), _ratio(r["ms"], r.get("compile_ms"))
-            met = (e is not None and e >= 1) and (c is None or c <= 1.05)
             L.append(f"| {r['shape']} | {r['dtype']} | {_f(r['ms'], '.2f')} | "
-                     f"{_f(r['backend_ms'], '.2f')} | {_f(r.get('torch_ms'), '.2f')} | "
-                     f"{_f(r.get('compile_ms'), '.2f')} | {_f(e, '.2f')} | {_f(c, '.2f')} | "
-                     f"{'yes' if met else 'no'} | {_f(r['vs_torch_rel'], '.1e')} "
+                     f"{_f(r['backend_ms'], '.2f')} | {_vs_torch_cells(r)} | "
+                     f"{_f(r['vs_torch_rel'], '.1e')} "
                      f"({_f(100 * r['vs_torch_equal_frac'], '.0f')}%) | "
                      f"{_f(r['peak_MB'], '.0f')} / {_f(r.get('torch_peak_MB'), '.0f')} |")
         L.append("")

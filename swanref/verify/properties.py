@@ -248,6 +248,13 @@ def measure(claim: Claim, X, G, prop: str, info: dict, offset_term=True) -> A.Me
     return A.measure_sinkgd(X, G, iters=claim.iters, dtype=dt, prop=prop, **info)
 
 
+def _output_and_base(claim: Claim, call, case: Case, prop: str):
+    """``f(G)`` in float64, and the agreement measurement of ``f(G)`` rounded to the dtype
+    (whose tolerance and claim the property builds on)."""
+    X = A.as_float64(call(case.G))
+    return X, measure(claim, X.astype(case.G.dtype), case.G, prop, case.info)
+
+
 def reference(claim: Claim, G) -> np.ndarray:
     """The claimed reading's exact result for input ``G`` (float64)."""
     G64 = A.as_float64(G)
@@ -597,9 +604,8 @@ def _perm(claim, call, pair):
     p = rng.permutation(G.shape[-2])
     q = rng.permutation(G.shape[-1])
     H = G[..., p, :][..., :, q]
-    X1 = A.as_float64(call(G))
+    X1, b1 = _output_and_base(claim, call, case, "permutation_equivariance")
     X2 = call(H)
-    b1 = measure(claim, X1.astype(G.dtype), G, "permutation_equivariance", case.info)
     b2 = measure(claim, X2, H, "permutation_equivariance", case.info)
     err = distance(claim, X2, X1[..., p, :][..., :, q], H)
     if claim.op == "grad_norm":   # permuted lines keep their |mean|/std
@@ -773,8 +779,7 @@ def _orth_eq(claim, call, pair):
       lambda c: plain_inputs(c), applies=lambda c: None if c.rescale else
       "--no-rescale claimed")
 def _rms(claim, call, case):
-    X = A.as_float64(call(case.G))
-    base = measure(claim, X.astype(case.G.dtype), case.G, "rms_one", case.info)
+    X, base = _output_and_base(claim, call, case, "rms_one")
     m, n = case.G.shape[-2:]
     ref = api.swan_update(case.G.astype(np.float64), whiten_method="svd", axis=claim.axis,
                           eps=claim.eps)
@@ -801,8 +806,7 @@ def _const_swan(claim, call, case):
       "after the last (column) step every nonzero column has l2 norm sqrt(m) (spec 5)",
       lambda c: row_cases(c, specials=False))
 def _colnorm(claim, call, case):
-    X = A.as_float64(call(case.G))
-    base = measure(claim, X.astype(case.G.dtype), case.G, "column_norms", case.info)
+    X, base = _output_and_base(claim, call, case, "column_norms")
     m = case.G.shape[-2]
     nz = np.any(A.as_float64(case.G) != 0, axis=-2)
     with np.errstate(over="ignore", invalid="ignore"):
