@@ -29,6 +29,9 @@ heavy until it is used.
 """
 from __future__ import annotations
 
+import warnings
+
+import numpy as np
 import pytest
 
 
@@ -92,6 +95,7 @@ def swanref_check(request):
     defaults = _defaults(request.config)
 
     def run(fn, op, **claim):
+        # the checker (and hypothesis) load only when used: the plugin loads in every pytest run
         from swanref.verify import checker
         kw = dict(defaults)
         kw.update(claim)
@@ -125,7 +129,6 @@ class SwanrefItem(pytest.Item):
                                   claim_kw.get("steps"), claim_kw.get("beta"),
                                   claim_kw.get("scaling"))
         claim = Claim(self.op, dtype, **claim_kw)
-        import numpy as np
         with np.errstate(all="ignore"):
             res = checker.run_property(self.prop, claim, checker.make_call(fn),
                                        opts["examples"], opts["seed"])
@@ -135,7 +138,6 @@ class SwanrefItem(pytest.Item):
         if res.status in ("n/a", "unsupported", "no-claim"):
             pytest.skip(f"{res.status}: {res.message}")
         if res.status == "warn":
-            import warnings
             warnings.warn(f"swanref advisory property {res.name} failed: {res.message}",
                           stacklevel=1)
 

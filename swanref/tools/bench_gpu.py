@@ -32,8 +32,13 @@ import platform
 import statistics
 import sys
 import time
+import traceback
 
 import numpy as np
+
+import swanref
+from swanref.backends import cupy as CB
+from swanref.presets import catalogue, lowprec
 
 NS_CASES = [(1, 1024, 4096), (1, 4096, 4096), (1, 4096, 11008), (8, 1024, 1024), (8, 512, 2048)]
 PRESET_CASES = [(1, 1024, 4096), (1, 4096, 11008), (8, 1024, 1024), (8, 512, 2048)]
@@ -163,12 +168,8 @@ def _environment(cp, torch):
            "cuda_driver": cp.cuda.runtime.driverGetVersion(), "cupy": cp.__version__,
            "numpy": np.__version__, "python": platform.python_version(),
            "torch": getattr(torch, "__version__", None),
-           "torch_cuda": getattr(getattr(torch, "version", None), "cuda", None)}
-    try:
-        import swanref
-        env["swanref"] = swanref.__version__
-    except Exception:
-        pass
+           "torch_cuda": getattr(getattr(torch, "version", None), "cuda", None),
+           "swanref": swanref.__version__}
     return env
 
 
@@ -301,7 +302,6 @@ def bench_ns(cp, torch, swanref, CB, timer, cases, dtypes, compile_on, rows):
 
 
 def bench_presets(cp, torch, swanref, CB, timer, cases, compile_on, rows):
-    from swanref.presets import catalogue
     p = catalogue.get_preset("muon_ns5")
     coef = catalogue.schedule("muon_ns5", None, None)
     steps = len(coef)
@@ -345,7 +345,6 @@ def bench_presets(cp, torch, swanref, CB, timer, cases, compile_on, rows):
 
 def bench_agreement(cp, torch, swanref, rows):
     """GPU native bf16 path against the CPU emulation (swanref.presets) and torch eager."""
-    from swanref.presets import catalogue, lowprec
     for name in ("muon_ns5", "torch_muon", "polar_express"):
         for shape in ((256, 1024), (2, 128, 512), (512, 192)):
             rng = np.random.default_rng(5)
@@ -567,8 +566,6 @@ def main(argv=None) -> int:
     except ImportError:
         print("swanref bench --gpu: CuPy is not installed", file=sys.stderr)
         return 2
-    import swanref
-    from swanref.backends import cupy as CB
     if not CB.available():
         print("swanref bench --gpu: no usable CUDA GPU", file=sys.stderr)
         return 2
@@ -622,7 +619,6 @@ def _run_sections(args, sections, cp, torch, swanref, CB, timer, compile_on, dty
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # one broken section does not lose the others
-            import traceback
             traceback.print_exc()
             print(f"section {sec} failed: {exc!r}", flush=True)
         print(f"section {sec}: {time.time() - ts:.0f} s", flush=True)

@@ -13,6 +13,8 @@ The same engine is available from Python (:func:`check`) and from pytest
 from __future__ import annotations
 
 import argparse
+import ast
+import functools
 import json
 import math
 import os
@@ -21,8 +23,17 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+from hypothesis import HealthCheck, Phase, Verbosity, given, settings
+from hypothesis import seed as hseed
+from hypothesis.errors import HypothesisException
 
+from swanref import presets
+from swanref.presets import schedules
+from swanref.presets.catalogue import PRESETS, PROVENANCE, check_coefficients
+from swanref.presets.diagnose import MATCH_TOLERANCE, identify
 from swanref.spec.readings import SCALINGS, SPEC_VERSION, WHITEN_METHODS
+from swanref.verify.measure import Measurement, describe_text, fmt
+from swanref.verify.properties import CATALOGUE, OPS, Case, Claim, TargetError, properties_for
 from swanref.verify.targets import UsageError, load_target  # noqa: F401 (re-exported)
 
 __all__ = ["check", "CheckReport", "PropertyResult", "load_target", "main"]
@@ -79,8 +90,6 @@ def _converters(array_type: str):
 
 def make_call(fn, array_type="numpy"):
     """Wrap the target: NumPy in (copied unless asked), NumPy out, TargetError on failure."""
-    from swanref.verify.properties import TargetError
-
     to_target, to_numpy = _converters(array_type)
 
     def call(G, copy=True):
@@ -162,12 +171,7 @@ def _small_array(G, limit=64):
 
 
 def run_property(prop, claim, call, examples=30, seed=0) -> PropertyResult:
-    from hypothesis import HealthCheck, Phase, Verbosity, given, settings
-    from hypothesis import seed as hseed
-    from hypothesis.errors import HypothesisException
 
-    from swanref.verify.properties import Case, TargetError
-    from swanref.verify.measure import Measurement
 
     res = PropertyResult(prop.name, "pass", prop.level, prop.doc)
     why = prop.not_applicable(claim)
@@ -295,7 +299,6 @@ class CheckReport:
                 "results": [r.to_dict() for r in self.results]}
 
     def table(self) -> str:
-        from swanref.verify.measure import describe_text, fmt
         claim = ", ".join(f"{k}={v}" for k, v in self.claim.items() if k != "op")
         lines = [f"swanref check {self.op} {self.target}",
                  f"  claim: {claim}",
@@ -349,14 +352,13 @@ def check(fn, op, *, dtype="float64", axis=-1, eps=0.0, method="svd", steps=None
     ``method``/``steps``/....  When a whitening claim fails and the target matches a preset,
     the report says so (``suggest``).
     """
-    from swanref.verify.properties import OPS, Claim, properties_for
-
     fn = bind(fn, kwargs)
     if shapes not in (None, "few", "any"):
         raise UsageError(f"--shapes must be 'few' or 'any', got {shapes!r}")
     shapes = FEW_SHAPES if shapes == "few" else None
 
     if op == "update":  # spec 9: fixed probes, swanref.verify.update_properties
+        # imported here: update_properties imports this module's report types (a circle)
         from swanref.verify.update_properties import check_update
         return check_update(fn, preset=preset or "svd", steps=steps, dtype=dtype,
                             properties=properties, array_type=array_type,
@@ -404,7 +406,6 @@ def bind(fn, kwargs):
     """``fn`` with keyword arguments bound (``--kwarg name=value``)."""
     if not kwargs:
         return fn
-    import functools
     bound = functools.partial(fn, **kwargs)
     bound.__qualname__ = getattr(fn, "__qualname__", repr(fn))
     return bound
@@ -413,7 +414,6 @@ def bind(fn, kwargs):
 def parse_kwarg(text: str):
     """``name=value`` -> (name, value); the value is a Python literal when it parses as one
     (``5``, ``1e-7``, ``True``, ``(3.4, -4.7, 2.0)``, ``None``), else the string."""
-    import ast
     name, sep, value = text.partition("=")
     if not sep or not name.isidentifier():
         raise UsageError(f"--kwarg takes name=value, got {text!r}")
@@ -426,7 +426,6 @@ def parse_kwarg(text: str):
 def _smoke(call, dt, shapes=None):
     """One plain call before any property: a target that cannot be called with one array (a
     TypeError: missing arguments, wrong array type, refused dtype) is a usage error, exit 2."""
-    from swanref.verify.properties import TargetError
     m, n = (shapes or ((4, 7),))[0]
     G = np.random.default_rng(0).standard_normal((m, n)).astype(dt)
     try:
@@ -441,7 +440,6 @@ def _smoke(call, dt, shapes=None):
 
 def _suggest_preset(report, call, dt, target_name):
     """After a failed whitening claim: does the target match one of the presets?"""
-    from swanref.presets.diagnose import MATCH_TOLERANCE, identify
     name = "bfloat16" if dt.name == "bfloat16" else str(dt)
     if name not in MATCH_TOLERANCE:
         return
@@ -478,8 +476,6 @@ def check_preset(fn, preset, *, dtype="float64", steps=None, examples=30, seed=0
     exception, never as a mismatch.  ``coefficients`` (a list of (a, b, c), or a file path as
     read by ``swanref schedule``) replaces the table; ``preset='custom'`` requires it.
     """
-    from swanref import presets
-    from swanref.verify.properties import CATALOGUE, Claim
 
     fn = bind(fn, kwargs)
     if op != "whiten":
@@ -564,7 +560,6 @@ def load_coefficients(coefficients):
     if coefficients is None:
         return None
     if isinstance(coefficients, (str, os.PathLike)):
-        from swanref.presets import schedules
         try:
             sched = schedules.load(os.fspath(coefficients))
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -573,7 +568,6 @@ def load_coefficients(coefficients):
             raise UsageError(f"--coefficients {coefficients}: a divisor other than 1 is not "
                              "supported by --preset (custom uses X / (||X||_F + 1e-7))")
         coefficients = sched.coefficients
-    from swanref.presets.catalogue import check_coefficients
     try:
         return check_coefficients(coefficients)
     except (TypeError, ValueError) as exc:
@@ -633,7 +627,6 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from swanref.verify.properties import OPS
     p = _Parser(prog="swanref check", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                 description="Check an implementation of a SWAN operator against the spec. "
                             "Exit 0 conforming, 1 not conforming, 2 usage/import error.")
@@ -716,7 +709,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def list_presets() -> str:
     """The presets of ``--preset``: name, source package, version, function."""
-    from swanref.presets.catalogue import PRESETS, PROVENANCE
     rows = [("preset", "package", "version", "function")]
     for name, p in PRESETS.items():
         pkg, ver, func = PROVENANCE.get(name, ("-", "-", p.source))
@@ -745,7 +737,7 @@ def main(argv=None) -> int:
         if args.iters < 1:
             raise UsageError("--iters must be >= 1")
         if args.op == "update":
-            from swanref.verify import update_properties as up
+            from swanref.verify import update_properties as up  # a circle at the top, as above
             if args.list_properties:
                 for q in up.UPDATE_PROPERTIES:
                     print(f"{q.name:<34} {q.level:<9} {q.doc}")
@@ -760,7 +752,6 @@ def main(argv=None) -> int:
                 properties=args.properties, array_type=args.array_type,
                 target_name=args.target, strict=args.strict)
         elif args.list_properties:
-            from swanref.verify.properties import Claim, properties_for
             for p in properties_for(Claim(args.op)):
                 print(f"{p.name:<34} {p.level:<9} {p.input_class:<8} {p.doc}")
             return 0

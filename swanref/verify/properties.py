@@ -26,7 +26,9 @@ from swanref.spec.readings import WHITEN_METHODS, default_rank_rtol
 from swanref.verify import measure as A
 from swanref.verify import matrices
 from swanref.verify.strategies import SPECTRUM_KINDS, conditioned_batch
-from swanref.spec.tolerance import exact_whitening_tolerance, unit_roundoff
+from swanref.spec.tolerance import (TRUSTED_LIMIT, exact_whitening_tolerance, grad_norm_tolerance,
+                                    unit_roundoff)
+from swanref.spec.validate import compute_dtype
 
 OPS = ("grad_norm", "whiten", "swan_update", "sinkgd_update")
 
@@ -284,7 +286,6 @@ def reference(claim: Claim, G) -> np.ndarray:
 
 
 def _compute(dtype):
-    from swanref.spec.validate import compute_dtype
     return compute_dtype(dtype)
 
 
@@ -488,7 +489,6 @@ def _mean0(claim, call, case):
 def _per_line(claim, G, ax, err, factor):
     """(error, tolerance, claimed) of the line with the largest error/tolerance ratio, each
     line with spec 8.1's bound for its own |mean|/std (offset term) times ``factor``."""
-    from swanref.spec.tolerance import TRUSTED_LIMIT, grad_norm_tolerance
     g = _lines(G, ax)
     n = g.shape[-1]
     r = A.line_offset_ratio(g, -1)[..., 0] if g.size else np.zeros(1)
@@ -705,7 +705,6 @@ def _relational(claim, call, case, name, transform, back, note, exact=None):
 def _gn_tol(claim, G) -> np.ndarray:
     """spec 8.1's elementwise GradNorm bound of input ``G`` (target dtype + float64
     reference), each line with its own offset term, broadcast to G's shape."""
-    from swanref.spec.tolerance import grad_norm_tolerance
     ax = _stat_axis(claim, G.shape)
     n = G.shape[ax]
     r = A.line_offset_ratio(G, ax)
@@ -717,7 +716,6 @@ def _gn_relational(claim, name, case, X2, Y1, H, tol1, slack, claimed, metric):
     """GradNorm relations compared element by element: ``|f(T G) - back(f(G))|`` against the
     sum of the two elementwise bounds at that position (lines of different offsets have
     different bounds, so a scalar sum of the two worst-ratio tolerances is not one)."""
-    from swanref.spec.tolerance import TRUSTED_LIMIT
     err = np.asarray(A.mixed_error(X2, Y1), dtype=np.float64)
     tolH = _gn_tol(claim, H)
     if err.shape != tolH.shape:
