@@ -151,6 +151,8 @@ LOCAL_IMPORTS = {
     ("swanref.backends.registry", "swanref.backends.cpp"): "the compiled core, when selected",
     ("swanref.backends.cupy._cublas_ct", "swanref.backends.cupy.blas"): "blas imports it",
     ("swanref.verify.checker", "swanref.verify.update_properties"): "it imports the checker",
+    ("swanref.verify.checker", "swanref.verify.properties"): "hypothesis: the checker imports "
+    "without it and says what is missing",
     ("swanref.pytest_plugin", "swanref.verify.checker"): "pytest start-up: load when used",
     ("swanref.pytest_plugin", "swanref.verify.properties"): "pytest start-up: load when used",
 }

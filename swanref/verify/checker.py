@@ -23,9 +23,6 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-from hypothesis import HealthCheck, Phase, Verbosity, given, settings
-from hypothesis import seed as hseed
-from hypothesis.errors import HypothesisException
 
 from swanref import presets
 from swanref.presets import schedules
@@ -33,7 +30,6 @@ from swanref.presets.catalogue import PRESETS, PROVENANCE, check_coefficients
 from swanref.presets.diagnose import MATCH_TOLERANCE, identify
 from swanref.spec.readings import SCALINGS, SPEC_VERSION, WHITEN_METHODS
 from swanref.verify.measure import Measurement, describe_text, fmt
-from swanref.verify.properties import CATALOGUE, OPS, Case, Claim, TargetError, properties_for
 from swanref.verify.targets import UsageError, load_target  # noqa: F401 (re-exported)
 
 __all__ = ["check", "CheckReport", "PropertyResult", "load_target", "main"]
@@ -90,6 +86,10 @@ def _converters(array_type: str):
 
 def make_call(fn, array_type="numpy"):
     """Wrap the target: NumPy in (copied unless asked), NumPy out, TargetError on failure."""
+    # the property catalogue (and hypothesis) load when a check runs: without hypothesis this
+    # module still imports, and main() says what is missing (exit 2)
+    from swanref.verify.properties import TargetError
+
     to_target, to_numpy = _converters(array_type)
 
     def call(G, copy=True):
@@ -171,7 +171,11 @@ def _small_array(G, limit=64):
 
 
 def run_property(prop, claim, call, examples=30, seed=0) -> PropertyResult:
+    from hypothesis import HealthCheck, Phase, Verbosity, given, settings
+    from hypothesis import seed as hseed
+    from hypothesis.errors import HypothesisException
 
+    from swanref.verify.properties import Case, TargetError
 
     res = PropertyResult(prop.name, "pass", prop.level, prop.doc)
     why = prop.not_applicable(claim)
@@ -352,6 +356,8 @@ def check(fn, op, *, dtype="float64", axis=-1, eps=0.0, method="svd", steps=None
     ``method``/``steps``/....  When a whitening claim fails and the target matches a preset,
     the report says so (``suggest``).
     """
+    from swanref.verify.properties import OPS, Claim, properties_for
+
     fn = bind(fn, kwargs)
     if shapes not in (None, "few", "any"):
         raise UsageError(f"--shapes must be 'few' or 'any', got {shapes!r}")
@@ -426,6 +432,7 @@ def parse_kwarg(text: str):
 def _smoke(call, dt, shapes=None):
     """One plain call before any property: a target that cannot be called with one array (a
     TypeError: missing arguments, wrong array type, refused dtype) is a usage error, exit 2."""
+    from swanref.verify.properties import TargetError
     m, n = (shapes or ((4, 7),))[0]
     G = np.random.default_rng(0).standard_normal((m, n)).astype(dt)
     try:
@@ -476,6 +483,7 @@ def check_preset(fn, preset, *, dtype="float64", steps=None, examples=30, seed=0
     exception, never as a mismatch.  ``coefficients`` (a list of (a, b, c), or a file path as
     read by ``swanref schedule``) replaces the table; ``preset='custom'`` requires it.
     """
+    from swanref.verify.properties import CATALOGUE, Claim
 
     fn = bind(fn, kwargs)
     if op != "whiten":
@@ -627,6 +635,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from swanref.verify.properties import OPS
     p = _Parser(prog="swanref check", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                 description="Check an implementation of a SWAN operator against the spec. "
                             "Exit 0 conforming, 1 not conforming, 2 usage/import error.")
@@ -752,6 +761,7 @@ def main(argv=None) -> int:
                 properties=args.properties, array_type=args.array_type,
                 target_name=args.target, strict=args.strict)
         elif args.list_properties:
+            from swanref.verify.properties import Claim, properties_for
             for p in properties_for(Claim(args.op)):
                 print(f"{p.name:<34} {p.level:<9} {p.input_class:<8} {p.doc}")
             return 0
