@@ -5,6 +5,8 @@ import importlib
 import os
 import sys
 
+from swanref import SPEC_VERSION, __version__
+
 #: subcommand -> (module, function, one-line help)
 COMMANDS = {
     "report": ("swanref.tools.report", "main",
@@ -59,8 +61,6 @@ def _main(argv=None) -> int:
         print(_usage())
         return 0 if argv else 2
     if argv[0] == "--version":
-        from swanref import SPEC_VERSION
-        from swanref import __version__
         print(f"swanref {__version__} (spec {SPEC_VERSION})")
         return 0
     name, rest = argv[0], argv[1:]

@@ -62,6 +62,7 @@ def _check_method(method, name="method"):
 
 def _is_route(method) -> bool:
     """A hybrid or preconditioned route of swanref.presets.ROUTES (spec 9.6)."""
+    # presets load on first use: `import swanref` stays without the catalogue and diagnosis
     from swanref.presets.catalogue import ROUTES
     return isinstance(method, str) and method in ROUTES
 
@@ -245,7 +246,7 @@ def _whiten_preset_core(call: _Call, arr, method, steps, beta, scaling, rank_rto
     Polynomial presets without emulation run on the backend's ``whiten_polynomial`` kernel
     when it has one (the C++ core); everything else on the reference transcription.
     """
-    from swanref.presets import catalogue as presets
+    from swanref.presets import catalogue as presets  # on first use, as in _is_route
     if on_divergence not in ON_DIVERGENCE:
         raise ValueError(f"on_divergence must be one of {ON_DIVERGENCE}, got {on_divergence!r}")
     for key, value in {"beta": beta, "scaling": scaling, "rank_rtol": rank_rtol}.items():

@@ -1,9 +1,10 @@
 """pytest plugin: run swanref's conformance checks from a test suite.
 
-Installed swanref registers it as the ``pytest11`` entry point ``swanref.pytest_plugin``, so
-plain ``pytest`` loads it; from a source tree that is not installed, add
-``-p swanref.pytest_plugin`` (on an installed swanref that option is a harmless no-op: the entry
-point has the module's name).  ``-p no:swanref.pytest_plugin`` disables it.  Two ways to use it:
+Installed swanref registers the ``pytest11`` entry point ``swanref`` (a shim,
+``swanref._pytest_entry``, that loads this module), so plain ``pytest`` loads it; from a source
+tree that is not installed, add ``-p swanref.pytest_plugin`` (on an installed swanref that option
+is a harmless no-op).  ``-p no:swanref`` (or ``-p no:swanref.pytest_plugin``) disables it.  Two
+ways to use it:
 
 * the ``swanref_check`` fixture, inside your own tests::
 
@@ -28,6 +29,9 @@ heavy until it is used.
 """
 from __future__ import annotations
 
+import warnings
+
+import numpy as np
 import pytest
 
 
@@ -91,6 +95,7 @@ def swanref_check(request):
     defaults = _defaults(request.config)
 
     def run(fn, op, **claim):
+        # the checker (and hypothesis) load only when used: the plugin loads in every pytest run
         from swanref.verify import checker
         kw = dict(defaults)
         kw.update(claim)
@@ -124,7 +129,6 @@ class SwanrefItem(pytest.Item):
                                   claim_kw.get("steps"), claim_kw.get("beta"),
                                   claim_kw.get("scaling"))
         claim = Claim(self.op, dtype, **claim_kw)
-        import numpy as np
         with np.errstate(all="ignore"):
             res = checker.run_property(self.prop, claim, checker.make_call(fn),
                                        opts["examples"], opts["seed"])
@@ -134,7 +138,6 @@ class SwanrefItem(pytest.Item):
         if res.status in ("n/a", "unsupported", "no-claim"):
             pytest.skip(f"{res.status}: {res.message}")
         if res.status == "warn":
-            import warnings
             warnings.warn(f"swanref advisory property {res.name} failed: {res.message}",
                           stacklevel=1)
 

@@ -8,7 +8,9 @@ named convention of :mod:`swanref.spec.conventions` with its source.
 """
 from __future__ import annotations
 
+import json
 import math
+import os
 
 import numpy as np
 
@@ -31,8 +33,6 @@ def load_coefficients(source):
     line (numbers separated by spaces or commas; ``#`` starts a comment).
     """
     if isinstance(source, (str, bytes)) or hasattr(source, "__fspath__"):
-        import json
-        import os
         path = os.fspath(source)
         if not os.path.isfile(path):
             raise ValueError(f"coefficients file not found: {path}")

@@ -360,7 +360,7 @@ def _plugin_args():
     """``-p swanref.pytest_plugin`` unless the pytest11 entry point already loads it."""
     from importlib.metadata import entry_points
     eps = entry_points(group="pytest11")
-    if any(ep.value.startswith("swanref.pytest_plugin") for ep in eps):
+    if any(ep.name == "swanref" for ep in eps):
         return []
     return ["-p", "swanref.pytest_plugin"]
 

@@ -20,7 +20,7 @@ LAYERS = ("spec", "backends", "presets", "ops", "update", "root", "verify", "tes
           "entry")
 #: the package root (swanref/__init__.py) re-exports the public operators: a layer of its own,
 #: above the operators and below the verification toolkit that may use the public API
-ENTRY = {"__main__", "cli", "pytest_plugin"}
+ENTRY = {"__main__", "cli", "pytest_plugin", "_pytest_entry"}
 
 
 def layer_of(module: str) -> str:
@@ -142,3 +142,47 @@ def test_the_check_can_fail(tmp_path):
     found = list(imports("swanref.spec.probe", f))
     assert found == [("swanref.tools.study", (), 2)]
     assert LAYERS.index(layer_of("swanref.tools.study")) > LAYERS.index(layer_of("swanref.spec.x"))
+
+
+#: the function-local imports of swanref modules, each with why it is not at the top
+#: (docs/architecture.md, "Imports"); everything else is imported at module level
+LOCAL_IMPORTS = {
+    ("swanref.ops", "swanref.presets.catalogue"): "`import swanref` loads no preset catalogue",
+    ("swanref.backends.registry", "swanref.backends.cpp"): "the compiled core, when selected",
+    ("swanref.backends.cupy._cublas_ct", "swanref.backends.cupy.blas"): "blas imports it",
+    ("swanref.verify.checker", "swanref.verify.update_properties"): "it imports the checker",
+    ("swanref.verify.checker", "swanref.verify.properties"): "hypothesis: the checker imports "
+    "without it and says what is missing",
+    ("swanref.pytest_plugin", "swanref.verify.checker"): "pytest start-up: load when used",
+    ("swanref.pytest_plugin", "swanref.verify.properties"): "pytest start-up: load when used",
+}
+
+
+def local_imports(module, path):
+    """(imported swanref module, line) for every import inside a function body."""
+    tree = ast.parse(path.read_text(), str(path))
+    for fn in ast.walk(tree):
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            inner = [n for stmt in fn.body for n in ast.walk(stmt)
+                     if isinstance(n, (ast.Import, ast.ImportFrom))]
+            for target, _, line in imports(module, path, inner):
+                yield target, line
+
+
+def test_function_local_imports_of_swanref_are_the_listed_ones():
+    """A swanref import inside a function is a listed exception (a circle, start-up time, the
+    compiled core), not a way around the layers or a forgotten top-level import."""
+    found = {}
+    for module, path in ALL:
+        for target, line in local_imports(module, path):
+            if target.startswith("swanref.") and target.count(".") >= 1:
+                key = (module, target)
+                if key not in LOCAL_IMPORTS:
+                    found.setdefault(key, line)
+    assert not found, "function-local imports to move to the top (or list with a reason): " + \
+        ", ".join(f"{m} line {line}: {t}" for (m, t), line in sorted(found.items()))
+
+
+def test_local_import_list_is_current():
+    seen = {(m, t) for m, p in ALL for t, _ in local_imports(m, p)}
+    assert set(LOCAL_IMPORTS) <= seen, set(LOCAL_IMPORTS) - seen

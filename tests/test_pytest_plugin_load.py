@@ -1,4 +1,5 @@
-"""The documented plugin commands work on an installed swanref, with or without ``-p``."""
+"""The pytest11 entry point of an installed swanref: its name (``swanref``, as in 0.1) and the
+four documented command lines, each run by pytest in a subprocess outside the checkout."""
 from __future__ import annotations
 
 import os
@@ -7,7 +8,6 @@ import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFORMANCE = '''
 import numpy as np
 
@@ -18,28 +18,55 @@ def sinkgd(G, iters=5):
 '''
 
 
-def test_entry_point_is_named_after_its_module():
-    """``-p swanref.pytest_plugin`` is then a no-op where the entry point already loaded it."""
+def _swanref_entry_points():
     from importlib.metadata import entry_points
-    eps = [ep for ep in entry_points(group="pytest11") if ep.value == "swanref.pytest_plugin"]
-    if not eps:
+    return [ep for ep in entry_points(group="pytest11") if ep.value.startswith("swanref")]
+
+
+@pytest.fixture
+def installed():
+    if not _swanref_entry_points():
         pytest.skip("swanref is not installed (no pytest11 entry point)")
-    assert [ep.name for ep in eps] == ["swanref.pytest_plugin"]
 
 
-@pytest.mark.parametrize("explicit", [False, True], ids=["plain", "with -p"])
-def test_plugin_command_line(tmp_path, explicit):
-    from importlib.metadata import entry_points
-    installed = any(ep.value == "swanref.pytest_plugin" for ep in entry_points(group="pytest11"))
-    if not explicit and not installed:
-        pytest.skip("without the entry point the plugin needs -p")
+def test_entry_point_is_named_swanref(installed):
+    """Named as in 0.1; it points at a shim that loads the plugin module through
+    ``pytest_plugins`` (so ``-p swanref.pytest_plugin`` finds it already registered)."""
+    eps = _swanref_entry_points()
+    assert [(ep.name, ep.value) for ep in eps] == [("swanref", "swanref._pytest_entry")]
+    shim = eps[0].load()
+    assert shim.pytest_plugins == ["swanref.pytest_plugin"]
+    assert [n for n in vars(shim) if n.startswith("pytest_") and n != "pytest_plugins"] == []
+
+
+def _pytest(tmp_path, *args):
     (tmp_path / "conformance.py").write_text(CONFORMANCE)
-    args = ["-p", "swanref.pytest_plugin"] if explicit else []
     env = dict(os.environ, PYTHONPATH=str(tmp_path))
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                           *args, "--swanref-target", "sinkgd_update=conformance:sinkgd",
-                           "--collect-only", "-W", "ignore::pytest.PytestAssertRewriteWarning"],
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "-W", "ignore::pytest.PytestAssertRewriteWarning", *args],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "already registered" not in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("args", [[], ["-p", "swanref.pytest_plugin"]],
+                         ids=["plain", "-p swanref.pytest_plugin"])
+def test_plugin_loaded(tmp_path, installed, args):
+    proc = _pytest(tmp_path, *args, "--swanref-target", "sinkgd_update=conformance:sinkgd",
+                   "--collect-only")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-6000:]
+    assert "already registered" not in out
     assert "swanref[sinkgd_update:" in proc.stdout  # the plugin made the items
+
+
+@pytest.mark.parametrize("args", [["-p", "no:swanref"], ["-p", "no:swanref.pytest_plugin"]],
+                         ids=["-p no:swanref", "-p no:swanref.pytest_plugin"])
+def test_plugin_disabled(tmp_path, installed, args):
+    proc = _pytest(tmp_path, *args, "--help")
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
+    assert "--swanref-target" not in proc.stdout
+    assert "swanref conformance checks" not in proc.stdout
+    # and the option is really unknown, not merely hidden from the help
+    proc = _pytest(tmp_path, *args, "--swanref-target", "sinkgd_update=conformance:sinkgd",
+                   "--collect-only")
+    assert proc.returncode == 4, (proc.stdout + proc.stderr)[-6000:]
+    assert "unrecognized arguments: --swanref-target" in proc.stderr

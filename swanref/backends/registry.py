@@ -63,7 +63,7 @@ def _warn_fallback() -> None:
     global _warned
     if _warned:
         return
-    from swanref.backends import cpp
+    from swanref.backends import cpp  # loads the compiled core: only when it is selected
     reason = cpp.unavailable_reason()
     if cpp.built():  # a pure-Python install has no core to lose: nothing to warn about
         warnings.warn(f"swanref: the C++ core is unusable ({reason}); falling back to the "

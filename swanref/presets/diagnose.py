@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from swanref.presets.catalogue import PRESETS, get_preset, run_preset, schedule
+from swanref.presets.lowprec import is_representable, round_to
 
 #: floor of the match tolerance per compute precision: the largest relative Frobenius difference
 #: two correct runs differ by on well-conditioned input (float64/float32: summation order;
@@ -96,7 +97,6 @@ def probes(dtype: str = "float64") -> list:
         Probe("zero 16x40", np.zeros((16, 40))),
     ]
     if dtype in ("bfloat16", "float16"):
-        from swanref.presets.lowprec import round_to
         return [replace(p, G=round_to(p.G, dtype).astype(np.float32)) for p in out]
     return [replace(p, G=p.G.astype(dtype)) for p in out]
 
@@ -664,7 +664,6 @@ _NARROWER = {("float64", "float32"): "float32", ("float64", "bfloat16"): "bfloat
 
 
 def _all_representable(outs, fmt) -> bool:
-    from swanref.presets.lowprec import is_representable
     for out in outs.values():
         if out is None:
             continue

@@ -33,6 +33,8 @@ import sys
 import mpmath as mp
 import numpy as np
 
+from swanref.presets import catalogue as presets
+
 __all__ = ["Schedule", "from_preset", "load", "optimal_quintic", "optimal_composition",
            "analyse", "main", "UNIT_ROUNDOFF", "PE_CUSHION_PAPER"]
 
@@ -93,7 +95,6 @@ class Schedule:
 
 
 def from_preset(name: str, steps=None) -> Schedule:
-    from swanref.presets import catalogue as presets
     p = presets.get_preset(name)
     return Schedule(presets.schedule(name, steps), p.norm_scale, name)
 
@@ -341,7 +342,6 @@ def main(argv=None) -> int:
         ap.print_usage(sys.stderr)
         print("swanref schedule: give a PRESET or FILE, or --generate L ITERS", file=sys.stderr)
         return 2
-    from swanref.presets import catalogue as presets
     try:
         if args.schedule in presets.PRESETS:
             sched = from_preset(args.schedule, args.steps)

@@ -31,11 +31,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
 
 import numpy as np
+import scipy.linalg
+import scipy.linalg.blas as sb
+
+from swanref.backends import cpp as _cpp_backend
+from swanref.spec.tolerance import exact_whitening_tolerance
+from swanref.tools import bench_gpu
 
 DEFAULT_CASES = [((1024, 4096), "float64"), ((1024, 4096), "float32"), ((2048, 2048), "float64"),
                  ((2048, 2048), "float32"), ((4096, 11008), "float32")]
@@ -90,8 +97,6 @@ def numpy_svd_polar(G):
 
 
 def scipy_polar(G):
-    import scipy.linalg
-
     return scipy.linalg.polar(G)[0]
 
 
@@ -124,8 +129,6 @@ def numpy_grad_norm(G, eps=0.0):
 
 def measure_gemm_peak(dtype, n=2048, repeat=3):
     """Best GFLOP/s of an n^3 GEMM through SciPy's BLAS (the library the C++ core calls) and NumPy's."""
-    import scipy.linalg.blas as sb
-
     rng = np.random.default_rng(0)
     a = np.asfortranarray(rng.standard_normal((n, n)).astype(dtype))
     b = np.asfortranarray(rng.standard_normal((n, n)).astype(dtype))
@@ -171,8 +174,6 @@ def constructed(m, n, kappa, seed=7):
 def goal_exact_rows(core, m, n, dtype_name, kappa, repeat, max_rep, log, steps=10):
     """Exact whitening (svd reading, the spec's default rank tolerance) against NS10 on the same
     constructed matrix, and the NumPy SVD route; errors against the known polar factor."""
-    from swanref.spec.tolerance import exact_whitening_tolerance
-
     dtype = np.dtype(dtype_name).type
     G64, U, s, V = constructed(m, n, kappa)
     G = G64.astype(dtype)
@@ -416,8 +417,6 @@ def _print_rows(rows, log):
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--gpu" in argv:
-        from swanref.tools import bench_gpu
-
         return int(bench_gpu.main([a for a in argv if a != "--gpu"]) or 0)
     p = argparse.ArgumentParser(prog="swanref bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="skip the 4096x11008 case")
@@ -443,8 +442,6 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     clock = args.clock or ("thread" if args.goals else "wall")
     _CLOCK.update(fn=time.thread_time if clock == "thread" else time.perf_counter, name=clock)
-
-    from swanref.backends import cpp as _cpp_backend
 
     if not _cpp_backend.available():
         print(f"swanref bench: the C++ core is not available: {_cpp_backend.unavailable_reason()}", file=sys.stderr)
@@ -511,8 +508,6 @@ def main(argv=None) -> int:
 
 def _loadavg():
     try:
-        import os
-
         return os.getloadavg()
     except (OSError, AttributeError):  # pragma: no cover
         return (float("nan"),) * 3

@@ -32,8 +32,13 @@ import platform
 import statistics
 import sys
 import time
+import traceback
 
 import numpy as np
+
+import swanref
+from swanref.backends import cupy as CB
+from swanref.presets import catalogue, lowprec
 
 NS_CASES = [(1, 1024, 4096), (1, 4096, 4096), (1, 4096, 11008), (8, 1024, 1024), (8, 512, 2048)]
 PRESET_CASES = [(1, 1024, 4096), (1, 4096, 11008), (8, 1024, 1024), (8, 512, 2048)]
@@ -163,12 +168,8 @@ def _environment(cp, torch):
            "cuda_driver": cp.cuda.runtime.driverGetVersion(), "cupy": cp.__version__,
            "numpy": np.__version__, "python": platform.python_version(),
            "torch": getattr(torch, "__version__", None),
-           "torch_cuda": getattr(getattr(torch, "version", None), "cuda", None)}
-    try:
-        import swanref
-        env["swanref"] = swanref.__version__
-    except Exception:
-        pass
+           "torch_cuda": getattr(getattr(torch, "version", None), "cuda", None),
+           "swanref": swanref.__version__}
     return env
 
 
@@ -301,7 +302,6 @@ def bench_ns(cp, torch, swanref, CB, timer, cases, dtypes, compile_on, rows):
 
 
 def bench_presets(cp, torch, swanref, CB, timer, cases, compile_on, rows):
-    from swanref.presets import catalogue
     p = catalogue.get_preset("muon_ns5")
     coef = catalogue.schedule("muon_ns5", None, None)
     steps = len(coef)
@@ -345,7 +345,6 @@ def bench_presets(cp, torch, swanref, CB, timer, cases, compile_on, rows):
 
 def bench_agreement(cp, torch, swanref, rows):
     """GPU native bf16 path against the CPU emulation (swanref.presets) and torch eager."""
-    from swanref.presets import catalogue, lowprec
     for name in ("muon_ns5", "torch_muon", "polar_express"):
         for shape in ((256, 1024), (2, 128, 512), (512, 192)):
             rng = np.random.default_rng(5)
@@ -452,6 +451,15 @@ def _ratio(a, b):
     return None if a is None or b is None or b == 0 else a / b
 
 
+def _vs_torch_cells(r):
+    """The cells torch eager | torch.compile | eager / swanref | swanref / compile | goal met of
+    a Newton-Schulz row (goal: eager / swanref >= 1 and swanref <= 1.05 x torch.compile)."""
+    e, c = _ratio(r.get("torch_ms"), r["ms"]), _ratio(r["ms"], r.get("compile_ms"))
+    met = (e is not None and e >= 1) and (c is None or c <= 1.05)
+    return (f"{_f(r.get('torch_ms'), '.2f')} | {_f(r.get('compile_ms'), '.2f')} | "
+            f"{_f(e, '.2f')} | {_f(c, '.2f')} | {'yes' if met else 'no'}")
+
+
 def tables(env, peaks, rows, command):
     L = [f"Command: `{command}`  ",
          f"GPU: {env['gpu']} ({env.get('sm_count')} SMs, {env.get('memory_GiB')} GiB); CUDA "
@@ -470,16 +478,12 @@ def tables(env, peaks, rows, command):
               "err swanref / torch | peak MB swanref / torch eager |",
               "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |"]
         for r in ns:
-            e, c = _ratio(r.get("torch_ms"), r["ms"]), _ratio(r["ms"], r.get("compile_ms"))
-            met = (e is not None and e >= 1) and (c is None or c <= 1.05)
             L.append(f"| {r['shape']} | {r['dtype']} | {_f(r['ms'], '.2f')} | "
                      f"{_f(r['backend_ms'], '.2f')} | {_f(r.get('backend_graph_ms'), '.2f')} | "
                      f"{_f(r.get('public_graph_ms'), '.2f')} "
-                     f"({_f(r.get('graph_cache_MB'), '.0f')}) | {_f(r.get('torch_ms'), '.2f')} | "
-                     f"{_f(r.get('compile_ms'), '.2f')} | {_f(e, '.2f')} | {_f(c, '.2f')} | "
-                     f"{'yes' if met else 'no'} | {_f(r.get('err'), '.1e')} / "
-                     f"{_f(r.get('torch_err'), '.1e')} | {_f(r['peak_MB'], '.0f')} / "
-                     f"{_f(r.get('torch_peak_MB'), '.0f')} |")
+                     f"({_f(r.get('graph_cache_MB'), '.0f')}) | {_vs_torch_cells(r)} | "
+                     f"{_f(r.get('err'), '.1e')} / {_f(r.get('torch_err'), '.1e')} | "
+                     f"{_f(r['peak_MB'], '.0f')} / {_f(r.get('torch_peak_MB'), '.0f')} |")
         L.append("")
     pr = [r for r in rows if r["section"] == "presets"]
     if pr:
@@ -491,12 +495,9 @@ def tables(env, peaks, rows, command):
               "peak MB swanref / torch eager |",
               "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |"]
         for r in pr:
-            e, c = _ratio(r.get("torch_ms"), r["ms"]), _ratio(r["ms"], r.get("compile_ms"))
-            met = (e is not None and e >= 1) and (c is None or c <= 1.05)
             L.append(f"| {r['shape']} | {r['dtype']} | {_f(r['ms'], '.2f')} | "
-                     f"{_f(r['backend_ms'], '.2f')} | {_f(r.get('torch_ms'), '.2f')} | "
-                     f"{_f(r.get('compile_ms'), '.2f')} | {_f(e, '.2f')} | {_f(c, '.2f')} | "
-                     f"{'yes' if met else 'no'} | {_f(r['vs_torch_rel'], '.1e')} "
+                     f"{_f(r['backend_ms'], '.2f')} | {_vs_torch_cells(r)} | "
+                     f"{_f(r['vs_torch_rel'], '.1e')} "
                      f"({_f(100 * r['vs_torch_equal_frac'], '.0f')}%) | "
                      f"{_f(r['peak_MB'], '.0f')} / {_f(r.get('torch_peak_MB'), '.0f')} |")
         L.append("")
@@ -565,8 +566,6 @@ def main(argv=None) -> int:
     except ImportError:
         print("swanref bench --gpu: CuPy is not installed", file=sys.stderr)
         return 2
-    import swanref
-    from swanref.backends import cupy as CB
     if not CB.available():
         print("swanref bench --gpu: no usable CUDA GPU", file=sys.stderr)
         return 2
@@ -620,7 +619,6 @@ def _run_sections(args, sections, cp, torch, swanref, CB, timer, compile_on, dty
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # one broken section does not lose the others
-            import traceback
             traceback.print_exc()
             print(f"section {sec} failed: {exc!r}", flush=True)
         print(f"section {sec}: {time.time() - ts:.0f} s", flush=True)

@@ -39,6 +39,7 @@ from swanref.spec.errors import DivergenceWarning
 from swanref.spec.routing import swan_route
 from swanref.tools.progress import bar
 from swanref.tools.threads import limit_blas_threads
+from swanref import __version__
 
 D_IN, HIDDEN, CLASSES = 32, 64, 10
 BATCH = 128
@@ -415,7 +416,6 @@ def _write_outputs(outdir, runs, tuning, summary, config, steps, elapsed):
     plt.close(fig)
 
     verdict = _verdict(summary, config["seeds"])
-    from swanref import __version__
     meta = {"command": config.get("command", ""), "seconds": elapsed,
             "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "versions": {"swanref": __version__, "numpy": np.__version__,

@@ -23,6 +23,8 @@ from swanref.spec import spectral
 from swanref.spec import tolerance
 from swanref.tools.cases import default_cases
 from swanref.spec.readings import SPEC_VERSION, WHITEN_METHODS
+from swanref import __version__
+from swanref.tools import study
 
 DTYPES = (np.float64, np.float32)
 STATUSES = ("PASS", "FAIL", "no claim")
@@ -168,7 +170,6 @@ def _blas() -> str:
 
 def environment() -> dict:
     """What the report ran on: versions, backends, why the C++ core is missing, the BLAS."""
-    from swanref import __version__
     return {"swanref": __version__, "spec": SPEC_VERSION, "numpy": np.__version__,
             "backends_available": list(_backends.available()),
             "backends_known": list(_backends.names()),
@@ -228,7 +229,6 @@ def main(argv=None) -> int:
     data = buffer.getvalue()
     sys.stdout.write(data)
     sys.stdout.flush()
-    from swanref.tools import study
     code = max(code, study.main([args.plots, "--quick"]))
     # the study's findings scroll the verdict away: say it again last
     last = [line for line in data.splitlines() if line.strip()][-1] if not args.json else \

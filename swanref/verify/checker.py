@@ -13,6 +13,8 @@ The same engine is available from Python (:func:`check`) and from pytest
 from __future__ import annotations
 
 import argparse
+import ast
+import functools
 import json
 import math
 import os
@@ -22,7 +24,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from swanref import presets
+from swanref.presets import schedules
+from swanref.presets.catalogue import PRESETS, PROVENANCE, check_coefficients
+from swanref.presets.diagnose import MATCH_TOLERANCE, identify
 from swanref.spec.readings import SCALINGS, SPEC_VERSION, WHITEN_METHODS
+from swanref.verify.measure import Measurement, describe_text, fmt
 from swanref.verify.targets import UsageError, load_target  # noqa: F401 (re-exported)
 
 __all__ = ["check", "CheckReport", "PropertyResult", "load_target", "main"]
@@ -79,6 +86,8 @@ def _converters(array_type: str):
 
 def make_call(fn, array_type="numpy"):
     """Wrap the target: NumPy in (copied unless asked), NumPy out, TargetError on failure."""
+    # the property catalogue (and hypothesis) load when a check runs: without hypothesis this
+    # module still imports, and main() says what is missing (exit 2)
     from swanref.verify.properties import TargetError
 
     to_target, to_numpy = _converters(array_type)
@@ -167,7 +176,6 @@ def run_property(prop, claim, call, examples=30, seed=0) -> PropertyResult:
     from hypothesis.errors import HypothesisException
 
     from swanref.verify.properties import Case, TargetError
-    from swanref.verify.measure import Measurement
 
     res = PropertyResult(prop.name, "pass", prop.level, prop.doc)
     why = prop.not_applicable(claim)
@@ -295,7 +303,6 @@ class CheckReport:
                 "results": [r.to_dict() for r in self.results]}
 
     def table(self) -> str:
-        from swanref.verify.measure import describe_text, fmt
         claim = ", ".join(f"{k}={v}" for k, v in self.claim.items() if k != "op")
         lines = [f"swanref check {self.op} {self.target}",
                  f"  claim: {claim}",
@@ -357,6 +364,7 @@ def check(fn, op, *, dtype="float64", axis=-1, eps=0.0, method="svd", steps=None
     shapes = FEW_SHAPES if shapes == "few" else None
 
     if op == "update":  # spec 9: fixed probes, swanref.verify.update_properties
+        # imported here: update_properties imports this module's report types (a circle)
         from swanref.verify.update_properties import check_update
         return check_update(fn, preset=preset or "svd", steps=steps, dtype=dtype,
                             properties=properties, array_type=array_type,
@@ -404,7 +412,6 @@ def bind(fn, kwargs):
     """``fn`` with keyword arguments bound (``--kwarg name=value``)."""
     if not kwargs:
         return fn
-    import functools
     bound = functools.partial(fn, **kwargs)
     bound.__qualname__ = getattr(fn, "__qualname__", repr(fn))
     return bound
@@ -413,7 +420,6 @@ def bind(fn, kwargs):
 def parse_kwarg(text: str):
     """``name=value`` -> (name, value); the value is a Python literal when it parses as one
     (``5``, ``1e-7``, ``True``, ``(3.4, -4.7, 2.0)``, ``None``), else the string."""
-    import ast
     name, sep, value = text.partition("=")
     if not sep or not name.isidentifier():
         raise UsageError(f"--kwarg takes name=value, got {text!r}")
@@ -441,7 +447,6 @@ def _smoke(call, dt, shapes=None):
 
 def _suggest_preset(report, call, dt, target_name):
     """After a failed whitening claim: does the target match one of the presets?"""
-    from swanref.presets.diagnose import MATCH_TOLERANCE, identify
     name = "bfloat16" if dt.name == "bfloat16" else str(dt)
     if name not in MATCH_TOLERANCE:
         return
@@ -478,7 +483,6 @@ def check_preset(fn, preset, *, dtype="float64", steps=None, examples=30, seed=0
     exception, never as a mismatch.  ``coefficients`` (a list of (a, b, c), or a file path as
     read by ``swanref schedule``) replaces the table; ``preset='custom'`` requires it.
     """
-    from swanref import presets
     from swanref.verify.properties import CATALOGUE, Claim
 
     fn = bind(fn, kwargs)
@@ -564,7 +568,6 @@ def load_coefficients(coefficients):
     if coefficients is None:
         return None
     if isinstance(coefficients, (str, os.PathLike)):
-        from swanref.presets import schedules
         try:
             sched = schedules.load(os.fspath(coefficients))
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -573,7 +576,6 @@ def load_coefficients(coefficients):
             raise UsageError(f"--coefficients {coefficients}: a divisor other than 1 is not "
                              "supported by --preset (custom uses X / (||X||_F + 1e-7))")
         coefficients = sched.coefficients
-    from swanref.presets.catalogue import check_coefficients
     try:
         return check_coefficients(coefficients)
     except (TypeError, ValueError) as exc:
@@ -716,7 +718,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def list_presets() -> str:
     """The presets of ``--preset``: name, source package, version, function."""
-    from swanref.presets.catalogue import PRESETS, PROVENANCE
     rows = [("preset", "package", "version", "function")]
     for name, p in PRESETS.items():
         pkg, ver, func = PROVENANCE.get(name, ("-", "-", p.source))
@@ -745,7 +746,7 @@ def main(argv=None) -> int:
         if args.iters < 1:
             raise UsageError("--iters must be >= 1")
         if args.op == "update":
-            from swanref.verify import update_properties as up
+            from swanref.verify import update_properties as up  # a circle at the top, as above
             if args.list_properties:
                 for q in up.UPDATE_PROPERTIES:
                     print(f"{q.name:<34} {q.level:<9} {q.doc}")

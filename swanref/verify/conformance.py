@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from swanref.verify.checker import UsageError, check
+
 __all__ = ["ENTRIES", "Entry", "run", "markdown", "main"]
 
 
@@ -240,7 +242,6 @@ def _diagnosis(report) -> str:
 
 
 def run(entries=None, examples=10, only=None, log=None) -> list:
-    from swanref.verify.checker import UsageError, check
     rows = []
     for e in (entries or ENTRIES):
         if only and e.package not in only and e.module not in only:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from swanref.spec import spectral
+
 
 def _mp():
     import mpmath
@@ -64,7 +66,6 @@ def predicted_newton_schulz(G, steps: int, beta: float, scaling: str, dps: int =
     The float64 SVD's small singular triplets carry errors of order kappa u, which is what an
     iterative result's error is being compared with at high kappa; this reference does not.
     """
-    from swanref.spec import spectral
     mp = _mp()
     G = np.asarray(G, dtype=np.float64)
     m, n = G.shape

@@ -22,6 +22,8 @@ Properties, per parameter kind (wide, tall, square, conv 4-D):
 from __future__ import annotations
 
 import argparse
+import importlib.metadata as md
+import importlib.util
 import json
 import sys
 import time
@@ -31,6 +33,7 @@ import numpy as np
 
 from swanref.spec.conventions import resolve_scale
 from swanref.update import orthogonalized_update
+from swanref.ops import grad_norm
 
 __all__ = ["OptimizerClaim", "BUILTINS", "check_optimizer", "torch_driver", "optax_driver",
            "main"]
@@ -269,7 +272,6 @@ def _rel(a, b):
 def _expected(claim, g):
     g = np.asarray(g, np.float64) if claim.precision == "float64" else np.asarray(g, np.float32)
     if claim.pre == "grad_norm":  # SWAN (spec 4.1): GradNorm over rows of the matrix view
-        from swanref.ops import grad_norm
         g = grad_norm(g.reshape(g.shape[0], -1)).reshape(g.shape)
     return orthogonalized_update(g, claim.preset,
                                  scale=claim.scale, scale_factor=claim.scale_factor,
@@ -375,7 +377,6 @@ def check_optimizer(run, claim: OptimizerClaim, name="optimizer", seed=0) -> Opt
 
 
 def available(b: Builtin):
-    import importlib.util
     missing = [m for m in b.needs if importlib.util.find_spec(m) is None]
     return missing
 
@@ -389,7 +390,6 @@ def run_builtin(name: str) -> OptimizerReport | None:
 
 def results_table(names=None) -> str:
     """Markdown rows: optimizer, claim, one-step per kind, stateful, 1-D (docs/optimizers.md)."""
-    import importlib.metadata as md
     rows = []
     for name in names or BUILTINS:
         b = BUILTINS[name]

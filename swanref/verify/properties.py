@@ -25,10 +25,12 @@ from swanref.spec import spectral
 from swanref.spec.readings import WHITEN_METHODS, default_rank_rtol
 from swanref.verify import measure as A
 from swanref.verify import matrices
-from swanref.spec.tolerance import exact_whitening_tolerance, unit_roundoff
+from swanref.verify.strategies import SPECTRUM_KINDS, conditioned_batch
+from swanref.spec.tolerance import (TRUSTED_LIMIT, exact_whitening_tolerance, grad_norm_tolerance,
+                                    unit_roundoff)
+from swanref.spec.validate import compute_dtype
 
 OPS = ("grad_norm", "whiten", "swan_update", "sinkgd_update")
-SPECTRUM_KINDS = ("geometric", "linear", "cluster")
 
 
 # -- the claim: which reading of the spec the target says it implements ---------------------------
@@ -162,12 +164,8 @@ def spectral_cases(draw, claim, *, rank="full", shape="any", batch=(), kappa=Non
         log_scale = sign * draw(st.floats(0.8 * hi_s, hi_s))
     else:
         log_scale = draw(st.floats(*_scale_range(claim)))
-    seed = draw(st.integers(0, 2 ** 32 - 1))
-    rng = np.random.default_rng(seed)
-    count = int(np.prod(batch)) if batch else 1
-    mats = [matrices.conditioned(rng, m, n, kap, rank=r, scale=10 ** log_scale, kind=kind)
-            for _ in range(count)]
-    G = np.stack(mats).reshape(tuple(batch) + (m, n))
+    seed, G = conditioned_batch(draw, m, n, kap, rank=r, scale=10 ** log_scale, kind=kind,
+                                batch=batch)
     if zero:
         G = np.zeros_like(G)
     G = G.astype(claim.dtype)
@@ -252,6 +250,13 @@ def measure(claim: Claim, X, G, prop: str, info: dict, offset_term=True) -> A.Me
     return A.measure_sinkgd(X, G, iters=claim.iters, dtype=dt, prop=prop, **info)
 
 
+def _output_and_base(claim: Claim, call, case: Case, prop: str):
+    """``f(G)`` in float64, and the agreement measurement of ``f(G)`` rounded to the dtype
+    (whose tolerance and claim the property builds on)."""
+    X = A.as_float64(call(case.G))
+    return X, measure(claim, X.astype(case.G.dtype), case.G, prop, case.info)
+
+
 def reference(claim: Claim, G) -> np.ndarray:
     """The claimed reading's exact result for input ``G`` (float64)."""
     G64 = A.as_float64(G)
@@ -281,7 +286,6 @@ def reference(claim: Claim, G) -> np.ndarray:
 
 
 def _compute(dtype):
-    from swanref.spec.validate import compute_dtype
     return compute_dtype(dtype)
 
 
@@ -485,7 +489,6 @@ def _mean0(claim, call, case):
 def _per_line(claim, G, ax, err, factor):
     """(error, tolerance, claimed) of the line with the largest error/tolerance ratio, each
     line with spec 8.1's bound for its own |mean|/std (offset term) times ``factor``."""
-    from swanref.spec.tolerance import TRUSTED_LIMIT, grad_norm_tolerance
     g = _lines(G, ax)
     n = g.shape[-1]
     r = A.line_offset_ratio(g, -1)[..., 0] if g.size else np.zeros(1)
@@ -601,9 +604,8 @@ def _perm(claim, call, pair):
     p = rng.permutation(G.shape[-2])
     q = rng.permutation(G.shape[-1])
     H = G[..., p, :][..., :, q]
-    X1 = A.as_float64(call(G))
+    X1, b1 = _output_and_base(claim, call, case, "permutation_equivariance")
     X2 = call(H)
-    b1 = measure(claim, X1.astype(G.dtype), G, "permutation_equivariance", case.info)
     b2 = measure(claim, X2, H, "permutation_equivariance", case.info)
     err = distance(claim, X2, X1[..., p, :][..., :, q], H)
     if claim.op == "grad_norm":   # permuted lines keep their |mean|/std
@@ -703,7 +705,6 @@ def _relational(claim, call, case, name, transform, back, note, exact=None):
 def _gn_tol(claim, G) -> np.ndarray:
     """spec 8.1's elementwise GradNorm bound of input ``G`` (target dtype + float64
     reference), each line with its own offset term, broadcast to G's shape."""
-    from swanref.spec.tolerance import grad_norm_tolerance
     ax = _stat_axis(claim, G.shape)
     n = G.shape[ax]
     r = A.line_offset_ratio(G, ax)
@@ -715,7 +716,6 @@ def _gn_relational(claim, name, case, X2, Y1, H, tol1, slack, claimed, metric):
     """GradNorm relations compared element by element: ``|f(T G) - back(f(G))|`` against the
     sum of the two elementwise bounds at that position (lines of different offsets have
     different bounds, so a scalar sum of the two worst-ratio tolerances is not one)."""
-    from swanref.spec.tolerance import TRUSTED_LIMIT
     err = np.asarray(A.mixed_error(X2, Y1), dtype=np.float64)
     tolH = _gn_tol(claim, H)
     if err.shape != tolH.shape:
@@ -777,8 +777,7 @@ def _orth_eq(claim, call, pair):
       lambda c: plain_inputs(c), applies=lambda c: None if c.rescale else
       "--no-rescale claimed")
 def _rms(claim, call, case):
-    X = A.as_float64(call(case.G))
-    base = measure(claim, X.astype(case.G.dtype), case.G, "rms_one", case.info)
+    X, base = _output_and_base(claim, call, case, "rms_one")
     m, n = case.G.shape[-2:]
     ref = api.swan_update(case.G.astype(np.float64), whiten_method="svd", axis=claim.axis,
                           eps=claim.eps)
@@ -805,8 +804,7 @@ def _const_swan(claim, call, case):
       "after the last (column) step every nonzero column has l2 norm sqrt(m) (spec 5)",
       lambda c: row_cases(c, specials=False))
 def _colnorm(claim, call, case):
-    X = A.as_float64(call(case.G))
-    base = measure(claim, X.astype(case.G.dtype), case.G, "column_norms", case.info)
+    X, base = _output_and_base(claim, call, case, "column_norms")
     m = case.G.shape[-2]
     nz = np.any(A.as_float64(case.G) != 0, axis=-2)
     with np.errstate(over="ignore", invalid="ignore"):

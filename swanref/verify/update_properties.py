@@ -18,8 +18,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from swanref.presets.catalogue import PRESETS, ROUTES
+from swanref.presets.lowprec import round_to
 from swanref.spec.conventions import SCALE_RULES, matrix_view, resolve_scale, shape_factor
-from swanref.update import orthogonalized_update
+from swanref.spec.readings import WHITEN_METHODS
+from swanref.update import load_coefficients, orthogonalized_update
+from swanref.verify.checker import CheckReport, PropertyResult, UsageError, make_call
+from swanref.verify.properties import TargetError
 
 __all__ = ["UpdateClaim", "UPDATE_PROPERTIES", "check_update", "DIRECTION_TOLERANCE"]
 
@@ -105,7 +110,6 @@ def _probe(claim, shape, seed, complex_=False):
         G = G + 1j * rng.standard_normal(full)
     G = _pow2(G, claim.stack_dims)
     if claim.emulate:
-        from swanref.presets.lowprec import round_to
         G = _pow2(round_to(G, claim.emulate).astype(np.float64), claim.stack_dims)
     dt = claim.container
     if complex_:
@@ -115,7 +119,6 @@ def _probe(claim, shape, seed, complex_=False):
 
 def reference(claim, G, stack_dims=None):
     emulate = claim.emulate
-    from swanref.spec.readings import WHITEN_METHODS
     if claim.preset in WHITEN_METHODS:
         emulate = None
     return orthogonalized_update(
@@ -261,7 +264,6 @@ def _stack(claim, call):
     shape = (3,) + (1,) * (k - 1) + (4, 6)
     G = _pow2(rng.standard_normal(shape), k)
     if claim.emulate:
-        from swanref.presets.lowprec import round_to
         G = _pow2(round_to(G, claim.emulate).astype(np.float64), k)
     G = G.astype(claim.container)
     out = _checked(call(G), G, "stack 3x4x6")
@@ -423,12 +425,9 @@ def check_update(fn, *, preset="svd", scale="keller", scale_factor=1.0, stack_di
                  complex=False, tolerance=None, properties=None, array_type="numpy",
                  target_name=None, strict=False):
     """Run every update property on callable ``fn``; returns a checker.CheckReport."""
-    from swanref.verify.checker import CheckReport, PropertyResult, UsageError, make_call
-    from swanref.verify.properties import TargetError
 
     try:
         if coefficients is not None and not isinstance(coefficients, (list, tuple)):
-            from swanref.update import load_coefficients
             coefficients = load_coefficients(coefficients)
         claim = UpdateClaim(preset, scale, float(scale_factor), int(stack_dims), bool(row_norm),
                             steps, coefficients, str(dtype), bool(complex), tolerance)
@@ -475,7 +474,6 @@ def check_update(fn, *, preset="svd", scale="keller", scale_factor=1.0, stack_di
 def direction_drift(presets=None, shape=(5, 8), seed=18) -> dict:
     """Largest change of the spec update's direction over c in SCALES, per preset: the
     epsilon-in-place effect DIRECTION_TOLERANCE must cover (docs/spec.md 9.5)."""
-    from swanref.presets.catalogue import PRESETS, ROUTES
     names = presets or [n for n in list(PRESETS) + list(ROUTES) if n != "custom"]
     G = _pow2(np.random.default_rng(seed).standard_normal(shape))
     out = {}

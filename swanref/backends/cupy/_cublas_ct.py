@@ -149,7 +149,7 @@ def usable() -> bool:
 
 def selftest() -> bool:
     """Products through this module against the same products through CuPy's wrappers."""
-    from swanref.backends.cupy import blas
+    from swanref.backends.cupy import blas  # blas imports this module: a circle at the top
     cp = rt.cp()
     rng = cp.random.default_rng(0)
     ok = True

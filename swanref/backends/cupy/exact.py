@@ -14,6 +14,7 @@ import numpy as np
 from swanref.backends.cupy import _runtime as rt
 from swanref.backends.cupy import blas
 from swanref.backends.cupy.interop import pow2_normalise, stack
+from swanref.backends import reference
 
 _EPS64 = float(np.finfo(np.float64).eps)
 
@@ -21,7 +22,6 @@ _EPS64 = float(np.finfo(np.float64).eps)
 def _host_fallback(fn_name, G, *args):
     """Recompute on the host with the reference (cuSOLVER reported a failure)."""
     cp = rt.cp()
-    from swanref.backends import reference
     return cp.asarray(getattr(reference, fn_name)(cp.asnumpy(G), *args))
 
 

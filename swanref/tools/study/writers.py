@@ -9,7 +9,9 @@ import os
 import platform
 
 import numpy as np
+import scipy
 
+from swanref import __version__
 from swanref.spec.readings import SPEC_VERSION
 from swanref.tools.study.common import ACCURATE, Result, bf16
 
@@ -44,8 +46,6 @@ def machine() -> str:
 
 def versions() -> dict:
     import matplotlib
-    import scipy
-    from swanref import __version__
     v = {"swanref": __version__, "spec": SPEC_VERSION, "python": platform.python_version(),
          "numpy": np.__version__, "scipy": scipy.__version__,
          "matplotlib": matplotlib.__version__}

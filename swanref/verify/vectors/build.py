@@ -21,6 +21,7 @@ from swanref.verify import matrices
 from swanref.verify.vectors.check import metric_error
 from swanref.verify.vectors.files import npy_bytes, sha256
 from swanref.verify.vectors.schema import FLAGS, GENERATOR, METRICS, NAN_RULES, SCHEMA
+from swanref import __version__
 
 MPMATH_DPS = 50
 
@@ -306,7 +307,6 @@ def _versions() -> dict:
             out[mod] = __import__(mod).__version__
         except ImportError:
             out[mod] = None
-    from swanref import __version__
     out["swanref"] = __version__
     return out
 

@@ -19,6 +19,16 @@ class _Parser(argparse.ArgumentParser):
         raise VectorError(message)
 
 
+def _argv(p, argv):
+    """The command's arguments, or None after printing its help for -h/--help anywhere among
+    them (before the other arguments are checked)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help") for a in argv):
+        p.print_help()
+        return None
+    return argv
+
+
 def main_write(argv=None) -> int:
     """``swanref vectors OUTDIR [--force]``."""
     p = _Parser(prog="swanref vectors",
@@ -28,9 +38,8 @@ def main_write(argv=None) -> int:
                    help="folder to write the vector set into (created; must be empty "
                         "unless --force)")
     p.add_argument("--force", action="store_true", help="overwrite a non-empty OUTDIR")
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if any(a in ("-h", "--help") for a in argv):
-        p.print_help()
+    argv = _argv(p, argv)
+    if argv is None:
         return 0
     try:
         args = p.parse_args(argv)
@@ -67,9 +76,8 @@ def main_check(argv=None) -> int:
                    help="skip cases without an output instead of failing them")
     p.add_argument("--json", action="store_true",
                    help="print the results as JSON instead of a table (default: table)")
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if any(a in ("-h", "--help") for a in argv):
-        p.print_help()
+    argv = _argv(p, argv)
+    if argv is None:
         return 0
     try:
         args = p.parse_args(argv)
