@@ -1,5 +1,8 @@
 """swanref check-optimizer: the optimizer-level properties on NumPy optimizers (a faithful one and
 one wrong one per mistake), and on the real packages where they are installed (skipped here)."""
+import pathlib
+import re
+
 import numpy as np
 import pytest
 from wrong_impls import update_impls as W
@@ -309,3 +312,22 @@ def test_swan_torch_model_gradients_from_autograd():
     U = ((before["up.weight"] * (1 - O.LR * O.WD) - W.detach()) / O.LR).numpy()
     E = O._expected(O.OptimizerClaim(**SWAN_CLAIM), W.grad.numpy())
     assert np.linalg.norm(U - E) / np.linalg.norm(E) < 1e-9
+
+
+@pytest.mark.parametrize("name", list(O.BUILTINS))
+def test_docs_table_row_is_what_the_command_prints(name):
+    """docs/optimizers.md's results rows are `swanref check-optimizer --table` output (checked
+    where the installed package has the version the row names)."""
+    b = O.BUILTINS[name]
+    for mod in b.needs:
+        pytest.importorskip(mod)
+    row = O.results_table([name])
+    doc = (pathlib.Path(__file__).parents[1] / "docs" / "optimizers.md").read_text()
+    documented = [ln for ln in doc.splitlines()
+                  if ln.startswith(f"| `{name}` | {b.needs[-1]} ")]  # the results table
+    assert len(documented) == 1
+    if documented[0].split(" | ")[1] != row.split(" | ")[1]:
+        pytest.skip(f"installed {row.split(' | ')[1]}, the docs name {documented[0].split(' | ')[1]}")
+    def coarse(text):  # distances to their exponent: rounding and jax versions move a digit
+        return re.sub(r"\d\.\de([-+]\d\d)", r"~e\1", text)
+    assert coarse(documented[0]) == coarse(row)

@@ -703,7 +703,8 @@ def run_builtin(name: str) -> OptimizerReport | None:
 
 
 def results_table(names=None) -> str:
-    """Markdown rows: optimizer, claim, one-step per kind, stateful, 1-D (docs/optimizers.md)."""
+    """Markdown rows: optimizer, claim, one-step per kind, stateful, Nesterov, 3-D stack,
+    complex, 1-D (docs/optimizers.md)."""
     import importlib.metadata as md
     rows = []
     for name in names or BUILTINS:
@@ -728,9 +729,17 @@ def results_table(names=None) -> str:
         one = " / ".join(cell(x) for x in r.results if x.name.startswith("one_step"))
         st = cell(next(x for x in r.results if x.name == "momentum_before_orth"))
         vec = next(x for x in r.results if x.name == "vector_routed")
+        nest = next(x for x in r.results if x.name == "nesterov")
+        nest = cell(nest) + (f" (`{b.claim.nesterov}`)" if nest.status != "unsupported" and
+                             b.claim.nesterov else "")
+        stack = next(x for x in r.results if x.name == "stacked_3d")
+        stack = cell(stack) + ("" if stack.status in ("unsupported", "routed") else
+                               f" (`{b.claim.stack}`)")
+        cplx = next(x for x in r.results if x.name == "complex_input")
+        cplx = cell(cplx) + (f": {cplx.message}" if cplx.status == "FAIL" else "")
         rows.append(f"| `{name}` | {pkg} {ver} | `{b.claim.preset}`, `{b.claim.scale}`, "
                     f"{b.claim.precision} (tol {b.claim.tolerance:g}) | {b.neutral} | {one} | "
-                    f"{st} | {vec.status}: {vec.message} |")
+                    f"{st} | {nest} | {stack} | {cplx} | {vec.status}: {vec.message} |")
     return "\n".join(rows)
 
 
