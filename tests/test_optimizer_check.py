@@ -1,16 +1,33 @@
 """swanref check-optimizer: the optimizer-level properties on NumPy optimizers (a faithful one and
 one wrong one per mistake), and on the real packages where they are installed (skipped here)."""
+import pathlib
+import re
+
 import numpy as np
 import pytest
+from wrong_impls import update_impls as W
 
 from swanref.update import orthogonalized_update
 from swanref.verify import optimizer as O
 
 
-def numpy_muon(*, orth_first=False, wd_scaled_lr=False, scale="keller", routes_vectors=True):
-    """run(p0, grads, momentum) of a Muon written in NumPy: EMA momentum, then orthogonalise."""
-    def run(p0, grads, mu):
-        p, buf, out = np.array(p0, dtype=np.float64), np.zeros_like(p0), []
+def numpy_muon(*, orth_first=False, wd_scaled_lr=False, scale="keller", routes_vectors=True,
+               orth=None, nesterov="sutskever", complex_ok=True):
+    """run(p0, grads, momentum, nesterov=False) of a Muon written in NumPy: EMA momentum, then
+    orthogonalise.  ``orth`` replaces the orthogonalised update (default: exact, flattened N-D);
+    ``nesterov`` is how a Nesterov run combines: "sutskever" (torch's u = lerp(g, b, mu)),
+    "after" (wrong: orthogonalise g and b, then combine) or "ignored" (wrong: u = b)."""
+    def default_orth(G):
+        return orthogonalized_update(G, "svd", scale=scale)
+    orth = orth or default_orth
+
+    def run(p0, grads, mu, nesterov_on=False, **kw):
+        nest = kw.get("nesterov", nesterov_on)
+        if np.iscomplexobj(p0) and not complex_ok:
+            raise TypeError("no complex parameters")
+        dt = np.complex128 if np.iscomplexobj(p0) else np.float64
+        p, out = np.array(p0, dtype=dt), []
+        buf = np.zeros_like(p)
         for g in grads:
             if p.ndim < 2:
                 if not routes_vectors:
@@ -19,11 +36,16 @@ def numpy_muon(*, orth_first=False, wd_scaled_lr=False, scale="keller", routes_v
                 out.append(p.copy())
                 continue
             if orth_first:  # wrong: momentum over orthogonalised gradients
-                buf = mu * buf + (1 - mu) * orthogonalized_update(g, "svd", scale=scale)
+                buf = mu * buf + (1 - mu) * orth(g)
                 u = buf
             else:
                 buf = mu * buf + (1 - mu) * g
-                u = orthogonalized_update(buf, "svd", scale=scale)
+                if nest and nesterov == "after":
+                    u = (1 - mu) * orth(g) + mu * orth(buf)
+                elif nest and nesterov == "sutskever":
+                    u = orth((1 - mu) * g + mu * buf)
+                else:
+                    u = orth(buf)
             lr_wd = O.LR * (2 if wd_scaled_lr else 1)
             p = p * (1 - lr_wd * O.WD) - O.LR * u
             out.append(p.copy())
@@ -31,13 +53,114 @@ def numpy_muon(*, orth_first=False, wd_scaled_lr=False, scale="keller", routes_v
     return run
 
 
-CLAIM = O.OptimizerClaim("svd", "keller", precision="float64", param_dtype="float64")
+CLAIM = O.OptimizerClaim("svd", "keller", precision="float64", param_dtype="float64",
+                         nesterov="sutskever")
 
 
 def test_faithful_numpy_muon_conforms():
     r = O.check_optimizer(numpy_muon(), CLAIM, "numpy")
     assert r.conforming, r.table()
     assert r.status("vector_routed") == "pass"
+    for name in ("nesterov", "stacked_3d", "complex_input"):
+        assert r.status(name) == "pass", r.table()
+
+
+# -- Nesterov, stacks, complex: each property rejects its wrong implementation -------------------
+
+def test_nesterov_after_orthogonalisation_is_named():
+    r = O.check_optimizer(numpy_muon(nesterov="after"), CLAIM, "numpy")
+    assert r.status("nesterov") == "FAIL"
+    msg = next(x.message for x in r.results if x.name == "nesterov")
+    assert "after orthogonalisation" in msg, msg
+    assert r.status("momentum_before_orth") == "pass"  # only the Nesterov path is wrong
+
+
+def test_nesterov_ignored_and_wrong_convention_fail():
+    r = O.check_optimizer(numpy_muon(nesterov="ignored"), CLAIM)
+    assert r.status("nesterov") == "FAIL"
+    assert "no Nesterov" in next(x.message for x in r.results if x.name == "nesterov")
+    # the faithful (torch-style) optimizer does not satisfy optax's bias-corrected weights
+    claim = O.OptimizerClaim("svd", "keller", precision="float64", param_dtype="float64",
+                             nesterov="optax")
+    r = O.check_optimizer(numpy_muon(), claim)
+    assert r.status("nesterov") == "FAIL"
+    assert "closest to sutskever" in next(x.message for x in r.results if x.name == "nesterov")
+
+
+@pytest.mark.parametrize("mu", [0.5, 0.9, 0.95])
+def test_nesterov_weights_follow_the_sources(mu):
+    """The weights of NESTEROV, recomputed by running each source's recurrence literally on
+    scalar gradients (the recurrences are linear: u2 = a1 g1 + a2 g2)."""
+    def sutskever(gs):  # torch _single_tensor_muon: buf.lerp_(g, 1 - mu); g.lerp(buf, mu)
+        b, us = 0.0, []
+        for g in gs:
+            b = b + (1 - mu) * (g - b)
+            us.append(g + mu * (b - g))
+        return us
+
+    def optax(gs):  # scale_by_muon(nesterov=True), count t = 1, 2
+        m, us = 0.0, []
+        for t, g in enumerate(gs, 1):
+            m = mu * m + (1 - mu) * g
+            us.append(mu * m / (1 - mu ** (t + 1)) + (1 - mu) * g / (1 - mu ** t))
+        return us
+
+    def grokfast(gs):  # heavyball _compilable_nesterov_ema_: ema = lerp(e, g, 1 - mu); g + ema
+        e, us = 0.0, []
+        for g in gs:
+            e = e + (1 - mu) * (g - e)
+            us.append(g + e)
+        return us
+    for name, fn in (("sutskever", sutskever), ("optax", optax), ("grokfast", grokfast)):
+        u1 = fn([1.0, 0.0])[0]
+        a1, a2 = fn([1.0, 0.0])[1], fn([0.0, 1.0])[1]
+        c1, c2 = O.NESTEROV[name][0](mu)
+        assert u1 > 0 and a1 > 0 and a2 > 0
+        assert a1 / a2 == pytest.approx(c1 / c2, rel=1e-12), name
+
+
+def test_stack_flattened_when_claimed_independent_is_named():
+    claim = O.OptimizerClaim("muon_ns5", "keller", precision="float64", param_dtype="float64",
+                             stack="independent")
+    assert O.check_optimizer(numpy_muon(orth=W.faithful_stack), claim).status("stacked_3d") \
+        == "pass"
+    r = O.check_optimizer(numpy_muon(orth=W.stack_flattened), claim)
+    assert r.status("stacked_3d") == "FAIL"
+    r = O.check_optimizer(numpy_muon(orth=W.faithful), claim)  # (B, m n): one matrix
+    assert r.status("stacked_3d") == "FAIL"
+    assert "flattened reading" in next(x.message for x in r.results if x.name == "stacked_3d")
+    # and the reverse: a flattening claim rejects per-slice orthogonalisation
+    claim.stack = "flattened"
+    assert O.check_optimizer(numpy_muon(orth=W.faithful), claim).status("stacked_3d") == "pass"
+    assert O.check_optimizer(numpy_muon(orth=W.faithful_stack), claim).status("stacked_3d") \
+        == "FAIL"
+
+
+def test_complex_without_conjugate_is_named():
+    claim = O.OptimizerClaim("muon_ns5", "keller", precision="float64", param_dtype="float64")
+    assert O.check_optimizer(numpy_muon(orth=W.faithful), claim).status("complex_input") \
+        == "pass"
+    r = O.check_optimizer(numpy_muon(orth=W.complex_without_conjugate), claim)
+    assert r.status("complex_input") == "FAIL"
+    assert r.status("one_step_wide") == "pass"  # real input cannot tell X X^T from X X^H
+
+    def drops_imaginary(G):
+        return W.faithful(np.real(G))
+    r = O.check_optimizer(numpy_muon(orth=drops_imaginary), claim)
+    assert r.status("complex_input") == "FAIL"
+    assert "imaginary part is dropped" in \
+        next(x.message for x in r.results if x.name == "complex_input")
+    r = O.check_optimizer(numpy_muon(orth=W.faithful, complex_ok=False), claim)
+    assert r.status("complex_input") == "unsupported" and r.conforming
+
+
+def test_old_driver_without_nesterov_keyword():
+    inner = numpy_muon()
+
+    def run(p0, grads, mu):  # the PR-1 driver signature
+        return inner(p0, grads, mu)
+    r = O.check_optimizer(run, CLAIM)
+    assert r.status("nesterov") == "unsupported" and r.status("one_step_wide") == "pass"
 
 
 def test_orthogonalising_before_momentum_is_named():
@@ -55,7 +178,8 @@ def test_wrong_weight_decay_and_scale_fail_one_step():
 
 def test_rejection_is_reported_not_failed():
     r = O.check_optimizer(numpy_muon(routes_vectors=False), CLAIM)
-    assert r.status("vector_routed") == "pass" and "rejected" in r.results[-1].message
+    assert r.status("vector_routed") == "pass"
+    assert "rejected" in next(x.message for x in r.results if x.name == "vector_routed")
 
 
 def test_cli_lists_builtins(capsys):
@@ -68,11 +192,23 @@ def test_cli_lists_builtins(capsys):
                                   "pytorch_optimizer.Muon", "heavyball.Muon",
                                   "emerging_optimizers.Muon"])
 def test_real_optimizer_conforms(name):
+    """Every verdict as the installed source predicts (docs/optimizers.md): conforming, except
+    heavyball's complex parameters (accepted, imaginary part dropped by its bf16 cast)."""
     b = O.BUILTINS[name]
     for mod in b.needs:
         pytest.importorskip(mod)
     r = O.check_optimizer(b.build(), b.claim, name)
-    assert r.conforming, r.table()
+    fails = [x.name for x in r.results if x.status == "FAIL"]
+    assert fails == (["complex_input"] if name == "heavyball.Muon" else []), r.table()
+    expect = {"torch.optim.Muon": ("pass", "unsupported", "unsupported"),
+              "optax.contrib.muon": ("pass", "pass", "pass"),
+              "pytorch_optimizer.Muon": ("pass", "pass", "unsupported"),
+              "heavyball.Muon": ("pass", "pass", "FAIL"),
+              "emerging_optimizers.Muon": ("pass", "unsupported", "unsupported")}[name]
+    assert tuple(r.status(k) for k in ("nesterov", "stacked_3d", "complex_input")) == expect
+    if name == "heavyball.Muon":
+        assert "imaginary part is dropped" in next(x.message for x in r.results
+                                                   if x.name == "complex_input")
 
 
 def test_adamuon_is_not_an_orthogonalised_update():
@@ -89,7 +225,7 @@ def numpy_swan():
     import swanref
 
     def run(p0, grads, mu):
-        p, out = np.array(p0, dtype=np.float64), []
+        p, out = np.array(p0, dtype=np.result_type(p0, np.float64)), []
         for g in grads:
             if swanref.swan_route("fc1.weight" if p.ndim == 2 else "fc1.bias", p.shape) == "swan":
                 p = p * (1 - O.LR * O.WD) - swanref.swan_update(g, lr=O.LR)
@@ -106,7 +242,8 @@ def test_swan_itself():
     assert swanref.swan_route("embed.weight", (50, 8)) == "adam"
     assert swanref.swan_route("fc1.bias", (8,)) == "adam"
     claim = O.OptimizerClaim("newton_schulz", "swan", precision="float64",
-                             param_dtype="float64", momentum=0.0, pre="grad_norm", nd="routed")
+                             param_dtype="float64", momentum=0.0, pre="grad_norm", nd="routed",
+                             stack="routed")
     r = O.check_optimizer(numpy_swan(), claim, "SWAN")
     assert r.conforming, r.table()
     assert r.status("vector_routed") == "pass"
@@ -114,3 +251,83 @@ def test_swan_itself():
     # without GradNorm in the claim the same optimizer is not the orthogonalised gradient
     claim.pre = "none"
     assert O.check_optimizer(numpy_swan(), claim).status("one_step_wide") == "FAIL"
+
+
+# -- SWAN on a small torch model: the routing rule and the update per parameter ------------------
+
+SWAN_CLAIM = dict(preset="newton_schulz", scale="swan", pre="grad_norm", precision="float64",
+                  param_dtype="float64", momentum=0.0)
+
+
+def swan_model_report(variant):
+    torch = pytest.importorskip("torch")
+    from wrong_impls import swan_torch
+    torch.manual_seed(0)
+    model = swan_torch.TinyModel().double()
+    run = O.torch_model_driver(lambda named: swan_torch.SWAN(named, lr=O.LR, weight_decay=O.WD,
+                                                             variant=variant), model)
+    return O.check_model(run, O.OptimizerClaim(**SWAN_CLAIM), name=f"SWAN ({variant})")
+
+
+def _fails(report):
+    return sorted(r.name for r in report.results if r.status == "FAIL")
+
+
+def test_swan_torch_model_conforms():
+    import swanref
+    r = swan_model_report("faithful")
+    assert r.conforming, r.table()
+    routed = {x.name[len("update["):-1] for x in r.results if x.name.startswith("update[")}
+    # swan_route: the 2-D block weights are whitened; embedding, head, biases, norm, conv: Adam
+    assert routed == {"up.weight", "down.weight", "mix.weight"}
+    assert swanref.swan_route("lm_head.weight", (50, 8)) == "adam"
+    assert len([x for x in r.results if x.name.startswith("routing[")]) == 11
+
+
+@pytest.mark.parametrize("variant, fails", [
+    ("vectors_whitened", ["routing[conv.bias]", "routing[down.bias]", "routing[norm.bias]",
+                          "routing[norm.weight]", "routing[up.bias]"]),
+    ("embedding_whitened", ["routing[embed.weight]", "routing[lm_head.weight]"]),
+    ("conv_flattened", ["routing[conv.weight]"]),
+    ("whiten_first", ["update[down.weight]", "update[mix.weight]", "update[up.weight]"]),
+    ("no_rescale", ["update[down.weight]", "update[mix.weight]", "update[up.weight]"]),
+])
+def test_swan_torch_wrong_variants_are_named(variant, fails):
+    r = swan_model_report(variant)
+    assert _fails(r) == fails, r.table()
+
+
+def test_swan_torch_model_gradients_from_autograd():
+    """The model runs forward and backward; the routing is the same with real gradients."""
+    torch = pytest.importorskip("torch")
+    from wrong_impls import swan_torch
+    torch.manual_seed(1)
+    model = swan_torch.TinyModel().double()
+    out = model(torch.randint(0, 50, (2, 5)), torch.randn(2, 4, 6, 6, dtype=torch.float64))
+    out.square().mean().backward()
+    opt = swan_torch.SWAN(model.named_parameters(), lr=O.LR, weight_decay=O.WD)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt.step()
+    W = model.up.weight
+    U = ((before["up.weight"] * (1 - O.LR * O.WD) - W.detach()) / O.LR).numpy()
+    E = O._expected(O.OptimizerClaim(**SWAN_CLAIM), W.grad.numpy())
+    assert np.linalg.norm(U - E) / np.linalg.norm(E) < 1e-9
+
+
+@pytest.mark.parametrize("name", list(O.BUILTINS))
+def test_docs_table_row_is_what_the_command_prints(name):
+    """docs/optimizers.md's results rows are `swanref check-optimizer --table` output (checked
+    where the installed package has the version the row names)."""
+    b = O.BUILTINS[name]
+    for mod in b.needs:
+        pytest.importorskip(mod)
+    row = O.results_table([name])
+    doc = (pathlib.Path(__file__).parents[1] / "docs" / "optimizers.md").read_text()
+    documented = [ln for ln in doc.splitlines()
+                  if ln.startswith(f"| `{name}` | {b.needs[-1]} ")]  # the results table
+    assert len(documented) == 1
+    if documented[0].split(" | ")[1] != row.split(" | ")[1]:
+        pytest.skip(f"installed {row.split(' | ')[1]}, the docs name {documented[0].split(' | ')[1]}")
+    def coarse(text):  # distances to their exponent: rounding and jax versions move a digit
+        return re.sub(r"\d\.\de([-+]\d\d)", r"~e\1", text)
+    assert coarse(documented[0]) == coarse(row)

@@ -17,7 +17,22 @@ Properties, per parameter kind (wide, tall, square, conv 4-D):
   the second update must be the orthogonalised ``mu g1 + g2`` (every package's EMA, with or
   without bias correction, points there), not the average of orthogonalised gradients;
 * ``vector_routed`` (advisory): what a 1-D parameter gets -- an Adam-like step, a rejection, the
-  raw momentum, or an orthogonalised column.
+  raw momentum, or an orthogonalised column;
+* ``nesterov``: two steps with momentum ``mu`` and Nesterov on.  The first update must be the
+  orthogonalised ``g1`` (every convention's first Nesterov direction is a positive multiple of
+  ``g1``), the second the orthogonalised ``c1 g1 + c2 g2`` with the weights of the claimed
+  convention (:data:`NESTEROV`, derived from each package's source): momentum combined before
+  orthogonalisation.  The message names the convention (or "after orthogonalisation") that
+  explains a failing step;
+* ``stacked_3d``: a 3-D parameter ``(B, m, n)``: per the claim, one ``(B, m n)`` matrix
+  (``flattened``, spec 9.2: a conv1d weight), ``B`` independent matrices (``independent``,
+  spec 9.3), or routed to another rule (``routed``);
+* ``complex_input``: a complex parameter (complex64, or complex128 for float64 claims); an
+  optimizer that takes it must give the update of the polar factor ``U V^H`` (spec 9.7).
+  Rejecting complex parameters is allowed (reported ``rejected``).
+
+Rejections (an exception at construction or step) are reported, never failed.  The model-level
+check :func:`check_model` (SWAN's routing rule) is at the end of this module.
 """
 from __future__ import annotations
 
@@ -32,16 +47,58 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from swanref.spec.conventions import resolve_scale
+from swanref.spec.routing import swan_route
 from swanref.update import orthogonalized_update
 from swanref.ops import grad_norm
 
-__all__ = ["OptimizerClaim", "BUILTINS", "check_optimizer", "torch_driver", "optax_driver",
-           "main"]
+__all__ = ["OptimizerClaim", "BUILTINS", "NESTEROV", "check_optimizer", "check_model",
+           "torch_driver", "torch_model_driver", "optax_driver", "main"]
 
 LR, WD, MU = 0.1, 0.1, 0.9
 #: relative Frobenius distance accepted, per claimed compute precision (as spec 9.8)
 TOLERANCE = {"float64": 1e-9, "float32": 1e-4, "bfloat16": 0.08, "float16": 0.02}
 KINDS = {"wide": (8, 16), "tall": (16, 8), "square": (8, 8), "conv": (8, 4, 3, 3)}
+#: floor of the tolerance of the two-step properties: the optimizer orthogonalises its buffer,
+#: a multiple of the combination compared with by a factor that is not a power of two, so a
+#: preset's epsilon sits at a slightly different place (spec 9.5: up to 8.2e-7; 1e-4 as the
+#: update check's direction_scale_invariant, 9.8)
+STATEFUL_TOLERANCE_FLOOR = 1e-4
+STACK_SHAPE = (3, 8, 16)
+STACK_RULES = ("flattened", "independent", "routed")
+
+
+def _nesterov_sutskever(mu):
+    # b_t = mu b_{t-1} + (1 - mu) g_t (torch's lerp; the SGD form b_t = mu b + g only scales),
+    # u_t = (1 - mu) g_t + mu b_t  =>  u_1 ∝ g1,  u_2 ∝ mu^2 g1 + (1 + mu) g2
+    return mu * mu, 1 + mu
+
+
+def _nesterov_optax(mu):
+    # optax scale_by_muon(nesterov=True): mu_t = EMA, mu_hat = mu m_t / (1 - mu^(t+1))
+    #                                                  + (1 - mu) g_t / (1 - mu^t)
+    m2_g1, m2_g2 = mu * (1 - mu), 1 - mu
+    d = 1 - mu ** 3
+    return mu * m2_g1 / d, mu * m2_g2 / d + (1 - mu) / (1 - mu ** 2)
+
+
+def _nesterov_grokfast(mu):
+    # heavyball nesterov_ema: e_t = mu e_{t-1} + (1 - mu) g_t (no debiasing), u_t = g_t + e_t
+    return mu * (1 - mu), 1 + (1 - mu)
+
+
+#: Nesterov conventions: name -> (weights (c1, c2) of the second step's direction
+#: c1 g1 + c2 g2 as a function of mu, where it is used).  Every first step is ∝ g1.
+NESTEROV = {
+    "sutskever": (_nesterov_sutskever,
+                  "u = g + mu b (b the momentum, lerp or SGD form): torch.optim.Muon, "
+                  "KellerJordan/Muon muon_update, pytorch-optimizer Muon, emerging-optimizers"),
+    "optax": (_nesterov_optax,
+              "bias-corrected: mu_hat = mu m_t / (1 - mu^(t+1)) + (1 - mu) g_t / (1 - mu^t): "
+              "optax.contrib scale_by_muon"),
+    "grokfast": (_nesterov_grokfast,
+                 "u = g + EMA(g), not debiased: heavyball nesterov_ema ('equivalent to "
+                 "Grokfast')"),
+}
 
 
 @dataclass
@@ -57,11 +114,22 @@ class OptimizerClaim:
     tolerance: float | None = None
     nd: str = "orthogonalised"        # or "routed": N-D parameters go to another rule (Adam)
     pre: str = "none"                 # or "grad_norm": SWAN's GradNorm before orthogonalising
+    nesterov: str | None = None       # a NESTEROV convention, or None: no Nesterov claimed
+    stack: str = "flattened"          # a 3-D parameter: one of STACK_RULES
 
     def __post_init__(self):
         self.scale = resolve_scale(self.scale).name
+        if self.nesterov is not None and self.nesterov not in NESTEROV:
+            raise ValueError(f"nesterov must be one of {sorted(NESTEROV)} or None, "
+                             f"got {self.nesterov!r}")
+        if self.stack not in STACK_RULES:
+            raise ValueError(f"stack must be one of {STACK_RULES}, got {self.stack!r}")
         if self.tolerance is None:
             self.tolerance = TOLERANCE[self.precision]
+
+    @property
+    def stateful_tolerance(self):
+        return max(self.tolerance, STATEFUL_TOLERANCE_FLOOR)
 
     @property
     def emulate(self):
@@ -74,19 +142,35 @@ class Unsupported(Exception):
 
 # -- drivers ------------------------------------------------------------------------------------
 
+def _dtypes(p0, dtype):
+    """(array dtype, read-back dtype) for p0: complex values take the complex counterpart."""
+    if np.iscomplexobj(p0):
+        return (np.complex128 if np.dtype(dtype) == np.float64 else np.complex64), np.complex128
+    return np.dtype(dtype), np.float64
+
+
+def _factory_args(momentum, nesterov):
+    """``factory(..., momentum)``, or with ``nesterov=True`` only when asked (old factories
+    without the keyword keep working; a Nesterov run on them is reported unsupported)."""
+    return ((momentum,), {"nesterov": True}) if nesterov else ((momentum,), {})
+
+
 def torch_driver(factory, dtype="float32"):
-    """``factory(params, momentum) -> torch.optim.Optimizer``; returns run(p0, grads)."""
+    """``factory(params, momentum[, nesterov=True]) -> torch.optim.Optimizer``; returns
+    run(p0, grads, momentum, nesterov=False)."""
     import torch
 
-    def run(p0, grads, momentum):
-        p = torch.nn.Parameter(torch.from_numpy(np.array(p0, dtype=dtype)))
+    def run(p0, grads, momentum, nesterov=False):
+        dt, back = _dtypes(p0, dtype)
+        p = torch.nn.Parameter(torch.from_numpy(np.array(p0, dtype=dt)))
         try:
-            opt = factory([p], momentum)
+            args, kw = _factory_args(momentum, nesterov)
+            opt = factory([p], *args, **kw)
             out = []
             for g in grads:
-                p.grad = torch.from_numpy(np.array(g, dtype=dtype))
+                p.grad = torch.from_numpy(np.array(g, dtype=dt))
                 opt.step()
-                out.append(p.detach().numpy().astype(np.float64))
+                out.append(p.detach().numpy().astype(back))
         except Exception as exc:  # noqa: BLE001 - a refusal is a finding, reported as such
             raise Unsupported(f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}") \
                 from exc
@@ -95,21 +179,24 @@ def torch_driver(factory, dtype="float32"):
 
 
 def optax_driver(factory, dtype="float32"):
-    """``factory(momentum) -> optax.GradientTransformation``; returns run(p0, grads)."""
+    """``factory(momentum[, nesterov=True]) -> optax.GradientTransformation``; returns
+    run(p0, grads, momentum, nesterov=False)."""
     import jax.numpy as jnp
     import optax
 
-    def run(p0, grads, momentum):
+    def run(p0, grads, momentum, nesterov=False):
+        dt, back = _dtypes(p0, dtype)
         try:
-            tx = factory(momentum)
-            params = {"w": jnp.asarray(np.array(p0, dtype=dtype))}
+            args, kw = _factory_args(momentum, nesterov)
+            tx = factory(*args, **kw)
+            params = {"w": jnp.asarray(np.array(p0, dtype=dt))}
             state = tx.init(params)
             out = []
             for g in grads:
-                upd, state = tx.update({"w": jnp.asarray(np.array(g, dtype=dtype))}, state,
+                upd, state = tx.update({"w": jnp.asarray(np.array(g, dtype=dt))}, state,
                                        params)
                 params = optax.apply_updates(params, upd)
-                out.append(np.asarray(params["w"]).astype(np.float64))
+                out.append(np.asarray(params["w"]).astype(back))
         except Exception as exc:  # noqa: BLE001
             raise Unsupported(f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}") \
                 from exc
@@ -123,31 +210,44 @@ def _torch_muon(scale_fn=None):
     def build():
         import torch
 
-        def make(ps, mu):
+        def make(ps, mu, nesterov=False):
             kw = {} if scale_fn is None else {"adjust_lr_fn": scale_fn}
-            return torch.optim.Muon(ps, lr=LR, weight_decay=WD, momentum=mu, nesterov=False,
+            return torch.optim.Muon(ps, lr=LR, weight_decay=WD, momentum=mu, nesterov=nesterov,
                                     **kw)
         return torch_driver(make)
     return build
 
 
-def _optax_muon():
+def _optax_dimension_numbers(params):
+    """optax's documented way to orthogonalise a 3-D leaf as a stack: MuonDimensionNumbers
+    with the last two axes as (reduction, output); the leading axis is a batch axis (vmapped,
+    independent).  2-D leaves take the default, other leaves None (Adam)."""
     import jax
+    from optax.contrib import MuonDimensionNumbers
+
+    def dims(x):
+        if x.ndim == 3:
+            return MuonDimensionNumbers(reduction_axis=1, output_axis=2)
+        return MuonDimensionNumbers() if x.ndim == 2 else None
+    return jax.tree.map(dims, params)
+
+
+def _optax_muon():
     import optax
 
-    def make(mu):
+    def make(mu, nesterov=False):
         # beta=0 would give bias correction 1 - 0^t = 1: fine; the first step is g either way
-        return optax.contrib.muon(learning_rate=LR, weight_decay=WD, beta=mu, nesterov=False)
-    del jax
+        return optax.contrib.muon(learning_rate=LR, weight_decay=WD, beta=mu, nesterov=nesterov,
+                                  muon_weight_dimension_numbers=_optax_dimension_numbers)
     return optax_driver(make)
 
 
 def _ptopt_muon():
     from pytorch_optimizer import Muon
 
-    def make(ps, mu):
+    def make(ps, mu, nesterov=False):
         return Muon([dict(params=ps, use_muon=True)], lr=LR, weight_decay=WD, momentum=mu,
-                    nesterov=False)
+                    nesterov=nesterov)
     return torch_driver(make)
 
 
@@ -165,16 +265,16 @@ def _heavyball_muon():
     from heavyball import utils
     utils.compile_mode = None  # eager: compiling takes minutes per shape on a CPU
 
-    def make(ps, mu):
-        return heavyball.Muon(ps, lr=LR, weight_decay=WD, betas=(mu, 0.99), nesterov=False)
+    def make(ps, mu, nesterov=False):
+        return heavyball.Muon(ps, lr=LR, weight_decay=WD, betas=(mu, 0.99), nesterov=nesterov)
     return torch_driver(make, dtype="float64")  # float64: no stochastic bf16 rounding
 
 
 def _emerging_muon():
     from emerging_optimizers.orthogonalized_optimizers import Muon
 
-    def make(ps, mu):
-        return Muon(ps, lr=LR, momentum=mu, weight_decay=WD, nesterov=False)
+    def make(ps, mu, nesterov=False):
+        return Muon(ps, lr=LR, momentum=mu, weight_decay=WD, nesterov=nesterov)
     return torch_driver(make)
 
 
@@ -190,17 +290,22 @@ class Builtin:
 
 BUILTINS = {b.name: b for b in [
     Builtin("torch.optim.Muon", _torch_muon(), OptimizerClaim("torch_muon", "keller",
-                                                             precision="bfloat16"),
+                                                             precision="bfloat16",
+                                                             nesterov="sutskever"),
             "momentum=0", "2-D only (conv and 1-D rejected at construction); NS in bf16",
             ("torch",)),
     Builtin("torch.optim.Muon(adjust_lr_fn='match_rms_adamw')", _torch_muon("match_rms_adamw"),
-            OptimizerClaim("torch_muon", "moonlight", precision="bfloat16"), "momentum=0",
+            OptimizerClaim("torch_muon", "moonlight", precision="bfloat16",
+                           nesterov="sutskever"), "momentum=0",
             "Moonlight's 0.2 sqrt(max(m, n))", ("torch",)),
-    Builtin("optax.contrib.muon", _optax_muon, OptimizerClaim("optax_muon", "keller_t", nd="routed"),
+    Builtin("optax.contrib.muon", _optax_muon, OptimizerClaim("optax_muon", "keller_t", nd="routed",
+                                                nesterov="optax", stack="independent"),
             "first step, nesterov=False (bias-corrected EMA = g)",
-            "width rule with fan_in = axis 0; ndim != 2 goes to Adam", ("jax", "optax")),
+            "width rule with fan_in = axis 0; 4-D and 1-D go to Adam; 3-D leaves given "
+            "MuonDimensionNumbers(1, 2) (batch axis 0)", ("jax", "optax")),
     Builtin("pytorch_optimizer.Muon", _ptopt_muon, OptimizerClaim("torch_muon", "keller",
-                                                                  precision="bfloat16"),
+                                                                  precision="bfloat16",
+                                                                  nesterov="sutskever"),
             "momentum=0", "groups need use_muon; conv reshaped (out, -1)",
             ("torch", "pytorch_optimizer")),
     Builtin("pytorch_optimizer.AdaMuon", _ptopt_adamuon,
@@ -211,13 +316,15 @@ BUILTINS = {b.name: b for b in [
             ("torch", "pytorch_optimizer")),
     Builtin("heavyball.Muon", _heavyball_muon, OptimizerClaim("heavyball_ns5", "keller",
                                                               precision="float32",
-                                                              param_dtype="float64"),
+                                                              param_dtype="float64",
+                                                              nesterov="grokfast"),
             "nesterov=False (debiased EMA = g at step 1)",
             "float64 parameters take heavyball's exact float64 iteration (no stochastic "
             "rounding); the update is then stored in float32 (storage_dtype)",
             ("torch", "heavyball")),
     Builtin("emerging_optimizers.Muon", _emerging_muon,
-            OptimizerClaim("you_ns5", "unit_rms", precision="bfloat16"), "momentum=0",
+            OptimizerClaim("you_ns5", "unit_rms", precision="bfloat16",
+                           nesterov="sutskever"), "momentum=0",
             "defaults: scale_mode='spectral' = sqrt(max(m, n)), fp32_matmul_prec='medium' "
             "(bf16 iteration), quintic coefficients; Python >= 3.12",
             ("torch", "emerging_optimizers")),
@@ -256,9 +363,10 @@ class OptimizerReport:
     def table(self):
         lines = [f"swanref check-optimizer {self.optimizer}",
                  "  claim: " + ", ".join(f"{k}={v}" for k, v in self.claim.items()), ""]
+        width = max([22] + [len(r.name) + 1 for r in self.results])
         for r in self.results:
             err = "" if r.error is None else f"{r.error:.3g} (tol {r.tolerance:.3g})"
-            lines.append(f"{r.name:<22} {r.status:<12} {err:<24} {r.message}")
+            lines.append(f"{r.name:<{width}} {r.status:<12} {err:<24} {r.message}")
         lines.append("")
         lines.append("verdict: " + ("CONFORMING" if self.conforming else "NOT CONFORMING"))
         return "\n".join(lines)
@@ -269,13 +377,19 @@ def _rel(a, b):
     return float(np.linalg.norm(a - b)) / nb if nb > 0 else float(np.linalg.norm(a))
 
 
-def _expected(claim, g):
-    g = np.asarray(g, np.float64) if claim.precision == "float64" else np.asarray(g, np.float32)
+def _expected(claim, g, stack_dims=0):
+    cplx = np.iscomplexobj(g)
+    wide = claim.precision == "float64"
+    g = np.asarray(g, (np.complex128 if wide else np.complex64) if cplx else
+                   (np.float64 if wide else np.float32))
     if claim.pre == "grad_norm":  # SWAN (spec 4.1): GradNorm over rows of the matrix view
-        g = grad_norm(g.reshape(g.shape[0], -1)).reshape(g.shape)
-    return orthogonalized_update(g, claim.preset,
-                                 scale=claim.scale, scale_factor=claim.scale_factor,
-                                 emulate=claim.emulate).astype(np.float64)
+        rows = g.shape[0] if stack_dims == 0 else int(np.prod(g.shape[:stack_dims + 1]))
+        g = grad_norm(g.reshape(rows, -1)).reshape(g.shape)
+    # emulated bf16/fp16 is real-only (spec 9.7): complex is compared in the compute dtype
+    return orthogonalized_update(g, claim.preset, scale=claim.scale,
+                                 scale_factor=claim.scale_factor, stack_dims=stack_dims,
+                                 emulate=None if cplx else claim.emulate
+                                 ).astype(np.complex128 if cplx else np.float64)
 
 
 def _implied(claim, p0, p1):
@@ -302,13 +416,15 @@ def _classify(claim, p0, p1, g):
 
 def check_optimizer(run, claim: OptimizerClaim, name="optimizer", seed=0) -> OptimizerReport:
     """Run the optimizer-level properties on driver ``run`` (see torch_driver/optax_driver):
-    ``run(p0, grads, momentum)`` returns the parameter after each gradient's step; an exception
-    means the optimizer refuses that parameter."""
+    ``run(p0, grads, momentum, nesterov=False)`` returns the parameter after each gradient's
+    step (complex ``p0`` and ``grads`` for ``complex_input``; a driver without the ``nesterov``
+    keyword gets ``nesterov`` reported unsupported); an exception means the optimizer refuses
+    that parameter."""
     raw_run = run
 
-    def run(p0, grads, momentum):
+    def run(p0, grads, momentum, **kw):
         try:
-            return raw_run(p0, grads, momentum)
+            return raw_run(p0, grads, momentum, **kw)
         except Unsupported:
             raise
         except Exception as exc:  # noqa: BLE001 - a refusal is a finding
@@ -357,9 +473,10 @@ def check_optimizer(run, claim: OptimizerClaim, name="optimizer", seed=0) -> Opt
         d = _rel(U2 / np.linalg.norm(U2), E2 / np.linalg.norm(E2))
         dw = _rel(U2 / np.linalg.norm(U2), W2 / np.linalg.norm(W2))
         msg = (f"direction vs orth(mu g1 + g2): {d:.3g}; vs mu orth(g1) + orth(g2): {dw:.3g}"
-               if d > claim.tolerance else "")
-        report.results.append(Result("momentum_before_orth", "pass" if d <= claim.tolerance
-                                     else "FAIL", d, claim.tolerance, msg))
+               if d > claim.stateful_tolerance else "")
+        report.results.append(Result("momentum_before_orth", "pass"
+                                     if d <= claim.stateful_tolerance else "FAIL", d,
+                                     claim.stateful_tolerance, msg))
     except Unsupported as exc:
         report.results.append(Result("momentum_before_orth", "unsupported", message=str(exc)))
     # 1-D parameters; a gradient of norm 10 sqrt(n) tells the raw gradient from a unit column
@@ -372,6 +489,205 @@ def check_optimizer(run, claim: OptimizerClaim, name="optimizer", seed=0) -> Opt
     except Unsupported as exc:
         report.results.append(Result("vector_routed", "pass",
                                      message=f"rejected (route 1-D parameters elsewhere): {exc}"))
+    report.results.append(_nesterov_property(run, claim, rng, dt))
+    report.results.append(_stack_property(run, claim, rng, dt))
+    report.results.append(_complex_property(run, claim, rng, dt))
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _unsup(name, exc):
+    return Result(name, "unsupported", message=str(exc))
+
+
+def _nesterov_property(run, claim, rng, dt):
+    """Two Nesterov steps from zero buffers: u_1 = orth(g1), u_2 = orth(c1 g1 + c2 g2)."""
+    shape = KINDS["wide"]
+    p0, g1, g2 = (rng.standard_normal(shape).astype(dt).astype(np.float64) for _ in range(3))
+    if claim.nesterov is None:
+        return Result("nesterov", "no claim", message="no Nesterov convention claimed")
+    mu = claim.momentum
+    try:
+        p1, p2 = run(p0, [g1, g2], mu, nesterov=True)
+    except TypeError as exc:  # a driver or factory without the nesterov keyword
+        if "nesterov" in str(exc):
+            return _unsup("nesterov", exc)
+        raise
+    except Unsupported as exc:
+        return _unsup("nesterov", exc)
+    U1, U2 = _implied(claim, p0, p1), _implied(claim, p1, p2)
+    c1, c2 = NESTEROV[claim.nesterov][0](mu)
+    d1 = _rel(U1, _expected(claim, g1))
+    d2 = _rel(U2, _expected(claim, c1 * g1 + c2 * g2))
+    d = max(d1, d2)
+    msg = ""
+    if d > claim.stateful_tolerance:
+        cands = {f"{k} ({c[0]:.3g} g1 + {c[1]:.3g} g2)": _expected(claim, c[0] * g1 + c[1] * g2)
+                 for k, c in ((k, v[0](mu)) for k, v in NESTEROV.items())}
+        cands[f"no Nesterov ({mu:g} g1 + g2)"] = _expected(claim, mu * g1 + g2)
+        b1 = (1 - mu) * g1
+        cands["Nesterov after orthogonalisation ((1-mu) orth(g2) + mu orth(b2))"] = \
+            (1 - mu) * _expected(claim, g2) + mu * _expected(claim, mu * b1 + (1 - mu) * g2)
+        best = min(cands, key=lambda k: _rel(U2, cands[k]))
+        msg = (f"step 1 {d1:.3g}, step 2 {d2:.3g} vs claimed {claim.nesterov}; step 2 closest "
+               f"to {best}: {_rel(U2, cands[best]):.3g}")
+    tol = claim.stateful_tolerance
+    return Result("nesterov", "pass" if d <= tol else "FAIL", d, tol,
+                  msg)
+
+
+def _stack_property(run, claim, rng, dt):
+    """A 3-D parameter (B, m, n): flattened (B, m n), B independent slices, or routed."""
+    p0, g = (rng.standard_normal(STACK_SHAPE).astype(dt).astype(np.float64) for _ in range(2))
+    try:
+        (p1,) = run(p0, [g], 0.0)
+    except Unsupported as exc:
+        return _unsup("stacked_3d", exc)
+    if claim.stack == "routed":
+        what, st = _classify(claim, p0, p1, g)
+        return Result("stacked_3d", "routed" if st == "pass" else "FAIL",
+                      message=what + " (claimed: routed)")
+    U = _implied(claim, p0, p1)
+    readings = {"flattened": _expected(claim, g, 0), "independent": _expected(claim, g, 1)}
+    d = _rel(U, readings[claim.stack])
+    msg = ""
+    if d > claim.tolerance:
+        other = "independent" if claim.stack == "flattened" else "flattened"
+        do = _rel(U, readings[other])
+        what, _ = _classify(claim, p0, p1, g)
+        msg = (f"claimed {claim.stack}; the {other} reading is at {do:.3g}"
+               + (" (matches it)" if do <= claim.tolerance else f"; observed: {what}"))
+    return Result("stacked_3d", "pass" if d <= claim.tolerance else "FAIL", d, claim.tolerance,
+                  msg)
+
+
+def _complex_property(run, claim, rng, dt):
+    """A complex wide parameter: the update of the polar factor U V^H (spec 9.7)."""
+    shape = KINDS["wide"]
+    cd = np.complex128 if dt == np.float64 else np.complex64
+
+    def draw():
+        return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(cd)
+    p0, g = (draw().astype(np.complex128) for _ in range(2))
+    try:
+        (p1,) = run(p0, [g], 0.0)
+    except Unsupported as exc:
+        return _unsup("complex_input", exc)
+    U = _implied(claim, p0, p1)
+    try:
+        E = _expected(claim, g)
+    except TypeError as exc:  # e.g. SWAN's GradNorm is real-only (spec 9.7)
+        return Result("complex_input", "no claim", message=f"the claim is real-only: {exc}")
+    d = _rel(U, E)
+    msg = ""
+    if d > claim.tolerance:
+        im = float(np.linalg.norm(U.imag) / np.linalg.norm(E.imag))
+        msg = (f"norm ratio {np.linalg.norm(U) / np.linalg.norm(E):.4g}; imaginary part of the "
+               f"update / of the expected {im:.3g}")
+        if im < 1e-3:
+            msg += (f": the imaginary part is dropped (distance to the update of Re(g) "
+                    f"{_rel(U, _expected(claim, g.real)):.3g})")
+        else:
+            msg += "; a transpose without conjugate (X X^T) gives this"
+    return Result("complex_input", "pass" if d <= claim.tolerance else "FAIL", d,
+                  claim.tolerance, msg)
+
+
+# -- the model-level check: a routing rule and the update per parameter -------------------------
+
+def torch_model_driver(factory, model):
+    """``factory(named_parameters) -> torch.optim.Optimizer`` for ``model`` (an ``nn.Module``);
+    returns ``run(grads) -> (p0, p1)``: each parameter (by name) before and after one step from
+    fresh state with the given gradients.  The model's parameters are restored afterwards, so
+    every run starts from the same point.  ``run.shapes`` maps names to shapes."""
+    import torch
+
+    named = list(model.named_parameters())
+
+    def run(grads):
+        p0 = {n: p.detach().numpy().copy() for n, p in named}
+        try:
+            opt = factory(named)
+            for n, p in named:
+                p.grad = torch.from_numpy(np.array(grads[n], dtype=p0[n].dtype))
+            opt.step()
+            p1 = {n: p.detach().numpy().copy() for n, p in named}
+        except Exception as exc:  # noqa: BLE001 - a refusal is a finding
+            raise Unsupported(f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}") \
+                from exc
+        finally:
+            with torch.no_grad():
+                for n, p in named:
+                    p.copy_(torch.from_numpy(p0[n]))
+                    p.grad = None
+        return p0, p1
+    run.shapes = {n: tuple(p.shape) for n, p in named}
+    return run
+
+
+def _adam_like(claim, p0, p1):
+    """A first AdamW step: |update| constant (= lr), with or without decoupled decay."""
+    for U in (_implied(claim, p0, p1), (p0 - p1) / claim.lr):
+        a = np.abs(U)
+        if a.size > 1 and a.mean() > 0 and a.std() / a.mean() < 0.05:
+            return True
+    return False
+
+
+def check_model(run, claim: OptimizerClaim, route=None, name="model", seed=0,
+                shapes=None) -> OptimizerReport:
+    """One step of a model's optimizer with controlled gradients on every parameter.
+
+    ``run(grads) -> (p0, p1)`` (see :func:`torch_model_driver`); ``route(name, shape)`` is the
+    routing rule the optimizer claims (default :func:`swanref.swan_route`): ``"adam"`` sends a
+    parameter to an Adam-like rule, any other value to the orthogonalised update of ``claim``.
+    Properties per parameter: ``routing[<name>]`` (the observed rule -- an Adam-like first step
+    or not -- is the routed one) and, for the orthogonalised ones, ``update[<name>]`` (the
+    implied update equals the claim's; N-D parameters in the flattened view, spec 9.2).
+    """
+    if route is None:
+        route = swan_route
+    shapes = shapes or run.shapes
+    rng = np.random.default_rng(seed)
+    dt = np.float64 if claim.param_dtype == "float64" else np.float32
+    grads = {n: rng.standard_normal(sh).astype(dt) for n, sh in shapes.items()}
+    report = OptimizerReport(name, {"preset": claim.preset, "scale": claim.scale,
+                                    "pre": claim.pre, "precision": claim.precision,
+                                    "lr": claim.lr, "weight_decay": claim.weight_decay})
+    t0 = time.perf_counter()
+    try:
+        p0, p1 = run(grads)
+    except Unsupported as exc:
+        report.results.append(Result("step", "FAIL", message=str(exc)))
+        return report
+    for n, sh in shapes.items():
+        a, b = p0[n].astype(np.float64), p1[n].astype(np.float64)
+        g = grads[n].astype(np.float64)
+        want = "adam" if route(n, sh) == "adam" else "orthogonalised"
+        got = "adam" if _adam_like(claim, a, b) else "orthogonalised"
+        msg = ""
+        if got != want:
+            msg = f"routed to {want}, observed {got}"
+            if got != "adam":
+                msg += (f" ({_classify(claim, a, b, g)[0]})" if len(sh) < 2 else
+                        " (a matrix rule, not an Adam-like step)")
+        report.results.append(Result(f"routing[{n}]", "pass" if got == want else "FAIL",
+                                     message=msg))
+        if want != "orthogonalised":
+            continue
+        if len(sh) < 2:
+            report.results.append(Result(f"update[{n}]", "FAIL",
+                                         message="the routing rule sends a vector to the "
+                                                 "orthogonaliser: no update is defined"))
+            continue
+        U, E = _implied(claim, a, b), _expected(claim, g)
+        d = _rel(U, E)
+        msg = ""
+        if d > claim.tolerance:
+            msg = (f"norm ratio {np.linalg.norm(U) / np.linalg.norm(E):.4g}, direction "
+                   f"distance {_rel(U / np.linalg.norm(U), E / np.linalg.norm(E)):.3g}")
+        report.results.append(Result(f"update[{n}]", "pass" if d <= claim.tolerance
+                                     else "FAIL", d, claim.tolerance, msg))
     report.seconds = time.perf_counter() - t0
     return report
 
@@ -389,7 +705,8 @@ def run_builtin(name: str) -> OptimizerReport | None:
 
 
 def results_table(names=None) -> str:
-    """Markdown rows: optimizer, claim, one-step per kind, stateful, 1-D (docs/optimizers.md)."""
+    """Markdown rows: optimizer, claim, one-step per kind, stateful, Nesterov, 3-D stack,
+    complex, 1-D (docs/optimizers.md)."""
     rows = []
     for name in names or BUILTINS:
         b = BUILTINS[name]
@@ -413,9 +730,17 @@ def results_table(names=None) -> str:
         one = " / ".join(cell(x) for x in r.results if x.name.startswith("one_step"))
         st = cell(next(x for x in r.results if x.name == "momentum_before_orth"))
         vec = next(x for x in r.results if x.name == "vector_routed")
+        nest = next(x for x in r.results if x.name == "nesterov")
+        nest = cell(nest) + (f" (`{b.claim.nesterov}`)" if nest.status != "unsupported" and
+                             b.claim.nesterov else "")
+        stack = next(x for x in r.results if x.name == "stacked_3d")
+        stack = cell(stack) + ("" if stack.status in ("unsupported", "routed") else
+                               f" (`{b.claim.stack}`)")
+        cplx = next(x for x in r.results if x.name == "complex_input")
+        cplx = cell(cplx) + (f": {cplx.message}" if cplx.status == "FAIL" else "")
         rows.append(f"| `{name}` | {pkg} {ver} | `{b.claim.preset}`, `{b.claim.scale}`, "
                     f"{b.claim.precision} (tol {b.claim.tolerance:g}) | {b.neutral} | {one} | "
-                    f"{st} | {vec.status}: {vec.message} |")
+                    f"{st} | {nest} | {stack} | {cplx} | {vec.status}: {vec.message} |")
     return "\n".join(rows)
 
 
