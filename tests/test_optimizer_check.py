@@ -1,5 +1,6 @@
 """swanref check-optimizer: the optimizer-level properties on NumPy optimizers (a faithful one and
 one wrong one per mistake), and on the real packages where they are installed (skipped here)."""
+import contextlib
 import pathlib
 import re
 
@@ -197,7 +198,14 @@ def test_real_optimizer_conforms(name):
     b = O.BUILTINS[name]
     for mod in b.needs:
         pytest.importorskip(mod)
-    r = O.check_optimizer(b.build(), b.claim, name)
+    ctx = contextlib.nullcontext()
+    if name == "optax.contrib.muon":
+        import jax
+        # the docs' table is JAX on the CPU; on a GPU JAX's default float32 matmul precision is
+        # TF32-like and the float32 claim fails (direction distance 2.6e-3 on an H100)
+        ctx = jax.default_device(jax.devices("cpu")[0])
+    with ctx:
+        r = O.check_optimizer(b.build(), b.claim, name)
     fails = [x.name for x in r.results if x.status == "FAIL"]
     assert fails == (["complex_input"] if name == "heavyball.Muon" else []), r.table()
     expect = {"torch.optim.Muon": ("pass", "unsupported", "unsupported"),
