@@ -416,10 +416,15 @@ def whiten(G, method="svd", *, steps=None, beta=None, scaling=None, rank_rtol=No
 
 # -- 4. SWAN update, 5. SinkGD --------------------------------------------------------------------
 
-def _rescale_to_rms_one(xp, d):
+def _rescale_to_rms_one(xp, d, be=None):
     """``sqrt(m n) d / ||d||_F`` per slice; a zero slice stays zero (spec 4, step 3)."""
     m, n = d.shape[-2:]
-    fro = xp.sqrt(xp.sum(d * d, axis=(-2, -1), keepdims=True))
+    if be is not None and has_kernel(be, "fro_norms"):
+        # the backend's per-matrix norms (on the GPU a plain reduction over both trailing axes
+        # ran each matrix on one SM)
+        fro = be.fro_norms(d).astype(d.dtype)[..., None, None]
+    else:
+        fro = xp.sqrt(xp.sum(d * d, axis=(-2, -1), keepdims=True))
     scale = xp.where(fro > 0, math.sqrt(m * n) / xp.where(fro > 0, fro, 1), 0)
     return (d * scale).astype(d.dtype)
 
@@ -441,7 +446,7 @@ def swan_update(G, *, lr=1.0, whiten_method="newton_schulz", rescale=True, axis=
     d = _whiten_core(call, g, whiten_method, steps, beta, scaling, rank_rtol, on_divergence,
                      method_name="whiten_method")
     if rescale:
-        d = _rescale_to_rms_one(call.xp, d)
+        d = _rescale_to_rms_one(call.xp, d, call.be)
     return call.finish((lr * d).astype(d.dtype))
 
 
