@@ -332,6 +332,14 @@ def bench_presets(cp, torch, swanref, CB, timer, cases, compile_on, rows):
             rec["backend_ms"] = 1e3 * timer(lambda: CB.whiten_polynomial(
                 G16, coef, p.norm, p.eps, p.norm_scale, **({"emulate": "bfloat16", "form": p.form}
                                                           if kw else {})))
+            graphs = sys.modules["swanref.backends.cupy.graphs"]
+            CB.set_graphs(True)  # the opt-in CUDA-graph replay, for comparison
+            try:
+                if graphs.eligible(G16):
+                    rec["public_graph_ms"] = 1e3 * timer(public)
+            finally:
+                CB.set_graphs(False)
+                graphs.clear()
             rec["torch_ms"] = 1e3 * timer(lambda: torch_keller(tG, coef, steps, p.eps))
             rec["torch_peak_MB"] = _torch_peak(torch, lambda: torch_keller(tG, coef, steps,
                                                                           p.eps))[0] / 1e6
@@ -490,13 +498,14 @@ def tables(env, peaks, rows, command):
         L += ["muon_ns5 (5 steps) on a torch tensor through the public call (ms); bfloat16 rows: "
               "`emulate='bfloat16'`, native bf16 on the GPU, against Keller Jordan's function on "
               "a bfloat16 tensor. Goal as above.", "",
-              "| shape | dtype | swanref | backend | torch eager | torch.compile | eager / swanref "
-              "| swanref / compile | goal met | rel. diff. vs torch eager (equal entries) | "
-              "peak MB swanref / torch eager |",
-              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |"]
+              "| shape | dtype | swanref | backend | public, graphs | torch eager | torch.compile "
+              "| eager / swanref | swanref / compile | goal met | rel. diff. vs torch eager "
+              "(equal entries) | peak MB swanref / torch eager |",
+              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |"]
         for r in pr:
             L.append(f"| {r['shape']} | {r['dtype']} | {_f(r['ms'], '.2f')} | "
-                     f"{_f(r['backend_ms'], '.2f')} | {_vs_torch_cells(r)} | "
+                     f"{_f(r['backend_ms'], '.2f')} | {_f(r.get('public_graph_ms'), '.2f')} | "
+                     f"{_vs_torch_cells(r)} | "
                      f"{_f(r['vs_torch_rel'], '.1e')} "
                      f"({_f(100 * r['vs_torch_equal_frac'], '.0f')}%) | "
                      f"{_f(r['peak_MB'], '.0f')} / {_f(r.get('torch_peak_MB'), '.0f')} |")
