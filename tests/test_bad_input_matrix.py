@@ -520,6 +520,67 @@ def test_misaligned_input_is_copied_before_the_backend(backend, monkeypatch):
     assert seen == [True]
 
 
+_LOAD_CHILD = textwrap.dedent("""
+    import sys
+    import scipy.linalg.cython_blas as real_blas
+    stop = {"KeyboardInterrupt": KeyboardInterrupt, "SystemExit": SystemExit}[sys.argv[1]]
+
+    class Interrupted:
+        # scipy.linalg.cython_blas while the core loads: the first read of its function table
+        # is interrupted (what a Ctrl-C during the first, slow SciPy import does)
+        reads = 0
+
+        def __getattr__(self, key):
+            if key == "__pyx_capi__":
+                type(self).reads += 1
+                if type(self).reads == 1:
+                    raise stop
+            return getattr(real_blas, key)
+
+    sys.modules["scipy.linalg.cython_blas"] = Interrupted()
+    import numpy as np
+    from swanref.backends import registry
+    assert "swanref.backends.cpp" not in sys.modules
+    try:
+        registry.get("cpp")
+        print("loaded without the interruption")
+    except stop:
+        print("interrupted")
+    print("available", registry.is_available("cpp"))
+    import swanref
+    out = swanref.whiten(np.random.default_rng(0).standard_normal((3, 5)), backend="cpp")
+    print("whitened", bool(np.allclose(out @ out.T, np.eye(3))))
+""")
+
+
+@pytest.mark.skipif(not registry.is_available("cpp"), reason="no C++ core here")
+@pytest.mark.parametrize("stop", ["KeyboardInterrupt", "SystemExit"])
+def test_ctrl_c_while_the_core_loads_is_not_cached(stop):
+    """A KeyboardInterrupt during the core's first load was swallowed (the BLAS table marked
+    incomplete) or turned into ImportError("initialization failed") and cached: the cpp backend
+    stayed unavailable for the rest of the process. Now it propagates and the next use loads."""
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    r = subprocess.run([sys.executable, "-c", _LOAD_CHILD, stop], capture_output=True,
+                       text=True, timeout=120, env=env, cwd=tempfile.gettempdir())
+    assert r.returncode == 0, (r.stdout, r.stderr[-3000:])
+    assert r.stdout.split("\n")[:3] == ["interrupted", "available True", "whitened True"], \
+        (r.stdout, r.stderr[-3000:])
+
+
+def test_an_interrupted_import_is_re_raised_not_cached():
+    """The Python side: the cause chain pybind11 builds is searched for the interruption."""
+    from swanref.backends import cpp
+    try:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as ki:
+            raise ImportError("initialization failed") from ki
+    except ImportError as exc:
+        assert isinstance(cpp._interruption(exc), KeyboardInterrupt)
+    assert cpp._interruption(ImportError("no module")) is None
+    assert cpp._interruption(ImportError("x").with_traceback(None)) is None
+
+
 def test_swan_update_method_keyword_names_whiten_method():
     with pytest.raises(TypeError, match="did you mean 'whiten_method'"):
         swanref.swan_update(_base(), method="svd")
