@@ -2,8 +2,9 @@
 
 * GradNorm: the host/device C++ header ``cpp/include/swanref/device/grad_norm_row.hpp``
   (one thread block per row), compiled with ``-I`` to the header directory.
-* Helpers of the whitening routes and the low-precision (bfloat16 / float16) preset path:
-  self-contained source below, so that they need no header on disk.
+* Helpers of the whitening routes (the exact power-of-two normalisation included) and the
+  low-precision (bfloat16 / float16) preset path: self-contained source below, so that they
+  need no header on disk.
 
 Both are compiled without ``-ftz`` (see :func:`_compile`): float32 subnormals keep their values.
 """
@@ -104,6 +105,23 @@ template <> __device__ __forceinline__ unsigned short f2lp<1>(float f) {
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < (total); \
        i += (long long)gridDim.x * blockDim.x)
 
+// y = x * 2**-e, e the frexp exponent of amax[(i / rq) * q + i % q] (max |x| over the axes
+// x[i]'s line or slice spans; amax zero or not finite: e = 0). Exact, float32 subnormals
+// included: this module is compiled without -ftz, unlike CuPy's own kernels (cp.abs, cp.frexp,
+// cp.ldexp flush float32 subnormals to zero).
+__device__ __forceinline__ int exponent_of(float a) { int e; frexpf(a, &e); return e; }
+__device__ __forceinline__ int exponent_of(double a) { int e; frexp(a, &e); return e; }
+__device__ __forceinline__ float scale_pow2(float x, int e) { return ldexpf(x, e); }
+__device__ __forceinline__ double scale_pow2(double x, int e) { return ldexp(x, e); }
+template <class T>
+__global__ void pow2_scale(const T* x, T* y, long long total, long long rq, long long q,
+                           const T* amax) {
+  SWANREF_GRID_LOOP(i, total) {
+    const T a = amax[(i / rq) * q + i % q];
+    const int e = (finite(a) && a > T(0)) ? exponent_of(a) : 0;
+    y[i] = scale_pow2(x[i], -e);
+  }
+}
 // y = fmt(float(ldexp(x, -shift[slice]))): the G.bfloat16() cast after the huge-input prescale
 template <int F, class T>
 __global__ void lp_cast_in(const T* x, unsigned short* y, long long total, long long slice,
@@ -150,7 +168,8 @@ _GRAD_NORM_NAMES = {"grad_norm": "swanref::device::grad_norm_rows<%s, 1>",
 _HELPER_NAMES = {"mirror": "swanref_cupy::mirror_upper<%s>",
                  "add_diag": "swanref_cupy::add_diagonal<%s>",
                  "nan_rows": "swanref_cupy::nan_bad_rows<%s>",
-                 "first_finite": "swanref_cupy::first_entries_finite<%s>"}
+                 "first_finite": "swanref_cupy::first_entries_finite<%s>",
+                 "pow2_scale": "swanref_cupy::pow2_scale<%s>"}
 _LP_T_NAMES = {"lp_cast_in": "swanref_cupy::lp_cast_in<%d, %s>",
                "lp_cast_out": "swanref_cupy::lp_cast_out<%d, %s>"}
 _LP_NAMES = {"lp_normalise": "swanref_cupy::lp_normalise<%d>",
