@@ -4,9 +4,6 @@ Section numbers refer to docs/spec.md.
 """
 from __future__ import annotations
 
-import difflib
-import functools
-import inspect
 import math
 import warnings
 
@@ -15,8 +12,8 @@ import numpy as np
 from swanref.backends import arrays as _arrays
 from swanref.backends import registry as _backends
 from swanref.backends.protocol import has as has_kernel
-from swanref.spec.validate import (as_matrix_stack, compute_dtype, iteration_count,
-                                   real_number)
+from swanref.spec.validate import (as_matrix_stack, clear_keyword_errors, compute_dtype,
+                                   flag, iteration_count, nonfinite_error, real_number)
 from swanref.spec.errors import DivergenceError, DivergenceWarning
 from swanref.spec.readings import (ON_DIVERGENCE, SCALINGS, WHITEN_METHODS,
                        WHITEN_PRESETS, default_rank_rtol)
@@ -30,28 +27,7 @@ EIGH_NOISE_FACTOR = 8.0
 
 # -- plumbing shared by every operator ------------------------------------------------------
 
-#: keywords people pass by analogy with another operator -> the one this operator takes
-_KEYWORD_ALIASES = {"method": "whiten_method", "iterations": "iters", "steps": "iters",
-                    "num_steps": "steps", "ns_steps": "steps", "epsilon": "eps"}
-
-
-def _clear_keyword_errors(fn):
-    """Unknown keywords raise a TypeError naming the keyword this operator does take."""
-    params = inspect.signature(fn).parameters
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        for key in kwargs:
-            if key not in params:
-                hint = _KEYWORD_ALIASES.get(key)
-                hint = hint if hint in params else None
-                close = [hint] if hint else difflib.get_close_matches(key, list(params), 1)
-                raise TypeError(
-                    f"{fn.__name__}() got an unexpected keyword argument {key!r}"
-                    + (f"; did you mean {close[0]!r}?" if close else
-                       f"; it takes {', '.join(p for p in params if p != 'G')}"))
-        return fn(*args, **kwargs)
-    return wrapper
+_clear_keyword_errors = clear_keyword_errors  # the one decorator (spec.validate)
 
 
 def _check_method(method, name="method"):
@@ -78,6 +54,7 @@ class _Call:
     """One public call: validated input in its compute dtype, the backend, the way back."""
 
     def __init__(self, G, backend, check_finite, allow_complex=False):
+        self.check_finite = flag(check_finite, "check_finite")  # before any array work
         raw, self.backend_name, self._restore = _arrays.to_backend(G, backend)
         arr = as_matrix_stack(raw, allow_complex=allow_complex)
         if arr.dtype.kind == "c" and self.backend_name != "reference":
@@ -92,7 +69,6 @@ class _Call:
         self.dtype = compute_dtype(arr.dtype, allow_complex=allow_complex)
         self.eps = float(np.finfo(self.dtype).eps)
         self.array = arr.astype(self.dtype, copy=False)
-        self.check_finite = bool(check_finite)
 
     def masked(self, arr, ndim_core, name="G"):
         """Zero the slices (over the last ``ndim_core`` axes) holding NaN/Inf (spec 6.2)."""
@@ -104,10 +80,7 @@ class _Call:
         if bool(good.all()):
             return arr, None
         if self.check_finite:
-            bad = int(arr.size - int(xp.isfinite(arr).sum()))
-            raise ValueError(
-                f"{name} contains {bad} non-finite value(s) (NaN or Inf); pass "
-                "check_finite=False to get NaN in the affected slices instead")
+            raise nonfinite_error(int(arr.size - int(xp.isfinite(arr).sum())), name)
         keep = good.reshape(good.shape + (1,) * ndim_core)
         return xp.where(keep, arr, 0).astype(arr.dtype), keep
 
@@ -287,8 +260,9 @@ def _whiten_preset_core(call: _Call, arr, method, steps, beta, scaling, rank_rto
                          "(swanref.presets); the GPU backend runs the polynomial presets "
                          "without emulation or with emulate='bfloat16'/'float16'")
     else:
-        out = presets.whiten_preset(work, method, steps=steps, coefficients=coefficients,
-                                    emulate=emulate)
+        # the transcription itself: the input was normalised and masked above
+        out = presets.run_preset_unchecked(work, preset,
+                                           presets.schedule(method, steps, coefficients), emulate)
     return call.unmask(out, keep)
 
 
@@ -439,6 +413,7 @@ def swan_update(G, *, lr=1.0, whiten_method="newton_schulz", rescale=True, axis=
     one per entry) when ``rescale`` is true.  No state is kept.  The intermediate GradNorm
     result stays in the compute dtype (never rounded to a bfloat16/float16 input dtype).
     """
+    rescale = flag(rescale, "rescale")
     call = _Call(G, backend, check_finite)
     lr = real_number(lr, "lr")
     eps = real_number(eps, "eps", minimum=0.0)

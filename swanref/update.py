@@ -18,7 +18,8 @@ from swanref import ops
 from swanref.backends import arrays as _arrays
 from swanref.spec.conventions import matrix_view, resolve_scale, shape_factor
 from swanref.spec.scaling import pow2_exponent
-from swanref.spec.validate import real_number
+from swanref.spec.validate import (clear_keyword_errors, flag, host_matrix_stack,
+                                   real_number)
 
 __all__ = ["orthogonalized_update", "load_coefficients"]
 
@@ -81,10 +82,15 @@ def _pow2_scaled(M):
     with np.errstate(invalid="ignore"):
         e = np.where(np.isfinite(amax) & (amax > 0), pow2_exponent(np.where(
             np.isfinite(amax), amax, 1.0)), 0)
-    wide = np.complex128 if M.dtype.kind == "c" else np.float64
+    e = e.astype(np.int64)
+    # ldexp of the data itself: the factor 2**-e alone overflows for subnormal input
+    # (e < -1023: 2**1049 is inf in float64)
+    if M.dtype.kind == "c":
+        W = M.astype(np.complex128)
+        return (np.ldexp(W.real, -e) + 1j * np.ldexp(W.imag, -e)).astype(M.dtype)
     if M.dtype.name == "bfloat16" or M.dtype == np.float16:
-        return (M.astype(np.float64) * np.ldexp(1.0, -e)).astype(np.float32)
-    return (M.astype(wide) * np.ldexp(1.0, -e)).astype(M.dtype)
+        return np.ldexp(M.astype(np.float64), -e).astype(np.float32)
+    return np.ldexp(M.astype(np.float64), -e).astype(M.dtype)
 
 
 def _fro(X):
@@ -92,6 +98,7 @@ def _fro(X):
     return np.sqrt(np.sum(sq, axis=(-2, -1), keepdims=True))
 
 
+@clear_keyword_errors
 def orthogonalized_update(G, preset="svd", *, scale="keller", scale_factor=1.0, stack_dims=0,
                           row_norm=False, steps=None, coefficients=None, emulate=None,
                           backend=None, check_finite=True):
@@ -125,6 +132,8 @@ def orthogonalized_update(G, preset="svd", *, scale="keller", scale_factor=1.0, 
     -------
     A new array of G's shape and dtype; zero slices give zero.  G is never modified.
     """
+    row_norm = flag(row_norm, "row_norm")
+    check_finite = flag(check_finite, "check_finite")
     if isinstance(stack_dims, (bool, np.bool_)) or not isinstance(stack_dims, (int, np.integer)) \
             or stack_dims < 0:
         raise TypeError(f"stack_dims must be a non-negative integer, got {stack_dims!r}")
@@ -132,14 +141,16 @@ def orthogonalized_update(G, preset="svd", *, scale="keller", scale_factor=1.0, 
     scale_factor = real_number(scale_factor, "scale_factor", minimum=0.0)
     if coefficients is not None and not isinstance(coefficients, (list, tuple, np.ndarray)):
         coefficients = load_coefficients(coefficients)
-    arr, _, restore = _arrays.to_backend(G, "reference")
-    if not isinstance(arr, np.ndarray):
-        raise TypeError("orthogonalized_update computes on host arrays (NumPy, or CPU tensors "
-                        "via DLPack)")
+    raw, _, restore = _arrays.to_backend(G, "reference")
+    # the input path of spec 6 (the errors of swanref.whiten), on the array as given ...
+    arr = host_matrix_stack(raw, "orthogonalized_update", allow_complex=True)
     in_dtype = arr.dtype
     batch, m, n = matrix_view(arr.shape, int(stack_dims))
+    if m == 0 or n == 0:  # ... and on its matrix view (spec 9.2)
+        raise ValueError(f"G has an empty matrix dimension: shape {arr.shape} is the matrix "
+                         f"{m} x {n} with stack_dims={stack_dims}")
     M = np.ascontiguousarray(arr).reshape(batch + (m, n))
-    if M.size == 0:
+    if M.size == 0:  # a zero-size stack
         return restore(np.zeros(arr.shape, in_dtype))
     work = _pow2_scaled(M) if M.dtype.kind in "fc" else M  # bad dtypes: whiten raises
     kw = {}

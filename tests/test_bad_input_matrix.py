@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 import swanref
+from swanref import presets
 from swanref.backends import registry
 from swanref.spec.validate import MAX_ITERATIONS
 
@@ -42,9 +43,21 @@ OPS = {
     "whiten_preset": lambda G, **kw: swanref.whiten(G, "muon_ns5", **kw),
     "swan_update": lambda G, **kw: swanref.swan_update(G, **kw),
     "sinkgd_update": lambda G, **kw: swanref.sinkgd_update(G, **kw),
+    # the other public entry points that take arrays: the presets' transcriptions called
+    # directly (NumPy only, no backend argument) and the update of spec 9 (N-D parameters: a
+    # 3-D input is a stack of matrices here)
+    "presets_whiten_preset": lambda G, backend=None, **kw: presets.whiten_preset(
+        G, "muon_ns5", **kw),
+    "presets_run_preset": lambda G, backend=None, **kw: presets.run_preset(
+        G, presets.get_preset("muon_ns5"), presets.schedule("muon_ns5"), **kw),
+    "orthogonalized_update": lambda G, **kw: swanref.orthogonalized_update(
+        G, "muon_ns5", stack_dims=max(getattr(G, "ndim", 2) - 2, 0), **kw),
 }
+#: entry points without a backend argument: one cell per input class (the reference column)
+NO_BACKEND = {"presets_whiten_preset", "presets_run_preset"}
 #: presets add eps to the norm (docs/presets.md): not scale invariant for tiny input
-NOT_SCALE_INVARIANT_SMALL = {"whiten_preset"}
+#: (orthogonalized_update scales by a power of two first, spec 9.5)
+NOT_SCALE_INVARIANT_SMALL = {"whiten_preset", "presets_whiten_preset", "presets_run_preset"}
 
 BACKENDS = [pytest.param(name, marks=pytest.mark.skipif(
     not registry.is_available(name), reason=f"backend {name!r} not available here"))
@@ -260,16 +273,31 @@ def run_case(backend: str, op: str, cls: str) -> None:
         assert G == kept
 
 
-@pytest.mark.parametrize("cls", sorted(set(CLASSES) - SUBPROCESS))
-@pytest.mark.parametrize("op", list(OPS))
-@pytest.mark.parametrize("backend", BACKENDS)
+def _cells(rows):
+    """pytest params ``backend-op-rest``: every available backend for an op that takes one,
+    the reference column alone for the others; a backend missing here is a clean skip."""
+    out = []
+    for backend in registry.names():
+        skip = pytest.mark.skipif(not registry.is_available(backend),
+                                  reason=f"backend {backend!r} not available here")
+        for op, *rest in rows:
+            if op in NO_BACKEND and backend != "reference":
+                continue
+            out.append(pytest.param(backend, op, *rest, marks=skip,
+                                    id="-".join(map(str, (backend, op, *rest)))))
+    return out
+
+
+@pytest.mark.parametrize("backend,op,cls", _cells(
+    [(op, cls) for op in OPS for cls in sorted(set(CLASSES) - SUBPROCESS)]))
 def test_matrix(backend, op, cls):
     run_case(backend, op, cls)
 
 
 def test_matrix_crash_prone_cells_in_a_subprocess():
     """Misaligned buffers, every op and backend, in a child process: a crash fails one test."""
-    cells = [(b, op, c) for b in registry.available() for op in OPS for c in sorted(SUBPROCESS)]
+    cells = [(b, op, c) for b in registry.available() for op in OPS for c in sorted(SUBPROCESS)
+             if b == "reference" or op not in NO_BACKEND]
     code = textwrap.dedent(f"""
         import importlib.util, sys
         spec = importlib.util.spec_from_file_location("bad_input_matrix", {__file__!r})
@@ -279,9 +307,10 @@ def test_matrix_crash_prone_cells_in_a_subprocess():
             print("ok", *cell)
     """)
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    # cwd outside the checkout: the source tree's swanref has no compiled core
     r = subprocess.run([sys.executable, "-X", "faulthandler", "-c", code], capture_output=True,
                        text=True, timeout=120,
-                       env=env, cwd=HERE)
+                       env=env, cwd=tempfile.gettempdir())
     assert r.returncode == 0, (r.returncode, r.stdout[-2000:], r.stderr[-4000:])
     assert r.stdout.count("ok ") == len(cells)
 
@@ -322,12 +351,38 @@ KEYWORDS = {
                       ({"iters": 2.0}, TypeError, "iters must be an integer"),
                       ({"lr": np.inf}, ValueError, "lr must be finite"),
                       ({"steps": 3}, TypeError, "did you mean 'iters'")],
+    "presets_whiten_preset": [({"steps": BIG}, ValueError, "steps must be <="),
+                              ({"steps": 2 ** 63}, ValueError, "steps must be <="),
+                              ({"steps": 2.0}, TypeError, "steps must be an integer"),
+                              ({"emulate": "fp8"}, ValueError, "emulate must be one of"),
+                              ({"emulate": ["bfloat16"]}, ValueError, "emulate must be one of"),
+                              ({"step": 3}, TypeError, "did you mean 'steps'"),
+                              ({"check_finit": True}, TypeError,
+                               "did you mean 'check_finite'"),
+                              ({"coefficients": [(1.0, "x", 2.0)]}, TypeError, "coefficients")],
+    "presets_run_preset": [({"emulate": "fp8"}, ValueError, "emulate must be one of"),
+                           ({"check_finit": True}, TypeError, "did you mean 'check_finite'")],
+    "orthogonalized_update": [({"steps": BIG}, ValueError, "steps must be <="),
+                              ({"scale": "huge"}, ValueError, "scale"),
+                              ({"scale_factor": np.nan}, ValueError, "scale_factor"),
+                              ({"stack_dims": -1}, TypeError, "stack_dims"),
+                              ({"emulate": "fp8"}, ValueError, "emulate must be one of"),
+                              ({"method": "svd"}, TypeError, "unexpected keyword argument"),
+                              ({"row_norm": "yes"}, TypeError, "row_norm must be True or False"),
+                              ({"row_norm": 1}, TypeError, "row_norm must be True or False")],
 }
+#: a boolean keyword takes True/False (or a NumPy bool) only: truthy strings, numbers and arrays
+#: are TypeErrors naming the keyword (spec 6.6)
+NOT_BOOLS = ["no", 0.5, 0, 1, None, np.array([1, 0]), np.array(True), [True]]
+for _op in KEYWORDS:
+    KEYWORDS[_op] += [({"check_finite": v}, TypeError, "check_finite must be True or False")
+                      for v in NOT_BOOLS]
+KEYWORDS["swan_update"] += [({"rescale": v}, TypeError, "rescale must be True or False")
+                            for v in NOT_BOOLS]
 KEYWORD_CASES = [(op, i) for op, cases in KEYWORDS.items() for i in range(len(cases))]
 
 
-@pytest.mark.parametrize("op,i", KEYWORD_CASES, ids=[f"{op}-{i}" for op, i in KEYWORD_CASES])
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend,op,i", _cells(KEYWORD_CASES))
 def test_invalid_keywords(backend, op, i):
     kwargs, exc, match = KEYWORDS[op][i]
     G = _base()
@@ -337,7 +392,7 @@ def test_invalid_keywords(backend, op, i):
     np.testing.assert_array_equal(G, before)
 
 
-@pytest.mark.parametrize("op", list(OPS))
+@pytest.mark.parametrize("op", sorted(set(OPS) - NO_BACKEND))
 def test_backend_must_be_a_name(op):
     with pytest.raises(TypeError, match="backend must be None or a backend name"):
         OPS[op](_base(), backend=["cpp"])
@@ -514,21 +569,178 @@ def test_np_matrix_works_on_every_backend(backend):
         np.testing.assert_array_equal(out, OPS[op](_base(), backend=backend))
 
 
+def _aligned(x) -> bool:
+    """NumPy's flag, or for a CuPy array (whose flags have no 'aligned') its device pointer."""
+    if isinstance(x, np.ndarray):
+        return bool(x.flags.aligned)
+    return x.data.ptr % x.dtype.itemsize == 0
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_misaligned_input_is_copied_before_the_backend(backend, monkeypatch):
     """Misaligned buffers were read in place by the C++ core (UBSan: misaligned loads)."""
     seen = []
     mod = registry.get(backend)
     real = mod.grad_norm
-
-    def aligned(G):  # CuPy arrays have no flags.aligned: look at the device pointer
-        if isinstance(G, np.ndarray):
-            return bool(G.flags.aligned)
-        return G.data.ptr % G.dtype.itemsize == 0
-
-    monkeypatch.setattr(mod, "grad_norm", lambda G, eps: seen.append(aligned(G)) or real(G, eps))
+    monkeypatch.setattr(mod, "grad_norm", lambda G, eps: seen.append(_aligned(G))
+                        or real(G, eps))
     swanref.grad_norm(_misaligned(_base()), backend=backend)
     assert seen == [True]
+
+
+DIRECT = {"whiten_preset": lambda G, **kw: presets.whiten_preset(G, "muon_ns5", **kw),
+          "run_preset": lambda G, **kw: presets.run_preset(
+              G, presets.get_preset("muon_ns5"), presets.schedule("muon_ns5"), **kw),
+          "orthogonalized_update": lambda G, **kw: swanref.orthogonalized_update(
+              G, "muon_ns5", **kw)}
+
+
+def _nan_at(G, i, j):
+    G = G.copy()
+    G[i, j] = np.nan
+    return G
+
+
+@pytest.mark.parametrize("entry", list(DIRECT))
+@pytest.mark.parametrize("bad", [
+    lambda: np.ma.masked_invalid(_nan_at(_base(), 1, 1)),
+    lambda: np.arange(15).reshape(3, 5),
+    lambda: _nan_at(_base(), 0, 2),
+    lambda: [[1.0, 2.0], [3.0]],
+    lambda: np.ones(5),
+    lambda: np.ones((3, 0)),
+    lambda: _base().astype(object),
+], ids=["masked", "int", "nan", "ragged", "1d", "empty_axis", "object"])
+def test_direct_entry_points_raise_what_whiten_raises(entry, bad):
+    """whiten_preset / run_preset / orthogonalized_update called directly took masked arrays,
+    NaN and wrong types raw (LAPACK-free NaN output, 'shapes not aligned', ...): now the same
+    exception type and message as swanref.whiten."""
+    with pytest.raises(Exception) as want:
+        swanref.whiten(bad(), "muon_ns5")
+    with pytest.raises(want.type) as got:
+        DIRECT[entry](bad())
+    assert str(got.value) == str(want.value)
+
+
+@pytest.mark.parametrize("entry", ["whiten_preset", "run_preset"])
+def test_direct_preset_calls_normalise_like_whiten(entry):
+    G = _base()
+    plain = DIRECT[entry](G)
+    for odd in (G.astype(">f8"), np.matrix(G), _misaligned(G), G.tolist(), np.asfortranarray(G)):
+        out = DIRECT[entry](odd)
+        assert type(out) is np.ndarray and out.dtype == np.float64 and out.dtype.isnative
+        np.testing.assert_array_equal(out, plain)
+    np.testing.assert_array_equal(plain, swanref.whiten(G, "muon_ns5", backend="reference"))
+    with pytest.raises(TypeError, match="whiten_preset takes float32"):
+        presets.whiten_preset(G.astype(np.float16), "muon_ns5")  # computes in G's dtype
+    with pytest.raises(TypeError, match="unexpected keyword argument 'backend'"):
+        presets.whiten_preset(G, "muon_ns5", backend="cpp")
+    with pytest.raises(TypeError, match="name must be a string"):
+        presets.whiten_preset(G, ["muon_ns5"])
+    with pytest.raises(TypeError, match="preset must be a swanref.presets.Preset"):
+        presets.run_preset(G, "muon_ns5", presets.schedule("muon_ns5"))
+
+
+@pytest.mark.parametrize("entry", list(DIRECT))
+def test_direct_entry_points_check_finite_false_gives_nan_slices(entry):
+    G = np.stack([_base(), _nan_at(_base(), 2, 3)])
+    out = DIRECT[entry](G, **({"stack_dims": 1} if entry == "orthogonalized_update" else {}),
+                        check_finite=False)
+    assert np.isnan(out[1]).all()
+    np.testing.assert_array_equal(out[0], DIRECT[entry](_base()))
+
+
+def test_boolean_keywords_need_a_bool():
+    """check_finite="no" (truthy) meant check_finite=True; rescale=0.5, row_norm=np.array(...)
+    were read by their truth value. Now True/False or a NumPy bool, else a TypeError naming the
+    keyword -- the backend settings of the GPU backend too (set_tf32("no") turned TF32 on)."""
+    from swanref.backends import cupy as CB  # importing it does not import CuPy
+    G = _base()
+    calls = {"check_finite": [lambda v: swanref.grad_norm(G, check_finite=v),
+                              lambda v: swanref.whiten(G, check_finite=v),
+                              lambda v: swanref.swan_update(G, check_finite=v),
+                              lambda v: swanref.sinkgd_update(G, check_finite=v),
+                              lambda v: presets.whiten_preset(G, "muon_ns5", check_finite=v),
+                              lambda v: swanref.orthogonalized_update(G, check_finite=v)],
+             "rescale": [lambda v: swanref.swan_update(G, rescale=v)],
+             "row_norm": [lambda v: swanref.orthogonalized_update(G, row_norm=v)],
+             "enabled": [CB.set_tf32, CB.set_graphs, lambda v: CB.tf32(v).__enter__()]}
+    tf32, graphs = CB._state["tf32"], CB._state["graphs"]
+    try:
+        for name, fns in calls.items():
+            for fn in fns:
+                for v in NOT_BOOLS:
+                    with pytest.raises(TypeError, match=f"{name} must be True or False"):
+                        fn(v)
+                if name != "enabled":
+                    for v in (True, False, np.bool_(True), np.bool_(False)):
+                        fn(v)
+        for v in (True, False, np.bool_(True)):
+            CB.set_tf32(v)
+            assert CB.tf32_enabled() is bool(v)
+    finally:
+        CB._state["tf32"], CB._state["graphs"] = tf32, graphs
+
+
+_LOAD_CHILD = textwrap.dedent("""
+    import sys
+    import scipy.linalg.cython_blas as real_blas
+    stop = {"KeyboardInterrupt": KeyboardInterrupt, "SystemExit": SystemExit}[sys.argv[1]]
+
+    class Interrupted:
+        # scipy.linalg.cython_blas while the core loads: the first read of its function table
+        # is interrupted (what a Ctrl-C during the first, slow SciPy import does)
+        reads = 0
+
+        def __getattr__(self, key):
+            if key == "__pyx_capi__":
+                type(self).reads += 1
+                if type(self).reads == 1:
+                    raise stop
+            return getattr(real_blas, key)
+
+    sys.modules["scipy.linalg.cython_blas"] = Interrupted()
+    import numpy as np
+    from swanref.backends import registry
+    assert "swanref.backends.cpp" not in sys.modules
+    try:
+        registry.get("cpp")
+        print("loaded without the interruption")
+    except stop:
+        print("interrupted")
+    print("available", registry.is_available("cpp"))
+    import swanref
+    out = swanref.whiten(np.random.default_rng(0).standard_normal((3, 5)), backend="cpp")
+    print("whitened", bool(np.allclose(out @ out.T, np.eye(3))))
+""")
+
+
+@pytest.mark.skipif(not registry.is_available("cpp"), reason="no C++ core here")
+@pytest.mark.parametrize("stop", ["KeyboardInterrupt", "SystemExit"])
+def test_ctrl_c_while_the_core_loads_is_not_cached(stop):
+    """A KeyboardInterrupt during the core's first load was swallowed (the BLAS table marked
+    incomplete) or turned into ImportError("initialization failed") and cached: the cpp backend
+    stayed unavailable for the rest of the process. Now it propagates and the next use loads."""
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    r = subprocess.run([sys.executable, "-c", _LOAD_CHILD, stop], capture_output=True,
+                       text=True, timeout=120, env=env, cwd=tempfile.gettempdir())
+    assert r.returncode == 0, (r.stdout, r.stderr[-3000:])
+    assert r.stdout.split("\n")[:3] == ["interrupted", "available True", "whitened True"], \
+        (r.stdout, r.stderr[-3000:])
+
+
+def test_an_interrupted_import_is_re_raised_not_cached():
+    """The Python side: the cause chain pybind11 builds is searched for the interruption."""
+    from swanref.backends import cpp
+    try:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as ki:
+            raise ImportError("initialization failed") from ki
+    except ImportError as exc:
+        assert isinstance(cpp._interruption(exc), KeyboardInterrupt)
+    assert cpp._interruption(ImportError("no module")) is None
+    assert cpp._interruption(ImportError("x").with_traceback(None)) is None
 
 
 def test_swan_update_method_keyword_names_whiten_method():

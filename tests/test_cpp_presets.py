@@ -104,7 +104,8 @@ def test_public_api_runs_presets_on_the_cpp_kernel(name, monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("the reference transcription ran instead of the C++ kernel")
 
-    monkeypatch.setattr(presets, "whiten_preset", forbidden)
+    # the transcription swanref.whiten runs when no backend kernel does
+    monkeypatch.setattr(presets, "run_preset_unchecked", forbidden)
     np.testing.assert_allclose(swanref.whiten(G, method=name, backend="cpp"), ref, atol=1e-13)
 
 
@@ -112,8 +113,11 @@ def test_emulated_presets_stay_on_the_reference(monkeypatch):
     import swanref
     G = np.random.default_rng(7).standard_normal((6, 10))
     calls = []
-    real = presets.whiten_preset
-    monkeypatch.setattr(presets, "whiten_preset",
-                        lambda *a, **k: calls.append(k) or real(*a, **k))
+    real = presets.run_preset_unchecked
+
+    def spy(G, preset, sched, emulate=None):
+        calls.append(emulate)
+        return real(G, preset, sched, emulate)
+    monkeypatch.setattr(presets, "run_preset_unchecked", spy)
     swanref.whiten(G, method="muon_ns5", emulate="bfloat16", backend="cpp")
-    assert calls and calls[0]["emulate"] == "bfloat16"
+    assert calls and calls[0] == "bfloat16"

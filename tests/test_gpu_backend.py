@@ -472,3 +472,22 @@ def test_whiten_svd_float32_route_accuracy():
     # rounding each entry to float32 moves X by at most eps32 / 2 relative, entrywise
     eps32, eps64 = float(np.finfo(np.float32).eps), float(np.finfo(np.float64).eps)
     assert _rel(got, ref) <= eps32 / 2 + 1e6 * n * eps64
+
+
+@pytest.mark.parametrize("dtype,k", [(np.float32, -135), (np.float64, -1050), (np.float32, 100)])
+@pytest.mark.parametrize("axes", [(-2, -1), -1, -2])
+def test_pow2_normalise_is_exact_on_subnormals(dtype, k, axes):
+    """CuPy compiles its own kernels with -ftz=true (cp.abs, cp.frexp, cp.ldexp flush float32
+    subnormals to zero), so a float32 subnormal matrix was normalised to zeros and whitened to
+    zeros; the normalisation now runs on bit patterns and a kernel built without -ftz."""
+    from swanref.backends.cupy.interop import max_abs, pow2_normalise
+    from swanref.spec.scaling import pow2_normalise as host
+    G = np.ldexp(np.random.default_rng(7).standard_normal((2, 3, 5)).astype(dtype), k)
+    if k < 0:
+        assert (np.abs(G) < np.finfo(dtype).tiny).all()
+    np.testing.assert_array_equal(cp.asnumpy(pow2_normalise(cp.asarray(G), axes)), host(G, axes))
+    np.testing.assert_array_equal(cp.asnumpy(max_abs(cp.asarray(G), axes)),
+                                  np.max(np.abs(G), axis=axes, keepdims=True))
+    out = swanref.whiten(cp.asarray(G[0]), "svd")
+    np.testing.assert_allclose(cp.asnumpy(out), swanref.whiten(np.ldexp(G[0], -k), "svd"),
+                               atol=64 * np.finfo(dtype).eps)

@@ -40,6 +40,7 @@ std::string g_blas_error;  // why the table could not be filled (empty if it was
 
 void fill_blas_from_scipy() {
   auto& t = swanref::blas::table();
+  g_blas_error.clear();  // a second initialisation (after an interrupted first one) starts afresh
   try {
     py::dict blas_capi = py::module_::import("scipy.linalg.cython_blas").attr("__pyx_capi__");
     py::dict lapack_capi = py::module_::import("scipy.linalg.cython_lapack").attr("__pyx_capi__");
@@ -63,6 +64,10 @@ void fill_blas_from_scipy() {
       for (const auto& n : missing) g_blas_error += " " + n;
     }
   } catch (py::error_already_set& e) {
+    // KeyboardInterrupt (Ctrl-C while SciPy loads) or SystemExit is no property of this
+    // installation: propagate it, so that the import fails and the next one fills the table,
+    // instead of a module whose table stays incomplete for the rest of the process.
+    if (!e.matches(PyExc_Exception)) throw;
     g_blas_error = std::string("could not take BLAS/LAPACK from SciPy: ") + e.what();
   }
 }

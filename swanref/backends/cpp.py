@@ -11,9 +11,30 @@ from __future__ import annotations
 
 name = "cpp"
 
+
+
+def _interruption(exc: BaseException) -> BaseException | None:
+    """The KeyboardInterrupt / SystemExit (any BaseException that is not an Exception) behind
+    ``exc``: pybind11 reports an exception raised while the module initialises as
+    ``ImportError("initialization failed")`` caused by it."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if not isinstance(exc, Exception):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 try:  # the extension may be missing (pure-Python install) or fail to load
     from swanref import _core
 except ImportError as exc:  # pragma: no cover - depends on the build
+    stop = _interruption(exc)
+    if stop is not None:
+        # Ctrl-C (or SystemExit) during the first load says nothing about this installation:
+        # let it propagate. The failed import leaves this module out of sys.modules, so the
+        # next use loads the core again instead of finding it marked unavailable for good.
+        raise stop.with_traceback(stop.__traceback__) from None
     _core = None
     import_error: BaseException | None = exc
 else:

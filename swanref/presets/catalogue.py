@@ -23,7 +23,8 @@ import numpy as np
 
 from swanref.presets.lowprec import Arith
 from swanref.spec.scaling import pow2_exponent
-from swanref.spec.validate import MAX_ITERATIONS
+from swanref.spec.validate import (MAX_ITERATIONS, clear_keyword_errors, flag,
+                                   host_matrix_stack, iteration_count, nonfinite_error)
 
 __all__ = ["Preset", "PRESETS", "ROUTES", "PE_GRAM5", "check_coefficients", "whiten_preset", "schedule", "get_preset",
            "KELLER_NS5", "YOU_NS5", "PE_NANOGPT5", "PE_BASIC_RAW", "PE_BASIC", "JIACHENG6",
@@ -300,9 +301,11 @@ _EMULATE = (None, "bfloat16", "float16", "source")
 
 
 def get_preset(name: str) -> Preset:
-    if isinstance(name, str) and name in ROUTES:
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a string naming a preset, got {name!r}")
+    if name in ROUTES:
         return ROUTES[name]
-    if not isinstance(name, str) or name not in PRESETS:
+    if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of "
                          f"{', '.join(list(PRESETS) + list(ROUTES))}")
     return PRESETS[name]
@@ -343,13 +346,7 @@ def schedule(name: str, steps=None, coefficients=None) -> tuple:
         raise ValueError("preset 'custom' needs coefficients=[(a, b, c), ...]")
     if steps is None:
         steps = len(table) if name == "custom" else preset.steps
-    if isinstance(steps, (bool, np.bool_)) or not isinstance(steps, (int, np.integer)):
-        raise TypeError(f"steps must be an integer, got {steps!r}")
-    steps = int(steps)
-    if steps < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}")
-    if steps > MAX_ITERATIONS:  # checked before the schedule tuple is built
-        raise ValueError(f"steps must be <= {MAX_ITERATIONS} (spec 6.5), got {steps}")
+    steps = iteration_count(steps, "steps")  # before the schedule tuple is built (spec 6.5)
     if preset.max_steps is not None and steps > preset.max_steps:
         raise ValueError(f"preset {name!r}: steps must be <= {preset.max_steps} "
                          f"(the source raises), got {steps}")
@@ -519,29 +516,103 @@ def _step(ar: Arith, X, coef, preset: Preset):
     return ar.add(ar.scale(a, X), ar.mm(B, X))
 
 
-def whiten_preset(G, name: str, *, steps=None, coefficients=None, emulate=None) -> np.ndarray:
+@clear_keyword_errors
+def whiten_preset(G, name: str, *, steps=None, coefficients=None, emulate=None,
+                  check_finite=True) -> np.ndarray:
     """Run preset ``name`` on ``G`` of shape (*batch, m, n), float32 or float64.
 
     Parameters
     ----------
-    G : ndarray, float32 or float64, shape (*batch, m, n); never modified.
-    name : a key of :data:`PRESETS`.
+    G : array_like, float32 or float64 (or complex64/complex128), shape (*batch, m, n); never
+        modified.  It takes the input path of :func:`swanref.whiten` (spec 6): byte order,
+        subclasses and misaligned buffers normalised, masked arrays, bad dtypes and shapes
+        rejected with the same errors.  float16/bfloat16 are a TypeError here (this function
+        computes in G's dtype; ``emulate=`` gives the low-precision rounding, and
+        ``swanref.whiten`` computes 16-bit input in float32).
+    name : a key of :data:`PRESETS` (or :data:`ROUTES`).
     steps : number of polynomial steps (default: the preset's).
     coefficients : replace the preset's table by this list of (a, b, c) triples (the last one
         repeats); required for ``name='custom'``.
     emulate : None (compute in G's dtype), 'bfloat16', 'float16' (PyTorch-eager rounding, see
         swanref.presets.lowprec), or 'source' (the dtype the source computes in).
+    check_finite : bool, default True
+        Raise ValueError on NaN/Inf (spec 6.2); if False, matrices holding NaN/Inf come back
+        as NaN and the others are computed normally.
 
     Returns an array of G's dtype and shape.  In emulation its values are representable in the
     emulated format.  The zero matrix gives 0, except for presets whose source has no epsilon
     (``jiacheng6``: NaN); see docs/presets.md.
     """
+    check_finite = flag(check_finite, "check_finite")
     preset = get_preset(name)
-    return run_preset(G, preset, schedule(name, steps, coefficients), emulate)
+    sched = schedule(name, steps, coefficients)  # every option before the array is looked at
+    _check_emulate(emulate)
+    arr = _host_input(G, "whiten_preset")
+    return _finite_policy(arr, check_finite,
+                          lambda X: run_preset_unchecked(X, preset, sched, emulate))
 
 
-def run_preset(G, preset: Preset, sched, emulate=None) -> np.ndarray:
-    """Run a :class:`Preset` object (possibly a variant) with an explicit schedule."""
+@clear_keyword_errors
+def run_preset(G, preset: Preset, sched, emulate=None, *, check_finite=True) -> np.ndarray:
+    """Run a :class:`Preset` object (possibly a variant) with an explicit schedule.
+
+    ``G`` takes the input path of :func:`whiten_preset`; ``sched`` is a sequence of at most
+    ``MAX_ITERATIONS`` (a, b, c) triples (empty: no step).
+    """
+    check_finite = flag(check_finite, "check_finite")
+    if not isinstance(preset, Preset):
+        raise TypeError(f"preset must be a swanref.presets.Preset (see get_preset), got "
+                        f"{type(preset).__name__}")
+    sched = _check_schedule(sched)
+    _check_emulate(emulate)
+    arr = _host_input(G, "run_preset")
+    return _finite_policy(arr, check_finite,
+                          lambda X: run_preset_unchecked(X, preset, sched, emulate))
+
+
+def _check_emulate(emulate):
+    if emulate is not None and not isinstance(emulate, str):
+        raise ValueError(f"emulate must be one of {_EMULATE}, got {emulate!r}")
+    if emulate not in _EMULATE:
+        raise ValueError(f"emulate must be one of {_EMULATE}, got {emulate!r}")
+
+
+def _check_schedule(sched) -> tuple:
+    try:
+        n = len(sched)
+    except TypeError as exc:
+        raise TypeError("sched must be a sequence of (a, b, c) number triples") from exc
+    if n > MAX_ITERATIONS:
+        raise ValueError(f"sched must have at most {MAX_ITERATIONS} steps (spec 6.5), got {n}")
+    return _check_coefficients(sched) if n else ()
+
+
+def _host_input(G, who: str) -> np.ndarray:
+    """The input path of spec 6 (swanref.spec.validate), then this module's dtypes."""
+    arr = host_matrix_stack(G, who, allow_complex=True)
+    if arr.dtype not in (np.float32, np.float64, np.complex64, np.complex128):
+        raise TypeError(f"{who} takes float32, float64, complex64 or complex128 arrays, "
+                        f"got {arr.dtype} (swanref.whiten accepts float16/bfloat16 and computes "
+                        "in float32; emulate= rounds like a 16-bit source)")
+    return arr
+
+
+def _finite_policy(arr: np.ndarray, check_finite: bool, run) -> np.ndarray:
+    """Spec 6.2 around ``run``: NaN/Inf raise, or (check_finite=False) their matrices are
+    zeroed for the run and come back as NaN."""
+    finite = np.isfinite(arr)
+    if finite.all():
+        return run(arr)
+    if check_finite:
+        raise nonfinite_error(int(arr.size - np.count_nonzero(finite)))
+    keep = finite.all(axis=(-2, -1), keepdims=True)
+    out = run(np.where(keep, arr, 0).astype(arr.dtype))
+    return np.where(keep, out, np.nan).astype(out.dtype)
+
+
+def run_preset_unchecked(G, preset: Preset, sched, emulate=None) -> np.ndarray:
+    """:func:`run_preset` without the input path: ``G`` is a finite float32/float64/complex
+    ndarray of ndim >= 2 (swanref.ops has normalised it) and ``sched`` a checked schedule."""
     if emulate not in _EMULATE:
         raise ValueError(f"emulate must be one of {_EMULATE}, got {emulate!r}")
     G = np.asarray(G)
@@ -562,7 +633,7 @@ def run_preset(G, preset: Preset, sched, emulate=None) -> np.ndarray:
     if emulate == "source":
         emulate = preset.compute_dtype
         if emulate == "float32":
-            return run_preset(G.astype(np.float32), preset, sched).astype(G.dtype)
+            return run_preset_unchecked(G.astype(np.float32), preset, sched).astype(G.dtype)
         if emulate == "input":
             emulate = None
     ar = Arith(emulate, G.dtype)

@@ -11,6 +11,10 @@ copied.  Iteration counts are bounded by :data:`MAX_ITERATIONS` (spec 6.5).
 """
 from __future__ import annotations
 
+import difflib
+import functools
+import inspect
+
 import numpy as np
 
 NATIVE = (np.dtype(np.float32), np.dtype(np.float64))
@@ -112,12 +116,35 @@ def nonfinite_slices(arr: np.ndarray, ndim_core: int) -> np.ndarray:
     return ~finite.all(axis=axes)
 
 
+def nonfinite_error(count: int, name: str = "G") -> ValueError:
+    """The ValueError of spec 6.2 for ``count`` NaN/Inf entries (one message everywhere)."""
+    return ValueError(
+        f"{name} contains {count} non-finite value(s) (NaN or Inf); pass check_finite=False "
+        "to get NaN in the affected slices instead")
+
+
 def check_finite(arr: np.ndarray, name: str = "G") -> None:
     if not np.isfinite(arr).all():
-        bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
-        raise ValueError(
-            f"{name} contains {bad} non-finite value(s) (NaN or Inf); pass check_finite=False "
-            "to get NaN for the affected slices instead")
+        raise nonfinite_error(int(np.size(arr) - np.count_nonzero(np.isfinite(arr))), name)
+
+
+def host_matrix_stack(G, who: str, name: str = "G", allow_complex: bool = False) -> np.ndarray:
+    """:func:`as_matrix_stack` for functions that compute on NumPy arrays only (the presets'
+    transcriptions): the same errors, and a TypeError for a GPU array."""
+    arr = as_matrix_stack(G, name, allow_complex=allow_complex)
+    if not isinstance(arr, np.ndarray):
+        raise TypeError(f"{who} computes on NumPy arrays; got {type(G).__module__}."
+                        f"{type(G).__name__} (swanref.whiten runs the presets on GPU arrays)")
+    return arr
+
+
+def flag(value, name: str) -> bool:
+    """A boolean keyword (``check_finite``, ``rescale``, ...): ``True``/``False`` or a NumPy
+    bool, nothing else (spec 6.6) -- ``"no"``, ``0.5`` or an array would otherwise be read by
+    their truth value, ``"no"`` as True."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise TypeError(f"{name} must be True or False, got {value!r}")
 
 
 def positive_int(value, name: str, *, allow_zero: bool = True,
@@ -150,3 +177,27 @@ def real_number(value, name: str, *, minimum: float | None = None,
         op = ">" if strict else ">="
         raise ValueError(f"{name} must be {op} {minimum}, got {value}")
     return value
+
+
+#: keywords people pass by analogy with another operator -> the one this operator takes
+KEYWORD_ALIASES = {"method": "whiten_method", "iterations": "iters", "steps": "iters",
+                   "num_steps": "steps", "ns_steps": "steps", "epsilon": "eps"}
+
+
+def clear_keyword_errors(fn):
+    """Unknown keywords raise a TypeError naming the keyword this function does take."""
+    params = inspect.signature(fn).parameters
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        for key in kwargs:
+            if key not in params:
+                hint = KEYWORD_ALIASES.get(key)
+                hint = hint if hint in params else None
+                close = [hint] if hint else difflib.get_close_matches(key, list(params), 1)
+                raise TypeError(
+                    f"{fn.__name__}() got an unexpected keyword argument {key!r}"
+                    + (f"; did you mean {close[0]!r}?" if close else
+                       f"; it takes {', '.join(p for p in params if p != 'G')}"))
+        return fn(*args, **kwargs)
+    return wrapper

@@ -5,6 +5,8 @@ import contextlib
 import os
 import threading
 
+from swanref.spec.validate import flag
+
 
 def _env_flag(name: str, default: str) -> bool:
     return os.environ.get(name, default).strip().lower() in ("1", "true", "yes", "on")
@@ -57,7 +59,7 @@ def device_attr(prop: str, default: int) -> int:
 
 def set_tf32(enabled: bool) -> None:
     """Allow (True) or forbid (False, the default) TF32 tensor-core math for float32 products."""
-    state["tf32"] = bool(enabled)
+    state["tf32"] = flag(enabled, "enabled")
 
 
 def tf32_enabled() -> bool:
@@ -67,8 +69,9 @@ def tf32_enabled() -> bool:
 @contextlib.contextmanager
 def tf32(enabled: bool = True):
     """Context manager: ``with swanref.backends.cupy.tf32(): ...`` runs its body with TF32."""
+    enabled = flag(enabled, "enabled")
     old = state["tf32"]
-    state["tf32"] = bool(enabled)
+    state["tf32"] = enabled
     try:
         yield
     finally:
@@ -77,4 +80,4 @@ def tf32(enabled: bool = True):
 
 def set_graphs(enabled: bool) -> None:
     """Allow (True) or forbid (False, the default) CUDA-graph replay of small iterative calls."""
-    state["graphs"] = bool(enabled)
+    state["graphs"] = flag(enabled, "enabled")

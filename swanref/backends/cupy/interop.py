@@ -86,6 +86,13 @@ def _f32_kernels():
     return _F32_KERNELS
 
 
+def max_abs(x, axes):
+    """max|x| over ``axes`` (keepdims), exact for float32 subnormals (bit patterns)."""
+    if x.dtype == np.float32:
+        return _amax(x, axes, _f32_kernels()[0]).view(np.float32)
+    return _amax(x, axes)
+
+
 def _pow2_normalise_f32(x, axes):
     magnitude, scale = _f32_kernels()
     mb = _amax(x, axes, magnitude)
