@@ -36,7 +36,7 @@ MUTATIONS = [
      "sinkgd columns first"),
     (REF, "    keep = lam > lambda_rtol * lam[..., -1:]", "    keep = lam > 0", "eigh no rank tolerance"),
     (OPS, "    tall = arr.shape[-2] > arr.shape[-1]", "    tall = False", "no transpose for tall"),
-    (OPS, "        d = _rescale_to_rms_one(call.xp, d)", "        pass", "swan no rescale"),
+    (OPS, "        d = _rescale_to_rms_one(call.xp, d, call.be)", "        pass", "swan no rescale"),
     (REF, "    Gs = _pow2n(G, axes=(-2, -1))\n    lam, Q", "    Gs = G\n    lam, Q",
      "eigh no prescale"),
     (REF, "    e1 = pow2_exponent(np.max(np.abs(G), axis=-1, keepdims=True))",

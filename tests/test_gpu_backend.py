@@ -428,7 +428,11 @@ def test_finite_flag_stays_on_the_device(dtype):
         swanref.whiten(cp.asarray(G), "newton_schulz")
     out = cp.asnumpy(swanref.whiten(cp.asarray(G), "newton_schulz", check_finite=False))
     assert np.isnan(out[1]).all() and np.isfinite(out[0]).all()
-    np.testing.assert_array_equal(out[0], cp.asnumpy(swanref.whiten(cp.asarray(G[:1]),
+    # the good slice as the spec's masked run gives it: the bad slice zeroed, same batch shape
+    # (cuBLAS may pick another kernel for another batch size, so compare like with like)
+    Z = G.copy()
+    Z[1] = 0
+    np.testing.assert_array_equal(out[0], cp.asnumpy(swanref.whiten(cp.asarray(Z),
                                                                      "newton_schulz"))[0])
 
 
