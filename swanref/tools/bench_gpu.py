@@ -468,6 +468,39 @@ def _vs_torch_cells(r):
             f"{_f(e, '.2f')} | {_f(c, '.2f')} | {'yes' if met else 'no'}")
 
 
+def _table(caption, columns, lines):
+    """A section: caption, blank line, a markdown table and a blank line; nothing without lines.
+    ``columns``: names separated by " | ", a trailing ':' for a right-aligned column."""
+    if not lines:
+        return []
+    names = [c.strip() for c in columns.split(" | ")]
+    head = "| " + " | ".join(c.rstrip(":") for c in names) + " |"
+    sep = "| " + " | ".join("---:" if c.endswith(":") else "---" for c in names) + " |"
+    return [caption, "", head, sep] + [f"| {line} |" for line in lines] + [""]
+
+
+def _gradnorm_cells(r):
+    goal = 80 if r["shape"] == "4096x11008" else 60
+    pcts = [r.get(k) for k in ("cupy_pct_copy", "torch_input_pct_copy") if r.get(k)]
+    met = bool(pcts) and min(pcts) >= goal
+    def cell(k):
+        ms = r.get(k + "_ms")
+        pct = r.get(k + "_pct_copy")
+        return "-" if ms is None else f"{ms:.3f}" + (f" ({pct:.0f}%)" if pct else "")
+    return (f"{r['shape']} | {r['dtype']} | {cell('kernel')} | {cell('cupy')} | "
+            f"{cell('cupy_nocheck')} | {cell('torch_input')} | {_f(r.get('torch_ms'), '.3f')} | "
+            f"{_f(r.get('compile_ms'), '.3f')} | {'yes' if met else 'no'}")
+
+
+def _exact_cells(r):
+    ratio = _ratio(r.get("torch_ms"), r["ms"])
+    met = ratio is not None and ratio >= 1 and r["err"] <= 1.1 * r.get("torch_err", 0)
+    return (f"{r['shape']} | {r['dtype']} | {_f(r['ms'], '.1f')} | "
+            f"{_f(r.get('torch_ms'), '.1f')} | {_f(ratio, '.2f')} | {r['err']:.1e} | "
+            f"{_f(r.get('torch_err'), '.1e')} | {'yes' if met else 'no'} | "
+            f"{_f(r['peak_MB'], '.0f')} / {_f(r.get('torch_peak_MB'), '.0f')}")
+
+
 def tables(env, peaks, rows, command):
     L = [f"Command: `{command}`  ",
          f"GPU: {env['gpu']} ({env.get('sm_count')} SMs, {env.get('memory_GiB')} GiB); CUDA "
@@ -478,85 +511,51 @@ def tables(env, peaks, rows, command):
          + ", ".join(f"{k[len('gemm_TFLOPs_'):]} GEMM {v:.1f} TFLOP/s"
                      for k, v in peaks.items() if k.startswith("gemm_")) + ".", ""]
     ns = [r for r in rows if r["section"] == "ns"]
-    if ns:
-        L += ["Newton-Schulz, 10 steps, beta 1/2, gram_fro, public `swanref.whiten` (ms). "
-              "Goal: eager/swanref >= 1 and swanref <= 1.05 x torch.compile.", "",
-              "| shape | dtype | swanref | backend | backend, graphs | public, graphs (cache MB) | "
-              "torch eager | torch.compile | eager / swanref | swanref / compile | goal met | "
-              "err swanref / torch | peak MB swanref / torch eager |",
-              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |"]
-        for r in ns:
-            L.append(f"| {r['shape']} | {r['dtype']} | {_f(r['ms'], '.2f')} | "
-                     f"{_f(r['backend_ms'], '.2f')} | {_f(r.get('backend_graph_ms'), '.2f')} | "
-                     f"{_f(r.get('public_graph_ms'), '.2f')} "
-                     f"({_f(r.get('graph_cache_MB'), '.0f')}) | {_vs_torch_cells(r)} | "
-                     f"{_f(r.get('err'), '.1e')} / {_f(r.get('torch_err'), '.1e')} | "
-                     f"{_f(r['peak_MB'], '.0f')} / {_f(r.get('torch_peak_MB'), '.0f')} |")
-        L.append("")
+    L += _table("Newton-Schulz, 10 steps, beta 1/2, gram_fro, public `swanref.whiten` (ms). "
+                "Goal: eager/swanref >= 1 and swanref <= 1.05 x torch.compile.",
+                "shape | dtype | swanref: | backend: | backend, graphs: | public, graphs "
+                "(cache MB): | torch eager: | torch.compile: | eager / swanref: | swanref / "
+                "compile: | goal met | err swanref / torch: | peak MB swanref / torch eager:",
+                [f"{r['shape']} | {r['dtype']} | {_f(r['ms'], '.2f')} | "
+                 f"{_f(r['backend_ms'], '.2f')} | {_f(r.get('backend_graph_ms'), '.2f')} | "
+                 f"{_f(r.get('public_graph_ms'), '.2f')} "
+                 f"({_f(r.get('graph_cache_MB'), '.0f')}) | {_vs_torch_cells(r)} | "
+                 f"{_f(r.get('err'), '.1e')} / {_f(r.get('torch_err'), '.1e')} | "
+                 f"{_f(r['peak_MB'], '.0f')} / {_f(r.get('torch_peak_MB'), '.0f')}" for r in ns])
     pr = [r for r in rows if r["section"] == "presets"]
-    if pr:
-        L += ["muon_ns5 (5 steps) on a torch tensor through the public call (ms); bfloat16 rows: "
-              "`emulate='bfloat16'`, native bf16 on the GPU, against Keller Jordan's function on "
-              "a bfloat16 tensor. Goal as above.", "",
-              "| shape | dtype | swanref | backend | public, graphs | torch eager | torch.compile "
-              "| eager / swanref | swanref / compile | goal met | rel. diff. vs torch eager "
-              "(equal entries) | peak MB swanref / torch eager |",
-              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |"]
-        for r in pr:
-            L.append(f"| {r['shape']} | {r['dtype']} | {_f(r['ms'], '.2f')} | "
-                     f"{_f(r['backend_ms'], '.2f')} | {_f(r.get('public_graph_ms'), '.2f')} | "
-                     f"{_vs_torch_cells(r)} | "
-                     f"{_f(r['vs_torch_rel'], '.1e')} "
-                     f"({_f(100 * r['vs_torch_equal_frac'], '.0f')}%) | "
-                     f"{_f(r['peak_MB'], '.0f')} / {_f(r.get('torch_peak_MB'), '.0f')} |")
-        L.append("")
+    L += _table("muon_ns5 (5 steps) on a torch tensor through the public call (ms); bfloat16 rows: "
+                "`emulate='bfloat16'`, native bf16 on the GPU, against Keller Jordan's function on "
+                "a bfloat16 tensor. Goal as above.",
+                "shape | dtype | swanref: | backend: | public, graphs: | torch eager: | "
+                "torch.compile: | eager / swanref: | swanref / compile: | goal met | rel. diff. "
+                "vs torch eager (equal entries): | peak MB swanref / torch eager:",
+                [f"{r['shape']} | {r['dtype']} | {_f(r['ms'], '.2f')} | "
+                 f"{_f(r['backend_ms'], '.2f')} | {_f(r.get('public_graph_ms'), '.2f')} | "
+                 f"{_vs_torch_cells(r)} | {_f(r['vs_torch_rel'], '.1e')} "
+                 f"({_f(100 * r['vs_torch_equal_frac'], '.0f')}%) | "
+                 f"{_f(r['peak_MB'], '.0f')} / {_f(r.get('torch_peak_MB'), '.0f')}" for r in pr])
     ag = [r for r in rows if r["section"] == "agreement"]
-    if ag:
-        L += ["GPU native bfloat16 presets against the CPU emulation (swanref.presets, "
-              "`emulate='bfloat16'`), same bfloat16 input:", "",
-              "| preset | shape | rel. Frobenius diff. | max diff. (bf16 ulps of the largest entry) "
-              "| equal entries |",
-              "| --- | --- | ---: | ---: | ---: |"]
-        for r in ag:
-            L.append(f"| {r['preset']} | {r['shape']} | {r['rel_fro']:.1e} | "
-                     f"{r['max_ulps']:.0f} | {100 * r['equal_frac']:.0f}% |")
-        L.append("")
+    L += _table("GPU native bfloat16 presets against the CPU emulation (swanref.presets, "
+                "`emulate='bfloat16'`), same bfloat16 input:",
+                "preset | shape | rel. Frobenius diff.: | max diff. (bf16 ulps of the largest "
+                "entry): | equal entries:",
+                [f"{r['preset']} | {r['shape']} | {r['rel_fro']:.1e} | {r['max_ulps']:.0f} | "
+                 f"{100 * r['equal_frac']:.0f}%" for r in ag])
     gn = [r for r in rows if r["section"] == "gradnorm"]
-    if gn:
-        L += ["GradNorm (ms; % of the copy ceiling, bytes read + written). Goal: public call "
-              ">= 80% at 4096x11008, >= 60% at 2048x2048, and not slower than torch.compile.", "",
-              "| shape | dtype | kernel alone | public, CuPy input | public, check_finite=False "
-              "| public, torch input | torch eager | torch.compile | goal met |",
-              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
-        for r in gn:
-            goal = 80 if r["shape"] == "4096x11008" else 60
-            pcts = [r.get(k) for k in ("cupy_pct_copy", "torch_input_pct_copy") if r.get(k)]
-            met = bool(pcts) and min(pcts) >= goal
-
-            def cell(k):
-                ms = r.get(k + "_ms")
-                pct = r.get(k + "_pct_copy")
-                return "-" if ms is None else f"{ms:.3f}" + (f" ({pct:.0f}%)" if pct else "")
-            L.append(f"| {r['shape']} | {r['dtype']} | {cell('kernel')} | {cell('cupy')} | "
-                     f"{cell('cupy_nocheck')} | {cell('torch_input')} | "
-                     f"{_f(r.get('torch_ms'), '.3f')} | {_f(r.get('compile_ms'), '.3f')} | "
-                     f"{'yes' if met else 'no'} |")
-        L.append("")
+    L += _table("GradNorm (ms; % of the copy ceiling, bytes read + written). Goal: public call "
+                ">= 80% at 4096x11008, >= 60% at 2048x2048, and not slower than torch.compile.",
+                "shape | dtype | kernel alone: | public, CuPy input: | public, check_finite=False:"
+                " | public, torch input: | torch eager: | torch.compile: | goal met",
+                [_gradnorm_cells(r) for r in gn])
     ex = [r for r in rows if r["section"] == "exact"]
+    L += _table(f"Exact whitening, `swanref.whiten(G, 'svd')` against torch's SVD polar route "
+                f"(ms; errors against the known polar factor, condition number {KAPPA:.0e}). "
+                "Goal: torch / swanref >= 1 at equal or better error.",
+                "shape | dtype | swanref: | torch SVD: | torch / swanref: | err swanref: | "
+                "err torch: | goal met | peak MB swanref / torch:",
+                [_exact_cells(r) for r in ex])
     if ex:
-        L += [f"Exact whitening, `swanref.whiten(G, 'svd')` against torch's SVD polar route "
-              f"(ms; errors against the known polar factor, condition number {KAPPA:.0e}). Goal: "
-              "torch / swanref >= 1 at equal or better error.", "",
-              "| shape | dtype | swanref | torch SVD | torch / swanref | err swanref | err torch "
-              "| goal met | peak MB swanref / torch |",
-              "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: |"]
-        for r in ex:
-            ratio = _ratio(r.get("torch_ms"), r["ms"])
-            met = ratio is not None and ratio >= 1 and r["err"] <= 1.1 * r.get("torch_err", 0)
-            L.append(f"| {r['shape']} | {r['dtype']} | {_f(r['ms'], '.1f')} | "
-                     f"{_f(r.get('torch_ms'), '.1f')} | {_f(ratio, '.2f')} | {r['err']:.1e} | "
-                     f"{_f(r.get('torch_err'), '.1e')} | {'yes' if met else 'no'} | "
-                     f"{_f(r['peak_MB'], '.0f')} / {_f(r.get('torch_peak_MB'), '.0f')} |")
+        L.pop()  # the last table ends the text
     return "\n".join(L)
 
 

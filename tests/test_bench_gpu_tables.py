@@ -1,0 +1,51 @@
+"""bench_gpu's markdown tables (no GPU needed): every row has its header's columns, and the
+goal column follows the goals of docs/performance_gpu.md."""
+from swanref.tools import bench_gpu as B
+
+ENV = {"gpu": "GPU", "sm_count": 1, "memory_GiB": 1, "cuda_runtime": 1, "cuda_driver": 1,
+       "cupy": "1", "torch": "1", "torch_cuda": "1", "numpy": "1", "python": "3", "swanref": "0"}
+PEAKS = {"copy_GBps": 3000.0, "gemm_TFLOPs_float32": 50.0}
+
+
+def _ns(ms, torch_ms, compile_ms):
+    return {"section": "ns", "shape": "1024x4096", "dtype": "float32", "ms": ms,
+            "backend_ms": ms, "torch_ms": torch_ms, "compile_ms": compile_ms, "err": 1e-6,
+            "torch_err": 1e-6, "peak_MB": 1.0, "torch_peak_MB": 2.0}
+
+
+ROWS = [
+    _ns(2.0, 2.1, 2.0), _ns(2.0, 1.9, 2.0), _ns(2.2, 2.3, 2.0),
+    {"section": "presets", "shape": "8x512x2048", "dtype": "bfloat16", "ms": 1.0,
+     "backend_ms": 0.9, "public_graph_ms": 0.5, "torch_ms": 0.8, "compile_ms": 0.9,
+     "vs_torch_rel": 0.0, "vs_torch_equal_frac": 1.0, "peak_MB": 1, "torch_peak_MB": 2},
+    {"section": "agreement", "preset": "muon_ns5", "shape": "4x8", "rel_fro": 0.01,
+     "max_ulps": 3.0, "equal_frac": 0.5},
+    {"section": "gradnorm", "shape": "4096x11008", "dtype": "float32", "kernel_ms": 0.1,
+     "kernel_pct_copy": 90.0, "cupy_ms": 0.11, "cupy_pct_copy": 85.0, "torch_input_ms": 0.12,
+     "torch_input_pct_copy": 81.0, "torch_ms": 0.5, "compile_ms": 0.2},
+    {"section": "exact", "shape": "1024x4096", "dtype": "float64", "ms": 10.0, "torch_ms": 5.0,
+     "err": 1e-13, "torch_err": 2e-13, "peak_MB": 1, "torch_peak_MB": 1},
+]
+
+
+def _tables(rows):
+    return [t for t in B.tables(ENV, PEAKS, rows, "cmd").split("\n\n") if t.startswith("| ")]
+
+
+def test_every_row_has_its_headers_columns():
+    tables = _tables(ROWS)
+    assert len(tables) == 5
+    for t in tables:
+        lines = t.strip().split("\n")
+        widths = {line.count(" | ") for line in lines}
+        assert len(widths) == 1, t
+        assert set(lines[1].strip("| ").split(" | ")) <= {"---", "---:"}
+
+
+def test_goal_column():
+    ns = _tables(ROWS)[0].strip().split("\n")[2:]
+    # eager / swanref >= 1 and swanref <= 1.05 x compile; slower than eager; 1.1 x compile
+    assert [line.split(" | ")[10] for line in ns] == ["yes", "no", "no"]
+    gn, ex = _tables(ROWS)[3], _tables(ROWS)[4]
+    assert gn.strip().endswith("| yes |")       # 85% and 81% >= 80%
+    assert ex.strip().endswith("| 1 / 1 |") and "| no |" in ex   # torch 2x faster: missed
