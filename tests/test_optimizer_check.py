@@ -340,6 +340,10 @@ def test_docs_table_row_is_what_the_command_prints(name):
     assert len(documented) == 1
     if documented[0].split(" | ")[1] != row.split(" | ")[1]:
         pytest.skip(f"installed {row.split(' | ')[1]}, the docs name {documented[0].split(' | ')[1]}")
-    def coarse(text):  # distances to their exponent: rounding and jax versions move a digit
-        return re.sub(r"\d\.\de([-+]\d\d)", r"~e\1", text)
-    assert coarse(documented[0]) == coarse(row)
+    # verdicts and text exactly; distances within a factor 4: BLAS builds and jax versions move
+    # them (8.8e-07 here is 1.0e-06 with JAX on another machine's CPU)
+    number = re.compile(r"\d\.\de[-+]\d\d")
+    assert number.sub("#", documented[0]) == number.sub("#", row)
+    for doc_value, value in zip(number.findall(documented[0]), number.findall(row)):
+        lo, hi = sorted((float(doc_value), float(value)))
+        assert hi <= 4 * lo, (doc_value, value)
