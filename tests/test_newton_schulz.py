@@ -172,3 +172,50 @@ def test_unscaled_reading_matches_scaled_when_input_is_small(backend, rng):
     c = np.linalg.norm(A)
     X = _ns(backend, G / np.sqrt(c), steps=15, scaling="none")
     np.testing.assert_allclose(X, _ns(backend, G, steps=15), atol=1e-12)
+
+
+@pytest.fixture
+def deferred_reference(monkeypatch):
+    """The reference backend given the optional ``finite_flag`` kernel: the public call then
+    reads the finite check with the divergence flags after the iteration (the CuPy backend's
+    path, here on the CPU)."""
+    from swanref.backends import reference
+    calls = []
+
+    def finite_flag(X):
+        calls.append(X.shape)
+        return np.asarray(np.isfinite(X).all())
+    monkeypatch.setattr(reference, "finite_flag", finite_flag, raising=False)
+    return calls
+
+
+@pytest.mark.parametrize("method", ["newton_schulz", "nsds"])
+def test_deferred_finite_check_gives_the_checked_results(deferred_reference, method, rng):
+    G = rng.standard_normal((3, 6, 10))
+    want = swanref.whiten(G, method, backend="reference")
+    assert deferred_reference == [(3, 6, 10)]  # the deferred path ran
+    plain = [swanref.whiten(g, method, backend="cpp") for g in G]  # no finite_flag there
+    np.testing.assert_allclose(want, np.stack(plain), atol=1e-12)
+    G[1, 2, 3] = np.nan
+    with pytest.raises(ValueError, match="1 non-finite"):
+        swanref.whiten(G, method, backend="reference")
+    out = swanref.whiten(G, method, backend="reference", check_finite=False)
+    assert np.isnan(out[1]).all() and np.isfinite(out[[0, 2]]).all()
+    np.testing.assert_array_equal(out[[0, 2]], want[[0, 2]])
+    # tall input: checked on the transposed view, returned in the input's orientation
+    T = rng.standard_normal((10, 6))
+    np.testing.assert_array_equal(swanref.whiten(T, method, backend="reference"),
+                                  swanref.whiten(T.T, method, backend="reference").T)
+
+
+def test_deferred_finite_check_keeps_the_divergence_policies(deferred_reference, rng):
+    G = rng.standard_normal((8, 16)) * 10  # diverges without scaling (as above)
+    with pytest.raises(swanref.DivergenceError, match="diverged on 1 of 1"):
+        swanref.whiten(G, "newton_schulz", scaling="none", backend="reference")
+    with pytest.warns(swanref.DivergenceWarning, match="recomputed"):
+        X = swanref.whiten(G, "newton_schulz", scaling="none", on_divergence="fallback",
+                           backend="reference")
+    np.testing.assert_allclose(X, swanref.whiten(G, backend="reference"), atol=1e-12)
+    G[0, 0] = np.inf  # non-finite input is reported as such, not as a divergence
+    with pytest.raises(ValueError, match="non-finite"):
+        swanref.whiten(G, "newton_schulz", scaling="none", backend="reference")
