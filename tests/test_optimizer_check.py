@@ -13,16 +13,23 @@ from swanref.verify import optimizer as O
 
 
 def numpy_muon(*, orth_first=False, wd_scaled_lr=False, scale="keller", routes_vectors=True,
-               orth=None, nesterov="sutskever", complex_ok=True):
-    """run(p0, grads, momentum, nesterov=False) of a Muon written in NumPy: EMA momentum, then
-    orthogonalise.  ``orth`` replaces the orthogonalised update (default: exact, flattened N-D);
-    ``nesterov`` is how a Nesterov run combines: "sutskever" (torch's u = lerp(g, b, mu)),
-    "after" (wrong: orthogonalise g and b, then combine) or "ignored" (wrong: u = b)."""
+               orth=None, nesterov="sutskever", complex_ok=True, group="separate"):
+    """run(p0, grads, momentum, nesterov=False, group=False) of a Muon written in NumPy: EMA
+    momentum, then orthogonalise.  ``orth`` replaces the orthogonalised update (default: exact,
+    flattened N-D); ``nesterov`` is how a Nesterov run combines: "sutskever" (torch's
+    u = lerp(g, b, mu)), "after" (wrong: orthogonalise g and b, then combine) or "ignored"
+    (wrong: u = b).  A group run (``group=True``: a list of parameters) steps each parameter
+    alone (``group="separate"``) or batches the same-shape ones wrongly: ``"rows"`` (one
+    orthogonalisation of the rows-concatenated (B m, n) stack, each block scaled as its own
+    parameter) or ``"joint_norm"`` (the Keller quintic on the (B, m, n) stack with one Frobenius
+    norm over the whole stack)."""
     def default_orth(G):
         return orthogonalized_update(G, "svd", scale=scale)
     orth = orth or default_orth
 
     def run(p0, grads, mu, nesterov_on=False, **kw):
+        if kw.pop("group", False):
+            return group_run(p0, grads, mu)
         nest = kw.get("nesterov", nesterov_on)
         if np.iscomplexobj(p0) and not complex_ok:
             raise TypeError("no complex parameters")
@@ -50,6 +57,29 @@ def numpy_muon(*, orth_first=False, wd_scaled_lr=False, scale="keller", routes_v
             lr_wd = O.LR * (2 if wd_scaled_lr else 1)
             p = p * (1 - lr_wd * O.WD) - O.LR * u
             out.append(p.copy())
+        return out
+
+    def group_run(p0s, steps, mu):
+        if group == "separate":  # each parameter its own optimizer state and update
+            per = [run(p, [gs[i] for gs in steps], mu) for i, p in enumerate(p0s)]
+            return [[per[i][t] for i in range(len(p0s))] for t in range(len(steps))]
+        ps, bufs, out = [np.array(p, dtype=np.float64) for p in p0s], [0.0] * len(p0s), []
+        m, n = ps[0].shape
+        for gs in steps:
+            bufs = [mu * b + (1 - mu) * g for b, g in zip(bufs, gs)]
+            if group == "rows":  # wrong: one Gram sum_i B_i^T B_i for the whole stack
+                O_ = orthogonalized_update(np.concatenate(bufs, axis=0), "svd", scale="none")
+                k = max(1.0, m / n) ** 0.5 if scale == "keller" else 1.0
+                us = [k * O_[i * m:(i + 1) * m] for i in range(len(ps))]
+            else:  # "joint_norm", wrong: X / ||stack||_F, then the quintic per slice
+                X = np.stack(bufs)
+                X = X / (np.linalg.norm(X) + 1e-7)
+                for a, b, c in (W.KELLER,) * 5:
+                    A = X @ np.swapaxes(X, -1, -2)
+                    X = a * X + (b * A + c * A @ A) @ X
+                us = [x * W.keller_scale(m, n) for x in X]
+            ps = [p * (1 - O.LR * O.WD) - O.LR * u for p, u in zip(ps, us)]
+            out.append([p.copy() for p in ps])
         return out
     return run
 
@@ -137,6 +167,44 @@ def test_stack_flattened_when_claimed_independent_is_named():
         == "FAIL"
 
 
+def test_same_shape_parameters_orthogonalised_jointly_are_named():
+    """Three same-shape matrices in one group: a batched path that orthogonalises the stack
+    jointly (rows concatenated, or one Frobenius norm over the stack) is rejected with
+    same_shape_independent named; the per-parameter optimizer passes."""
+    r = O.check_optimizer(numpy_muon(), CLAIM)
+    assert r.status("same_shape_independent") == "pass", r.table()
+    r = O.check_optimizer(numpy_muon(group="rows"), CLAIM)
+    assert _fails(r) == ["same_shape_independent"], r.table()
+    msg = next(x.message for x in r.results if x.name == "same_shape_independent")
+    assert "matches rows concatenated" in msg and "the grouping changes it" in msg, msg
+    # the joint norm is invisible to an exact SVD; with the Keller quintic (W.faithful matches
+    # muon_ns5 in float64) it leaves the small-gradient parameters unconverged
+    claim = O.OptimizerClaim("muon_ns5", "keller", precision="float64", param_dtype="float64",
+                             nesterov="sutskever")
+    r = O.check_optimizer(numpy_muon(orth=W.faithful), claim)
+    assert r.status("same_shape_independent") == "pass", r.table()
+    r = O.check_optimizer(numpy_muon(orth=W.faithful, group="joint_norm"), claim)
+    assert _fails(r) == ["same_shape_independent"], r.table()
+    res = next(x for x in r.results if x.name == "same_shape_independent")
+    assert res.error > 0.1 and "one norm shared across the stack" in res.message, res.message
+    # and the rows-concatenated batching under the quintic claim
+    r = O.check_optimizer(numpy_muon(orth=W.faithful, group="rows"), claim)
+    assert r.status("same_shape_independent") == "FAIL"
+
+
+def test_driver_without_groups_is_unsupported():
+    inner = numpy_muon()
+
+    def run(p0, grads, mu, nesterov=False):  # no group keyword
+        return inner(p0, grads, mu, nesterov=nesterov)
+
+    def reads_list_as_stack(p0, grads, mu, nesterov=False, **kw):  # ignores group=True
+        return inner(np.array(p0), [np.array(g) for g in grads], mu, nesterov=nesterov)
+    for driver in (run, reads_list_as_stack):
+        r = O.check_optimizer(driver, CLAIM)
+        assert r.status("same_shape_independent") == "unsupported" and r.conforming
+
+
 def test_complex_without_conjugate_is_named():
     claim = O.OptimizerClaim("muon_ns5", "keller", precision="float64", param_dtype="float64")
     assert O.check_optimizer(numpy_muon(orth=W.faithful), claim).status("complex_input") \
@@ -208,7 +276,7 @@ def test_real_optimizer_conforms(name):
     for mod in b.needs:
         pytest.importorskip(mod)
     with _jax_on_cpu(name):
-        r = O.check_optimizer(b.build(), b.claim, name)
+        r = O.run_builtin(name)  # check_optimizer, and same_shape_independent per variant
     fails = [x.name for x in r.results if x.status == "FAIL"]
     assert fails == (["complex_input"] if name == "heavyball.Muon" else []), r.table()
     expect = {"torch.optim.Muon": ("pass", "unsupported", "unsupported"),
@@ -217,9 +285,59 @@ def test_real_optimizer_conforms(name):
               "heavyball.Muon": ("pass", "pass", "FAIL"),
               "emerging_optimizers.Muon": ("pass", "unsupported", "unsupported")}[name]
     assert tuple(r.status(k) for k in ("nesterov", "stacked_3d", "complex_input")) == expect
+    # three same-shape matrices in one group: per parameter in every package (default path and
+    # its other batching option, see test_same_shape_group_batching_as_the_source_says)
+    group = {x.name: x.status for x in r.results if x.name.startswith("same_shape")}
+    assert group == {"same_shape_independent": "pass",
+                     **{f"same_shape_independent[{k}]": "pass" for k in b.variants}}, r.table()
     if name == "heavyball.Muon":
         assert "imaginary part is dropped" in next(x.message for x in r.results
                                                    if x.name == "complex_input")
+
+
+@pytest.mark.parametrize("name, label, batch", [
+    ("pytorch_optimizer.Muon", None, (3, 8, 16)),          # foreach=None batches on the CPU too
+    ("pytorch_optimizer.Muon", "foreach=True", (3, 8, 16)),
+    ("pytorch_optimizer.AdaMuon", None, (8, 16)),          # foreach=False by default
+    ("pytorch_optimizer.AdaMuon", "foreach=True", (3, 8, 16)),
+    ("heavyball.Muon", None, (8, 16)),                     # multi_tensor, yet one matrix a call
+    ("heavyball.Muon", "multi_tensor=False", (8, 16)),
+])
+def test_same_shape_group_batching_as_the_source_says(name, label, batch, monkeypatch):
+    """What each orthogonaliser receives for a group of three (8, 16) parameters: the
+    pytorch-optimizer foreach path stacks them into one (3, 8, 16) call of
+    zero_power_via_newton_schulz_5 (base.py MuonBase._orthogonalize, torch.stack), which
+    normalises per matrix (norm over dim=(-2, -1)) and iterates with bmm, so the update stays
+    per parameter; heavyball's orthogonalize_update is no_state_no_multi_tensor (one call per
+    parameter).  The verdict is same_shape_independent pass (AdaMuon: the same update as
+    stepped alone)."""
+    b = O.BUILTINS[name]
+    for mod in b.needs:
+        pytest.importorskip(mod)
+    calls = []
+    if name.startswith("pytorch_optimizer"):  # imported by name in both modules
+        from pytorch_optimizer.optimizer.muon import adamuon, base
+        targets, attr = (base, adamuon), "zero_power_via_newton_schulz_5"
+    else:
+        from heavyball import utils
+        targets, attr = (utils,), "inplace_orthogonal_"
+    inner = getattr(targets[0], attr)
+
+    def spy(x, *a, **k):
+        calls.append(tuple(x.shape))
+        return inner(x, *a, **k)
+    for target in targets:
+        monkeypatch.setattr(target, attr, spy)
+    run = (b.variants[label] if label else b.build)()
+    res = O.same_shape_property(run, b.claim, 0, np.float64 if b.claim.param_dtype == "float64"
+                                else np.float32)
+    n_group = len(O.GROUP_NORMS)
+    want = [batch] if len(batch) == 3 else [batch] * n_group
+    assert calls[:len(want)] == want, calls
+    if name == "pytorch_optimizer.AdaMuon":
+        assert res.status == "FAIL" and "not a batching effect" in res.message, res.message
+    else:
+        assert res.status == "pass", res
 
 
 def test_adamuon_is_not_an_orthogonalised_update():

@@ -29,7 +29,13 @@ Properties, per parameter kind (wide, tall, square, conv 4-D):
   spec 9.3), or routed to another rule (``routed``);
 * ``complex_input``: a complex parameter (complex64, or complex128 for float64 claims); an
   optimizer that takes it must give the update of the polar factor ``U V^H`` (spec 9.7).
-  Rejecting complex parameters is allowed (reported ``rejected``).
+  Rejecting complex parameters is allowed (reported ``rejected``);
+* ``same_shape_independent``: three same-shape 2-D parameters in one group (one optimizer, one
+  step, momentum neutral) with gradients a joint orthogonalisation cannot pass (norms 1 : 1000 : 1,
+  the third with the first's row space); each parameter's update must be its own spec update
+  (spec 9.3), not a share of one orthogonalisation of the stack (rows or columns concatenated,
+  or one Frobenius norm over the stack: a foreach/batched path gone wrong).  The driver runs a
+  group when called with ``group=True`` (see :func:`torch_driver`).
 
 Rejections (an exception at construction or step) are reported, never failed.  The model-level
 check :func:`check_model` (SWAN's routing rule) is at the end of this module.
@@ -46,7 +52,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from swanref.spec.conventions import resolve_scale
+from swanref.spec.conventions import resolve_scale, shape_factor
 from swanref.spec.routing import swan_route
 from swanref.update import orthogonalized_update
 from swanref.ops import grad_norm
@@ -65,6 +71,10 @@ KINDS = {"wide": (8, 16), "tall": (16, 8), "square": (8, 8), "conv": (8, 4, 3, 3
 STATEFUL_TOLERANCE_FLOOR = 1e-4
 STACK_SHAPE = (3, 8, 16)
 STACK_RULES = ("flattened", "independent", "routed")
+#: same_shape_independent: the group's parameter shape and the gradients' norms (a joint
+#: Frobenius normalisation leaves the small ones' singular values at ~1e-3 of the large one's)
+GROUP_SHAPE = (8, 16)
+GROUP_NORMS = (1.0, 1000.0, 1.0)
 
 
 def _nesterov_sutskever(mu):
@@ -157,20 +167,25 @@ def _factory_args(momentum, nesterov):
 
 def torch_driver(factory, dtype="float32"):
     """``factory(params, momentum[, nesterov=True]) -> torch.optim.Optimizer``; returns
-    run(p0, grads, momentum, nesterov=False)."""
+    run(p0, grads, momentum, nesterov=False, group=False).  With ``group=True``, ``p0`` is a
+    list of arrays put in one parameter group, each gradient a list, and each step's result
+    a list."""
     import torch
 
-    def run(p0, grads, momentum, nesterov=False):
-        dt, back = _dtypes(p0, dtype)
-        p = torch.nn.Parameter(torch.from_numpy(np.array(p0, dtype=dt)))
+    def run(p0, grads, momentum, nesterov=False, group=False):
+        p0s, steps = (p0, grads) if group else ([p0], [[g] for g in grads])
+        dt, back = _dtypes(p0s[0], dtype)
+        ps = [torch.nn.Parameter(torch.from_numpy(np.array(x, dtype=dt))) for x in p0s]
         try:
             args, kw = _factory_args(momentum, nesterov)
-            opt = factory([p], *args, **kw)
+            opt = factory(ps, *args, **kw)
             out = []
-            for g in grads:
-                p.grad = torch.from_numpy(np.array(g, dtype=dt))
+            for gs in steps:
+                for p, g in zip(ps, gs):
+                    p.grad = torch.from_numpy(np.array(g, dtype=dt))
                 opt.step()
-                out.append(p.detach().numpy().astype(back))
+                now = [p.detach().numpy().astype(back) for p in ps]
+                out.append(now if group else now[0])
         except Exception as exc:  # noqa: BLE001 - a refusal is a finding, reported as such
             raise Unsupported(f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}") \
                 from exc
@@ -180,23 +195,27 @@ def torch_driver(factory, dtype="float32"):
 
 def optax_driver(factory, dtype="float32"):
     """``factory(momentum[, nesterov=True]) -> optax.GradientTransformation``; returns
-    run(p0, grads, momentum, nesterov=False)."""
+    run(p0, grads, momentum, nesterov=False, group=False) (``group=True``: leaves ``w0``,
+    ``w1``, ... of one params dict, as :func:`torch_driver`)."""
     import jax.numpy as jnp
     import optax
 
-    def run(p0, grads, momentum, nesterov=False):
-        dt, back = _dtypes(p0, dtype)
+    def run(p0, grads, momentum, nesterov=False, group=False):
+        p0s, steps = (p0, grads) if group else ([p0], [[g] for g in grads])
+        dt, back = _dtypes(p0s[0], dtype)
+        keys = [f"w{i}" for i in range(len(p0s))]
         try:
             args, kw = _factory_args(momentum, nesterov)
             tx = factory(*args, **kw)
-            params = {"w": jnp.asarray(np.array(p0, dtype=dt))}
+            params = {k: jnp.asarray(np.array(x, dtype=dt)) for k, x in zip(keys, p0s)}
             state = tx.init(params)
             out = []
-            for g in grads:
-                upd, state = tx.update({"w": jnp.asarray(np.array(g, dtype=dt))}, state,
-                                       params)
+            for gs in steps:
+                upd, state = tx.update({k: jnp.asarray(np.array(g, dtype=dt))
+                                        for k, g in zip(keys, gs)}, state, params)
                 params = optax.apply_updates(params, upd)
-                out.append(np.asarray(params["w"]).astype(back))
+                now = [np.asarray(params[k]).astype(back) for k in keys]
+                out.append(now if group else now[0])
         except Exception as exc:  # noqa: BLE001
             raise Unsupported(f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}") \
                 from exc
@@ -242,31 +261,32 @@ def _optax_muon():
     return optax_driver(make)
 
 
-def _ptopt_muon():
+def _ptopt_muon(**extra):
     from pytorch_optimizer import Muon
 
     def make(ps, mu, nesterov=False):
         return Muon([dict(params=ps, use_muon=True)], lr=LR, weight_decay=WD, momentum=mu,
-                    nesterov=nesterov)
+                    nesterov=nesterov, **extra)
     return torch_driver(make)
 
 
-def _ptopt_adamuon():
+def _ptopt_adamuon(**extra):
     from pytorch_optimizer import AdaMuon
 
     def make(ps, mu):
         return AdaMuon([dict(params=ps, use_muon=True)], lr=LR, weight_decay=WD,
-                       betas=(mu, 0.95))
+                       betas=(mu, 0.95), **extra)
     return torch_driver(make)
 
 
-def _heavyball_muon():
+def _heavyball_muon(**extra):
     import heavyball
     from heavyball import utils
     utils.compile_mode = None  # eager: compiling takes minutes per shape on a CPU
 
     def make(ps, mu, nesterov=False):
-        return heavyball.Muon(ps, lr=LR, weight_decay=WD, betas=(mu, 0.99), nesterov=nesterov)
+        return heavyball.Muon(ps, lr=LR, weight_decay=WD, betas=(mu, 0.99), nesterov=nesterov,
+                              **extra)
     return torch_driver(make, dtype="float64")  # float64: no stochastic bf16 rounding
 
 
@@ -286,6 +306,9 @@ class Builtin:
     neutral: str                     # how momentum is neutralised for one_step
     notes: str = ""
     needs: tuple = ()
+    #: label -> build of the same optimizer with another batching option (foreach, multi_tensor),
+    #: checked for same_shape_independent as ``same_shape_independent[<label>]``
+    variants: dict = field(default_factory=dict)
 
 
 BUILTINS = {b.name: b for b in [
@@ -307,13 +330,14 @@ BUILTINS = {b.name: b for b in [
                                                                   precision="bfloat16",
                                                                   nesterov="sutskever"),
             "momentum=0", "groups need use_muon; conv reshaped (out, -1)",
-            ("torch", "pytorch_optimizer")),
+            ("torch", "pytorch_optimizer"), {"foreach=True": lambda: _ptopt_muon(foreach=True)}),
     Builtin("pytorch_optimizer.AdaMuon", _ptopt_adamuon,
             OptimizerClaim("torch_muon", "moonlight", precision="bfloat16"),
             "first step (beta1 only scales)",
             "step 1 is an elementwise second-moment normalisation of O (about sign(O)): "
             "not an orthogonalised update, so the one-step comparison is expected to fail",
-            ("torch", "pytorch_optimizer")),
+            ("torch", "pytorch_optimizer"),
+            {"foreach=True": lambda: _ptopt_adamuon(foreach=True)}),
     Builtin("heavyball.Muon", _heavyball_muon, OptimizerClaim("heavyball_ns5", "keller",
                                                               precision="float32",
                                                               param_dtype="float64",
@@ -321,7 +345,8 @@ BUILTINS = {b.name: b for b in [
             "nesterov=False (debiased EMA = g at step 1)",
             "float64 parameters take heavyball's exact float64 iteration (no stochastic "
             "rounding); the update is then stored in float32 (storage_dtype)",
-            ("torch", "heavyball")),
+            ("torch", "heavyball"),
+            {"multi_tensor=False": lambda: _heavyball_muon(multi_tensor=False)}),
     Builtin("emerging_optimizers.Muon", _emerging_muon,
             OptimizerClaim("you_ns5", "unit_rms", precision="bfloat16",
                            nesterov="sutskever"), "momentum=0",
@@ -492,6 +517,8 @@ def check_optimizer(run, claim: OptimizerClaim, name="optimizer", seed=0) -> Opt
     report.results.append(_nesterov_property(run, claim, rng, dt))
     report.results.append(_stack_property(run, claim, rng, dt))
     report.results.append(_complex_property(run, claim, rng, dt))
+    # its own generator: the properties above keep their draws (and the docs' numbers)
+    report.results.append(same_shape_property(run, claim, seed, dt))
     report.seconds = time.perf_counter() - t0
     return report
 
@@ -559,6 +586,85 @@ def _stack_property(run, claim, rng, dt):
                + (" (matches it)" if do <= claim.tolerance else f"; observed: {what}"))
     return Result("stacked_3d", "pass" if d <= claim.tolerance else "FAIL", d, claim.tolerance,
                   msg)
+
+
+def _group_gradients(seed, dt):
+    """p0s and gradients of same_shape_independent: norms GROUP_NORMS; the third gradient is the
+    first plus 10% noise (the same row space), so concatenating along rows or columns couples
+    them visibly even where the norms alone would not."""
+    rng = np.random.default_rng([seed, 13])
+    p0s = [rng.standard_normal(GROUP_SHAPE) for _ in GROUP_NORMS]
+    base = [rng.standard_normal(GROUP_SHAPE) for _ in GROUP_NORMS]
+    base[2] = base[0] + 0.1 * base[2]
+    gs = [s * b / np.linalg.norm(b) * np.sqrt(b.size) for s, b in zip(GROUP_NORMS, base)]
+
+    def rnd(x):
+        return x.astype(dt).astype(np.float64)
+    return [rnd(x) for x in p0s], [rnd(g) for g in gs]
+
+
+def _joint_readings(claim, gs):
+    """The updates of a joint orthogonalisation: rows concatenated ((B m, n), one Gram
+    sum_i G_i^T G_i), columns concatenated ((m, B n)); each parameter's block."""
+    m, n = gs[0].shape
+    B = len(gs)
+    rule = resolve_scale(claim.scale)
+
+    def joint(M):  # the joint orthogonalisation, scaled as one parameter of shape (m, n)
+        return _expected(claim, M) * (shape_factor(rule, m, n) / shape_factor(rule, *M.shape))
+    rows = joint(np.concatenate(gs, axis=0))
+    cols = joint(np.concatenate(gs, axis=1))
+    assert rows.shape == (B * m, n)
+    return {"rows concatenated (one orthogonalisation of the (B m, n) stack)":
+            [rows[i * m:(i + 1) * m] for i in range(len(gs))],
+            "columns concatenated (one orthogonalisation of the (m, B n) stack)":
+            [cols[:, i * n:(i + 1) * n] for i in range(len(gs))]}
+
+
+def same_shape_property(run, claim, seed=0, dt=np.float32, name="same_shape_independent"):
+    """Three same-shape 2-D parameters in one group, one step, momentum neutral: each
+    parameter's update is its own spec update (spec 9.3), whatever the optimizer batches."""
+    p0s, gs = _group_gradients(seed, dt)
+    try:
+        out = run(p0s, [gs], 0.0, group=True)
+        (p1s,) = out
+        if not isinstance(p1s, (list, tuple)):  # e.g. a driver that read the list as a stack
+            raise Unsupported("the driver did not return a list of parameters (does it take "
+                              "group=True?)")
+        p1s = [np.asarray(x, dtype=np.float64) for x in p1s]
+        if len(p1s) != len(p0s) or any(x.shape != GROUP_SHAPE for x in p1s):
+            raise Unsupported("the driver did not return one array per parameter")
+    except Unsupported as exc:
+        return _unsup(name, exc)
+    except (TypeError, ValueError) as exc:  # a driver that does not run groups
+        return _unsup(name, Unsupported(f"the driver does not run a group: {exc}"))
+    Us = [_implied(claim, a, b) for a, b in zip(p0s, p1s)]
+    ds = [_rel(U, _expected(claim, g)) for U, g in zip(Us, gs)]
+    d = max(ds)
+    if d <= claim.tolerance:
+        return Result(name, "pass", d, claim.tolerance)
+    per = ", ".join(f"{x:.3g}" for x in ds)
+    msg = f"per parameter (gradient norms {' : '.join(f'{x:g}' for x in GROUP_NORMS)}): {per}"
+    readings = _joint_readings(claim, gs)
+    best = min(readings, key=lambda k: max(_rel(U, E) for U, E in zip(Us, readings[k])))
+    db = max(_rel(U, E) for U, E in zip(Us, readings[best]))
+    if db <= claim.tolerance:
+        msg += f"; matches {best}: {db:.3g}"
+    else:
+        small = [i for i, x in enumerate(GROUP_NORMS) if x < max(GROUP_NORMS)]
+        big = ds[GROUP_NORMS.index(max(GROUP_NORMS))]
+        if all(ds[i] > claim.tolerance and big < 0.01 * ds[i] for i in small):
+            msg += ("; only the small-gradient parameters deviate: one norm shared across the "
+                    "stack (a joint Frobenius normalisation)")
+    try:  # each parameter stepped alone: does the grouping cause it?
+        alone = [_rel(U, _implied(claim, a, run(a, [g], 0.0)[0]))
+                 for U, a, g in zip(Us, p0s, gs)]
+        msg += ("; the same update as each stepped alone: not a batching effect"
+                if max(alone) <= claim.tolerance else
+                f"; stepped alone differs by {max(alone):.3g}: the grouping changes it")
+    except Unsupported:
+        pass
+    return Result(name, "FAIL", d, claim.tolerance, msg)
 
 
 def _complex_property(run, claim, rng, dt):
@@ -701,12 +807,22 @@ def run_builtin(name: str) -> OptimizerReport | None:
     b = BUILTINS[name]
     if available(b):
         return None
-    return check_optimizer(b.build(), b.claim, name)
+    report = check_optimizer(b.build(), b.claim, name)
+    _add_variants(report, b)
+    return report
+
+
+def _add_variants(report, b):
+    """same_shape_independent under the builtin's other batching options."""
+    dt = np.float64 if b.claim.param_dtype == "float64" else np.float32
+    for label, build in b.variants.items():
+        report.results.append(same_shape_property(build(), b.claim, 0, dt,
+                                                  f"same_shape_independent[{label}]"))
 
 
 def results_table(names=None) -> str:
     """Markdown rows: optimizer, claim, one-step per kind, stateful, Nesterov, 3-D stack,
-    complex, 1-D (docs/optimizers.md)."""
+    complex, same-shape group (default; other batching options), 1-D (docs/optimizers.md)."""
     rows = []
     for name in names or BUILTINS:
         b = BUILTINS[name]
@@ -720,6 +836,7 @@ def results_table(names=None) -> str:
         except md.PackageNotFoundError:
             ver = "?"
         r = check_optimizer(b.build(), b.claim, name)
+        _add_variants(r, b)
 
         def cell(res):
             if res.status == "unsupported":
@@ -738,9 +855,14 @@ def results_table(names=None) -> str:
                                f" (`{b.claim.stack}`)")
         cplx = next(x for x in r.results if x.name == "complex_input")
         cplx = cell(cplx) + (f": {cplx.message}" if cplx.status == "FAIL" else "")
+        group = "; ".join((x.name[len("same_shape_independent["):-1] + ": "
+                           if x.name.endswith("]") else "") + cell(x)
+                          + (f" ({x.message.split('; ', 1)[1]})" if x.status == "FAIL"
+                             and "; " in x.message else "")
+                          for x in r.results if x.name.startswith("same_shape_independent"))
         rows.append(f"| `{name}` | {pkg} {ver} | `{b.claim.preset}`, `{b.claim.scale}`, "
                     f"{b.claim.precision} (tol {b.claim.tolerance:g}) | {b.neutral} | {one} | "
-                    f"{st} | {nest} | {stack} | {cplx} | {vec.status}: {vec.message} |")
+                    f"{st} | {nest} | {stack} | {cplx} | {group} | {vec.status}: {vec.message} |")
     return "\n".join(rows)
 
 
