@@ -227,8 +227,7 @@ def _whiten_preset_core(call: _Call, arr, method, steps, beta, scaling, rank_rto
             raise ValueError(f"{key} does not apply to method {method!r}")
     if steps is not None:
         steps = iteration_count(steps, "steps")  # before any schedule is built
-    if emulate not in presets._EMULATE:  # before any array is looked at
-        raise ValueError(f"emulate must be one of {presets._EMULATE}, got {emulate!r}")
+    presets.check_emulate(emulate)  # before any array is looked at
     work, keep = call.masked(arr, 2)
     preset = presets.get_preset(method)
     if call.xp is np:

@@ -478,20 +478,28 @@ def test_whiten_svd_float32_route_accuracy():
     assert _rel(got, ref) <= eps32 / 2 + 1e6 * n * eps64
 
 
-@pytest.mark.parametrize("dtype,k", [(np.float32, -135), (np.float64, -1050), (np.float32, 100)])
+MIXED32 = np.array([[1.5e-38, 1.0e-38, -6e-39], [3e-39, 1.2e-38, 0.0]], np.float32)
+
+
+@pytest.mark.parametrize("dtype,k", [(np.float32, -135), (np.float64, -1050), (np.float32, 100),
+                                     (np.float32, "mixed")])
 @pytest.mark.parametrize("axes", [(-2, -1), -1, -2])
 def test_pow2_normalise_is_exact_on_subnormals(dtype, k, axes):
     """CuPy compiles its own kernels with -ftz=true (cp.abs, cp.frexp, cp.ldexp flush float32
     subnormals to zero), so a float32 subnormal matrix was normalised to zeros and whitened to
-    zeros; the normalisation now runs on bit patterns and a kernel built without -ftz."""
-    from swanref.backends.cupy.interop import max_abs, pow2_normalise
+    zeros, and subnormal entries next to a small normal maximum ("mixed") were lost; the
+    normalisation now reads bit patterns and scales subnormals from their significands."""
+    from swanref.backends.cupy.interop import pow2_normalise
     from swanref.spec.scaling import pow2_normalise as host
-    G = np.ldexp(np.random.default_rng(7).standard_normal((2, 3, 5)).astype(dtype), k)
-    if k < 0:
-        assert (np.abs(G) < np.finfo(dtype).tiny).all()
+    if k == "mixed":  # max|G| normal, the other entries subnormal
+        G, k = np.stack([MIXED32, -MIXED32[::-1]]), -126
+        assert (np.abs(G) < np.finfo(dtype).tiny).sum() == 6
+    else:
+        G = np.ldexp(np.random.default_rng(7).standard_normal((2, 3, 5)).astype(dtype), k)
+        if k < 0:
+            assert (np.abs(G) < np.finfo(dtype).tiny).all()
     np.testing.assert_array_equal(cp.asnumpy(pow2_normalise(cp.asarray(G), axes)), host(G, axes))
-    np.testing.assert_array_equal(cp.asnumpy(max_abs(cp.asarray(G), axes)),
-                                  np.max(np.abs(G), axis=axes, keepdims=True))
-    out = swanref.whiten(cp.asarray(G[0]), "svd")
-    np.testing.assert_allclose(cp.asnumpy(out), swanref.whiten(np.ldexp(G[0], -k), "svd"),
-                               atol=64 * np.finfo(dtype).eps)
+    for method in ("svd", "newton_schulz"):
+        out = swanref.whiten(cp.asarray(G[0]), method)
+        np.testing.assert_allclose(cp.asnumpy(out), swanref.whiten(np.ldexp(G[0], -k), method),
+                                   atol=64 * np.finfo(dtype).eps, err_msg=method)

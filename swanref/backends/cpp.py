@@ -12,7 +12,6 @@ from __future__ import annotations
 name = "cpp"
 
 
-
 def _interruption(exc: BaseException) -> BaseException | None:
     """The KeyboardInterrupt / SystemExit (any BaseException that is not an Exception) behind
     ``exc``: pybind11 reports an exception raised while the module initialises as

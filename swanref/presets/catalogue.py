@@ -26,7 +26,8 @@ from swanref.spec.scaling import pow2_exponent
 from swanref.spec.validate import (MAX_ITERATIONS, clear_keyword_errors, flag,
                                    host_matrix_stack, iteration_count, nonfinite_error)
 
-__all__ = ["Preset", "PRESETS", "ROUTES", "PE_GRAM5", "check_coefficients", "whiten_preset", "schedule", "get_preset",
+__all__ = ["Preset", "PRESETS", "ROUTES", "PE_GRAM5", "check_coefficients", "check_emulate",
+           "whiten_preset", "schedule", "get_preset",
            "KELLER_NS5", "YOU_NS5", "PE_NANOGPT5", "PE_BASIC_RAW", "PE_BASIC", "JIACHENG6",
            "DEEPSEEK_V4", "CUBIC", "PROVENANCE", "PTOPT_PE8", "EMERGING_PE8"]
 
@@ -546,7 +547,7 @@ def whiten_preset(G, name: str, *, steps=None, coefficients=None, emulate=None,
     check_finite = flag(check_finite, "check_finite")
     preset = get_preset(name)
     sched = schedule(name, steps, coefficients)  # every option before the array is looked at
-    _check_emulate(emulate)
+    check_emulate(emulate)
     arr = _host_input(G, "whiten_preset")
     return _finite_policy(arr, check_finite,
                           lambda X: run_preset_unchecked(X, preset, sched, emulate))
@@ -564,13 +565,15 @@ def run_preset(G, preset: Preset, sched, emulate=None, *, check_finite=True) -> 
         raise TypeError(f"preset must be a swanref.presets.Preset (see get_preset), got "
                         f"{type(preset).__name__}")
     sched = _check_schedule(sched)
-    _check_emulate(emulate)
+    check_emulate(emulate)
     arr = _host_input(G, "run_preset")
     return _finite_policy(arr, check_finite,
                           lambda X: run_preset_unchecked(X, preset, sched, emulate))
 
 
-def _check_emulate(emulate):
+def check_emulate(emulate):
+    """ValueError unless ``emulate`` is one of None, 'bfloat16', 'float16', 'source' (before
+    any array is looked at; an array or list gets this message, not NumPy's)."""
     if emulate is not None and not isinstance(emulate, str):
         raise ValueError(f"emulate must be one of {_EMULATE}, got {emulate!r}")
     if emulate not in _EMULATE:
@@ -613,8 +616,7 @@ def _finite_policy(arr: np.ndarray, check_finite: bool, run) -> np.ndarray:
 def run_preset_unchecked(G, preset: Preset, sched, emulate=None) -> np.ndarray:
     """:func:`run_preset` without the input path: ``G`` is a finite float32/float64/complex
     ndarray of ndim >= 2 (swanref.ops has normalised it) and ``sched`` a checked schedule."""
-    if emulate not in _EMULATE:
-        raise ValueError(f"emulate must be one of {_EMULATE}, got {emulate!r}")
+    check_emulate(emulate)
     G = np.asarray(G)
     if G.dtype in (np.complex64, np.complex128):
         if emulate not in (None, "source"):

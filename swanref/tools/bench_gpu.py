@@ -423,13 +423,16 @@ def _known_polar(cp, batch, m, n, kappa, seed):
 def bench_exact(cp, torch, swanref, CB, cases, rows):
     slow = Timer(cp, 1.0, max_reps=3)
     for (batch, m, n), dt in cases:
-        G64, P = _known_polar(cp, batch, m, n, KAPPA, 17 + m)
+        rtol = max(m, n) * float(np.finfo(dt).eps)  # the spec's default rank cutoff
+        # every singular value at least twice the cutoff: otherwise both sides drop the
+        # smallest ones and the error measures the truncation (0.2 at 4096x11008 float32)
+        kappa = min(KAPPA, 0.5 / rtol)
+        G64, P = _known_polar(cp, batch, m, n, kappa, 17 + m)
         if batch == 1:
             G64, P = G64[0], P[0]
         G = G64.astype(dt)
-        rtol = max(m, n) * float(np.finfo(dt).eps)
         rec = {"section": "exact", "shape": _shape_str(batch, m, n), "dtype": dt,
-               "kappa": KAPPA}
+               "kappa": kappa}
         out = swanref.whiten(G, "svd")
         rec["err"] = _rel(cp, out, P)
         rec["ms"] = 1e3 * slow(lambda: swanref.whiten(G, "svd"))
@@ -480,9 +483,13 @@ def _table(caption, columns, lines):
 
 
 def _gradnorm_cells(r):
+    """Goal: every public call (CuPy and torch input) at the shape's share of the copy ceiling
+    and not slower than torch.compile."""
     goal = 80 if r["shape"] == "4096x11008" else 60
-    pcts = [r.get(k) for k in ("cupy_pct_copy", "torch_input_pct_copy") if r.get(k)]
-    met = bool(pcts) and min(pcts) >= goal
+    keys = [k for k in ("cupy", "torch_input") if r.get(k + "_pct_copy")]
+    met = (bool(keys) and min(r[k + "_pct_copy"] for k in keys) >= goal
+           and (r.get("compile_ms") is None or max(r[k + "_ms"] for k in keys) <= r["compile_ms"]))
+
     def cell(k):
         ms = r.get(k + "_ms")
         pct = r.get(k + "_pct_copy")
@@ -549,7 +556,9 @@ def tables(env, peaks, rows, command):
                 [_gradnorm_cells(r) for r in gn])
     ex = [r for r in rows if r["section"] == "exact"]
     L += _table(f"Exact whitening, `swanref.whiten(G, 'svd')` against torch's SVD polar route "
-                f"(ms; errors against the known polar factor, condition number {KAPPA:.0e}). "
+                f"(ms; errors against the known polar factor, condition number {KAPPA:.0e}, or "
+                "0.5 / (max(m, n) eps) where the spec's default cutoff would drop singular "
+                "values). "
                 "Goal: torch / swanref >= 1 at equal or better error.",
                 "shape | dtype | swanref: | torch SVD: | torch / swanref: | err swanref: | "
                 "err torch: | goal met | peak MB swanref / torch:",

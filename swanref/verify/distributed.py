@@ -27,8 +27,11 @@ from __future__ import annotations
 import argparse
 import datetime
 import itertools
+import json
 import math
+import multiprocessing
 import os
+import pickle
 import queue as _queue
 import sys
 import tempfile
@@ -893,7 +896,6 @@ class RankPool:
         if self.start_method is None:
             # gloo: a fork server imports torch once and forks the ranks from it (spawning
             # imports torch in every rank); nccl: plain spawn, nothing CUDA-related is forked
-            import multiprocessing
             self.start_method = "forkserver" if self.backend == "gloo" and \
                 "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
         if self.backend == "nccl":
@@ -1036,7 +1038,6 @@ def check_sharded(target, op="whiten", *, layout="rows", world_size=2, backend="
 
 def _check_target(target):
     """Fail early (UsageError) on a target the ranks could not load or receive."""
-    import pickle
     if isinstance(target, str):
         load_target(target)
         return
@@ -1153,7 +1154,6 @@ def build_parser():
 
 def run_from_args(args) -> int:
     """Run a sharded check from parsed options (``swanref check --world-size`` hands off here)."""
-    import json
     try:
         import torch  # noqa: F401
     except ImportError:

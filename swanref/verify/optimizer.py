@@ -66,9 +66,10 @@ TOLERANCE = {"float64": 1e-9, "float32": 1e-4, "bfloat16": 0.08, "float16": 0.02
 KINDS = {"wide": (8, 16), "tall": (16, 8), "square": (8, 8), "conv": (8, 4, 3, 3)}
 #: floor of the tolerance of the two-step properties: the optimizer orthogonalises its buffer,
 #: a multiple of the combination compared with by a factor that is not a power of two, so a
-#: preset's epsilon sits at a slightly different place (spec 9.5: up to 8.2e-7; 1e-4 as the
-#: update check's direction_scale_invariant, 9.8)
-STATEFUL_TOLERANCE_FLOOR = 1e-4
+#: preset's epsilon sits at a slightly different relative place.  Spec 9.5 measures that
+#: displacement at most 8.2e-7 for every preset and route over gradient scales 1e-12 .. 1e12
+#: (about 1e-8 on these probes); the floor is that bound with a margin of 2.4
+STATEFUL_TOLERANCE_FLOOR = 2e-6
 STACK_SHAPE = (3, 8, 16)
 STACK_RULES = ("flattened", "independent", "routed")
 #: same_shape_independent: the group's parameter shape and the gradients' norms (a joint

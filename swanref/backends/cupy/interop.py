@@ -54,11 +54,12 @@ def pow2_normalise(x, axes):
 
 
 # CuPy compiles its element-wise kernels with flush-to-zero for float32, so abs/max/ldexp read a
-# subnormal float32 as 0 and a slice whose largest entry is subnormal came out all zeros.  The
-# float32 path therefore finds max|x| on the bit patterns (integers order like the magnitudes) and
-# scales a subnormal slice from its integer significands, never doing float arithmetic on a
-# subnormal operand.  An entry that stays subnormal after the scaling (|y| < 2**-126 next to a
-# maximum in [0.5, 1)) is flushed, a change far below float32's rounding of the result.
+# subnormal float32 as 0: a slice whose largest entry is subnormal came out all zeros, and
+# subnormal entries next to a small normal maximum were lost.  The float32 path therefore finds
+# max|x| on the bit patterns (integers order like the magnitudes) and scales every subnormal
+# entry from its integer significand (x = s * 2**-149), so no float arithmetic sees a subnormal
+# operand.  The result is exact wherever it is a normal number; only results below 2**-126 next
+# to a maximum in [0.5, 1) are flushed, a change far below float32's rounding of the output.
 _F32_KERNELS: list = []
 
 
@@ -71,26 +72,22 @@ def _f32_kernels():
         scale = cp.ElementwiseKernel(
             "float32 x, int32 mb", "float32 y",
             """
-            int E = mb >> 23;                 // biased exponent of max|x| (0: subnormal or zero)
+            const int b = __float_as_int(x);
+            const int E = mb >> 23;           // biased exponent of max|x| (0: subnormal or zero)
             if (mb == 0) {
                 y = x;
-            } else if (E != 0) {
-                y = ldexpf(x, 126 - E);       // max|x| = 1.f * 2**(E-127) -> [0.5, 1)
-            } else {                          // every entry subnormal: x = s * 2**-149
-                int b = __float_as_int(x);
-                float v = ldexpf((float)(b & 0x7fffff), -(32 - __clz(mb)));
+            } else if ((b & 0x7f800000) != 0) {
+                y = ldexpf(x, 126 - E);       // x normal (so is max|x| = 1.f * 2**(E-127))
+            } else {                          // x subnormal or zero: s * 2**-149
+                // max|x| normal: times 2**(126-E); max|x| subnormal with L significand bits:
+                // times 2**(149-L)
+                const int k = E != 0 ? -23 - E : -(32 - __clz(mb));
+                const float v = ldexpf((float)(b & 0x7fffff), k);
                 y = b < 0 ? -v : v;
             }
             """, "swanref_f32_pow2_normalise")
         _F32_KERNELS.extend((magnitude, scale))
     return _F32_KERNELS
-
-
-def max_abs(x, axes):
-    """max|x| over ``axes`` (keepdims), exact for float32 subnormals (bit patterns)."""
-    if x.dtype == np.float32:
-        return _amax(x, axes, _f32_kernels()[0]).view(np.float32)
-    return _amax(x, axes)
 
 
 def _pow2_normalise_f32(x, axes):
