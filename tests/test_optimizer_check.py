@@ -1,7 +1,6 @@
 """swanref check-optimizer: the optimizer-level properties on NumPy optimizers (a faithful one and
 one wrong one per mistake), and on the real packages where they are installed (skipped here)."""
 import contextlib
-import importlib.metadata
 import pathlib
 import re
 
@@ -296,15 +295,17 @@ def test_real_optimizer_conforms(name):
                                                    if x.name == "complex_input")
 
 
+def _documented_rows(name):
+    """docs/optimizers.md's results-table rows of builtin ``name``."""
+    doc = (pathlib.Path(__file__).parents[1] / "docs" / "optimizers.md").read_text()
+    return [ln for ln in doc.splitlines()
+            if ln.startswith(f"| `{name}` | {O.BUILTINS[name].needs[-1]} ")]
+
+
 def _skip_unless_documented_version(name):
     """Skip where the installed package is not the version docs/optimizers.md's table names."""
-    b = O.BUILTINS[name]
-    dist = {"pytorch_optimizer": "pytorch_optimizer",
-            "emerging_optimizers": "emerging-optimizers"}.get(b.needs[-1], b.needs[-1])
-    installed = f"{b.needs[-1]} {importlib.metadata.version(dist)}"
-    doc = (pathlib.Path(__file__).parents[1] / "docs" / "optimizers.md").read_text()
-    named = {ln.split(" | ")[1] for ln in doc.splitlines()
-             if ln.startswith(f"| `{name}` | {b.needs[-1]} ")}
+    installed = O.package_label(O.BUILTINS[name])
+    named = {ln.split(" | ")[1] for ln in _documented_rows(name)}
     if installed not in named:
         pytest.skip(f"installed {installed}; the docs name {', '.join(sorted(named))}")
 
@@ -465,14 +466,11 @@ def test_docs_table_row_is_what_the_command_prints(name):
     b = O.BUILTINS[name]
     for mod in b.needs:
         pytest.importorskip(mod)
+    documented = _documented_rows(name)
+    assert len(documented) == 1
+    _skip_unless_documented_version(name)
     with _jax_on_cpu(name):
         row = O.results_table([name])
-    doc = (pathlib.Path(__file__).parents[1] / "docs" / "optimizers.md").read_text()
-    documented = [ln for ln in doc.splitlines()
-                  if ln.startswith(f"| `{name}` | {b.needs[-1]} ")]  # the results table
-    assert len(documented) == 1
-    if documented[0].split(" | ")[1] != row.split(" | ")[1]:
-        pytest.skip(f"installed {row.split(' | ')[1]}, the docs name {documented[0].split(' | ')[1]}")
     # verdicts and text exactly; distances within a factor 4: BLAS builds and jax versions move
     # them (8.8e-07 here is 1.0e-06 with JAX on another machine's CPU)
     number = re.compile(r"\d\.\de[-+]\d\d")

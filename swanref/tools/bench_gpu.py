@@ -26,6 +26,7 @@ back-to-back groups and divided by the group size.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import platform
@@ -256,6 +257,18 @@ def _time_optional(timer, fn):
 
 # -- sections -----------------------------------------------------------------------------------
 
+@contextlib.contextmanager
+def _graph_replay(CB):
+    """The opt-in CUDA-graph replay on for a comparison; afterwards off, its cache freed."""
+    graphs = sys.modules["swanref.backends.cupy.graphs"]
+    CB.set_graphs(True)
+    try:
+        yield graphs
+    finally:
+        CB.set_graphs(False)
+        graphs.clear()
+
+
 def bench_ns(cp, torch, swanref, CB, timer, cases, dtypes, compile_on, rows):
     graphs = sys.modules["swanref.backends.cupy.graphs"]
     tc = _compiled(torch, torch_newton_schulz, compile_on)
@@ -277,16 +290,12 @@ def bench_ns(cp, torch, swanref, CB, timer, cases, dtypes, compile_on, rows):
             rec["backend_ms"] = 1e3 * timer(lambda: CB.whiten_newton_schulz(G, 10, 0.5,
                                                                              "gram_fro"))
             rec["peak_MB"] = peak(public)[0] / 1e6
-            CB.set_graphs(True)  # the opt-in CUDA-graph replay, for comparison
-            try:
+            with _graph_replay(CB):
                 if graphs.eligible(G):
                     rec["backend_graph_ms"] = 1e3 * timer(lambda: CB.whiten_newton_schulz(
                         G, 10, 0.5, "gram_fro"))
                     rec["public_graph_ms"] = 1e3 * timer(public)
                     rec["graph_cache_MB"] = graphs.cached_bytes() / 1e6
-            finally:
-                CB.set_graphs(False)
-                graphs.clear()
             if torch is not None:
                 tG = torch.from_dlpack(G)
                 rec["torch_ms"] = 1e3 * timer(lambda: torch_newton_schulz(tG))
@@ -332,14 +341,9 @@ def bench_presets(cp, torch, swanref, CB, timer, cases, compile_on, rows):
             rec["backend_ms"] = 1e3 * timer(lambda: CB.whiten_polynomial(
                 G16, coef, p.norm, p.eps, p.norm_scale, **({"emulate": "bfloat16", "form": p.form}
                                                           if kw else {})))
-            graphs = sys.modules["swanref.backends.cupy.graphs"]
-            CB.set_graphs(True)  # the opt-in CUDA-graph replay, for comparison
-            try:
+            with _graph_replay(CB) as graphs:
                 if graphs.eligible(G16):
                     rec["public_graph_ms"] = 1e3 * timer(public)
-            finally:
-                CB.set_graphs(False)
-                graphs.clear()
             rec["torch_ms"] = 1e3 * timer(lambda: torch_keller(tG, coef, steps, p.eps))
             rec["torch_peak_MB"] = _torch_peak(torch, lambda: torch_keller(tG, coef, steps,
                                                                           p.eps))[0] / 1e6

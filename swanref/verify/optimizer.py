@@ -804,6 +804,16 @@ def available(b: Builtin):
     return missing
 
 
+def package_label(b: Builtin) -> str:
+    """'module version' of the package a builtin drives (the results table's package cell)."""
+    pkg = b.needs[-1]
+    try:
+        ver = md.version({"emerging_optimizers": "emerging-optimizers"}.get(pkg, pkg))
+    except md.PackageNotFoundError:
+        ver = "?"
+    return f"{pkg} {ver}"
+
+
 def run_builtin(name: str) -> OptimizerReport | None:
     b = BUILTINS[name]
     if available(b):
@@ -830,12 +840,6 @@ def results_table(names=None) -> str:
         miss = available(b)
         if miss:
             continue
-        pkg = b.needs[-1]
-        try:
-            ver = md.version({"pytorch_optimizer": "pytorch_optimizer",
-                              "emerging_optimizers": "emerging-optimizers"}.get(pkg, pkg))
-        except md.PackageNotFoundError:
-            ver = "?"
         r = check_optimizer(b.build(), b.claim, name)
         _add_variants(r, b)
 
@@ -861,7 +865,7 @@ def results_table(names=None) -> str:
                           + (f" ({x.message.split('; ', 1)[1]})" if x.status == "FAIL"
                              and "; " in x.message else "")
                           for x in r.results if x.name.startswith("same_shape_independent"))
-        rows.append(f"| `{name}` | {pkg} {ver} | `{b.claim.preset}`, `{b.claim.scale}`, "
+        rows.append(f"| `{name}` | {package_label(b)} | `{b.claim.preset}`, `{b.claim.scale}`, "
                     f"{b.claim.precision} (tol {b.claim.tolerance:g}) | {b.neutral} | {one} | "
                     f"{st} | {nest} | {stack} | {cplx} | {group} | {vec.status}: {vec.message} |")
     return "\n".join(rows)
