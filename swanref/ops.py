@@ -27,9 +27,6 @@ EIGH_NOISE_FACTOR = 8.0
 
 # -- plumbing shared by every operator ------------------------------------------------------
 
-_clear_keyword_errors = clear_keyword_errors  # the one decorator (spec.validate)
-
-
 def _check_method(method, name="method"):
     if not isinstance(method, str):
         raise TypeError(f"{name} must be a string naming a whitening method or preset, got "
@@ -127,7 +124,7 @@ def _grad_norm_core(call: _Call, arr, axis, eps):
     return out if ax == -1 else call.xp.swapaxes(out, -1, -2)
 
 
-@_clear_keyword_errors
+@clear_keyword_errors
 def grad_norm(G, *, axis=-1, eps=0.0, backend=None, check_finite=True):
     r"""GradNorm: standardise each row of ``G`` (spec section 2).
 
@@ -346,7 +343,7 @@ def _handle_divergence(out, work, bad, method, params, policy, exact_svd, xp):
     return flat.reshape(out.shape)
 
 
-@_clear_keyword_errors
+@clear_keyword_errors
 def whiten(G, method="svd", *, steps=None, beta=None, scaling=None, rank_rtol=None,
            on_divergence="raise", backend=None, check_finite=True, coefficients=None,
            emulate=None):
@@ -402,7 +399,7 @@ def _rescale_to_rms_one(xp, d, be=None):
     return (d * scale).astype(d.dtype)
 
 
-@_clear_keyword_errors
+@clear_keyword_errors
 def swan_update(G, *, lr=1.0, whiten_method="newton_schulz", rescale=True, axis=-1, eps=0.0,
                 steps=None, beta=None, scaling=None, rank_rtol=None, on_divergence="raise",
                 backend=None, check_finite=True):
@@ -424,7 +421,7 @@ def swan_update(G, *, lr=1.0, whiten_method="newton_schulz", rescale=True, axis=
     return call.finish((lr * d).astype(d.dtype))
 
 
-@_clear_keyword_errors
+@clear_keyword_errors
 def sinkgd_update(G, *, iters=5, lr=1.0, backend=None, check_finite=True):
     r"""The SinkGD step (Scetbon, Ma, Gong, Meeds 2025): ``lr * SR-Sinkhorn(G, iters)`` (spec 5).
 
