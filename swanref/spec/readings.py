@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-SPEC_VERSION = "0.2"
+SPEC_VERSION = "0.3"
 
 #: spec version of the shipped golden vectors (swanref/data/vectors/v<VECTORS_VERSION>): 0.2
 #: changed tolerances of the checker, not one operator's value, so the 0.1 set still holds

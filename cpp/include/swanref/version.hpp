@@ -5,7 +5,7 @@
 #pragma once
 
 #define SWANREF_VERSION_MAJOR 0
-#define SWANREF_VERSION_MINOR 2
+#define SWANREF_VERSION_MINOR 3
 #define SWANREF_VERSION_PATCH 0
 
 #define SWANREF_VERSION_STR2(x) #x
@@ -17,6 +17,6 @@
 namespace swanref {
 // The version of the numerical spec (docs/spec.md) this core implements; it moves with the
 // spec, not with every release.
-inline constexpr const char* spec_version = "0.2";
+inline constexpr const char* spec_version = "0.3";
 inline constexpr const char* version = SWANREF_VERSION_STRING;
 }  // namespace swanref
