@@ -42,8 +42,18 @@ def test_split_assemble_round_trip(kind, shape, world):
 
 
 def test_layout_errors_are_usage_errors():
-    with pytest.raises(UsageError, match="cannot be split"):
-        D.shard_layouts("rows", (1, 8), 2)
+    with pytest.raises(UsageError, match="fewer rows"):
+        D.check_sharded(IMPLS + ":muon", "whiten", shape=(1, 8), world_size=2)
+    with pytest.raises(UsageError, match="split rule"):
+        D.shard_layouts("rows", (4, 4), 2, "array_split")
+    with pytest.raises(UsageError, match="mesh 2x3 has 6 ranks"):
+        D.shard_layouts("grid", (4, 4), 4, mesh=(2, 3))
+    with pytest.raises(UsageError, match="--dtype"):
+        D.ShardedClaim("whiten", dtype="float8").validate()
+    with pytest.raises(UsageError, match="torch.chunk"):
+        D.check_sharded(IMPLS + ":muon", "whiten", convention="dtensor", split="tensor_split")
+    with pytest.raises(UsageError, match="flat"):
+        D.check_sharded(IMPLS + ":muon", "whiten", convention="dtensor", layout="flat")
     with pytest.raises(UsageError, match="unknown layout"):
         D.shard_layouts("diagonal", (4, 4), 2)
     with pytest.raises(UsageError, match="3-D"):
@@ -202,8 +212,8 @@ def test_check_in_group_runs_inside_the_ranks(pool):
     case = D.Case("probe", np.zeros((4, 8)))
     outs, errors, _ = pool.run(f"{IMPLS}:in_group_probe", "rows", [case])
     assert not errors, errors
-    for rank_out, mutated in outs[0]:
-        assert not mutated
+    for rank_out, mutated, dtype in outs[0]:
+        assert not mutated and dtype == "float64"
         good_ok, bad_ok, bad_named = rank_out.reshape(-1)[:3]
         assert (good_ok, bad_ok, bad_named) == (1.0, 0.0, 1.0)
 
@@ -219,3 +229,135 @@ def test_raising_rank_is_reported_and_the_group_recovers(pool):
     # the same processes run the next check in a rebuilt group
     assert D.check_sharded(f"{IMPLS}:whiten_gather_svd", "whiten", layout="rows",
                            pool=pool).conforming
+
+
+# -- split rules, meshes, low precision, tolerance and diagnosis (NumPy, no ranks) ---------------
+
+@pytest.mark.parametrize("rule, total, world, sizes", [
+    ("tensor_split", 10, 4, [3, 3, 2, 2]), ("chunk", 10, 4, [3, 3, 3, 1]),
+    ("chunk", 5, 4, [2, 2, 1, 0]), ("tensor_split", 3, 4, [1, 1, 1, 0]),
+    ("chunk", 8, 4, [2, 2, 2, 2])])
+def test_split_rules_match_torch(rule, total, world, sizes):
+    lays = D.shard_layouts("rows", (total, 3), world, rule)
+    assert [lay.stop - lay.start for lay in lays] == sizes
+    G = np.arange(total * 3.0).reshape(total, 3)
+    np.testing.assert_array_equal(D.assemble(D.split(G, "rows", world, rule), "rows", G.shape,
+                                             rule), G)
+    torch = pytest.importorskip("torch")
+    split = torch.chunk if rule == "chunk" else torch.tensor_split
+    got = [t.shape[0] for t in split(torch.arange(total), world)]
+    assert got + [0] * (world - len(got)) == sizes     # torch.chunk drops empty chunks
+
+
+@pytest.mark.parametrize("mesh, rule", [((2, 2), "chunk"), ((2, 3), "tensor_split"),
+                                        ((1, 4), "chunk")])
+def test_grid_layout_round_trip(mesh, rule):
+    G = np.arange(70.0).reshape(7, 10)
+    world = mesh[0] * mesh[1]
+    lays = D.shard_layouts("grid", G.shape, world, rule, mesh)
+    assert [lay.coords for lay in lays] == [divmod(r, mesh[1]) for r in range(world)]
+    parts = D.split(G, "grid", world, rule, mesh)
+    assert [p.shape for p in parts] == [lay.local_shape for lay in lays]
+    np.testing.assert_array_equal(D.assemble(parts, "grid", G.shape, rule, mesh), G)
+
+
+def _sim_muon(G, q, order, norm_factor=1.0):
+    """Muon on q column shards in float32 as a sharded code computes it: partial sums of squares
+    and partial Gram matrices added in ``order`` (the all-reduce's), everything else local."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+    blocks = [x.astype(np.float32) for x in D.split(G, "cols", q)]
+    total = np.float32(0)
+    for r in order:
+        total = np.float32(total + np.sum(blocks[r] * blocks[r], dtype=np.float32))
+    den = np.float32(np.sqrt(total) * np.float32(norm_factor) + np.float32(1e-7))
+    X = [x / den for x in blocks]
+    for _ in range(5):
+        A = np.zeros((G.shape[0],) * 2, np.float32)
+        for r in order:
+            A = A + X[r] @ X[r].T
+        B = b * A + c * (A @ A)
+        X = [a * x + B @ x for x in X]
+    return D.assemble(X, "cols", G.shape).astype(np.float64)
+
+
+@pytest.mark.parametrize("q", [1, 2, 4, 8])
+def test_float32_reduction_term_passes_faithful_and_catches_a_norm_off_by_2_pow_minus_13(q):
+    """spec 10.2: the preset term is tight enough that a norm off by (1 + 2^-13) is rejected
+    at every world size while every reduction order of the faithful computation passes."""
+    claim = _claim(op="whiten", preset="muon_ns5", dtype="float32")
+    for case in D.sharded_inputs(claim, "cols", q)[:3]:          # the wide inputs
+        G = case.G
+        for order in (range(q), reversed(range(q))):
+            meas = D.agreement(claim, G, _sim_muon(G, q, list(order)), q)
+            assert meas.passed, (case.label, meas.message())
+        off = D.agreement(claim, G, _sim_muon(G, q, list(range(q)), 1 + 2.0 ** -13), q)
+        assert not off.passed, (case.label, q, off.error, off.tolerance)
+
+
+def test_distances_and_diagnosis_are_nan_safe():
+    from swanref.verify.sharded import mistakes as M
+    X = np.ones((2, 3))
+    assert M.rel_fro(X, np.full((2, 3), np.nan)) == np.inf
+    assert M.rel_fro(np.full((2, 3), np.nan), X) == np.inf
+    assert not M.usable(np.full((2, 3), np.inf), X) and not M.usable(1e12 * X, X)
+    wrong = {"whole_matrix": [("diverged", np.full((2, 3), np.nan))],
+             "global_norm": [("overflowed", 1e300 * X)], "world_scaled": [("x2", 2 * X)]}
+    found = M.closest(2 * X, X, wrong)
+    assert [f[0] for f in found] == ["world_scaled"]            # the blown-up ones never
+    assert M.diagnosis(found, M.rel_fro(2 * X, X)) == "world_scaled"
+    assert M.diagnosis(found, np.inf) is None                   # a NaN result: nothing closer
+
+
+@pytest.mark.parametrize("world", [2, 4, 8])
+def test_new_mistakes_are_named_from_their_outputs(world):
+    """world-size scaling, a mis-scaled norm and a gather along the wrong axis, each named
+    exactly (the outputs are the mistakes themselves, so this is the naming logic alone)."""
+    for claim_kw, layout, prop in [
+            (dict(op="grad_norm"), "cols", "world_scaled"),
+            (dict(op="whiten", preset="muon_ns5"), "cols", "norm_scale"),
+            (dict(op="whiten", preset="muon_ns5"), "rows", "gather_axis"),
+            (dict(op="whiten"), "rows", "gather_axis"),
+            (dict(op="whiten", method="newton_schulz"), "cols", "norm_scale")]:
+        claim = _claim(**claim_kw)
+        case = D.sharded_inputs(claim, layout, world, (16, 32))[0]
+        ref = D.reference(claim, case.G)
+        forms = D.variants(claim, case.G, layout, world, ref)[prop]
+        out = forms[0][1]                        # e.g. a norm times sqrt(p)
+        rep = D.evaluate(claim, layout, world, [case], [D.split(out, layout, world)])
+        assert failed(rep) & (DIAGNOSTIC | {"gather_axis", "norm_scale", "world_scaled"}) == \
+            {prop}, rep.table()
+
+
+def test_low_precision_claims_judge_against_the_emulation():
+    for dtype in ("bfloat16", "float16"):
+        claim = _claim(op="whiten", preset="muon_ns5", dtype=dtype)
+        cases = D.sharded_inputs(claim, "cols", 2)
+        assert all(c.dtype_name == dtype for c in cases)
+        good = [[(b, False, dtype) for b in D.split(D.reference(claim, c.G), "cols", 2)]
+                for c in cases]
+        assert D.evaluate(claim, "cols", 2, cases, good).conforming
+        as_f32 = [[(b, False, "float32") for b, _, _ in outs] for outs in good]
+        assert failed(D.evaluate(claim, "cols", 2, cases, as_f32)) == {"shard_shapes"}
+        # float32 input orthogonalised in bf16 may return either dtype
+        claim32 = _claim(op="whiten", preset="muon_ns5", dtype=dtype, input_dtype="float32")
+        c32 = D.sharded_inputs(claim32, "cols", 2)
+        outs = [[(b, False, "float32") for b in D.split(D.reference(claim32, c.G), "cols", 2)]
+                for c in c32]
+        assert D.evaluate(claim32, "cols", 2, c32, outs).conforming
+
+
+def test_bfloat16_reduction_term_uses_the_reduction_precision():
+    G = D.sharded_inputs(_claim(op="whiten"), "cols", 2)[0].G
+    bf = D.reduction_term(_claim(op="whiten", preset="muon_ns5", dtype="bfloat16"), G, 2)
+    f32 = D.reduction_term(_claim(op="whiten", preset="muon_ns5", dtype="bfloat16",
+                                  reduce_dtype="float32"), G, 2)
+    assert bf == pytest.approx(f32 * 2.0 ** 16, rel=1e-9)
+
+
+def test_kwargs_are_typed():
+    kw = D.parse_kwargs(["eps=1e-7", "steps=5", "name=muon", "pair=(1, 2)", "flag=True",
+                         "pi=math.pi", "none=None"])
+    assert kw == {"eps": 1e-7, "steps": 5, "name": "muon", "pair": (1, 2), "flag": True,
+                  "pi": np.pi, "none": None}
+    with pytest.raises(UsageError, match="NAME=VALUE"):
+        D.parse_kwargs(["5=eps"])
