@@ -136,7 +136,7 @@ def pool():
     if not dist.is_available() or not dist.is_gloo_available():
         pytest.skip("torch.distributed with gloo is not available")
     # a short collective timeout: the raising-rank test waits for it once
-    with D.RankPool(2, "gloo", timeout_s=5.0) as p:
+    with D.RankPool(2, "gloo", timeout_s=5.0, dtensor=True) as p:
         yield p
 
 
@@ -304,8 +304,8 @@ def test_distances_and_diagnosis_are_nan_safe():
              "global_norm": [("overflowed", 1e300 * X)], "world_scaled": [("x2", 2 * X)]}
     found = M.closest(2 * X, X, wrong)
     assert [f[0] for f in found] == ["world_scaled"]            # the blown-up ones never
-    assert M.diagnosis(found, M.rel_fro(2 * X, X)) == "world_scaled"
-    assert M.diagnosis(found, np.inf) is None                   # a NaN result: nothing closer
+    assert M.diagnosis([(None, M.rel_fro(2 * X, X), found)]) == "world_scaled"
+    assert M.diagnosis([(None, np.inf, found)]) is None         # a NaN result: nothing closer
 
 
 @pytest.mark.parametrize("world", [2, 4, 8])
@@ -361,3 +361,106 @@ def test_kwargs_are_typed():
                   "pi": np.pi, "none": None}
     with pytest.raises(UsageError, match="NAME=VALUE"):
         D.parse_kwargs(["5=eps"])
+
+
+# -- more real ranks: low precision, the new mistakes, DTensor, world sizes 1 and 4 ----------------
+
+@pytest.mark.parametrize("dtype, layout", [("bfloat16", "cols"), ("float16", "rows")])
+def test_low_precision_sharded_muon_conforms(pool, dtype, layout):
+    """torch computes in bf16/fp16 on the ranks; judged by the per-probe noise model."""
+    report = D.check_sharded(f"{IMPLS}:muon", "whiten", layout=layout, pool=pool,
+                             preset="muon_ns5", dtype=dtype)
+    assert report.conforming, report.table()
+    bad = D.check_sharded(f"{IMPLS}:muon_local_norm", "whiten", layout=layout, pool=pool,
+                          preset="muon_ns5", dtype=dtype)
+    assert failed(bad) & NAMED == {"global_norm"}, bad.table()
+
+
+NAMED = DIAGNOSTIC | {"gather_axis", "norm_scale", "world_scaled"}
+NEW_WRONG = [
+    ("muon_norm_sqrt_world", "whiten", "cols", {"preset": "muon_ns5"}, "norm_scale"),
+    ("whiten_gather_wrong_axis", "whiten", "rows", {}, "gather_axis"),
+    ("grad_norm_summed_over_ranks", "grad_norm", "cols", {}, "world_scaled"),
+    ("muon_diverges", "whiten", "cols", {"preset": "muon_ns5"}, None),
+    ("muon_norm_off", "whiten", "cols", {"preset": "muon_ns5", "dtype": "float32"}, None),
+]
+
+
+@pytest.mark.parametrize("fn, op, layout, claim, prop", NEW_WRONG,
+                         ids=[f[0] for f in NEW_WRONG])
+def test_new_mistakes_are_named_on_ranks(pool, fn, op, layout, claim, prop):
+    report = D.check_sharded(f"{IMPLS}:{fn}", op, layout=layout, pool=pool, **claim)
+    assert "agrees_with_unsharded" in failed(report), report.table()
+    assert failed(report) & NAMED == ({prop} if prop else set()), report.table()
+
+
+def test_dtensor_convention_with_chunk_shards_and_kwargs(pool):
+    """A function of DTensors (10 rows on 2 ranks by torch.chunk), --kwarg reaching it."""
+    kw = dict(layout="rows", pool=pool, preset="muon_ns5", shape=(10, 12),
+              convention="dtensor")
+    rep = D.check_sharded(f"{IMPLS}:dtensor_muon", "whiten", kwargs={"eps": 1e-7}, **kw)
+    assert rep.conforming and rep.claim["split"] == "chunk", rep.table()
+    assert "timing: ranks" in rep.hints[-1]
+    rep = D.check_sharded(f"{IMPLS}:dtensor_muon", "whiten", kwargs={"steps": 4}, **kw)
+    assert "agrees_with_unsharded" in failed(rep)          # the kwarg reached the target
+    rep = D.check_sharded(f"{IMPLS}:dtensor_muon_local_norm", "whiten", **kw)
+    assert failed(rep) & NAMED == {"global_norm"}, rep.table()
+
+
+def test_optimizer_convention_on_dtensor_parameters(pool):
+    rep = D.check_sharded(f"{IMPLS}:SimpleDTensorMuon", "whiten", layout="cols", pool=pool,
+                          preset="muon_ns5", dtype="float32", convention="optimizer",
+                          kwargs={"lr": 0.05})
+    assert rep.conforming, rep.table()
+    torch = pytest.importorskip("torch")
+    if not hasattr(torch.optim, "Muon"):
+        pytest.skip("torch.optim.Muon needs torch >= 2.9")
+    rep = D.check_sharded("torch.optim:Muon", "whiten", layout="rows", pool=pool,
+                          preset="muon_ns5", dtype="bfloat16", input_dtype="float32",
+                          convention="optimizer", shape=(10, 12))
+    assert rep.conforming, rep.table()
+    rep = D.check_sharded("torch.optim:Muon", "whiten", layout="rows", pool=pool,
+                          preset="muon_ns5", dtype="bfloat16", input_dtype="float32",
+                          convention="optimizer", shape=(10, 12), scale="unit_rms")
+    assert "world_scaled" not in failed(rep) and "agrees_with_unsharded" in failed(rep)
+
+
+@pytest.fixture(scope="module")
+def pool4(pool):
+    with D.RankPool(4, "gloo", timeout_s=5.0) as p:
+        yield p
+
+
+FOUR = [("muon", "whiten", "rows", dict(preset="muon_ns5", shape=(10, 12)), None),
+        ("muon", "whiten", "cols", dict(preset="muon_ns5", dtype="float32",
+                                        split="chunk", shape=(10, 10)), None),
+        ("grad_norm", "grad_norm", "cols", dict(shape=(10, 10), split="chunk"), None),
+        ("whiten_gram", "whiten", "cols", dict(method="eigh"), None),
+        ("dtensor_muon_full", "whiten", "grid", dict(preset="muon_ns5", mesh=(2, 2),
+                                                     convention="dtensor", shape=(10, 12)), None),
+        ("muon_local_norm", "whiten", "cols", dict(preset="muon_ns5"), "global_norm"),
+        ("muon_no_gram_allreduce", "whiten", "rows", dict(preset="muon_ns5"), "global_gram"),
+        ("muon_norm_off", "whiten", "cols", dict(preset="muon_ns5", dtype="float32"), "fail"),
+        ("muon_norm_sqrt_world", "whiten", "rows", dict(preset="muon_ns5"), "norm_scale")]
+
+
+@pytest.mark.parametrize("fn, op, layout, claim, prop", FOUR,
+                         ids=[f"{f[0]}-{f[2]}" for f in FOUR])
+def test_four_ranks(pool4, fn, op, layout, claim, prop):
+    """Uneven and DTensor (chunk) splits, a 2x2 mesh, and the 4-rank diagnoses (the case where
+    a diverging variant used to win as 'distance 0')."""
+    rep = D.check_sharded(f"{IMPLS}:{fn}", op, layout=layout, pool=pool4, **claim)
+    if prop is None:
+        assert rep.conforming, rep.table()
+    else:
+        assert "agrees_with_unsharded" in failed(rep), rep.table()
+        assert failed(rep) & NAMED == (set() if prop == "fail" else {prop}), rep.table()
+
+
+def test_one_rank(pool):
+    with D.RankPool(1, "gloo", timeout_s=5.0) as p1:
+        assert D.check_sharded(f"{IMPLS}:muon", "whiten", layout="cols", pool=p1,
+                               preset="muon_ns5", dtype="float32").conforming
+        rep = D.check_sharded(f"{IMPLS}:muon_norm_off", "whiten", layout="cols", pool=p1,
+                              preset="muon_ns5", dtype="float32")
+        assert failed(rep) == {"agrees_with_unsharded"}, rep.table()

@@ -187,18 +187,31 @@ def closest(X, ref, wrong: dict):
     return found
 
 
-def diagnosis(found, dref):
-    """The property a failure is blamed on: the closest explaining form, except that forms
-    this input does not separate from it (closer to each other than EXPLAIN_RATIO times the
-    failure) go to the first in catalogue order (the simplest mistake).  ``None`` when nothing
-    explains it (or the result is not finite: then nothing is "closer")."""
-    if not math.isfinite(dref):
+def diagnosis(failing):
+    """The property the failures are blamed on, judged over every failing input at once:
+    ``failing`` is ``[(case, distance to the unsharded result, closest(...))]``.
+
+    A form explains a failure when the result is EXPLAIN_RATIO times closer to it than to the
+    unsharded result.  The property explaining the most failing inputs wins (one input may
+    not separate two mistakes: two shards of equal norm make "each shard's own norm" the
+    same as "the norm divided by sqrt(2)"; another input does); among those, the ones whose
+    worst fit is within EXPLAIN_RATIO of the best go to the first in catalogue order (the
+    simplest mistake).  ``None`` when nothing explains any failure (a result that is not
+    finite is closer to nothing).
+    """
+    stats: dict = {}
+    for _, dref, found in failing:
+        if not math.isfinite(dref):
+            continue
+        for name, _, d, _ in found:
+            if math.isfinite(d) and d * EXPLAIN_RATIO < dref:
+                n, worst = stats.get(name, (0, 0.0))
+                stats[name] = (n + 1, max(worst, d / dref if dref else 0.0))
+    if not stats:
         return None
-    hits = [f for f in found if math.isfinite(f[2]) and f[2] * EXPLAIN_RATIO < dref]
-    if not hits:
-        return None
-    best = min(hits, key=lambda f: f[2])
-    for f in hits:
-        if f is best or rel_fro(f[3], best[3]) * EXPLAIN_RATIO < dref:
-            return f[0]
-    return best[0]
+    most = max(n for n, _ in stats.values())
+    top = {name: worst for name, (n, worst) in stats.items() if n == most}
+    best = min(top.values())
+    eligible = [name for name, worst in top.items() if worst <= best * EXPLAIN_RATIO or
+                worst <= 1e-12]
+    return min(eligible, key=lambda n: ORDER.index(n) if n in ORDER else len(ORDER))
