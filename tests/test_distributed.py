@@ -464,3 +464,38 @@ def test_one_rank(pool):
         rep = D.check_sharded(f"{IMPLS}:muon_norm_off", "whiten", layout="cols", pool=p1,
                               preset="muon_ns5", dtype="float32")
         assert failed(rep) == {"agrees_with_unsharded"}, rep.table()
+
+
+def _sim_muon_torch(G, q, order, dtype, local_norm=False):
+    """Muon on q column shards computed by torch in ``dtype``, the partial sums of squares and
+    Gram matrices added in ``order`` in ``dtype`` (a 16-bit all-reduce)."""
+    import torch
+    a, b, c = 3.4445, -4.7750, 2.0315
+    X = [torch.from_numpy(x.astype(np.float32)).to(dtype) for x in D.split(G, "cols", q)]
+    tot = sum((X[r].float().square().sum().to(dtype) for r in order[1:]),
+              X[order[0]].float().square().sum().to(dtype))
+    X = [x / ((x.float().norm() if local_norm else tot.float().sqrt()).to(dtype) + 1e-7)
+         for x in X]
+    for _ in range(5):
+        A = sum((X[r] @ X[r].mT for r in order[1:]), X[order[0]] @ X[order[0]].mT)
+        B = b * A + c * A @ A
+        X = [a * x + B @ x for x in X]
+    return D.assemble([x.float().numpy() for x in X], "cols", G.shape).astype(np.float64)
+
+
+@pytest.mark.parametrize("q", [2, 4, 8])
+def test_bfloat16_reduction_term_passes_16_bit_all_reduces_and_catches_local_norm(q):
+    """spec 10.2, 16-bit: the statistical term (sqrt(q - 1) extra roundings through the noise
+    gain) covers partial Gram matrices summed in bfloat16 in either order, and keeps the
+    local-norm mistake outside the tolerance (the worst-case bound would not)."""
+    torch = pytest.importorskip("torch")
+    claim = _claim(op="whiten", preset="muon_ns5", dtype="bfloat16")
+    for case in D.sharded_inputs(claim, "cols", q)[:1]:
+        ref = D.reference(claim, case.G)
+        for order in (list(range(q)), list(reversed(range(q)))):
+            meas = D.agreement(claim, case.G, _sim_muon_torch(case.G, q, order,
+                                                              torch.bfloat16), q, ref=ref)
+            assert meas.passed, meas.message()
+        bad = D.agreement(claim, case.G, _sim_muon_torch(case.G, q, list(range(q)),
+                                                         torch.bfloat16, True), q, ref=ref)
+        assert not bad.passed, (q, bad.error, bad.tolerance)

@@ -310,15 +310,24 @@ def denominator(fro, preset) -> float:
 _GAIN_CACHE: dict = {}
 
 
-def noise_gain(G2, preset, sched) -> float:
+def noise_gain(G2, preset, sched, sv=None) -> float:
     """Relative output noise per unit roundoff of one matrix ``G2`` run through ``sched``.
 
     Noise of relative size u injected before step k (k = 0: the normalisation) is carried to the
     output by the RMS first-order gain of the remaining composition at the intermediate singular
     values; the result is ``sum_k ||X_k||_F * gain_k / ||X_K||_F`` (the final rounding counts 1).
+    ``sv``: the singular values of ``G2`` when the caller already has them.
     """
     G2 = np.asarray(G2, np.float64)
     m, n = G2.shape
+    if sv is not None:
+        sv = np.asarray(sv, np.float64)
+        fro = float(np.linalg.norm(sv))
+        d = denominator(fro, preset)
+        if fro == 0 or d == 0 or not np.isfinite(fro):
+            return 0.0
+        total = _noise_total(sv / d, sched, m, n)
+        return 0.0 if total is None else total
     fro = float(np.linalg.norm(G2))
     d = denominator(fro, preset)
     if fro == 0 or d == 0 or not np.isfinite(fro):
@@ -341,8 +350,9 @@ def noise_gain(G2, preset, sched) -> float:
     return total
 
 
-def probe_tolerance(G, preset, sched, precision: str) -> float:
-    """Match tolerance for one probe (the worst matrix of a batch) in ``precision``."""
+def probe_tolerance(G, preset, sched, precision: str, sv=None) -> float:
+    """Match tolerance for one probe (the worst matrix of a batch) in ``precision``; ``sv``:
+    the singular values of every matrix of ``G`` (shape (batch, k)) when already known."""
     G = np.asarray(G, np.float64)
     mats = G.reshape((-1,) + G.shape[-2:])
     m, n = G.shape[-2:]
@@ -351,7 +361,8 @@ def probe_tolerance(G, preset, sched, precision: str) -> float:
         # SWAN's coupled form multiplies Z by T each step: the noise gain of its Z (up to the
         # scalar map's slope) enters twice
         acc *= 2.0
-    gain = max(noise_gain(g, preset, sched) for g in mats)
+    gain = max(noise_gain(g, preset, sched, None if sv is None else sv[i])
+               for i, g in enumerate(mats))
     amp = C_AMPLIFICATION * UNIT_ROUNDOFF[precision] * acc * gain
     return max(MATCH_TOLERANCE[precision], amp)
 

@@ -46,7 +46,7 @@ import numpy as np
 from swanref.presets.catalogue import PRESETS, get_preset, schedule
 from swanref.presets.diagnose import probe_tolerance
 from swanref.presets.lowprec import FORMATS, round_to
-from swanref.spec.readings import SCALINGS, WHITEN_METHODS
+from swanref.spec.readings import SCALINGS, WHITEN_METHODS, default_rank_rtol
 from swanref.spec.tolerance import condition_number
 from swanref.verify.checker import CheckReport, PropertyResult
 from swanref.verify.matrices import conditioned
@@ -189,23 +189,24 @@ def _unit(claim: ShardedClaim) -> float:
 
 # -- reference and tolerance ------------------------------------------------------------
 
-def agreement(claim: ShardedClaim, G, out, q: int, ref=None) -> Measurement:
+def agreement(claim: ShardedClaim, G, out, q: int, ref=None, sv=None) -> Measurement:
     """The assembled output against the unsharded operator: the spec's tolerance for the
-    claim plus :func:`reduction_term`.  ``ref``: :func:`reference` when already computed."""
+    claim plus :func:`reduction_term`.  ``ref``, ``sv``: :func:`reference` and the singular
+    values of every matrix, when already computed (by the ranks)."""
     G = np.asarray(G)
     dt = _np_dtype(claim.dtype)
-    R = reduction_term(claim, G, q)
+    R = reduction_term(claim, G, q, sv)
     if claim.op == "grad_norm":
         meas = measure_grad_norm(_as(out, dt), G, eps=claim.eps, dtype=dt,
                                  prop="agrees_with_unsharded")
     elif claim.preset is not None:
         preset = get_preset(claim.preset)
         sched = schedule(claim.preset, claim.steps)
-        tol = probe_tolerance(G, preset, sched, claim.dtype)
+        tol = probe_tolerance(G, preset, sched, claim.dtype, sv)
         meas = Measurement("agrees_with_unsharded",
                            rel_fro(out, reference(claim, G) if ref is None else ref), tol,
                            "||X - preset(G)||_F / ||preset(G)||_F (worst matrix)",
-                           describe_input(G))
+                           describe_input(G) if sv is None else _describe(G, sv))
     elif claim.iterative:
         steps, beta, scaling = claim.ns_reading()
         meas = measure_newton_schulz(_as(out, dt), G, steps=steps, beta=beta, scaling=scaling,
@@ -216,6 +217,18 @@ def agreement(claim: ShardedClaim, G, out, q: int, ref=None) -> Measurement:
     return replace(meas, tolerance=float(meas.tolerance) + R,
                    note=(meas.note + "; " if meas.note else "") +
                    f"reduction-order term {R:.3g} over {q} partial sums")
+
+
+def _describe(G, sv):
+    """:func:`describe_input` from known singular values (no SVD of a large input again)."""
+    sv = np.asarray(sv, np.float64)
+    info = {"shape": list(np.shape(G)), "dtype": str(np.asarray(G).dtype)}
+    top = sv[:, :1]
+    keep = sv > default_rank_rtol(*np.shape(G)[-2:], float(np.finfo(np.float64).eps)) * top
+    if np.all(top > 0):
+        info["kappa"] = float(np.max(top[:, 0] / np.min(np.where(keep, sv, np.inf), axis=1)))
+        info["rank"] = int(np.min(np.sum(keep, axis=1)))
+    return info
 
 
 def _as(out, dt):
@@ -365,13 +378,14 @@ def _block_distance_matrix(out, ref, kind, world, rule="tensor_split", mesh=None
 
 def evaluate(claim: ShardedClaim, kind: str, world: int, cases: list, outputs: list,
              errors=None, target_name="target", seconds=0.0, backend=None,
-             refs=None) -> CheckReport:
+             refs=None, svs=None) -> CheckReport:
     """Judge the ranks' local results (``outputs[case][rank]``: an array, or ``(array,
     mutated[, dtype name])``) for ``cases``.
 
     ``errors``: ``{rank: message}`` of ranks that raised or hung (then only ``ranks_complete``
     is judged).  ``refs``: the unsharded reference of every case when already computed (by
-    the ranks, in parallel); otherwise each is computed here, once.
+    the ranks, in parallel); otherwise each is computed here, once.  ``svs``: the singular
+    values of every case's matrices, likewise.
     """
     t_judge = time.perf_counter()
     names = property_names(claim, kind)
@@ -452,16 +466,18 @@ def evaluate(claim: ShardedClaim, kind: str, world: int, cases: list, outputs: l
     tol_by_case, failing = {}, []
     for i, (c, X, ref) in enumerate(zip(cases, assembled, refs)):
         G = np.asarray(c.G)
-        meas = agreement(claim, G, X, q, ref=ref)
+        meas = agreement(claim, G, X, q, ref=ref, sv=None if svs is None else svs[i])
         tol_by_case[i] = meas
         bad = not meas.passed
         note("agrees_with_unsharded", meas.error, meas.tolerance, c,
              f"{where}, case {c.label}: " + meas.message(), bad)
         if "orthonormal_rows" in res:
-            kappa = float(np.max(condition_number(G.astype(np.float64))))
+            sv = None if svs is None else svs[i]
+            kappa = float(np.max(condition_number(G.astype(np.float64)))) if sv is None \
+                else _describe(G, sv).get("kappa", np.inf)
             om = measure_orthonormal_rows(_as(X, _np_dtype(claim.dtype)), kappa=kappa,
                                           dtype=_np_dtype(claim.dtype))
-            R = 3 * reduction_term(claim, G, q)
+            R = 3 * reduction_term(claim, G, q, sv)
             ot = om.tolerance + R
             note("orthonormal_rows", om.error, ot, c,
                  f"{where}, case {c.label}: ||X X^T - I||_F/sqrt(m) "
@@ -822,12 +838,12 @@ def check_sharded(target, op="whiten", *, layout="rows", world_size=2, backend="
     name = target_name or (target if isinstance(target, str) else
                            getattr(target, "__qualname__", repr(target)))
     t0 = time.perf_counter()
-    refs = None
+    refs = svs = None
     if packs is not None:
-        refs = [p["ref"] if p is not None else reference(claim, c.G)
-                for p, c in zip(packs, cases)]
+        packs = [p if p is not None else judge_pack(claim, c.G) for p, c in zip(packs, cases)]
+        refs, svs = [p["ref"] for p in packs], [p["sv"] for p in packs]
     report = evaluate(claim, layout, world, cases, outs, errors, name, secs, pool.backend,
-                      refs=refs)
+                      refs=refs, svs=svs)
     report.hints.append(f"timing: ranks {secs:.3g} s, references "
                         f"{'on the ranks ' + format(ref_secs, '.3g') + ' s, ' if packs else ''}"
                         f"judging {time.perf_counter() - t0:.3g} s")
@@ -923,17 +939,18 @@ def check_in_group(fn, op="whiten", *, layout="rows", group=None, shape=(16, 32)
     dist.all_gather_object(gathered, mine, group=group)
     seconds = time.perf_counter() - t0
     errors = {r: g[1] for r, g in enumerate(gathered) if g[0] == "error"}
-    outs = refs = None
+    outs = refs = svs = None
     if not errors:
         outs = [[gathered[r][1][i] for r in range(world)] for i in range(len(cases))]
-        share = {i: judge_pack(claim, cases[i].G, device)["ref"]
+        share = {i: judge_pack(claim, cases[i].G, device)
                  for i in range(rank, len(cases), world)}
         parts = [None] * world
         dist.all_gather_object(parts, share, group=group)
-        refs = [next(p[i] for p in parts if i in p) for i in range(len(cases))]
+        packs = [next(p[i] for p in parts if i in p) for i in range(len(cases))]
+        refs, svs = [p["ref"] for p in packs], [p["sv"] for p in packs]
     return evaluate(claim, layout, world, cases, outs, errors,
                     getattr(fn, "__qualname__", repr(fn)), seconds,
-                    dist.get_backend(group), refs=refs)
+                    dist.get_backend(group), refs=refs, svs=svs)
 
 
 # -- command line ------------------------------------------------------------------------------

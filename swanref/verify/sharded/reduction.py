@@ -17,7 +17,7 @@ import math
 import numpy as np
 
 from swanref.presets.catalogue import get_preset, schedule
-from swanref.presets.diagnose import UNIT_ROUNDOFF, denominator
+from swanref.presets.diagnose import C_AMPLIFICATION, UNIT_ROUNDOFF, denominator, noise_gain
 from swanref.spec import spectral
 from swanref.spec.readings import default_rank_rtol
 
@@ -44,7 +44,7 @@ def _trajectory(x, sched):
     return stages, slopes
 
 
-def preset_term(g, preset, sched, q: int, u: float) -> float:
+def preset_term(g, preset, sched, q: int, u: float, sv=None) -> float:
     """Relative Frobenius reduction-order term of a Frobenius-normalised polynomial iteration.
 
     Norm: the all-reduced sum of squares has relative error ``(q-1) u`` (nonnegative parts), so
@@ -58,11 +58,12 @@ def preset_term(g, preset, sched, q: int, u: float) -> float:
     combine into one gain ``h_ij`` per entry, so the step contributes at most
     ``(q-1) u ||x_k||^2 max |h_ij|``.  The sum, over ``||P(x_0)||_2``, is the term.
     """
-    fro = float(np.linalg.norm(g))
+    sv = np.linalg.svd(g, compute_uv=False) if sv is None else np.asarray(sv, np.float64)
+    fro = float(np.linalg.norm(sv))
     den = denominator(fro, preset)
     if fro == 0 or den == 0:
         return 0.0
-    x = np.linalg.svd(wide(g), compute_uv=False) / den
+    x = sv / den
     stages, slopes = _trajectory(x, sched)
     final = stages[-1]
     out = float(np.linalg.norm(final))
@@ -143,32 +144,41 @@ def reduction_unit(claim) -> float:
     return UNIT_ROUNDOFF[name]
 
 
-def reduction_term(claim, G, q: int) -> float:
+def reduction_term(claim, G, q: int, sv=None) -> float:
     """The reduction-order allowance (docs/spec.md 10.2) for input ``G`` when each reduced
     quantity combines ``q`` partial results (worst matrix of a stack).
 
     In the metric of the unsharded comparison: elementwise mixed error (grad_norm), per
     ``sqrt(r)`` (exact whitening), per ``sqrt(m)`` (Newton-Schulz), relative Frobenius
-    (presets).  Zero when ``q <= 1``.
+    (presets).  Zero when ``q <= 1``.  ``sv``: the singular values of every matrix of ``G``
+    (shape (batch, k)) when already known.
     """
     if q <= 1:
         return 0.0
     u = reduction_unit(claim)
     worst = 0.0
-    for g in mats(G):
+    for i, g in enumerate(mats(G)):
+        s = None if sv is None else np.asarray(sv[i], np.float64)
         if claim.op == "grad_norm":
             mean = np.mean(g, axis=-1, keepdims=True)
             sd = np.sqrt(np.mean((g - mean) ** 2, axis=-1) + claim.eps)
             with np.errstate(divide="ignore", invalid="ignore"):
                 rho = np.where(sd > 0, np.mean(np.abs(g), axis=-1) / sd, np.inf)
             t = (q - 1) * u * float(np.max(np.maximum(rho, 1.0)))
+        elif claim.preset is not None and claim.dtype in ("bfloat16", "float16"):
+            # 16-bit: the statistical reading of spec 8.6 -- each of the q - 1 additions
+            # rounds every reduced entry once more (relative u, independent, mean zero), so
+            # the noise grows as sqrt(q - 1) and reaches the output through the probe's noise
+            # gain N; the worst-case bound would exceed the 0.5 no-claim limit at q = 2
+            t = C_AMPLIFICATION * u * math.sqrt(q - 1) * noise_gain(
+                g, get_preset(claim.preset), schedule(claim.preset, claim.steps), s)
         elif claim.preset is not None:
             t = preset_term(g, get_preset(claim.preset), schedule(claim.preset, claim.steps),
-                            q, u)
+                            q, u, s)
         elif claim.iterative:
             t = ns_term(g, q, u, *claim.ns_reading())
         else:
-            s = np.linalg.svd(g, compute_uv=False)
+            s = np.linalg.svd(g, compute_uv=False) if s is None else s
             if s[0] == 0:
                 continue
             rtol = default_rank_rtol(*g.shape, 2 * u)
