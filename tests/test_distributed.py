@@ -499,3 +499,24 @@ def test_bfloat16_reduction_term_passes_16_bit_all_reduces_and_catches_local_nor
         bad = D.agreement(claim, case.G, _sim_muon_torch(case.G, q, list(range(q)),
                                                          torch.bfloat16, True), q, ref=ref)
         assert not bad.passed, (q, bad.error, bad.tolerance)
+
+
+def test_spec_reduction_table_is_the_code():
+    """docs/spec.md 10.2's table of reduction-order terms, recomputed (2 significant digits)."""
+    spec = (pathlib.Path(__file__).parent.parent / "docs" / "spec.md").read_text()
+    spec = spec[spec.index("### 10.2"):spec.index("### 10.3")]
+    rows = {"GradNorm": dict(op="grad_norm"), "whiten `svd`": dict(op="whiten"),
+            "whiten `eigh`": dict(op="whiten", method="eigh"),
+            "whiten `newton_schulz` (10 steps)": dict(op="whiten", method="newton_schulz"),
+            "preset `muon_ns5`": dict(op="whiten", preset="muon_ns5"),
+            "preset `muon_ns5`, float32": dict(op="whiten", preset="muon_ns5",
+                                               dtype="float32"),
+            "preset `muon_ns5`, bfloat16": dict(op="whiten", preset="muon_ns5",
+                                                dtype="bfloat16")}
+    for label, kw in rows.items():
+        c = _claim(**kw)
+        G = D.sharded_inputs(c, "cols", 2)[0].G
+        R = D.reduction_term(c, G, 2)
+        line = next(ln for ln in spec.splitlines() if ln.startswith(f"| {label} |"))
+        quoted = float(line.split("|")[2])
+        assert quoted == pytest.approx(R, rel=0.051), (label, quoted, R)
