@@ -844,9 +844,11 @@ def check_sharded(target, op="whiten", *, layout="rows", world_size=2, backend="
         refs, svs = [p["ref"] for p in packs], [p["sv"] for p in packs]
     report = evaluate(claim, layout, world, cases, outs, errors, name, secs, pool.backend,
                       refs=refs, svs=svs)
-    report.hints.append(f"timing: ranks {secs:.3g} s, references "
-                        f"{'on the ranks ' + format(ref_secs, '.3g') + ' s, ' if packs else ''}"
-                        f"judging {time.perf_counter() - t0:.3g} s")
+    judged = time.perf_counter() - t0
+    report.hints.append(
+        f"timing: ranks {secs:.2g} s, references on the ranks {ref_secs:.2g} s, judging "
+        f"{judged:.2g} s" if packs else
+        f"timing: ranks {secs:.2g} s, references and judging {judged:.2g} s")
     return report
 
 
