@@ -359,16 +359,17 @@ def noise_gain(G2, preset, sched, sv=None) -> float:
 #: from this many singular values on, noise_gain(sv=...) bins them (the gain is an average
 #: over all pairs of values, a smooth function of them; O(K k^2) memory is GBs at k = 4096)
 BIN_ABOVE = 1024
+BINS = 512
 
 
-def binned(x, bins: int = 512):
+def binned(x, bins: int | None = None):
     """``(values, weights)``: sorted ``x`` in ``bins`` groups of equal count, each stood for by
     its root mean square (so the weighted sum of squares is exact); ``x`` itself (weights 1)
     up to :data:`BIN_ABOVE` values."""
     x = np.sort(np.asarray(x, np.float64))[::-1]
     if x.size <= BIN_ABOVE:
         return x, np.ones(x.size)
-    groups = np.array_split(x, bins)
+    groups = np.array_split(x, bins or BINS)
     return (np.array([math.sqrt(float(np.mean(g * g))) for g in groups]),
             np.array([float(g.size) for g in groups]))
 
