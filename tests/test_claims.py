@@ -1,4 +1,4 @@
-"""The claim core (swanref.verify.claims, docs/spec.md 12): record, file format, applicability,
+"""The claim core (swanref.verify.claims, docs/spec.md 11): record, file format, applicability,
 tolerance, command-line parsing and the adapters of the check levels."""
 import argparse
 import ast
@@ -214,7 +214,7 @@ def test_level_terms_are_added_at_their_level_only():
         assert C.tolerance(claim, "sharded", G) == pytest.approx(before + 1e-6)
         assert C.tolerance(claim, "update", G) == before
     finally:
-        C.tolerance.__globals__["_TERMS"]["sharded"].pop()
+        C.tolerance_model._TERMS["sharded"].pop()
     with pytest.raises(ClaimError):
         C.register_term("model", lambda c, g: 0.0)
 
@@ -308,3 +308,18 @@ def test_claims_core_imports_no_check_level():
             if isinstance(node, ast.ImportFrom) and node.module:
                 assert node.module.split(".")[-1] not in levels, (path.name, node.module)
     json.dumps(Claim(**RICH).to_dict())   # plain data
+
+
+def test_spec_section_quotes_the_code():
+    """docs/spec.md 11 quotes these constants; the test fails when they drift."""
+    from swanref.presets.diagnose import MATCH_TOLERANCE
+    text = (pathlib.Path(__file__).parents[1] / "docs" / "spec.md").read_text()
+    sec = text[text.index("## 11. Claims"):text.index("## 12. Changelog")]
+    assert f"C_EPS_SHIFT = {C.tolerance_model.C_EPS_SHIFT:g}" in sec
+    assert f"at most {C.fileformat.MAX_BYTES // 1024} KiB" in sec
+    assert f"nested at most {C.fileformat.MAX_DEPTH} levels" in sec
+    floors = ", ".join(f"{MATCH_TOLERANCE[d]:g}".replace("e-0", "e-") for d in C.DTYPES)
+    assert f"({floors} for float64, float32, bfloat16, float16)" in sec
+    example = sec[sec.index('    format = "swanref-claim"'):sec.index("A file of another")]
+    expected = C.dumps(Claim.from_preset("torch_muon", eps=1e-12))
+    assert [ln.strip() for ln in example.strip().splitlines()] == expected.strip().splitlines()

@@ -140,7 +140,7 @@ class OptimizerClaim:
         if self.tolerance is None:
             self.tolerance = TOLERANCE[self.precision]
 
-    #: Claim knobs this level evaluates today (docs/spec.md 12.1)
+    #: Claim knobs this level evaluates today (docs/spec.md 11.1)
     CLAIM_KNOBS = ("scale", "scale_factor", "compute_dtype", "io_dtype", "lr", "weight_decay",
                    "momentum", "nd", "pre", "nesterov", "nesterov_variant")
     _STACK_OF_ND = {"flatten": "flattened", "batch_leading": "independent",

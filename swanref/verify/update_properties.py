@@ -62,7 +62,7 @@ class UpdateClaim:
         if self.tolerance is None:
             self.tolerance = MATCH[self.dtype]
 
-    #: Claim knobs this level evaluates today (docs/spec.md 12.1)
+    #: Claim knobs this level evaluates today (docs/spec.md 11.1)
     CLAIM_KNOBS = ("scale", "scale_factor", "stack_dims", "norm_axis", "steps", "coefficients",
                    "compute_dtype", "complex")
 

@@ -1,4 +1,4 @@
-"""Which properties a claim's premises exclude (docs/spec.md 12.3).
+"""Which properties a claim's premises exclude (docs/spec.md 11.3).
 
 A property whose premise the claim rules out -- scale invariance when the claimed epsilon acts
 on the raw input, N-D probes when the claim is 2-D only, complex input when no complex support

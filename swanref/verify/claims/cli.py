@@ -1,5 +1,5 @@
 """Shared command-line parsing: ``--claim FILE``, ``--preset NAME``, ``--set KNOB=VALUE`` and
-typed ``--kwarg NAME=VALUE`` values (docs/spec.md 12.5).
+typed ``--kwarg NAME=VALUE`` values (docs/spec.md 11.5).
 
 Precedence, lowest first: a level's own legacy options (``base``), the ``--claim`` file, each
 ``--set`` in order.  ``--preset NAME`` replaces the preset and writes out its knobs
@@ -76,7 +76,7 @@ def parse_assignment(text: str, what: str = "--set") -> tuple:
 def add_claim_arguments(parser: argparse.ArgumentParser, *, preset: bool = True) -> None:
     """Add ``--claim``, ``--set`` and (unless the level has its own) ``--preset``."""
     parser.add_argument("--claim", metavar="FILE", default=None,
-                        help="a claim file (.toml or .json, docs/spec.md 12.2)")
+                        help="a claim file (.toml or .json, docs/spec.md 11.2)")
     if preset:
         parser.add_argument("--preset", metavar="NAME", default=None,
                             help="start from a catalogue preset as its source runs it")

@@ -1,4 +1,4 @@
-"""Claim files: TOML or JSON, ``format = "swanref-claim"``, ``version = 1`` (docs/spec.md 12.2).
+"""Claim files: TOML or JSON, ``format = "swanref-claim"``, ``version = 1`` (docs/spec.md 11.2).
 
 A claim file is untrusted input: only a regular file is read (no FIFO, device or directory),
 at most :data:`MAX_BYTES`, nesting at most :data:`MAX_DEPTH` levels; anything else is a

@@ -137,7 +137,7 @@ _PRESET_NAMES = "swanref.presets.catalogue PRESETS/ROUTES (docs/presets.md)"
 KNOBS = {k.name: k for k in [
     # -- what is claimed, at which level
     Knob("level", "update", "the check level the claim is used at: operator, update, "
-         "optimizer or sharded", "[S] docs/spec.md 12", _choice(*LEVELS)),
+         "optimizer or sharded", "[S] docs/spec.md 11", _choice(*LEVELS)),
     Knob("op", "whiten", "the operator: whiten (polar factor) or grad_norm (row standardisation)",
          "[S] docs/spec.md 2, 3", _choice("whiten", "grad_norm")),
     Knob("preset", None, "named starting point: a catalogue preset (its table, steps, epsilon, "
@@ -242,7 +242,7 @@ KNOBS = {k.name: k for k in [
          "torch.distributed.device_mesh init_device_mesh((dp, tp))", _mesh),
     # -- judging
     Knob("tolerance", None, "a flat tolerance replacing the level's model (None: the model)",
-         "[S] docs/spec.md 12.4", _number(0.0, 1.0, none=True, open_lo=True)),
+         "[S] docs/spec.md 11.4", _number(0.0, 1.0, none=True, open_lo=True)),
     Knob("tolerance_overrides", None, "per compute dtype {tol, reason}: replaces the model for "
          "that dtype, with the reason stated", "PyTorch OpInfo toleranceOverride / DecorateInfo",
          _overrides),

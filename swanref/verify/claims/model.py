@@ -1,4 +1,4 @@
-"""The claim record: every knob of :mod:`.knobs`, validated, immutable (docs/spec.md 12.1)."""
+"""The claim record: every knob of :mod:`.knobs`, validated, immutable (docs/spec.md 11.1)."""
 from __future__ import annotations
 
 import dataclasses
@@ -185,4 +185,4 @@ def require_evaluable(claim: Claim, level: str, evaluable) -> None:
     if bad:
         raise ClaimError(f"the {level} check cannot evaluate claim knob(s) "
                          f"{', '.join(f'{k}={getattr(claim, k)!r}' for k in bad)} yet "
-                         "(docs/spec.md 12.1 lists what each level reads)")
+                         "(docs/spec.md 11.1 lists what each level reads)")

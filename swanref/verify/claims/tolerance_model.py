@@ -35,7 +35,7 @@ _TERMS: dict = {}
 
 
 def register_term(level: str, term) -> None:
-    """``term(claim, G) -> float`` is added to every tolerance at ``level`` (spec 12.4)."""
+    """``term(claim, G) -> float`` is added to every tolerance at ``level`` (spec 11.4)."""
     if level not in LEVELS:
         raise ClaimError(f"unknown level {level!r}")
     _TERMS.setdefault(level, []).append(term)
@@ -144,7 +144,7 @@ def _np_dtype(precision: str):
 
 def tolerance(claim: Claim, level: str, G, *, rescale: float = 1.0) -> float:
     """Relative Frobenius tolerance for comparing a target's result on probe ``G`` (the
-    gradient the target saw) with the spec's, at ``level`` (docs/spec.md 12.4)."""
+    gradient the target saw) with the spec's, at ``level`` (docs/spec.md 11.4)."""
     if level not in LEVELS:
         raise ClaimError(f"unknown level {level!r}; choose one of {', '.join(LEVELS)}")
     precision = claim.compute_dtype
