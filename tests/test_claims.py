@@ -323,3 +323,14 @@ def test_spec_section_quotes_the_code():
     example = sec[sec.index('    format = "swanref-claim"'):sec.index("A file of another")]
     expected = C.dumps(Claim.from_preset("torch_muon", eps=1e-12))
     assert [ln.strip() for ln in example.strip().splitlines()] == expected.strip().splitlines()
+
+
+def test_verification_guide_lists_every_knob():
+    from swanref.verify.claims.knobs import knob_table
+    text = (pathlib.Path(__file__).parents[1] / "docs" / "verification.md").read_text()
+    assert knob_table() in text
+    sec = text[text.index("### Writing a claim"):]
+    toml = sec[sec.index("```toml\n") + 8:sec.index("```", sec.index("```toml\n") + 8)]
+    claim = C.parse_text(toml, "toml")
+    assert claim.tolerance_overrides[0][1][0] == 0.12
+    assert C.tolerance(claim, "update", np.eye(4, 6)) == 0.12

@@ -247,3 +247,12 @@ KNOBS = {k.name: k for k in [
          "that dtype, with the reason stated", "PyTorch OpInfo toleranceOverride / DecorateInfo",
          _overrides),
 ]}
+
+
+def knob_table() -> str:
+    """The markdown table of docs/verification.md "Writing a claim" (tests compare the two)."""
+    rows = ["| knob | default | meaning | public source |", "| --- | --- | --- | --- |"]
+    for k in KNOBS.values():
+        default = "None" if k.default is None else f"`{k.default!r}`"
+        rows.append(f"| `{k.name}` | {default} | {k.doc} | {k.source} |")
+    return "\n".join(rows)
