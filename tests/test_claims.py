@@ -334,3 +334,19 @@ def test_verification_guide_lists_every_knob():
     claim = C.parse_text(toml, "toml")
     assert claim.tolerance_overrides[0][1][0] == 0.12
     assert C.tolerance(claim, "update", np.eye(4, 6)) == 0.12
+
+
+def test_check_update_cli_takes_claim_set_and_kwarg(tmp_path, capsys):
+    from swanref.verify.checker import main, parse_kwarg
+    target = str(pathlib.Path(__file__).parent / "wrong_impls" / "update_impls.py") + ":faithful"
+    path = tmp_path / "keller.toml"
+    C.save_claim(Claim(preset="muon_ns5", scale="keller"), path)
+    assert main(["update", target, "--claim", str(path)]) == 0
+    # --set overrides the file: the faithful Keller update is not Moonlight's
+    assert main(["update", target, "--claim", str(path), "--set", "scale=moonlight"]) == 1
+    assert main(["update", target, "--preset", "muon_ns5", "--set", "eps=1e-12"]) == 2
+    assert "cannot evaluate claim knob(s) eps=1e-12" in capsys.readouterr().err
+    assert main(["update", target, "--preset", "muon_ns5", "--set", "nd=3d"]) == 2
+    assert parse_kwarg("dtype=np.float32") == ("dtype", np.float32)
+    assert parse_kwarg("coeffs=(1, 2)") == ("coeffs", (1, 2))
+    assert parse_kwarg("mode=svd") == ("mode", "svd")
