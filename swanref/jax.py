@@ -2,9 +2,10 @@
 
 ``grad_norm``, ``whiten`` (the exact methods, Newton-Schulz, NSDS and the polynomial presets the
 core runs), ``swan_update`` and ``sinkgd_update`` take and return ``jax.Array``\\ s and work
-under ``jax.jit``, ``jax.vmap`` (mapped axes become batch axes of the core's stacked input)
-and ``jax.grad``-free training steps: the arithmetic is a typed XLA FFI handler around the same
-C++ headers as ``swanref._core``, called on the CPU with no host round trip.  They follow
+under ``jax.jit`` and ``jax.vmap`` (mapped axes become batch axes of the core's stacked
+input); they have no derivative rule (an update direction is not differentiated).  The
+arithmetic is a typed XLA FFI handler around the same C++ headers as ``swanref._core``, called
+on the CPU with no host round trip.  They follow
 :mod:`swanref.ops` -- the same defaults, validation, tall-matrix rule and finite-input policy
 -- and give the same numbers as ``swanref.whiten(..., backend='cpp')`` (bit for bit for the
 core's operators; ``swan_update``'s rescale is a JAX reduction, a few ulp apart).

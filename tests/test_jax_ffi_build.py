@@ -14,9 +14,8 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CMAKE = shutil.which("cmake")
-pybind11 = pytest.importorskip("pybind11")
 
-pytestmark = [
+needs_cmake = [
     pytest.mark.skipif(CMAKE is None, reason="cmake not found on PATH"),
     pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
                        reason="no C++ compiler"),
@@ -24,6 +23,7 @@ pytestmark = [
 
 
 def _configure(tmp_path, value):
+    pybind11 = pytest.importorskip("pybind11")
     fake = tmp_path / "nojax" / "jax"
     fake.mkdir(parents=True, exist_ok=True)
     (fake / "__init__.py").write_text("raise ImportError('jax hidden for this test')\n")
@@ -35,6 +35,8 @@ def _configure(tmp_path, value):
         capture_output=True, text=True, env=env, timeout=300)
 
 
+@needs_cmake[0]
+@needs_cmake[1]
 def test_auto_skips_and_on_fails_without_jax(tmp_path):
     auto = _configure(tmp_path, "AUTO")
     assert auto.returncode == 0, auto.stderr
@@ -42,3 +44,12 @@ def test_auto_skips_and_on_fails_without_jax(tmp_path):
     on = _configure(tmp_path, "ON")
     assert on.returncode != 0
     assert "SWANREF_JAX=ON needs jax" in on.stderr and "--no-build-isolation" in on.stderr
+
+
+def test_without_the_module_the_error_names_the_build_command(monkeypatch):
+    from swanref.backends import jax_ffi
+    monkeypatch.setattr(jax_ffi, "_jax_ffi", None)
+    monkeypatch.setattr(jax_ffi, "_registered", False)
+    assert not jax_ffi.available()
+    with pytest.raises(RuntimeError, match="-Ccmake.define.SWANREF_JAX=ON"):
+        jax_ffi.register()
