@@ -205,3 +205,12 @@ def test_the_guide_example_runs():
     exec(compile(code, "docs/jax.md", "exec"), scope)
     losses = scope["losses"]
     assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_blas_comes_from_scipy_as_for_the_core():
+    """Both extensions fill their BLAS tables from SciPy's capsules: one OpenBLAS in the process
+    (cpp/python/scipy_blas.hpp)."""
+    from swanref import _core, _jax_ffi
+    ours, core = _jax_ffi.blas_info(), _core.blas_info()
+    assert ours["complete"] and ours["source"] == core["source"]
+    assert ours["source"].startswith("scipy.linalg.cython_blas")
