@@ -548,3 +548,21 @@ def test_large_spectra_are_binned_without_changing_the_tolerance(monkeypatch):
         monkeypatch.setattr(R, "_extremes", pick)
         assert binned == pytest.approx(full, rel=1e-2)
         assert len(R._extremes(sv, 64)) < 150
+
+
+def test_sharded_knobs_of_a_claim_and_its_tolerance_term():
+    """The claims core (spec 11) carries the split rule, mesh, precisions and world size; its
+    sharded tolerance adds the reduction-order term."""
+    from swanref.verify.claims import Claim
+    from swanref.verify.claims.tolerance_model import tolerance
+    c = Claim(level="sharded", preset="muon_ns5", compute_dtype="float32",
+              io_dtype="float32", shard_split="chunk", mesh=(2, 2), reduce_dtype="float32")
+    sc = D.ShardedClaim.from_claim(c)
+    assert (sc.split, sc.mesh, sc.dtype, sc.reduce_dtype) == ("chunk", (2, 2), "float32",
+                                                              "float32")
+    G = D.sharded_inputs(sc, "cols", 4)[0].G
+    assert D.claim_reduction_term(c, G) == D.reduction_term(sc, G, 4) > 0
+    base = tolerance(c.replace(mesh=None), "sharded", G)
+    assert tolerance(c, "sharded", G) == pytest.approx(base + D.reduction_term(sc, G, 4))
+    with pytest.raises(UsageError, match="3 axes"):
+        D.ShardedClaim.from_claim(Claim(mesh=(2, 2, 2)))

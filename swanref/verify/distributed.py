@@ -49,6 +49,9 @@ from swanref.presets.lowprec import FORMATS, round_to
 from swanref.spec.readings import SCALINGS, WHITEN_METHODS, default_rank_rtol
 from swanref.spec.tolerance import condition_number
 from swanref.verify.checker import CheckReport, PropertyResult
+from swanref.verify.claims import Claim
+from swanref.verify.claims.model import require_evaluable
+from swanref.verify.claims.tolerance_model import register_term
 from swanref.verify.matrices import conditioned
 from swanref.verify.measure import (Measurement, describe_input, measure_grad_norm,
                                     measure_newton_schulz, measure_orthonormal_rows,
@@ -106,6 +109,24 @@ class ShardedClaim:
     reduce_dtype: str | None = None
     split: str = "tensor_split"
     mesh: tuple | None = None
+
+    @classmethod
+    def from_claim(cls, claim: Claim) -> ShardedClaim:
+        """The sharded check's claim of a :class:`~swanref.verify.claims.Claim` (validated)."""
+        evaluable = ["steps", "beta", "scaling", "compute_dtype", "io_dtype", "shard_split",
+                     "mesh", "world_size", "reduce_dtype"]
+        if claim.op == "grad_norm":
+            evaluable.append("eps")
+        require_evaluable(claim, "sharded", evaluable)
+        mesh = claim.mesh if claim.mesh is not None and len(claim.mesh) == 2 else None
+        if claim.mesh is not None and len(claim.mesh) == 3:
+            raise UsageError("the sharded check runs 1-D and 2-D meshes; mesh "
+                             f"{claim.mesh} has 3 axes")
+        return cls(claim.op, claim.compute_dtype,
+                   "svd" if claim.method == "preset" else claim.method, claim.steps,
+                   claim.beta, claim.scaling, claim.preset,
+                   (claim.eps or 0.0) if claim.op == "grad_norm" else 0.0,
+                   claim.io_dtype, claim.reduce_dtype, claim.shard_split, mesh).validate()
 
     def validate(self):
         if self.op not in OPS:
@@ -185,6 +206,17 @@ def _np_dtype(name: str) -> np.dtype:
 def _unit(claim: ShardedClaim) -> float:
     """Unit roundoff of the claim's reductions (kept for callers of 0.2)."""
     return reduction_unit(claim)
+
+
+def claim_reduction_term(claim: Claim, G) -> float:
+    """The reduction-order term (spec 10.2) as a level term of the claims tolerance model
+    (spec 11.4): ``q`` is the claim's ``world_size`` (else the product of its ``mesh``; 1:
+    nothing reduced), an upper bound for every layout."""
+    q = claim.world_size or (math.prod(claim.mesh) if claim.mesh else 1)
+    return reduction_term(ShardedClaim.from_claim(claim), G, q)
+
+
+register_term("sharded", claim_reduction_term)
 
 
 # -- reference and tolerance ------------------------------------------------------------
