@@ -566,3 +566,18 @@ def test_sharded_knobs_of_a_claim_and_its_tolerance_term():
     assert tolerance(c, "sharded", G) == pytest.approx(base + D.reduction_term(sc, G, 4))
     with pytest.raises(UsageError, match="3 axes"):
         D.ShardedClaim.from_claim(Claim(mesh=(2, 2, 2)))
+
+
+def test_cli_claim_file_and_set_reach_the_sharded_claim(tmp_path):
+    from types import SimpleNamespace
+    (tmp_path / "c.toml").write_text('format = "swanref-claim"\nversion = 1\nlevel = "sharded"\n'
+                                     'preset = "muon_ns5"\ncompute_dtype = "bfloat16"\n'
+                                     'shard_split = "chunk"\n')
+    args = D.build_parser().parse_args(["whiten", IMPLS + ":muon", "--claim",
+                                        str(tmp_path / "c.toml"), "--set",
+                                        "io_dtype=float32", "--dtype", "float32"])
+    c = D._cli_claim(args)
+    assert (c["preset"], c["dtype"], c["input_dtype"], c["split"]) == \
+        ("muon_ns5", "bfloat16", "float32", "chunk")
+    plain = D._cli_claim(SimpleNamespace(**{**vars(args), "claim": None, "set_knobs": []}))
+    assert (plain["dtype"], plain["split"]) == ("float32", None)

@@ -50,6 +50,7 @@ from swanref.spec.readings import SCALINGS, WHITEN_METHODS, default_rank_rtol
 from swanref.spec.tolerance import condition_number
 from swanref.verify.checker import CheckReport, PropertyResult
 from swanref.verify.claims import Claim
+from swanref.verify.claims.cli import add_claim_arguments, claim_from_args
 from swanref.verify.claims.model import require_evaluable
 from swanref.verify.claims.tolerance_model import register_term
 from swanref.verify.matrices import conditioned
@@ -1056,6 +1057,7 @@ def build_parser():
                         "literal, a dotted name such as torch.bfloat16, or a string")
     p.add_argument("--update-scale", default="keller",
                    help="optimizer convention: the scale rule the step applies (spec 9.1)")
+    add_claim_arguments(p, preset=False)
     add_arguments(p)
     return p
 
@@ -1077,16 +1079,47 @@ def run_from_args(args) -> int:
     return report.exit_code
 
 
+def _cli_claim(args) -> dict:
+    """The claim's options: the sharded options, then ``--claim FILE`` and each ``--set``
+    (docs/spec.md 11.5) when given."""
+    opts = dict(op=args.op, dtype=str(args.dtype), method=args.method, steps=args.steps,
+                beta=args.beta, scaling=args.scaling, preset=args.preset, eps=args.eps,
+                input_dtype=getattr(args, "input_dtype", None),
+                reduce_dtype=getattr(args, "reduce_dtype", None),
+                split=getattr(args, "split", None), mesh=getattr(args, "mesh", None))
+    if getattr(args, "claim", None) is None and not getattr(args, "set_knobs", None):
+        return opts
+    base = {"level": "sharded", "op": args.op, "compute_dtype": opts["dtype"]}
+    if args.preset is not None:
+        base["preset"] = args.preset
+    elif args.op == "whiten":
+        base["method"] = args.method
+    for key, knob in (("steps", "steps"), ("beta", "beta"), ("scaling", "scaling"),
+                      ("input_dtype", "io_dtype"), ("reduce_dtype", "reduce_dtype"),
+                      ("split", "shard_split")):
+        if opts[key] is not None:
+            base[knob] = opts[key]
+    if opts["mesh"] is not None:
+        try:
+            base["mesh"] = tuple(int(v) for v in str(opts["mesh"]).lower().split("x"))
+        except ValueError:
+            raise UsageError(f"--mesh must be AxB, got {opts['mesh']!r}") from None
+    if args.op == "grad_norm" and args.eps:
+        base["eps"] = args.eps
+    sc = ShardedClaim.from_claim(claim_from_args(args, base, preset=False))
+    return dict(op=sc.op, dtype=sc.dtype, method=sc.method, steps=sc.steps, beta=sc.beta,
+                scaling=sc.scaling, preset=sc.preset, eps=sc.eps, input_dtype=sc.input_dtype,
+                reduce_dtype=sc.reduce_dtype, mesh=sc.mesh,
+                # the claim's default split leaves the convention's default (chunk for DTensor)
+                split=sc.split if opts["split"] is not None or sc.split != "tensor_split"
+                else None)
+
+
 def _cli_check(args):
-    return check_sharded(args.target, args.op, layout=args.shard,
+    c = _cli_claim(args)
+    return check_sharded(args.target, c.pop("op"), layout=args.shard,
                          world_size=args.world_size or 2, backend=args.dist_backend,
-                         shape=args.shape, dtype=str(args.dtype), method=args.method,
-                         steps=args.steps, beta=args.beta, scaling=args.scaling,
-                         preset=args.preset, eps=args.eps, seed=args.seed,
-                         timeout_s=args.dist_timeout,
-                         input_dtype=getattr(args, "input_dtype", None),
-                         reduce_dtype=getattr(args, "reduce_dtype", None),
-                         split=getattr(args, "split", None), mesh=getattr(args, "mesh", None),
+                         shape=args.shape, seed=args.seed, timeout_s=args.dist_timeout, **c,
                          convention=getattr(args, "convention", "local"),
                          kwargs=parse_kwargs(getattr(args, "kwarg", [])),
                          scale=getattr(args, "update_scale", "keller"))
