@@ -152,9 +152,34 @@ def grad_norm(G, *, axis=-1, eps=0.0, backend=None, check_finite=True):
     -------
     ndarray of G's shape and dtype.
     """
+    native = _grad_norm_bfloat16(G, axis, eps, backend, check_finite)
+    if native is not None:
+        return native
     call = _Call(G, backend, check_finite)
     eps = real_number(eps, "eps", minimum=0.0)
     return call.finish(_grad_norm_core(call, call.array, axis, eps))
+
+
+def _grad_norm_bfloat16(G, axis, eps, backend, check_finite):
+    """GradNorm of a bfloat16 GPU tensor read and written natively by the backend (no widened
+    copy; the same float32 arithmetic and one rounding, so the same result as the general
+    path), or None: any other input, or non-finite input with check_finite, which the general
+    path then reports."""
+    got = _arrays.bfloat16_words(G, backend)
+    if got is None:
+        return None
+    words, restore = got
+    be = _backends.get("cupy")
+    if not has_kernel(be, "grad_norm_bf16_finite") or words.ndim < 2 or 0 in words.shape[-2:]:
+        return None
+    check = flag(check_finite, "check_finite")
+    eps = real_number(eps, "eps", minimum=0.0)
+    ax = _resolve_axis(axis, words.shape)
+    work = words if ax == -1 else words.swapaxes(-1, -2)
+    out, ok = be.grad_norm_bf16_finite(work, eps, check)
+    if not ok:
+        return None
+    return restore(out if ax == -1 else out.swapaxes(-1, -2))
 
 
 # -- 3. GradWhitening --------------------------------------------------------------------------

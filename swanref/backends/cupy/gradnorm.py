@@ -66,8 +66,37 @@ def grad_norm(G, eps: float, *, work_in_shared=None, threads=None, vector=True):
     ``threads`` sets the block size (a multiple of 32, at most 1024); ``vector`` False forbids
     the 16-byte vector accesses.
     """
+    return _launch(G, eps, G.dtype, work_in_shared, threads, vector)
+
+
+def grad_norm_bf16(W, eps: float, *, threads=None, vector=True):
+    """GradNorm of bfloat16 rows held as 16-bit words (a uint16 CuPy array: CuPy has no
+    bfloat16 dtype): read and written as bfloat16 by the kernel, computed in float32, rounded
+    once to nearest even. Bitwise the float32 GradNorm of the widened rows rounded to bfloat16
+    (what the public call computed before, through two widening/rounding passes in torch).
+    Rows whose float32 working copy does not fit shared memory take that widened route here.
+    """
     cp = rt.cp()
-    dtype = G.dtype
+    if W.dtype != np.uint16:
+        raise TypeError(f"grad_norm_bf16 takes bfloat16 words as uint16, got {W.dtype}")
+    n = W.shape[-1]
+    if n * 4 + 99 * 4 > _smem_optin_limit():
+        wide = cp.empty(W.shape, dtype=cp.float32)
+        Wc = cp.ascontiguousarray(W)
+        K.kernel("lp_cast_out", np.float32, "bfloat16")(
+            *K.grid_1d(Wc.size), (Wc, wide, np.int64(Wc.size)))
+        out32 = grad_norm(wide, eps)
+        out = cp.empty(W.shape, dtype=cp.uint16)
+        shift = cp.zeros(1, dtype=cp.int32)
+        K.kernel("lp_cast_in", np.float32, "bfloat16")(
+            *K.grid_1d(out.size), (out32, out, np.int64(out.size), np.int64(out.size), shift))
+        return out
+    return _launch(W, eps, np.dtype(np.float32), True, threads, vector, storage_bf16=True)
+
+
+def _launch(G, eps, compute, work_in_shared, threads, vector, storage_bf16=False):
+    cp = rt.cp()
+    dtype = G.dtype  # the storage type (uint16 words for bfloat16)
     n = G.shape[-1]
     out = cp.empty(G.shape, dtype=dtype)
     rows = G.size // n if n else 0
@@ -81,19 +110,26 @@ def grad_norm(G, eps: float, *, work_in_shared=None, threads=None, vector=True):
         X, row_stride, col_stride = layout
     if n >= 2**31:
         raise ValueError(f"rows of {n} entries are longer than the GPU kernel supports")
-    # 16-byte vector accesses when every row starts 16-byte aligned and n fills whole vectors
-    width = 16 // dtype.itemsize
-    vector = (vector and col_stride == 1 and n % width == 0 and X.data.ptr % 16 == 0
-              and (row_stride * dtype.itemsize) % 16 == 0)
-    kern = K.kernel("grad_norm_vec" if vector else "grad_norm", dtype)
-    work_bytes = n * dtype.itemsize
-    use_smem = work_bytes + 99 * dtype.itemsize <= _smem_optin_limit()
-    if work_in_shared is not None:
+    # vector accesses (16 bytes; 8 bytes of four bfloat16 words) when every row starts aligned
+    # and n fills whole vectors
+    width = 4 if storage_bf16 else 16 // dtype.itemsize
+    align = width * dtype.itemsize
+    vector = (vector and col_stride == 1 and n % width == 0 and X.data.ptr % align == 0
+              and (row_stride * dtype.itemsize) % align == 0)
+    if storage_bf16:
+        kern = K.kernel("grad_norm_bf16_vec" if vector else "grad_norm_bf16")
+    else:
+        kern = K.kernel("grad_norm_vec" if vector else "grad_norm", dtype)
+    work_bytes = n * compute.itemsize
+    use_smem = work_bytes + 99 * compute.itemsize <= _smem_optin_limit()
+    if work_in_shared is not None and not storage_bf16:
         use_smem = use_smem and bool(work_in_shared)
     if use_smem and work_bytes > 48 * 1024:
         try:
             K.allow_dynamic_smem(kern, work_bytes)
         except Exception:  # opt-in refused: keep the row in the output instead
+            if storage_bf16:
+                raise
             use_smem = False
     smem = work_bytes if use_smem else 0
     if threads is None:
@@ -101,7 +137,7 @@ def grad_norm(G, eps: float, *, work_in_shared=None, threads=None, vector=True):
     grid = min(rows, 2**31 - 1)
     kern((grid,), (threads,),
          (X, np.int64(rows), np.int64(n), np.int64(row_stride), np.int64(col_stride), out,
-          dtype.type(eps), np.int32(1 if use_smem else 0)),
+          compute.type(eps), np.int32(1 if use_smem else 0)),
          shared_mem=smem)
     return out
 
@@ -115,9 +151,18 @@ def grad_norm_finite(G, eps: float, check: bool, impl=None):
     ``impl`` replaces :func:`grad_norm` (the package passes its own attribute).
     """
     out = (impl or grad_norm)(G, eps)
+    return _finite_policy(out, G.shape[-1], check)
+
+
+def grad_norm_bf16_finite(W, eps: float, check: bool):
+    """:func:`grad_norm_bf16` with the finite-input policy of :func:`grad_norm_finite` (a NaN
+    or Inf in a row makes its first output word non-finite): ``(out, ok)``."""
+    return _finite_policy(grad_norm_bf16(W, eps), W.shape[-1], check)
+
+
+def _finite_policy(out, n: int, check: bool):
     if out.size == 0:
         return out, True
-    n = G.shape[-1]
     rows = out.size // n
     if check:
         return out, _first_entries_finite(out, rows, n)
