@@ -403,10 +403,51 @@ def whiten(G, method="svd", *, steps=None, beta=None, scaling=None, rank_rtol=No
         ``emulate='bfloat16'|'float16'|'source'`` rounds like PyTorch eager on a GPU.
         Presets run in NumPy whatever the backend, with no divergence guard.
     """
+    if isinstance(emulate, str) and emulate == "bfloat16" and isinstance(method, str) \
+            and ((method in WHITEN_PRESETS and method not in WHITEN_METHODS)
+                 or _is_route(method)):
+        got = _arrays.bfloat16_words(G, backend)
+        if got is not None and got[0].ndim >= 2 and 0 not in got[0].shape[-2:]:
+            call = _Bfloat16Call(got, check_finite)
+            try:
+                out = _whiten_preset_core(call, call.array, method, steps, beta, scaling,
+                                          rank_rtol, on_divergence, coefficients, emulate)
+            except _Widen:
+                pass  # non-finite input: the general path reports it as it always has
+            else:
+                return call.finish(out)
     call = _Call(G, backend, check_finite, allow_complex=True)
     out = _whiten_core(call, call.array, method, steps, beta, scaling, rank_rtol, on_divergence,
                        coefficients, emulate)
     return call.finish(out)
+
+
+class _Widen(Exception):
+    """The bfloat16-word path hands the call back to the general (widening) path."""
+
+
+class _Bfloat16Call:
+    """A bfloat16 GPU tensor given to the CuPy backend as its 16-bit words (uint16), for the
+    presets' native bfloat16 kernels, which read and return words: no float32 copy in either
+    direction, bitwise the widening path's result. The parts of :class:`_Call` that
+    _whiten_preset_core uses; non-finite input raises _Widen."""
+
+    def __init__(self, got, check_finite):
+        self.check_finite = flag(check_finite, "check_finite")
+        self.array, self._restore = got
+        self.xp = _namespace(self.array)
+        self.be = _backends.get("cupy")
+
+    def masked(self, arr, ndim_core, name="G"):
+        if self.be.bfloat16_all_finite(arr):
+            return arr, None
+        raise _Widen()
+
+    def unmask(self, out, keep):
+        return out
+
+    def finish(self, out):
+        return self._restore(out)
 
 
 # -- 4. SWAN update, 5. SinkGD --------------------------------------------------------------------

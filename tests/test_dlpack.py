@@ -193,6 +193,43 @@ def test_torch_cuda_bfloat16_grad_norm_nonfinite_policy():
         swanref.grad_norm(tb, check_finite="yes")
 
 
+@pytest.mark.parametrize("preset, shape, scale", [("muon_ns5", (64, 200), 1.0),
+                                                  ("polar_express", (2, 48, 96), 1.0),
+                                                  ("torch_muon", (150, 40), 1.0),
+                                                  ("muon_ns5", (32, 96), 2.0 ** 100)])
+def test_torch_cuda_bfloat16_presets_native(preset, shape, scale, monkeypatch):
+    """emulate='bfloat16' on a bfloat16 CUDA tensor hands the backend the tensor's words (no
+    float32 copy either way) and gives bitwise the widening path's result: wide, batched, tall
+    (transposed) and huge input (the exact power-of-two prescale on the words)."""
+    torch = _torch_cuda()
+    from swanref.backends import cupy as CB
+    G = np.random.default_rng(10).standard_normal(shape) * scale
+    tb = torch.from_numpy(G).cuda().to(torch.bfloat16)
+    seen = []
+    real = CB.whiten_polynomial
+    monkeypatch.setattr(CB, "whiten_polynomial",
+                        lambda X, *a, **k: seen.append(X.dtype) or real(X, *a, **k))
+    before = tb.clone()
+    out = swanref.whiten(tb, preset, emulate="bfloat16")
+    assert seen == [np.dtype(np.uint16)]
+    assert out.dtype == torch.bfloat16 and out.is_cuda and tuple(out.shape) == shape
+    assert torch.equal(tb, before)
+    want = swanref.whiten(tb.float(), preset, emulate="bfloat16").to(torch.bfloat16)
+    assert torch.equal(out.view(torch.int16), want.view(torch.int16))
+
+
+def test_torch_cuda_bfloat16_presets_nonfinite_policy():
+    torch = _torch_cuda()
+    G = np.random.default_rng(11).standard_normal((2, 16, 32))
+    G[1, 3, 4] = np.nan
+    tb = torch.from_numpy(G).cuda().to(torch.bfloat16)
+    with pytest.raises(ValueError, match=r"G contains 1 non-finite value\(s\)"):
+        swanref.whiten(tb, "muon_ns5", emulate="bfloat16")
+    out = swanref.whiten(tb, "muon_ns5", emulate="bfloat16", check_finite=False)
+    o = out.float().cpu().numpy()
+    assert np.isnan(o[1]).all() and np.isfinite(o[0]).all()
+
+
 def test_torch_cuda_with_cpu_backend_comes_back_on_gpu():
     torch = _torch_cuda()
     G = np.random.default_rng(6).standard_normal((6, 10))

@@ -29,7 +29,8 @@ from swanref.backends.cupy.blas import blas_mode as _blas_mode, gemm as _gemm  #
 from swanref.backends.cupy.exact import whiten_eigh, whiten_svd
 from swanref.backends.cupy import gradnorm as _gradnorm
 from swanref.backends.cupy.gradnorm import grad_norm, grad_norm_bf16, grad_norm_bf16_finite
-from swanref.backends.cupy.interop import all_finite, finite_flag, fro_norms
+from swanref.backends.cupy.interop import (all_finite, bfloat16_all_finite, finite_flag,
+                                           fro_norms)
 from swanref.backends.cupy.iterative import (newton_schulz_flops, sinkgd, whiten_newton_schulz,
                                              whiten_nsds)
 from swanref.backends.cupy.kernels import HEADER, compile_path, include_dir
@@ -49,6 +50,6 @@ LOWPREC_FORMATS = ("bfloat16", "float16")
 __all__ = ["available", "set_tf32", "tf32", "tf32_enabled", "set_graphs", "grad_norm",
            "grad_norm_finite", "grad_norm_bf16", "grad_norm_bf16_finite", "whiten_svd",
            "whiten_eigh", "whiten_newton_schulz",
-           "whiten_nsds", "whiten_polynomial", "sinkgd", "all_finite", "finite_flag", "fro_norms",
+           "whiten_nsds", "whiten_polynomial", "sinkgd", "all_finite", "bfloat16_all_finite", "finite_flag", "fro_norms",
            "newton_schulz_flops", "compile_path", "include_dir", "HEADER", "LOWPREC_FORMATS",
            "name"]

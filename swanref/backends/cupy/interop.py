@@ -112,6 +112,27 @@ def huge_shift(X):
     return cp.where(e > h, e - t, 0).astype(cp.int32)
 
 
+def huge_shift_bfloat16(W):
+    """:func:`huge_shift` of bfloat16 values held as 16-bit words (uint16, shape (B, m, n)):
+    max|x| from the bit patterns (without the sign bit they order like the magnitudes)."""
+    cp = rt.cp()
+    h, t = HUGE[np.dtype(np.float32)]  # bfloat16 has float32's exponent range
+    bits = per_matrix(cp.max, cp.bitwise_and(W, 0x7FFF)).astype(cp.uint32)
+    amax = cp.left_shift(bits, 16).view(cp.float32)
+    amax = cp.where(cp.isfinite(amax), amax, 0)
+    _, e = cp.frexp(amax)
+    return cp.where(e > h, e - t, 0).astype(cp.int32)
+
+
+def bfloat16_all_finite(W) -> bool:
+    """True when no bfloat16 word of W (uint16) is NaN/Inf (exponent bits all ones): one
+    reduction and one host synchronisation, as :func:`all_finite`."""
+    cp = rt.cp()
+    if W.size == 0:
+        return True
+    return not bool(cp.any(cp.bitwise_and(W, 0x7F80) == 0x7F80))
+
+
 def finite_flag(X):
     """Device boolean scalar: X holds no NaN/Inf (its sum is finite; no host sync). A sum that
     overflows says False for finite X; the caller then runs its exact check (ops._Call.masked)."""

@@ -113,6 +113,16 @@ __global__ void lp_cast_in(const T* x, unsigned short* y, long long total, long 
                            const int* shift) {
   SWANREF_GRID_LOOP(i, total) y[i] = f2lp<F>((float)ldexp(x[i], -shift[i / slice]));
 }
+// y = fmt(ldexp(x, -shift[slice])) for 16-bit input words x of the same format: the cast above
+// for input that is already bfloat16/float16 (exact unless the shift is non-zero)
+template <int F>
+__global__ void lp_shift_words(const unsigned short* x, unsigned short* y, long long total,
+                               long long slice, const int* shift) {
+  SWANREF_GRID_LOOP(i, total) {
+    const int s = shift[i / slice];
+    y[i] = s == 0 ? x[i] : f2lp<F>(ldexpf(lp2f<F>(x[i]), -s));
+  }
+}
 template <int F, class T>
 __global__ void lp_cast_out(const unsigned short* x, T* y, long long total) {
   SWANREF_GRID_LOOP(i, total) y[i] = (T)lp2f<F>(x[i]);
@@ -163,6 +173,7 @@ _HELPER_NAMES = {"mirror": "swanref_cupy::mirror_upper<%s>",
 _LP_T_NAMES = {"lp_cast_in": "swanref_cupy::lp_cast_in<%d, %s>",
                "lp_cast_out": "swanref_cupy::lp_cast_out<%d, %s>"}
 _LP_NAMES = {"lp_normalise": "swanref_cupy::lp_normalise<%d>",
+             "lp_shift_words": "swanref_cupy::lp_shift_words<%d>",
              "lp_scale": "swanref_cupy::lp_scale<%d>",
              "lp_scale_add": "swanref_cupy::lp_scale_add<%d>"}
 
