@@ -133,9 +133,9 @@ def bfloat16_words(G, backend):
     if G.requires_grad:
         G = G.detach()
     cp = _cupy()
-    dev = G.device.index
-    with cp.cuda.Device(dev):
-        words = cp.from_dlpack(G.view(torch.int16)).view(cp.uint16)
+    if G.device.index != cp.cuda.runtime.getDevice():
+        return None  # the general path computes on the tensor's own device
+    words = cp.from_dlpack(G.view(torch.int16)).view(cp.uint16)
 
     def restore(out):
         return torch.from_dlpack(out.view(cp.int16)).view(torch.bfloat16)

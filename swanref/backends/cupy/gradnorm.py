@@ -142,40 +142,42 @@ def _launch(G, eps, compute, work_in_shared, threads, vector, storage_bf16=False
     return out
 
 
-def grad_norm_finite(G, eps: float, check: bool, impl=None):
+def grad_norm_finite(G, eps: float, check: bool, impl=None, defer=False):
     """GradNorm with the public call's finite-input policy folded in: ``(out, ok)``.
 
     ``check`` True: ok is False when some row of G holds NaN/Inf (read from the first entry of
     every output row; one host synchronisation), and out must then be discarded. ``check``
     False: rows with NaN/Inf come back all NaN and ok is True, without a host synchronisation.
-    ``impl`` replaces :func:`grad_norm` (the package passes its own attribute).
+    ``impl`` replaces :func:`grad_norm` (the package passes its own attribute). ``defer`` (with
+    ``check``): ok is a device boolean, not read (no synchronisation; deferred_checks reads it).
     """
     out = (impl or grad_norm)(G, eps)
-    return _finite_policy(out, G.shape[-1], check)
+    return _finite_policy(out, G.shape[-1], check, defer)
 
 
-def grad_norm_bf16_finite(W, eps: float, check: bool):
+def grad_norm_bf16_finite(W, eps: float, check: bool, defer=False):
     """:func:`grad_norm_bf16` with the finite-input policy of :func:`grad_norm_finite` (a NaN
     or Inf in a row makes its first output word non-finite): ``(out, ok)``."""
-    return _finite_policy(grad_norm_bf16(W, eps), W.shape[-1], check)
+    return _finite_policy(grad_norm_bf16(W, eps), W.shape[-1], check, defer)
 
 
-def _finite_policy(out, n: int, check: bool):
+def _finite_policy(out, n: int, check: bool, defer: bool = False):
     if out.size == 0:
-        return out, True
+        return out, (rt.cp().asarray(True) if defer else True)
     rows = out.size // n
     if check:
-        return out, _first_entries_finite(out, rows, n)
+        flag = _first_entries_flag(out, rows, n)
+        return out, (flag[0] == 0 if defer else int(flag.get()[0]) == 0)
     grid = min(rows, 65535 * 32)
     K.kernel("nan_rows", out.dtype)((grid,), (128,), (out, np.int64(rows), np.int64(n)))
     return out, True
 
 
 
-def _first_entries_finite(out, rows: int, n: int) -> bool:
-    """True when every row of ``out`` starts with a finite number: one small kernel and one
-    4-byte copy to the host (the synchronisation the check needs anyway)."""
+def _first_entries_flag(out, rows: int, n: int):
+    """Device int32[1]: 1 when some row of ``out`` starts with NaN/Inf, else 0 (one small
+    kernel; reading it is the synchronisation the immediate check needs)."""
     cp = rt.cp()
     flag = cp.empty(1, dtype=cp.int32)
     K.kernel("first_finite", out.dtype)((1,), (1024,), (out, np.int64(rows), np.int64(n), flag))
-    return int(flag.get()[0]) == 0
+    return flag

@@ -124,13 +124,24 @@ def huge_shift_bfloat16(W):
     return cp.where(e > h, e - t, 0).astype(cp.int32)
 
 
-def bfloat16_all_finite(W) -> bool:
-    """True when no bfloat16 word of W (uint16) is NaN/Inf (exponent bits all ones): one
-    reduction and one host synchronisation, as :func:`all_finite`."""
+def _bfloat16_nonfinite(W):
+    return rt.cp().bitwise_and(W, 0x7F80) == 0x7F80  # exponent bits all ones: NaN or Inf
+
+
+def bfloat16_finite_flag(W):
+    """Device boolean scalar: no bfloat16 word of W (uint16) is NaN/Inf (no host sync)."""
     cp = rt.cp()
-    if W.size == 0:
-        return True
-    return not bool(cp.any(cp.bitwise_and(W, 0x7F80) == 0x7F80))
+    return cp.asarray(True) if W.size == 0 else ~cp.any(_bfloat16_nonfinite(W))
+
+
+def bfloat16_all_finite(W) -> bool:
+    """:func:`bfloat16_finite_flag` read on the host (one sync), as :func:`all_finite`."""
+    return bool(bfloat16_finite_flag(W))
+
+
+def bfloat16_nonfinite_count(W) -> int:
+    """Number of NaN/Inf bfloat16 words in W (uint16), for the error message."""
+    return int(rt.cp().count_nonzero(_bfloat16_nonfinite(W)))
 
 
 def finite_flag(X):
