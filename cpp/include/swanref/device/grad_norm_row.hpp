@@ -107,32 +107,36 @@ struct Storage {
   SWANREF_HOST_DEVICE static T load(S v) { return static_cast<T>(v); }
   SWANREF_HOST_DEVICE static S store(T v) { return static_cast<S>(v); }
 };
-#if defined(SWANREF_CUDA)
+// bfloat16 held as its 16-bit word (no bfloat16 type is needed: NVRTC has no cuda_bf16.h
+// without the toolkit's headers, and the host test reads the same words).
 struct bf16_storage {
   unsigned short bits;
 };
 template <>
 struct Storage<float, bf16_storage> {
   SWANREF_HOST_DEVICE static float load(bf16_storage v) {
-    union { unsigned int u; float f; } c;
-    c.u = static_cast<unsigned int>(v.bits) << 16;
-    return c.f;
+    const unsigned int u = static_cast<unsigned int>(v.bits) << 16;
+#if defined(__CUDA_ARCH__)
+    return __uint_as_float(u);
+#else
+    float f;
+    __builtin_memcpy(&f, &u, sizeof f);
+    return f;
+#endif
   }
   SWANREF_HOST_DEVICE static bf16_storage store(float v) {
     bf16_storage r;
 #if defined(__CUDA_ARCH__)
     asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(r.bits) : "f"(v));
 #else
-    union { unsigned int u; float f; } c;
-    c.f = v;
-    const unsigned int u = c.u;
+    unsigned int u;
+    __builtin_memcpy(&u, &v, sizeof u);
     r.bits = (u & 0x7fffffffu) > 0x7f800000u ? static_cast<unsigned short>((u >> 16) | 0x40u)
                                             : static_cast<unsigned short>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 #endif
     return r;
   }
 };
-#endif
 template <class T, class S>
 SWANREF_HOST_DEVICE inline T load_as(S v) { return Storage<T, S>::load(v); }
 template <class S, class T>
