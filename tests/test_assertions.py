@@ -318,18 +318,25 @@ def test_newton_schulz_helper_defaults_are_whitens():
 
 
 def test_newton_schulz_assertion_refuses_inputs_outside_the_model():
-    """float32 128x256 with the default reading: spec 8.3 claims nothing; the assertion must
-    say so instead of passing a 5-step output or G / ||G||_F."""
+    """Outside spec 8.3's model (float32, kappa 1e5, 40 steps: the feedback term) the
+    assertion must say so instead of passing a wrong output; at SWAN's default reading in
+    float32 (128 x 256, claimed since 0.3) the same wrong output is a plain failure."""
     G = np.random.default_rng(0).standard_normal((128, 256)).astype(np.float32)
     wrong = G / np.linalg.norm(G)
-    meas = A.measure_newton_schulz(wrong, G, steps=10, beta=0.5, scaling="gram_fro")
+    with pytest.raises(A.SwanrefAssertionError) as info:
+        A.assert_newton_schulz_close(wrong, G)
+    assert not isinstance(info.value, A.NoClaimError) and info.value.measurement.claim
+    A.assert_newton_schulz_close(swanref.whiten(G, "newton_schulz"), G)
+    G = matrices.conditioned(np.random.default_rng(0), 16, 32, kappa=1e5).astype(np.float32)
+    wrong = G / np.linalg.norm(G)
+    meas = A.measure_newton_schulz(wrong, G, steps=40, beta=0.5, scaling="gram_fro")
     assert not meas.claim and meas.error > 0.5
     with pytest.raises(A.NoClaimError, match="NO CLAIM"):
-        A.assert_newton_schulz_close(wrong, G)
+        A.assert_newton_schulz_close(wrong, G, steps=40)
     with pytest.raises(A.NoClaimError, match="nothing was checked"):
         A.assert_newton_schulz_close(swanref.whiten(G, "newton_schulz", steps=5,
-                                                    on_divergence="ignore"), G)
-    assert not A.assert_newton_schulz_close(wrong, G, allow_no_claim=True).claim
+                                                    on_divergence="ignore"), G, steps=40)
+    assert not A.assert_newton_schulz_close(wrong, G, steps=40, allow_no_claim=True).claim
     # inside the model nothing changes: float64 with a claim still passes and fails as before
     G64 = G.astype(np.float64)[:8, :16]
     A.assert_newton_schulz_close(swanref.whiten(G64, "newton_schulz"), G64)
