@@ -249,3 +249,17 @@ def test_readme_commands_are_the_ci_commands():
     assert commands[1] == 'python -m pip install ".[test]" && pytest'
     with open(os.path.join(ROOT, ".ci", "run")) as f:
         assert commands[1] in f.read()
+
+
+def test_readme_offers_the_quick_subset_and_every_slow_test_exists():
+    """The `slow` marker is used (tests/conftest.py marks the slowest tests) and the README
+    says how to leave them out; a renamed test would silently fall out of the list."""
+    import conftest
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    assert 'pytest -m "not slow"' in readme
+    for prefix in conftest.SLOW_TESTS:
+        path, _, name = prefix.partition("::")
+        with open(os.path.join(ROOT, path)) as f:
+            source = f.read()
+        assert not name or "def " + name.split("[")[0] in source, prefix
