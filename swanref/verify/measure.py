@@ -198,7 +198,7 @@ def json_float(x):
 
 
 #: a tolerance this large (the largest distance between partial isometries, spec 8.2's cap)
-#: asserts nothing: such a measurement is "no claim" (spec 11, 0.2)
+#: asserts nothing: such a measurement is "no claim" (spec changelog, 0.2)
 NO_CLAIM_TOLERANCE = 2.0
 
 NO_CLAIM_ADVICE = {
