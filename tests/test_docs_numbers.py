@@ -257,7 +257,7 @@ def test_readme_offers_the_quick_subset_and_every_slow_test_exists():
     import conftest
     with open(os.path.join(ROOT, "README.md")) as f:
         readme = f.read()
-    assert 'pytest -m "not slow"' in readme
+    assert 'pytest -n 2 -m "not slow"' in readme
     for prefix in conftest.SLOW_TESTS:
         path, _, name = prefix.partition("::")
         with open(os.path.join(ROOT, path)) as f:
