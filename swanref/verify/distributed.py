@@ -501,7 +501,7 @@ def evaluate(claim: ShardedClaim, kind: str, world: int, cases: list, outputs: l
         G = np.asarray(c.G)
         meas = agreement(claim, G, X, q, ref=ref, sv=None if svs is None else svs[i])
         tol_by_case[i] = meas
-        bad = not meas.passed
+        bad = meas.failed
         note("agrees_with_unsharded", meas.error, meas.tolerance, c,
              f"{where}, case {c.label}: " + meas.message(), bad)
         if "orthonormal_rows" in res:
