@@ -47,6 +47,7 @@ import importlib.metadata as md
 import importlib.util
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -59,7 +60,10 @@ from swanref.spec.conventions import resolve_scale, shape_factor
 from swanref.spec.routing import swan_route
 from swanref.update import orthogonalized_update
 from swanref.ops import grad_norm
-from swanref.verify.optimizer_glue import DriverError, Unsupported, validated
+from swanref.verify.optimizer_glue import (KNOB_NAMES, PARAM_STYLES, DriverError, Unsupported,
+                                           keyword_for, signature_of, generic_driver, load_optimizer,
+                                           parse_kwarg, validated)
+from swanref.verify.targets import UsageError
 
 __all__ = ["OptimizerClaim", "BUILTINS", "NESTEROV", "check_optimizer", "check_model",
            "torch_driver", "torch_model_driver", "optax_driver", "main", "probe_tolerance"]
@@ -1335,16 +1339,133 @@ def results_table(names=None) -> str:
     return "\n".join(rows)
 
 
+_CLAIM_FIELDS = {f for f in OptimizerClaim.__dataclass_fields__}
+
+
+def load_claim_file(path: str) -> dict:
+    """An optimizer claim file: JSON (or TOML, ``.toml``) with the knobs of
+    :class:`OptimizerClaim` at the top level or under ``"optimizer"``; ``"version": 1``
+    (docs/optimizers.md)."""
+    import os
+    if not os.path.isfile(path) or os.path.getsize(path) > 1 << 20:
+        raise UsageError(f"--claim {path!r}: not a regular file of at most 1 MiB")
+    text = open(path, encoding="utf-8").read()
+    try:
+        if path.endswith(".toml"):
+            import tomllib
+            data = tomllib.loads(text)
+        else:
+            data = json.loads(text)
+    except Exception as exc:  # noqa: BLE001 - any parse error is a usage error
+        raise UsageError(f"--claim {path!r}: cannot parse: {exc}") from exc
+    if not isinstance(data, dict):
+        raise UsageError(f"--claim {path!r}: expected a table/object of knobs")
+    if data.get("version", 1) != 1:
+        raise UsageError(f"--claim {path!r}: unknown version {data.get('version')!r} (1)")
+    data = dict(data.get("optimizer", data))
+    data.pop("version", None)
+    data.pop("level", None)
+    return data
+
+
+def make_claim(knobs: dict) -> OptimizerClaim:
+    """An :class:`OptimizerClaim` from a dict of knobs (unknown names and bad values are a
+    :class:`UsageError` naming the knob)."""
+    unknown = sorted(set(knobs) - _CLAIM_FIELDS)
+    if unknown:
+        raise UsageError(f"unknown claim knob(s) {', '.join(unknown)}; the knobs are "
+                         f"{', '.join(sorted(_CLAIM_FIELDS))}")
+    if "preset" not in knobs:
+        raise UsageError("the claim needs a preset (--preset NAME: the orthogonaliser the "
+                         "optimizer uses; swanref presets --list, or svd for an exact polar "
+                         "factor)")
+    try:
+        return OptimizerClaim(**knobs)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise UsageError(f"bad claim: {exc}") from exc
+
+
+def check_target(target, claim=None, *, kwargs=None, params="auto", name=None, seed=0,
+                 **knobs) -> OptimizerReport:
+    """Zero glue (docs/optimizers.md): check ``target`` -- a ``torch.optim.Optimizer`` class,
+    an optax ``GradientTransformation`` factory, or their import path ``"pkg.module:Class"``
+    -- under ``claim`` (an :class:`OptimizerClaim`, or knobs such as ``preset="torch_muon",
+    precision="bfloat16", nesterov="sutskever"``).  ``kwargs`` go to every construction; an
+    ``lr``/``weight_decay`` among them is also the claim's (unless the claim says otherwise),
+    and where the optimizer has no momentum keyword the claim's momentum is its default."""
+    label = name or (target if isinstance(target, str) else
+                     getattr(target, "__qualname__", repr(target)))
+    if isinstance(target, str):
+        target = load_optimizer(target)
+    kwargs = dict(kwargs or {})
+    if claim is None:
+        claim = make_claim(knobs)
+    elif knobs:
+        claim = replace(claim, **knobs)
+    sig_kn = {k: keyword_for(signature_of(target), k, kwargs) for k in ("lr", "weight_decay",
+                                                                "momentum")}
+    upd = {}
+    for k in ("lr", "weight_decay"):
+        if sig_kn[k] in kwargs and k not in knobs:
+            upd[k] = float(kwargs[sig_kn[k]])
+    if sig_kn["momentum"] is None and "momentum" not in knobs:
+        upd["momentum"] = MU
+    claim = replace(claim, **upd) if upd else claim
+    run = generic_driver(target, kwargs, lr=claim.lr, weight_decay=claim.weight_decay,
+                         params=params, dtype=claim.param_dtype)
+    if run.knobs["momentum"] is None and "momentum" not in knobs:
+        dflt = run.momentum_default
+        if dflt is None:
+            raise UsageError(f"{label} takes no momentum keyword (tried "
+                             f"{', '.join(KNOB_NAMES['momentum'])}) and its default is not "
+                             "in its signature: claim it (--set momentum=VALUE)")
+    return check_optimizer(run, claim, label, seed)
+
+
+def _parse_sets(items):
+    out = {}
+    for text in items or []:
+        k, v = parse_kwarg(text)
+        out[k] = v
+    return out
+
+
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="swanref check-optimizer",
-                                description="Drive a real optimizer one and two steps and "
-                                            "compare with the spec's update (docs/optimizers.md)")
-    p.add_argument("optimizer", nargs="?", help=f"one of: {', '.join(BUILTINS)}")
+    p = argparse.ArgumentParser(
+        prog="swanref check-optimizer",
+        description="Drive a real optimizer one and two steps and compare with the spec's "
+                    "update (docs/optimizers.md).  OPTIMIZER is a built-in name (--list) or "
+                    "an import path pkg.module:Class (a torch.optim optimizer class) or "
+                    "pkg.module:factory (an optax GradientTransformation factory).")
+    p.add_argument("optimizer", nargs="?", help=f"one of: {', '.join(BUILTINS)}; or "
+                   "pkg.module:Class / file.py:Class")
     p.add_argument("--list", action="store_true", help="list the built-in optimizers")
     p.add_argument("--table", action="store_true",
                    help="markdown results rows for every installed built-in optimizer")
     p.add_argument("--json", action="store_true")
-    args = p.parse_args(argv)
+    g = p.add_argument_group("an optimizer by import path")
+    g.add_argument("--kwarg", action="append", metavar="NAME=VALUE",
+                   help="keyword for the optimizer's constructor/factory (repeatable); the "
+                        "value is a Python literal, a dotted name (torch.float64), or a dotted "
+                        "callable on a literal (jnp.array([[3.4, -4.7, 2.0]]))")
+    g.add_argument("--preset", help="the orthogonaliser the optimizer claims (a swanref "
+                   "preset or route, or svd)")
+    g.add_argument("--scale", help="the scale rule (default keller)")
+    g.add_argument("--precision", help="what the orthogonaliser computes in (float32, "
+                   "bfloat16, float16, float64)")
+    g.add_argument("--set", action="append", metavar="KNOB=VALUE",
+                   help="any other claim knob (docs/optimizers.md): nesterov=sutskever, "
+                        "nesterov_always=True, nd=batched, stack=independent, eps=1e-8, "
+                        "eps_form=clamp, normalise=normuon, gate=cautious, param_dtype=float64, "
+                        "lr=..., momentum=0.95, ...")
+    g.add_argument("--claim", metavar="FILE", help="claim file (JSON or TOML, version 1); "
+                   "--preset/--scale/--precision/--set override it")
+    g.add_argument("--params", default="auto", help="how the parameters reach the "
+                   f"constructor: {', '.join(PARAM_STYLES)} (default auto)")
+    try:
+        args = p.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
     if args.list:
         for name, b in BUILTINS.items():
             miss = available(b)
@@ -1353,18 +1474,35 @@ def main(argv=None) -> int:
     if args.table:
         print(results_table())
         return 0
-    if args.optimizer not in BUILTINS:
-        print(f"swanref check-optimizer: error: choose one of {', '.join(BUILTINS)}",
+    if args.optimizer is None:
+        print("swanref check-optimizer: error: name an optimizer (--list) or an import path",
               file=sys.stderr)
         return 2
-    miss = available(BUILTINS[args.optimizer])
-    if miss:
-        print(f"swanref check-optimizer: {args.optimizer} needs {', '.join(miss)} (not "
-              "installed)", file=sys.stderr)
+    try:
+        if args.optimizer in BUILTINS:
+            if args.kwarg or args.set or args.preset or args.claim:
+                raise UsageError(f"{args.optimizer} is a built-in with its own claim; check "
+                                 "it by import path to pass --kwarg/--preset/--set/--claim")
+            miss = available(BUILTINS[args.optimizer])
+            if miss:
+                raise UsageError(f"{args.optimizer} needs {', '.join(miss)} (not installed)")
+            report = run_builtin(args.optimizer)
+        elif ":" not in args.optimizer:
+            raise UsageError(f"{args.optimizer!r} is neither a built-in ({', '.join(BUILTINS)}) "
+                             "nor an import path pkg.module:Class")
+        else:
+            knobs = load_claim_file(args.claim) if args.claim else {}
+            for k in ("preset", "scale", "precision"):
+                if getattr(args, k) is not None:
+                    knobs[k] = getattr(args, k)
+            knobs.update(_parse_sets(args.set))
+            kwargs = dict(parse_kwarg(k) for k in (args.kwarg or []))
+            report = check_target(args.optimizer, kwargs=kwargs, params=args.params, **knobs)
+    except UsageError as exc:
+        print(f"swanref check-optimizer: error: {exc}", file=sys.stderr)
         return 2
-    report = run_builtin(args.optimizer)
     print(json.dumps(report.to_dict(), indent=1, default=float) if args.json else report.table())
-    return 0 if report.conforming else 1
+    return report.exit_code
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -109,14 +109,14 @@ def parse_kwarg(text: str):
 
 # -- the generic driver ------------------------------------------------------------------------
 
-def _signature(target):
+def signature_of(target):
     try:
         return inspect.signature(target)
     except (TypeError, ValueError):
         return None
 
 
-def _knob(sig, knob, user):
+def keyword_for(sig, knob, user):
     """The keyword the target takes for ``knob`` (None if none; a user kwarg wins)."""
     for name in KNOB_NAMES[knob]:
         if name in user:
@@ -156,7 +156,7 @@ def target_kind(target) -> str:
     parameters) or 'optax' (a factory returning a GradientTransformation)."""
     if _is_torch_optimizer(target):
         return "torch"
-    first = _first_param(_signature(target))
+    first = _first_param(signature_of(target))
     if first in ("params", "param_groups", "named_params", "parameters", "model_params"):
         return "torch"
     if hasattr(target, "init") and hasattr(target, "update"):
@@ -231,8 +231,8 @@ def generic_driver(target, kwargs=None, *, lr, weight_decay, params="auto", dtyp
     the error asks for them, and ``muon_params=`` when the signature has that keyword)."""
     user = dict(kwargs or {})
     kind = target_kind(target)
-    sig = _signature(target)
-    knobs = {k: _knob(sig, k, user) for k in KNOB_NAMES}
+    sig = signature_of(target)
+    knobs = {k: keyword_for(sig, k, user) for k in KNOB_NAMES}
     for k, v in (("lr", lr), ("weight_decay", weight_decay)):
         if knobs[k] is None and v:
             raise UsageError(f"{getattr(target, '__name__', target)!r} takes no {k} keyword "
@@ -295,20 +295,22 @@ def generic_driver(target, kwargs=None, *, lr, weight_decay, params="auto", dtyp
         except Unsupported:
             raise
         except Exception as exc:  # noqa: BLE001 - a refusal is a finding, unless a convention
-            hint = _convention_hint(exc) if state["style"] == "auto" else None
-            if hint is None:
-                if state["style"] == "auto":
-                    state["style"] = "list"
+            if state["style"] != "auto":
                 raise Unsupported(_first_line(exc)) from exc
-            state["style"] = hint
-            try:
-                return attempt()
-            except Exception as exc2:  # noqa: BLE001
-                raise Unsupported(_first_line(exc2) + f" (parameters passed as {hint!r} after "
-                                  f"{_first_line(exc)}; choose with --params)") from exc2
-        finally:
-            if state["style"] == "auto":
-                state["style"] = "list"
+            hint = _convention_hint(exc)
+            tried = []
+            for style in ([hint] if hint else []) + [s for s in ("use_muon", "named")
+                                                      if s != hint]:
+                state["style"] = style
+                try:
+                    out = attempt()
+                except Exception as exc2:  # noqa: BLE001
+                    tried.append(f"{style!r}: {_first_line(exc2)}")
+                    continue
+                return out  # this style works: keep it for every later run
+            state["style"] = "list"
+            raise Unsupported(_first_line(exc) + " (parameters passed as a list; also tried "
+                              + "; ".join(tried) + "; choose with --params)") from exc
 
     def optax_run(p0, grads, momentum, nesterov=False, group=False):
         import jax.numpy as jnp
