@@ -76,7 +76,7 @@ TOLERANCE = {"float64": 1e-9, "float32": 1e-4, "bfloat16": 0.08, "float16": 0.02
 #: (a probe whose noise gain is tiny still rounds its output once)
 FLOOR_ULPS = 4
 #: rectangular kernel: a scale read from (kh, kw) differs from one read from (kw, kh)
-KINDS = {"wide": (8, 16), "tall": (16, 8), "square": (8, 8), "conv": (8, 4, 3, 5)}
+KINDS = {"wide": (8, 16), "tall": (16, 8), "square": (8, 8), "conv": (8, 4, 5, 3)}
 STACK_SHAPE = (3, 8, 16)
 #: the N-D rules a claim can state (spec 9.9): the matrix view of a 3-D (``stack``) and a 4-D
 #: (``nd``) parameter
@@ -636,7 +636,7 @@ def _orth_view(claim, V):
     return O * (shape_factor(rule, m, n) * claim.scale_factor)
 
 
-def _expected(claim, g, view=None):
+def _expected(claim, g, view=None, gate_grad=None):
     """The update the claim expects for gradient (or momentum direction) ``g``: its matrix view
     (``view``: a shape, default :func:`matrix_view`), SWAN's GradNorm if claimed, the
     orthogonaliser, the normalisation, the scale rule, the gate; in ``g``'s shape."""
@@ -652,7 +652,7 @@ def _expected(claim, g, view=None):
         V = grad_norm(np.asarray(V.reshape(-1, view[-1]), np.float64 if wide else np.float32)
                       ).reshape(view)
     U = _orth_view(claim, V).reshape(shape)
-    U = _gated(claim, U, g)
+    U = _gated(claim, U, g if gate_grad is None else gate_grad)
     return U.astype(np.complex128 if cplx else np.float64)
 
 
@@ -841,18 +841,19 @@ def _run_properties(report, run, claim, rng, dt, seed):
 
 def _nd_readings(claim, g):
     """Other readings of an N-D gradient, for the diagnosis: every N-D rule, and the scale read
-    from the trailing (kernel) axes."""
+    from the trailing (kernel) axes; each with its own tolerance."""
     out = {}
     for rule in ("flattened", "flattened_last", "batched"):
         view = matrix_view(replace(claim, stack="independent" if rule == "batched" else rule,
                                    nd=rule), g.shape)
-        out[f"N-D rule {rule} {view}"] = _expected(claim, g, view)
+        out[f"N-D rule {rule} {view}"] = (_expected(claim, g, view),
+                                          probe_tolerance(claim, g, view))
     view = matrix_view(claim, g.shape)
     if view is not None and len(view) == 2 and g.ndim > 2:
         rule = resolve_scale(claim.scale)
         f = shape_factor(rule, *g.shape[-2:]) / shape_factor(rule, *view)
         out[f"scale read from the trailing axes {g.shape[-2:]} (kh, kw), not from {view}"] = \
-            _expected(claim, g) * f
+            (_expected(claim, g) * f, probe_tolerance(claim, g))
     return out
 
 
@@ -891,13 +892,19 @@ def _ratio_note(U, E):
 
 def _closest(U, cands, tol):
     """'; closest: NAME (d)' over candidates that are finite (a diverged reading is never
-    named), and whether it matches within ``tol``."""
-    dist = {k: _rel(U, v) for k, v in cands.items()}
-    dist = {k: v for k, v in dist.items() if math.isfinite(v)}
+    named), and whether it matches within its tolerance (a candidate may be an (array, tol)
+    pair; else ``tol``)."""
+    dist, tols = {}, {}
+    for k, v in cands.items():
+        arr, t = v if isinstance(v, tuple) else (v, tol)
+        d = _rel(U, arr)
+        if math.isfinite(d):
+            dist[k], tols[k] = d, t
     if not dist:
         return ""
     best = min(dist, key=dist.get)
-    return f"; {'matches' if dist[best] <= tol else 'closest'}: {best} ({dist[best]:.3g})"
+    return (f"; {'matches' if dist[best] <= tols[best] else 'closest'}: {best} "
+            f"({dist[best]:.3g})")
 
 
 _EPS_CANDIDATES = (1e-6, 1e-7, 1e-8, 1e-10)
@@ -958,7 +965,7 @@ def _momentum_property(run, claim, rng, dt):
     c1, c2 = NESTEROV[claim.nesterov][0](mu) if claim.nesterov_always else (mu, 1.0)
     U2 = _implied(claim, p1, p2)
     D = c1 * g1 + c2 * g2
-    E2 = _expected(claim, D)
+    E2 = _expected(claim, D, gate_grad=g2)
     W2 = mu * _expected(claim, g1) + _expected(claim, g2)
     tol = probe_tolerance(claim, D, buffer_scale=min(1.0, 1 - mu) if mu < 1 else 1.0)
     d = _rel(_unit(U2), _unit(E2))
@@ -1001,7 +1008,7 @@ def _nesterov_property(run, claim, rng, dt):
     c1, c2 = NESTEROV[claim.nesterov][0](mu)
     D2 = c1 * g1 + c2 * g2
     d1 = _rel(U1, _expected(claim, g1))
-    d2 = _rel(U2, _expected(claim, D2))
+    d2 = _rel(U2, _expected(claim, D2, gate_grad=g2))
     d = max(d1, d2)
     bs = min(1.0, 1 - mu) if mu < 1 else 1.0
     tol = max(probe_tolerance(claim, g1, buffer_scale=bs), probe_tolerance(claim, D2,
