@@ -81,14 +81,13 @@ def test_nesterov_that_cannot_be_switched_off():
     assert r.status("momentum_before_orth") == "FAIL"
 
 
-def test_normuon_columns_of_wide_matrices():
-    run = I.make(normalise="normuon")
-    assert check(run, normalise="normuon").conforming
-    r = check(I.make(normalise="normuon", normuon_rows_only=True), normalise="normuon")
+def test_normuon_rows_and_columns_of_wide_matrices():
+    run = I.make(normalise="columns_if_wide")
+    assert check(run, normalise="columns_if_wide").conforming
+    r = check(I.make(normalise="columns_if_wide", rows_only=True), normalise="columns_if_wide")
     assert r.status("one_step_wide") == "FAIL"
     assert r.status("one_step_tall") == "pass"  # tall matrices normalise rows either way
-    assert check(I.make(normalise="normuon", normuon_rows_only=True),
-                 normalise="rows").status("one_step_wide") == "pass"
+    assert check(I.make(normalise="rows"), normalise="rows").conforming
 
 
 def test_cautious_gate():

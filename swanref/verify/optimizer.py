@@ -83,7 +83,7 @@ STACK_SHAPE = (3, 8, 16)
 ND_RULES = ("flattened", "flattened_last", "batched", "routed")
 _ND_ALIASES = {"orthogonalised": "flattened", "independent": "batched"}
 STACK_RULES = ("flattened", "independent", "flattened_last", "routed")
-NORMALISE = ("none", "rows", "columns", "normuon", "elementwise")
+NORMALISE = ("none", "rows", "columns", "columns_if_wide", "elementwise")
 REMATCH = ("orth", "rms", "sqrt_min")
 GATES = ("none", "cautious", "cautious_columns")
 PRECONDITION = ("frobenius", "schatten")
@@ -170,7 +170,7 @@ class OptimizerClaim:
     eps_form: str | None = None       # add / clamp / none (None: the preset's)
     norm_scale: float | None = None   # safety factor on the norm (None: the preset's)
     precondition: str = "frobenius"   # or "schatten": the first step rescales by ||X X^T||_F^-1/2
-    normalise: str = "none"           # after orthogonalising: rows/columns/normuon/elementwise
+    normalise: str = "none"           # after orthogonalising: rows/columns/columns_if_wide/elementwise
     normalise_eps: float = 0.0        # added to the RMS / |O| the normalisation divides by
     rematch: str = "orth"             # the norm a normalised update is re-matched to
     gate: str = "none"                # cautious (per element) / cautious_columns
@@ -359,6 +359,15 @@ def _ptopt_adamuon(**extra):
     return torch_driver(make)
 
 
+def _ptopt_normuon(**extra):
+    from pytorch_optimizer import NorMuon
+
+    def make(ps, mu, nesterov=False):
+        return NorMuon([dict(params=ps, use_muon=True)], lr=LR, weight_decay=WD, momentum=mu,
+                       nesterov=nesterov, **extra)
+    return torch_driver(make)
+
+
 def _heavyball_muon(**extra):
     import heavyball
     from heavyball import utils
@@ -412,12 +421,19 @@ BUILTINS = {b.name: b for b in [
             "momentum=0", "groups need use_muon; conv reshaped (out, -1)",
             ("torch", "pytorch_optimizer"), {"foreach=True": lambda: _ptopt_muon(foreach=True)}),
     Builtin("pytorch_optimizer.AdaMuon", _ptopt_adamuon,
-            OptimizerClaim("torch_muon", "moonlight", precision="bfloat16"),
+            OptimizerClaim("torch_muon", "moonlight", precision="bfloat16",
+                           normalise="elementwise", rematch="sqrt_min", normalise_eps=1e-10),
             "first step (beta1 only scales)",
-            "step 1 is an elementwise second-moment normalisation of O (about sign(O)): "
-            "not an orthogonalised update, so the one-step comparison is expected to fail",
+            "step 1 divides O elementwise by sqrt(v) = |O| (+ eps 1e-10), re-matched to "
+            "sqrt(min(m, n)), then use_adjusted_lr's 0.2 sqrt(max(m, n))",
             ("torch", "pytorch_optimizer"),
             {"foreach=True": lambda: _ptopt_adamuon(foreach=True)}),
+    Builtin("pytorch_optimizer.NorMuon", _ptopt_normuon,
+            OptimizerClaim("torch_muon", "keller", precision="bfloat16", nesterov="sutskever",
+                           normalise="rows", normalise_eps=1e-10),
+            "momentum=0 (second moment: (1 - beta2) cancels in the re-match)",
+            "per-row (per-neuron) second moment after orthogonalising, re-matched to ||O||_F "
+            "(update_scale='preserve_norm')", ("torch", "pytorch_optimizer")),
     Builtin("heavyball.Muon", _heavyball_muon, OptimizerClaim("heavyball_ns5", "keller",
                                                               precision="float32",
                                                               param_dtype="float64",
@@ -1325,6 +1341,7 @@ def results_table(names=None) -> str:
                 return res.status
             return f"{res.status} {res.error:.1e}"
         one = " / ".join(cell(x) for x in r.results if x.name.startswith("one_step"))
+        eps = cell(next(x for x in r.results if x.name == "eps_small_gradient"))
         st = cell(next(x for x in r.results if x.name == "momentum_before_orth"))
         vec = next(x for x in r.results if x.name == "vector_routed")
         nest = next(x for x in r.results if x.name == "nesterov")
@@ -1340,9 +1357,13 @@ def results_table(names=None) -> str:
                           + (f" ({x.message.split('; ', 1)[1]})" if x.status == "FAIL"
                              and "; " in x.message else "")
                           for x in r.results if x.name.startswith("same_shape_independent"))
+        knobs = "".join(f", {k}={v}" for k, v in b.claim.to_dict().items()
+                        if k in _NON_DEFAULT and v != _NON_DEFAULT[k]
+                        and k not in ("nesterov", "stack"))
         rows.append(f"| `{name}` | {package_label(b)} | `{b.claim.preset}`, `{b.claim.scale}`, "
-                    f"{b.claim.precision} ({_tol_label(b.claim)}) | {b.neutral} | {one} | "
-                    f"{st} | {nest} | {stack} | {cplx} | {group} | {vec.status}: {vec.message} |")
+                    f"{b.claim.precision}{knobs} ({_tol_label(b.claim)}) | {b.neutral} | "
+                    f"{one} | {eps} | {st} | {nest} | {stack} | {cplx} | {group} | "
+                    f"{vec.status}: {vec.message} |")
     return "\n".join(rows)
 
 
@@ -1353,7 +1374,6 @@ def load_claim_file(path: str) -> dict:
     """An optimizer claim file: JSON (or TOML, ``.toml``) with the knobs of
     :class:`OptimizerClaim` at the top level or under ``"optimizer"``; ``"version": 1``
     (docs/optimizers.md)."""
-    import os
     if not os.path.isfile(path) or os.path.getsize(path) > 1 << 20:
         raise UsageError(f"--claim {path!r}: not a regular file of at most 1 MiB")
     text = open(path, encoding="utf-8").read()
@@ -1463,7 +1483,7 @@ def main(argv=None) -> int:
     g.add_argument("--set", action="append", metavar="KNOB=VALUE",
                    help="any other claim knob (docs/optimizers.md): nesterov=sutskever, "
                         "nesterov_always=True, nd=batched, stack=independent, eps=1e-8, "
-                        "eps_form=clamp, normalise=normuon, gate=cautious, param_dtype=float64, "
+                        "eps_form=clamp, normalise=rows, gate=cautious, param_dtype=float64, "
                         "lr=..., momentum=0.95, ...")
     g.add_argument("--claim", metavar="FILE", help="claim file (JSON or TOML, version 1); "
                    "--preset/--scale/--precision/--set override it")

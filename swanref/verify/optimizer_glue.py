@@ -291,7 +291,10 @@ def generic_driver(target, kwargs=None, *, lr, weight_decay, params="auto", dtyp
                 out.append(now if group else now[0])
             return out
         try:
-            return attempt()
+            out = attempt()
+            if state["style"] == "auto":  # a plain list works: keep it for every later run
+                state["style"] = "list"
+            return out
         except Unsupported:
             raise
         except Exception as exc:  # noqa: BLE001 - a refusal is a finding, unless a convention

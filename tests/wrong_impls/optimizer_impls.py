@@ -6,14 +6,14 @@ orientation), as KellerJordan/Muon ``zeropower_via_newtonschulz5`` writes it.
 Knobs (the faithful conventions): ``eps``/``eps_form``; ``nd`` ("flattened": (shape[0], -1),
 pytorch-optimizer/KellerJordan; "batched": leading axes are a batch, dion ``flatten=False``);
 ``stack`` for 3-D; ``nesterov_always`` (no keyword: Nesterov is always on, sutskever form);
-``normalise`` ("normuon": NorMuon rows of tall, columns of wide matrices, re-matched to
-``||O||_F``; "elementwise": AdaMuon's ``O / (|O| + eps)`` re-matched to ``sqrt(min(m, n))``);
+``normalise`` ("rows": NorMuon's per-neuron rows, zichongli5/NorMuon and pytorch-optimizer;
+"columns_if_wide": rows of tall, columns of wide matrices; both re-matched to ``||O||_F``; "elementwise": AdaMuon's ``O / (|O| + eps)`` re-matched to ``sqrt(min(m, n))``);
 ``gate`` ("cautious": heavyball/Cautious ``mask = sign(u) == sign(g)``, ``u * mask /
 mean(mask)``); ``schatten`` (optax ``preconditioning='schatten'``).
 
 Bugs: ``scale_from_kernel`` (the scale read from ``shape[-2:]`` of a conv weight: Keller's
-``muon_update`` ``grad.size(-2) / grad.size(-1)``), ``normuon_rows_only`` (rows of a wide matrix
-too), ``gate_no_rescale``, ``schatten_no_sqrt`` (``X / ||X X^T||_F``), ``adamuon_no_rematch``,
+``muon_update`` ``grad.size(-2) / grad.size(-1)``), ``rows_only`` (rows of a wide matrix
+too, where columns are claimed), ``gate_no_rescale``, ``schatten_no_sqrt`` (``X / ||X X^T||_F``), ``adamuon_no_rematch``,
 ``conv_broadcast`` (a conv weight crashes on a broadcast), ``always_raises``, ``eps_value`` set
 to another epsilon than claimed, ``flatten_3d`` (a stack flattened where batched is claimed).
 """
@@ -46,7 +46,7 @@ def ns5(G, eps=1e-7, form="add", schatten=False, schatten_no_sqrt=False):
 
 def make(*, eps=1e-7, eps_form="add", nd="flattened", stack="flattened", nesterov_always=False,
          normalise="none", gate="none", schatten=False, **bugs):
-    bad = set(bugs) - {"scale_from_kernel", "normuon_rows_only", "gate_no_rescale",
+    bad = set(bugs) - {"scale_from_kernel", "rows_only", "gate_no_rescale",
                        "schatten_no_sqrt", "adamuon_no_rematch", "conv_broadcast",
                        "always_raises", "flatten_3d"}
     assert not bad, bad
@@ -64,8 +64,8 @@ def make(*, eps=1e-7, eps_form="add", nd="flattened", stack="flattened", nestero
             V = V + np.ones(shape[-1])  # a bias-like vector of the kernel width: a crash
         O = ns5(V, eps, eps_form, schatten, bugs.get("schatten_no_sqrt", False))
         m, n = V.shape[-2:]
-        if normalise == "normuon":
-            axis = -1 if (m >= n or bugs.get("normuon_rows_only")) else -2
+        if normalise in ("rows", "columns_if_wide"):
+            axis = -1 if (m >= n or normalise == "rows" or bugs.get("rows_only")) else -2
             rms = np.sqrt(np.mean(O * O, axis=axis, keepdims=True))
             N = O / rms
             O = N * (np.linalg.norm(O, axis=(-2, -1), keepdims=True)
