@@ -87,7 +87,9 @@ NORMALISE = ("none", "rows", "columns", "columns_if_wide", "elementwise")
 REMATCH = ("orth", "rms", "sqrt_min")
 GATES = ("none", "cautious", "cautious_columns")
 PRECONDITION = ("frobenius", "schatten")
-EPS_FORMS = ("add", "clamp", "none")
+#: "invariant": the epsilon acts on a power-of-two pre-scaled copy (swanref's operator, spec
+#: 9.5): scale-invariant, the epsilon never decides
+EPS_FORMS = ("add", "clamp", "none", "invariant")
 #: same_shape_independent: the group's parameter shape and the gradients' norms (a joint
 #: Frobenius normalisation leaves the small ones' singular values at ~1e-3 of the large one's)
 GROUP_SHAPE = (8, 16)
@@ -195,7 +197,8 @@ class OptimizerClaim:
                              f"got {self.precision!r}")
         if self.eps is not None and not (self.eps >= 0 and math.isfinite(self.eps)):
             raise ValueError(f"eps must be a finite number >= 0, got {self.eps!r}")
-        if (self.eps is not None or self.eps_form or self.norm_scale is not None
+        if (self.eps is not None or self.eps_form not in (None, "invariant")
+                or self.norm_scale is not None
                 or self.precondition != "frobenius") and self.preset_object is None:
             raise ValueError(f"eps, eps_form, norm_scale and precondition need a preset or "
                              f"route (swanref.presets), not the method {self.preset!r}")
@@ -210,8 +213,8 @@ class OptimizerClaim:
     def preset_object(self):
         if self.preset in PRESETS or self.preset in ROUTES:
             p = get_preset(self.preset)
-            return replace(p, eps=p.eps if self.eps is None else float(self.eps),
-                           norm=p.norm if self.eps_form is None else self.eps_form,
+            form = self.eps_form if self.eps_form not in (None, "invariant") else p.norm
+            return replace(p, eps=p.eps if self.eps is None else float(self.eps), norm=form,
                            norm_scale=p.norm_scale if self.norm_scale is None
                            else float(self.norm_scale))
         return None
@@ -219,6 +222,8 @@ class OptimizerClaim:
     @property
     def raw_path(self):
         """The expected update runs the preset at the buffer's own scale (eps in place)."""
+        if self.eps_form == "invariant":
+            return False
         return (self.eps is not None or self.eps_form is not None or self.norm_scale is not None
                 or self.precondition != "frobenius")
 
@@ -707,8 +712,10 @@ def probe_tolerance(claim, g, view=None, buffer_scale=1.0):
         gain = noise_gain(S, P, sched)
         # the epsilon's displacement: none where the expected update puts it at the buffer's
         # own scale (raw path, buffer = the compared direction)
-        exact = claim.raw_path and buffer_scale == 1.0
-        delta = (P.eps / (fro * P.norm_scale * buffer_scale)
+        exact = (claim.raw_path or claim.eps_form == "invariant") and buffer_scale == 1.0
+        # an invariant optimizer pre-scales too: its epsilon sits near max|X| ~ 1
+        place = fro / float(np.max(np.abs(M))) if claim.eps_form == "invariant" else fro
+        delta = (P.eps / (place * P.norm_scale * buffer_scale)
                  if P.norm in ("add", "clamp") and not exact else 0.0)
         tol = max(tol, C_AMPLIFICATION * (u * acc + delta) * gain)
     if claim.normalise == "elementwise" or claim.gate != "none":
@@ -953,7 +960,7 @@ def _eps_property(run, claim, rng, dt):
     except Unsupported as exc:
         return _failure(name, exc, explained=False)
     U = -p1 / claim.lr
-    raw = replace(claim, eps=P.eps, eps_form=P.norm)
+    raw = claim if claim.eps_form == "invariant" else replace(claim, eps=P.eps, eps_form=P.norm)
     E = _expected(raw, g)
     tol = probe_tolerance(raw, g)
     d = _rel(U, E)
@@ -962,7 +969,8 @@ def _eps_property(run, claim, rng, dt):
     cands = {f"eps {e:g} ({form})": _expected(replace(claim, eps=e, eps_form=form), g)
              for e in _EPS_CANDIDATES for form in ("add", "clamp")}
     cands["no epsilon (X / ||X||_F)"] = _expected(replace(claim, eps=0.0, eps_form="add"), g)
-    cands["scale-invariant (the gradient pre-scaled, spec 9.5)"] = _expected(claim, g)
+    cands["scale-invariant (the gradient pre-scaled, spec 9.5: eps_form=invariant)"] = \
+        _expected(replace(claim, eps=None, eps_form="invariant"), g)
     return _judged(name, d, tol, f"claimed eps {P.eps:g} ({P.norm}) at ||g||_F = "
                    f"{np.linalg.norm(g):.3g}; {_ratio_note(U, E)}" + _closest(U, cands, tol))
 
