@@ -175,6 +175,8 @@ def test_claim_validation_and_files(tmp_path):
     assert O.make_claim(O.load_claim_file(str(f))).eps == 1e-8
     with pytest.raises(G.UsageError, match="unknown claim knob"):
         O.make_claim({"preset": "muon_ns5", "epsilon": 1})
+    with pytest.raises(G.UsageError, match="no lr keyword"):  # neither torch nor optax-like
+        O.check_target("numpy.linalg:norm", preset="svd")
 
 
 def test_typed_kwarg_values():

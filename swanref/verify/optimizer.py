@@ -1447,7 +1447,7 @@ def check_target(target, claim=None, *, kwargs=None, params="auto", name=None, s
         upd["momentum"] = MU
     claim = replace(claim, **upd) if upd else claim
     run = generic_driver(target, kwargs, lr=claim.lr, weight_decay=claim.weight_decay,
-                         params=params, dtype=claim.param_dtype)
+                         params=params, dtype=claim.param_dtype, claimed=tuple(knobs))
     if run.knobs["momentum"] is None and "momentum" not in knobs:
         dflt = run.momentum_default
         if dflt is None:

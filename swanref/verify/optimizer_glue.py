@@ -217,7 +217,8 @@ def _first_line(exc):
     return f"{type(exc).__name__}: {(lines[0] if lines else '')[:200]}"
 
 
-def generic_driver(target, kwargs=None, *, lr, weight_decay, params="auto", dtype="float32"):
+def generic_driver(target, kwargs=None, *, lr, weight_decay, params="auto", dtype="float32",
+                   claimed=()):
     """A driver ``run(p0, grads, momentum, nesterov=False, group=False)`` for ``target``: a
     ``torch.optim.Optimizer`` class (or any callable taking the parameters first) or an optax
     factory returning a ``GradientTransformation``.  ``kwargs`` are passed on every build;
@@ -234,10 +235,10 @@ def generic_driver(target, kwargs=None, *, lr, weight_decay, params="auto", dtyp
     sig = signature_of(target)
     knobs = {k: keyword_for(sig, k, user) for k in KNOB_NAMES}
     for k, v in (("lr", lr), ("weight_decay", weight_decay)):
-        if knobs[k] is None and v:
+        if knobs[k] is None and v and k not in claimed:
             raise UsageError(f"{getattr(target, '__name__', target)!r} takes no {k} keyword "
                              f"(tried {', '.join(KNOB_NAMES[k])}); pass it with --kwarg "
-                             f"NAME=VALUE and claim its value (--set {k}=...)")
+                             f"NAME=VALUE under its own name and claim the value with --set {k}=...")
     style, extra = _parse_style(params)
     if kind == "torch" and style == "auto" and sig is not None and "muon_params" in \
             sig.parameters:
