@@ -170,9 +170,18 @@ def test_claim_validation_and_files(tmp_path):
         claim(normalise="diagonal")
     with pytest.raises(ValueError, match="need a preset"):
         O.OptimizerClaim("svd", eps=1e-8)
-    f = tmp_path / "c.json"
-    f.write_text(json.dumps({"version": 1, "optimizer": {"preset": "muon_ns5", "eps": 1e-8}}))
-    assert O.make_claim(O.load_claim_file(str(f))).eps == 1e-8
+    # the shared claim file (docs/spec.md 11) maps onto the optimizer check's knobs
+    from swanref.verify.claims import Claim, load_claim
+    f = tmp_path / "c.toml"
+    f.write_text('format = "swanref-claim"\nversion = 1\nlevel = "optimizer"\n'
+                 'preset = "muon_ns5"\neps = 1e-8\neps_form = "add"\nnd = "batch_leading"\n'
+                 'nesterov = "always"\nnorm_axis = "columns_if_wide"\ngate = "per_element"\n')
+    c = O.OptimizerClaim.from_claim(load_claim(str(f)))
+    assert (c.eps, c.eps_form, c.nd, c.stack, c.nesterov, c.nesterov_always, c.normalise,
+            c.gate) == (1e-8, "add", "batched", "independent", "sutskever", True,
+                        "columns_if_wide", "cautious")
+    c = O.OptimizerClaim.from_claim(Claim(preset="muon_ns5", second_moment="adamuon"))
+    assert (c.eps_form, c.normalise, c.rematch) == ("invariant", "elementwise", "sqrt_min")
     with pytest.raises(G.UsageError, match="unknown claim knob"):
         O.make_claim({"preset": "muon_ns5", "epsilon": 1})
     with pytest.raises(G.UsageError, match="no lr keyword"):  # neither torch nor optax-like
@@ -206,14 +215,17 @@ def test_glue_parameter_conventions():
         assert r.conforming, (cls, params, r.table())
 
 
-def test_glue_cli_import_path_and_kwargs(capsys, monkeypatch):
+def test_glue_cli_import_path_and_kwargs(capsys, monkeypatch, tmp_path):
     _, T = _torch_classes()
+    claim_file = tmp_path / "svd.json"
+    claim_file.write_text('{"format": "swanref-claim", "version": 1, "level": "optimizer", '
+                          '"method": "svd", "compute_dtype": "float32"}')
     monkeypatch.syspath_prepend(str(__import__("pathlib").Path(__file__).parent))
-    rc = O.main(["wrong_impls.torch_optimizers:UseMuonGroups", "--preset", "svd",
-                 "--set", "nesterov=sutskever", "--kwarg", "lr=0.05", "--json"])
+    rc = O.main(["wrong_impls.torch_optimizers:UseMuonGroups", "--set", "method=svd",
+                 "--claim", str(claim_file), "--kwarg", "lr=0.05", "--json"])
     out = json.loads(capsys.readouterr().out)
     assert rc == 0 and out["claim"]["lr"] == 0.05, out
-    rc = O.main(["wrong_impls.torch_optimizers:AlwaysRaises", "--preset", "svd"])
+    rc = O.main(["wrong_impls.torch_optimizers:AlwaysRaises", "--claim", str(claim_file)])
     assert rc == 3
     assert O.main(["wrong_impls.torch_optimizers:UseMuonGroups"]) == 2  # no preset
     assert "needs a preset" in capsys.readouterr().err

@@ -64,6 +64,8 @@ from swanref.verify.optimizer_glue import (KNOB_NAMES, PARAM_STYLES, DriverError
                                            keyword_for, signature_of, generic_driver, load_optimizer,
                                            parse_kwarg, validated)
 from swanref.verify.targets import UsageError
+from swanref.verify.claims import Claim, ClaimError, add_claim_arguments, claim_from_args
+from swanref.verify.claims.model import require_evaluable
 
 __all__ = ["OptimizerClaim", "BUILTINS", "NESTEROV", "check_optimizer", "check_model",
            "torch_driver", "torch_model_driver", "optax_driver", "main", "probe_tolerance"]
@@ -208,6 +210,63 @@ class OptimizerClaim:
         if self.scale in ("swan", "graft") and self.raw_path:
             raise ValueError(f"scale {self.scale!r} is not combined with eps/precondition "
                              "overrides")
+
+    #: Claim knobs this level evaluates (docs/spec.md 11.1, 9.9)
+    CLAIM_KNOBS = ("scale", "scale_factor", "compute_dtype", "io_dtype", "lr", "weight_decay",
+                   "momentum", "nd", "pre", "nesterov", "nesterov_variant", "eps", "eps_form",
+                   "eps_where", "norm", "norm_scale", "norm_axis", "gate", "second_moment",
+                   "steps", "complex", "tolerance", "tolerance_overrides")
+    #: Claim.nd -> (nd, stack) of this check
+    _ND = {"flatten": ("flattened", "flattened"), "2d_only": ("flattened", "flattened"),
+           "flatten_4d_batch_3d": ("flattened", "independent"),
+           "batch_leading": ("batched", "independent"), "routed": ("routed", "routed")}
+
+    @classmethod
+    def from_claim(cls, claim: Claim) -> OptimizerClaim:
+        """The optimizer check's claim of a :class:`~swanref.verify.claims.Claim` (the shared
+        record, docs/spec.md 11): every knob an optimizer has maps to this check's fields."""
+        require_evaluable(claim, "optimizer", cls.CLAIM_KNOBS)
+        if claim.norm == "spectral":
+            raise ClaimError("the optimizer check cannot evaluate norm='spectral' yet")
+        if claim.lowprec_order != "cast_then_normalise":
+            raise ClaimError("the optimizer check cannot evaluate lowprec_order="
+                             f"{claim.lowprec_order!r} yet")
+        preset = claim.preset or claim.method
+        if claim.norm == "aol" and (claim.preset is None or get_preset(preset).norm != "aol"):
+            raise ClaimError("norm='aol' is the route optax_muon_aol (preset=optax_muon_aol)")
+        if claim.steps is not None and claim.preset is not None \
+                and claim.steps != get_preset(claim.preset).steps:
+            raise ClaimError("the optimizer check takes a preset's own steps (use a preset or "
+                             "route with that table)")
+        nd, stack = cls._ND[claim.nd]
+        eps_at_norm = claim.eps_where == "normalisation"
+        eps, form = (claim.eps, claim.eps_form) if eps_at_norm else (None, None)
+        if eps is None and form is None:
+            form = "invariant" if claim.preset is not None else None  # the spec reading
+        elif form == "safe":
+            form = "none"
+        normalise = {"none": "none", "rows": "rows", "columns": "columns",
+                     "columns_if_wide": "columns_if_wide"}[claim.norm_axis]
+        rematch = "orth"
+        if claim.second_moment == "adamuon":
+            normalise, rematch = "elementwise", "sqrt_min"
+        tol = claim.tolerance
+        for dt, (t, _why) in claim.tolerance_overrides or ():
+            if dt == claim.compute_dtype:
+                tol = t
+        return cls(preset, claim.scale, claim.scale_factor, claim.compute_dtype,
+                   claim.container, claim.lr, claim.weight_decay, claim.momentum, tol, nd,
+                   claim.pre, None if claim.nesterov == "off" else claim.nesterov_variant,
+                   claim.nesterov == "always", stack,
+                   eps=eps if preset in PRESETS or preset in ROUTES else None,
+                   eps_form=form if preset in PRESETS or preset in ROUTES else None,
+                   norm_scale=claim.norm_scale if claim.preset is not None else None,
+                   precondition="schatten" if claim.norm == "schatten" else "frobenius",
+                   normalise=normalise,
+                   normalise_eps=0.0 if eps_at_norm or claim.eps is None else claim.eps,
+                   rematch=rematch,
+                   gate={"none": "none", "per_element": "cautious",
+                         "per_column": "cautious_columns"}[claim.gate])
 
     @property
     def preset_object(self):
@@ -1378,31 +1437,6 @@ def results_table(names=None) -> str:
 _CLAIM_FIELDS = {f for f in OptimizerClaim.__dataclass_fields__}
 
 
-def load_claim_file(path: str) -> dict:
-    """An optimizer claim file: JSON (or TOML, ``.toml``) with the knobs of
-    :class:`OptimizerClaim` at the top level or under ``"optimizer"``; ``"version": 1``
-    (docs/optimizers.md)."""
-    if not os.path.isfile(path) or os.path.getsize(path) > 1 << 20:
-        raise UsageError(f"--claim {path!r}: not a regular file of at most 1 MiB")
-    text = open(path, encoding="utf-8").read()
-    try:
-        if path.endswith(".toml"):
-            import tomllib
-            data = tomllib.loads(text)
-        else:
-            data = json.loads(text)
-    except Exception as exc:  # noqa: BLE001 - any parse error is a usage error
-        raise UsageError(f"--claim {path!r}: cannot parse: {exc}") from exc
-    if not isinstance(data, dict):
-        raise UsageError(f"--claim {path!r}: expected a table/object of knobs")
-    if data.get("version", 1) != 1:
-        raise UsageError(f"--claim {path!r}: unknown version {data.get('version')!r} (1)")
-    data = dict(data.get("optimizer", data))
-    data.pop("version", None)
-    data.pop("level", None)
-    return data
-
-
 def make_claim(knobs: dict) -> OptimizerClaim:
     """An :class:`OptimizerClaim` from a dict of knobs (unknown names and bad values are a
     :class:`UsageError` naming the knob)."""
@@ -1421,48 +1455,43 @@ def make_claim(knobs: dict) -> OptimizerClaim:
 
 
 def check_target(target, claim=None, *, kwargs=None, params="auto", name=None, seed=0,
-                 **knobs) -> OptimizerReport:
+                 claimed=None, **knobs) -> OptimizerReport:
     """Zero glue (docs/optimizers.md): check ``target`` -- a ``torch.optim.Optimizer`` class,
     an optax ``GradientTransformation`` factory, or their import path ``"pkg.module:Class"``
-    -- under ``claim`` (an :class:`OptimizerClaim`, or knobs such as ``preset="torch_muon",
+    -- under ``claim`` (a shared :class:`~swanref.verify.claims.Claim`, an
+    :class:`OptimizerClaim`, or OptimizerClaim knobs such as ``preset="torch_muon",
     precision="bfloat16", nesterov="sutskever"``).  ``kwargs`` go to every construction; an
-    ``lr``/``weight_decay`` among them is also the claim's (unless the claim says otherwise),
-    and where the optimizer has no momentum keyword the claim's momentum is its default."""
+    ``lr``/``weight_decay`` among them is also the claim's unless the claim states it
+    (``claimed``: the knob names the caller stated; default the ``knobs`` given).  An optimizer
+    without a momentum keyword runs at its own momentum, which the claim must state."""
     label = name or (target if isinstance(target, str) else
                      getattr(target, "__qualname__", repr(target)))
     if isinstance(target, str):
         target = load_optimizer(target)
     kwargs = dict(kwargs or {})
+    if isinstance(claim, Claim):
+        if claimed is None:
+            claimed = tuple(claim.knobs_changed())
+        claim = OptimizerClaim.from_claim(claim)
     if claim is None:
         claim = make_claim(knobs)
     elif knobs:
         claim = replace(claim, **knobs)
-    sig_kn = {k: keyword_for(signature_of(target), k, kwargs) for k in ("lr", "weight_decay",
-                                                                "momentum")}
+    claimed = tuple(knobs) if claimed is None else tuple(claimed)
+    sig = signature_of(target)
+    sig_kn = {k: keyword_for(sig, k, kwargs) for k in ("lr", "weight_decay", "momentum")}
     upd = {}
     for k in ("lr", "weight_decay"):
-        if sig_kn[k] in kwargs and k not in knobs:
+        if sig_kn[k] in kwargs and k not in claimed:
             upd[k] = float(kwargs[sig_kn[k]])
-    if sig_kn["momentum"] is None and "momentum" not in knobs:
-        upd["momentum"] = MU
     claim = replace(claim, **upd) if upd else claim
     run = generic_driver(target, kwargs, lr=claim.lr, weight_decay=claim.weight_decay,
-                         params=params, dtype=claim.param_dtype, claimed=tuple(knobs))
-    if run.knobs["momentum"] is None and "momentum" not in knobs:
-        dflt = run.momentum_default
-        if dflt is None:
-            raise UsageError(f"{label} takes no momentum keyword (tried "
-                             f"{', '.join(KNOB_NAMES['momentum'])}) and its default is not "
-                             "in its signature: claim it (--set momentum=VALUE)")
+                         params=params, dtype=claim.param_dtype, claimed=claimed)
+    if sig_kn["momentum"] is None and "momentum" not in claimed:
+        raise UsageError(f"{label} takes no momentum keyword (tried "
+                         f"{', '.join(KNOB_NAMES['momentum'])}): it runs at its own momentum; "
+                         "claim that value (--set momentum=VALUE)")
     return check_optimizer(run, claim, label, seed)
-
-
-def _parse_sets(items):
-    out = {}
-    for text in items or []:
-        k, v = parse_kwarg(text)
-        out[k] = v
-    return out
 
 
 def main(argv=None) -> int:
@@ -1483,18 +1512,10 @@ def main(argv=None) -> int:
                    help="keyword for the optimizer's constructor/factory (repeatable); the "
                         "value is a Python literal, a dotted name (torch.float64), or a dotted "
                         "callable on a literal (jnp.array([[3.4, -4.7, 2.0]]))")
-    g.add_argument("--preset", help="the orthogonaliser the optimizer claims (a swanref "
-                   "preset or route, or svd)")
-    g.add_argument("--scale", help="the scale rule (default keller)")
-    g.add_argument("--precision", help="what the orthogonaliser computes in (float32, "
-                   "bfloat16, float16, float64)")
-    g.add_argument("--set", action="append", metavar="KNOB=VALUE",
-                   help="any other claim knob (docs/optimizers.md): nesterov=sutskever, "
-                        "nesterov_always=True, nd=batched, stack=independent, eps=1e-8, "
-                        "eps_form=clamp, normalise=rows, gate=cautious, param_dtype=float64, "
-                        "lr=..., momentum=0.95, ...")
-    g.add_argument("--claim", metavar="FILE", help="claim file (JSON or TOML, version 1); "
-                   "--preset/--scale/--precision/--set override it")
+    g.add_argument("--scale", help="the scale rule (the claim's scale knob; default keller)")
+    g.add_argument("--precision", help="what the orthogonaliser computes in (the claim's "
+                   "compute_dtype: float32, bfloat16, float16, float64)")
+    add_claim_arguments(g)  # --claim FILE, --preset NAME, --set KNOB=VALUE (docs/spec.md 11)
     g.add_argument("--params", default="auto", help="how the parameters reach the "
                    f"constructor: {', '.join(PARAM_STYLES)} (default auto)")
     try:
@@ -1515,7 +1536,7 @@ def main(argv=None) -> int:
         return 2
     try:
         if args.optimizer in BUILTINS:
-            if args.kwarg or args.set or args.preset or args.claim:
+            if args.kwarg or args.set_knobs or args.preset or args.claim:
                 raise UsageError(f"{args.optimizer} is a built-in with its own claim; check "
                                  "it by import path to pass --kwarg/--preset/--set/--claim")
             miss = available(BUILTINS[args.optimizer])
@@ -1526,13 +1547,18 @@ def main(argv=None) -> int:
             raise UsageError(f"{args.optimizer!r} is neither a built-in ({', '.join(BUILTINS)}) "
                              "nor an import path pkg.module:Class")
         else:
-            knobs = load_claim_file(args.claim) if args.claim else {}
-            for k in ("preset", "scale", "precision"):
-                if getattr(args, k) is not None:
-                    knobs[k] = getattr(args, k)
-            knobs.update(_parse_sets(args.set))
+            base = {"level": "optimizer", "compute_dtype": "float32"}
+            if args.scale is not None:
+                base["scale"] = args.scale
+            if args.precision is not None:
+                base["compute_dtype"] = args.precision
+            if args.preset is None and not args.claim:
+                raise UsageError("the claim needs a preset (--preset NAME: the orthogonaliser "
+                                 "the optimizer uses, written out as its source runs it; or "
+                                 "--claim FILE, or --set method=svd for an exact polar factor)")
+            claim = claim_from_args(args, base)
             kwargs = dict(parse_kwarg(k) for k in (args.kwarg or []))
-            report = check_target(args.optimizer, kwargs=kwargs, params=args.params, **knobs)
+            report = check_target(args.optimizer, claim, kwargs=kwargs, params=args.params)
     except UsageError as exc:
         print(f"swanref check-optimizer: error: {exc}", file=sys.stderr)
         return 2
