@@ -73,7 +73,7 @@ def test_nesterov_that_cannot_be_switched_off():
     run = I.make(nesterov_always=True)
     r = check(run, nesterov="sutskever")  # assumes a keyword
     assert r.outcome in ("not conforming", "incomplete"), r.table()
-    assert "nesterov_always" in msg(r, "momentum_before_orth")
+    assert "nesterov=always" in msg(r, "momentum_before_orth")
     r = check(run, nesterov="sutskever", nesterov_always=True)
     assert r.conforming, r.table()
     assert r.status("nesterov") == "pass"

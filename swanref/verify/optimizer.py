@@ -1064,7 +1064,7 @@ def _momentum_property(run, claim, rng, dt):
             best = min(dist, key=dist.get)
             if dist[best] <= tol:
                 msg += f"; matches {best}: {dist[best]:.3g}" + (
-                    " (claim nesterov_always=true)" if best.startswith("Nesterov") else "")
+                    " (claim nesterov=always)" if best.startswith("Nesterov") else "")
     return _judged(name, d, tol, msg)
 
 

@@ -264,7 +264,7 @@ def generic_driver(target, kwargs=None, *, lr, weight_decay, params="auto", dtyp
         if nesterov and n is None:
             raise Unsupported("the optimizer has no Nesterov keyword (tried "
                               f"{', '.join(KNOB_NAMES['nesterov'])}); claim "
-                              "nesterov_always=true if it is always on")
+                              "nesterov=always if it is always on")
         if n and n not in user:
             kw[n] = bool(nesterov)
         return {**user, **kw}
