@@ -47,7 +47,6 @@ import importlib.metadata as md
 import importlib.util
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass, field, replace
