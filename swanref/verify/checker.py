@@ -384,7 +384,8 @@ class CheckReport:
     @property
     def evidence(self) -> list:
         """Properties that ran on at least one input with a claim and passed."""
-        return [r for r in self.results if r.status == "pass" and r.examples > 0]
+        return [r for r in self.results if r.status == "pass"
+                and (r.examples > 0 or self.examples > 0)]
 
     @property
     def outcome(self) -> str:

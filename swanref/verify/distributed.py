@@ -1135,7 +1135,8 @@ def add_arguments(p):
 def build_parser():
     p = _Parser(prog="swanref check-sharded",
                 description="Check a sharded implementation fn(local_shard, group=, layout=) "
-                            "across processes. Exit 0 conforming, 1 not, 2 usage error.")
+                            "across processes. Exit 0 conforming, 1 not, 2 usage error, 3 "
+                            "inconclusive (no property judged).")
     p.add_argument("op", choices=OPS, metavar="OP", help=f"the operator: {', '.join(OPS)}")
     p.add_argument("target", metavar="TARGET",
                    help="the sharded implementation, module:function or file.py:function")
