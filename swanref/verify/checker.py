@@ -434,8 +434,8 @@ class CheckReport:
             if r.status in ("FAIL", "warn", "timeout", "aborted") or r in self.failures:
                 out.setdefault(_cause_key(r), []).append(r)
         rank = {"timeout": 0, "aborted": 0, "FAIL": 1, "unsupported": 2, "warn": 3}
-        groups = [((min((m.status for m in ms), key=lambda s_: rank.get(s_, 9)), key), ms)
-                  for key, ms in out.items()]
+        groups = [((min((m.status for m in ms), key=lambda s_: rank.get(s_, 9)),
+                    _cause_text(ms[0])), ms) for ms in out.values()]
         return sorted(groups, key=lambda kv: (rank.get(kv[0][0], 9), -len(kv[1])))
 
     def summary(self) -> list:
@@ -461,7 +461,7 @@ class CheckReport:
             if len(groups) > 1:
                 lines.append(f"  and {len(groups) - 1} other cause"
                              f"{'s' if len(groups) > 2 else ''} (below)")
-            small = _smallest(q for _, ms in groups for q in ms)
+            small = _smallest(members)
             if small is not None:
                 lines.append(f"  smallest counterexample ({small.name}): "
                              f"{describe_text(small.input)}")
@@ -499,6 +499,8 @@ class CheckReport:
             steps.append("the target raised on input the claim covers: make it accept that "
                          "input, or narrow the claim (--full-rank-only, --shapes few, ...)")
         first = members[0]
+        if first.name in PSEUDO_PROPERTIES:   # not a property: --property cannot select it
+            return steps
         cmd = self.rerun("--property", first.name, drop=("--property", "--json"))
         if cmd:
             steps.append(f"reproduce one property: {cmd}")
@@ -584,14 +586,20 @@ class CheckReport:
         return "\n".join(lines)
 
 
+#: results that are not properties of the catalogue (the first call, the import)
+PSEUDO_PROPERTIES = ("first_call", "import")
+
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+
+
+def _cause_text(r) -> str:
+    text = r.cause or (r.message.splitlines()[0] if r.message else r.status)
+    return text.split(" (after accepting other ")[0].strip()
 
 
 def _cause_key(r) -> str:
     """What a failure is, without the numbers of its input: equal keys, one mistake."""
-    text = r.cause or (r.message.splitlines()[0] if r.message else r.status)
-    text = text.split(" (after accepting other ")[0]
-    return _NUMBER.sub("#", text).strip()
+    return _NUMBER.sub("#", _cause_text(r))
 
 
 def _smallest(results):
@@ -781,6 +789,9 @@ def _command(op, target, opts) -> list:
     args = ["swanref", "check", op, target]
     for key, value in opts.items():
         flag = "--" + key.replace("_", "-")
+        if key == "timeout" and value is None:
+            args += ["--timeout", "0"]          # no deadline
+            continue
         if value is None or value is False or (key == "dtype" and value == "float64") or (
                 key == "array_type" and value == "numpy") or (
                 key == "shapes" and value in ("any",)) or (
