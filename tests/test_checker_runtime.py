@@ -205,7 +205,7 @@ def _printed_commands(text):
 def test_printed_commands_reproduce_the_check(tmp_path, capsys, monkeypatch):
     """The rerun lines keep --kwarg, --dtype, --timeout, ...: run as printed, the verdicts
     are the ones the report promises."""
-    f = _file(tmp_path, "import numpy as np\n"
+    _file(tmp_path, "import numpy as np\n"
                         "def ns(G, steps=1, a=3.4445, b=-4.7750, c=2.0315):\n"
                         "    X = np.asarray(G, dtype=float)\n"
                         "    t = X.shape[-2] > X.shape[-1]\n"
@@ -285,3 +285,28 @@ def test_tall_input_is_described_for_every_operator():
     from swanref.verify.properties import CATALOGUE
     (tall,) = [p for p in CATALOGUE if p.name == "tall_input"]
     assert tall.doc.startswith("tall input (m > n) agrees with the reference")
+
+
+# -- the pytest plugin: the same rule --------------------------------------------------------
+
+def test_the_fixture_is_green_only_on_conforming(request):
+    """The fixture of swanref.pytest_plugin (loaded by its entry point, or -p) fails the test
+    for an inconclusive check and for a target that exits, as the CLI exits non-zero."""
+    if "swanref_check" not in request.fixturenames and not request.config.pluginmanager.hasplugin(
+            "swanref"):
+        pytest.skip("the swanref pytest plugin is not loaded in this session")
+    swanref_check = request.getfixturevalue("swanref_check")
+
+    def two_d_only(G):
+        if np.ndim(G) != 2:
+            raise ValueError("2-D only")
+        return M.grad_norm_numpy(G)
+    with pytest.raises(pytest.fail.Exception, match="INCONCLUSIVE"):
+        swanref_check(two_d_only, "grad_norm", examples=3, properties=["batched"])
+
+    def exits(G):
+        raise SystemExit(0)
+    with pytest.raises(pytest.fail.Exception, match="TARGET EXITED"):
+        swanref_check(exits, "grad_norm", examples=3)
+    assert swanref_check(two_d_only, "grad_norm", examples=3,
+                         properties=["shape_and_dtype"]).exit_code == 0
