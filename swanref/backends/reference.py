@@ -64,8 +64,12 @@ def _svd(G: np.ndarray):
 
 
 def whiten_svd(G: np.ndarray, sigma_rtol: float) -> np.ndarray:
-    """``U_r V_r^T`` from the thin SVD, keeping ``s_i > sigma_rtol * s_1`` (spec 3.1)."""
-    U, s, Vt = _svd(G)
+    """``U_r V_r^T`` from the thin SVD, keeping ``s_i > sigma_rtol * s_1`` (spec 3.1).
+
+    The SVD runs on ``G`` scaled by an exact power of two (max|G| in [0.5, 1)), as in the C++
+    core: LAPACK's 2-norms overflow to Inf for s_1 near the float maximum (all-zero output).
+    """
+    U, s, Vt = _svd(_pow2n(G, axes=(-2, -1)))
     keep = s > sigma_rtol * s[..., :1]
     return ((U * keep[..., None, :]) @ Vt).astype(G.dtype, copy=False)
 
@@ -85,7 +89,11 @@ def _pow2n(x: np.ndarray, axes) -> np.ndarray:
     if not np.iscomplexobj(x):
         return pow2_normalise(x, axes)
     amax = np.max(np.abs(x), axis=axes, keepdims=True)
-    return x * np.ldexp(1.0, -pow2_exponent(amax)).astype(x.real.dtype)
+    e = -pow2_exponent(amax)
+    # each part scaled on its own: the factor 2**e itself overflows for subnormal input
+    out = np.empty_like(x)
+    out.real, out.imag = np.ldexp(x.real, e), np.ldexp(x.imag, e)
+    return out
 
 
 def _gram(Gs: np.ndarray) -> np.ndarray:
