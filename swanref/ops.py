@@ -180,6 +180,9 @@ def _whiten_params(method, steps, beta, scaling, rank_rtol, on_divergence):
             raise ValueError(f"scaling must be one of {SCALINGS}, got {params['scaling']!r}")
     elif params["rank_rtol"] is not None:
         params["rank_rtol"] = real_number(params["rank_rtol"], "rank_rtol", minimum=0.0)
+        if params["rank_rtol"] >= 1.0:  # s_i <= s_1 always: 1 or more would drop every one
+            raise ValueError(f"rank_rtol must be < 1 (singular values s_i <= rank_rtol * s_1 "
+                             f"count as zero), got {params['rank_rtol']}")
     return spec, params
 
 

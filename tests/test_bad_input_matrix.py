@@ -324,8 +324,10 @@ KEYWORDS = {
                   ({"eps": np.nan}, ValueError, "eps must be finite"),
                   ({"method": "svd"}, TypeError, "unexpected keyword argument 'method'")],
     "whiten_svd": [({"steps": 3}, ValueError, "steps does not apply"),
-                   ({"rank_rtol": -1.0}, ValueError, "rank_rtol must be >=")],
-    "whiten_eigh": [({"beta": 0.5}, ValueError, "beta does not apply")],
+                   ({"rank_rtol": -1.0}, ValueError, "rank_rtol must be >="),
+                   ({"rank_rtol": 1.0}, ValueError, "rank_rtol must be < 1")],
+    "whiten_eigh": [({"beta": 0.5}, ValueError, "beta does not apply"),
+                    ({"rank_rtol": 1e308}, ValueError, "rank_rtol must be < 1")],
     "whiten_newton_schulz": [({"steps": BIG}, ValueError, f"steps must be <= {MAX_ITERATIONS}"),
                              ({"steps": 2 ** 63}, ValueError, "steps must be <="),
                              ({"steps": -1}, ValueError, "steps must be >= 0"),
@@ -977,3 +979,20 @@ def test_write_vectors_refuses_a_linked_cases_folder(tmp_path):
         write_vectors(str(tmp_path / "OUT"))
     assert os.listdir(tmp_path / "elsewhere") == []
     assert V  # the package re-exports main_write used above
+
+
+@pytest.mark.parametrize("option", ["--markdown", "--json"])
+@pytest.mark.parametrize("where", ["missing_folder", "a_folder"])
+def test_bench_output_file_problems_exit_2_before_the_run(option, where, tmp_path, capsys):
+    """issue 23: `swanref bench --markdown` into a missing folder ran the whole benchmark and
+    then died with a traceback."""
+    from swanref import cli
+    target = str(tmp_path / "no" / "such" / "t.md") if where == "missing_folder" else str(tmp_path)
+    try:
+        code = cli.main(["bench", option, target])
+    except SystemExit as exc:  # argparse's error exit
+        code = exc.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert f"{option} {target}:" in err and "Traceback" not in err
+    assert ("does not exist" if where == "missing_folder" else "is a folder") in err

@@ -11,7 +11,18 @@ from __future__ import annotations
 import os
 import tempfile
 
-__all__ = ["replace_file", "real_directory"]
+__all__ = ["replace_file", "real_directory", "output_path_problem"]
+
+
+def output_path_problem(path: str, option: str) -> str | None:
+    """Why ``path`` cannot take an output file (its folder is missing or not a folder, or it
+    is a folder itself), or None.  Tools check this before a long run, not after it."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        return f"{option} {path}: the folder {folder} does not exist"
+    if os.path.isdir(path):
+        return f"{option} {path}: is a folder, not a file name"
+    return None
 
 
 def real_directory(path: str, what: str = "folder") -> str:
