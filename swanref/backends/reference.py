@@ -14,6 +14,9 @@ from swanref.spec.scaling import pow2_exponent, pow2_normalise
 from swanref.spec.validate import iteration_count
 
 name = "reference"
+#: grad_norm and sinkgd give a non-finite result for non-finite input (the finite check may run
+#: on their output: spec 6.4)
+NONFINITE_PROPAGATES = True
 
 
 def available() -> bool:
@@ -45,7 +48,9 @@ def grad_norm(G: np.ndarray, eps: float) -> np.ndarray:
     else:
         std = np.sqrt(var)
     with np.errstate(invalid="ignore", divide="ignore"):
-        out = np.where(std > 0, centred / np.where(std > 0, std, 1), 0)
+        # `std == 0`, not `not std > 0`: a NaN std (non-finite input) stays NaN (spec 6.4)
+        zero = std == 0
+        out = np.where(zero, 0, centred / np.where(zero, 1, std))
     return out.astype(dtype, copy=False)
 
 
@@ -168,7 +173,8 @@ def _normalise_lines(X: np.ndarray, axis: int, target: float) -> np.ndarray:
     Xs = pow2_normalise(X, axes=axis)  # per-line exact rescale: squares cannot under/overflow
     norm = np.sqrt(np.sum(Xs * Xs, axis=axis, keepdims=True))
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(norm > 0, Xs * (target / np.where(norm > 0, norm, 1)), 0).astype(X.dtype)
+        zero = norm == 0  # a NaN norm (non-finite input) stays NaN (spec 6.4)
+        return np.where(zero, 0, Xs * (target / np.where(zero, 1, norm))).astype(X.dtype)
 
 
 def sinkgd(G: np.ndarray, iters: int) -> np.ndarray:
