@@ -183,7 +183,9 @@ def grad_norm(G, *, axis=-1, eps=0.0, backend=None, check_finite=True):
 
 # -- 3. GradWhitening --------------------------------------------------------------------------
 
-def _whiten_params(method, steps, beta, scaling, rank_rtol, on_divergence):
+def whiten_params(method, steps, beta, scaling, rank_rtol, on_divergence):
+    """(method spec, parameters with defaults applied and validated) of a whitening method
+    (one resolution for swanref.whiten and swanref.jax.whiten)."""
     _check_method(method)
     if method not in WHITEN_METHODS:
         raise ValueError(
@@ -266,9 +268,7 @@ def _whiten_preset_core(call: _Call, arr, method, steps, beta, scaling, rank_rto
         fmt = None if preset.compute_dtype == "input" else preset.compute_dtype
     # a backend listing LOWPREC_FORMATS runs those emulations natively (same rounding model)
     native = fmt is None or fmt in getattr(call.be, "LOWPREC_FORMATS", ())
-    if (fast is not None and native and preset.form in ("keller", "addmm")
-            and preset.norm != "aol" and preset.route == "ns"
-            and preset.transpose == "to_wide" and preset.norm_over == "matrix"):
+    if fast is not None and native and presets.polynomial_kernel_runs(preset):
         # the backend's polynomial kernel computes the same function (tests/test_cpp_presets.py,
         # tests/test_gpu_presets.py)
         sched = np.asarray(presets.schedule(method, steps, coefficients),
@@ -299,7 +299,7 @@ def _whiten_core(call: _Call, arr, method, steps=None, beta=None, scaling=None, 
     if coefficients is not None or emulate is not None:
         raise ValueError(f"coefficients and emulate apply to the presets only, not to method "
                          f"{method!r}")
-    spec, params = _whiten_params(method, steps, beta, scaling, rank_rtol, on_divergence)
+    spec, params = whiten_params(method, steps, beta, scaling, rank_rtol, on_divergence)
     xp, be = call.xp, call.be
     tall = arr.shape[-2] > arr.shape[-1]
     work = xp.swapaxes(arr, -1, -2) if tall else arr  # backends see m <= n (spec 3.0)

@@ -45,3 +45,27 @@ def test_torch_muon_row():
     rows = C.run(only=["torch"], examples=3)
     assert all(r.verdict == r.expected for r in rows), C.markdown(rows)
     assert "batched unsupported" in rows[0].diagnosis
+
+
+def test_timed_target_splits_first_calls_from_repeats():
+    """A JAX row's time: the first call per (shape, dtype) apart from the repeats."""
+    calls = []
+    timed = C._Timed(lambda G: calls.append(G.shape) or G)
+    for shape in [(4, 7), (4, 7), (7, 4), (4, 7)]:
+        timed(np.zeros(shape))
+    timed(np.zeros((4, 7), dtype=np.float32))
+    assert len(calls) == 5 and len(timed.signatures) == 3
+    assert timed.first > 0 and timed.rest > 0
+    row = C.Row("p", "1", "f", "c", "CONFORMING", "CONFORMING", "", 1.0,
+                first_call_seconds=0.5, repeat_seconds=0.25, signatures=3)
+    assert "first call per shape and dtype 0.5 s for 3 shapes, repeats 0.2 s" in \
+        C.markdown([row])
+
+
+def test_optax_rows_run_jitted_with_their_verdicts():
+    pytest.importorskip("optax")
+    rows = C.run(only=["optax"], examples=3)
+    assert [r.verdict for r in rows] == [r.expected for r in rows], C.markdown(rows)
+    for r in rows:  # one compilation per probe shape: the jitted target, few distinct shapes
+        assert r.signatures is not None and 1 <= r.signatures <= 10, r.signatures
+        assert r.first_call_seconds <= r.seconds

@@ -16,7 +16,7 @@ import swanref
 PKG = pathlib.Path(swanref.__file__).resolve().parent
 
 #: bottom to top; a module may import its own layer and the layers before it
-LAYERS = ("spec", "backends", "presets", "ops", "update", "root", "verify", "testing", "tools",
+LAYERS = ("spec", "backends", "presets", "ops", "update", "jax", "root", "verify", "testing", "tools",
           "entry")
 #: the package root (swanref/__init__.py) re-exports the public operators: a layer of its own,
 #: above the operators and below the verification toolkit that may use the public API
@@ -29,7 +29,7 @@ def layer_of(module: str) -> str:
     head = parts[1] if len(parts) > 1 else "__init__"
     if head in ("__init__", "__version__"):
         return "root"
-    if head == "_core":
+    if head in ("_core", "_jax_ffi"):  # the compiled modules
         return "backends"
     if head in ENTRY:
         return "entry"

@@ -3,8 +3,9 @@
 //
 // * BLAS/LAPACK: the function table (swanref/blas.hpp) is filled at import from
 //   scipy.linalg.cython_blas / cython_lapack __pyx_capi__ capsules (the jaxlib
-//   pattern), so the extension calls SciPy's OpenBLAS and shares its thread
-//   pool (threadpoolctl controls it). Nothing is linked at build time.
+//   pattern; cpp/python/scipy_blas.hpp, shared with the JAX FFI module), so the
+//   extension calls SciPy's OpenBLAS and shares its thread pool (threadpoolctl
+//   controls it). Nothing is linked at build time.
 // * Arrays: any float32/float64 ndarray of ndim >= 2 with any strides is read
 //   in place through a strided view (no conversion copy) when its data pointer
 //   and strides are multiples of the item size; otherwise it is copied once.
@@ -29,6 +30,7 @@
 #include <string>
 #include <vector>
 
+#include "scipy_blas.hpp"
 #include "swanref/swanref.hpp"
 
 namespace py = pybind11;
@@ -37,40 +39,6 @@ using swanref::index_t;
 namespace {
 
 std::string g_blas_error;  // why the table could not be filled (empty if it was)
-
-void fill_blas_from_scipy() {
-  auto& t = swanref::blas::table();
-  g_blas_error.clear();  // a second initialisation (after an interrupted first one) starts afresh
-  try {
-    py::dict blas_capi = py::module_::import("scipy.linalg.cython_blas").attr("__pyx_capi__");
-    py::dict lapack_capi = py::module_::import("scipy.linalg.cython_lapack").attr("__pyx_capi__");
-    for (const auto& name : swanref::blas::entry_names()) {
-      py::dict& d = blas_capi.contains(name) ? blas_capi : lapack_capi;
-      if (!d.contains(name)) continue;
-      py::object cap = d[py::str(name)];
-      PyObject* c = cap.ptr();
-      if (!PyCapsule_CheckExact(c)) continue;
-      void* p = PyCapsule_GetPointer(c, PyCapsule_GetName(c));
-      if (p == nullptr) {
-        PyErr_Clear();
-        continue;
-      }
-      *swanref::blas::slot(t, name) = p;
-    }
-    t.source = "scipy.linalg.cython_blas/cython_lapack";
-    const auto missing = swanref::blas::missing_entries(t);
-    if (!missing.empty()) {
-      g_blas_error = "SciPy's cython_blas/cython_lapack lack:";
-      for (const auto& n : missing) g_blas_error += " " + n;
-    }
-  } catch (py::error_already_set& e) {
-    // KeyboardInterrupt (Ctrl-C while SciPy loads) or SystemExit is no property of this
-    // installation: propagate it, so that the import fails and the next one fills the table,
-    // instead of a module whose table stays incomplete for the rest of the process.
-    if (!e.matches(PyExc_Exception)) throw;
-    g_blas_error = std::string("could not take BLAS/LAPACK from SciPy: ") + e.what();
-  }
-}
 
 // ---- interruption (Ctrl-C) ---------------------------------------------------
 
@@ -241,7 +209,7 @@ PYBIND11_MODULE(_core, m) {
     }
   });
 
-  fill_blas_from_scipy();
+  g_blas_error = swanref_python::fill_blas_from_scipy();
 
   m.def("blas_info", []() {
     py::dict d;

@@ -364,6 +364,24 @@ def schedule(name: str, steps=None, coefficients=None) -> tuple:
 _HUGE = {np.dtype(np.float32): (60, 48), np.dtype(np.float64): (500, 256)}
 
 
+def polynomial_kernel_runs(preset: Preset) -> bool:
+    """Does a backend's ``whiten_polynomial`` kernel compute this preset (without emulation)?
+
+    Keller/addmm polynomial steps on the wide orientation with one norm per matrix: the C++
+    core's and the GPU's kernels (tests/test_cpp_presets.py, tests/test_gpu_presets.py), and
+    swanref.jax's FFI call of the same core.
+    """
+    return (preset.form in ("keller", "addmm") and preset.norm != "aol" and preset.route == "ns"
+            and preset.transpose == "to_wide" and preset.norm_over == "matrix")
+
+
+def huge_exponents(dtype):
+    """(threshold, target) exponents of :func:`prescale_huge` for a float32/float64 format
+    (None for another): a matrix whose max|G| = f 2**e has e > threshold is scaled by
+    2**(target - e)."""
+    return _HUGE.get(np.dtype(dtype))
+
+
 def prescale_huge(G, whole: bool = False, fmt=None):
     """``G`` scaled by an exact power of two per matrix (whole array if ``whole``) when its
     entries are so large that the norm's squares would overflow; else ``G`` itself.

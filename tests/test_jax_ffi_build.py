@@ -1,0 +1,55 @@
+"""The build switch of the JAX FFI module (CMakeLists.txt, SWANREF_JAX): configure runs only.
+
+AUTO skips the module when the build's Python cannot import jax (pip's isolated build: the
+default install stays as light as before), ON fails with the command to use, OFF never looks.
+A Python that cannot import jax is made by a ``jax`` package on PYTHONPATH that raises.
+"""
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+CMAKE = shutil.which("cmake")
+
+needs_cmake = [
+    pytest.mark.skipif(CMAKE is None, reason="cmake not found on PATH"),
+    pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
+                       reason="no C++ compiler"),
+]
+
+
+def _configure(tmp_path, value):
+    pybind11 = pytest.importorskip("pybind11")
+    fake = tmp_path / "nojax" / "jax"
+    fake.mkdir(parents=True, exist_ok=True)
+    (fake / "__init__.py").write_text("raise ImportError('jax hidden for this test')\n")
+    env = dict(os.environ, PYTHONPATH=str(fake.parent))
+    build = tmp_path / f"build-{value}"
+    return subprocess.run(
+        [CMAKE, "-S", str(ROOT), "-B", str(build), "-DSKBUILD=ON", f"-DSWANREF_JAX={value}",
+         f"-DPython_EXECUTABLE={sys.executable}", f"-Dpybind11_DIR={pybind11.get_cmake_dir()}"],
+        capture_output=True, text=True, env=env, timeout=300)
+
+
+@needs_cmake[0]
+@needs_cmake[1]
+def test_auto_skips_and_on_fails_without_jax(tmp_path):
+    auto = _configure(tmp_path, "AUTO")
+    assert auto.returncode == 0, auto.stderr
+    assert "JAX FFI module not built" in auto.stdout
+    on = _configure(tmp_path, "ON")
+    assert on.returncode != 0
+    assert "SWANREF_JAX=ON needs jax" in on.stderr and "--no-build-isolation" in on.stderr
+
+
+def test_without_the_module_the_error_names_the_build_command(monkeypatch):
+    from swanref.backends import jax_ffi
+    monkeypatch.setattr(jax_ffi, "_jax_ffi", None)
+    monkeypatch.setattr(jax_ffi, "_registered", False)
+    assert not jax_ffi.available()
+    with pytest.raises(RuntimeError, match="-Ccmake.define.SWANREF_JAX=ON"):
+        jax_ffi.register()
