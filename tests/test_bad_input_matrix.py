@@ -836,9 +836,9 @@ def _file_class(tmp_path, kind):
 
 #: file class -> what the message says (one line, exit status 2 for the command-line tools)
 FILE_CLASSES = {
-    "fifo": "a FIFO; only a regular file is read",
-    "device": "a device; only a regular file is read",
-    "folder": "a folder; only a regular file is read",
+    "fifo": "not a regular file (a FIFO)",
+    "device": "not a regular file (a device)",
+    "folder": "not a regular file (a folder)",
     "missing": "not found",
     "huge": "above the 1048576-byte limit",
     "million_lines": "above the 1048576-byte limit",

@@ -62,8 +62,9 @@ def _open_regular(path: str, what: str, limit: int):
             kind = ("a folder" if stat.S_ISDIR(st.st_mode) else
                     "a FIFO" if stat.S_ISFIFO(st.st_mode) else
                     "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else
-                    "not a regular file")
-            raise InputFileError(f"{what} {path}: {kind}; only a regular file is read")
+                    "a socket or other special file")
+            raise InputFileError(f"{what} {path}: not a regular file ({kind}); only a regular "
+                                 "file is read")
         if st.st_size > limit:
             raise InputFileError(f"{what} {path}: {st.st_size} bytes, above the {limit}-byte "
                                  f"limit for a {what}")
