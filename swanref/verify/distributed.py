@@ -48,7 +48,7 @@ from swanref.presets.diagnose import probe_tolerance
 from swanref.presets.lowprec import FORMATS, round_to
 from swanref.spec.readings import SCALINGS, WHITEN_METHODS, default_rank_rtol
 from swanref.spec.tolerance import condition_number
-from swanref.verify.checker import CheckReport, PropertyResult
+from swanref.verify.checker import EXIT_CODES, CheckReport, PropertyResult
 from swanref.verify.claims import Claim
 from swanref.verify.claims.cli import add_claim_arguments, claim_from_args
 from swanref.verify.claims.model import require_evaluable
@@ -66,7 +66,7 @@ from swanref.verify.sharded.calling import CONVENTIONS, forget_meshes, run_cases
 from swanref.verify.sharded.reduction import (mats, reduced_parts, reduction_term,
                                               reduction_unit)
 from swanref.verify.sharded.reference import judge_pack, reference
-from swanref.verify.targets import UsageError, load_target
+from swanref.verify.targets import TargetAborted, TargetTimeout, UsageError, load_target
 
 __all__ = ["LAYOUTS", "SPLITS", "DTYPES", "ShardLayout", "ShardedClaim", "shard_layouts",
            "split", "assemble", "reduction_term", "sharded_inputs", "reference", "agreement",
@@ -1175,6 +1175,11 @@ def main(argv=None) -> int:
     except UsageError as exc:
         print(f"swanref check-sharded: error: {exc}", file=sys.stderr)
         return 2
+    except (TargetAborted, TargetTimeout) as exc:
+        # the same outcomes and exit codes as swanref check (docs/verification.md)
+        outcome = "TARGET EXITED" if isinstance(exc, TargetAborted) else "TIMEOUT"
+        print(f"swanref check-sharded: {outcome}: {exc}", file=sys.stderr)
+        return EXIT_CODES[outcome]
 
 
 if __name__ == "__main__":  # pragma: no cover
