@@ -275,8 +275,8 @@ def test_update_check_from_a_claim_gives_the_same_verdict(fn, kwargs):
 
 
 def test_levels_refuse_knobs_they_cannot_evaluate_yet():
-    with pytest.raises(UsageError, match="cannot evaluate claim knob.*eps=1e-12"):
-        check_update(W.faithful, claim=Claim.from_preset("muon_ns5", eps=1e-12))
+    with pytest.raises(UsageError, match="cannot evaluate claim knob.*gate='per_column'"):
+        check_update(W.faithful, claim=Claim.from_preset("muon_ns5", gate="per_column"))
     # the preset's own written-out values and other levels' knobs are fine
     UpdateClaim.from_claim(Claim.from_preset("muon_ns5", momentum=0.95, shard_split="chunk"))
     with pytest.raises(ClaimError, match="shard_split='chunk'"):
