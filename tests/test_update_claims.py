@@ -139,3 +139,46 @@ def test_fp16_cast_order_bug_is_named():
     report = check_update(cast_first, claim=claim, properties=["epsilon"])
     assert status(report)["epsilon"] == "FAIL"
     assert "overflows" in message(report, "epsilon")
+
+
+def test_faithful_bf16_polar_express_and_fp16_gram_ns_in_torch_conform():
+    torch = pytest.importorskip("torch")
+
+    def speedrun(G):  # modded-nanogpt polar_express, bf16
+        X = torch.as_tensor(G).bfloat16()
+        tall = X.size(-2) > X.size(-1)
+        if tall:
+            X = X.mT
+        X = X / (X.norm(dim=(-2, -1), keepdim=True) * 1.02 + 1e-6)
+        for a, b, c in C.PE_SPEEDRUN:
+            A = X @ X.mT
+            B = b * A + c * A @ A
+            X = a * X + B @ X
+        if tall:
+            X = X.mT
+        m, n = G.shape
+        return (X.float() * max(1, m / n) ** 0.5).numpy().astype(G.dtype)
+
+    report = check_update(speedrun, claim=P("polar_express_nanogpt", compute_dtype="bfloat16"))
+    assert report.conforming, report.table()
+    assert status(report)["epsilon"] == "pass"
+
+    from swanref.presets.catalogue import PE_GRAM5
+
+    def gram_fp16(G):  # Dao-AILab gram-newton-schulz order: normalise in float32, iterate fp16
+        X = torch.as_tensor(G).float()
+        tall = X.size(-2) > X.size(-1)
+        if tall:
+            X = X.mT
+        X = (X / (X.norm() + 1e-7)).half()  # the 1.05 is folded into PE_GRAM5
+        for a, b, c in PE_GRAM5:  # the standard form (the Gram form differs in rounding only)
+            A = X @ X.mT
+            X = a * X + (b * A + c * A @ A) @ X
+        if tall:
+            X = X.mT
+        m, n = G.shape
+        return (X.float() * max(1, m / n) ** 0.5).numpy().astype(G.dtype)
+
+    claim = P("gram_ns", compute_dtype="float16", lowprec_order="normalise_then_cast")
+    report = check_update(gram_fp16, claim=claim)
+    assert report.conforming, report.table()
