@@ -168,6 +168,7 @@ LOCAL_IMPORTS = {
     "without it and says what is missing",
     ("swanref.pytest_plugin", "swanref.verify.checker"): "pytest start-up: load when used",
     ("swanref.pytest_plugin", "swanref.verify.properties"): "pytest start-up: load when used",
+    ("swanref.pytest_plugin", "swanref.verify.claims"): "pytest start-up: load when used",
 }
 
 

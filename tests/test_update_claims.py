@@ -182,3 +182,34 @@ def test_faithful_bf16_polar_express_and_fp16_gram_ns_in_torch_conform():
     claim = P("gram_ns", compute_dtype="float16", lowprec_order="normalise_then_cast")
     report = check_update(gram_fp16, claim=claim)
     assert report.conforming, report.table()
+
+
+def test_pytest_plugin_takes_a_claim(tmp_path):
+    import os
+    import subprocess
+    import sys
+    import textwrap
+    from importlib.metadata import entry_points
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    plugin = [] if any(ep.name == "swanref" for ep in entry_points(group="pytest11")) \
+        else ["-p", "swanref.pytest_plugin"]
+    (tmp_path / "test_user.py").write_text(textwrap.dedent("""
+        from swanref.verify.claims import Claim
+        from wrong_impls import claimed_updates as C
+
+        def test_fix(swanref_check):
+            swanref_check(C.you_fixed, "update", claim=Claim.from_preset("you_ns5"),
+                          eps=1e-10, nd="2d_only")
+
+        def test_original(swanref_check):  # the command line's claim
+            swanref_check(C.you_original, "update")
+    """))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.path.join(root, "tests")]))
+    base = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *plugin,
+            "--swanref-preset", "you_ns5", "--swanref-set", "eps=1e-10",
+            "--swanref-set", "nd=2d_only"]
+    p = subprocess.run(base + ["test_user.py", "--swanref-target",
+                               "update=wrong_impls.claimed_updates:you_fixed"],
+                       capture_output=True, text=True, cwd=str(tmp_path), env=env, timeout=300)
+    assert "1 failed, 2 passed" in p.stdout, p.stdout + p.stderr
+    assert "matches eps=1e-07 (add)" in p.stdout
