@@ -223,6 +223,9 @@ def _alternatives(claim, G, out, tol, normalise=True):
         cands.append((f"lowprec_order={other!r} (the normalisation's precision)",
                       dict(lowprec_order=other)))
         cands.append(("compute_dtype='float32' (no 16-bit compute)", dict(emulate=None)))
+    elif claim.preset not in WHITEN_METHODS and not np.iscomplexobj(G):
+        for dt in ("bfloat16", "float16"):
+            cands.append((f"compute_dtype={dt!r} (computes in {dt})", dict(emulate=dt)))
     if claim.preset not in WHITEN_METHODS:
         for form in ("add", "clamp"):
             for e in (1e-6, 1e-7, 1e-8, 1e-10, 1e-12, 1e-15):
@@ -237,12 +240,16 @@ def _alternatives(claim, G, out, tol, normalise=True):
         for label, ch in cands:
             try:
                 alt = reference(claim, G, **ch)
-            except (ValueError, TypeError):
+                t = tol
+                if ch.get("emulate"):  # the alternative's own precision
+                    t = max(tol, tolerance(c.replace(compute_dtype=ch["emulate"],
+                                                     nd="flatten"), "update", G))
+            except (ValueError, TypeError, ClaimError):
                 continue
             d = _dist(_mats(out, claim.stack_dims), _mats(alt, claim.stack_dims), normalise)
-            if d <= tol:
-                found.append(label)
-    return found
+            if d <= t:
+                found.append((d / t if t > 0 else 0.0, label))
+    return [label for _, label in sorted(found)]
 
 
 def _named(found):
@@ -526,13 +533,14 @@ def _epsilon(claim, call):
                         f"{c:g} (||G||_F = {_fro(Gc):.3g}); the claimed update is finite{why}",
                         G.shape, Gc)
         tol = _tol(claim, Gc, rescale=1.0)
-        d = _dist(_mats(out, claim.stack_dims), _mats(ref, claim.stack_dims))
+        # directions: the size is the scale properties' (a scale mistake is named there)
+        d = _dist(_mats(out, claim.stack_dims), _mats(ref, claim.stack_dims), normalise=True)
         if d > tol:
             eps, form = claim.full.effective_eps
             safety = claim.full.norm_scale
             if safety is None:
                 safety = get_preset(claim.preset).norm_scale
-            found = _alternatives(claim, Gc, out, tol, normalise=False)
+            found = _alternatives(claim, Gc, out, tol)
             raise _Fail(d, f"G x {c:g}", f"for the gradient scaled by {c:g} (||G||_F = "
                         f"{_fro(Gc):.3g}) the update differs by {d:.3g} > {tol:.3g} from the "
                         f"claimed one (epsilon {form} {eps:g} on the raw gradient, norm safety "
