@@ -12,7 +12,6 @@ and a source's own arithmetic coincide; only ``direction_scale_invariant`` leave
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
