@@ -36,6 +36,7 @@ from swanref.presets.catalogue import PRESETS, PROVENANCE, check_coefficients
 from swanref.presets.diagnose import MATCH_TOLERANCE, identify
 from swanref.spec.readings import SCALINGS, SPEC_VERSION, WHITEN_METHODS
 from swanref.verify.claims import DtypeName, add_claim_arguments, claim_from_args, parse_value
+from swanref.verify.claims.cli import operator_arguments
 from swanref.verify.measure import Measurement, describe_text, fmt
 from swanref.verify.targets import (DEFAULT_TIMEOUT_S, TargetAborted, TargetRunner,  # noqa: F401
                                     TargetTimeout, UsageError, load_target)
@@ -683,7 +684,13 @@ def check(fn, op, *, dtype="float64", axis=None, eps=None, method=None, steps=No
     caller's thread).  When a whitening claim fails and the target matches a preset, the
     report says so (``suggest``).  ``command``: the CLI arguments of this check, for the
     commands the report prints (built from the keywords when ``target_name`` is given).
+    ``claim`` (a swanref.verify.claims.Claim) replaces the reading keywords (docs/spec.md 11.5).
     """
+    if claim is not None and op != "update":  # OP update takes the claim as it is, below
+        kw = operator_arguments(claim)
+        preset, coefficients, dtype, steps = (kw.get("preset"), kw.get("coefficients"),
+                                              kw["dtype"], kw["steps"])
+        method, beta, scaling = kw.get("method", method), kw.get("beta"), kw.get("scaling")
     from swanref.verify.properties import OPS, Claim, properties_for
 
     fn = bind(fn, kwargs)
@@ -1295,6 +1302,14 @@ def _update_claim_from_args(args):
     return claim_from_args(args, base, preset=False)
 
 
+def _operator_claim_from_args(args):
+    """An operator check with --claim/--set: the reading options give the base record."""
+    base = {"preset": args.preset, "compute_dtype": args.dtype, "steps": args.steps}
+    if args.preset is None:
+        base.update(method=args.method, beta=args.beta, scaling=args.scaling)
+    return claim_from_args(args, {k: v for k, v in base.items() if v is not None}, preset=False)
+
+
 def _run(argv):
     """(exit status, report text or None); runs with stdout sent to stderr."""
     try:
@@ -1312,10 +1327,8 @@ def _run(argv):
             raise UsageError("the following arguments are required: TARGET")
         claim = None
         if args.claim is not None or args.set_knobs:
-            if args.op != "update":
-                raise UsageError(f"--claim/--set are taken by OP update; OP {args.op} states its "
-                                 "claim with its own options (swanref check --help)")
-            claim = _update_claim_from_args(args)
+            claim = (_update_claim_from_args(args) if args.op == "update"
+                     else _operator_claim_from_args(args))
         timeout = args.timeout or None
         runner = TargetRunner(timeout)
         fn = load_target(args.target, runner)
