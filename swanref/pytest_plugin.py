@@ -230,8 +230,10 @@ class SwanrefClaimItem(pytest.Item):
         opts = _defaults(self.config)
         try:
             fn = checker.load_target(self.target)
-            report = checker.check(fn, self.op, claim=self.claim, examples=opts["examples"],
-                                   seed=opts["seed"], strict=opts["strict"])
+            sampling = {} if self.op == "update" else dict(  # update: fixed probes
+                examples=opts["examples"], seed=opts["seed"])
+            report = checker.check(fn, self.op, claim=self.claim, strict=opts["strict"],
+                                   **sampling)
         except checker.UsageError as exc:
             raise pytest.UsageError(f"--swanref-target {self.op}={self.target}: {exc}") \
                 from None

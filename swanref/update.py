@@ -9,7 +9,6 @@ named convention of :mod:`swanref.spec.conventions` with its source.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 
