@@ -29,6 +29,7 @@ from swanref.presets import schedules
 from swanref.presets.catalogue import PRESETS, PROVENANCE, check_coefficients
 from swanref.presets.diagnose import MATCH_TOLERANCE, identify
 from swanref.spec.readings import SCALINGS, SPEC_VERSION, WHITEN_METHODS
+from swanref.verify.claims import DtypeName, add_claim_arguments, claim_from_args, parse_value
 from swanref.verify.measure import Measurement, describe_text, fmt
 from swanref.verify.targets import UsageError, load_target  # noqa: F401 (re-exported)
 
@@ -419,14 +420,17 @@ def bind(fn, kwargs):
 
 def parse_kwarg(text: str):
     """``name=value`` -> (name, value); the value is a Python literal when it parses as one
-    (``5``, ``1e-7``, ``True``, ``(3.4, -4.7, 2.0)``, ``None``), else the string."""
+    (``5``, ``1e-7``, ``True``, ``(3.4, -4.7, 2.0)``, ``None``), a dtype name
+    (``torch.float64``, ``jnp.bfloat16``, ``np.float32``: imported and resolved), else the
+    string (docs/spec.md 11.5)."""
     name, sep, value = text.partition("=")
     if not sep or not name.isidentifier():
         raise UsageError(f"--kwarg takes name=value, got {text!r}")
     try:
         return name, ast.literal_eval(value)
     except (ValueError, SyntaxError):
-        return name, value
+        typed = parse_value(value)
+        return name, typed.resolve() if isinstance(typed, DtypeName) else value
 
 
 def _smoke(call, dt, shapes=None):
@@ -702,6 +706,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="coefficient table (JSON or one 'a b c' per line) for the preset")
     u.add_argument("--tolerance", type=float, default=None,
                    help="relative distance accepted (default: by --dtype)")
+    add_claim_arguments(u, preset=False)  # --claim FILE, --set KNOB=VALUE (docs/spec.md 11.5)
     o = p.add_argument_group("output")
     o.add_argument("--json", action="store_true", help="machine-readable report on stdout")
     o.add_argument("--strict", action="store_true",
@@ -753,11 +758,27 @@ def main(argv=None) -> int:
                 return 0
             if args.target is None:
                 raise UsageError("the following arguments are required: TARGET")
+            fn = bind(load_target(args.target), kwargs)
+            legacy = dict(preset=args.preset or "svd", scale=args.scale,
+                          scale_factor=args.scale_factor, stack_dims=args.stack_dims,
+                          row_norm=args.row_norm, steps=args.steps,
+                          coefficients=args.coefficients, dtype=args.dtype,
+                          complex=args.complex, tolerance=args.tolerance)
+            claim = None
+            if args.claim is not None or args.set_knobs:
+                if args.coefficients is not None and not isinstance(args.coefficients, list):
+                    legacy["coefficients"] = up.load_coefficients(args.coefficients)
+                try:
+                    legacy_claim = up.UpdateClaim(**legacy)
+                except (ValueError, TypeError) as exc:
+                    raise UsageError(f"invalid update claim: {exc}") from exc
+                base = {k: v for k, v in legacy_claim.to_claim().to_dict().items()
+                        if k not in ("format", "version")}
+                if args.tolerance is None:
+                    base.pop("tolerance", None)   # the dtype's, after --claim / --set
+                claim = claim_from_args(args, base, preset=False)
             report = up.check_update(
-                load_target(args.target), preset=args.preset or "svd", scale=args.scale,
-                scale_factor=args.scale_factor, stack_dims=args.stack_dims,
-                row_norm=args.row_norm, steps=args.steps, coefficients=args.coefficients,
-                dtype=args.dtype, complex=args.complex, tolerance=args.tolerance,
+                fn, **({} if claim is not None else legacy), claim=claim,
                 properties=args.properties, array_type=args.array_type,
                 target_name=args.target, strict=args.strict)
         elif args.list_properties:

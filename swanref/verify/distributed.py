@@ -48,6 +48,8 @@ from swanref.spec import spectral
 from swanref.spec.readings import SCALINGS, WHITEN_METHODS, default_rank_rtol
 from swanref.spec.tolerance import condition_number, unit_roundoff
 from swanref.verify.checker import CheckReport, PropertyResult
+from swanref.verify.claims import Claim
+from swanref.verify.claims.model import require_evaluable
 from swanref.verify.targets import UsageError, load_target
 from swanref.verify.matrices import conditioned
 from swanref.verify.measure import (Measurement, describe_input, measure_grad_norm,
@@ -180,6 +182,18 @@ class ShardedClaim:
     scaling: str | None = None
     preset: str | None = None
     eps: float = 0.0
+
+    @classmethod
+    def from_claim(cls, claim: Claim) -> ShardedClaim:
+        """The sharded check's claim of a :class:`~swanref.verify.claims.Claim` (validated)."""
+        evaluable = ["steps", "beta", "scaling", "compute_dtype"]
+        if claim.op == "grad_norm":
+            evaluable.append("eps")
+        require_evaluable(claim, "sharded", evaluable)
+        return cls(claim.op, claim.compute_dtype,
+                   "svd" if claim.method == "preset" else claim.method, claim.steps,
+                   claim.beta, claim.scaling, claim.preset,
+                   (claim.eps or 0.0) if claim.op == "grad_norm" else 0.0).validate()
 
     def validate(self):
         if self.op not in OPS:

@@ -56,6 +56,8 @@ from swanref.spec.conventions import resolve_scale, shape_factor
 from swanref.spec.routing import swan_route
 from swanref.update import orthogonalized_update
 from swanref.ops import grad_norm
+from swanref.verify.claims import Claim, ClaimError
+from swanref.verify.claims.model import require_evaluable
 
 __all__ = ["OptimizerClaim", "BUILTINS", "NESTEROV", "check_optimizer", "check_model",
            "torch_driver", "torch_model_driver", "optax_driver", "main"]
@@ -137,6 +139,28 @@ class OptimizerClaim:
             raise ValueError(f"stack must be one of {STACK_RULES}, got {self.stack!r}")
         if self.tolerance is None:
             self.tolerance = TOLERANCE[self.precision]
+
+    #: Claim knobs this level evaluates today (docs/spec.md 11.1)
+    CLAIM_KNOBS = ("scale", "scale_factor", "compute_dtype", "io_dtype", "lr", "weight_decay",
+                   "momentum", "nd", "pre", "nesterov", "nesterov_variant")
+    _STACK_OF_ND = {"flatten": "flattened", "batch_leading": "independent",
+                    "flatten_4d_batch_3d": "independent", "routed": "routed"}
+
+    @classmethod
+    def from_claim(cls, claim: Claim) -> OptimizerClaim:
+        """The optimizer check's claim of a :class:`~swanref.verify.claims.Claim`."""
+        require_evaluable(claim, "optimizer", cls.CLAIM_KNOBS)
+        if claim.nd not in cls._STACK_OF_ND:
+            raise ClaimError(f"the optimizer check cannot evaluate nd={claim.nd!r} yet")
+        if claim.nesterov == "always":
+            raise ClaimError("the optimizer check cannot evaluate nesterov='always' yet (its "
+                             "momentum-neutral step switches Nesterov off)")
+        return cls(claim.preset or claim.method, claim.scale, claim.scale_factor,
+                   claim.compute_dtype, claim.io_dtype or claim.container, claim.lr,
+                   claim.weight_decay, claim.momentum, claim.tolerance,
+                   "routed" if claim.nd == "routed" else "orthogonalised", claim.pre,
+                   None if claim.nesterov == "off" else claim.nesterov_variant,
+                   cls._STACK_OF_ND[claim.nd])
 
     @property
     def stateful_tolerance(self):

@@ -24,6 +24,8 @@ from swanref.spec.conventions import SCALE_RULES, matrix_view, resolve_scale, sh
 from swanref.spec.readings import WHITEN_METHODS
 from swanref.update import load_coefficients, orthogonalized_update
 from swanref.verify.checker import CheckReport, PropertyResult, UsageError, make_call
+from swanref.verify.claims import Claim, ClaimError
+from swanref.verify.claims.model import require_evaluable
 from swanref.verify.properties import TargetError
 
 __all__ = ["UpdateClaim", "UPDATE_PROPERTIES", "check_update", "DIRECTION_TOLERANCE"]
@@ -59,6 +61,33 @@ class UpdateClaim:
             raise ValueError(f"dtype must be one of {', '.join(MATCH)}, got {self.dtype!r}")
         if self.tolerance is None:
             self.tolerance = MATCH[self.dtype]
+
+    #: Claim knobs this level evaluates today (docs/spec.md 11.1)
+    CLAIM_KNOBS = ("scale", "scale_factor", "stack_dims", "norm_axis", "steps", "coefficients",
+                   "compute_dtype", "complex")
+
+    @classmethod
+    def from_claim(cls, claim: Claim) -> UpdateClaim:
+        """The update check's claim of a :class:`~swanref.verify.claims.Claim` (ClaimError for a
+        knob this level cannot evaluate yet, e.g. an epsilon other than the preset's)."""
+        require_evaluable(claim, "update", cls.CLAIM_KNOBS)
+        if claim.norm_axis not in ("none", "rows"):
+            raise ClaimError(f"the update check cannot evaluate norm_axis={claim.norm_axis!r} "
+                             "yet (rows only)")
+        return cls(claim.preset or claim.method, claim.scale, claim.scale_factor,
+                   claim.stack_dims, claim.norm_axis == "rows", claim.steps,
+                   None if claim.coefficients is None else [list(t) for t in claim.coefficients],
+                   claim.compute_dtype, claim.complex, claim.tolerance)
+
+    def to_claim(self) -> Claim:
+        """The same claim as a :class:`~swanref.verify.claims.Claim` (tolerance kept)."""
+        named = self.preset in PRESETS or self.preset in ROUTES
+        return Claim(level="update", preset=self.preset if named else None,
+                     method="preset" if named else self.preset, scale=self.scale,
+                     scale_factor=self.scale_factor, stack_dims=self.stack_dims,
+                     norm_axis="rows" if self.row_norm else "none", steps=self.steps,
+                     coefficients=self.coefficients, compute_dtype=self.dtype,
+                     complex=self.complex, tolerance=self.tolerance)
 
     @property
     def container(self):
@@ -423,14 +452,22 @@ UPDATE_PROPERTIES = [
 def check_update(fn, *, preset="svd", scale="keller", scale_factor=1.0, stack_dims=0,
                  row_norm=False, steps=None, coefficients=None, dtype="float64",
                  complex=False, tolerance=None, properties=None, array_type="numpy",
-                 target_name=None, strict=False):
-    """Run every update property on callable ``fn``; returns a checker.CheckReport."""
+                 target_name=None, strict=False, claim=None):
+    """Run every update property on callable ``fn``; returns a checker.CheckReport.
+
+    ``claim`` (a :class:`~swanref.verify.claims.Claim`) replaces the claim keywords."""
 
     try:
-        if coefficients is not None and not isinstance(coefficients, (list, tuple)):
-            coefficients = load_coefficients(coefficients)
-        claim = UpdateClaim(preset, scale, float(scale_factor), int(stack_dims), bool(row_norm),
-                            steps, coefficients, str(dtype), bool(complex), tolerance)
+        if claim is not None:
+            if not isinstance(claim, Claim):
+                raise TypeError(f"claim must be a swanref Claim, got {type(claim).__name__}")
+            claim = UpdateClaim.from_claim(claim)
+        else:
+            if coefficients is not None and not isinstance(coefficients, (list, tuple)):
+                coefficients = load_coefficients(coefficients)
+            claim = UpdateClaim(preset, scale, float(scale_factor), int(stack_dims),
+                                bool(row_norm), steps, coefficients, str(dtype), bool(complex),
+                                tolerance)
         reference(claim, _probe(claim, (3, 4), 0))  # the claim itself must be evaluable
     except (ValueError, TypeError) as exc:
         raise UsageError(f"invalid update claim: {exc}") from exc
