@@ -130,3 +130,18 @@ def torch_muon_update(G):
     O = torch_muon_orth(G)
     m, n = np.asarray(G).shape
     return O * np.sqrt(max(1.0, m / n))
+
+
+def keller_torch_test_table(G):
+    """Keller's normalisation (add 1e-7) with torch's test table (3.4, -4.7, 2.0)
+    (test/optim OptimizerInfo optim_inputs_func_muon ns_coefficients), 5 steps, batched."""
+    a, b, c = 3.4, -4.7, 2.0
+    X = np.asarray(G, np.float64)
+    tall = X.shape[-2] > X.shape[-1]
+    if tall:
+        X = np.swapaxes(X, -1, -2)
+    X = X / (np.linalg.norm(X, axis=(-2, -1), keepdims=True) + 1e-7)
+    for _ in range(5):
+        A = X @ np.swapaxes(X, -1, -2)
+        X = a * X + (b * A + c * A @ A) @ X
+    return np.swapaxes(X, -1, -2) if tall else X

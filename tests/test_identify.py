@@ -39,6 +39,16 @@ def test_lowered_epsilon_is_stated_not_the_presets():
     assert (r.claim.eps, r.claim.eps_form, r.claim.nd) == (1e-12, "add", "batch_leading")
 
 
+def test_a_custom_table_is_refitted_into_the_claim():
+    # the catalogue has no (3.4, -4.7, 2.0) table: one refitted triple, written to the claim
+    r = identify(impls.keller_torch_test_table, "float64", names=["muon_ns5", "torch_muon"])
+    c = r.claim
+    assert r.match, r.summary()
+    assert c.coefficients == ((3.4, -4.7, 2.0),) and c.steps == 5
+    assert (c.eps, c.eps_form, c.norm_scale) == (1e-7, "add", 1.0)
+    assert any("triple 1 differs by 1.57%" in n for n in r.notes)
+
+
 def test_polar_express_speedrun_in_bf16():
     r = identify(impls.polar_express_bf16, "float32")
     c = r.claim

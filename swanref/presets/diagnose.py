@@ -365,7 +365,7 @@ def probe_tolerance(G, preset, sched, precision: str) -> float:
 
 # -- distances -------------------------------------------------------------------------------------
 
-def _distance(out, ref) -> float:
+def relative_distance(out, ref) -> float:
     """Largest relative Frobenius difference over the matrices (NaN-pattern mismatch = inf)."""
     out = np.asarray(out, dtype=np.float64)
     ref = np.asarray(ref, dtype=np.float64)
@@ -384,6 +384,9 @@ def _distance(out, ref) -> float:
         scale = max(np.linalg.norm(b), 1e-30)
         worst = max(worst, float(np.linalg.norm(a - b) / scale))
     return worst
+
+
+_distance = relative_distance
 
 
 @dataclass
@@ -654,15 +657,17 @@ def diagnose(fn, name: str, *, dtype: str = "float64", steps=None, tolerance=Non
         results = [evaluate(cand, refs, tols, plist, outs, unsupported, dtype, tolerance,
                             representable) for cand, refs, tols in rows]
         claim = results[0]
-        batch_note = _batch_note(fn, plist, outs, unsupported, errors)
-        if batch_note and not claim.match:
+        batch_note = _batch_note(fn, plist, outs, unsupported, dtype)
+        judged = unsupported
+        batch_alone = any(c.match for (cand, _, _), c in zip(rows, results)
+                          if cand.knob == "batch")
+        if batch_note and not claim.match and not batch_alone:
             # the batch probe alone decides the batch rule: judge the other knobs without it
             judged = dict(unsupported, batched="judged apart")
-            results = [evaluate(cand, refs, tols, plist, outs, judged, dtype, tolerance,
-                                representable) for cand, refs, tols in rows]
-            claim = results[0]
-        else:
-            judged = unsupported
+            apart = [evaluate(cand, refs, tols, plist, outs, judged, dtype, tolerance,
+                              representable) for cand, refs, tols in rows]
+            if not apart[0].match:   # something besides the batch rule differs
+                results = apart
         extra = []
         if not any(c.match for c in results[1:]) and not claim.match and not errors:
             extra = _second_round(rows, results, plist, outs, judged, dtype, tolerance,
@@ -749,7 +754,7 @@ def _second_round(rows, results, plist, outs, unsupported, dtype, tolerance, rep
             if c is not None and c.label not in seen:
                 seen.add(c.label)
                 pairs.append(c)
-    fitted = _fit_triple(plist, outs, base, dtype)
+    fitted = refit_triple(plist, outs, base, dtype)
     if fitted is not None:
         pairs.insert(0, fitted)
     out = []
@@ -763,7 +768,7 @@ def _second_round(rows, results, plist, outs, unsupported, dtype, tolerance, rep
 _FIT_PROBES = ("wide 16x40", "tall 40x16")
 
 
-def _fit_triple(plist, outs, base: Candidate, dtype):
+def refit_triple(plist, outs, base: Candidate, dtype):
     """Refit one (a, b, c) triple of the claim's schedule to the target's singular-value map.
 
     The target keeps G's singular vectors (else None); its map of ``x = s / d`` is compared with
@@ -834,6 +839,17 @@ def _fit_triple(plist, outs, base: Candidate, dtype):
     if best is None or best[0] > 1e2 * floor:
         return None
     err, k, t, idx = best
+    # the shortest spelling that fits as well (a table written by hand: 3.4, not 3.4000000001)
+    for digits in (4, 6, 8, 10, 12):
+        short = tuple(float(f"{v:.{digits}g}") for v in t)
+        s = list(sched)
+        for i in idx:
+            s[i] = short
+        with np.errstate(all="ignore"):
+            e = float(np.linalg.norm(composed(s) - y)) / ynorm
+        if e <= max(err, floor):
+            t = short
+            break
     old = sched[k]
     rel = max(abs(t[i] - old[i]) / max(abs(old[i]), 1e-300) for i in range(3))
     if rel < 1e-4:
@@ -843,12 +859,16 @@ def _fit_triple(plist, outs, base: Candidate, dtype):
         s[i] = t
     trip = ", ".join(f"{v:.6g}" for v in t)
     was = ", ".join(f"{v:.6g}" for v in old)
-    return Candidate(f"custom coefficients: triple {k + 1} differs by {100 * rel:.3g}% "
-                     f"(({trip}) instead of ({was}))", base.preset, tuple(s), base.precision,
-                     "coefficients")
+    table = [tuple(float(v) for v in t) for t in base.preset.coefficients]
+    tk = table.index(tuple(float(v) for v in old)) + 1 if tuple(
+        float(v) for v in old) in table else k + 1
+    steps = f" (steps {idx[0] + 1}-{idx[-1] + 1})" if len(idx) > 1 else ""
+    return Candidate(f"custom coefficients: triple {tk} differs by {100 * rel:.3g}% "
+                     f"(({trip}) instead of ({was})){steps}", base.preset, tuple(s),
+                     base.precision, "coefficients")
 
 
-def _batch_note(fn, plist, outs, unsupported, errors) -> str:
+def _batch_note(fn, plist, outs, unsupported, dtype) -> str:
     """How the target treats the batch probe, judged against itself: slice by slice (no note),
     one norm over the whole batch, or something else; '' when it refuses batches."""
     batch = next((p for p in plist if p.cls == "batched"), None)
@@ -866,7 +886,7 @@ def _batch_note(fn, plist, outs, unsupported, errors) -> str:
         per = [_distance(o, sl) for o, sl in zip(out, slices)]
     per = [math.inf if math.isnan(v) else v for v in per]
     d = max(per)
-    if d <= 1e-6:
+    if d <= max(1e-6, MATCH_TOLERANCE[dtype]):   # the same up to the dtype's rounding
         return ""
     big = int(np.argmax([np.linalg.norm(g) for g in batch.G]))
     rest = [v for i, v in enumerate(per) if i != big]

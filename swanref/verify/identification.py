@@ -26,10 +26,12 @@ import numpy as np
 
 from swanref.presets.catalogue import PRESETS, ROUTES, get_preset, schedule
 from swanref.presets.diagnose import (MATCH_TOLERANCE, NO_CLAIM_LIMIT, Candidate, Probe,
-                                      _distance, candidate_rows, evaluate, probes, run_target)
+                                      candidate_rows, evaluate, probes, refit_triple,
+                                      relative_distance, run_target)
 from swanref.presets.lowprec import is_representable, round_to
 from swanref.spec.conventions import SCALE_RULES, shape_factor
-from swanref.verify.claims import Claim, dumps
+from swanref.verify.checker import bind, make_call, parse_kwarg
+from swanref.verify.claims import Claim, dumps, save_claim
 from swanref.verify.targets import UsageError, load_target
 
 __all__ = ["identify", "Identification", "main"]
@@ -99,10 +101,11 @@ class Identification:
         lines += ["", "claim (swanref check ... --claim FILE):", "", self.claim_text().rstrip(),
                   "", "nearest alternatives (one knob changed):"]
         for a in self.alternatives:
-            sep = "; ".join(f"{p}: {d:.3g} > {t:.3g}" for p, d, t in a.separating[:2]) or \
-                "no probe separates them (indistinguishable here)"
+            sep = ("separated by " + "; ".join(f"{p}: {d:.3g} > {t:.3g}"
+                                               for p, d, t in a.separating[:2])
+                   if a.separating else "no probe separates it from the match here")
             lines.append(f"  {a.label}: distance {a.distance:.3g} (tolerance {a.tolerance:.3g})"
-                         f"; separated by {sep}")
+                         f"; {sep}")
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
@@ -352,6 +355,7 @@ def identify(fn, dtype: str = "float64", *, level: str = "operator", names=None,
         by_label.update({c.label: n for n, c in refined})
         best, _ = scored[0]
         name = by_label[best.label]
+        notes = []
         # 3. epsilon value and form on tiny-norm probes
         eprobes = _eps_probes(dtype)
         eouts, _, _ = run_target(fn, eprobes)
@@ -376,10 +380,32 @@ def identify(fn, dtype: str = "float64", *, level: str = "operator", names=None,
             by_label[c[1].label] = c[0]
         by_label.update({c.label: name for c in ecands})
         final = chosen
+        if level == "operator" and not escored[0][1].match:
+            # no table of the catalogue: refit one triple of the best schedules (8.6), with
+            # the preset's own safety factor too (a factor can mimic a changed triple)
+            bases = [final, _cand(name, replace(final.preset, norm_scale=get_preset(
+                name).norm_scale), final.sched, final.precision)]
+            for c, _ in coarse[:3]:
+                bases.append(_cand(by_label[c.label], replace(
+                    c.preset, norm=final.preset.norm, eps=final.preset.eps,
+                    normalise_in=final.preset.normalise_in), c.sched, final.precision))
+            fits, origin = [], {}
+            for b in bases:
+                f = refit_triple(plist, outs, b, dtype)
+                if f is not None and f.label not in origin:
+                    fits.append(f)
+                    origin[f.label] = by_label.get(b.label, name)
+                    break   # a fit within 100x the floor: the schedule is found
+            if fits:
+                ranked = _score([final] + fits, plist + eprobes, dict(outs, **eouts), dtype,
+                                {"batched": "later", **unsupported})
+                if ranked[0][0] is not final:
+                    final = ranked[0][0]
+                    name = origin[final.label]
+                    notes.append(final.label)
         name = _own_preset(name, final)
         # 5. batch handling (operator level; an update's N-D rule is spec 9.2's)
         batch_probe = next(p for p in plist if p.cls == "batched")
-        notes = []
         nd = "batch_leading" if level == "operator" else "flatten"
         if level == "update":
             unsupported = dict(unsupported, batched="update level")
@@ -406,7 +432,7 @@ def identify(fn, dtype: str = "float64", *, level: str = "operator", names=None,
                                   [batch_probe], dtype)[0]
             if post is not None:
                 wrow = (wrow[0], [post(batch_probe.G, wrow[1][0])], wrow[2])
-            dw = _distance(outs[batch_probe.label], wrow[1][0])
+            dw = relative_distance(outs[batch_probe.label], wrow[1][0])
             if res.per_probe[batch_probe.label] > (res.tolerances.get(batch_probe.label) or 0) \
                     and dw <= (wrow[2][0] if wrow[2][0] <= NO_CLAIM_LIMIT else 0):
                 notes.append("the target reads a 3-D input as one matrix (one Frobenius norm "
@@ -502,19 +528,20 @@ def _alternatives(name, final, res, plist, outs, skip, dtype, precs, post=None) 
 def _claim(name, cand: Candidate, dtype: str, nd: str, level="operator",
            update_knobs=None) -> Claim:
     p = cand.preset
-    own = get_preset(name)
     sched = tuple(cand.sched)
     knobs = dict(level=level, steps=len(sched), eps=p.eps, **(update_knobs or {}),
                  eps_form=p.norm if p.norm in ("add", "clamp", "none", "safe") else None,
                  norm_scale=p.norm_scale, compute_dtype=cand.precision, nd=nd)
-    if tuple(schedule(name, len(sched))) != sched:  # pragma: no cover - searched schedules
-        knobs["coefficients"] = [list(t) for t in sched]
+    if tuple(schedule(name, len(sched))) != sched:  # a refitted triple
+        table = list(sched)
+        while len(table) > 1 and table[-1] == table[-2]:   # the last triple repeats
+            table.pop()
+        knobs["coefficients"] = [list(t) for t in table]
     if cand.precision in ("bfloat16", "float16") and p.normalise_in == "float32":
         knobs["lowprec_order"] = "normalise_then_cast"
     io = dtype if dtype != ("float64" if cand.precision == "float64" else "float32") else None
     if io is not None:
         knobs["io_dtype"] = io
-    del own
     return Claim.from_preset(name, **knobs)
 
 
@@ -532,6 +559,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="float64", choices=tuple(MATCH_TOLERANCE),
                    help="dtype of the probes passed to the target (bfloat16/float16: float32 "
                         "arrays holding those values)")
+    p.add_argument("--level", default="operator", choices=("operator", "update"),
+                   help="operator: an orthogonaliser; update: a whole update (scale rule, "
+                        "NorMuon axis, then the orthogonaliser)")
     p.add_argument("--kwarg", action="append", default=None, metavar="NAME=VALUE",
                    help="bind a keyword argument of the target (repeatable)")
     p.add_argument("--array-type", default="numpy", choices=("numpy", "torch", "jax", "cupy"))
@@ -547,8 +577,6 @@ class _Parser(argparse.ArgumentParser):
 
 
 def main(argv=None) -> int:
-    from swanref.verify.checker import bind, make_call, parse_kwarg  # CLI only (a circle)
-    from swanref.verify.claims import save_claim
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     parser.__class__ = _Parser
@@ -560,7 +588,7 @@ def main(argv=None) -> int:
         kwargs = dict(parse_kwarg(k) for k in (args.kwarg or []))
         fn = bind(load_target(args.target), kwargs)
         call = make_call(fn, args.array_type)
-        result = identify(lambda G: call(np.asarray(G)), args.dtype)
+        result = identify(lambda G: call(np.asarray(G)), args.dtype, level=args.level)
         if args.output:
             save_claim(result.claim, args.output)
     except UsageError as exc:
