@@ -23,6 +23,13 @@ ways to use it:
   Items are named ``swanref[OP:property]``; unsupported input classes and properties that do
   not apply are reported as skipped.
 
+* a claim (docs/spec.md 11): ``--swanref-claim-file FILE``, ``--swanref-preset NAME`` and
+  ``--swanref-set KNOB=VALUE`` (as ``swanref check``'s ``--claim``, ``--preset``, ``--set``)
+  make one claim; each ``--swanref-target`` (OP may be ``update``) is then one item
+  ``swanref[OP:claim]`` running the whole check under it, and the fixture uses it when a call
+  names no claim.  In a test: ``swanref_check(fn, "update", claim=Claim.from_preset(...),
+  eps=1e-8)`` (claim knobs as keywords replace the claim's).
+
 Options: ``--swanref-examples N`` (default 30), ``--swanref-seed S`` (default 0),
 ``--swanref-dtype DT`` (default float64), ``--swanref-strict``.  The plugin imports nothing
 heavy until it is used.
@@ -49,6 +56,29 @@ def pytest_addoption(parser):
     group.addoption("--swanref-dtype", default="float64", help="input dtype (default float64)")
     group.addoption("--swanref-strict", action="store_true",
                     help="advisory failures and unsupported input classes fail")
+    group.addoption("--swanref-claim-file", default=None, metavar="FILE",
+                    help="a claim file (.toml or .json, docs/spec.md 11.2)")
+    group.addoption("--swanref-preset", default=None, metavar="NAME",
+                    help="claim: start from a catalogue preset as its source runs it")
+    group.addoption("--swanref-set", action="append", default=[], metavar="KNOB=VALUE",
+                    help="claim: override one knob (repeatable), e.g. eps=1e-12")
+
+
+def _config_claim(config):
+    """The claim of --swanref-claim-file/--swanref-preset/--swanref-set, or None."""
+    path = config.getoption("swanref_claim_file")
+    name = config.getoption("swanref_preset")
+    sets = config.getoption("swanref_set")
+    if path is None and name is None and not sets:
+        return None
+    import argparse
+
+    from swanref.verify.claims import ClaimError, claim_from_args
+    ns = argparse.Namespace(claim=path, preset=name, set_knobs=list(sets))
+    try:
+        return claim_from_args(ns)
+    except (ClaimError, OSError) as exc:
+        raise pytest.UsageError(f"swanref claim: {exc}") from None
 
 
 _INT = {"steps", "iters", "max_side"}
@@ -94,13 +124,31 @@ def swanref_check(request):
     """``swanref_check(fn, op, **claim) -> CheckReport``; fails the test if not conforming."""
     defaults = _defaults(request.config)
 
-    def run(fn, op, **claim):
+    def run(fn, op, claim=None, **reading):
         # the checker (and hypothesis) load only when used: the plugin loads in every pytest run
+        import inspect
+
         from swanref.verify import checker
+        from swanref.verify.claims import KNOBS, ClaimError
         kw = dict(defaults)
-        kw.update(claim)
+        params = inspect.signature(checker.check).parameters
+        # with a claim (or at the update level) a knob name is a knob (eps=...), else a
+        # keyword of the operator check when it has one
+        knobs = {k: v for k, v in reading.items() if k in KNOBS and (
+            claim is not None or op == "update" or k not in params)}
+        kw.update((k, v) for k, v in reading.items() if k not in knobs)
         try:
+            if claim is None and (knobs or not reading):
+                claim = _config_claim(request.config)
+            if knobs:
+                from swanref.verify.claims import Claim
+                claim = (claim or Claim()).replace(**knobs)
+            if claim is not None:
+                kw["claim"] = claim
+                kw.pop("dtype", None)  # the claim's compute_dtype
             report = checker.check(fn, op, **kw)
+        except ClaimError as exc:
+            pytest.fail(f"swanref_check: {exc}", pytrace=False)
         except checker.UsageError as exc:
             pytest.fail(f"swanref_check: {exc}", pytrace=False)
         if not report.conforming:
@@ -154,6 +202,42 @@ class SwanrefItem(pytest.Item):
         return self.path, None, f"swanref[{self.op}:{self.prop.name}]"
 
 
+class SwanrefClaimItem(pytest.Item):
+    """One target checked as a whole under the command line's claim."""
+
+    def __init__(self, *, op, target, claim, **kw):
+        super().__init__(**kw)
+        self.op, self.target, self.claim = op, target, claim
+
+    def runtest(self):
+        from swanref.verify import checker
+        opts = _defaults(self.config)
+        try:
+            fn = checker.load_target(self.target)
+            report = checker.check(fn, self.op, claim=self.claim, examples=opts["examples"],
+                                   seed=opts["seed"], strict=opts["strict"])
+        except checker.UsageError as exc:
+            raise pytest.UsageError(f"--swanref-target {self.op}={self.target}: {exc}") \
+                from None
+        self.user_properties.append(("swanref", report.to_dict()))
+        if not report.conforming:
+            raise SwanrefReportFailure(report)
+
+    def repr_failure(self, excinfo, style=None):
+        if isinstance(excinfo.value, SwanrefReportFailure):
+            return excinfo.value.report.table()
+        return super().repr_failure(excinfo, style)
+
+    def reportinfo(self):
+        return self.path, None, f"swanref[{self.op}:claim]"
+
+
+class SwanrefReportFailure(Exception):
+    def __init__(self, report):
+        super().__init__("not conforming")
+        self.report = report
+
+
 class SwanrefFailure(Exception):
     def __init__(self, result):
         super().__init__(result.message)
@@ -165,8 +249,13 @@ def pytest_collection_modifyitems(session, config, items):
     if not targets:
         return
     from swanref.verify.properties import OPS, Claim, properties_for
+    claimed = _config_claim(config)
     for spec in targets:
         op, sep, target = spec.partition("=")
+        if claimed is not None and sep and op in OPS + ("update",):
+            items.append(SwanrefClaimItem.from_parent(session, name=f"swanref[{op}:claim]",
+                                                      op=op, target=target, claim=claimed))
+            continue
         if not sep or op not in OPS:
             raise pytest.UsageError(f"--swanref-target expects OP=TARGET with OP in {OPS}, "
                                     f"got {spec!r}")

@@ -30,6 +30,7 @@ from swanref.presets.catalogue import PRESETS, PROVENANCE, check_coefficients
 from swanref.presets.diagnose import MATCH_TOLERANCE, identify
 from swanref.spec.readings import SCALINGS, SPEC_VERSION, WHITEN_METHODS
 from swanref.verify.claims import DtypeName, add_claim_arguments, claim_from_args, parse_value
+from swanref.verify.claims.cli import operator_arguments
 from swanref.verify.measure import Measurement, describe_text, fmt
 from swanref.verify.targets import UsageError, load_target  # noqa: F401 (re-exported)
 
@@ -347,7 +348,7 @@ def check(fn, op, *, dtype="float64", axis=-1, eps=0.0, method="svd", steps=None
           scaling=None, rescale=True, iters=5, max_kappa=None, max_side=8,
           full_rank_only=False, examples=30, seed=0, properties=None, strict=False,
           array_type="numpy", target_name=None, preset=None, coefficients=None,
-          kwargs=None, shapes=None, suggest=True) -> CheckReport:
+          kwargs=None, shapes=None, suggest=True, claim=None) -> CheckReport:
     """Run the property catalogue for ``op`` on callable ``fn``; returns a CheckReport.
 
     ``kwargs`` are bound to ``fn`` (``fn(G, **kwargs)``; the CLI's ``--kwarg``).  ``shapes``:
@@ -355,8 +356,18 @@ def check(fn, op, *, dtype="float64", axis=-1, eps=0.0, method="svd", steps=None
     for JIT-compiled targets that recompile per shape).  ``preset`` (with ``coefficients`` for
     ``'custom'``) checks a named orthogonalisation preset instead of the reading given by
     ``method``/``steps``/....  When a whitening claim fails and the target matches a preset,
-    the report says so (``suggest``).
+    the report says so (``suggest``).  ``claim`` (a swanref.verify.claims.Claim) replaces the
+    reading keywords (docs/spec.md 11.5).
     """
+    if claim is not None:
+        if op == "update":
+            from swanref.verify.update_properties import check_update  # the circle below
+            return check_update(bind(fn, kwargs), claim=claim, properties=properties,
+                                array_type=array_type, target_name=target_name, strict=strict)
+        kw = operator_arguments(claim)
+        preset, coefficients, dtype, steps = (kw.get("preset"), kw.get("coefficients"),
+                                              kw["dtype"], kw["steps"])
+        method, beta, scaling = kw.get("method", method), kw.get("beta"), kw.get("scaling")
     from swanref.verify.properties import OPS, Claim, properties_for
 
     fn = bind(fn, kwargs)
@@ -791,7 +802,14 @@ def main(argv=None) -> int:
             if args.target is None:
                 raise UsageError("the following arguments are required: TARGET")
             fn = load_target(args.target)
-            report = check(fn, args.op, dtype=args.dtype, axis=args.axis, eps=args.eps,
+            claim = None
+            if args.claim is not None or args.set_knobs:
+                base = {"preset": args.preset, "compute_dtype": args.dtype, "steps": args.steps}
+                if args.preset is None:
+                    base.update(method=args.method, beta=args.beta, scaling=args.scaling)
+                claim = claim_from_args(args, {k: v for k, v in base.items() if v is not None},
+                                        preset=False)
+            report = check(fn, args.op, claim=claim, dtype=args.dtype, axis=args.axis, eps=args.eps,
                            method=args.method, steps=args.steps, beta=args.beta,
                            scaling=args.scaling, rescale=args.rescale, iters=args.iters,
                            max_kappa=args.max_kappa, max_side=args.max_side,
