@@ -129,7 +129,7 @@ def torch_muon_update(G):
     adjust_lr_fn='original' sqrt(max(1, m/n)) (2-D only)."""
     O = torch_muon_orth(G)
     m, n = np.asarray(G).shape
-    return O * np.sqrt(max(1.0, m / n))
+    return (O * np.sqrt(max(1.0, m / n))).astype(np.asarray(G).dtype)
 
 
 def keller_torch_test_table(G):
@@ -145,3 +145,23 @@ def keller_torch_test_table(G):
         A = X @ np.swapaxes(X, -1, -2)
         X = a * X + (b * A + c * A @ A) @ X
     return np.swapaxes(X, -1, -2) if tall else X
+
+
+def keller_muon_update(G):
+    """KellerJordan/Muon muon.py muon_update on a neutral step, in float64: a 4-D conv weight
+    is viewed as (out, -1), a 3-D gradient goes to zeropower as a batch of its last two axes;
+    scale max(1, m/n)**0.5 of the matrices orthogonalised."""
+    G = np.asarray(G)
+    U = G.reshape(len(G), -1) if G.ndim == 4 else G
+    a, b, c = KELLER
+    X = U.astype(np.float64)
+    tall = X.shape[-2] > X.shape[-1]
+    if tall:
+        X = np.swapaxes(X, -1, -2)
+    X = X / (np.linalg.norm(X, axis=(-2, -1), keepdims=True) + 1e-7)
+    for _ in range(5):
+        A = X @ np.swapaxes(X, -1, -2)
+        X = a * X + (b * A + c * A @ A) @ X
+    X = np.swapaxes(X, -1, -2) if tall else X
+    X = X * max(1.0, U.shape[-2] / U.shape[-1]) ** 0.5
+    return X.reshape(G.shape).astype(G.dtype)

@@ -81,8 +81,20 @@ def test_update_level_claim_passes_check_update():
     r = identify(impls.torch_muon_update, "float64", level="update")
     c = r.claim
     assert r.match and (c.preset, c.scale, c.norm_axis) == ("torch_muon", "keller", "none")
-    rep = check_update(impls.torch_muon_update, claim=c,
-                       properties=["direction", "scale_wide", "scale_tall", "scale_square"])
+    assert c.nd == "2d_only"
+    rep = check_update(impls.torch_muon_update, claim=c)   # every property, none dropped
+    assert rep.conforming, rep.table()
+    assert rep.status("nd_round_trip") == "n/a"
+
+
+def test_update_level_nd_rule_of_keller_muon_update():
+    from swanref.verify.update_properties import check_update
+    r = identify(impls.keller_muon_update, "float64", level="update",
+                 names=["muon_ns5", "torch_muon"])
+    c = r.claim
+    assert r.match and (c.nd, c.scale, c.eps, c.eps_form) == (
+        "flatten_4d_batch_3d", "keller", 1e-7, "add"), r.summary()
+    rep = check_update(impls.keller_muon_update, claim=c)
     assert rep.conforming, rep.table()
 
 

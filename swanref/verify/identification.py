@@ -444,11 +444,59 @@ def identify(fn, dtype: str = "float64", *, level: str = "operator", names=None,
                                dtype)
         # alternatives: one knob changed from the match
         alts = _alternatives(name, final, res, full_plist, full_outs, skip, dtype, precs, post)
+    if level == "update":
+        nd, note = _nd_rule(fn, name, final, update_knobs, dtype)
+        if note:
+            notes.append(note)
     claim = _claim(name, final, dtype, nd, level, update_knobs)
     return Identification(claim, dtype, res.match and not errors, res.distance, res.tolerance,
                           res.probe, alts[:alternatives], notes
                           + [f"the target raised on probe {k!r}: {v}" for k, v in errors.items()],
                           final.label)
+
+
+#: N-D gradients of the update level: a conv weight with a rectangular kernel and a 3-D one
+_ND_SHAPES = ((8, 4, 3, 5), (6, 4, 5))
+
+
+def _nd_rule(fn, name, cand: Candidate, knobs: dict, dtype: str) -> tuple:
+    """The update's N-D rule (spec 9.2), judged with :func:`swanref.update.
+    orthogonalized_update` under the identified knobs: refused N-D input is '2d_only'."""
+    from swanref.update import ND_RULES, orthogonalized_update
+    p = cand.preset
+    rng = np.random.default_rng(9)
+    low = cand.precision in ("bfloat16", "float16")
+    kw = dict(scale=knobs.get("scale", "keller"), scale_factor=knobs.get("scale_factor", 1.0),
+              norm_axis=knobs.get("norm_axis", "none"), steps=len(cand.sched),
+              eps=p.eps, eps_form=p.norm, norm_scale=p.norm_scale,
+              emulate=cand.precision if low else None,
+              lowprec_order="normalise_then_cast" if p.normalise_in == "float32"
+              else "cast_then_normalise")
+    if tuple(schedule(name, len(cand.sched))) != tuple(cand.sched):
+        kw["coefficients"] = [list(t) for t in cand.sched]
+    cont = np.float64 if dtype == "float64" else np.float32
+    worst = {r: 0.0 for r in ND_RULES if r != "2d_only"}
+    for shape in _ND_SHAPES:
+        G = rng.standard_normal(shape)
+        G = (round_to(G, dtype) if dtype in ("bfloat16", "float16") else G).astype(cont)
+        try:
+            out = np.asarray(fn(G.copy()), np.float64)
+        except Exception as exc:  # noqa: BLE001 - a refusal is the 2-D-only rule
+            return "2d_only", (f"N-D gradient {shape} refused ({type(exc).__name__}: "
+                               f"{exc}): claim nd='2d_only'")
+        for rule in worst:
+            with np.errstate(all="ignore"):
+                ref = orthogonalized_update(G, name if p.name == name else p.name,
+                                            nd=rule, **kw)
+            d = relative_distance(out.reshape((-1,) + shape[-2:]),
+                                  np.asarray(ref, np.float64).reshape((-1,) + shape[-2:]))
+            worst[rule] = max(worst[rule], d if math.isfinite(d) else math.inf)
+    rule = min(worst, key=lambda r: (worst[r], r != "flatten"))
+    tol = 1e3 * MATCH_TOLERANCE[cand.precision]
+    if worst[rule] > tol:
+        return rule, (f"N-D gradients: no N-D rule matches (closest {rule!r}, distance "
+                      f"{worst[rule]:.3g})")
+    return rule, ""
 
 
 def _own_preset(name, cand: Candidate) -> str:
