@@ -851,7 +851,9 @@ def refit_triple(plist, outs, base: Candidate, dtype):
             t = short
             break
     old = sched[k]
-    rel = max(abs(t[i] - old[i]) / max(abs(old[i]), 1e-300) for i in range(3))
+    # relative to each entry, or to the triple's largest entry where the entry is 0 (c = 0)
+    big = max(abs(v) for v in old) or 1.0
+    rel = max(abs(t[i] - old[i]) / (abs(old[i]) or big) for i in range(3))
     if rel < 1e-4:
         return None
     s = list(sched)

@@ -30,6 +30,7 @@ from swanref.presets.diagnose import (MATCH_TOLERANCE, NO_CLAIM_LIMIT, Candidate
                                       relative_distance, run_target)
 from swanref.presets.lowprec import is_representable, round_to
 from swanref.spec.conventions import SCALE_RULES, shape_factor
+from swanref.update import ND_RULES, orthogonalized_update
 from swanref.verify.checker import bind, make_call, parse_kwarg
 from swanref.verify.claims import Claim, dumps, save_claim
 from swanref.verify.targets import UsageError, load_target
@@ -462,7 +463,6 @@ _ND_SHAPES = ((8, 4, 3, 5), (6, 4, 5))
 def _nd_rule(fn, name, cand: Candidate, knobs: dict, dtype: str) -> tuple:
     """The update's N-D rule (spec 9.2), judged with :func:`swanref.update.
     orthogonalized_update` under the identified knobs: refused N-D input is '2d_only'."""
-    from swanref.update import ND_RULES, orthogonalized_update
     p = cand.preset
     rng = np.random.default_rng(9)
     low = cand.precision in ("bfloat16", "float16")
