@@ -6,7 +6,7 @@ layered (docs/architecture.md): ``spec`` <- ``backends`` <- ``presets`` <- ``ops
 """
 from importlib import metadata as _metadata
 
-from swanref.ops import grad_norm, sinkgd_update, swan_update, whiten
+from swanref.ops import deferred_checks, grad_norm, sinkgd_update, swan_update, whiten
 from swanref.spec.errors import DivergenceError, DivergenceWarning
 from swanref.spec.readings import SPEC_VERSION, WHITEN_METHODS
 from swanref.spec.routing import swan_route
@@ -20,4 +20,4 @@ except _metadata.PackageNotFoundError:  # pragma: no cover - a source tree that 
 
 __all__ = ["grad_norm", "whiten", "swan_update", "sinkgd_update", "swan_route",
            "DivergenceError", "DivergenceWarning", "SPEC_VERSION", "WHITEN_METHODS",
-           "available_backends", "orthogonalized_update"]
+           "available_backends", "orthogonalized_update", "deferred_checks"]

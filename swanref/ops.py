@@ -4,7 +4,10 @@ Section numbers refer to docs/spec.md.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
+import threading
 import warnings
 
 import numpy as np
@@ -18,7 +21,7 @@ from swanref.spec.errors import DivergenceError, DivergenceWarning
 from swanref.spec.readings import (ON_DIVERGENCE, SCALINGS, WHITEN_METHODS,
                        WHITEN_PRESETS, default_rank_rtol)
 
-__all__ = ["grad_norm", "whiten", "swan_update", "sinkgd_update"]
+__all__ = ["grad_norm", "whiten", "swan_update", "sinkgd_update", "deferred_checks"]
 
 #: eigenvalues of G G^T below EIGH_NOISE_FACTOR * max(m, n) * eps * l_1 are rounding noise
 #: (measured up to 0.32 of max(m, n) * eps * l_1 on rank-deficient input; spec 3.2)
@@ -47,6 +50,69 @@ def _namespace(arr):
     return np
 
 
+# -- deferred checks (spec 6.7) ----------------------------------------------------------------
+
+_DEFERRED = threading.local()
+
+
+def _pending():
+    """The open deferred_checks block's list of (ok flag, raise function), or None."""
+    return getattr(_DEFERRED, "pending", None)
+
+
+@contextlib.contextmanager
+def deferred_checks():
+    """Checks without host synchronisation: inside the block, the input finite check (where the
+    backend keeps it as a device flag: the CuPy backend) and the divergence guard of the
+    iterative methods (``on_divergence='raise'``) leave their flags on the device and the calls
+    return at once; all flags are read in one synchronisation when the block ends, where the
+    first failing call (in call order) raises the error it would have raised at once, same
+    type and message (spec 6.7). After an error the block's results must be discarded. Calls
+    with ``check_finite=False`` or ``on_divergence`` 'warn'/'fallback' check at once, as
+    outside the block. Nested blocks report at the end of the outermost one."""
+    if _pending() is not None:
+        yield
+        return
+    _DEFERRED.pending = []
+    try:
+        yield
+    except BaseException:
+        _DEFERRED.pending = None
+        raise
+    pending, _DEFERRED.pending = _DEFERRED.pending, None
+    _resolve(pending)
+
+
+def _resolve(pending):
+    if not pending:
+        return
+    flags = [ok for ok, _ in pending]
+    device = [f for f in flags if hasattr(f, "get")]
+    if device:  # one device-to-host copy for all of them
+        cp = _namespace(device[0])
+        try:
+            read = iter(cp.stack([f.reshape(()) for f in device]).get().tolist())
+        except Exception:  # flags on several devices: one copy each
+            read = iter([bool(f.get()) for f in device])
+        flags = [next(read) if hasattr(f, "get") else f for f in flags]
+    for ok, (_, fail) in zip(flags, pending):
+        if not bool(ok):
+            fail()
+
+
+def _defer(ok, fail) -> bool:
+    """Queue ``(ok, fail)`` in the open block; False (nothing queued) outside one."""
+    pending = _pending()
+    if pending is None:
+        return False
+    pending.append((ok, fail))
+    return True
+
+
+def _raise_nonfinite(count_fn, name="G"):
+    raise nonfinite_error(int(count_fn()), name)
+
+
 class _Call:
     """One public call: validated input in its compute dtype, the backend, the way back."""
 
@@ -67,11 +133,18 @@ class _Call:
         self.eps = float(np.finfo(self.dtype).eps)
         self.array = arr.astype(self.dtype, copy=False)
 
-    def masked(self, arr, ndim_core, name="G"):
-        """Zero the slices (over the last ``ndim_core`` axes) holding NaN/Inf (spec 6.2)."""
+    def masked(self, arr, ndim_core, name="G", defer=False):
+        """Zero the slices (over the last ``ndim_core`` axes) holding NaN/Inf (spec 6.2).
+        ``defer``: inside deferred_checks with check_finite, queue the backend's device flag
+        instead of reading it (spec 6.7)."""
+        xp = self.xp
+        if (defer and self.check_finite and has_kernel(self.be, "finite_flag")
+                and _defer(self.be.finite_flag(arr),
+                           functools.partial(_raise_nonfinite,
+                                             lambda: arr.size - int(xp.isfinite(arr).sum()), name))):
+            return arr, None
         if has_kernel(self.be, "all_finite") and self.be.all_finite(arr):
             return arr, None  # one pass over arr, no boolean temporary
-        xp = self.xp
         axes = tuple(range(arr.ndim - ndim_core, arr.ndim))
         good = xp.isfinite(arr).all(axis=axes)
         if bool(good.all()):
@@ -115,6 +188,12 @@ def _grad_norm_core(call: _Call, arr, axis, eps):
     out = None
     if has_kernel(call.be, "grad_norm_finite"):
         # the backend applies the finite-input policy inside the operator (no pass over G)
+        if call.check_finite and _pending() is not None and call.xp is not np:
+            out, ok = call.be.grad_norm_finite(work, eps, True, defer=True)  # ok: device flag
+            xp = call.xp
+            _defer(ok, functools.partial(
+                _raise_nonfinite, lambda: work.size - int(xp.isfinite(work).sum())))
+            return out if ax == -1 else xp.swapaxes(out, -1, -2)
         out, ok = call.be.grad_norm_finite(work, eps, call.check_finite)
         if not ok:
             out = None  # non-finite input and check_finite: the masked path raises
@@ -152,9 +231,39 @@ def grad_norm(G, *, axis=-1, eps=0.0, backend=None, check_finite=True):
     -------
     ndarray of G's shape and dtype.
     """
+    native = _grad_norm_bfloat16(G, axis, eps, backend, check_finite)
+    if native is not None:
+        return native
     call = _Call(G, backend, check_finite)
     eps = real_number(eps, "eps", minimum=0.0)
     return call.finish(_grad_norm_core(call, call.array, axis, eps))
+
+
+def _grad_norm_bfloat16(G, axis, eps, backend, check_finite):
+    """GradNorm of a bfloat16 GPU tensor read and written natively by the backend (no widened
+    copy; the same float32 arithmetic and one rounding, so the same result as the general
+    path), or None: any other input, or non-finite input with check_finite, which the general
+    path then reports."""
+    got = _arrays.bfloat16_words(G, backend)
+    if got is None:
+        return None
+    words, restore = got
+    be = _backends.get("cupy")
+    if not has_kernel(be, "grad_norm_bf16_finite") or words.ndim < 2 or 0 in words.shape[-2:]:
+        return None
+    check = flag(check_finite, "check_finite")
+    eps = real_number(eps, "eps", minimum=0.0)
+    ax = _resolve_axis(axis, words.shape)
+    work = words if ax == -1 else words.swapaxes(-1, -2)
+    if check and _pending() is not None:
+        out, ok = be.grad_norm_bf16_finite(work, eps, True, defer=True)  # ok: device flag
+        _defer(ok, functools.partial(_raise_nonfinite,
+                                     lambda: be.bfloat16_nonfinite_count(work)))
+    else:
+        out, ok = be.grad_norm_bf16_finite(work, eps, check)
+        if not ok:
+            return None
+    return restore(out if ax == -1 else out.swapaxes(-1, -2))
 
 
 # -- 3. GradWhitening --------------------------------------------------------------------------
@@ -227,7 +336,7 @@ def _whiten_preset_core(call: _Call, arr, method, steps, beta, scaling, rank_rto
     if steps is not None:
         steps = iteration_count(steps, "steps")  # before any schedule is built
     presets.check_emulate(emulate)  # before any array is looked at
-    work, keep = call.masked(arr, 2)
+    work, keep = call.masked(arr, 2, defer=True)
     preset = presets.get_preset(method)
     if call.xp is np:
         # exact power-of-two rescale where the norm's squares would overflow: the same input
@@ -303,6 +412,11 @@ def _whiten_core(call: _Call, arr, method, steps=None, beta=None, scaling=None, 
         bad = _diverged(out, work, params, xp, be)
         if keep is not None:
             bad = bad & keep[..., 0, 0]
+        if (call.check_finite and on_divergence in ("raise", "ignore")
+                and _defer(_deferred_ok(xp, finite, bad, on_divergence),
+                           functools.partial(_deferred_failure, xp, finite, out, work, bad,
+                                             method, params))):
+            return xp.swapaxes(out, -1, -2) if tall else out
         if finite is None:
             any_bad = bool(bad.any())
         else:
@@ -317,6 +431,20 @@ def _whiten_core(call: _Call, arr, method, steps=None, beta=None, scaling=None, 
                                      exact_svd, xp)
     out = call.unmask(out, keep)
     return xp.swapaxes(out, -1, -2) if tall else out
+
+
+def _deferred_ok(xp, finite, bad, on_divergence):
+    """The flag deferred_checks reads: input finite (device flag, or None: checked at once)
+    and, with on_divergence='raise', no slice diverged."""
+    ok = ~bad.any() if on_divergence == "raise" else xp.asarray(True)
+    return ok if finite is None else ok & finite
+
+
+def _deferred_failure(xp, finite, out, work, bad, method, params):
+    """Raise what the call would have raised at once (same order: the finite check first)."""
+    if finite is not None and not bool(finite):
+        raise nonfinite_error(int(work.size - int(xp.isfinite(work).sum())))
+    _handle_divergence(out, work, bad, method, params, "raise", None, xp)
 
 
 def _handle_divergence(out, work, bad, method, params, policy, exact_svd, xp):
@@ -378,10 +506,56 @@ def whiten(G, method="svd", *, steps=None, beta=None, scaling=None, rank_rtol=No
         ``emulate='bfloat16'|'float16'|'source'`` rounds like PyTorch eager on a GPU.
         Presets run in NumPy whatever the backend, with no divergence guard.
     """
+    if isinstance(emulate, str) and emulate == "bfloat16" and isinstance(method, str) \
+            and ((method in WHITEN_PRESETS and method not in WHITEN_METHODS)
+                 or _is_route(method)):
+        got = _arrays.bfloat16_words(G, backend)
+        if got is not None and got[0].ndim >= 2 and 0 not in got[0].shape[-2:]:
+            call = _Bfloat16Call(got, check_finite)
+            try:
+                out = _whiten_preset_core(call, call.array, method, steps, beta, scaling,
+                                          rank_rtol, on_divergence, coefficients, emulate)
+            except _Widen:
+                pass  # non-finite input: the general path reports it as it always has
+            else:
+                return call.finish(out)
     call = _Call(G, backend, check_finite, allow_complex=True)
     out = _whiten_core(call, call.array, method, steps, beta, scaling, rank_rtol, on_divergence,
                        coefficients, emulate)
     return call.finish(out)
+
+
+class _Widen(Exception):
+    """The bfloat16-word path hands the call back to the general (widening) path."""
+
+
+class _Bfloat16Call:
+    """A bfloat16 GPU tensor given to the CuPy backend as its 16-bit words (uint16), for the
+    presets' native bfloat16 kernels, which read and return words: no float32 copy in either
+    direction, bitwise the widening path's result. The parts of :class:`_Call` that
+    _whiten_preset_core uses; non-finite input raises _Widen."""
+
+    def __init__(self, got, check_finite):
+        self.check_finite = flag(check_finite, "check_finite")
+        self.array, self._restore = got
+        self.xp = _namespace(self.array)
+        self.be = _backends.get("cupy")
+
+    def masked(self, arr, ndim_core, name="G", defer=False):
+        if defer and self.check_finite and _defer(
+                self.be.bfloat16_finite_flag(arr),
+                functools.partial(_raise_nonfinite,
+                                  lambda: self.be.bfloat16_nonfinite_count(arr), name)):
+            return arr, None
+        if self.be.bfloat16_all_finite(arr):
+            return arr, None
+        raise _Widen()
+
+    def unmask(self, out, keep):
+        return out
+
+    def finish(self, out):
+        return self._restore(out)
 
 
 # -- 4. SWAN update, 5. SinkGD --------------------------------------------------------------------

@@ -279,10 +279,12 @@ def test_levels_refuse_knobs_they_cannot_evaluate_yet():
         check_update(W.faithful, claim=Claim.from_preset("muon_ns5", gate="per_column"))
     # the preset's own written-out values and other levels' knobs are fine
     UpdateClaim.from_claim(Claim.from_preset("muon_ns5", momentum=0.95, shard_split="chunk"))
-    with pytest.raises(ClaimError, match="shard_split='chunk'"):
-        ShardedClaim.from_claim(Claim(shard_split="chunk"))
-    with pytest.raises(ClaimError, match="nesterov='always'"):
-        OptimizerClaim.from_claim(Claim(preset="torch_muon", nesterov="always"))
+    with pytest.raises(ClaimError, match="gate='per_column'"):
+        ShardedClaim.from_claim(Claim(gate="per_column"))
+    with pytest.raises(ClaimError, match="lowprec_order"):
+        OptimizerClaim.from_claim(Claim(preset="torch_muon", lowprec_order="normalise_then_cast"))
+    assert OptimizerClaim.from_claim(Claim(preset="torch_muon", nesterov="always")
+                                     ).nesterov_always
 
 
 def test_optimizer_and_sharded_adapters():

@@ -41,13 +41,25 @@ def _generator():
     return ["-G", "Ninja"] if shutil.which("ninja") else []
 
 
+def _wheel_cmake_dir():
+    """The scipy-openblas32 wheel's CMake directory ('' without the wheel)."""
+    try:
+        import scipy_openblas32
+    except ImportError:
+        return ""
+    return os.path.join(scipy_openblas32.get_lib_dir(), "cmake", "openblas")
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
+    """The build as docs/architecture.md gives it: with the wheel, the C API is asked for
+    (SWANREF_C_API=ON) and its BLAS copied into the prefix (SWANREF_BUNDLE_BLAS=ON)."""
     base = tmp_path_factory.mktemp("swanref_cmake")
     build, prefix = base / "build", base / "prefix"
+    want_c = ["-DSWANREF_C_API=ON", "-DSWANREF_BUNDLE_BLAS=ON"] if _wheel_cmake_dir() else []
     log = _run([CMAKE, "-S", str(ROOT), "-B", str(build), *_generator(), "-DCMAKE_BUILD_TYPE=Release",
                 f"-DCMAKE_INSTALL_PREFIX={prefix}", f"-DPython3_EXECUTABLE={sys.executable}",
-                f"-DCMAKE_C_COMPILER={CC}", f"-DCMAKE_CXX_COMPILER={CXX}"])
+                *want_c, f"-DCMAKE_C_COMPILER={CC}", f"-DCMAKE_CXX_COMPILER={CXX}"])
     _run([CMAKE, "--build", str(build), "--parallel", "2"])
     _run([CMAKE, "--install", str(build)])
     with_blas = "BLAS/LAPACK from" in log
@@ -141,3 +153,67 @@ def test_golden_vectors_check_catches_a_wrong_c_output(installed, examples, tmp_
                             "--outputs", str(tmp_path), "--allow-missing"],
                            capture_output=True, text=True, timeout=300)
     assert check.returncode == 1, check.stdout + check.stderr
+
+
+def _configure_only(tmp_path, *args):
+    return subprocess.run([CMAKE, "-S", str(ROOT), "-B", str(tmp_path / "cfg"), *_generator(),
+                           "-DSWANREF_BUILD_TESTS=OFF", f"-DCMAKE_C_COMPILER={CC}",
+                           f"-DCMAKE_CXX_COMPILER={CXX}", *args],
+                          capture_output=True, text=True, timeout=300,
+                          env={k: v for k, v in os.environ.items()
+                               if k not in ("VIRTUAL_ENV", "CONDA_PREFIX")})
+
+
+def test_asking_for_the_c_api_without_a_blas_is_a_configure_error_with_the_fix(tmp_path):
+    """Issue 24: a python3 without the wheel used to give a silent header-only build."""
+    no_python = tmp_path / "python-without-the-wheel"
+    no_python.write_text("#!/bin/sh\necho 'ModuleNotFoundError: no scipy_openblas32' >&2\nexit 1\n")
+    no_python.chmod(0o755)
+    proc = _configure_only(tmp_path, "-DSWANREF_C_API=ON", "-DSWANREF_BLAS=scipy-openblas32",
+                           f"-DPython3_EXECUTABLE={no_python}")
+    text = " ".join((proc.stdout + proc.stderr).split())
+    assert proc.returncode != 0, text
+    assert "the wheel was not found" in text and str(no_python) in text  # what was tried
+    assert "-DPython3_EXECUTABLE=" in text and "-DSWANREF_OPENBLAS_DIR=" in text  # the fix
+
+
+def test_the_c_api_is_found_through_the_named_python(tmp_path):
+    if not _wheel_cmake_dir():
+        pytest.skip("scipy-openblas32 not installed (the test extra has it)")
+    proc = _configure_only(tmp_path, "-DSWANREF_C_API=ON", "-DSWANREF_BLAS=scipy-openblas32",
+                           f"-DPython3_EXECUTABLE={sys.executable}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "BLAS/LAPACK from scipy-openblas32" in proc.stdout
+
+
+def test_installed_c_api_carries_its_blas(installed):
+    """SWANREF_BUNDLE_BLAS=ON: the library loads the copy in its own directory, so it
+    survives the Python environment it was built from."""
+    if not installed["with_blas"]:
+        pytest.skip("the C API library needs scipy-openblas32 here")
+    libdir = next(installed["prefix"].glob("lib*/libswanref.so")).parent
+    assert (libdir / "libscipy_openblas.so").exists()
+    ldd = shutil.which("ldd")
+    if ldd:
+        out = _run([ldd, str(libdir / "libswanref.so")])
+        line = next(x for x in out.splitlines() if "libscipy_openblas" in x)
+        assert str(libdir) in line, line
+
+
+def test_header_only_core_with_the_applications_blas(installed, tmp_path):
+    """Recipe (a) of docs/architecture.md, built as written there: cpp/examples/header_only_blas
+    (the docs quote its CMakeLists.txt)."""
+    example = ROOT / "cpp" / "examples" / "header_only_blas"
+    doc = (ROOT / "docs" / "architecture.md").read_text()
+    for line in (example / "CMakeLists.txt").read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            assert line in doc, f"docs/architecture.md does not show {line!r}"
+    if not _wheel_cmake_dir():
+        pytest.skip("no BLAS to link here (the test uses scipy-openblas32's CMake package)")
+    build = tmp_path / "ho"
+    _run([CMAKE, "-S", str(example), "-B", str(build), *_generator(),
+          f"-DCMAKE_PREFIX_PATH={installed['prefix']}", "-DAPP_BLAS=scipy-openblas32",
+          f"-DOpenBLAS_DIR={_wheel_cmake_dir()}", f"-DCMAKE_C_COMPILER={CC}",
+          f"-DCMAKE_CXX_COMPILER={CXX}"])
+    _run([CMAKE, "--build", str(build)])
+    assert "whiten_app OK" in _run([str(build / "whiten_app")])

@@ -157,6 +157,79 @@ def test_torch_cuda_zero_copy_non_contiguous_and_bfloat16():
     assert _rel(ob.float().cpu().numpy(), ref) <= 1e-2
 
 
+@pytest.mark.parametrize("shape, axis", [((3, 40, 64), -1), ((37, 50), -1), ((64, 48), -2),
+                                         ((2, 60000), -1)])
+def test_torch_cuda_bfloat16_grad_norm_native(shape, axis, monkeypatch):
+    """bfloat16 GradNorm is read and written natively (no float32 copy of the input) and gives
+    bitwise the float32 result rounded once: what the widening path computed. Shapes: vector
+    rows, odd rows (scalar kernel), the other axis (strided rows), rows too long for shared
+    memory (widened inside the backend)."""
+    torch = _torch_cuda()
+    from swanref.backends import cupy as CB
+    G = np.random.default_rng(8).standard_normal(shape) * 3 + 1
+    tb = torch.from_numpy(G).cuda().to(torch.bfloat16)
+    calls = []
+    real = CB.grad_norm_bf16_finite
+    monkeypatch.setattr(CB, "grad_norm_bf16_finite", lambda W, e, c: calls.append(W.dtype) or real(W, e, c))
+    before = tb.clone()
+    out = swanref.grad_norm(tb, axis=axis, eps=1e-6)
+    assert calls == [np.dtype(np.uint16)]          # the native path ran
+    assert out.dtype == torch.bfloat16 and out.is_cuda and tuple(out.shape) == shape
+    assert torch.equal(tb, before)                 # input untouched
+    want = swanref.grad_norm(tb.float(), axis=axis, eps=1e-6).to(torch.bfloat16)
+    assert torch.equal(out.view(torch.int16), want.view(torch.int16))
+
+
+def test_torch_cuda_bfloat16_grad_norm_nonfinite_policy():
+    torch = _torch_cuda()
+    G = np.random.default_rng(9).standard_normal((4, 32))
+    G[2, 5] = np.inf
+    tb = torch.from_numpy(G).cuda().to(torch.bfloat16)
+    with pytest.raises(ValueError, match=r"G contains 1 non-finite value\(s\)"):
+        swanref.grad_norm(tb)
+    out = swanref.grad_norm(tb, check_finite=False).float().cpu().numpy()
+    assert np.isnan(out[2]).all() and np.isfinite(out[[0, 1, 3]]).all()
+    with pytest.raises(TypeError, match="check_finite"):
+        swanref.grad_norm(tb, check_finite="yes")
+
+
+@pytest.mark.parametrize("preset, shape, scale", [("muon_ns5", (64, 200), 1.0),
+                                                  ("polar_express", (2, 48, 96), 1.0),
+                                                  ("torch_muon", (150, 40), 1.0),
+                                                  ("muon_ns5", (32, 96), 2.0 ** 100)])
+def test_torch_cuda_bfloat16_presets_native(preset, shape, scale, monkeypatch):
+    """emulate='bfloat16' on a bfloat16 CUDA tensor hands the backend the tensor's words (no
+    float32 copy either way) and gives bitwise the widening path's result: wide, batched, tall
+    (transposed) and huge input (the exact power-of-two prescale on the words)."""
+    torch = _torch_cuda()
+    from swanref.backends import cupy as CB
+    G = np.random.default_rng(10).standard_normal(shape) * scale
+    tb = torch.from_numpy(G).cuda().to(torch.bfloat16)
+    seen = []
+    real = CB.whiten_polynomial
+    monkeypatch.setattr(CB, "whiten_polynomial",
+                        lambda X, *a, **k: seen.append(X.dtype) or real(X, *a, **k))
+    before = tb.clone()
+    out = swanref.whiten(tb, preset, emulate="bfloat16")
+    assert seen == [np.dtype(np.uint16)]
+    assert out.dtype == torch.bfloat16 and out.is_cuda and tuple(out.shape) == shape
+    assert torch.equal(tb, before)
+    want = swanref.whiten(tb.float(), preset, emulate="bfloat16").to(torch.bfloat16)
+    assert torch.equal(out.view(torch.int16), want.view(torch.int16))
+
+
+def test_torch_cuda_bfloat16_presets_nonfinite_policy():
+    torch = _torch_cuda()
+    G = np.random.default_rng(11).standard_normal((2, 16, 32))
+    G[1, 3, 4] = np.nan
+    tb = torch.from_numpy(G).cuda().to(torch.bfloat16)
+    with pytest.raises(ValueError, match=r"G contains 1 non-finite value\(s\)"):
+        swanref.whiten(tb, "muon_ns5", emulate="bfloat16")
+    out = swanref.whiten(tb, "muon_ns5", emulate="bfloat16", check_finite=False)
+    o = out.float().cpu().numpy()
+    assert np.isnan(o[1]).all() and np.isfinite(o[0]).all()
+
+
 def test_torch_cuda_with_cpu_backend_comes_back_on_gpu():
     torch = _torch_cuda()
     G = np.random.default_rng(6).standard_normal((6, 10))

@@ -72,6 +72,26 @@ int run(long rows, long n, T eps, const char* src, const char* dst, bool prescal
   return 0;
 }
 
+// bfloat16 rows (16-bit words) in and out, float32 arithmetic, in the GPU's order of the steps:
+// the storage type beside the compute type that the CuPy backend uses for bfloat16 tensors.
+template <int W>
+int run_bf16(long rows, long n, float eps, const char* src, const char* dst) {
+  using S = swanref::device::bf16_storage;
+  std::vector<S> x(rows * n), out(rows * n);
+  std::vector<float> work(n);
+  FILE* f = std::fopen(src, "rb");
+  if (!f || std::fread(x.data(), sizeof(S), x.size(), f) != x.size()) return 2;
+  std::fclose(f);
+  std::memset(out.data(), 0xff, sizeof(S) * out.size());  // NaN words: every entry must be written
+  PrescaleFirstExec pex;
+  for (long r = 0; r < rows; ++r)
+    swanref::device::grad_norm_row<W>(pex, x.data() + r * n, 1, out.data() + r * n, work.data(), n, eps);
+  f = std::fopen(dst, "ab");
+  if (!f || std::fwrite(out.data(), sizeof(S), out.size(), f) != out.size()) return 3;
+  std::fclose(f);
+  return 0;
+}
+
 int one(bool single, int w, bool p, long rows, long n, double eps, const char* src, const char* dst);
 
 int main(int argc, char** argv) {
@@ -79,6 +99,15 @@ int main(int argc, char** argv) {
   const bool single = std::strcmp(argv[1], "float32") == 0;
   const long rows = std::atol(argv[3]), n = std::atol(argv[4]);
   const double eps = std::atof(argv[5]);
+  if (std::strcmp(argv[1], "bfloat16") == 0) {  // widths 1 and 4, as the GPU kernels
+    for (char* tok = std::strtok(argv[2], ","); tok; tok = std::strtok(nullptr, ",")) {
+      const int w = std::atoi(tok);
+      const int rc = w == 1 ? run_bf16<1>(rows, n, float(eps), argv[6], argv[7])
+                   : w == 4 ? run_bf16<4>(rows, n, float(eps), argv[6], argv[7]) : 4;
+      if (rc != 0) return rc;
+    }
+    return 0;
+  }
   // argv[2]: comma-separated widths, each result appended to the output file; a negative width:
   // the prescale-first order at that width
   for (char* tok = std::strtok(argv[2], ","); tok; tok = std::strtok(nullptr, ",")) {
@@ -125,17 +154,38 @@ def program(tmp_path_factory):
     return exe
 
 
-def run_header(exe, x, widths, eps, tmp_path):
-    """The header's result for each width in ``widths`` (one process for all)."""
+def run_header(exe, x, widths, eps, tmp_path, dtype_name=None):
+    """The header's result for each width in ``widths`` (one process for all); ``dtype_name``
+    'bfloat16': x holds bfloat16 words (uint16)."""
     x = np.ascontiguousarray(x)
     src, dst = tmp_path / "in.bin", tmp_path / "out.bin"
     x.tofile(src)
     dst.unlink(missing_ok=True)
     rows, n = x.shape
-    res = subprocess.run([str(exe), x.dtype.name, ",".join(map(str, widths)), str(rows), str(n),
-                          repr(float(eps)), str(src), str(dst)], capture_output=True, text=True)
+    res = subprocess.run([str(exe), dtype_name or x.dtype.name, ",".join(map(str, widths)), str(rows),
+                          str(n), repr(float(eps)), str(src), str(dst)], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     return np.fromfile(dst, dtype=x.dtype).reshape((len(widths),) + x.shape)
+
+
+def to_bfloat16_words(x32):
+    """float32 -> bfloat16 words, rounding to nearest even (PyTorch's conversion; finite x)."""
+    u = np.ascontiguousarray(x32, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+
+
+@pytest.mark.parametrize("n", [1, 17, 132])
+@pytest.mark.parametrize("eps", [0.0, 1e-8])
+def test_bfloat16_storage_is_the_float32_result_rounded_once(program, tmp_path, n, eps):
+    """bfloat16 words in and out (the GPU's storage type for bfloat16 tensors): bitwise the
+    float32 computation of the widened rows, in the same order of steps, rounded once."""
+    words = to_bfloat16_words(rows_for(np.float32, n)[[0, 1, 2, 3, 6, 8, 9]])
+    wide = (words.astype(np.uint32) << 16).view(np.float32)   # exact
+    got = run_header(program, words, [1, 4], eps, tmp_path, "bfloat16")
+    f32 = run_header(program, wide, [-1, -4], eps, tmp_path)
+    for w, mine, ref in zip((1, 4), got, f32):
+        assert np.all(np.isfinite(ref)), w
+        np.testing.assert_array_equal(mine, to_bfloat16_words(ref), err_msg=f"width {w}")
 
 
 def rows_for(dtype, n):

@@ -120,6 +120,28 @@ def _widen_bfloat16(G):
     return G, None
 
 
+def bfloat16_words(G, backend):
+    """``(words, restore)`` for a PyTorch bfloat16 CUDA tensor bound for the CuPy backend: its
+    16-bit words as a zero-copy uint16 CuPy array (CuPy has no bfloat16 dtype) and a function
+    giving uint16 words back as a bfloat16 tensor on G's device; None for every other input
+    (the caller then takes the general path, which widens to float32)."""
+    if backend not in (None, "cupy") or _root(G) != "torch" or not getattr(G, "is_cuda", False):
+        return None
+    import torch
+    if G.dtype != torch.bfloat16 or not _backends.is_available("cupy"):
+        return None
+    if G.requires_grad:
+        G = G.detach()
+    cp = _cupy()
+    if G.device.index != cp.cuda.runtime.getDevice():
+        return None  # the general path computes on the tensor's own device
+    words = cp.from_dlpack(G.view(torch.int16)).view(cp.uint16)
+
+    def restore(out):
+        return torch.from_dlpack(out.view(cp.int16)).view(torch.bfloat16)
+    return words, restore
+
+
 def _dlpack_device(G):
     try:
         dev_type, dev_id = G.__dlpack_device__()

@@ -51,6 +51,9 @@ OPTIONAL = {
                           "the presets run on the NumPy transcription (swanref.presets)"),
     "grad_norm_finite": (("G", "eps", "check"),
                          "grad_norm after a separate finite check of the input"),
+    "grad_norm_bf16_finite": (("W", "eps", "check"),
+                              "bfloat16 GPU tensors are widened to float32 in their framework "
+                              "and the result is rounded back (two more passes)"),
     "all_finite": (("X",), "the finite check builds an isfinite mask"),
     "finite_flag": (("X",), "the iterative methods check the input before they start (one "
                             "more host synchronisation)"),

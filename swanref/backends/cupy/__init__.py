@@ -28,8 +28,10 @@ from swanref.backends.cupy._runtime import (available, set_graphs, set_tf32,  # 
 from swanref.backends.cupy.blas import blas_mode as _blas_mode, gemm as _gemm  # noqa: F401
 from swanref.backends.cupy.exact import whiten_eigh, whiten_svd
 from swanref.backends.cupy import gradnorm as _gradnorm
-from swanref.backends.cupy.gradnorm import grad_norm
-from swanref.backends.cupy.interop import all_finite, finite_flag, fro_norms
+from swanref.backends.cupy.gradnorm import grad_norm, grad_norm_bf16, grad_norm_bf16_finite
+from swanref.backends.cupy.interop import (all_finite, bfloat16_all_finite,
+                                           bfloat16_finite_flag, bfloat16_nonfinite_count,
+                                           finite_flag, fro_norms)
 from swanref.backends.cupy.iterative import (newton_schulz_flops, sinkgd, whiten_newton_schulz,
                                              whiten_nsds)
 from swanref.backends.cupy.kernels import HEADER, compile_path, include_dir
@@ -38,16 +40,19 @@ from swanref.backends.cupy.presets import whiten_polynomial
 name = "cupy"
 
 
-def grad_norm_finite(G, eps: float, check: bool):
+def grad_norm_finite(G, eps: float, check: bool, defer: bool = False):
     """GradNorm with the public call's finite-input policy folded in (gradnorm.py): ``(out,
-    ok)``. Calls this package's ``grad_norm`` attribute, so that a wrapper put there sees it."""
-    return _gradnorm.grad_norm_finite(G, eps, check, impl=grad_norm)
+    ok)``; ``defer``: ok stays a device flag. Calls this package's ``grad_norm`` attribute, so
+    that a wrapper put there sees it."""
+    return _gradnorm.grad_norm_finite(G, eps, check, impl=grad_norm, defer=defer)
 
 #: emulation formats whiten_polynomial runs natively (swanref.presets.lowprec's model)
 LOWPREC_FORMATS = ("bfloat16", "float16")
 
 __all__ = ["available", "set_tf32", "tf32", "tf32_enabled", "set_graphs", "grad_norm",
-           "grad_norm_finite", "whiten_svd", "whiten_eigh", "whiten_newton_schulz",
-           "whiten_nsds", "whiten_polynomial", "sinkgd", "all_finite", "finite_flag", "fro_norms",
+           "grad_norm_finite", "grad_norm_bf16", "grad_norm_bf16_finite", "whiten_svd",
+           "whiten_eigh", "whiten_newton_schulz",
+           "whiten_nsds", "whiten_polynomial", "sinkgd", "all_finite", "bfloat16_all_finite",
+           "bfloat16_finite_flag", "bfloat16_nonfinite_count", "finite_flag", "fro_norms",
            "newton_schulz_flops", "compile_path", "include_dir", "HEADER", "LOWPREC_FORMATS",
            "name"]

@@ -112,6 +112,38 @@ def huge_shift(X):
     return cp.where(e > h, e - t, 0).astype(cp.int32)
 
 
+def huge_shift_bfloat16(W):
+    """:func:`huge_shift` of bfloat16 values held as 16-bit words (uint16, shape (B, m, n)):
+    max|x| from the bit patterns (without the sign bit they order like the magnitudes)."""
+    cp = rt.cp()
+    h, t = HUGE[np.dtype(np.float32)]  # bfloat16 has float32's exponent range
+    bits = per_matrix(cp.max, cp.bitwise_and(W, 0x7FFF)).astype(cp.uint32)
+    amax = cp.left_shift(bits, 16).view(cp.float32)
+    amax = cp.where(cp.isfinite(amax), amax, 0)
+    _, e = cp.frexp(amax)
+    return cp.where(e > h, e - t, 0).astype(cp.int32)
+
+
+def _bfloat16_nonfinite(W):
+    return rt.cp().bitwise_and(W, 0x7F80) == 0x7F80  # exponent bits all ones: NaN or Inf
+
+
+def bfloat16_finite_flag(W):
+    """Device boolean scalar: no bfloat16 word of W (uint16) is NaN/Inf (no host sync)."""
+    cp = rt.cp()
+    return cp.asarray(True) if W.size == 0 else ~cp.any(_bfloat16_nonfinite(W))
+
+
+def bfloat16_all_finite(W) -> bool:
+    """:func:`bfloat16_finite_flag` read on the host (one sync), as :func:`all_finite`."""
+    return bool(bfloat16_finite_flag(W))
+
+
+def bfloat16_nonfinite_count(W) -> int:
+    """Number of NaN/Inf bfloat16 words in W (uint16), for the error message."""
+    return int(rt.cp().count_nonzero(_bfloat16_nonfinite(W)))
+
+
 def finite_flag(X):
     """Device boolean scalar: X holds no NaN/Inf (its sum is finite; no host sync). A sum that
     overflows says False for finite X; the caller then runs its exact check (ops._Call.masked)."""

@@ -27,7 +27,10 @@ _GRAD_NORM_SOURCE = r"""
 _HELPER_SOURCE = r"""
 namespace swanref_cupy {
 template <class T> __device__ __forceinline__ bool finite(T x) { return x - x == T(0); }
+// bfloat16 held as a 16-bit word: finite unless the exponent bits are all ones
+__device__ __forceinline__ bool finite(unsigned short h) { return (h & 0x7f80u) != 0x7f80u; }
 template <class T> __device__ __forceinline__ T quiet_nan();
+template <> __device__ __forceinline__ unsigned short quiet_nan<unsigned short>() { return 0x7fc0u; }
 template <> __device__ __forceinline__ float quiet_nan<float>() { return __int_as_float(0x7fc00000); }
 template <> __device__ __forceinline__ double quiet_nan<double>() {
   return __longlong_as_double(0x7ff8000000000000LL);
@@ -110,6 +113,16 @@ __global__ void lp_cast_in(const T* x, unsigned short* y, long long total, long 
                            const int* shift) {
   SWANREF_GRID_LOOP(i, total) y[i] = f2lp<F>((float)ldexp(x[i], -shift[i / slice]));
 }
+// y = fmt(ldexp(x, -shift[slice])) for 16-bit input words x of the same format: the cast above
+// for input that is already bfloat16/float16 (exact unless the shift is non-zero)
+template <int F>
+__global__ void lp_shift_words(const unsigned short* x, unsigned short* y, long long total,
+                               long long slice, const int* shift) {
+  SWANREF_GRID_LOOP(i, total) {
+    const int s = shift[i / slice];
+    y[i] = s == 0 ? x[i] : f2lp<F>(ldexpf(lp2f<F>(x[i]), -s));
+  }
+}
 template <int F, class T>
 __global__ void lp_cast_out(const unsigned short* x, T* y, long long total) {
   SWANREF_GRID_LOOP(i, total) y[i] = (T)lp2f<F>(x[i]);
@@ -143,10 +156,16 @@ __global__ void lp_scale_add(const unsigned short* x, const unsigned short* p, u
 """
 
 _CTYPE = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
+#: the helpers that also take bfloat16 words (uint16): the finite-row policy of GradNorm
+_WORD_HELPERS = ("nan_rows", "first_finite")
+_BF16 = "swanref::device::bf16_storage"
 _LP = {"bfloat16": 0, "float16": 1}
 
 _GRAD_NORM_NAMES = {"grad_norm": "swanref::device::grad_norm_rows<%s, 1>",
                     "grad_norm_vec": "swanref::device::grad_norm_rows<%s, %d>"}
+#: bfloat16 rows read and written natively (storage bf16, compute float; 8-byte vectors)
+_GRAD_NORM_BF16_NAMES = {"grad_norm_bf16": "swanref::device::grad_norm_rows<float, 1, %s>" % _BF16,
+                         "grad_norm_bf16_vec": "swanref::device::grad_norm_rows<float, 4, %s>" % _BF16}
 _HELPER_NAMES = {"mirror": "swanref_cupy::mirror_upper<%s>",
                  "add_diag": "swanref_cupy::add_diagonal<%s>",
                  "nan_rows": "swanref_cupy::nan_bad_rows<%s>",
@@ -154,6 +173,7 @@ _HELPER_NAMES = {"mirror": "swanref_cupy::mirror_upper<%s>",
 _LP_T_NAMES = {"lp_cast_in": "swanref_cupy::lp_cast_in<%d, %s>",
                "lp_cast_out": "swanref_cupy::lp_cast_out<%d, %s>"}
 _LP_NAMES = {"lp_normalise": "swanref_cupy::lp_normalise<%d>",
+             "lp_shift_words": "swanref_cupy::lp_shift_words<%d>",
              "lp_scale": "swanref_cupy::lp_scale<%d>",
              "lp_scale_add": "swanref_cupy::lp_scale_add<%d>"}
 
@@ -214,8 +234,9 @@ def _names(which: str) -> list:
     if which == "grad_norm":
         return ([_GRAD_NORM_NAMES["grad_norm"] % c for c in _CTYPE.values()]
                 + [_GRAD_NORM_NAMES["grad_norm_vec"] % (c, 16 // dt.itemsize)
-                   for dt, c in _CTYPE.items()])
+                   for dt, c in _CTYPE.items()] + list(_GRAD_NORM_BF16_NAMES.values()))
     out = [v % c for v in _HELPER_NAMES.values() for c in _CTYPE.values()]
+    out += [_HELPER_NAMES[k] % "unsigned short" for k in _WORD_HELPERS]
     out += [v % (f, c) for v in _LP_T_NAMES.values() for f in _LP.values() for c in _CTYPE.values()]
     out += [v % f for v in _LP_NAMES.values() for f in _LP.values()]
     return out
@@ -248,12 +269,17 @@ def compile_path() -> str:
 
 
 def kernel(kind: str, dtype=None, fmt: str | None = None):
-    """The kernel ``kind`` for ``dtype`` (float32/float64) and/or low-precision ``fmt``."""
+    """The kernel ``kind`` for ``dtype`` (float32/float64; uint16 for the bfloat16-word
+    helpers) and/or low-precision ``fmt``."""
     dtype = None if dtype is None else np.dtype(dtype)
     key = (rt.device(), kind, dtype, fmt)
     fn = _functions.get(key)
     if fn is None:
-        if kind == "grad_norm_vec":
+        if kind in _GRAD_NORM_BF16_NAMES:
+            name, which = _GRAD_NORM_BF16_NAMES[kind], "grad_norm"
+        elif kind in _WORD_HELPERS and dtype == np.dtype(np.uint16):
+            name, which = _HELPER_NAMES[kind] % "unsigned short", "helpers"
+        elif kind == "grad_norm_vec":
             name, which = _GRAD_NORM_NAMES[kind] % (_CTYPE[dtype], 16 // dtype.itemsize), "grad_norm"
         elif kind == "grad_norm":
             name, which = _GRAD_NORM_NAMES[kind] % _CTYPE[dtype], "grad_norm"

@@ -18,7 +18,7 @@ import numpy as np
 from swanref.backends.cupy import _runtime as rt
 from swanref.backends.cupy import blas, graphs
 from swanref.backends.cupy import kernels as K
-from swanref.backends.cupy.interop import huge_shift, per_matrix, stack
+from swanref.backends.cupy.interop import huge_shift, huge_shift_bfloat16, per_matrix, stack
 
 _NORMS = ("add", "clamp", "none", "safe")
 _FORMATS = ("bfloat16", "float16")
@@ -78,10 +78,15 @@ def _lowprec(G, coef, norm, eps, norm_scale, fmt, form):
     batch, m, n = Gs.shape
     total, slice_ = Gs.size, m * n
     grid, block = K.grid_1d(total)
-    shift = huge_shift(Gs)
+    words = Gs.dtype == np.uint16  # bfloat16 input held as its words: no widened copy
+    shift = huge_shift_bfloat16(Gs) if words else huge_shift(Gs)
     X = cp.empty((batch, m, n), dtype=cp.uint16)
-    K.kernel("lp_cast_in", Gs.dtype, fmt)(grid, block, (Gs, X, np.int64(total),
-                                                        np.int64(slice_), shift))
+    if words:
+        K.kernel("lp_shift_words", fmt=fmt)(grid, block, (Gs, X, np.int64(total),
+                                                          np.int64(slice_), shift))
+    else:
+        K.kernel("lp_cast_in", Gs.dtype, fmt)(grid, block, (Gs, X, np.int64(total),
+                                                            np.int64(slice_), shift))
     # squares of 16-bit values are exact in float32; summed in float32 (CUB), as PyTorch does
     sumsq = per_matrix(cp.sum, K.lp_squares(fmt)(X)).astype(cp.float64)
     mode = _NORMS.index(norm)
@@ -113,6 +118,8 @@ def _lowprec(G, coef, norm, eps, norm_scale, fmt, form):
                 blas.gemm_lp(handle, fmt, B, X, Xn)                             # Xn = B X
                 scale_add(grid, block, (X, Xn, Xn, np.int64(total), f32(a)))
             X, Xn = Xn, X
+    if words:
+        return X.reshape(G.shape)
     out = cp.empty((batch, m, n), dtype=G.dtype)
     K.kernel("lp_cast_out", G.dtype, fmt)(grid, block, (X, out, np.int64(total)))
     return out.reshape(G.shape)
@@ -127,9 +134,13 @@ def whiten_polynomial(G, coefficients, norm: str, eps: float, norm_scale: float,
     (cuBLAS; TF32 per set_tf32). ``emulate`` 'bfloat16'/'float16': the same steps in that
     format with PyTorch eager's rounding of ``form`` ('keller': separate ops, 'addmm': the two
     fused torch.addmm calls); the result holds values of that format, in G's dtype.
+    A uint16 G holds bfloat16 words (``emulate='bfloat16'`` only): read as they are, no widened
+    copy, and the result comes back as bfloat16 words (bitwise the same values).
     """
     cp = rt.cp()
     coef = _check(G, coefficients, norm, emulate)
+    if G.dtype == np.uint16 and emulate != "bfloat16":
+        raise TypeError("uint16 input holds bfloat16 words and needs emulate='bfloat16'")
     if form not in ("keller", "addmm"):
         raise ValueError(f"form must be 'keller' or 'addmm', got {form!r}")
     if G.size == 0:

@@ -96,6 +96,52 @@ struct Pow2Scaler {
   SWANREF_HOST_DEVICE T operator()(T x) const { return multiply ? x * factor : dmath::ldexp(x, k); }
 };
 
+// -- storage type beside the compute type ------------------------------------------------------
+// The row is read from and written to memory in its storage type S and computed in T (S == T on
+// the host; on the GPU also S = bf16_storage with T = float, so that bfloat16 tensors are read
+// and written natively, with no widened copy). load_as is exact; store_as rounds once, to
+// nearest even, as PyTorch's float -> bfloat16 conversion does: the result is bitwise the float32
+// computation rounded to bfloat16.
+template <class T, class S>
+struct Storage {
+  SWANREF_HOST_DEVICE static T load(S v) { return static_cast<T>(v); }
+  SWANREF_HOST_DEVICE static S store(T v) { return static_cast<S>(v); }
+};
+// bfloat16 held as its 16-bit word (no bfloat16 type is needed: NVRTC has no cuda_bf16.h
+// without the toolkit's headers, and the host test reads the same words).
+struct bf16_storage {
+  unsigned short bits;
+};
+template <>
+struct Storage<float, bf16_storage> {
+  SWANREF_HOST_DEVICE static float load(bf16_storage v) {
+    const unsigned int u = static_cast<unsigned int>(v.bits) << 16;
+#if defined(__CUDA_ARCH__)
+    return __uint_as_float(u);
+#else
+    float f;
+    __builtin_memcpy(&f, &u, sizeof f);
+    return f;
+#endif
+  }
+  SWANREF_HOST_DEVICE static bf16_storage store(float v) {
+    bf16_storage r;
+#if defined(__CUDA_ARCH__)
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(r.bits) : "f"(v));
+#else
+    unsigned int u;
+    __builtin_memcpy(&u, &v, sizeof u);
+    r.bits = (u & 0x7fffffffu) > 0x7f800000u ? static_cast<unsigned short>((u >> 16) | 0x40u)
+                                            : static_cast<unsigned short>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+#endif
+    return r;
+  }
+};
+template <class T, class S>
+SWANREF_HOST_DEVICE inline T load_as(S v) { return Storage<T, S>::load(v); }
+template <class S, class T>
+SWANREF_HOST_DEVICE inline S store_as(T v) { return Storage<T, S>::store(v); }
+
 // SWANREF_UNROLL: unroll the chunk loops on the GPU. SWANREF_LANES: the loops over the W lanes
 // of a chunk are one vector operation on the host (with -fopenmp-simd; no OpenMP runtime).
 #if defined(SWANREF_CUDA)
@@ -118,6 +164,12 @@ SWANREF_HOST_DEVICE inline void load_chunk(const T* p, T (&x)[W]) {
   } else if constexpr (W * sizeof(T) == 16 && sizeof(T) == 8) {
     const double2 v = *reinterpret_cast<const double2*>(p);
     x[0] = v.x; x[1] = v.y;
+  } else if constexpr (W == 4 && sizeof(T) == 2) {  // four 16-bit words: one 8-byte access
+    const uint2 v = *reinterpret_cast<const uint2*>(p);
+    x[0] = T{static_cast<unsigned short>(v.x & 0xffffu)};
+    x[1] = T{static_cast<unsigned short>(v.x >> 16)};
+    x[2] = T{static_cast<unsigned short>(v.y & 0xffffu)};
+    x[3] = T{static_cast<unsigned short>(v.y >> 16)};
   } else {
     for (int k = 0; k < W; ++k) x[k] = p[k];
   }
@@ -133,6 +185,9 @@ SWANREF_HOST_DEVICE inline void store_chunk(T* p, const T (&x)[W]) {
     *reinterpret_cast<float4*>(p) = make_float4(x[0], x[1], x[2], x[3]);
   } else if constexpr (W * sizeof(T) == 16 && sizeof(T) == 8) {
     *reinterpret_cast<double2*>(p) = make_double2(x[0], x[1]);
+  } else if constexpr (W == 4 && sizeof(T) == 2) {
+    *reinterpret_cast<uint2*>(p) = make_uint2(static_cast<unsigned int>(x[0].bits) | (static_cast<unsigned int>(x[1].bits) << 16),
+                                              static_cast<unsigned int>(x[2].bits) | (static_cast<unsigned int>(x[3].bits) << 16));
   } else {
     for (int k = 0; k < W; ++k) p[k] = x[k];
   }
@@ -319,19 +374,20 @@ SWANREF_HOST_DEVICE inline T gn_centre(Exec& ex, T* work, index_type n, S s, T m
   return ex.reduce_sum(lanes_sum<W>(q) + tq);
 }
 
-// Pass C: out[j] = s(work[j]) * inv.
-template <int W, class T, class Exec, class S>
-SWANREF_HOST_DEVICE inline void gn_scale_out(Exec& ex, const T* work, T* out, index_type n, S s, T inv) {
+// Pass C: out[j] = s(work[j]) * inv, stored as O (the storage type).
+template <int W, class T, class Exec, class S, class O>
+SWANREF_HOST_DEVICE inline void gn_scale_out(Exec& ex, const T* work, O* out, index_type n, S s, T inv) {
   const int chunks = static_cast<int>(n / W);
   SWANREF_UNROLL
   for (int c = ex.first(); c < chunks; c += ex.step()) {
     const ChunkIn<W, T> x(work + static_cast<index_type>(c) * W);
     auto y = ex.template out_chunk<W>(out + static_cast<index_type>(c) * W);
     SWANREF_LANES
-    for (int k = 0; k < W; ++k) y[k] = s(x[k]) * inv;
+    for (int k = 0; k < W; ++k) y[k] = store_as<O>(s(x[k]) * inv);
     y.flush();
   }
-  for (index_type j = static_cast<index_type>(chunks) * W + ex.first(); j < n; j += ex.step()) out[j] = s(work[j]) * inv;
+  for (index_type j = static_cast<index_type>(chunks) * W + ex.first(); j < n; j += ex.step())
+    out[j] = store_as<O>(s(work[j]) * inv);
 }
 
 // No <cmath> isfinite under NVRTC.
@@ -340,9 +396,11 @@ SWANREF_HOST_DEVICE inline bool gn_finite(T x) {
   return x - x == T(0);  // false for inf and NaN
 }
 
-template <int W, class T, class Exec>
-SWANREF_HOST_DEVICE inline void grad_norm_row(Exec& ex, const T* in, index_type in_stride,
-                                              T* out, T* work, index_type n, T eps) {
+// S: the storage type of in and out (T, or bf16_storage under CUDA, which needs
+// Exec::prescale_first: the other order reads the row from memory in pass A).
+template <int W, class T, class Exec, class S>
+SWANREF_HOST_DEVICE inline void grad_norm_row(Exec& ex, const S* in, index_type in_stride,
+                                              S* out, T* work, index_type n, T eps) {
   T dmax, s;
   int e1 = 0;  // exponent of the prescaling (0: none was needed)
   if constexpr (Exec::prescale_first) {
@@ -352,11 +410,11 @@ SWANREF_HOST_DEVICE inline void grad_norm_row(Exec& ex, const T* in, index_type 
     const int chunks = static_cast<int>(n / W);
     SWANREF_UNROLL
     for (int c = ex.first(); c < chunks; c += ex.step()) {
-      const ChunkIn<W, T> x(in + static_cast<index_type>(c) * W * in_stride);
+      const ChunkIn<W, S> x(in + static_cast<index_type>(c) * W * in_stride);
       ChunkOut<W, T> y(work + static_cast<index_type>(c) * W);
       SWANREF_LANES
       for (int k = 0; k < W; ++k) {
-        const T v = x[k];
+        const T v = load_as<T>(x[k]);
         y[k] = v;
         const T a = dmath::fabs(v);
         lane[k] = a > lane[k] ? a : lane[k];
@@ -365,7 +423,7 @@ SWANREF_HOST_DEVICE inline void grad_norm_row(Exec& ex, const T* in, index_type 
     }
     T tmax = T(0);
     for (index_type j = static_cast<index_type>(chunks) * W + ex.first(); j < n; j += ex.step()) {
-      const T v = in[j * in_stride];
+      const T v = load_as<T>(in[j * in_stride]);
       work[j] = v;
       const T a = dmath::fabs(v);
       tmax = a > tmax ? a : tmax;
@@ -474,8 +532,8 @@ struct BlockExec {
     return red[32];
   }
 
-  template <int W>
-  __device__ ChunkOut<W, T> out_chunk(T* p) const { return ChunkOut<W, T>(p); }
+  template <int W, class O>
+  __device__ ChunkOut<W, O> out_chunk(O* p) const { return ChunkOut<W, O>(p); }
 
   __device__ T reduce_sum(T v) const { return reduce<false>(v); }
   __device__ T reduce_max(T v) const { return reduce<true>(v); }
@@ -520,21 +578,25 @@ struct BlockExec {
 
 // GradNorm over the last axis of a stack of rows.
 //   in:  row r, entry j at in[r * in_row_stride + j * in_col_stride] (element strides, >= 0;
-//        in_col_stride == 1 and 16-byte aligned rows when W > 1)
+//        in_col_stride == 1 and rows aligned to W * sizeof(S) bytes when W > 1)
 //   out: C-contiguous rows of length n (n % W == 0)
 //   work_in_shared: 1 -> the row lives in dynamic shared memory (n * sizeof(T) bytes);
-//                   0 -> it lives in the output row (rows too long for shared memory).
-template <class T, int W>
-__global__ void grad_norm_rows(const T* __restrict__ in, index_type rows, index_type n,
-                               index_type in_row_stride, index_type in_col_stride, T* out, T eps,
+//                   0 -> it lives in the output row (rows too long for shared memory; S == T only).
+//   S: storage type of in and out (T, or bf16_storage with T = float).
+template <class T, int W, class S = T>
+__global__ void grad_norm_rows(const S* __restrict__ in, index_type rows, index_type n,
+                               index_type in_row_stride, index_type in_col_stride, S* out, T eps,
                                int work_in_shared) {
   extern __shared__ __align__(16) unsigned char swanref_grad_norm_smem[];
   __shared__ T red[66];
   BlockExec<T> ex{red};
   for (index_type r = blockIdx.x; r < rows; r += gridDim.x) {
-    const T* row = in + r * in_row_stride;
-    T* orow = out + r * n;
-    T* work = work_in_shared ? reinterpret_cast<T*>(swanref_grad_norm_smem) : orow;
+    const S* row = in + r * in_row_stride;
+    S* orow = out + r * n;
+    T* work = reinterpret_cast<T*>(swanref_grad_norm_smem);
+    if constexpr (sizeof(S) == sizeof(T)) {
+      if (!work_in_shared) work = reinterpret_cast<T*>(orow);
+    }
     grad_norm_row<W>(ex, row, in_col_stride, orow, work, n, eps);
   }
 }
