@@ -18,6 +18,8 @@ COMMANDS = {
                         "drive a real optimizer (torch.optim / optax) and compare with the spec"),
     "check-sharded": ("swanref.verify.distributed", "main",
                       "check a sharded implementation across torch.distributed ranks"),
+    "identify": ("swanref.verify.identification", "main",
+                 "which claim does a black-box orthogonaliser or update match? prints the claim"),
     "conformance": ("swanref.verify.conformance", "main",
                     "check the installed third-party orthogonalizers; markdown table"),
     "vectors": ("swanref.verify.vectors", "main_write", "write the golden test vectors"),

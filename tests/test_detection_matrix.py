@@ -92,7 +92,8 @@ def test_detection_matrix(name, dtype):
         d = D.diagnose(_fn(p, sched, prec, dtype), name, dtype=dtype)
         hidden = (knob, dtype) in NOT_OBSERVABLE or (knob, dtype, name) in NOT_OBSERVABLE_FOR
         named = d.closest.startswith(expect) or any(t.startswith(expect) for t in d.ties) or (
-            expect == ("MAP",) and "map of the singular values" in d.note)
+            expect == ("MAP",) and ("map of the singular values" in d.note
+                                    or d.closest.startswith("custom coefficients: triple 1 ")))
         if hidden or (dtype == "bfloat16" and d.match):
             # below the dtype's rounding noise: must be a reported tie, never a rejection
             if not d.match:

@@ -168,6 +168,8 @@ LOCAL_IMPORTS = {
     "without it and says what is missing",
     ("swanref.pytest_plugin", "swanref.verify.checker"): "pytest start-up: load when used",
     ("swanref.pytest_plugin", "swanref.verify.properties"): "pytest start-up: load when used",
+    ("swanref.verify", "swanref.verify.identification"): "`swanref.verify.identify` loads the "
+    "claim search when used, not on every `import swanref.verify.X`",
     ("swanref.pytest_plugin", "swanref.verify.claims"): "pytest start-up: load when used",
 }
 

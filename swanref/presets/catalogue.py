@@ -155,6 +155,10 @@ class Preset:
     batched_in_source: bool = True
     zero: str = "0"
     norm_over: str = "matrix"      # 'matrix' (last two axes) or 'all' (whole array: old Keller)
+    #: low precision: 'compute' casts G to the compute format and normalises there (Keller,
+    #: torch.optim.Muon); 'float32' normalises in float32 and then casts (Dao-AILab
+    #: gram-newton-schulz, DiffSinger#301); no effect without emulation
+    normalise_in: str = "compute"
     source: str = ""
     notes: str = ""
     extra: dict = field(default_factory=dict)
@@ -687,11 +691,19 @@ def run_preset_unchecked(G, preset: Preset, sched, emulate=None, *,
         U, _, Vh = np.linalg.svd(G, full_matrices=False)
         return np.array(U @ Vh, dtype=G.dtype, copy=True)
     flip = {"to_wide": m > n, "to_tall": n > m, "none": False}[preset.transpose]
-    X = ar.cast_in(G)
-    if flip:
-        X = np.swapaxes(X, -1, -2)
-    if normalise:
-        X = _normalise(ar, X, preset)
+    if preset.normalise_in == "float32" and ar.fmt is not None and preset.norm != "aol" \
+            and normalise:
+        # normalise the float32 input in float32, then round once to the compute format
+        X = np.asarray(G, np.float32)
+        if flip:
+            X = np.swapaxes(X, -1, -2)
+        X = ar.r(_normalise(Arith(None, np.float32), X, preset))
+    else:
+        X = ar.cast_in(G)
+        if flip:
+            X = np.swapaxes(X, -1, -2)
+        if normalise:
+            X = _normalise(ar, X, preset)
     if preset.form == "coupled":
         X = _coupled(ar, X, sched)
     elif preset.form == "gram" and m != n:

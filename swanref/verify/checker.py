@@ -1044,6 +1044,7 @@ def check_preset(fn, preset, *, dtype="float64", steps=None, examples=30, seed=0
                                  seconds=time.perf_counter() - t0, diagnosis=d.to_dict())
             res.cause = d.summary().splitlines()[0] if d.summary() else ""
             report.results.append(res)
+            report.hints.extend(d.near_tie_lines())  # a pass can hide a closer candidate
             for cls, text in d.unsupported.items():
                 report.results.append(PropertyResult(
                     f"{cls}_probe", "unsupported", "optional",
