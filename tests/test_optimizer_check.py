@@ -96,6 +96,17 @@ def test_faithful_numpy_muon_conforms():
         assert r.status(name) == "pass", r.table()
 
 
+def test_optimizer_whose_every_step_raises_is_not_conforming():
+    """Issue 21: every property 'unsupported' is no evidence, so no CONFORMING verdict."""
+    def broken(p0, grads, momentum, **kw):
+        raise RuntimeError("step failed")
+    r = O.check_optimizer(broken, CLAIM, "broken")
+    assert r.results and not r.evidence
+    assert not any(x.status == "FAIL" for x in r.results)
+    assert not r.conforming and not r.to_dict()["conforming"]
+    assert "INCONCLUSIVE" in r.table() and "RuntimeError: step failed" in r.table()
+
+
 # -- Nesterov, stacks, complex: each property rejects its wrong implementation -------------------
 
 def test_nesterov_after_orthogonalisation_is_named():

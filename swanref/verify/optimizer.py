@@ -383,6 +383,10 @@ BUILTINS = {b.name: b for b in [
 
 # -- the check ----------------------------------------------------------------------------------
 
+#: the message of a property that passed because the optimizer refused the parameter
+REFUSED = "rejected"
+
+
 @dataclass
 class Result:
     name: str
@@ -400,8 +404,17 @@ class OptimizerReport:
     seconds: float = 0.0
 
     @property
+    def evidence(self) -> list:
+        """Properties that ran a step and passed: ``routed``, ``unsupported`` and a 1-D
+        parameter the optimizer refused (``vector_routed`` passes by a refusal) are none."""
+        return [r for r in self.results if r.status == "pass"
+                and not r.message.startswith(REFUSED)]
+
+    @property
     def conforming(self):
-        return not any(r.status == "FAIL" for r in self.results)
+        """No failure and at least one property that passed: an optimizer whose every step
+        raises is not CONFORMING (issue 21)."""
+        return bool(self.evidence) and not any(r.status == "FAIL" for r in self.results)
 
     def status(self, name):
         return next(r.status for r in self.results if r.name == name)
@@ -418,7 +431,14 @@ class OptimizerReport:
             err = "" if r.error is None else f"{r.error:.3g} (tol {r.tolerance:.3g})"
             lines.append(f"{r.name:<{width}} {r.status:<12} {err:<24} {r.message}")
         lines.append("")
-        lines.append("verdict: " + ("CONFORMING" if self.conforming else "NOT CONFORMING"))
+        if self.conforming:
+            lines.append("verdict: CONFORMING")
+        elif not any(r.status == "FAIL" for r in self.results):
+            lines.append("verdict: INCONCLUSIVE -- no property ran and passed (every step "
+                         "refused or unsupported): nothing was checked; see the messages "
+                         "above for what the optimizer raised")
+        else:
+            lines.append("verdict: NOT CONFORMING")
         return "\n".join(lines)
 
 
@@ -538,7 +558,7 @@ def check_optimizer(run, claim: OptimizerClaim, name="optimizer", seed=0) -> Opt
         report.results.append(Result("vector_routed", st, message=what))
     except Unsupported as exc:
         report.results.append(Result("vector_routed", "pass",
-                                     message=f"rejected (route 1-D parameters elsewhere): {exc}"))
+                                     message=f"{REFUSED} (route 1-D parameters elsewhere): {exc}"))
     report.results.append(_nesterov_property(run, claim, rng, dt))
     report.results.append(_stack_property(run, claim, rng, dt))
     report.results.append(_complex_property(run, claim, rng, dt))
