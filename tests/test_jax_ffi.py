@@ -195,6 +195,19 @@ def test_keyword_errors_raise_when_traced():
         sj.whiten(jnp.ones(6))
 
 
+@pytest.mark.parametrize("G, kw", [
+    (np.ones((4, 6)), dict(axis=0.5)), (np.ones((4, 6)), dict(axis="short")),
+    (np.ones((2, 4, 6)), dict(axis=0)), (np.ones((4, 6)), dict(axis=True)),
+    (np.ones(6), {}), (np.ones((4, 0)), {})])
+def test_jax_frontend_refuses_what_numpy_refuses_with_the_same_message(G, kw):
+    """One validation for both frontends (swanref.spec.validate): same type, same words."""
+    with pytest.raises((TypeError, ValueError)) as want:
+        swanref.grad_norm(G, **kw)
+    with pytest.raises(want.type) as got:
+        sj.grad_norm(jnp.asarray(G, jnp.float32), **kw)
+    assert str(got.value) == str(want.value)
+
+
 def test_the_guide_example_runs():
     """docs/jax.md's example: a jitted SWAN step on a small model (the test the guide cites)."""
     import pathlib

@@ -100,13 +100,37 @@ def as_matrix_stack(G, name: str = "G", allow_complex: bool = False) -> np.ndarr
     if arr.dtype == object:
         raise TypeError(f"{name} has dtype object; expected a floating array")
     compute_dtype(arr.dtype, allow_complex)  # raises TypeError for unsupported dtypes
-    if arr.ndim < 2:
-        raise ValueError(
-            f"{name} must have at least 2 dimensions (*batch, m, n); got shape {arr.shape}. "
-            "SWAN operators act on weight matrices; reshape vectors explicitly.")
-    if arr.shape[-1] == 0 or arr.shape[-2] == 0:
-        raise ValueError(f"{name} has an empty matrix dimension: shape {arr.shape}")
+    require_matrix_shape(arr.shape, name)
     return arr
+
+
+def require_matrix_shape(shape, name: str = "G") -> None:
+    """ValueError unless ``shape`` is ``(*batch, m, n)`` with ``m, n > 0`` (every frontend)."""
+    shape = tuple(shape)
+    if len(shape) < 2:
+        raise ValueError(
+            f"{name} must have at least 2 dimensions (*batch, m, n); got shape {shape}. "
+            "SWAN operators act on weight matrices; reshape vectors explicitly.")
+    if shape[-1] == 0 or shape[-2] == 0:
+        raise ValueError(f"{name} has an empty matrix dimension: shape {shape}")
+
+
+def resolve_axis(axis, shape) -> int:
+    """GradNorm's ``axis`` (-1, -2, their positive forms, or 'long') as -1 or -2."""
+    if isinstance(axis, str):
+        if axis != "long":
+            raise ValueError(f"axis must be -1, -2 or 'long', got {axis!r}")
+        return -1 if shape[-1] >= shape[-2] else -2
+    if isinstance(axis, (bool, np.bool_)) or not isinstance(axis, (int, np.integer)):
+        raise TypeError(f"axis must be -1, -2 or 'long', got {axis!r}")
+    ndim = len(shape)
+    if axis in (-1, ndim - 1):
+        return -1
+    if axis in (-2, ndim - 2):
+        return -2
+    raise ValueError(
+        f"axis must name one of the two matrix axes (-1, -2) or be 'long', got {axis} "
+        f"for an input of shape {tuple(shape)}")
 
 
 def nonfinite_slices(arr: np.ndarray, ndim_core: int) -> np.ndarray:
