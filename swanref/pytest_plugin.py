@@ -24,7 +24,11 @@ ways to use it:
   not apply are reported as skipped.
 
 Options: ``--swanref-examples N`` (default 30), ``--swanref-seed S`` (default 0),
-``--swanref-dtype DT`` (default float64), ``--swanref-strict``.  The plugin imports nothing
+``--swanref-dtype DT`` (default float64), ``--swanref-strict``, ``--swanref-timeout S``
+(seconds one call of the target may take).  The verdict rule is the CLI's: the fixture passes
+only a CONFORMING report (exit 0); an item passes only when its property ran on an input with
+a claim and passed, fails on FAIL, a timeout or an exit of the target, and is skipped when
+the property could not judge (n/a, unsupported, no claim: the skip says why).  The plugin imports nothing
 heavy until it is used.
 """
 from __future__ import annotations
@@ -49,6 +53,9 @@ def pytest_addoption(parser):
     group.addoption("--swanref-dtype", default="float64", help="input dtype (default float64)")
     group.addoption("--swanref-strict", action="store_true",
                     help="advisory failures and unsupported input classes fail")
+    group.addoption("--swanref-timeout", type=float, default=None,
+                    help="seconds one call of the target may take (default: swanref "
+                         "check's, 60; 0: no deadline)")
 
 
 _INT = {"steps", "iters", "max_side"}
@@ -83,10 +90,13 @@ def _parse_claims(values, op):
 
 
 def _defaults(config):
+    from swanref.verify import checker
+    timeout = config.getoption("swanref_timeout")
     return {"examples": config.getoption("swanref_examples"),
             "seed": config.getoption("swanref_seed"),
             "dtype": config.getoption("swanref_dtype"),
-            "strict": config.getoption("swanref_strict")}
+            "strict": config.getoption("swanref_strict"),
+            "timeout": checker.DEFAULT_TIMEOUT_S if timeout is None else (timeout or None)}
 
 
 @pytest.fixture
@@ -98,12 +108,14 @@ def swanref_check(request):
         # the checker (and hypothesis) load only when used: the plugin loads in every pytest run
         from swanref.verify import checker
         kw = dict(defaults)
+        if op == "update":      # fixed probes: no examples, no seed
+            kw.pop("examples"), kw.pop("seed")
         kw.update(claim)
         try:
             report = checker.check(fn, op, **kw)
         except checker.UsageError as exc:
             pytest.fail(f"swanref_check: {exc}", pytrace=False)
-        if not report.conforming:
+        if not report.conforming:   # the CLI's rule: exit 0 <=> a green test
             pytest.fail(report.table(), pytrace=False)
         return report
     return run
@@ -118,22 +130,26 @@ class SwanrefItem(pytest.Item):
         from swanref.verify import checker
         from swanref.verify.properties import Claim
         opts = _defaults(self.config)
+        runner = checker.TargetRunner(opts["timeout"])
         try:
-            fn = checker.load_target(self.target)
+            fn = checker.load_target(self.target, runner)
         except checker.UsageError as exc:
             raise pytest.UsageError(f"--swanref-target {self.op}={self.target}: {exc}") \
                 from None
+        except (checker.TargetAborted, checker.TargetTimeout) as exc:
+            pytest.fail(f"--swanref-target {self.op}={self.target}: {exc}", pytrace=False)
         claim_kw = dict(self.claim)
         dtype = checker._parse_dtype(claim_kw.pop("dtype", opts["dtype"]))
         checker._validate_reading(self.op, claim_kw.get("method", "svd"),
                                   claim_kw.get("steps"), claim_kw.get("beta"),
                                   claim_kw.get("scaling"))
         claim = Claim(self.op, dtype, **claim_kw)
+        call = checker.make_call(fn, runner=runner)
         with np.errstate(all="ignore"):
-            res = checker.run_property(self.prop, claim, checker.make_call(fn),
-                                       opts["examples"], opts["seed"])
+            res = checker.run_property(self.prop, claim, call, opts["examples"], opts["seed"])
         self.user_properties.append(("swanref", res.to_dict()))
-        if res.status == "FAIL" or (opts["strict"] and res.status in ("warn", "unsupported")):
+        if res.status in ("FAIL", "timeout", "aborted") or (
+                opts["strict"] and res.status in ("warn", "unsupported")):
             raise SwanrefFailure(res)
         if res.status in ("n/a", "unsupported", "no-claim"):
             pytest.skip(f"{res.status}: {res.message}")

@@ -8,7 +8,6 @@ named convention of :mod:`swanref.spec.conventions` with its source.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 
@@ -16,6 +15,7 @@ import numpy as np
 
 from swanref import ops
 from swanref.backends import arrays as _arrays
+from swanref.presets.coefficient_files import read_coefficient_file
 from swanref.spec.conventions import matrix_view, resolve_scale, shape_factor
 from swanref.spec.scaling import pow2_exponent
 from swanref.spec.validate import (clear_keyword_errors, flag, host_matrix_stack,
@@ -31,28 +31,15 @@ def load_coefficients(source):
     """A coefficient table ``[(a, b, c), ...]`` from a list, or from a file (spec 9.6).
 
     Files: JSON (a list of triples, or ``{"coefficients": [...]}``) or text with one triple per
-    line (numbers separated by spaces or commas; ``#`` starts a comment).
+    line (numbers separated by spaces or commas; ``#`` starts a comment), read and validated by
+    :func:`swanref.presets.coefficient_files.read_coefficient_file`.
     """
     if isinstance(source, (str, bytes)) or hasattr(source, "__fspath__"):
-        path = os.fspath(source)
-        if not os.path.isfile(path):
-            raise ValueError(f"coefficients file not found: {path}")
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-        try:
-            data = json.loads(text)
-        except ValueError:
-            data = []
-            for line in text.splitlines():
-                line = line.split("#", 1)[0].replace(",", " ").strip()
-                if line:
-                    try:
-                        data.append([float(v) for v in line.split()])
-                    except ValueError as exc:
-                        raise ValueError(f"{path}: cannot read {line!r} as numbers") from exc
-        if isinstance(data, dict):
-            data = data.get("coefficients")
-        source = data
+        table, divisor = read_coefficient_file(source, "coefficients file")
+        if divisor != 1.0:
+            raise ValueError(f"coefficients file {os.fspath(source)}: a divisor other than 1 "
+                             "is not supported here (the presets normalise by ||X||_F)")
+        return table
     try:
         return [tuple(float(v) for v in t) for t in source]
     except (TypeError, ValueError) as exc:

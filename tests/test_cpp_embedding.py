@@ -217,3 +217,85 @@ def test_header_only_core_with_the_applications_blas(installed, tmp_path):
           f"-DCMAKE_CXX_COMPILER={CXX}"])
     _run([CMAKE, "--build", str(build)])
     assert "whiten_app OK" in _run([str(build / "whiten_app")])
+# -- the C API validates what the Python API validates (issue 23) ------------------------------
+
+#: (function, C keyword values) cells; None for an rtol is swanref's default, which the C API
+#: takes as SWANREF_DEFAULT_RTOL
+_BAD_AND_GOOD = {
+    "grad_norm": [{"eps": v} for v in (-1.0, float("nan"), float("inf"), 0.0, 1e-8, 2.0)],
+    "svd": [{"rtol": v} for v in (-0.5, 1.0, 1e308, float("nan"), float("inf"), 0.0, 0.5, None)],
+    "eigh": [{"rtol": v} for v in (-0.5, 1.0, 1e308, float("nan"), 0.0, 0.5, None)],
+    "newton_schulz": ([{"steps": s, "beta": 0.5} for s in (-1, 0, 3, 100_001)]
+                      + [{"steps": 3, "beta": b} for b in (0.0, -0.5, float("nan"),
+                                                           float("inf"), 1e-3)]
+                      + [{"steps": 3, "beta": 0.5, "scaling": s} for s in ("grad_fro", "none")]),
+    "nsds": ([{"steps": s, "beta": 0.4} for s in (-1, 0, 2, 100_001)]
+             + [{"steps": 2, "beta": b} for b in (0.0, -0.5, float("nan"), 0.4)]),
+    "sinkgd": [{"iters": k} for k in (-1, 0, 5, 100_000, 100_001)],
+}
+_CELLS = [(f, kw) for f, kws in _BAD_AND_GOOD.items() for kw in kws]
+_SCALING = {"gram_fro": 0, "grad_fro": 1, "none": 2}
+
+
+@pytest.fixture(scope="module")
+def capi(installed):
+    import ctypes
+    if not installed["with_blas"]:
+        pytest.skip("the C API library needs a linked BLAS/LAPACK (scipy-openblas32 or system)")
+    lib = ctypes.CDLL(str(sorted(installed["prefix"].glob("lib*/libswanref.so*"))[0]))
+    lib.swanref_last_error.restype = ctypes.c_char_p
+    return lib
+
+
+def _python_call(f, kw, G):
+    import swanref
+    if f == "grad_norm":
+        return swanref.grad_norm(G, eps=kw["eps"], backend="cpp")
+    if f in ("svd", "eigh"):
+        return swanref.whiten(G, f, rank_rtol=kw["rtol"], backend="cpp")
+    if f == "sinkgd":
+        return swanref.sinkgd_update(G, iters=kw["iters"], backend="cpp")
+    return swanref.whiten(G, f, steps=kw["steps"], beta=kw["beta"],
+                          scaling=kw.get("scaling", "gram_fro"), backend="cpp")
+
+
+def _c_call(lib, f, kw, G):
+    import ctypes
+    import numpy as np
+    out = np.zeros_like(G)
+    ptr = ctypes.POINTER(ctypes.c_double)
+    args = [G.ctypes.data_as(ptr), out.ctypes.data_as(ptr), ctypes.c_int64(1),
+            ctypes.c_int64(G.shape[0]), ctypes.c_int64(G.shape[1])]
+    if f == "grad_norm":
+        st = lib.swanref_grad_norm_f64(*args, ctypes.c_double(kw["eps"]))
+    elif f in ("svd", "eigh"):
+        r = -1.0 if kw["rtol"] is None else kw["rtol"]  # SWANREF_DEFAULT_RTOL
+        st = getattr(lib, f"swanref_whiten_{f}_f64")(*args, ctypes.c_double(r))
+    elif f == "sinkgd":
+        st = lib.swanref_sinkgd_f64(*args, ctypes.c_int64(kw["iters"]))
+    else:
+        st = getattr(lib, f"swanref_whiten_{f}_f64")(
+            *args, ctypes.c_int64(kw["steps"]), ctypes.c_double(kw["beta"]),
+            ctypes.c_int(_SCALING[kw.get("scaling", "gram_fro")]))
+    return st, out
+
+
+@pytest.mark.parametrize("f,kw", _CELLS, ids=[f"{f}-{kw}" for f, kw in _CELLS])
+def test_c_api_validates_and_defaults_as_the_python_api(capi, f, kw):
+    """Each cell: the Python API raises ValueError exactly when the C API returns
+    SWANREF_INVALID_ARGUMENT (1); where both run, the results agree (the C defaults are the
+    Python ones). The input is rank 1 up to rounding, so a rank tolerance of 0 differs."""
+    import numpy as np
+    G = np.array([[0.1, 0.2, 0.3], [0.1 * 3, 0.2 * 3, 0.3 * 3 + 1e-17]])
+    try:
+        want, py_error = _python_call(f, kw, G), None
+    except ValueError as exc:
+        want, py_error = None, exc
+    st, out = _c_call(capi, f, kw, G)
+    if py_error is not None:
+        assert st == 1, f"Python: {py_error}; C status {st}"
+        assert capi.swanref_last_error()
+    else:
+        assert st == 0, capi.swanref_last_error()
+        tol = 1e-6 if f == "eigh" else 1e-12  # eigh: kappa^2 eps on the kept direction
+        np.testing.assert_allclose(out, want, rtol=0, atol=tol)

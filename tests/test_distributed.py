@@ -597,3 +597,14 @@ def test_cli_claim_file_and_set_reach_the_sharded_claim(tmp_path):
         ("muon_ns5", "bfloat16", "float32", "chunk")
     plain = D._cli_claim(SimpleNamespace(**{**vars(args), "claim": None, "set_knobs": []}))
     assert (plain["dtype"], plain["split"]) == ("float32", None)
+
+
+def test_a_target_that_exits_at_import_is_its_own_outcome(tmp_path, capsys, monkeypatch):
+    """Issue 21: exit 0 means conforming, so a target's sys.exit(0) must not become it."""
+    from swanref.verify import distributed
+    (tmp_path / "exits_at_import.py").write_text(
+        "import sys\nsys.exit(0)\ndef f(G, group=None, layout=None):\n    return G\n")
+    monkeypatch.chdir(tmp_path)
+    code = distributed.main(["whiten", "exits_at_import.py:f"])
+    assert code == 4
+    assert "TARGET EXITED" in capsys.readouterr().err

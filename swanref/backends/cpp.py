@@ -10,6 +10,9 @@ The BLAS/LAPACK calls go to SciPy's OpenBLAS (the function table is filled from 
 from __future__ import annotations
 
 name = "cpp"
+#: grad_norm and sinkgd give a non-finite result for non-finite input (the finite check may run
+#: on their output: spec 6.4; tests/test_bad_input_matrix.py's NaN/Inf cells check it)
+NONFINITE_PROPAGATES = True
 
 
 def _interruption(exc: BaseException) -> BaseException | None:

@@ -392,7 +392,9 @@ def prescale_huge(G, whole: bool = False, fmt=None):
     G = np.asarray(G)
     if fmt == "float16":
         return G
-    lim = _HUGE.get(np.dtype(np.float32) if fmt in ("float32", "bfloat16") else G.dtype)
+    # complex input: the limits of its real part's format (the squares are |x|^2)
+    real = np.finfo(G.dtype).dtype if G.dtype.kind in "fc" else G.dtype
+    lim = _HUGE.get(np.dtype(np.float32) if fmt in ("float32", "bfloat16") else real)
     if lim is None or G.size == 0:
         return G
     with np.errstate(invalid="ignore"):
@@ -401,6 +403,10 @@ def prescale_huge(G, whole: bool = False, fmt=None):
     shift = np.where(e > lim[0], e - lim[1], 0)
     if not shift.any():
         return G
+    if G.dtype.kind == "c":  # ldexp is real-only: each part on its own
+        out = np.empty_like(G)
+        out.real, out.imag = np.ldexp(G.real, -shift), np.ldexp(G.imag, -shift)
+        return out
     return np.ldexp(G, -shift).astype(G.dtype, copy=False)
 
 

@@ -48,7 +48,7 @@ from swanref.presets.diagnose import probe_tolerance
 from swanref.presets.lowprec import FORMATS, round_to
 from swanref.spec.readings import SCALINGS, WHITEN_METHODS, default_rank_rtol
 from swanref.spec.tolerance import condition_number
-from swanref.verify.checker import CheckReport, PropertyResult
+from swanref.verify.checker import EXIT_CODES, CheckReport, PropertyResult
 from swanref.verify.claims import Claim
 from swanref.verify.claims.cli import add_claim_arguments, claim_from_args
 from swanref.verify.claims.model import require_evaluable
@@ -66,7 +66,7 @@ from swanref.verify.sharded.calling import CONVENTIONS, forget_meshes, run_cases
 from swanref.verify.sharded.reduction import (mats, reduced_parts, reduction_term,
                                               reduction_unit)
 from swanref.verify.sharded.reference import judge_pack, reference
-from swanref.verify.targets import UsageError, load_target
+from swanref.verify.targets import TargetAborted, TargetTimeout, UsageError, load_target
 
 __all__ = ["LAYOUTS", "SPLITS", "DTYPES", "ShardLayout", "ShardedClaim", "shard_layouts",
            "split", "assemble", "reduction_term", "sharded_inputs", "reference", "agreement",
@@ -1049,19 +1049,32 @@ def add_arguments(p):
 def build_parser():
     p = _Parser(prog="swanref check-sharded",
                 description="Check a sharded implementation fn(local_shard, group=, layout=) "
-                            "across processes. Exit 0 conforming, 1 not, 2 usage error.")
+                            "across processes. Exit 0 conforming, 1 not, 2 usage error, 3 "
+                            "inconclusive (no property judged).")
     p.add_argument("op", choices=OPS, metavar="OP", help=f"the operator: {', '.join(OPS)}")
     p.add_argument("target", metavar="TARGET",
                    help="the sharded implementation, module:function or file.py:function")
-    p.add_argument("--method", default="svd")
-    p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--beta", type=float, default=None)
-    p.add_argument("--scaling", default=None)
-    p.add_argument("--preset", default=None)
-    p.add_argument("--eps", type=float, default=0.0)
-    p.add_argument("--dtype", default="float64")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--method", default="svd",
+                   help="whiten, swan_update: the claimed reading, svd (default), eigh or "
+                        "newton_schulz (as in swanref check)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="newton_schulz: iteration count (default 10); --preset: polynomial "
+                        "steps (default: the preset's)")
+    p.add_argument("--beta", type=float, default=None,
+                   help="newton_schulz: step size (default 0.5)")
+    p.add_argument("--scaling", default=None,
+                   help="newton_schulz: initial scaling (default gram_fro)")
+    p.add_argument("--preset", default=None,
+                   help="whiten: claim a named orthogonalisation preset (swanref check "
+                        "--list-presets)")
+    p.add_argument("--eps", type=float, default=0.0,
+                   help="grad_norm, swan_update: eps added to the variance (default 0)")
+    p.add_argument("--dtype", default="float64",
+                   help="dtype of the shards and the precision claimed (default float64)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the drawn inputs (default 0)")
+    p.add_argument("--json", action="store_true",
+                   help="the report as JSON on stdout")
     p.add_argument("--input-dtype", default=None,
                    help="dtype of the shards handed to the target (default: --dtype)")
     p.add_argument("--reduce-dtype", default=None,
@@ -1186,6 +1199,11 @@ def main(argv=None) -> int:
     except UsageError as exc:
         print(f"swanref check-sharded: error: {exc}", file=sys.stderr)
         return 2
+    except (TargetAborted, TargetTimeout) as exc:
+        # the same outcomes and exit codes as swanref check (docs/verification.md)
+        outcome = "TARGET EXITED" if isinstance(exc, TargetAborted) else "TIMEOUT"
+        print(f"swanref check-sharded: {outcome}: {exc}", file=sys.stderr)
+        return EXIT_CODES[outcome]
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -13,6 +13,7 @@ and a source's own arithmetic coincide; only ``direction_scale_invariant`` leave
 from __future__ import annotations
 
 import math
+import re
 import time
 from dataclasses import dataclass
 
@@ -23,7 +24,8 @@ from swanref.presets.lowprec import round_to
 from swanref.spec.conventions import SCALE_RULES, matrix_view, resolve_scale, shape_factor
 from swanref.spec.readings import WHITEN_METHODS
 from swanref.update import load_coefficients, orthogonalized_update
-from swanref.verify.checker import CheckReport, PropertyResult, UsageError, make_call
+from swanref.verify.checker import (CheckReport, PropertyResult, TargetAborted, TargetTimeout,
+                                    UsageError, make_call, stopped)
 from swanref.verify.claims import Claim, ClaimError
 from swanref.verify.claims.model import require_evaluable
 from swanref.verify.properties import TargetError
@@ -40,6 +42,8 @@ MATCH = {"float64": 1e-9, "float32": 1e-4, "bfloat16": 0.08, "float16": 0.02}
 DIRECTION_TOLERANCE = 1e-4
 
 SCALES = (1e-12, 1e-6, 1e6, 1e12)
+
+_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 
 
 @dataclass
@@ -452,10 +456,13 @@ UPDATE_PROPERTIES = [
 def check_update(fn, *, preset="svd", scale="keller", scale_factor=1.0, stack_dims=0,
                  row_norm=False, steps=None, coefficients=None, dtype="float64",
                  complex=False, tolerance=None, properties=None, array_type="numpy",
-                 target_name=None, strict=False, claim=None):
+                 target_name=None, strict=False, claim=None, runner=None):
     """Run every update property on callable ``fn``; returns a checker.CheckReport.
 
-    ``claim`` (a :class:`~swanref.verify.claims.Claim`) replaces the claim keywords."""
+    ``claim`` (a :class:`~swanref.verify.claims.Claim`) replaces the claim keywords.
+    ``runner``: the checker's TargetRunner (deadline per call); a hang or an exit of the
+    target stops the check with that outcome (the remaining properties are ``not-run``).
+    """
 
     try:
         if claim is not None:
@@ -478,11 +485,18 @@ def check_update(fn, *, preset="svd", scale="keller", scale_factor=1.0, stack_di
             raise UsageError(f"unknown properties for update: {', '.join(unknown)}; known: "
                              f"{', '.join(p.name for p in props)}")
         props = [p for p in props if p.name in properties]
-    call = make_call(fn, array_type)
+    call = make_call(fn, array_type, runner)
     report = CheckReport("update", target_name or getattr(fn, "__qualname__", repr(fn)),
                          claim.describe(), 1, 0, strict)
+    stop = None
     with np.errstate(all="ignore"):
         for p in props:
+            if stop is not None:
+                report.results.append(PropertyResult(
+                    p.name, "not-run", p.level, p.doc,
+                    message=f"not run: {stop.name} stopped the check ({stop.status})"))
+                continue
+            call.where = f"property {p.name}"
             tol = claim.tolerance
             if p.name == "direction_scale_invariant":
                 tol = max(DIRECTION_TOLERANCE, tol)
@@ -503,6 +517,14 @@ def check_update(fn, *, preset="svd", scale="keller", scale_factor=1.0, stack_di
                 except TargetError as exc:
                     res.status, res.error = "FAIL", math.inf
                     res.message = f"property '{p.name}' violated: {exc}"
+                    res.cause = str(exc)
+                    res.type_mistake = bool(getattr(exc, "type_mistake", False))
+                except (TargetAborted, TargetTimeout) as exc:
+                    stopped(res, exc)
+                    res.error = res.tolerance = None
+                    stop = res
+                if res.status == "FAIL" and not res.cause:
+                    res.cause = _NUMBER.sub("#", res.message.split(": ", 1)[-1])
             res.seconds = time.perf_counter() - t0
             report.results.append(res)
     return report
