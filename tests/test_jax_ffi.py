@@ -226,4 +226,5 @@ def test_blas_comes_from_scipy_as_for_the_core():
     from swanref import _core, _jax_ffi
     ours, core = _jax_ffi.blas_info(), _core.blas_info()
     assert ours["complete"] and ours["source"] == core["source"]
+    assert ours == core   # one blas_info() (scipy_blas.hpp) behind both modules
     assert ours["source"].startswith("scipy.linalg.cython_blas")
