@@ -33,9 +33,9 @@ from swanref import ops
 from swanref.backends import jax_ffi
 from swanref.presets import catalogue as presets
 from swanref.spec.errors import DivergenceWarning
-from swanref.spec.readings import ON_DIVERGENCE, WHITEN_METHODS, WHITEN_PRESETS, default_rank_rtol
+from swanref.spec.readings import WHITEN_METHODS, WHITEN_PRESETS, default_rank_rtol
 from swanref.spec.validate import (compute_dtype, flag, iteration_count, real_number,
-                                   require_matrix_shape, resolve_axis)
+                                   preset_options, require_matrix_shape, resolve_axis)
 
 __all__ = ["available", "unavailable_reason", "grad_norm", "whiten", "swan_update",
            "sinkgd_update"]
@@ -136,13 +136,7 @@ def _prescale_huge(x):
 
 def _whiten_preset(x, method, steps, beta, scaling, rank_rtol, on_divergence, coefficients,
                    check_finite):
-    if on_divergence not in ON_DIVERGENCE:
-        raise ValueError(f"on_divergence must be one of {ON_DIVERGENCE}, got {on_divergence!r}")
-    for key, value in {"beta": beta, "scaling": scaling, "rank_rtol": rank_rtol}.items():
-        if value is not None:
-            raise ValueError(f"{key} does not apply to method {method!r}")
-    if steps is not None:
-        steps = iteration_count(steps, "steps")
+    steps = preset_options(method, steps, beta, scaling, rank_rtol, on_divergence)
     preset = presets.get_preset(method)
     if not presets.polynomial_kernel_runs(preset):
         raise ValueError(f"preset {method!r} has no C++ kernel (its form, norm or route is "

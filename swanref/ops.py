@@ -17,7 +17,7 @@ from swanref.backends import registry as _backends
 from swanref.backends.protocol import has as has_kernel
 from swanref.spec.validate import (as_matrix_stack, clear_keyword_errors, compute_dtype,
                                    flag, iteration_count, nonfinite_error, real_number,
-                                   resolve_axis)
+                                   preset_options, resolve_axis)
 from swanref.spec.errors import DivergenceError, DivergenceWarning
 from swanref.spec.readings import (ON_DIVERGENCE, SCALINGS, WHITEN_METHODS,
                        WHITEN_PRESETS, default_rank_rtol)
@@ -339,13 +339,7 @@ def _whiten_preset_core(call: _Call, arr, method, steps, beta, scaling, rank_rto
     when it has one (the C++ core); everything else on the reference transcription.
     """
     from swanref.presets import catalogue as presets  # on first use, as in _is_route
-    if on_divergence not in ON_DIVERGENCE:
-        raise ValueError(f"on_divergence must be one of {ON_DIVERGENCE}, got {on_divergence!r}")
-    for key, value in {"beta": beta, "scaling": scaling, "rank_rtol": rank_rtol}.items():
-        if value is not None:
-            raise ValueError(f"{key} does not apply to method {method!r}")
-    if steps is not None:
-        steps = iteration_count(steps, "steps")  # before any schedule is built
+    steps = preset_options(method, steps, beta, scaling, rank_rtol, on_divergence)
     presets.check_emulate(emulate)  # before any array is looked at
     work, keep = call.masked(arr, 2, defer=True)
     preset = presets.get_preset(method)

@@ -208,6 +208,18 @@ def test_jax_frontend_refuses_what_numpy_refuses_with_the_same_message(G, kw):
     assert str(got.value) == str(want.value)
 
 
+@pytest.mark.parametrize("kw", [dict(beta=0.5), dict(scaling="none"), dict(rank_rtol=1e-3),
+                                dict(on_divergence="bogus"), dict(steps=-1), dict(steps=2.5)])
+def test_jax_preset_options_are_refused_as_in_numpy(kw):
+    """One preset option validation for both frontends (spec.validate.preset_options)."""
+    G = np.random.default_rng(3).standard_normal((4, 6))
+    with pytest.raises((TypeError, ValueError)) as want:
+        swanref.whiten(G, "muon_ns5", **kw)
+    with pytest.raises(want.type) as got:
+        sj.whiten(jnp.asarray(G, jnp.float32), "muon_ns5", **kw)
+    assert str(got.value) == str(want.value)
+
+
 def test_the_guide_example_runs():
     """docs/jax.md's example: a jitted SWAN step on a small model (the test the guide cites)."""
     import pathlib

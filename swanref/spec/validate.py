@@ -17,6 +17,8 @@ import inspect
 
 import numpy as np
 
+from swanref.spec.readings import ON_DIVERGENCE
+
 NATIVE = (np.dtype(np.float32), np.dtype(np.float64))
 
 #: Largest accepted ``steps`` / ``iters`` (spec 6.5).  The iterations converge (quadratically,
@@ -225,3 +227,14 @@ def clear_keyword_errors(fn):
                        f"; it takes {', '.join(p for p in params if p != 'G')}"))
         return fn(*args, **kwargs)
     return wrapper
+
+
+def preset_options(method, steps, beta, scaling, rank_rtol, on_divergence):
+    """The options a polynomial preset takes, validated as every frontend does: ``beta``,
+    ``scaling`` and ``rank_rtol`` do not apply; ``steps`` is an iteration count or None."""
+    if on_divergence not in ON_DIVERGENCE:
+        raise ValueError(f"on_divergence must be one of {ON_DIVERGENCE}, got {on_divergence!r}")
+    for key, value in {"beta": beta, "scaling": scaling, "rank_rtol": rank_rtol}.items():
+        if value is not None:
+            raise ValueError(f"{key} does not apply to method {method!r}")
+    return None if steps is None else iteration_count(steps, "steps")
