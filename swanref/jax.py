@@ -33,8 +33,9 @@ from swanref import ops
 from swanref.backends import jax_ffi
 from swanref.presets import catalogue as presets
 from swanref.spec.errors import DivergenceWarning
-from swanref.spec.readings import ON_DIVERGENCE, WHITEN_METHODS, WHITEN_PRESETS, default_rank_rtol
-from swanref.spec.validate import compute_dtype, flag, iteration_count, real_number
+from swanref.spec.readings import WHITEN_METHODS, WHITEN_PRESETS, default_rank_rtol
+from swanref.spec.validate import (compute_dtype, flag, iteration_count, real_number,
+                                   preset_options, require_matrix_shape, resolve_axis)
 
 __all__ = ["available", "unavailable_reason", "grad_norm", "whiten", "swan_update",
            "sinkgd_update"]
@@ -64,12 +65,7 @@ def _prepare(G):
         raise TypeError("swanref.jax is real-only; complex input runs on swanref.whiten "
                         "(backend='reference')")
     dt = compute_dtype(in_dtype)  # TypeError for integers, booleans, ...
-    if G.ndim < 2:
-        raise ValueError(
-            f"G must have at least 2 dimensions (*batch, m, n); got shape {tuple(G.shape)}. "
-            "SWAN operators act on weight matrices; reshape vectors explicitly.")
-    if G.shape[-1] == 0 or G.shape[-2] == 0:
-        raise ValueError(f"G has an empty matrix dimension: shape {tuple(G.shape)}")
+    require_matrix_shape(G.shape)
     return jnp.asarray(G).astype(dt), in_dtype
 
 
@@ -101,21 +97,6 @@ def _swap(x):
     return jnp.swapaxes(x, -1, -2)
 
 
-def _resolve_axis(axis, ndim, shape):
-    if isinstance(axis, str):
-        if axis != "long":
-            raise ValueError(f"axis must be -1, -2 or 'long', got {axis!r}")
-        return -1 if shape[-1] >= shape[-2] else -2
-    if isinstance(axis, (bool, np.bool_)) or not isinstance(axis, (int, np.integer)):
-        raise TypeError(f"axis must be -1, -2 or 'long', got {axis!r}")
-    if axis in (-1, ndim - 1):
-        return -1
-    if axis in (-2, ndim - 2):
-        return -2
-    raise ValueError(f"axis must name one of the two matrix axes (-1, -2) or be 'long', got "
-                     f"{axis} for an input of shape {tuple(shape)}")
-
-
 def _lr(lr):
     """A Python number is validated as in swanref.ops; a JAX scalar (a schedule) passes."""
     if isinstance(lr, jax.Array):
@@ -126,7 +107,7 @@ def _lr(lr):
 # -- operators -----------------------------------------------------------------------------------
 
 def _grad_norm(x, axis, eps, check_finite):
-    ax = _resolve_axis(axis, x.ndim, x.shape)
+    ax = resolve_axis(axis, x.shape)
     work = x if ax == -1 else _swap(x)
     work, keep = _masked(work, check_finite, 1)
     out = _call("swanref_grad_norm", work, _like(work), eps=np.float64(eps),
@@ -155,13 +136,7 @@ def _prescale_huge(x):
 
 def _whiten_preset(x, method, steps, beta, scaling, rank_rtol, on_divergence, coefficients,
                    check_finite):
-    if on_divergence not in ON_DIVERGENCE:
-        raise ValueError(f"on_divergence must be one of {ON_DIVERGENCE}, got {on_divergence!r}")
-    for key, value in {"beta": beta, "scaling": scaling, "rank_rtol": rank_rtol}.items():
-        if value is not None:
-            raise ValueError(f"{key} does not apply to method {method!r}")
-    if steps is not None:
-        steps = iteration_count(steps, "steps")
+    steps = preset_options(method, steps, beta, scaling, rank_rtol, on_divergence)
     preset = presets.get_preset(method)
     if not presets.polynomial_kernel_runs(preset):
         raise ValueError(f"preset {method!r} has no C++ kernel (its form, norm or route is "

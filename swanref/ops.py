@@ -16,7 +16,8 @@ from swanref.backends import arrays as _arrays
 from swanref.backends import registry as _backends
 from swanref.backends.protocol import has as has_kernel
 from swanref.spec.validate import (as_matrix_stack, clear_keyword_errors, compute_dtype,
-                                   flag, iteration_count, nonfinite_error, real_number)
+                                   flag, iteration_count, nonfinite_error, real_number,
+                                   preset_options, resolve_axis)
 from swanref.spec.errors import DivergenceError, DivergenceWarning
 from swanref.spec.readings import (ON_DIVERGENCE, SCALINGS, WHITEN_METHODS,
                        WHITEN_PRESETS, default_rank_rtol)
@@ -187,25 +188,8 @@ class _Call:
 
 # -- 2. GradNorm -----------------------------------------------------------------------------
 
-def _resolve_axis(axis, shape) -> int:
-    if isinstance(axis, str):
-        if axis != "long":
-            raise ValueError(f"axis must be -1, -2 or 'long', got {axis!r}")
-        return -1 if shape[-1] >= shape[-2] else -2
-    if isinstance(axis, (bool, np.bool_)) or not isinstance(axis, (int, np.integer)):
-        raise TypeError(f"axis must be -1, -2 or 'long', got {axis!r}")
-    ndim = len(shape)
-    if axis in (-1, ndim - 1):
-        return -1
-    if axis in (-2, ndim - 2):
-        return -2
-    raise ValueError(
-        f"axis must name one of the two matrix axes (-1, -2) or be 'long', got {axis} "
-        f"for an input of shape {shape}")
-
-
 def _grad_norm_core(call: _Call, arr, axis, eps):
-    ax = _resolve_axis(axis, arr.shape)
+    ax = resolve_axis(axis, arr.shape)
     work = arr if ax == -1 else call.xp.swapaxes(arr, -1, -2)
     out = None
     if has_kernel(call.be, "grad_norm_finite"):
@@ -277,7 +261,7 @@ def _grad_norm_bfloat16(G, axis, eps, backend, check_finite):
         return None
     check = flag(check_finite, "check_finite")
     eps = real_number(eps, "eps", minimum=0.0)
-    ax = _resolve_axis(axis, words.shape)
+    ax = resolve_axis(axis, words.shape)
     work = words if ax == -1 else words.swapaxes(-1, -2)
     if check and _pending() is not None:
         out, ok = be.grad_norm_bf16_finite(work, eps, True, defer=True)  # ok: device flag
@@ -355,13 +339,7 @@ def _whiten_preset_core(call: _Call, arr, method, steps, beta, scaling, rank_rto
     when it has one (the C++ core); everything else on the reference transcription.
     """
     from swanref.presets import catalogue as presets  # on first use, as in _is_route
-    if on_divergence not in ON_DIVERGENCE:
-        raise ValueError(f"on_divergence must be one of {ON_DIVERGENCE}, got {on_divergence!r}")
-    for key, value in {"beta": beta, "scaling": scaling, "rank_rtol": rank_rtol}.items():
-        if value is not None:
-            raise ValueError(f"{key} does not apply to method {method!r}")
-    if steps is not None:
-        steps = iteration_count(steps, "steps")  # before any schedule is built
+    steps = preset_options(method, steps, beta, scaling, rank_rtol, on_divergence)
     presets.check_emulate(emulate)  # before any array is looked at
     work, keep = call.masked(arr, 2, defer=True)
     preset = presets.get_preset(method)

@@ -6,6 +6,7 @@ leaving its peer blocked."""
 from __future__ import annotations
 
 import pathlib
+from dataclasses import replace
 import time
 
 import numpy as np
@@ -112,6 +113,21 @@ def test_evaluate_names_block_swap_and_per_shard_whitening_without_torch():
     assert "whole_matrix" in failed(rep) and "shard_order" not in failed(rep), rep.table()
     rep = D.evaluate(claim, "rows", 2, cases, None, errors={1: "ValueError: boom"})
     assert failed(rep) == {"ranks_complete"} and "rank 1: ValueError: boom" in rep.table()
+
+
+def test_sharded_check_without_any_claimed_agreement_is_not_conforming(monkeypatch):
+    """Issue 21: with the tolerance model claiming nothing on any input, a check must not be
+    CONFORMING (shapes, untouched inputs, orthonormal rows are preconditions, not evidence)."""
+    claim = _claim(op="whiten")
+    cases = D.sharded_inputs(claim, "rows", 2)
+    good = [D.split(D.reference(claim, c.G).astype(c.G.dtype), "rows", 2) for c in cases]
+    real = D.agreement
+    monkeypatch.setattr(D, "agreement", lambda *a, **k: replace(real(*a, **k), claim=False))
+    rep = D.evaluate(claim, "rows", 2, cases, good)
+    assert rep.status("agrees_with_unsharded") == "no-claim", rep.table()
+    assert not failed(rep) and not rep.evidence
+    assert not rep.conforming and rep.exit_code != 0 and not rep.to_dict()["conforming"]
+    assert "no evidence" in rep.table()
 
 
 def test_unusable_targets_are_usage_errors_before_any_rank_starts():

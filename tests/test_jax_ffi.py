@@ -195,6 +195,31 @@ def test_keyword_errors_raise_when_traced():
         sj.whiten(jnp.ones(6))
 
 
+@pytest.mark.parametrize("G, kw", [
+    (np.ones((4, 6)), dict(axis=0.5)), (np.ones((4, 6)), dict(axis="short")),
+    (np.ones((2, 4, 6)), dict(axis=0)), (np.ones((4, 6)), dict(axis=True)),
+    (np.ones(6), {}), (np.ones((4, 0)), {})])
+def test_jax_frontend_refuses_what_numpy_refuses_with_the_same_message(G, kw):
+    """One validation for both frontends (swanref.spec.validate): same type, same words."""
+    with pytest.raises((TypeError, ValueError)) as want:
+        swanref.grad_norm(G, **kw)
+    with pytest.raises(want.type) as got:
+        sj.grad_norm(jnp.asarray(G, jnp.float32), **kw)
+    assert str(got.value) == str(want.value)
+
+
+@pytest.mark.parametrize("kw", [dict(beta=0.5), dict(scaling="none"), dict(rank_rtol=1e-3),
+                                dict(on_divergence="bogus"), dict(steps=-1), dict(steps=2.5)])
+def test_jax_preset_options_are_refused_as_in_numpy(kw):
+    """One preset option validation for both frontends (spec.validate.preset_options)."""
+    G = np.random.default_rng(3).standard_normal((4, 6))
+    with pytest.raises((TypeError, ValueError)) as want:
+        swanref.whiten(G, "muon_ns5", **kw)
+    with pytest.raises(want.type) as got:
+        sj.whiten(jnp.asarray(G, jnp.float32), "muon_ns5", **kw)
+    assert str(got.value) == str(want.value)
+
+
 def test_the_guide_example_runs():
     """docs/jax.md's example: a jitted SWAN step on a small model (the test the guide cites)."""
     import pathlib
@@ -213,4 +238,5 @@ def test_blas_comes_from_scipy_as_for_the_core():
     from swanref import _core, _jax_ffi
     ours, core = _jax_ffi.blas_info(), _core.blas_info()
     assert ours["complete"] and ours["source"] == core["source"]
+    assert ours == core   # one blas_info() (scipy_blas.hpp) behind both modules
     assert ours["source"].startswith("scipy.linalg.cython_blas")

@@ -229,3 +229,17 @@ def test_glue_cli_import_path_and_kwargs(capsys, monkeypatch, tmp_path):
     assert rc == 3
     assert O.main(["wrong_impls.torch_optimizers:UseMuonGroups"]) == 2  # no preset
     assert "needs a preset" in capsys.readouterr().err
+
+
+def test_optax_steps_is_the_one_optax_loop_of_both_drivers():
+    """optimizer.optax_driver and the generic driver's optax path share optax_steps."""
+    optax = pytest.importorskip("optax")
+    p0, g = np.array([[1.0, 2.0]]), np.array([[1.0, -1.0]])
+    (one,) = G.optax_steps(optax.sgd(0.5), [p0], [[g]], "float32", False)
+    np.testing.assert_allclose(one, [[0.5, 2.5]], rtol=1e-6)
+    assert one.dtype == np.float64
+    two = G.optax_steps(optax.sgd(0.5), [p0, 2 * p0], [[g, g], [g, g]], "float32", True)
+    np.testing.assert_allclose(two[1][1], [[1.0, 5.0]], rtol=1e-6)
+    run = O.optax_driver(lambda mu, nesterov=False: optax.sgd(0.5, momentum=mu or None),
+                         "float32")
+    np.testing.assert_array_equal(run(p0, [g], 0.0)[0], one)

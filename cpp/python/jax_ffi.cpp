@@ -286,14 +286,7 @@ PYBIND11_MODULE(_jax_ffi, m) {
   m.attr("__version__") = swanref::version;
   g_blas_error = swanref_python::fill_blas_from_scipy();
 
-  m.def("blas_info", []() {
-    py::dict d;
-    d["source"] = swanref::blas::table().source;
-    d["complete"] = swanref::blas::complete();
-    d["missing"] = swanref::blas::missing_entries();
-    d["error"] = g_blas_error;
-    return d;
-  }, "Where this module's BLAS/LAPACK function table came from and which entries are missing.");
+  m.def("blas_info", []() { return swanref_python::blas_info(g_blas_error); }, "Where this module's BLAS/LAPACK function table came from and which entries are missing.");
 
   m.def("registrations", []() {
     py::dict d;

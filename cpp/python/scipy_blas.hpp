@@ -49,4 +49,15 @@ inline std::string fill_blas_from_scipy() {
   return error;
 }
 
+// The `blas_info()` both modules expose: where the table came from, what is missing, and
+// `error` (fill_blas_from_scipy's result).
+inline pybind11::dict blas_info(const std::string& error) {
+  pybind11::dict d;
+  d["source"] = swanref::blas::table().source;
+  d["complete"] = swanref::blas::complete();
+  d["missing"] = swanref::blas::missing_entries();
+  d["error"] = error;
+  return d;
+}
+
 }  // namespace swanref_python

@@ -17,6 +17,8 @@ import inspect
 
 import numpy as np
 
+from swanref.spec.readings import ON_DIVERGENCE
+
 NATIVE = (np.dtype(np.float32), np.dtype(np.float64))
 
 #: Largest accepted ``steps`` / ``iters`` (spec 6.5).  The iterations converge (quadratically,
@@ -100,13 +102,37 @@ def as_matrix_stack(G, name: str = "G", allow_complex: bool = False) -> np.ndarr
     if arr.dtype == object:
         raise TypeError(f"{name} has dtype object; expected a floating array")
     compute_dtype(arr.dtype, allow_complex)  # raises TypeError for unsupported dtypes
-    if arr.ndim < 2:
-        raise ValueError(
-            f"{name} must have at least 2 dimensions (*batch, m, n); got shape {arr.shape}. "
-            "SWAN operators act on weight matrices; reshape vectors explicitly.")
-    if arr.shape[-1] == 0 or arr.shape[-2] == 0:
-        raise ValueError(f"{name} has an empty matrix dimension: shape {arr.shape}")
+    require_matrix_shape(arr.shape, name)
     return arr
+
+
+def require_matrix_shape(shape, name: str = "G") -> None:
+    """ValueError unless ``shape`` is ``(*batch, m, n)`` with ``m, n > 0`` (every frontend)."""
+    shape = tuple(shape)
+    if len(shape) < 2:
+        raise ValueError(
+            f"{name} must have at least 2 dimensions (*batch, m, n); got shape {shape}. "
+            "SWAN operators act on weight matrices; reshape vectors explicitly.")
+    if shape[-1] == 0 or shape[-2] == 0:
+        raise ValueError(f"{name} has an empty matrix dimension: shape {shape}")
+
+
+def resolve_axis(axis, shape) -> int:
+    """GradNorm's ``axis`` (-1, -2, their positive forms, or 'long') as -1 or -2."""
+    if isinstance(axis, str):
+        if axis != "long":
+            raise ValueError(f"axis must be -1, -2 or 'long', got {axis!r}")
+        return -1 if shape[-1] >= shape[-2] else -2
+    if isinstance(axis, (bool, np.bool_)) or not isinstance(axis, (int, np.integer)):
+        raise TypeError(f"axis must be -1, -2 or 'long', got {axis!r}")
+    ndim = len(shape)
+    if axis in (-1, ndim - 1):
+        return -1
+    if axis in (-2, ndim - 2):
+        return -2
+    raise ValueError(
+        f"axis must name one of the two matrix axes (-1, -2) or be 'long', got {axis} "
+        f"for an input of shape {tuple(shape)}")
 
 
 def nonfinite_slices(arr: np.ndarray, ndim_core: int) -> np.ndarray:
@@ -201,3 +227,14 @@ def clear_keyword_errors(fn):
                        f"; it takes {', '.join(p for p in params if p != 'G')}"))
         return fn(*args, **kwargs)
     return wrapper
+
+
+def preset_options(method, steps, beta, scaling, rank_rtol, on_divergence):
+    """The options a polynomial preset takes, validated as every frontend does: ``beta``,
+    ``scaling`` and ``rank_rtol`` do not apply; ``steps`` is an iteration count or None."""
+    if on_divergence not in ON_DIVERGENCE:
+        raise ValueError(f"on_divergence must be one of {ON_DIVERGENCE}, got {on_divergence!r}")
+    for key, value in {"beta": beta, "scaling": scaling, "rank_rtol": rank_rtol}.items():
+        if value is not None:
+            raise ValueError(f"{key} does not apply to method {method!r}")
+    return None if steps is None else iteration_count(steps, "steps")

@@ -409,6 +409,21 @@ def _block_distance_matrix(out, ref, kind, world, rule="tensor_split", mesh=None
     return d
 
 
+class ShardedReport(CheckReport):
+    """A sharded check's report: its evidence is ``agrees_with_unsharded`` passing on at least
+    one input with a claim.  Complete ranks, right shapes and untouched inputs are
+    preconditions, not evidence: with no claimed agreement the check is not CONFORMING."""
+
+    @property
+    def evidence(self) -> list:
+        return [r for r in self.results if r.name == "agrees_with_unsharded"
+                and r.status == "pass" and r.examples > 0]
+
+    @property
+    def conforming(self) -> bool:
+        return super().conforming and bool(self.evidence)
+
+
 def evaluate(claim: ShardedClaim, kind: str, world: int, cases: list, outputs: list,
              errors=None, target_name="target", seconds=0.0, backend=None,
              refs=None, svs=None) -> CheckReport:
@@ -425,7 +440,7 @@ def evaluate(claim: ShardedClaim, kind: str, world: int, cases: list, outputs: l
     desc = dict(claim.describe(), layout=kind, world_size=world)
     if backend:
         desc["backend"] = backend
-    report = CheckReport(claim.op, target_name, desc, len(cases), 0)
+    report = ShardedReport(claim.op, target_name, desc, len(cases), 0)
     res = {n: _result(n) for n in names}
     where = f"layout {kind}" + (f" ({claim.split})" if claim.split != "tensor_split" else "") \
         + (f" on mesh {desc['mesh']}" if claim.mesh else "") + f" over {world} ranks"
@@ -502,8 +517,9 @@ def evaluate(claim: ShardedClaim, kind: str, world: int, cases: list, outputs: l
         meas = agreement(claim, G, X, q, ref=ref, sv=None if svs is None else svs[i])
         tol_by_case[i] = meas
         bad = meas.failed
-        note("agrees_with_unsharded", meas.error, meas.tolerance, c,
-             f"{where}, case {c.label}: " + meas.message(), bad)
+        if meas.claim:   # an input without a claim is neither a pass nor a failure
+            note("agrees_with_unsharded", meas.error, meas.tolerance, c,
+                 f"{where}, case {c.label}: " + meas.message(), bad)
         if "orthonormal_rows" in res:
             sv = None if svs is None else svs[i]
             kappa = float(np.max(condition_number(G.astype(np.float64)))) if sv is None \
@@ -552,6 +568,14 @@ def evaluate(claim: ShardedClaim, kind: str, world: int, cases: list, outputs: l
                  f"{where}, case {c.label}: the result matches "
                  f"{what} (relative distance {dvar:.2g}) rather than the unsharded "
                  f"operator (distance {dref:.2g})", hit)
+    agree = res["agrees_with_unsharded"]
+    if agree.status == "pass" and agree.examples == 0:
+        agree.status = "no-claim"
+        agree.message = ("the spec's tolerance model makes no accuracy claim on any input of "
+                         "this claim (predicted error above its trusted limit): nothing was "
+                         "checked; claim a higher precision or more steps")
+        report.hints.append("no evidence: agrees_with_unsharded made no claim on any input, "
+                            "so this check is not CONFORMING (docs/spec.md 10)")
     for r in res.values():
         if r.status == "pass" and r.examples == 0 and r.name not in (
                 "ranks_complete", "shard_shapes", "input_not_modified"):

@@ -60,8 +60,8 @@ from swanref.spec.routing import swan_route
 from swanref.update import orthogonalized_update
 from swanref.ops import grad_norm
 from swanref.verify.optimizer_glue import (KNOB_NAMES, PARAM_STYLES, DriverError, Unsupported,
-                                           keyword_for, signature_of, generic_driver, load_optimizer,
-                                           parse_kwarg, validated)
+                                           _dtypes, keyword_for, signature_of, generic_driver,
+                                           load_optimizer, optax_steps, parse_kwarg, validated)
 from swanref.verify.targets import UsageError
 from swanref.verify.claims import Claim, ClaimError, add_claim_arguments, claim_from_args
 from swanref.verify.claims.model import require_evaluable
@@ -295,13 +295,6 @@ class OptimizerClaim:
 
 # -- drivers ------------------------------------------------------------------------------------
 
-def _dtypes(p0, dtype):
-    """(array dtype, read-back dtype) for p0: complex values take the complex counterpart."""
-    if np.iscomplexobj(p0):
-        return (np.complex128 if np.dtype(dtype) == np.float64 else np.complex64), np.complex128
-    return np.dtype(dtype), np.float64
-
-
 def _factory_args(momentum, nesterov):
     """``factory(..., momentum)``, or with ``nesterov=True`` only when asked (old factories
     without the keyword keep working; a Nesterov run on them is reported unsupported)."""
@@ -340,25 +333,13 @@ def optax_driver(factory, dtype="float32"):
     """``factory(momentum[, nesterov=True]) -> optax.GradientTransformation``; returns
     run(p0, grads, momentum, nesterov=False, group=False) (``group=True``: leaves ``w0``,
     ``w1``, ... of one params dict, as :func:`torch_driver`)."""
-    import jax.numpy as jnp
-    import optax
+    import optax  # noqa: F401 - a missing optax is an ImportError here, not a refusal later
 
     def run(p0, grads, momentum, nesterov=False, group=False):
         p0s, steps = (p0, grads) if group else ([p0], [[g] for g in grads])
-        dt, back = _dtypes(p0s[0], dtype)
-        keys = [f"w{i}" for i in range(len(p0s))]
         try:
             args, kw = _factory_args(momentum, nesterov)
-            tx = factory(*args, **kw)
-            params = {k: jnp.asarray(np.array(x, dtype=dt)) for k, x in zip(keys, p0s)}
-            state = tx.init(params)
-            out = []
-            for gs in steps:
-                upd, state = tx.update({k: jnp.asarray(np.array(g, dtype=dt))
-                                        for k, g in zip(keys, gs)}, state, params)
-                params = optax.apply_updates(params, upd)
-                now = [np.asarray(params[k]).astype(back) for k in keys]
-                out.append(now if group else now[0])
+            out = optax_steps(factory(*args, **kw), p0s, steps, dtype, group)
         except Exception as exc:  # noqa: BLE001
             raise Unsupported(f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}") \
                 from exc

@@ -212,6 +212,27 @@ def _dtypes(p0, dtype):
     return np.dtype(dtype), np.float64
 
 
+def optax_steps(tx, p0s, steps, dtype, group):
+    """Run optax transformation ``tx`` from parameters ``p0s`` (leaves ``w0``, ``w1``, ... of
+    one params dict) through ``steps`` (per step, one gradient per leaf) in ``dtype``; the
+    parameters after each step in float64 (complex128 for complex input): a list per step when
+    ``group``, else the one leaf's array."""
+    import jax.numpy as jnp
+    import optax
+    dt, back = _dtypes(p0s[0], dtype)
+    keys = [f"w{i}" for i in range(len(p0s))]
+    params = {k: jnp.asarray(np.array(x, dtype=dt)) for k, x in zip(keys, p0s)}
+    state = tx.init(params)
+    out = []
+    for gs in steps:
+        upd, state = tx.update({k: jnp.asarray(np.array(g, dtype=dt))
+                                for k, g in zip(keys, gs)}, state, params)
+        params = optax.apply_updates(params, upd)
+        now = [np.asarray(params[k]).astype(back) for k in keys]
+        out.append(now if group else now[0])
+    return out
+
+
 def _first_line(exc):
     lines = str(exc).splitlines()
     return f"{type(exc).__name__}: {(lines[0] if lines else '')[:200]}"
@@ -317,11 +338,7 @@ def generic_driver(target, kwargs=None, *, lr, weight_decay, params="auto", dtyp
                               + "; ".join(tried) + "; choose with --params)") from exc
 
     def optax_run(p0, grads, momentum, nesterov=False, group=False):
-        import jax.numpy as jnp
-        import optax
         p0s, steps = (p0, grads) if group else ([p0], [[g] for g in grads])
-        dt, back = _dtypes(p0s[0], dtype)
-        keys = [f"w{i}" for i in range(len(p0s))]
         try:
             tx = target if kind == "optax_instance" else target(**build_kwargs(momentum,
                                                                               nesterov))
@@ -329,15 +346,7 @@ def generic_driver(target, kwargs=None, *, lr, weight_decay, params="auto", dtyp
                 raise DriverError(f"{getattr(target, '__name__', target)!r} returned "
                                   f"{type(tx).__name__}, not an optax GradientTransformation "
                                   "nor a torch optimizer")
-            params = {k: jnp.asarray(np.array(x, dtype=dt)) for k, x in zip(keys, p0s)}
-            st = tx.init(params)
-            out = []
-            for gs in steps:
-                upd, st = tx.update({k: jnp.asarray(np.array(g, dtype=dt))
-                                     for k, g in zip(keys, gs)}, st, params)
-                params = optax.apply_updates(params, upd)
-                now = [np.asarray(params[k]).astype(back) for k in keys]
-                out.append(now if group else now[0])
+            out = optax_steps(tx, p0s, steps, dtype, group)
         except (Unsupported, DriverError):
             raise
         except Exception as exc:  # noqa: BLE001

@@ -45,7 +45,8 @@ def _choice(*options, none=False):
     return check
 
 
-def _number(lo=-math.inf, hi=math.inf, none=False, integer=False, open_lo=False):
+def _number(lo=-math.inf, hi=math.inf, none=False, integer=False, open_lo=False,
+            open_hi=False):
     def check(v, name):
         if v is None and none:
             return None
@@ -55,9 +56,10 @@ def _number(lo=-math.inf, hi=math.inf, none=False, integer=False, open_lo=False)
             raise ClaimError(f"{name} must be {kind}{' or None' if none else ''}, "
                              f"got {type(v).__name__} {v!r}")
         v = int(v) if integer else float(v)
-        if not math.isfinite(v) or v < lo or v > hi or (open_lo and v == lo):
-            raise ClaimError(f"{name} must be in {'(' if open_lo else '['}{lo:g}, {hi:g}], "
-                             f"got {v!r}")
+        if not math.isfinite(v) or v < lo or v > hi or (open_lo and v == lo) or (
+                open_hi and v == hi):
+            raise ClaimError(f"{name} must be in {'(' if open_lo else '['}{lo:g}, {hi:g}"
+                             f"{')' if open_hi else ']'}, got {v!r}")
         return v
     return check
 
@@ -106,6 +108,10 @@ def _mesh(v, name):
                      f"got {v!r}")
 
 
+#: a relative distance of 1 is that of a zero output: a tolerance of 1 or more asserts nothing
+_TOLERANCE = _number(0.0, 1.0, open_lo=True, open_hi=True)
+
+
 def _overrides(v, name):
     """{dtype: {"tol": float, "reason": str}}, as OpInfo's toleranceOverride with its reason."""
     if v is None:
@@ -126,7 +132,7 @@ def _overrides(v, name):
         reason = entry["reason"]
         if not isinstance(reason, str) or not reason.strip():
             raise ClaimError(f"{name}[{dt}]: a tolerance override needs a reason (non-empty)")
-        out[dt] = (_number(0.0, 1.0, open_lo=True)(entry["tol"], f"{name}[{dt}].tol"),
+        out[dt] = (_TOLERANCE(entry["tol"], f"{name}[{dt}].tol"),
                    reason.strip())
     return tuple(sorted(out.items()))
 
@@ -247,7 +253,7 @@ KNOBS = {k.name: k for k in [
          "float32 buffer", _choice("float64", "float32", "bfloat16", "float16", none=True)),
     # -- judging
     Knob("tolerance", None, "a flat tolerance replacing the level's model (None: the model)",
-         "[S] docs/spec.md 11.4", _number(0.0, 1.0, none=True, open_lo=True)),
+         "[S] docs/spec.md 11.4", _number(0.0, 1.0, none=True, open_lo=True, open_hi=True)),
     Knob("tolerance_overrides", None, "per compute dtype {tol, reason}: replaces the model for "
          "that dtype, with the reason stated", "PyTorch OpInfo toleranceOverride / DecorateInfo",
          _overrides),
