@@ -310,3 +310,25 @@ def test_the_fixture_is_green_only_on_conforming(request):
         swanref_check(exits, "grad_norm", examples=3)
     assert swanref_check(two_d_only, "grad_norm", examples=3,
                          properties=["shape_and_dtype"]).exit_code == 0
+
+
+def test_a_jax_target_reports_its_compile_time_apart():
+    """Issue 26: the first call per (shape, dtype) of a JAX target traces and compiles; the
+    report gives that time apart from the repeats."""
+    jax = pytest.importorskip("jax")
+    jnp = jax.numpy
+
+    @jax.jit
+    def grad_norm(G):
+        mu = jnp.mean(G, axis=-1, keepdims=True)
+        sd = jnp.std(G, axis=-1, keepdims=True)
+        return (G - mu) / jnp.where(sd > 0, sd, 1.0)
+
+    from swanref.verify.checker import check
+    report = check(grad_norm, "grad_norm", array_type="jax", shapes="few", examples=3,
+                   properties=["agrees_with_reference"])
+    hint = [h for h in report.hints if h.startswith("JAX target:")]
+    assert len(hint) == 1, report.hints
+    assert "signatures: tracing and compilation" in hint[0]
+    ran = [r for r in report.results if r.name == "agrees_with_reference"]
+    assert ran and ran[0].examples > 0   # the timing wraps the target, the check still runs

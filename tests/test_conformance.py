@@ -3,6 +3,8 @@ listed as absent, never a failure), the exit status."""
 import importlib.util
 
 import numpy as np
+
+from swanref.verify.targets import FirstCallTimer
 import pytest
 
 from swanref.verify import conformance as C
@@ -59,7 +61,7 @@ def test_torch_muon_row():
 def test_timed_target_splits_first_calls_from_repeats():
     """A JAX row's time: the first call per (shape, dtype) apart from the repeats."""
     calls = []
-    timed = C._Timed(lambda G: calls.append(G.shape) or G)
+    timed = FirstCallTimer(lambda G: calls.append(G.shape) or G)
     for shape in [(4, 7), (4, 7), (7, 4), (4, 7)]:
         timed(np.zeros(shape))
     timed(np.zeros((4, 7), dtype=np.float32))

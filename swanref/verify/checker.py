@@ -38,8 +38,9 @@ from swanref.spec.readings import SCALINGS, SPEC_VERSION, WHITEN_METHODS
 from swanref.verify.claims import DtypeName, add_claim_arguments, claim_from_args, parse_value
 from swanref.verify.claims.cli import operator_arguments
 from swanref.verify.measure import Measurement, describe_text, fmt
-from swanref.verify.targets import (DEFAULT_TIMEOUT_S, TargetAborted, TargetRunner,  # noqa: F401
-                                    TargetTimeout, UsageError, load_target)
+from swanref.verify.targets import (DEFAULT_TIMEOUT_S, FirstCallTimer,  # noqa: F401
+                                    TargetAborted, TargetRunner, TargetTimeout, UsageError,
+                                    load_target)
 
 __all__ = ["check", "CheckReport", "PropertyResult", "load_target", "main"]
 
@@ -663,6 +664,23 @@ def _refuse(op, given: dict, why: str):
         raise UsageError(f"{opts} {'does' if len(bad) == 1 else 'do'} not apply to {why}")
 
 
+def _jax_compile_time(check_fn):
+    """For ``array_type='jax'``: time the target's first call per (shape, dtype) -- tracing
+    and XLA compilation -- apart from the repeats, and say so in the report (issue 26)."""
+    @functools.wraps(check_fn)
+    def run(fn, op, *args, array_type="numpy", **kw):
+        timer = FirstCallTimer(fn) if array_type == "jax" and callable(fn) else None
+        report = check_fn(timer or fn, op, *args, array_type=array_type, **kw)
+        if timer is not None and timer.signatures:
+            report.hints.append(
+                f"JAX target: {timer.first:.2f} s in the first call per shape and dtype "
+                f"({len(timer.signatures)} signatures: tracing and compilation), "
+                f"{timer.rest:.2f} s in the repeated calls; --shapes few draws fewer shapes")
+        return report
+    return run
+
+
+@_jax_compile_time
 def check(fn, op, *, dtype="float64", axis=None, eps=None, method=None, steps=None, beta=None,
           scaling=None, rescale=None, iters=None, max_kappa=None, max_side=None,
           full_rank_only=False, examples=None, seed=None, properties=None, strict=False,

@@ -25,6 +25,7 @@ import numpy as np
 from swanref.verify import checker
 from swanref.verify.checker import UsageError, check
 from swanref.verify.claims import Claim
+from swanref.verify.targets import FirstCallTimer
 
 __all__ = ["ENTRIES", "Entry", "run", "markdown", "main"]
 
@@ -250,37 +251,6 @@ ENTRIES = [
 ]
 
 
-class _Timed:
-    """The target with its first call per (shape, dtype) timed apart from the others: for a
-    JAX target that call traces and compiles (XLA caches the compiled program per shape and
-    dtype), so ``first`` is the compile time and ``rest`` the run time of the repeated shapes.
-    JAX dispatches asynchronously: each call waits for its result before the clock stops."""
-
-    def __init__(self, fn):
-        self.fn = fn
-        self.__qualname__ = getattr(fn, "__qualname__", repr(fn))
-        self.signatures = set()
-        self.first = 0.0
-        self.rest = 0.0
-
-    def __call__(self, G, *args, **kwargs):
-        key = (tuple(getattr(G, "shape", ())), str(getattr(G, "dtype", "")))
-        t0 = time.perf_counter()
-        try:
-            out = self.fn(G, *args, **kwargs)
-            ready = getattr(out, "block_until_ready", None)
-            if ready is not None:
-                ready()
-        finally:
-            seconds = time.perf_counter() - t0
-            if key in self.signatures:
-                self.rest += seconds
-            else:
-                self.signatures.add(key)
-                self.first += seconds
-        return out
-
-
 @dataclass
 class Row:
     package: str
@@ -383,7 +353,7 @@ def run(entries=None, examples=10, only=None, log=None, level=None) -> list:
         try:
             fn = e.build()
             if e.claim.get("array_type") == "jax":
-                fn = timed = _Timed(fn)
+                fn = timed = FirstCallTimer(fn)
             kw = dict(e.claim)
             op = kw.pop("op")
             with np.errstate(all="ignore"):

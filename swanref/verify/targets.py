@@ -17,10 +17,11 @@ import os
 import queue
 import sys
 import threading
+import time
 from contextlib import contextmanager
 
 __all__ = ["UsageError", "load_target", "TargetRunner", "TargetAborted", "TargetTimeout",
-           "DEFAULT_TIMEOUT_S"]
+           "DEFAULT_TIMEOUT_S", "FirstCallTimer"]
 
 
 class UsageError(Exception):
@@ -208,3 +209,34 @@ class TargetRunner:
             if self._jobs is not None:
                 self._jobs.put(None)
                 self._jobs = None
+
+
+class FirstCallTimer:
+    """The target with its first call per (shape, dtype) timed apart from the others: for a
+    JAX target that call traces and compiles (XLA caches the compiled program per shape and
+    dtype), so ``first`` is the compile time and ``rest`` the run time of the repeated shapes.
+    JAX dispatches asynchronously: each call waits for its result before the clock stops."""
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.__qualname__ = getattr(fn, "__qualname__", repr(fn))
+        self.signatures = set()
+        self.first = 0.0
+        self.rest = 0.0
+
+    def __call__(self, G, *args, **kwargs):
+        key = (tuple(getattr(G, "shape", ())), str(getattr(G, "dtype", "")))
+        t0 = time.perf_counter()
+        try:
+            out = self.fn(G, *args, **kwargs)
+            ready = getattr(out, "block_until_ready", None)
+            if ready is not None:
+                ready()
+        finally:
+            seconds = time.perf_counter() - t0
+            if key in self.signatures:
+                self.rest += seconds
+            else:
+                self.signatures.add(key)
+                self.first += seconds
+        return out
