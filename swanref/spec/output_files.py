@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from contextlib import contextmanager
 
-__all__ = ["replace_file", "real_directory", "output_path_problem"]
+__all__ = ["replace_file", "open_output", "real_directory", "output_path_problem"]
 
 
 def output_path_problem(path: str, option: str) -> str | None:
@@ -40,13 +41,24 @@ def real_directory(path: str, what: str = "folder") -> str:
 def replace_file(path: str, data: bytes) -> None:
     """Write ``data`` as a new regular file at ``path`` (a link or other entry there is
     replaced, not followed); OSError when ``path`` is a folder or cannot be written."""
+    with open_output(path, "wb") as fh:
+        fh.write(data)
+
+
+@contextmanager
+def open_output(path: str, mode: str = "w", **kwargs):
+    """``open(path, mode)`` for writing a whole file, the way :func:`replace_file` writes:
+    into a fresh file in the same folder, renamed over ``path`` when the block ends without an
+    exception (a link, FIFO or old file at ``path`` is replaced, never followed)."""
+    if not any(c in mode for c in "wx"):
+        raise ValueError(f"open_output writes a new file; mode {mode!r} is not a write mode")
     folder = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path) and not os.path.islink(path):
         raise IsADirectoryError(f"{path} is a folder; cannot write a file there")
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".swanref-", suffix=".part")
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+        with os.fdopen(fd, mode.replace("x", "w"), **kwargs) as fh:
+            yield fh
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:

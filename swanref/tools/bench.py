@@ -44,6 +44,7 @@ from swanref.backends import cpp as _cpp_backend
 from swanref.spec.tolerance import exact_whitening_tolerance
 from swanref.spec.output_files import output_path_problem
 from swanref.tools import bench_gpu
+from swanref.spec.output_files import open_output
 
 DEFAULT_CASES = [((1024, 4096), "float64"), ((1024, 4096), "float32"), ((2048, 2048), "float64"),
                  ((2048, 2048), "float32"), ((4096, 11008), "float32")]
@@ -561,10 +562,10 @@ def main(argv=None) -> int:
         if limiter is not None:
             limiter.restore_original_limits()
     if args.markdown:
-        with open(args.markdown, "w") as f:
+        with open_output(args.markdown) as f:
             f.write("\n".join(out_lines) + "\n")
     if args.json:
-        with open(args.json, "w") as f:
+        with open_output(args.json) as f:
             json.dump({"threads": args.threads, "peaks": peaks, "bandwidth": bw, "cases": results}, f, indent=1)
     return 0
 

@@ -41,6 +41,7 @@ import swanref
 from swanref.backends import cupy as CB
 from swanref.presets import catalogue, lowprec
 from swanref.spec.output_files import output_path_problem
+from swanref.spec.output_files import open_output
 
 NS_CASES = [(1, 1024, 4096), (1, 4096, 4096), (1, 4096, 11008), (8, 1024, 1024), (8, 512, 2048)]
 PRESET_CASES = [(1, 1024, 4096), (1, 4096, 11008), (8, 1024, 1024), (8, 512, 2048)]
@@ -637,7 +638,7 @@ def main(argv=None) -> int:
 
     def save():
         if args.json:
-            with open(args.json, "w") as fh:
+            with open_output(args.json) as fh:
                 json.dump({"env": env, "peaks": peaks, "rows": rows, "command": command}, fh,
                           indent=1)
     try:
@@ -649,7 +650,7 @@ def main(argv=None) -> int:
     print(text)
     print(f"total {time.time() - t0:.0f} s")
     if args.markdown:
-        with open(args.markdown, "w") as fh:
+        with open_output(args.markdown) as fh:
             fh.write(text + "\n")
     return 0
 

@@ -40,6 +40,7 @@ from swanref.spec.routing import swan_route
 from swanref.tools.progress import bar
 from swanref.tools.threads import limit_blas_threads
 from swanref import __version__
+from swanref.spec.output_files import open_output
 
 D_IN, HIDDEN, CLASSES = 32, 64, 10
 BATCH = 128
@@ -379,7 +380,7 @@ def _write_outputs(outdir, runs, tuning, summary, config, steps, elapsed):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    with open(os.path.join(outdir, "curves.csv"), "w", newline="") as f:
+    with open_output(os.path.join(outdir, "curves.csv"), newline="") as f:
         w = csv.writer(f)
         w.writerow(["optimizer", "lr", "seed", "step", "train_loss", "test_loss", "test_acc"])
         for r in runs:
@@ -387,7 +388,7 @@ def _write_outputs(outdir, runs, tuning, summary, config, steps, elapsed):
             for i, loss in enumerate(r["curve"]):
                 tl, acc = ev.get(i + 1, ("", ""))
                 w.writerow([r["optimizer"], r["lr"], r["seed"], i + 1, loss, tl, acc])
-    with open(os.path.join(outdir, "tuning.csv"), "w", newline="") as f:
+    with open_output(os.path.join(outdir, "tuning.csv"), newline="") as f:
         w = csv.writer(f)
         w.writerow(["optimizer", "lr", "val_loss", "final_train_loss"])
         for t in tuning:
@@ -418,8 +419,10 @@ def _write_outputs(outdir, runs, tuning, summary, config, steps, elapsed):
     fig.suptitle(f"{config['model']}, {steps} steps, mean and min-max over "
                  f"{config['seeds']} seed(s); lr tuned per optimizer")
     fig.tight_layout()
-    fig.savefig(os.path.join(outdir, "loss_curves.png"), dpi=90)
-    fig.savefig(os.path.join(outdir, "loss_curves.svg"))
+    with open_output(os.path.join(outdir, "loss_curves.png"), "wb") as fh:
+        fig.savefig(fh, format="png", dpi=90)
+    with open_output(os.path.join(outdir, "loss_curves.svg"), "wb") as fh:
+        fig.savefig(fh, format="svg")
     plt.close(fig)
 
     verdict = _verdict(summary, config["seeds"])
@@ -428,7 +431,7 @@ def _write_outputs(outdir, runs, tuning, summary, config, steps, elapsed):
             "versions": {"swanref": __version__, "numpy": np.__version__,
                          "python": platform.python_version(),
                          "matplotlib": matplotlib.__version__}}
-    with open(os.path.join(outdir, "demo.json"), "w") as f:
+    with open_output(os.path.join(outdir, "demo.json")) as f:
         json.dump({"config": config, "summary": summary, "tuning": tuning,
                    "verdict": verdict, "meta": meta,
                    "runs": [{k: v for k, v in r.items() if k != "curve"} for r in runs]},
@@ -460,7 +463,7 @@ def _write_outputs(outdir, runs, tuning, summary, config, steps, elapsed):
     md += ["", "## What this run shows", ""] + [f"- {x}" for x in verdict] + [
         "", "Files: `loss_curves.png`/`.svg`, `curves.csv` (every step), `tuning.csv`, "
         "`demo.json` (configuration, summary, per-run results).", ""]
-    with open(os.path.join(outdir, "summary.md"), "w") as f:
+    with open_output(os.path.join(outdir, "summary.md")) as f:
         f.write("\n".join(md))
 
 

@@ -41,6 +41,7 @@ from swanref.verify.measure import Measurement, describe_text, fmt
 from swanref.verify.targets import (DEFAULT_TIMEOUT_S, FirstCallTimer,  # noqa: F401
                                     TargetAborted, TargetRunner, TargetTimeout, UsageError,
                                     load_target)
+from swanref.spec.output_files import open_output, real_directory
 
 __all__ = ["check", "CheckReport", "PropertyResult", "load_target", "main"]
 
@@ -1382,11 +1383,11 @@ def _run(argv):
             return 2, None
         raise
     if args.save_failures:
-        os.makedirs(args.save_failures, exist_ok=True)
+        real_directory(args.save_failures, "--save-failures")
         for r in report.results:
             if r.counterexample is not None:
-                np.save(os.path.join(args.save_failures, f"{r.name}.npy"), r.counterexample,
-                        allow_pickle=False)
+                with open_output(os.path.join(args.save_failures, f"{r.name}.npy"), "wb") as fh:
+                    np.save(fh, r.counterexample, allow_pickle=False)
     text = json.dumps(report.to_dict(), indent=1) if args.json else report.table()
     return report.exit_code, text
 

@@ -14,6 +14,7 @@ import scipy
 from swanref import __version__
 from swanref.spec.readings import SPEC_VERSION
 from swanref.tools.study.common import ACCURATE, Result, bf16
+from swanref.spec.output_files import open_output
 
 #: the definitions every page states once (the figures' axes use them)
 DEFINITIONS = ("Errors of matrix results are ||X - X*||_F / sqrt(k), k = min(m, n) (spec 0): the "
@@ -57,16 +58,18 @@ def versions() -> dict:
 
 def write_result(res: Result, outdir: str, meta: dict):
     base = os.path.join(outdir, res.name)
-    res.figure.savefig(base + ".png", dpi=90)
-    res.figure.savefig(base + ".svg")
+    with open_output(base + ".png", "wb") as fh:
+        res.figure.savefig(fh, format="png", dpi=90)
+    with open_output(base + ".svg", "wb") as fh:
+        res.figure.savefig(fh, format="svg")
     import matplotlib.pyplot as plt
     plt.close(res.figure)
-    with open(base + ".csv", "w", newline="") as f:
+    with open_output(base + ".csv", newline="") as f:
         w = csv.writer(f)
         w.writerow(res.columns)
         for r in res.rows:
             w.writerow(["" if v is None else v for v in r])
-    with open(base + ".json", "w") as f:
+    with open_output(base + ".json") as f:
         json.dump(jsonable({"study": res.name, "title": res.title,
                             "description": res.description, "params": res.params,
                             "seconds": res.seconds, "findings": res.findings,
@@ -78,7 +81,7 @@ def write_numbers(results, outdir: str, meta: dict):
     """``numbers.json``: every study's headline numbers, flat (``study.key``), with the run."""
     numbers = {f"{r.name}.{k}": v for r in results for k, v in r.numbers.items()}
     seconds = {r.name: r.seconds for r in results}
-    with open(os.path.join(outdir, "numbers.json"), "w") as f:
+    with open_output(os.path.join(outdir, "numbers.json")) as f:
         json.dump(jsonable({"meta": meta, "seconds": seconds, "numbers": numbers}), f,
                   indent=1, sort_keys=True)
 
@@ -112,7 +115,7 @@ def write_index(results, outdir, meta):
             f'<p>Made with <code>{html.escape(meta["command"])}</code>; parameters:</p>\n'
             f'<pre>{html.escape(json.dumps(jsonable(r.params)))}</pre>\n<ul>\n'
             + "".join(f"<li>{html.escape(x)}</li>\n" for x in r.findings) + "</ul>\n")
-    with open(os.path.join(outdir, "index.md"), "w") as f:
+    with open_output(os.path.join(outdir, "index.md")) as f:
         f.write("\n".join(md))
     head = (f"<!doctype html>\n<html><head><meta charset='utf-8'><title>swanref studies</title>"
             f"<style>body{{font-family:sans-serif;max-width:1100px;margin:auto}}"
@@ -125,5 +128,5 @@ def write_index(results, outdir, meta):
             + f"</p>\n<p>{html.escape(DEFINITIONS)}</p>\n<ul>"
             + "".join(f'<li><a href="#{r.name}">{html.escape(r.title)}</a></li>'
                       for r in results) + "</ul>\n")
-    with open(os.path.join(outdir, "index.html"), "w") as f:
+    with open_output(os.path.join(outdir, "index.html")) as f:
         f.write(head + "".join(body) + "</body></html>\n")

@@ -17,6 +17,7 @@ from swanref.spec import input_files
 from swanref.spec.input_files import InputFileError
 from swanref.verify.claims.knobs import ClaimError
 from swanref.verify.claims.model import Claim
+from swanref.spec.output_files import open_output
 
 try:  # Python >= 3.11
     import tomllib as _toml
@@ -121,5 +122,5 @@ def dumps(claim: Claim, kind: str = "toml", *, defaults: bool = False) -> str:
 def save_claim(claim: Claim, path, *, defaults: bool = False) -> None:
     kind = os.path.splitext(os.fspath(path))[1].lower().lstrip(".")
     text = dumps(claim, kind, defaults=defaults)
-    with open(path, "w", encoding="utf-8") as fh:
+    with open_output(os.fspath(path), encoding="utf-8") as fh:
         fh.write(text)
