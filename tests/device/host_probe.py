@@ -1,0 +1,104 @@
+"""Host cost of swanref's public call from a torch CUDA tensor (issue 25): cProfile of the public
+calls, perf_counter of the pieces (DLPack hops, finite flag, flag read), and bf16 GEMM
+bit-identity of torch.matmul vs swanref's GemmEx. A development probe, not a test.
+
+    python tests/device/host_probe.py
+"""
+from __future__ import annotations
+
+import cProfile
+import io
+import pstats
+import time
+
+import cupy as cp
+import torch
+
+import swanref
+from swanref.backends import cupy as CB
+
+
+def wall(fn, reps=50):
+    fn()
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - t) / reps * 1e3
+
+
+def host_only(fn, reps=50):
+    """host time per call, GPU kept busy-free: sync after each call excluded."""
+    fn()
+    torch.cuda.synchronize()
+    tot = 0.0
+    for _ in range(reps):
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        fn()
+        tot += time.perf_counter() - t
+    torch.cuda.synchronize()
+    return tot / reps * 1e3
+
+
+def prof(label, fn, rows=30, key="tottime"):
+    fn()
+    torch.cuda.synchronize()
+    pr = cProfile.Profile()
+    pr.enable()
+    for _ in range(100):
+        fn()
+    torch.cuda.synchronize()
+    pr.disable()
+    s = io.StringIO()
+    pstats.Stats(pr, stream=s).sort_stats(key).print_stats(rows)
+    print(f"\n### {label} (100 calls, sorted by {key})")
+    txt = s.getvalue()
+    print(txt[txt.find("ncalls") - 1:][:9000])
+
+
+def main():
+    print(torch.__version__, cp.__version__, torch.cuda.get_device_name())
+    G = torch.randn(2048, 2048, device="cuda")
+    Gb = G.bfloat16()
+    Gc = cp.from_dlpack(G)
+    items = {
+        "grad_norm torch fp32": lambda: swanref.grad_norm(G),
+        "grad_norm torch fp32 nocheck": lambda: swanref.grad_norm(G, check_finite=False),
+        "grad_norm cupy fp32": lambda: swanref.grad_norm(Gc),
+        "grad_norm torch bf16": lambda: swanref.grad_norm(Gb),
+        "backend grad_norm": lambda: CB.grad_norm(Gc, 0.0),
+        "torch eager": lambda: (G - G.mean(-1, keepdim=True)) / G.std(-1, keepdim=True),
+        "cp.from_dlpack": lambda: cp.from_dlpack(G),
+        "torch.from_dlpack": lambda: torch.from_dlpack(Gc),
+        "finite_flag": lambda: CB.finite_flag(Gc) if hasattr(CB, "finite_flag") else None,
+        "all_finite (sync)": lambda: CB.all_finite(Gc) if hasattr(CB, "all_finite") else None,
+        "cp.empty_like": lambda: cp.empty_like(Gc),
+    }
+    for k, f in items.items():
+        print(f"{k:32s} wall {wall(f):.4f} ms  host {host_only(f):.4f} ms")
+    prof("grad_norm torch fp32", items["grad_norm torch fp32"])
+    prof("grad_norm torch fp32 cumulative", items["grad_norm torch fp32"], rows=40, key="cumulative")
+    prof("grad_norm torch bf16 cumulative", items["grad_norm torch bf16"], rows=40, key="cumulative")
+    X = torch.randn(1024, 4096, device="cuda").bfloat16()
+    mu = lambda: swanref.whiten(X, "muon_ns5", emulate="bfloat16")  # noqa: E731
+    print(f"muon bf16 public wall {wall(mu):.3f} host {host_only(mu):.3f}")
+    prof("muon bf16 cumulative", mu, rows=45, key="cumulative")
+    prof("muon bf16 tottime", mu, rows=25)
+    # bf16 matmul: torch vs GemmEx words, bit identity and time
+    from swanref.backends.cupy import blas
+    for m, n in ((1024, 4096), (4096, 4096)):
+        A = torch.randn(m, n, device="cuda").bfloat16()
+        S = A @ A.mT
+        Aw = cp.from_dlpack(A.view(torch.int16)).view(cp.uint16).reshape(1, m, n)
+        Sw = cp.empty((1, m, m), cp.uint16)
+        with blas.blas_mode(cp.float32, lowprec=True) as h:
+            blas.gemm_lp(h, "bfloat16", Aw, Aw, Sw, transb=True)
+            t_sw = wall(lambda: blas.gemm_lp(h, "bfloat16", Aw, Aw, Sw, transb=True))
+        St = torch.from_dlpack(Sw.view(cp.int16)).view(torch.bfloat16).reshape(m, m)
+        print(f"{m}x{n} XX^T equal {bool((St == S).all())} swanref gemm {t_sw:.3f} torch {wall(lambda: A @ A.mT):.3f}")
+
+
+if __name__ == "__main__":
+    main()
