@@ -15,6 +15,8 @@ import cupy as cp
 import torch
 
 import swanref
+import swanref.backends.arrays
+import swanref.spec.validate
 from swanref.backends import cupy as CB
 
 
@@ -75,6 +77,17 @@ def main():
         "finite_flag": lambda: CB.finite_flag(Gc) if hasattr(CB, "finite_flag") else None,
         "all_finite (sync)": lambda: CB.all_finite(Gc) if hasattr(CB, "all_finite") else None,
         "cp.empty_like": lambda: cp.empty_like(Gc),
+        "torch.empty_like": lambda: torch.empty_like(G),
+        "raw wrap torch->cupy": lambda: cp.ndarray(tuple(G.shape), cp.float32, cp.cuda.MemoryPointer(
+            cp.cuda.UnownedMemory(G.data_ptr(), G.numel() * 4, G), 0),
+            strides=tuple(4 * s for s in G.stride())),
+        "torch.as_tensor(cai)": lambda: torch.as_tensor(Gc, device="cuda"),
+        "torch current_stream": lambda: torch.cuda.current_stream(),
+        "torch current_stream ptr": lambda: torch.cuda.current_stream().cuda_stream,
+        "cp current_stream": lambda: cp.cuda.get_current_stream(),
+        "flag.get()": lambda: cp.zeros(1, cp.int32).get(),
+        "as_matrix_stack": lambda: swanref.spec.validate.as_matrix_stack(Gc),
+        "to_backend torch": lambda: swanref.backends.arrays.to_backend(G, None),
     }
     for k, f in items.items():
         print(f"{k:32s} wall {wall(f):.4f} ms  host {host_only(f):.4f} ms")
