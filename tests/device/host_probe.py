@@ -91,11 +91,35 @@ def main():
     }
     for k, f in items.items():
         print(f"{k:32s} wall {wall(f):.4f} ms  host {host_only(f):.4f} ms")
+    from swanref.backends import arrays as A
+    from swanref.backends.cupy import interop as I
+    X = torch.randn(1024, 4096, device="cuda").bfloat16()
+    mu = lambda: swanref.whiten(X, "muon_ns5", emulate="bfloat16")  # noqa: E731
+    W = cp.from_dlpack(X.view(torch.int16)).view(cp.uint16).reshape(1, 1024, 4096)
+
+    def old_flag():
+        return bool(~cp.any(cp.bitwise_and(W, 0x7F80) == 0x7F80))
+
+    def old_shift():
+        bits = I.per_matrix(cp.max, cp.bitwise_and(W, 0x7FFF)).astype(cp.uint32)
+        amax = cp.left_shift(bits, 16).view(cp.float32)
+        amax = cp.where(cp.isfinite(amax), amax, 0)
+        _, e = cp.frexp(amax)
+        return cp.where(e > 60, e - 48, 0).astype(cp.int32)
+    print("A/B in one run (fast = capsule exchange on default streams):")
+    for label, f in (("grad_norm torch fp32", items["grad_norm torch fp32"]),
+                     ("grad_norm torch bf16", items["grad_norm torch bf16"]),
+                     ("muon bf16 1024x4096", mu)):
+        for on in (False, True, False, True):
+            A._fast["on"] = on
+            print(f"  {label:24s} fast={on!s:5s} wall {wall(f):.4f} host {host_only(f):.4f} ms")
+    A._fast["on"] = True
+    for label, f in (("old bf16 all_finite", old_flag), ("new bf16 all_finite", lambda: I.bfloat16_all_finite(W)),
+                     ("old bf16 shift", old_shift), ("new bf16 shift", lambda: I.huge_shift_bfloat16(W))):
+        print(f"  {label:24s} wall {wall(f):.4f} host {host_only(f):.4f} ms")
     prof("grad_norm torch fp32", items["grad_norm torch fp32"])
     prof("grad_norm torch fp32 cumulative", items["grad_norm torch fp32"], rows=40, key="cumulative")
     prof("grad_norm torch bf16 cumulative", items["grad_norm torch bf16"], rows=40, key="cumulative")
-    X = torch.randn(1024, 4096, device="cuda").bfloat16()
-    mu = lambda: swanref.whiten(X, "muon_ns5", emulate="bfloat16")  # noqa: E731
     print(f"muon bf16 public wall {wall(mu):.3f} host {host_only(mu):.3f}")
     prof("muon bf16 cumulative", mu, rows=45, key="cumulative")
     prof("muon bf16 tottime", mu, rows=25)
