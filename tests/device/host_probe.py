@@ -9,6 +9,7 @@ from __future__ import annotations
 import cProfile
 import io
 import pstats
+import sys
 import time
 
 import cupy as cp
@@ -90,6 +91,9 @@ def main():
         "to_backend torch": lambda: swanref.backends.arrays.to_backend(G, None),
     }
     for k, f in items.items():
+        if "--ab" in sys.argv and k not in ("grad_norm torch fp32", "grad_norm cupy fp32",
+                                            "grad_norm torch bf16", "torch eager"):
+            continue
         print(f"{k:32s} wall {wall(f):.4f} ms  host {host_only(f):.4f} ms")
     from swanref.backends import arrays as A
     from swanref.backends.cupy import interop as I
@@ -106,6 +110,17 @@ def main():
         amax = cp.where(cp.isfinite(amax), amax, 0)
         _, e = cp.frexp(amax)
         return cp.where(e > 60, e - 48, 0).astype(cp.int32)
+    import swanref.ops as ops
+    new_masked = ops._Bfloat16Call.masked
+
+    def sync_first(self, arr, *a, **k):  # the previous code: flag read before the launches
+        if not self.be.bfloat16_all_finite(arr):
+            raise ops._Widen()
+        return new_masked(self, arr, *a, **k)
+    for on in (False, True, False, True):
+        ops._Bfloat16Call.masked = new_masked if on else sync_first
+        print(f"  muon bf16 flag read at end={on!s:5s} wall {wall(mu):.4f} host {host_only(mu):.4f} ms")
+    ops._Bfloat16Call.masked = new_masked
     print("A/B in one run (fast = capsule exchange on default streams):")
     for label, f in (("grad_norm torch fp32", items["grad_norm torch fp32"]),
                      ("grad_norm torch bf16", items["grad_norm torch bf16"]),
@@ -117,6 +132,8 @@ def main():
     for label, f in (("old bf16 all_finite", old_flag), ("new bf16 all_finite", lambda: I.bfloat16_all_finite(W)),
                      ("old bf16 shift", old_shift), ("new bf16 shift", lambda: I.huge_shift_bfloat16(W))):
         print(f"  {label:24s} wall {wall(f):.4f} host {host_only(f):.4f} ms")
+    if "--ab" in sys.argv:
+        return
     prof("grad_norm torch fp32", items["grad_norm torch fp32"])
     prof("grad_norm torch fp32 cumulative", items["grad_norm torch fp32"], rows=40, key="cumulative")
     prof("grad_norm torch bf16 cumulative", items["grad_norm torch bf16"], rows=40, key="cumulative")
