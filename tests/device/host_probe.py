@@ -132,6 +132,18 @@ def main():
     for label, f in (("old bf16 all_finite", old_flag), ("new bf16 all_finite", lambda: I.bfloat16_all_finite(W)),
                      ("old bf16 shift", old_shift), ("new bf16 shift", lambda: I.huge_shift_bfloat16(W))):
         print(f"  {label:24s} wall {wall(f):.4f} host {host_only(f):.4f} ms")
+    # bf16 matmul: torch vs GemmEx words, bit identity and time
+    from swanref.backends.cupy import blas
+    for m, n in ((1024, 4096), (4096, 4096)):
+        T = torch.randn(m, n, device="cuda").bfloat16()
+        S = T @ T.mT
+        Aw = cp.from_dlpack(T.view(torch.int16)).view(cp.uint16).reshape(1, m, n)
+        Sw = cp.empty((1, m, m), cp.uint16)
+        with blas.blas_mode(cp.float32, lowprec=True) as h:
+            blas.gemm_lp(h, "bfloat16", Aw, Aw, Sw, transb=True)
+            t_sw = wall(lambda: blas.gemm_lp(h, "bfloat16", Aw, Aw, Sw, transb=True))
+        St = torch.from_dlpack(Sw.view(cp.int16)).view(torch.bfloat16).reshape(m, m)
+        print(f"{m}x{n} XX^T equal {bool((St == S).all())} swanref gemm {t_sw:.3f} torch {wall(lambda: T @ T.mT):.3f}")
     if "--ab" in sys.argv:
         return
     prof("grad_norm torch fp32", items["grad_norm torch fp32"])
@@ -140,18 +152,6 @@ def main():
     print(f"muon bf16 public wall {wall(mu):.3f} host {host_only(mu):.3f}")
     prof("muon bf16 cumulative", mu, rows=45, key="cumulative")
     prof("muon bf16 tottime", mu, rows=25)
-    # bf16 matmul: torch vs GemmEx words, bit identity and time
-    from swanref.backends.cupy import blas
-    for m, n in ((1024, 4096), (4096, 4096)):
-        A = torch.randn(m, n, device="cuda").bfloat16()
-        S = A @ A.mT
-        Aw = cp.from_dlpack(A.view(torch.int16)).view(cp.uint16).reshape(1, m, n)
-        Sw = cp.empty((1, m, m), cp.uint16)
-        with blas.blas_mode(cp.float32, lowprec=True) as h:
-            blas.gemm_lp(h, "bfloat16", Aw, Aw, Sw, transb=True)
-            t_sw = wall(lambda: blas.gemm_lp(h, "bfloat16", Aw, Aw, Sw, transb=True))
-        St = torch.from_dlpack(Sw.view(cp.int16)).view(torch.bfloat16).reshape(m, m)
-        print(f"{m}x{n} XX^T equal {bool((St == S).all())} swanref gemm {t_sw:.3f} torch {wall(lambda: A @ A.mT):.3f}")
 
 
 if __name__ == "__main__":
