@@ -132,6 +132,9 @@ class _Call:
         self.dtype = compute_dtype(arr.dtype, allow_complex=allow_complex)
         self.eps = float(np.finfo(self.dtype).eps)
         self.array = arr.astype(self.dtype, copy=False)
+        # GradNorm and SinkGD check finiteness on their result where the backend's kernels
+        # propagate NaN/Inf (spec 6.4), else on the input before the kernel
+        self.check_after = self.check_finite and getattr(self.be, "NONFINITE_PROPAGATES", False)
 
     def masked(self, arr, ndim_core, name="G", defer=False):
         """Zero the slices (over the last ``ndim_core`` axes) holding NaN/Inf (spec 6.2).
@@ -153,6 +156,25 @@ class _Call:
             raise nonfinite_error(int(arr.size - int(xp.isfinite(arr).sum())), name)
         keep = good.reshape(good.shape + (1,) * ndim_core)
         return xp.where(keep, arr, 0).astype(arr.dtype), keep
+
+    def checked_after(self, kernel, arr, ndim_core, name="G"):
+        """``kernel()`` when its result is finite, for the kernels that are plain arithmetic
+        (GradNorm, SinkGD: safe on NaN/Inf, finite input gives finite output).  The finite
+        check then runs on the result, that is on the values the kernel actually read: a NaN
+        written into G by another thread during the call is an error, never a NaN result
+        (spec 6.4).  A non-finite result raises what the check on G raises, or, when G is
+        finite again by then, says that G changed during the call."""
+        out = kernel()
+        if has_kernel(self.be, "all_finite"):
+            finite = self.be.all_finite(out)
+        else:
+            finite = bool(self.xp.isfinite(out).all())
+        if finite:
+            return out
+        self.masked(arr, ndim_core, name)  # raises ValueError naming the count if G holds NaN
+        raise ValueError(f"{name} changed during the call: the operator read a non-finite "
+                         f"value that is no longer there; {name} must not be written while a "
+                         "call reads it (spec 6.4)")
 
     def unmask(self, out, keep):
         if keep is None:
@@ -197,6 +219,8 @@ def _grad_norm_core(call: _Call, arr, axis, eps):
         out, ok = call.be.grad_norm_finite(work, eps, call.check_finite)
         if not ok:
             out = None  # non-finite input and check_finite: the masked path raises
+    if out is None and call.check_after:
+        out = call.checked_after(lambda: call.be.grad_norm(work, eps), work, 1)
     if out is None:
         work, keep = call.masked(work, 1)
         out = call.unmask(call.be.grad_norm(work, eps), keep)
@@ -291,6 +315,9 @@ def whiten_params(method, steps, beta, scaling, rank_rtol, on_divergence):
             raise ValueError(f"scaling must be one of {SCALINGS}, got {params['scaling']!r}")
     elif params["rank_rtol"] is not None:
         params["rank_rtol"] = real_number(params["rank_rtol"], "rank_rtol", minimum=0.0)
+        if params["rank_rtol"] >= 1.0:  # s_i <= s_1 always: 1 or more would drop every one
+            raise ValueError(f"rank_rtol must be < 1 (singular values s_i <= rank_rtol * s_1 "
+                             f"count as zero), got {params['rank_rtol']}")
     return spec, params
 
 
@@ -608,6 +635,9 @@ def sinkgd_update(G, *, iters=5, lr=1.0, backend=None, check_finite=True):
     call = _Call(G, backend, check_finite)
     iters = iteration_count(iters, "iters")
     lr = real_number(lr, "lr")
-    work, keep = call.masked(call.array, 2)
-    out = call.unmask(call.be.sinkgd(work, iters), keep)
+    if call.check_after:
+        out = call.checked_after(lambda: call.be.sinkgd(call.array, iters), call.array, 2)
+    else:
+        work, keep = call.masked(call.array, 2)
+        out = call.unmask(call.be.sinkgd(work, iters), keep)
     return call.finish((lr * out).astype(out.dtype))

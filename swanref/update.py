@@ -8,6 +8,7 @@ named convention of :mod:`swanref.spec.conventions` with its source.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -16,12 +17,23 @@ import numpy as np
 
 from swanref import ops
 from swanref.backends import arrays as _arrays
+from swanref.presets.coefficient_files import read_coefficient_file
 from swanref.spec.conventions import matrix_view, resolve_scale, shape_factor
 from swanref.spec.scaling import pow2_exponent
 from swanref.spec.validate import (clear_keyword_errors, flag, host_matrix_stack,
                                    real_number)
 
-__all__ = ["orthogonalized_update", "load_coefficients"]
+__all__ = ["orthogonalized_update", "load_coefficients", "ND_RULES", "NORM_AXES", "EPS_FORMS",
+           "LOWPREC_ORDERS", "update_view"]
+
+#: N-D rules (spec 9.2): how a parameter of >= 3 matrix axes becomes matrices
+ND_RULES = ("flatten", "2d_only", "flatten_4d_batch_3d", "batch_leading")
+#: NorMuon-style normalisation of the orthogonalised update (spec 9.3)
+NORM_AXES = ("none", "rows", "columns", "columns_if_wide")
+#: how a stated epsilon enters the normalisation (spec 9.5)
+EPS_FORMS = ("add", "clamp", "none", "safe")
+#: low-precision order (spec 9.7)
+LOWPREC_ORDERS = ("cast_then_normalise", "normalise_then_cast")
 
 #: NorMuon's floor on the row RMS and on the re-match denominator (zichongli5/NorMuon)
 ROW_NORM_EPS = 1e-10
@@ -31,28 +43,15 @@ def load_coefficients(source):
     """A coefficient table ``[(a, b, c), ...]`` from a list, or from a file (spec 9.6).
 
     Files: JSON (a list of triples, or ``{"coefficients": [...]}``) or text with one triple per
-    line (numbers separated by spaces or commas; ``#`` starts a comment).
+    line (numbers separated by spaces or commas; ``#`` starts a comment), read and validated by
+    :func:`swanref.presets.coefficient_files.read_coefficient_file`.
     """
     if isinstance(source, (str, bytes)) or hasattr(source, "__fspath__"):
-        path = os.fspath(source)
-        if not os.path.isfile(path):
-            raise ValueError(f"coefficients file not found: {path}")
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-        try:
-            data = json.loads(text)
-        except ValueError:
-            data = []
-            for line in text.splitlines():
-                line = line.split("#", 1)[0].replace(",", " ").strip()
-                if line:
-                    try:
-                        data.append([float(v) for v in line.split()])
-                    except ValueError as exc:
-                        raise ValueError(f"{path}: cannot read {line!r} as numbers") from exc
-        if isinstance(data, dict):
-            data = data.get("coefficients")
-        source = data
+        table, divisor = read_coefficient_file(source, "coefficients file")
+        if divisor != 1.0:
+            raise ValueError(f"coefficients file {os.fspath(source)}: a divisor other than 1 "
+                             "is not supported here (the presets normalise by ||X||_F)")
+        return table
     try:
         return [tuple(float(v) for v in t) for t in source]
     except (TypeError, ValueError) as exc:
@@ -93,6 +92,33 @@ def _pow2_scaled(M):
     return np.ldexp(M.astype(np.float64), -e).astype(M.dtype)
 
 
+def update_view(shape, stack_dims=0, nd="flatten") -> tuple:
+    """``(batch, m, n)`` of the matrices a parameter of ``shape`` is orthogonalised as, under
+    N-D rule ``nd`` (spec 9.2): 'flatten' (out, in*k...), '2d_only' (ValueError for N-D),
+    'flatten_4d_batch_3d' (3 matrix axes: a batch of the last two, 4 or more: flattened),
+    'batch_leading' (every axis before the last two is a batch axis)."""
+    if nd not in ND_RULES:
+        raise ValueError(f"nd must be one of {', '.join(ND_RULES)}, got {nd!r}")
+    shape = tuple(int(s) for s in shape)
+    core = len(shape) - stack_dims
+    if core > 2 and nd == "2d_only":
+        raise ValueError(f"the update is claimed for 2-D parameters only (nd='2d_only'); got "
+                         f"shape {shape} with stack_dims={stack_dims}")
+    if core > 2 and (nd == "batch_leading" or (nd == "flatten_4d_batch_3d" and core == 3)):
+        return shape[:-2], shape[-2], shape[-1]
+    return matrix_view(shape, stack_dims)
+
+
+def _axis_norm(O, norm_axis, m, n):
+    """NorMuon over rows, columns, or columns of wide matrices (rows otherwise)."""
+    if norm_axis == "none":
+        return O
+    cols = norm_axis == "columns" or (norm_axis == "columns_if_wide" and n > m)
+    if cols:
+        return np.swapaxes(_row_norm(np.swapaxes(O, -1, -2)), -1, -2)
+    return _row_norm(O)
+
+
 def _fro(X):
     sq = (X * X.conj()).real if np.iscomplexobj(X) else X * X
     return np.sqrt(np.sum(sq, axis=(-2, -1), keepdims=True))
@@ -101,7 +127,9 @@ def _fro(X):
 @clear_keyword_errors
 def orthogonalized_update(G, preset="svd", *, scale="keller", scale_factor=1.0, stack_dims=0,
                           row_norm=False, steps=None, coefficients=None, emulate=None,
-                          backend=None, check_finite=True):
+                          backend=None, check_finite=True, eps=None, eps_form=None,
+                          norm_scale=None, lowprec_order="cast_then_normalise", nd="flatten",
+                          norm_axis=None):
     r"""The orthogonalised update of one parameter (or a stack of them), spec section 9.
 
     .. math:: \Delta = s(m, n)\; \mathrm{reshape}\big(\mathrm{orth}(G_{m \times n})\big)
@@ -127,6 +155,17 @@ def orthogonalized_update(G, preset="svd", *, scale="keller", scale_factor=1.0, 
     steps, coefficients, emulate : passed to the preset (``coefficients`` may be a list of
         (a, b, c) triples or a file, see :func:`load_coefficients`).
     backend, check_finite : as in :func:`swanref.whiten`.
+    eps, eps_form, norm_scale : a production preset's epsilon, its form ('add', 'clamp',
+        'none', 'safe') and the norm's safety factor, stated (spec 9.5): given any of them, the
+        preset runs on the raw gradient (no power-of-two prescale), so the epsilon sits where
+        the source puts it; unstated ones are the preset's.  Exact methods ignore them (the
+        polar factor does not depend on the norm); 'newton_schulz'/'nsds' refuse them.
+    lowprec_order : with ``emulate``: 'cast_then_normalise' (the source casts the gradient to
+        the 16-bit format first) or 'normalise_then_cast' (normalises in float32, then casts
+        and iterates), spec 9.7.
+    nd : N-D rule, see :func:`update_view` (spec 9.2).
+    norm_axis : NorMuon normalisation 'rows', 'columns' or 'columns_if_wide' (spec 9.3);
+        ``None`` follows ``row_norm``.
 
     Returns
     -------
@@ -139,33 +178,45 @@ def orthogonalized_update(G, preset="svd", *, scale="keller", scale_factor=1.0, 
         raise TypeError(f"stack_dims must be a non-negative integer, got {stack_dims!r}")
     rule = resolve_scale(scale)
     scale_factor = real_number(scale_factor, "scale_factor", minimum=0.0)
+    if norm_axis is None:
+        norm_axis = "rows" if row_norm else "none"
+    elif norm_axis not in NORM_AXES or row_norm:
+        raise ValueError(f"norm_axis must be one of {', '.join(NORM_AXES)} (and row_norm "
+                         f"False), got {norm_axis!r}")
+    if lowprec_order not in LOWPREC_ORDERS:
+        raise ValueError(f"lowprec_order must be one of {', '.join(LOWPREC_ORDERS)}, got "
+                         f"{lowprec_order!r}")
+    stated = _stated_preset(preset, eps, eps_form, norm_scale, lowprec_order)
     if coefficients is not None and not isinstance(coefficients, (list, tuple, np.ndarray)):
         coefficients = load_coefficients(coefficients)
     raw, _, restore = _arrays.to_backend(G, "reference")
     # the input path of spec 6 (the errors of swanref.whiten), on the array as given ...
     arr = host_matrix_stack(raw, "orthogonalized_update", allow_complex=True)
     in_dtype = arr.dtype
-    batch, m, n = matrix_view(arr.shape, int(stack_dims))
+    batch, m, n = update_view(arr.shape, int(stack_dims), nd)
     if m == 0 or n == 0:  # ... and on its matrix view (spec 9.2)
         raise ValueError(f"G has an empty matrix dimension: shape {arr.shape} is the matrix "
                          f"{m} x {n} with stack_dims={stack_dims}")
     M = np.ascontiguousarray(arr).reshape(batch + (m, n))
     if M.size == 0:  # a zero-size stack
         return restore(np.zeros(arr.shape, in_dtype))
-    work = _pow2_scaled(M) if M.dtype.kind in "fc" else M  # bad dtypes: whiten raises
-    kw = {}
-    if steps is not None:
-        kw["steps"] = steps
-    if coefficients is not None:
-        kw["coefficients"] = coefficients
-    if emulate is not None:
-        kw["emulate"] = emulate
-    O = np.asarray(ops.whiten(work, method=preset, backend=backend, check_finite=check_finite,
-                              **kw))
-    zero = _fro(work) == 0
+    if stated is not None:
+        O, zero = _run_stated(M, stated, steps, coefficients, emulate, lowprec_order,
+                              check_finite)
+    else:
+        work = _pow2_scaled(M) if M.dtype.kind in "fc" else M  # bad dtypes: whiten raises
+        kw = {}
+        if steps is not None:
+            kw["steps"] = steps
+        if coefficients is not None:
+            kw["coefficients"] = coefficients
+        if emulate is not None:
+            kw["emulate"] = emulate
+        O = np.asarray(ops.whiten(work, method=preset, backend=backend,
+                                  check_finite=check_finite, **kw))
+        zero = _fro(work) == 0
     O = np.where(zero, 0, O).astype(O.dtype)  # zero -> zero for every preset (spec 9.4)
-    if row_norm:
-        O = _row_norm(O)
+    O = _axis_norm(O, norm_axis, m, n)
     if rule.name == "swan":
         f = _fro(O)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -181,3 +232,50 @@ def orthogonalized_update(G, preset="svd", *, scale="keller", scale_factor=1.0, 
         O = O * scale_factor
     out = np.asarray(O).reshape(arr.shape).astype(in_dtype, copy=True)
     return restore(out)
+
+
+def _stated_preset(preset, eps, eps_form, norm_scale, lowprec_order):
+    """The preset with the stated epsilon, form and safety factor (None: nothing stated, the
+    spec reading of 9.5 runs)."""
+    if eps is None and eps_form is None and norm_scale is None \
+            and lowprec_order == "cast_then_normalise":
+        return None
+    if preset in ("svd", "eigh"):
+        return None  # the polar factor of G / d is the polar factor of G
+    from swanref.presets import catalogue as _catalogue  # `import swanref` loads no catalogue
+    if not isinstance(preset, str) or preset not in _catalogue.PRESETS and \
+            preset not in _catalogue.ROUTES:
+        raise ValueError(f"eps, eps_form, norm_scale and lowprec_order are stated for a "
+                         f"production preset, not for method {preset!r}")
+    p = _catalogue.get_preset(preset)
+    changes = {}
+    if eps is not None:
+        changes["eps"] = real_number(eps, "eps", minimum=0.0)
+    if eps_form is not None:
+        if eps_form not in EPS_FORMS:
+            raise ValueError(f"eps_form must be one of {', '.join(EPS_FORMS)}, got "
+                             f"{eps_form!r}")
+        if p.norm != "aol":  # AOL has no Frobenius normalisation: its eps is the row floor
+            changes["norm"] = eps_form
+    if norm_scale is not None:
+        changes["norm_scale"] = real_number(norm_scale, "norm_scale", minimum=0.0)
+    return dataclasses.replace(p, **changes)
+
+
+def _run_stated(M, p, steps, coefficients, emulate, lowprec_order, check_finite):
+    """The preset ``p`` on the raw gradient (its epsilon where the source puts it)."""
+    from swanref.presets import catalogue as _catalogue  # as in _stated_preset
+    sched = _catalogue.schedule(p.name, steps, coefficients)
+    X = M
+    if X.dtype.kind == "c":
+        X = X.astype(np.complex128)
+    elif X.dtype != np.float32 or emulate is None:
+        X = X.astype(np.float64 if X.dtype != np.float32 else np.float32)
+    if lowprec_order == "normalise_then_cast" and emulate in ("bfloat16", "float16") \
+            and X.dtype.kind == "f" and p.norm != "aol":
+        N = _catalogue.normalise_input(X.astype(np.float32), p)
+        O = _catalogue.run_preset(N, p, sched, emulate, check_finite=check_finite,
+                                  normalise=False)
+        return np.asarray(O), _fro(N) == 0
+    O = _catalogue.run_preset(X, p, sched, emulate, check_finite=check_finite)
+    return np.asarray(O), _fro(X) == 0

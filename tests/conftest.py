@@ -60,3 +60,31 @@ def backend(request):
 def rng(request):
     # One deterministic stream per test (crc32, not hash(): that is salted per process).
     return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
+
+
+#: The slowest tests (each 20 s or more on the 2-core development machine: CMake builds,
+#: subprocess runs of third-party frameworks, the full study): marked ``slow`` here so that
+#: ``pytest -m "not slow"`` is the quick subset the README offers. Node-id prefixes.
+SLOW_TESTS = (
+    "tests/test_cpp_embedding.py::",
+    "tests/test_cpp_robustness.py::test_sanitizer_build_passes_ctest_and_the_c_api_fuzz",
+    "tests/test_cpp_headers.py::test_every_public_header_compiles_on_its_own",
+    "tests/test_verification_docs.py::test_doc_example",
+    "tests/test_corpus.py::test_correct_implementation_is_accepted[polar_jax",
+    "tests/test_corpus.py::test_correct_implementation_is_accepted[gn_jax",
+    "tests/test_checker.py::test_pytest_plugin_target_items",
+    "tests/test_checker.py::test_pytest_plugin_fixture",
+    "tests/test_study.py::test_every_study_writes_png_svg_csv_json",
+    "tests/test_optimizer_check.py::test_real_optimizer_conforms[optax.contrib.muon]",
+    "tests/test_optimizer_check.py::test_docs_table_row_is_what_the_command_prints",
+    "tests/test_report_cli.py::test_closed_pipe_is_not_a_traceback",
+    "tests/test_docs_numbers.py::test_condition_numbers_recomputed",
+    "tests/test_docs_numbers.py::test_nullspace_and_divergence_numbers_recomputed",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        nodeid = item.nodeid if item.nodeid.startswith("tests/") else "tests/" + item.nodeid
+        if nodeid.startswith(SLOW_TESTS):
+            item.add_marker(pytest.mark.slow)

@@ -24,7 +24,7 @@ MUTATIONS = [
      "var = np.sum(centred * centred, axis=-1, keepdims=True) / max(G.shape[-1] - 1, 1)",
      "gradnorm ddof=1"),
     (REF, "centred = d - d.mean(axis=-1, keepdims=True)", "centred = d", "gradnorm no centring"),
-    (REF, "out = np.where(std > 0, centred / np.where(std > 0, std, 1), 0)", "out = centred / std",
+    (REF, "out = np.where(zero, 0, centred / np.where(zero, 1, std))", "out = centred / std",
      "gradnorm NaN on constant rows"),
     (REF, "keep = s > sigma_rtol * s[..., :1]", "keep = s >= 0", "svd full completion"),
     (REF, "            Y, Z = b * (Y @ T), b * (T @ Z)",

@@ -324,8 +324,10 @@ KEYWORDS = {
                   ({"eps": np.nan}, ValueError, "eps must be finite"),
                   ({"method": "svd"}, TypeError, "unexpected keyword argument 'method'")],
     "whiten_svd": [({"steps": 3}, ValueError, "steps does not apply"),
-                   ({"rank_rtol": -1.0}, ValueError, "rank_rtol must be >=")],
-    "whiten_eigh": [({"beta": 0.5}, ValueError, "beta does not apply")],
+                   ({"rank_rtol": -1.0}, ValueError, "rank_rtol must be >="),
+                   ({"rank_rtol": 1.0}, ValueError, "rank_rtol must be < 1")],
+    "whiten_eigh": [({"beta": 0.5}, ValueError, "beta does not apply"),
+                    ({"rank_rtol": 1e308}, ValueError, "rank_rtol must be < 1")],
     "whiten_newton_schulz": [({"steps": BIG}, ValueError, f"steps must be <= {MAX_ITERATIONS}"),
                              ({"steps": 2 ** 63}, ValueError, "steps must be <="),
                              ({"steps": -1}, ValueError, "steps must be >= 0"),
@@ -789,3 +791,241 @@ def test_load_target_module_form_does_not_prepend_cwd(tmp_path, monkeypatch):
     before = list(sys.path)
     assert load_target("mytarget_mod:f")(3) == 3
     assert sys.path == before
+
+
+# -- files swanref reads and writes (spec 6.7; issue 23) ------------------------------------------
+
+def _file_class(tmp_path, kind):
+    """A path of the given hostile kind; None when this machine cannot make it."""
+    path = tmp_path / f"hostile_{kind}"
+    if kind == "fifo":
+        if not hasattr(os, "mkfifo"):
+            return None
+        os.mkfifo(path)  # reading it blocks forever
+    elif kind == "device":
+        if not os.path.exists("/dev/zero"):
+            return None
+        os.symlink("/dev/zero", path)  # endless zeros: a MemoryError when read whole
+    elif kind == "folder":
+        path.mkdir()
+    elif kind == "missing":
+        pass
+    elif kind == "huge":
+        with open(path, "wb") as fh:
+            fh.truncate(3 << 30)  # sparse: 3 GiB on paper, nothing on disk
+    elif kind == "million_lines":
+        path.write_text("3.4445 -4.775 2.0315\n" * 10**6)  # ran past 60 s before the limit
+    elif kind == "deep_json":
+        path.write_text("[" * 100000 + "]" * 100000)  # RecursionError before the depth check
+    elif kind == "nan":
+        path.write_text("[[3.4445, -4.775, NaN]]")
+    elif kind == "inf_text":
+        path.write_text("3.4445 -4.775 inf\n")
+    elif kind == "overflow":
+        path.write_text("[[1e999, -4.775, 2.0315]]")
+    elif kind == "divisor_0":
+        path.write_text('{"coefficients": [[3.4445, -4.775, 2.0315]], "divisor": 0}')
+    elif kind == "not_utf8":
+        path.write_bytes(b"\xff\xfe 1 2 3\n")
+    elif kind == "bad_shape":
+        path.write_text("[[3.4445, -4.775, 2.0315, 1.0]]")
+    elif kind == "empty":
+        path.write_text("# nothing\n")
+    return str(path)
+
+
+#: file class -> what the message says (one line, exit status 2 for the command-line tools)
+FILE_CLASSES = {
+    "fifo": "not a regular file (a FIFO)",
+    "device": "not a regular file (a device)",
+    "folder": "not a regular file (a folder)",
+    "missing": "not found",
+    "huge": "above the 1048576-byte limit",
+    "million_lines": "above the 1048576-byte limit",
+    "deep_json": "levels deep, above the limit",
+    "nan": "is not finite",
+    "inf_text": "is not finite",
+    "overflow": "is not finite",
+    "divisor_0": "divisor must be > 0",
+    "not_utf8": "not UTF-8 text",
+    "bad_shape": "must be [a, b, c] or [a, b]",
+    "empty": "no coefficients found",
+}
+
+
+def _schedule_cli(path, capsys):
+    from swanref import cli
+    assert cli.main(["schedule", path]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("swanref schedule: ")
+    return err
+
+
+def _check_cli(path, capsys):
+    from swanref import cli
+    assert cli.main(["check", "whiten", "swanref:whiten", "--preset", "custom",
+                     "--coefficients", path]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "--coefficients" in err
+    return err
+
+
+def _load_coefficients(path, capsys):
+    with pytest.raises(ValueError) as info:
+        swanref.update.load_coefficients(path)
+    return str(info.value)
+
+
+def _schedules_load(path, capsys):
+    from swanref.presets import schedules
+    with pytest.raises(ValueError) as info:
+        schedules.load(path)
+    return str(info.value)
+
+
+#: every reader of a coefficient file: `swanref schedule FILE`, `swanref check --coefficients
+#: FILE`, `coefficients=PATH` of the update operator, the schedule module's loader
+COEFFICIENT_READERS = {"schedule_cli": _schedule_cli, "check_cli": _check_cli,
+                       "load_coefficients": _load_coefficients,
+                       "schedules_load": _schedules_load}
+
+
+@pytest.mark.parametrize("kind", list(FILE_CLASSES))
+@pytest.mark.parametrize("reader", list(COEFFICIENT_READERS))
+def test_hostile_coefficient_files_are_clear_errors(reader, kind, tmp_path, capsys):
+    path = _file_class(tmp_path, kind)
+    if path is None:
+        pytest.skip(f"cannot make a {kind} here")
+    t0 = time.perf_counter()
+    message = COEFFICIENT_READERS[reader](path, capsys)
+    assert FILE_CLASSES[kind] in message, message
+    assert path in message  # names the file
+    if kind in ("huge", "million_lines", "fifo", "device"):
+        assert time.perf_counter() - t0 < 5, "refused by type/size before reading"
+
+
+#: a vector set's files: each replaced by a hostile kind gives a one-line error, exit 2
+VECTOR_SET_FILES = ("manifest.json", "SHA256SUMS")
+VECTOR_FILE_CLASSES = {"fifo": "a FIFO", "device": "a device", "folder": "a folder",
+                       "deep_json": "levels deep", "not_utf8": "not UTF-8",
+                       "huge_manifest": "-byte limit"}
+
+
+@pytest.mark.parametrize("kind", list(VECTOR_FILE_CLASSES))
+@pytest.mark.parametrize("name", VECTOR_SET_FILES)
+def test_hostile_vector_set_files_exit_2(name, kind, tmp_path, capsys):
+    import shutil
+    from swanref.verify import vectors as V
+    if kind == "deep_json" and name == "SHA256SUMS":
+        pytest.skip("SHA256SUMS is not JSON")
+    d = tmp_path / "set"
+    shutil.copytree(V.SHIPPED, d)
+    os.unlink(d / name)
+    if kind == "huge_manifest":
+        with open(d / name, "wb") as fh:
+            fh.truncate((64 << 20) + 1)  # sparse, one byte above MAX_MANIFEST_BYTES
+    else:
+        src = _file_class(tmp_path, kind)
+        if src is None:
+            pytest.skip(f"cannot make a {kind} here")
+        os.rename(src, d / name)  # the device is a link to /dev/zero: moved as a link
+    assert V.main_check([str(d)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and VECTOR_FILE_CLASSES[kind] in err, err
+
+
+@pytest.mark.parametrize("name", ["manifest.json", "SHA256SUMS", "index.tsv",
+                                  "cases/grad_norm_basic.in.npy", "cases"])
+@pytest.mark.parametrize("kind", ["link", "fifo"])
+def test_vectors_force_never_writes_through_links(name, kind, tmp_path, capsys, monkeypatch):
+    """issue 23: `swanref vectors OUT --force` followed links planted in OUT and overwrote the
+    files outside; a FIFO there blocked it forever."""
+    from swanref.verify import vectors as V
+    from swanref.verify.vectors import build
+    cases = build.build_cases()
+    # two cases (the first is grad_norm_basic) keep the 10 cells fast; the writing is the same
+    monkeypatch.setattr(build, "build_cases", lambda: cases[:2])
+    out, outside = tmp_path / "OUT", tmp_path / "outside"
+    (out / "cases").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "cases").mkdir()
+    victim = outside / ("cases/keep" if name == "cases" else "victim")
+    victim.write_text("precious")
+    if name == "cases":
+        os.rmdir(out / "cases")
+        if kind == "fifo":
+            os.mkfifo(out / "cases")
+        else:
+            os.symlink(outside / "cases", out / "cases")
+    elif kind == "link":
+        os.symlink(victim, out / name)
+    else:
+        os.mkfifo(out / name)
+    assert V.main_write([str(out), "--force"]) == 0, capsys.readouterr().err
+    assert victim.read_text() == "precious" and sorted(os.listdir(outside)) == ["cases", "victim"] \
+        or name == "cases" and sorted(os.listdir(outside / "cases")) == ["keep"]
+    for entry in ("manifest.json", "SHA256SUMS", "index.tsv", "cases"):
+        assert not os.path.islink(out / entry)
+    assert V.verify_checksums(str(out)) == []  # a complete, valid set
+
+
+def test_write_vectors_refuses_a_linked_cases_folder(tmp_path):
+    from swanref.verify import vectors as V
+    from swanref.verify.vectors.build import write_vectors
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "OUT").mkdir()
+    os.symlink(tmp_path / "elsewhere", tmp_path / "OUT" / "cases")
+    with pytest.raises(OSError, match="symbolic link"):
+        write_vectors(str(tmp_path / "OUT"))
+    assert os.listdir(tmp_path / "elsewhere") == []
+    assert V  # the package re-exports main_write used above
+
+
+@pytest.mark.parametrize("option", ["--markdown", "--json"])
+@pytest.mark.parametrize("where", ["missing_folder", "a_folder"])
+def test_bench_output_file_problems_exit_2_before_the_run(option, where, tmp_path, capsys):
+    """issue 23: `swanref bench --markdown` into a missing folder ran the whole benchmark and
+    then died with a traceback."""
+    from swanref import cli
+    target = str(tmp_path / "no" / "such" / "t.md") if where == "missing_folder" else str(tmp_path)
+    try:
+        code = cli.main(["bench", option, target])
+    except SystemExit as exc:  # argparse's error exit
+        code = exc.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert f"{option} {target}:" in err and "Traceback" not in err
+    assert ("does not exist" if where == "missing_folder" else "is a folder") in err
+
+
+# -- a NaN written into G while the operator reads it (spec 6.4; issue 23) ------------------------
+
+@pytest.mark.parametrize("backend", ["reference", "cpp"])
+@pytest.mark.parametrize("op,kernel", [("grad_norm", "grad_norm"), ("sinkgd_update", "sinkgd")])
+@pytest.mark.parametrize("restore", [False, True], ids=["left", "restored"])
+def test_nan_written_during_the_call_is_an_error_not_a_result(backend, op, kernel, restore,
+                                                              monkeypatch):
+    """issue 23: another thread wrote NaN into G while the C++ grad_norm/sinkgd ran with
+    check_finite=True, and NaN came back (7 of ~14,600 calls).  The write is simulated
+    deterministically inside the kernel call, after the operator's own checks; the finite
+    check runs on what the kernel computed, so the call raises."""
+    if not registry.is_available(backend):
+        pytest.skip(f"backend {backend!r} not available here")
+    be = registry.get(backend)
+    original = getattr(be, kernel)
+    G = _base()  # float64, C-contiguous: the kernel reads G's own memory
+    seen = []
+
+    def racing(X, *args):
+        seen.append(np.shares_memory(X, G))
+        old, G[1, 2] = G[1, 2], np.nan  # "another thread" writes while the kernel reads
+        try:
+            return original(X, *args)
+        finally:
+            if restore:
+                G[1, 2] = old
+
+    monkeypatch.setattr(be, kernel, racing)
+    with pytest.raises(ValueError, match="changed during the call" if restore else "non-finite"):
+        getattr(swanref, op)(G, backend=backend)
+    assert seen == [True]

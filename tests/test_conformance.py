@@ -10,12 +10,21 @@ from swanref.verify import conformance as C
 
 def test_every_entry_names_a_claim_and_an_expected_verdict():
     for e in C.ENTRIES:
-        assert e.claim["op"] in ("whiten", "grad_norm")
+        assert e.claim["op"] in ("whiten", "grad_norm", "update")
+        assert (e.claim["op"] == "update") == ("claim" in e.claim)
         assert e.expect in ("CONFORMING", "NOT CONFORMING")
         assert e.why
     pkgs = {e.package for e in C.ENTRIES}
     assert {"torch", "optax", "pytorch-optimizer", "heavyball", "emerging-optimizers",
             "scipy"} <= pkgs
+
+
+def test_update_rows_under_claims():
+    pytest.importorskip("torch")
+    rows = C.run(only=["torch"], level="update")
+    assert len(rows) == 3 and all("update preset=torch_muon" in r.claim for r in rows)
+    assert [r.verdict for r in rows] == [r.expected for r in rows], C.markdown(rows)
+    assert "matches compute_dtype='bfloat16'" in rows[2].diagnosis
 
 
 def test_textbook_and_scipy_rows_and_table():

@@ -42,8 +42,18 @@ def test_split_assemble_round_trip(kind, shape, world):
 
 
 def test_layout_errors_are_usage_errors():
-    with pytest.raises(UsageError, match="cannot be split"):
-        D.shard_layouts("rows", (1, 8), 2)
+    with pytest.raises(UsageError, match="fewer rows"):
+        D.check_sharded(IMPLS + ":muon", "whiten", shape=(1, 8), world_size=2)
+    with pytest.raises(UsageError, match="split rule"):
+        D.shard_layouts("rows", (4, 4), 2, "array_split")
+    with pytest.raises(UsageError, match="mesh 2x3 has 6 ranks"):
+        D.shard_layouts("grid", (4, 4), 4, mesh=(2, 3))
+    with pytest.raises(UsageError, match="--dtype"):
+        D.ShardedClaim("whiten", dtype="float8").validate()
+    with pytest.raises(UsageError, match="torch.chunk"):
+        D.check_sharded(IMPLS + ":muon", "whiten", convention="dtensor", split="tensor_split")
+    with pytest.raises(UsageError, match="flat"):
+        D.check_sharded(IMPLS + ":muon", "whiten", convention="dtensor", layout="flat")
     with pytest.raises(UsageError, match="unknown layout"):
         D.shard_layouts("diagonal", (4, 4), 2)
     with pytest.raises(UsageError, match="3-D"):
@@ -126,7 +136,7 @@ def pool():
     if not dist.is_available() or not dist.is_gloo_available():
         pytest.skip("torch.distributed with gloo is not available")
     # a short collective timeout: the raising-rank test waits for it once
-    with D.RankPool(2, "gloo", timeout_s=5.0) as p:
+    with D.RankPool(2, "gloo", timeout_s=5.0, dtensor=True) as p:
         yield p
 
 
@@ -202,8 +212,8 @@ def test_check_in_group_runs_inside_the_ranks(pool):
     case = D.Case("probe", np.zeros((4, 8)))
     outs, errors, _ = pool.run(f"{IMPLS}:in_group_probe", "rows", [case])
     assert not errors, errors
-    for rank_out, mutated in outs[0]:
-        assert not mutated
+    for rank_out, mutated, dtype in outs[0]:
+        assert not mutated and dtype == "float64"
         good_ok, bad_ok, bad_named = rank_out.reshape(-1)[:3]
         assert (good_ok, bad_ok, bad_named) == (1.0, 0.0, 1.0)
 
@@ -219,3 +229,366 @@ def test_raising_rank_is_reported_and_the_group_recovers(pool):
     # the same processes run the next check in a rebuilt group
     assert D.check_sharded(f"{IMPLS}:whiten_gather_svd", "whiten", layout="rows",
                            pool=pool).conforming
+
+
+# -- split rules, meshes, low precision, tolerance and diagnosis (NumPy, no ranks) ---------------
+
+@pytest.mark.parametrize("rule, total, world, sizes", [
+    ("tensor_split", 10, 4, [3, 3, 2, 2]), ("chunk", 10, 4, [3, 3, 3, 1]),
+    ("chunk", 5, 4, [2, 2, 1, 0]), ("tensor_split", 3, 4, [1, 1, 1, 0]),
+    ("chunk", 8, 4, [2, 2, 2, 2])])
+def test_split_rules_match_torch(rule, total, world, sizes):
+    lays = D.shard_layouts("rows", (total, 3), world, rule)
+    assert [lay.stop - lay.start for lay in lays] == sizes
+    G = np.arange(total * 3.0).reshape(total, 3)
+    np.testing.assert_array_equal(D.assemble(D.split(G, "rows", world, rule), "rows", G.shape,
+                                             rule), G)
+    torch = pytest.importorskip("torch")
+    split = torch.chunk if rule == "chunk" else torch.tensor_split
+    got = [t.shape[0] for t in split(torch.arange(total), world)]
+    assert got + [0] * (world - len(got)) == sizes     # torch.chunk drops empty chunks
+
+
+@pytest.mark.parametrize("mesh, rule", [((2, 2), "chunk"), ((2, 3), "tensor_split"),
+                                        ((1, 4), "chunk")])
+def test_grid_layout_round_trip(mesh, rule):
+    G = np.arange(70.0).reshape(7, 10)
+    world = mesh[0] * mesh[1]
+    lays = D.shard_layouts("grid", G.shape, world, rule, mesh)
+    assert [lay.coords for lay in lays] == [divmod(r, mesh[1]) for r in range(world)]
+    parts = D.split(G, "grid", world, rule, mesh)
+    assert [p.shape for p in parts] == [lay.local_shape for lay in lays]
+    np.testing.assert_array_equal(D.assemble(parts, "grid", G.shape, rule, mesh), G)
+
+
+def _sim_muon(G, q, order, norm_factor=1.0):
+    """Muon on q column shards in float32 as a sharded code computes it: partial sums of squares
+    and partial Gram matrices added in ``order`` (the all-reduce's), everything else local."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+    blocks = [x.astype(np.float32) for x in D.split(G, "cols", q)]
+    total = np.float32(0)
+    for r in order:
+        total = np.float32(total + np.sum(blocks[r] * blocks[r], dtype=np.float32))
+    den = np.float32(np.sqrt(total) * np.float32(norm_factor) + np.float32(1e-7))
+    X = [x / den for x in blocks]
+    for _ in range(5):
+        A = np.zeros((G.shape[0],) * 2, np.float32)
+        for r in order:
+            A = A + X[r] @ X[r].T
+        B = b * A + c * (A @ A)
+        X = [a * x + B @ x for x in X]
+    return D.assemble(X, "cols", G.shape).astype(np.float64)
+
+
+@pytest.mark.parametrize("q", [1, 2, 4, 8])
+def test_float32_reduction_term_passes_faithful_and_catches_a_norm_off_by_2_pow_minus_13(q):
+    """spec 10.2: the preset term is tight enough that a norm off by (1 + 2^-13) is rejected
+    at every world size while every reduction order of the faithful computation passes."""
+    claim = _claim(op="whiten", preset="muon_ns5", dtype="float32")
+    for case in D.sharded_inputs(claim, "cols", q)[:3]:          # the wide inputs
+        G = case.G
+        for order in (range(q), reversed(range(q))):
+            meas = D.agreement(claim, G, _sim_muon(G, q, list(order)), q)
+            assert meas.passed, (case.label, meas.message())
+        off = D.agreement(claim, G, _sim_muon(G, q, list(range(q)), 1 + 2.0 ** -13), q)
+        assert not off.passed, (case.label, q, off.error, off.tolerance)
+
+
+def test_distances_and_diagnosis_are_nan_safe():
+    from swanref.verify.sharded import mistakes as M
+    X = np.ones((2, 3))
+    assert M.rel_fro(X, np.full((2, 3), np.nan)) == np.inf
+    assert M.rel_fro(np.full((2, 3), np.nan), X) == np.inf
+    assert not M.usable(np.full((2, 3), np.inf), X) and not M.usable(1e12 * X, X)
+    wrong = {"whole_matrix": [("diverged", np.full((2, 3), np.nan))],
+             "global_norm": [("overflowed", 1e300 * X)], "world_scaled": [("x2", 2 * X)]}
+    found = M.closest(2 * X, X, wrong)
+    assert [f[0] for f in found] == ["world_scaled"]            # the blown-up ones never
+    assert M.diagnosis([(None, M.rel_fro(2 * X, X), found)]) == "world_scaled"
+    assert M.diagnosis([(None, np.inf, found)]) is None         # a NaN result: nothing closer
+
+
+@pytest.mark.parametrize("world", [2, 4, 8])
+def test_new_mistakes_are_named_from_their_outputs(world):
+    """world-size scaling, a mis-scaled norm and a gather along the wrong axis, each named
+    exactly (the outputs are the mistakes themselves, so this is the naming logic alone)."""
+    for claim_kw, layout, prop in [
+            (dict(op="grad_norm"), "cols", "world_scaled"),
+            (dict(op="whiten", preset="muon_ns5"), "cols", "norm_scale"),
+            (dict(op="whiten", preset="muon_ns5"), "rows", "gather_axis"),
+            (dict(op="whiten"), "rows", "gather_axis"),
+            (dict(op="whiten", method="newton_schulz"), "cols", "norm_scale")]:
+        claim = _claim(**claim_kw)
+        case = D.sharded_inputs(claim, layout, world, (16, 32))[0]
+        ref = D.reference(claim, case.G)
+        forms = D.variants(claim, case.G, layout, world, ref)[prop]
+        out = forms[0][1]                        # e.g. a norm times sqrt(p)
+        rep = D.evaluate(claim, layout, world, [case], [D.split(out, layout, world)])
+        assert failed(rep) & (DIAGNOSTIC | {"gather_axis", "norm_scale", "world_scaled"}) == \
+            {prop}, rep.table()
+
+
+def test_low_precision_claims_judge_against_the_emulation():
+    for dtype in ("bfloat16", "float16"):
+        claim = _claim(op="whiten", preset="muon_ns5", dtype=dtype)
+        cases = D.sharded_inputs(claim, "cols", 2)
+        assert all(c.dtype_name == dtype for c in cases)
+        good = [[(b, False, dtype) for b in D.split(D.reference(claim, c.G), "cols", 2)]
+                for c in cases]
+        assert D.evaluate(claim, "cols", 2, cases, good).conforming
+        as_f32 = [[(b, False, "float32") for b, _, _ in outs] for outs in good]
+        assert failed(D.evaluate(claim, "cols", 2, cases, as_f32)) == {"shard_shapes"}
+        # float32 input orthogonalised in bf16 may return either dtype
+        claim32 = _claim(op="whiten", preset="muon_ns5", dtype=dtype, input_dtype="float32")
+        c32 = D.sharded_inputs(claim32, "cols", 2)
+        outs = [[(b, False, "float32") for b in D.split(D.reference(claim32, c.G), "cols", 2)]
+                for c in c32]
+        assert D.evaluate(claim32, "cols", 2, c32, outs).conforming
+
+
+def test_bfloat16_reduction_term_uses_the_reduction_precision():
+    G = D.sharded_inputs(_claim(op="whiten"), "cols", 2)[0].G
+    bf = D.reduction_term(_claim(op="whiten", preset="muon_ns5", dtype="bfloat16"), G, 2)
+    f32 = D.reduction_term(_claim(op="whiten", preset="muon_ns5", dtype="bfloat16",
+                                  reduce_dtype="float32"), G, 2)
+    assert bf == pytest.approx(f32 * 2.0 ** 16, rel=1e-9)
+
+
+def test_kwargs_are_typed():
+    kw = D.parse_kwargs(["eps=1e-7", "steps=5", "name=muon", "pair=(1, 2)", "flag=True",
+                         "pi=math.pi", "none=None"])
+    assert kw == {"eps": 1e-7, "steps": 5, "name": "muon", "pair": (1, 2), "flag": True,
+                  "pi": np.pi, "none": None}
+    with pytest.raises(UsageError, match="NAME=VALUE"):
+        D.parse_kwargs(["5=eps"])
+
+
+# -- more real ranks: low precision, the new mistakes, DTensor, world sizes 1 and 4 ----------------
+
+@pytest.mark.parametrize("dtype, layout", [("bfloat16", "cols"), ("float16", "rows")])
+def test_low_precision_sharded_muon_conforms(pool, dtype, layout):
+    """torch computes in bf16/fp16 on the ranks; judged by the per-probe noise model."""
+    report = D.check_sharded(f"{IMPLS}:muon", "whiten", layout=layout, pool=pool,
+                             preset="muon_ns5", dtype=dtype)
+    assert report.conforming, report.table()
+    bad = D.check_sharded(f"{IMPLS}:muon_local_norm", "whiten", layout=layout, pool=pool,
+                          preset="muon_ns5", dtype=dtype)
+    assert failed(bad) & NAMED == {"global_norm"}, bad.table()
+
+
+NAMED = DIAGNOSTIC | {"gather_axis", "norm_scale", "world_scaled"}
+NEW_WRONG = [
+    ("muon_norm_sqrt_world", "whiten", "cols", {"preset": "muon_ns5"}, "norm_scale"),
+    ("whiten_gather_wrong_axis", "whiten", "rows", {}, "gather_axis"),
+    ("grad_norm_summed_over_ranks", "grad_norm", "cols", {}, "world_scaled"),
+    ("muon_diverges", "whiten", "cols", {"preset": "muon_ns5"}, None),
+    ("muon_norm_off", "whiten", "cols", {"preset": "muon_ns5", "dtype": "float32"}, None),
+]
+
+
+@pytest.mark.parametrize("fn, op, layout, claim, prop", NEW_WRONG,
+                         ids=[f[0] for f in NEW_WRONG])
+def test_new_mistakes_are_named_on_ranks(pool, fn, op, layout, claim, prop):
+    report = D.check_sharded(f"{IMPLS}:{fn}", op, layout=layout, pool=pool, **claim)
+    assert "agrees_with_unsharded" in failed(report), report.table()
+    assert failed(report) & NAMED == ({prop} if prop else set()), report.table()
+
+
+def test_dtensor_convention_with_chunk_shards_and_kwargs(pool):
+    """A function of DTensors (10 rows on 2 ranks by torch.chunk), --kwarg reaching it."""
+    kw = dict(layout="rows", pool=pool, preset="muon_ns5", shape=(10, 12),
+              convention="dtensor")
+    rep = D.check_sharded(f"{IMPLS}:dtensor_muon", "whiten", kwargs={"eps": 1e-7}, **kw)
+    assert rep.conforming and rep.claim["split"] == "chunk", rep.table()
+    assert "timing: ranks" in rep.hints[-1]
+    rep = D.check_sharded(f"{IMPLS}:dtensor_muon", "whiten", kwargs={"steps": 4}, **kw)
+    assert "agrees_with_unsharded" in failed(rep)          # the kwarg reached the target
+    rep = D.check_sharded(f"{IMPLS}:dtensor_muon_local_norm", "whiten", **kw)
+    assert failed(rep) & NAMED == {"global_norm"}, rep.table()
+
+
+def test_optimizer_convention_on_dtensor_parameters(pool):
+    rep = D.check_sharded(f"{IMPLS}:SimpleDTensorMuon", "whiten", layout="cols", pool=pool,
+                          preset="muon_ns5", dtype="float32", convention="optimizer",
+                          kwargs={"lr": 0.05})
+    assert rep.conforming, rep.table()
+    torch = pytest.importorskip("torch")
+    if not hasattr(torch.optim, "Muon"):
+        pytest.skip("torch.optim.Muon needs torch >= 2.9")
+    rep = D.check_sharded("torch.optim:Muon", "whiten", layout="rows", pool=pool,
+                          preset="muon_ns5", dtype="bfloat16", input_dtype="float32",
+                          convention="optimizer", shape=(10, 12))
+    assert rep.conforming, rep.table()
+    rep = D.check_sharded("torch.optim:Muon", "whiten", layout="rows", pool=pool,
+                          preset="muon_ns5", dtype="bfloat16", input_dtype="float32",
+                          convention="optimizer", shape=(10, 12), scale="unit_rms")
+    assert "world_scaled" not in failed(rep) and "agrees_with_unsharded" in failed(rep)
+
+
+@pytest.fixture(scope="module")
+def pool4(pool):
+    with D.RankPool(4, "gloo", timeout_s=5.0) as p:
+        yield p
+
+
+FOUR = [("muon", "whiten", "rows", dict(preset="muon_ns5", shape=(10, 12)), None),
+        ("muon", "whiten", "cols", dict(preset="muon_ns5", dtype="float32",
+                                        split="chunk", shape=(10, 10)), None),
+        ("grad_norm", "grad_norm", "cols", dict(shape=(10, 10), split="chunk"), None),
+        ("whiten_gram", "whiten", "cols", dict(method="eigh"), None),
+        ("dtensor_muon_full", "whiten", "grid", dict(preset="muon_ns5", mesh=(2, 2),
+                                                     convention="dtensor", shape=(10, 12)), None),
+        ("muon_local_norm", "whiten", "cols", dict(preset="muon_ns5"), "global_norm"),
+        ("muon_no_gram_allreduce", "whiten", "rows", dict(preset="muon_ns5"), "global_gram"),
+        ("muon_norm_off", "whiten", "cols", dict(preset="muon_ns5", dtype="float32"), "fail"),
+        ("muon_norm_sqrt_world", "whiten", "rows", dict(preset="muon_ns5"), "norm_scale")]
+
+
+@pytest.mark.parametrize("fn, op, layout, claim, prop", FOUR,
+                         ids=[f"{f[0]}-{f[2]}" for f in FOUR])
+def test_four_ranks(pool4, fn, op, layout, claim, prop):
+    """Uneven and DTensor (chunk) splits, a 2x2 mesh, and the 4-rank diagnoses (the case where
+    a diverging variant used to win as 'distance 0')."""
+    rep = D.check_sharded(f"{IMPLS}:{fn}", op, layout=layout, pool=pool4, **claim)
+    if prop is None:
+        assert rep.conforming, rep.table()
+    else:
+        assert "agrees_with_unsharded" in failed(rep), rep.table()
+        assert failed(rep) & NAMED == (set() if prop == "fail" else {prop}), rep.table()
+
+
+def test_one_rank(pool):
+    with D.RankPool(1, "gloo", timeout_s=5.0) as p1:
+        assert D.check_sharded(f"{IMPLS}:muon", "whiten", layout="cols", pool=p1,
+                               preset="muon_ns5", dtype="float32").conforming
+        rep = D.check_sharded(f"{IMPLS}:muon_norm_off", "whiten", layout="cols", pool=p1,
+                              preset="muon_ns5", dtype="float32")
+        assert failed(rep) == {"agrees_with_unsharded"}, rep.table()
+
+
+def _sim_muon_torch(G, q, order, dtype, local_norm=False):
+    """Muon on q column shards computed by torch in ``dtype``, the partial sums of squares and
+    Gram matrices added in ``order`` in ``dtype`` (a 16-bit all-reduce)."""
+    import torch
+    a, b, c = 3.4445, -4.7750, 2.0315
+    X = [torch.from_numpy(x.astype(np.float32)).to(dtype) for x in D.split(G, "cols", q)]
+    tot = sum((X[r].float().square().sum().to(dtype) for r in order[1:]),
+              X[order[0]].float().square().sum().to(dtype))
+    X = [x / ((x.float().norm() if local_norm else tot.float().sqrt()).to(dtype) + 1e-7)
+         for x in X]
+    for _ in range(5):
+        A = sum((X[r] @ X[r].mT for r in order[1:]), X[order[0]] @ X[order[0]].mT)
+        B = b * A + c * A @ A
+        X = [a * x + B @ x for x in X]
+    return D.assemble([x.float().numpy() for x in X], "cols", G.shape).astype(np.float64)
+
+
+@pytest.mark.parametrize("q", [2, 4, 8])
+def test_bfloat16_reduction_term_passes_16_bit_all_reduces_and_catches_local_norm(q):
+    """spec 10.2, 16-bit: the statistical term (sqrt(q - 1) extra roundings through the noise
+    gain) covers partial Gram matrices summed in bfloat16 in either order, and keeps the
+    local-norm mistake outside the tolerance (the worst-case bound would not)."""
+    torch = pytest.importorskip("torch")
+    claim = _claim(op="whiten", preset="muon_ns5", dtype="bfloat16")
+    for case in D.sharded_inputs(claim, "cols", q)[:1]:
+        ref = D.reference(claim, case.G)
+        for order in (list(range(q)), list(reversed(range(q)))):
+            meas = D.agreement(claim, case.G, _sim_muon_torch(case.G, q, order,
+                                                              torch.bfloat16), q, ref=ref)
+            assert meas.passed, meas.message()
+        bad = D.agreement(claim, case.G, _sim_muon_torch(case.G, q, list(range(q)),
+                                                         torch.bfloat16, True), q, ref=ref)
+        assert not bad.passed, (q, bad.error, bad.tolerance)
+
+
+def test_spec_reduction_table_is_the_code():
+    """docs/spec.md 10.2's table of reduction-order terms, recomputed (2 significant digits)."""
+    spec = (pathlib.Path(__file__).parent.parent / "docs" / "spec.md").read_text()
+    spec = spec[spec.index("### 10.2"):spec.index("### 10.3")]
+    rows = {"GradNorm": dict(op="grad_norm"), "whiten `svd`": dict(op="whiten"),
+            "whiten `eigh`": dict(op="whiten", method="eigh"),
+            "whiten `newton_schulz` (10 steps)": dict(op="whiten", method="newton_schulz"),
+            "preset `muon_ns5`": dict(op="whiten", preset="muon_ns5"),
+            "preset `muon_ns5`, float32": dict(op="whiten", preset="muon_ns5",
+                                               dtype="float32"),
+            "preset `muon_ns5`, bfloat16": dict(op="whiten", preset="muon_ns5",
+                                                dtype="bfloat16")}
+    for label, kw in rows.items():
+        c = _claim(**kw)
+        G = D.sharded_inputs(c, "cols", 2)[0].G
+        R = D.reduction_term(c, G, 2)
+        line = next(ln for ln in spec.splitlines() if ln.startswith(f"| {label} |"))
+        quoted = float(line.split("|")[2])
+        assert quoted == pytest.approx(R, rel=0.051), (label, quoted, R)
+
+
+def test_large_spectra_are_binned_without_changing_the_tolerance(monkeypatch):
+    """Judging speed (issue 25): above BIN_ABOVE singular values (1024) the noise gain is
+    computed on BINS weighted bins (512) and the preset term's worst pair on each bin's
+    extremes; both agree with the all-pairs computation (here at a smaller scale: 400 values,
+    64 bins)."""
+    import importlib
+    dg = importlib.import_module("swanref.presets.diagnose")
+    from swanref.presets.catalogue import get_preset, schedule
+    from swanref.verify.sharded import reduction as R
+    monkeypatch.setattr(dg, "BIN_ABOVE", 100)
+    monkeypatch.setattr(dg, "BINS", 64)
+    p, sch = get_preset("muon_ns5"), schedule("muon_ns5")
+    m, n = 400, 900
+    for sv in (np.logspace(0, -2, 400), np.sort(np.random.default_rng(0).uniform(0.2, 1, 400))):
+        exact = dg._noise_total(sv / dg.denominator(float(np.linalg.norm(sv)), p), sch, m, n)
+        assert dg.noise_gain(np.zeros((m, n)), p, sch, sv=sv) == pytest.approx(exact, rel=1e-2)
+        x, w = dg.binned(sv)
+        assert len(x) == 64 and w.sum() == 400
+        assert np.sum(w * x ** 2) == pytest.approx(np.sum(sv ** 2), rel=1e-12)
+        full = R.preset_term(np.zeros((m, n)), p, sch, 2, 2.0 ** -24, sv)
+        pick = R._extremes
+        monkeypatch.setattr(R, "_extremes", lambda x, groups=64: pick(x, groups))
+        binned = R.preset_term(np.zeros((m, n)), p, sch, 2, 2.0 ** -24, sv)
+        monkeypatch.setattr(R, "_extremes", pick)
+        assert binned == pytest.approx(full, rel=1e-2)
+        assert len(R._extremes(sv, 64)) < 150
+
+
+def test_sharded_knobs_of_a_claim_and_its_tolerance_term():
+    """The claims core (spec 11) carries the split rule, mesh, precisions and world size; its
+    sharded tolerance adds the reduction-order term."""
+    from swanref.verify.claims import Claim
+    from swanref.verify.claims.tolerance_model import tolerance
+    c = Claim(level="sharded", preset="muon_ns5", compute_dtype="float32",
+              io_dtype="float32", shard_split="chunk", mesh=(2, 2), reduce_dtype="float32")
+    sc = D.ShardedClaim.from_claim(c)
+    assert (sc.split, sc.mesh, sc.dtype, sc.reduce_dtype) == ("chunk", (2, 2), "float32",
+                                                              "float32")
+    G = D.sharded_inputs(sc, "cols", 4)[0].G
+    assert D.claim_reduction_term(c, G) == D.reduction_term(sc, G, 4) > 0
+    base = tolerance(c.replace(mesh=None), "sharded", G)
+    assert tolerance(c, "sharded", G) == pytest.approx(base + D.reduction_term(sc, G, 4))
+    with pytest.raises(UsageError, match="3 axes"):
+        D.ShardedClaim.from_claim(Claim(mesh=(2, 2, 2)))
+
+
+def test_cli_claim_file_and_set_reach_the_sharded_claim(tmp_path):
+    from types import SimpleNamespace
+    (tmp_path / "c.toml").write_text('format = "swanref-claim"\nversion = 1\nlevel = "sharded"\n'
+                                     'preset = "muon_ns5"\ncompute_dtype = "bfloat16"\n'
+                                     'shard_split = "chunk"\n')
+    args = D.build_parser().parse_args(["whiten", IMPLS + ":muon", "--claim",
+                                        str(tmp_path / "c.toml"), "--set",
+                                        "io_dtype=float32", "--dtype", "float32"])
+    c = D._cli_claim(args)
+    assert (c["preset"], c["dtype"], c["input_dtype"], c["split"]) == \
+        ("muon_ns5", "bfloat16", "float32", "chunk")
+    plain = D._cli_claim(SimpleNamespace(**{**vars(args), "claim": None, "set_knobs": []}))
+    assert (plain["dtype"], plain["split"]) == ("float32", None)
+
+
+def test_a_target_that_exits_at_import_is_its_own_outcome(tmp_path, capsys, monkeypatch):
+    """Issue 21: exit 0 means conforming, so a target's sys.exit(0) must not become it."""
+    from swanref.verify import distributed
+    (tmp_path / "exits_at_import.py").write_text(
+        "import sys\nsys.exit(0)\ndef f(G, group=None, layout=None):\n    return G\n")
+    monkeypatch.chdir(tmp_path)
+    code = distributed.main(["whiten", "exits_at_import.py:f"])
+    assert code == 4
+    assert "TARGET EXITED" in capsys.readouterr().err

@@ -119,6 +119,9 @@ def test_lists_are_accepted(backend):
     ({"method": "newton_schulz", "scaling": "spectral"}, ValueError, "scaling must be one of"),
     ({"method": "newton_schulz", "on_divergence": "retry"}, ValueError, "on_divergence"),
     ({"method": "svd", "rank_rtol": -1.0}, ValueError, "rank_rtol must be >="),
+    # issue 23: rank_rtol**2 overflowed ('OverflowError: (34, ...)') on the eigh route
+    ({"method": "eigh", "rank_rtol": 1e308}, ValueError, "rank_rtol must be < 1"),
+    ({"method": "svd", "rank_rtol": 1.0}, ValueError, "rank_rtol must be < 1"),
     ({"backend": "fortran"}, ValueError, "unknown backend"),
 ])
 def test_bad_whiten_options(kwargs, exc, match):

@@ -160,6 +160,7 @@ def test_the_check_can_fail(tmp_path):
 #: (docs/architecture.md, "Imports"); everything else is imported at module level
 LOCAL_IMPORTS = {
     ("swanref.ops", "swanref.presets.catalogue"): "`import swanref` loads no preset catalogue",
+    ("swanref.update", "swanref.presets.catalogue"): "`import swanref` loads no preset catalogue",
     ("swanref.backends.registry", "swanref.backends.cpp"): "the compiled core, when selected",
     ("swanref.backends.cupy._cublas_ct", "swanref.backends.cupy.blas"): "blas imports it",
     ("swanref.verify.checker", "swanref.verify.update_properties"): "it imports the checker",
@@ -167,6 +168,7 @@ LOCAL_IMPORTS = {
     "without it and says what is missing",
     ("swanref.pytest_plugin", "swanref.verify.checker"): "pytest start-up: load when used",
     ("swanref.pytest_plugin", "swanref.verify.properties"): "pytest start-up: load when used",
+    ("swanref.pytest_plugin", "swanref.verify.claims"): "pytest start-up: load when used",
 }
 
 

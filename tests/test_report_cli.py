@@ -190,3 +190,23 @@ def test_every_help_is_plain_text_and_describes_its_arguments(name, capsys):
                 args[-1][1] = True
         for arg, described in args:
             assert described, f"{name}: positional {arg!r} has no help text"
+
+
+def test_source_tree_without_core_is_named_with_its_fix(tmp_path, monkeypatch):
+    """Inside the checkout, `python -m swanref` imports the sources (no compiled core): the
+    report's header must say so and how to fix it (issue 24)."""
+    from swanref.backends import cpp
+    from swanref.tools import report
+    (tmp_path / "cpp").mkdir()
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'swanref'\n")
+    (tmp_path / "swanref").mkdir()
+    assert cpp.source_tree(tmp_path / "swanref") == str(tmp_path)
+    assert cpp.source_tree(tmp_path / "site" / "swanref") == ""  # an installed package
+    hint = cpp.source_tree_hint(tmp_path / "swanref")
+    assert "source tree" in hint and "pip install -e ." in hint and str(tmp_path) in hint
+    monkeypatch.setattr(report, "environment", lambda: {
+        "swanref": "x", "spec": "y", "numpy": "z", "backends_available": ["reference"],
+        "backends_known": ["reference", "cpp"], "cpp_core": hint, "blas": "b"})
+    head = report.header()
+    assert "WARNING: C++ core NOT loaded: swanref was imported from its source tree" in head
+    assert "reference backend only" in head

@@ -260,3 +260,24 @@ def test_cli_entry_point_only_and_errors(tmp_path, capsys):
     assert "swanref study" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         study.main([str(tmp_path), "--only", "nonsense"])
+
+
+def test_lines_do_not_join_unmeasured_kappas_and_one_clip_height():
+    """Issue 24: the quick condition plot joined 1e2 to 1e4 across unmeasured kappas, and the
+    null-space figure drew diverged runs at 10 where the others drew them at 5."""
+    import numpy as np
+    from swanref.tools.study import common, nullspace
+    x, y = common.break_gaps([1.0, 10.0, 100.0, 1e4, 1e6], [1, 2, 3, 4, 5])
+    assert np.isnan(x).sum() == 2 and list(x[:3]) == [1.0, 10.0, 100.0]
+    assert np.isnan(y[3]) and y[4] == 4
+    x, y = common.break_gaps([1.0, 10 ** 0.5, 10.0], [1, 2, 3])  # a regular grid: unbroken
+    assert not np.isnan(x).any()
+    assert nullspace.CLIP == common.CLIP
+
+
+def test_one_seed_demo_prints_no_zero_spread():
+    from swanref.tools import demo
+    s = {"test_loss_mean": 0.9883, "test_loss_std": 0.0}
+    assert demo._mean_std(s, "test_loss", 1, 4) == "0.9883 (one seed)"
+    assert demo._mean_std(dict(s, test_loss_std=0.01), "test_loss", 3, 3) == \
+        "0.988 +- 0.010 over 3 seeds"

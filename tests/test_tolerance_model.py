@@ -109,3 +109,22 @@ def test_newton_schulz_bound_in_the_high_kappa_many_steps_regime(backend):
         ratios.append(rel_err(X, exact) / tol)
     assert max(ratios) <= 1.0, max(ratios)
     assert max(ratios) >= 1e-3, "bound is over 1000x looser than any observed error"
+
+
+@pytest.mark.parametrize("shape", [(32, 96), (96, 24), (64, 128)])
+def test_newton_schulz_float32_default_reading_is_claimed_and_holds(backend, shape):
+    """Spec 8.3 (0.3): with the probabilistic size factor the model claims what SWAN's
+    default (10 steps, float32) does on gradients of these sizes, and the claim holds; the
+    worst-case factor max(m, n) claimed none of them (issue 24)."""
+    rng = np.random.default_rng(sum(shape))
+    G = rng.standard_normal(shape).astype(np.float32)
+    W = G if shape[0] <= shape[1] else G.T
+    m, n = W.shape
+    s = singular_values(W.astype(np.float64))
+    tol = sum(float(tolerance.newton_schulz_tolerance(s, m, n, 10, 0.5, "gram_fro", d))
+              for d in (np.float32, np.float64))
+    assert tol <= tolerance.TRUSTED_LIMIT
+    X = backend(swanref.whiten, W, method="newton_schulz", steps=10)
+    pred = spectral.predicted_newton_schulz(W.astype(np.float64), 10, 0.5, "gram_fro")
+    ratio = rel_err(X, pred) / tol
+    assert ratio <= 1.0 and ratio >= 1e-5, ratio

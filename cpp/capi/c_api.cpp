@@ -6,8 +6,10 @@
 // swanref::checked_element_count (Status::size_overflow when it does not fit).
 #include "swanref/c_api.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <mutex>
 #include <new>
 #include <string>
@@ -89,6 +91,30 @@ swanref::StridedView<const T> dense_view(const T* g, T* out, int64_t batch, int6
   return swanref::StridedView<const T>::contiguous(g, shape);
 }
 
+// Parameter checks of the Python API (swanref.ops / spec.validate), applied before any work.
+void check_count(int64_t k, const char* name) {
+  swanref::require(k >= 0 && k <= SWANREF_MAX_ITERATIONS,
+                   std::string(name) + " must be in [0, " + std::to_string(SWANREF_MAX_ITERATIONS) + "], got " +
+                       std::to_string(k));
+}
+
+void check_beta(double beta) {
+  swanref::require(std::isfinite(beta) && beta > 0, "beta must be finite and > 0, got " + std::to_string(beta));
+}
+
+// sigma_rtol / lambda_rtol: [0, 1), or SWANREF_DEFAULT_RTOL for factor * max(m, n) * eps(T).
+template <class T>
+double rank_tolerance(double rtol, int64_t m, int64_t n, double factor, const char* name) {
+  if (rtol == SWANREF_DEFAULT_RTOL)
+    return factor * static_cast<double>(std::max(m, n)) * static_cast<double>(std::numeric_limits<T>::epsilon());
+  swanref::require(std::isfinite(rtol) && rtol >= 0 && rtol < 1,
+                   std::string(name) + " must be in [0, 1) or SWANREF_DEFAULT_RTOL, got " + std::to_string(rtol));
+  return rtol;
+}
+
+// swanref.ops.EIGH_NOISE_FACTOR: the eigh route's floor is 8 max(m, n) eps (spec 3.2)
+constexpr double kEighNoiseFactor = 8.0;
+
 swanref::Scaling to_scaling(int s) {
   switch (s) {
     case SWANREF_SCALING_GRAM_FRO: return swanref::Scaling::gram_fro;
@@ -111,25 +137,38 @@ void swanref_set_interrupt_handler(swanref_interrupt_fn fn, void* ctx) { g_inter
     return guarded([&] { swanref::grad_norm(dense_view(g, out, batch, m, n), out, eps); });                     \
   }                                                                                                            \
   int swanref_whiten_svd_##SUF(const T* g, T* out, int64_t batch, int64_t m, int64_t n, double rtol) {        \
-    return guarded([&] { swanref::whiten_svd(dense_view(g, out, batch, m, n), out, rtol); });                   \
+    return guarded([&] {                                                                                       \
+      const double r = rank_tolerance<T>(rtol, m, n, 1.0, "sigma_rtol");                                       \
+      swanref::whiten_svd(dense_view(g, out, batch, m, n), out, r);                                            \
+    });                                                                                                        \
   }                                                                                                            \
   int swanref_whiten_eigh_##SUF(const T* g, T* out, int64_t batch, int64_t m, int64_t n, double rtol) {       \
-    return guarded([&] { swanref::whiten_eigh(dense_view(g, out, batch, m, n), out, rtol); });                  \
+    return guarded([&] {                                                                                       \
+      const double r = rank_tolerance<T>(rtol, m, n, kEighNoiseFactor, "lambda_rtol");                        \
+      swanref::whiten_eigh(dense_view(g, out, batch, m, n), out, r);                                           \
+    });                                                                                                        \
   }                                                                                                            \
   int swanref_whiten_newton_schulz_##SUF(const T* g, T* out, int64_t batch, int64_t m, int64_t n,              \
                                          int64_t steps, double beta, int scaling) {                            \
     return guarded([&] {                                                                                       \
+      check_count(steps, "steps");                                                                             \
+      check_beta(beta);                                                                                        \
       swanref::whiten_newton_schulz(dense_view(g, out, batch, m, n), out, steps, beta, to_scaling(scaling));    \
     });                                                                                                        \
   }                                                                                                            \
   int swanref_whiten_nsds_##SUF(const T* g, T* out, int64_t batch, int64_t m, int64_t n, int64_t steps,      \
                                  double beta, int scaling) {                                                   \
     return guarded([&] {                                                                                       \
+      check_count(steps, "steps");                                                                             \
+      check_beta(beta);                                                                                        \
       swanref::whiten_nsds(dense_view(g, out, batch, m, n), out, steps, beta, to_scaling(scaling));             \
     });                                                                                                        \
   }                                                                                                            \
   int swanref_sinkgd_##SUF(const T* g, T* out, int64_t batch, int64_t m, int64_t n, int64_t iters) {          \
-    return guarded([&] { swanref::sinkgd(dense_view(g, out, batch, m, n), out, iters); });                      \
+    return guarded([&] {                                                                                       \
+      check_count(iters, "iters");                                                                             \
+      swanref::sinkgd(dense_view(g, out, batch, m, n), out, iters);                                            \
+    });                                                                                                        \
   }
 
 SWANREF_C_FUNCS(f32, float)

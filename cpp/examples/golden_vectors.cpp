@@ -116,12 +116,12 @@ int scaling_of(std::map<std::string, std::string>& r) {
                                     : SWANREF_SCALING_GRAM_FRO;
 }
 
-// Exact ("svd", default rank tolerance max(m, n) eps with n = max(m, n) here) or Newton-Schulz.
+// Exact ("svd", default rank tolerance max(m, n) eps) or Newton-Schulz.
 template <class T>
 int call_whiten(const std::string& method, const T* g, T* o, int64_t batch, int64_t m, int64_t n,
                 std::map<std::string, std::string>& r) {
   constexpr bool f64 = std::is_same<T, double>::value;
-  const double rtol = double(n) * (f64 ? 2.220446049250313e-16 : 1.1920928955078125e-07);
+  const double rtol = SWANREF_DEFAULT_RTOL;  // max(m, n) eps, swanref.whiten's default
   const int64_t steps = method == "svd" ? 0 : std::stoll(r["steps"]);
   const double beta = method == "svd" ? 0.0 : std::stod(r["beta"]);
   if constexpr (f64) {

@@ -91,14 +91,16 @@ static int is_whitening(int f) { return f == F_SVD || f == F_EIGH || f == F_NS |
 /* True when the parameters are valid for f (whatever the shape). */
 static int params_valid(int f, params p) {
   switch (f) {
-    case F_GRAD_NORM:
+    case F_GRAD_NORM: return isfinite(p.eps_or_rtol) && p.eps_or_rtol >= 0;
     case F_SVD:
-    case F_EIGH: return isfinite(p.eps_or_rtol) && p.eps_or_rtol >= 0;
+    case F_EIGH:
+      return p.eps_or_rtol == SWANREF_DEFAULT_RTOL ||
+             (isfinite(p.eps_or_rtol) && p.eps_or_rtol >= 0 && p.eps_or_rtol < 1);
     case F_NS:
     case F_NSDS:
-      return p.steps >= 0 && isfinite(p.beta) && p.scaling >= SWANREF_SCALING_GRAM_FRO &&
-             p.scaling <= SWANREF_SCALING_NONE;
-    default: return p.steps >= 0;
+      return p.steps >= 0 && p.steps <= SWANREF_MAX_ITERATIONS && isfinite(p.beta) && p.beta > 0 &&
+             p.scaling >= SWANREF_SCALING_GRAM_FRO && p.scaling <= SWANREF_SCALING_NONE;
+    default: return p.steps >= 0 && p.steps <= SWANREF_MAX_ITERATIONS;
   }
 }
 
@@ -179,12 +181,12 @@ static void fill(double* g, int64_t count, int64_t n, int dbl) {
 
 static params random_params(int f) {
   params p = good_params();
-  const double reals[] = {0.0, 1e-8, 1e-3, 0.5, 2.0, -1.0, NAN, INFINITY, -0.0, 1e300};
-  const int64_t counts[] = {0, 1, 2, 5, 12, -1, INT64_MIN};
+  const double reals[] = {0.0, 1e-8, 1e-3, 0.5, 2.0, -1.0, NAN, INFINITY, -0.0, 1e300, 1.0, -0.5};
+  const int64_t counts[] = {0, 1, 2, 5, 12, -1, INT64_MIN, SWANREF_MAX_ITERATIONS + 1, INT64_MAX};
   const double betas[] = {0.5, 0.25, 1.0, -1.0, 0.0, NAN, INFINITY, 1e300};
   const int scalings[] = {0, 1, 2, -1, 3, 1000};
-  p.eps_or_rtol = reals[rnd_int(rnd_int(2) ? 4 : 10)];
-  p.steps = counts[rnd_int(rnd_int(2) ? 5 : 7)];
+  p.eps_or_rtol = reals[rnd_int(rnd_int(2) ? 4 : 12)];
+  p.steps = counts[rnd_int(rnd_int(2) ? 5 : 9)];
   p.beta = betas[rnd_int(rnd_int(2) ? 2 : 8)];
   p.scaling = scalings[rnd_int(rnd_int(2) ? 3 : 6)];
   (void)f;
@@ -281,7 +283,7 @@ static void nonfinite_and_misaligned(void) {
   }
 }
 
-/* ---- 4. unbounded iteration counts, interrupted ---------------------------------------- */
+/* ---- 4. long runs (SWANREF_MAX_ITERATIONS steps), interrupted ---------------------------- */
 static long polls = 0;
 static int stop_after(void* ctx) {
   const long limit = *(const long*)ctx;
@@ -298,16 +300,17 @@ static void interruption(void) {
   double g[M * N], out[M * N];
   float gf[M * N], outf[M * N];
   for (int k = 0; k < M * N; ++k) g[k] = gf[k] = (float)rnd_unit();
-  long limit = 50;
+  /* NSDS polls once per matrix and every 2^16 steps: 9 polls at 10^5 steps for 4 rows */
+  long limit = 5;
   params p = good_params();
-  p.steps = INT64_MAX;
+  p.steps = SWANREF_MAX_ITERATIONS;
   swanref_set_interrupt_handler(stop_after, &limit);
   for (int dbl = 0; dbl < 2; ++dbl) {
     const int fs[] = {F_NS, F_NSDS, F_SINKGD};
     for (int i = 0; i < 3; ++i) {
       polls = 0;
       const int st = call(fs[i], dbl, dbl ? (void*)g : (void*)gf, dbl ? (void*)out : (void*)outf, 1, M, N, p);
-      CHECK(st == SWANREF_INTERRUPTED, "%s with INT64_MAX steps gave %d", fname[fs[i]], st);
+      CHECK(st == SWANREF_INTERRUPTED, "%s with SWANREF_MAX_ITERATIONS steps gave %d", fname[fs[i]], st);
       CHECK(polls == limit + 1, "%s: %ld polls", fname[fs[i]], polls);
     }
   }

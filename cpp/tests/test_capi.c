@@ -79,6 +79,48 @@ int main(void) {
   CHECK(swanref_whiten_newton_schulz_f64(g, x, 1, M, N, 3, 0.5, 0) == SWANREF_INVALID_ARGUMENT);
   CHECK(strstr(swanref_last_error(), "non-finite") != NULL);
   g[4] = 0.25;
+
+  /* every parameter the Python API validates (issue 23): beta <= 0, counts above
+     SWANREF_MAX_ITERATIONS, rank tolerances outside [0, 1) */
+  CHECK(swanref_whiten_newton_schulz_f64(g, x, 1, M, N, 3, 0.0, 0) == SWANREF_INVALID_ARGUMENT);
+  CHECK(strstr(swanref_last_error(), "beta must be") != NULL);
+  CHECK(swanref_whiten_newton_schulz_f32(gf, xf, 1, M, N, 3, -0.5, 0) == SWANREF_INVALID_ARGUMENT);
+  CHECK(swanref_whiten_nsds_f64(g, x, 1, M, N, 2, 0.0, 0) == SWANREF_INVALID_ARGUMENT);
+  CHECK(swanref_whiten_nsds_f32(gf, xf, 1, M, N, 2, -1.0, 0) == SWANREF_INVALID_ARGUMENT);
+  CHECK(swanref_whiten_newton_schulz_f64(g, x, 1, M, N, SWANREF_MAX_ITERATIONS + 1, 0.5, 0) ==
+        SWANREF_INVALID_ARGUMENT);
+  CHECK(strstr(swanref_last_error(), "steps must be in [0, 100000]") != NULL);
+  CHECK(swanref_whiten_nsds_f64(g, x, 1, M, N, SWANREF_MAX_ITERATIONS + 1, 0.4, 0) == SWANREF_INVALID_ARGUMENT);
+  CHECK(swanref_sinkgd_f64(g, x, 1, M, N, SWANREF_MAX_ITERATIONS + 1) == SWANREF_INVALID_ARGUMENT);
+  CHECK(strstr(swanref_last_error(), "iters must be") != NULL);
+  CHECK(swanref_whiten_svd_f64(g, x, 1, M, N, 1.0) == SWANREF_INVALID_ARGUMENT);
+  CHECK(strstr(swanref_last_error(), "sigma_rtol must be in [0, 1)") != NULL);
+  CHECK(swanref_whiten_svd_f64(g, x, 1, M, N, -0.5) == SWANREF_INVALID_ARGUMENT);
+  CHECK(swanref_whiten_eigh_f64(g, x, 1, M, N, 1e308) == SWANREF_INVALID_ARGUMENT);
+  CHECK(swanref_whiten_eigh_f32(gf, xf, 1, M, N, NAN) == SWANREF_INVALID_ARGUMENT);
+  CHECK(swanref_grad_norm_f64(g, x, 1, M, N, NAN) == SWANREF_INVALID_ARGUMENT);
+
+  /* SWANREF_DEFAULT_RTOL: a rank-1-up-to-rounding 2 x 3 input gives the partial isometry (one
+     singular value 1, one 0) as swanref.whiten does; sigma_rtol = 0 whitens the rounding noise
+     into a second unit singular value */
+  {
+    const double r1[6] = {0.1, 0.2, 0.3, 0.1 * 3, 0.2 * 3, 0.3 * 3 + 1e-17};
+    double y[6], y0[6];
+    CHECK(swanref_whiten_svd_f64(r1, y, 1, 2, 3, SWANREF_DEFAULT_RTOL) == SWANREF_OK);
+    CHECK(swanref_whiten_svd_f64(r1, y0, 1, 2, 3, 0.0) == SWANREF_OK);
+    /* trace of Y Y^T: the number of unit singular values kept */
+    double t = 0, t0 = 0;
+    for (int k = 0; k < 6; ++k) {
+      t += y[k] * y[k];
+      t0 += y0[k] * y0[k];
+    }
+    CHECK(fabs(t - 1.0) < 1e-12);
+    CHECK(fabs(t0 - 2.0) < 1e-12);
+    CHECK(swanref_whiten_eigh_f64(r1, y, 1, 2, 3, SWANREF_DEFAULT_RTOL) == SWANREF_OK);
+    t = 0;
+    for (int k = 0; k < 6; ++k) t += y[k] * y[k];
+    CHECK(fabs(t - 1.0) < 1e-8);
+  }
   CHECK(swanref_grad_norm_f64(g, x, 0, M, N, 0.0) == SWANREF_OK);
   CHECK(strlen(swanref_last_error()) == 0); /* cleared by a successful call */
 

@@ -10,6 +10,9 @@ The BLAS/LAPACK calls go to SciPy's OpenBLAS (the function table is filled from 
 from __future__ import annotations
 
 name = "cpp"
+#: grad_norm and sinkgd give a non-finite result for non-finite input (the finite check may run
+#: on their output: spec 6.4; tests/test_bad_input_matrix.py's NaN/Inf cells check it)
+NONFINITE_PROPAGATES = True
 
 
 def _interruption(exc: BaseException) -> BaseException | None:
@@ -62,10 +65,47 @@ def built() -> bool:
                 and import_error.name == "swanref._core")
 
 
+def source_tree(package_dir=None) -> str:
+    """The checkout this swanref was imported from ('' when it is an installed package).
+
+    A directory holding ``pyproject.toml`` and ``cpp/`` next to the package is the source
+    tree: running ``python -m swanref`` (or ``import swanref``) inside it picks up the
+    sources, which have no compiled core, ahead of the installed package.
+    """
+    from pathlib import Path
+    pkg = Path(package_dir) if package_dir is not None else Path(__file__).resolve().parents[1]
+    root = pkg.parent
+    if (root / "pyproject.toml").is_file() and (root / "cpp").is_dir():
+        return str(root)
+    return ""
+
+
+def _core_absent(exc) -> bool:
+    """Does ``exc`` say the compiled module is simply not there (not a broken build)?"""
+    if isinstance(exc, ModuleNotFoundError):
+        return exc.name == "swanref._core"
+    return isinstance(exc, ImportError) and "cannot import name '_core'" in str(exc)
+
+
+def source_tree_hint(package_dir=None) -> str:
+    """A warning with the fix when the core is missing because the source tree was imported."""
+    root = source_tree(package_dir)
+    if not root:
+        return ""
+    if package_dir is None and (_core is not None or not _core_absent(import_error)):
+        return ""  # loaded, or a broken build (its own error says more)
+    return (f"swanref was imported from its source tree {root} (as `python -m swanref` run "
+            "inside the checkout does: the current directory comes first on sys.path), which "
+            "has no compiled C++ core: only the reference backend runs. Fix: run the installed "
+            "`swanref` command from another directory, or build the core in place with "
+            "`pip install -e .`")
+
+
 def unavailable_reason() -> str:
     """Why :func:`available` is False ('' when it is True)."""
     if _core is None:
-        return f"swanref._core failed to import: {import_error!r}"
+        hint = source_tree_hint()
+        return hint or f"swanref._core failed to import: {import_error!r}"
     info = _core.blas_info()
     if not info["complete"]:
         return info["error"] or f"BLAS/LAPACK entries missing: {info['missing']}"

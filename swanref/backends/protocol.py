@@ -5,6 +5,10 @@ The operators in ``swanref.ops`` own validation, dtype policy, transposes and th
 guard; a backend only does arithmetic on float32/float64 arrays of shape ``(*batch, m, n)``,
 ``m <= n`` for the whitening functions, all entries finite, any strides; it returns a new array
 of the input's dtype and shape and never writes into its input.
+
+A backend may set ``NONFINITE_PROPAGATES = True`` when its ``grad_norm`` and ``sinkgd`` are
+plain arithmetic that turn a NaN/Inf entry into a non-finite row (matrix): the operators then
+run them on the unchecked input and check finiteness on the result (spec 6.4).
 """
 from __future__ import annotations
 

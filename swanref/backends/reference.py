@@ -14,6 +14,9 @@ from swanref.spec.scaling import pow2_exponent, pow2_normalise
 from swanref.spec.validate import iteration_count
 
 name = "reference"
+#: grad_norm and sinkgd give a non-finite result for non-finite input (the finite check may run
+#: on their output: spec 6.4)
+NONFINITE_PROPAGATES = True
 
 
 def available() -> bool:
@@ -45,7 +48,9 @@ def grad_norm(G: np.ndarray, eps: float) -> np.ndarray:
     else:
         std = np.sqrt(var)
     with np.errstate(invalid="ignore", divide="ignore"):
-        out = np.where(std > 0, centred / np.where(std > 0, std, 1), 0)
+        # `std == 0`, not `not std > 0`: a NaN std (non-finite input) stays NaN (spec 6.4)
+        zero = std == 0
+        out = np.where(zero, 0, centred / np.where(zero, 1, std))
     return out.astype(dtype, copy=False)
 
 
@@ -64,8 +69,12 @@ def _svd(G: np.ndarray):
 
 
 def whiten_svd(G: np.ndarray, sigma_rtol: float) -> np.ndarray:
-    """``U_r V_r^T`` from the thin SVD, keeping ``s_i > sigma_rtol * s_1`` (spec 3.1)."""
-    U, s, Vt = _svd(G)
+    """``U_r V_r^T`` from the thin SVD, keeping ``s_i > sigma_rtol * s_1`` (spec 3.1).
+
+    The SVD runs on ``G`` scaled by an exact power of two (max|G| in [0.5, 1)), as in the C++
+    core: LAPACK's 2-norms overflow to Inf for s_1 near the float maximum (all-zero output).
+    """
+    U, s, Vt = _svd(_pow2n(G, axes=(-2, -1)))
     keep = s > sigma_rtol * s[..., :1]
     return ((U * keep[..., None, :]) @ Vt).astype(G.dtype, copy=False)
 
@@ -85,7 +94,11 @@ def _pow2n(x: np.ndarray, axes) -> np.ndarray:
     if not np.iscomplexobj(x):
         return pow2_normalise(x, axes)
     amax = np.max(np.abs(x), axis=axes, keepdims=True)
-    return x * np.ldexp(1.0, -pow2_exponent(amax)).astype(x.real.dtype)
+    e = -pow2_exponent(amax)
+    # each part scaled on its own: the factor 2**e itself overflows for subnormal input
+    out = np.empty_like(x)
+    out.real, out.imag = np.ldexp(x.real, e), np.ldexp(x.imag, e)
+    return out
 
 
 def _gram(Gs: np.ndarray) -> np.ndarray:
@@ -160,7 +173,8 @@ def _normalise_lines(X: np.ndarray, axis: int, target: float) -> np.ndarray:
     Xs = pow2_normalise(X, axes=axis)  # per-line exact rescale: squares cannot under/overflow
     norm = np.sqrt(np.sum(Xs * Xs, axis=axis, keepdims=True))
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(norm > 0, Xs * (target / np.where(norm > 0, norm, 1)), 0).astype(X.dtype)
+        zero = norm == 0  # a NaN norm (non-finite input) stays NaN (spec 6.4)
+        return np.where(zero, 0, Xs * (target / np.where(zero, 1, norm))).astype(X.dtype)
 
 
 def sinkgd(G: np.ndarray, iters: int) -> np.ndarray:

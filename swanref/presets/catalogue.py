@@ -392,7 +392,9 @@ def prescale_huge(G, whole: bool = False, fmt=None):
     G = np.asarray(G)
     if fmt == "float16":
         return G
-    lim = _HUGE.get(np.dtype(np.float32) if fmt in ("float32", "bfloat16") else G.dtype)
+    # complex input: the limits of its real part's format (the squares are |x|^2)
+    real = np.finfo(G.dtype).dtype if G.dtype.kind in "fc" else G.dtype
+    lim = _HUGE.get(np.dtype(np.float32) if fmt in ("float32", "bfloat16") else real)
     if lim is None or G.size == 0:
         return G
     with np.errstate(invalid="ignore"):
@@ -401,6 +403,10 @@ def prescale_huge(G, whole: bool = False, fmt=None):
     shift = np.where(e > lim[0], e - lim[1], 0)
     if not shift.any():
         return G
+    if G.dtype.kind == "c":  # ldexp is real-only: each part on its own
+        out = np.empty_like(G)
+        out.real, out.imag = np.ldexp(G.real, -shift), np.ldexp(G.imag, -shift)
+        return out
     return np.ldexp(G, -shift).astype(G.dtype, copy=False)
 
 
@@ -572,13 +578,17 @@ def whiten_preset(G, name: str, *, steps=None, coefficients=None, emulate=None,
 
 
 @clear_keyword_errors
-def run_preset(G, preset: Preset, sched, emulate=None, *, check_finite=True) -> np.ndarray:
+def run_preset(G, preset: Preset, sched, emulate=None, *, check_finite=True,
+               normalise=True) -> np.ndarray:
     """Run a :class:`Preset` object (possibly a variant) with an explicit schedule.
 
     ``G`` takes the input path of :func:`whiten_preset`; ``sched`` is a sequence of at most
-    ``MAX_ITERATIONS`` (a, b, c) triples (empty: no step).
+    ``MAX_ITERATIONS`` (a, b, c) triples (empty: no step).  ``normalise=False`` skips the
+    preset's normalisation: ``G`` is already normalised (the "normalise in float32, then cast"
+    order of spec 9.7).
     """
     check_finite = flag(check_finite, "check_finite")
+    normalise = flag(normalise, "normalise")
     if not isinstance(preset, Preset):
         raise TypeError(f"preset must be a swanref.presets.Preset (see get_preset), got "
                         f"{type(preset).__name__}")
@@ -586,7 +596,16 @@ def run_preset(G, preset: Preset, sched, emulate=None, *, check_finite=True) -> 
     check_emulate(emulate)
     arr = _host_input(G, "run_preset")
     return _finite_policy(arr, check_finite,
-                          lambda X: run_preset_unchecked(X, preset, sched, emulate))
+                          lambda X: run_preset_unchecked(X, preset, sched, emulate,
+                                                         normalise=normalise))
+
+
+def normalise_input(G, preset: Preset) -> np.ndarray:
+    """The preset's normalisation alone (its norm, safety factor and epsilon), in G's dtype
+    (float32 or float64, real): the first half of "normalise in float32, then cast"."""
+    G = np.asarray(G)
+    with np.errstate(under="ignore", over="ignore"):
+        return np.array(_normalise(Arith(None, G.dtype), G, preset), dtype=G.dtype, copy=True)
 
 
 def check_emulate(emulate):
@@ -631,7 +650,8 @@ def _finite_policy(arr: np.ndarray, check_finite: bool, run) -> np.ndarray:
     return np.where(keep, out, np.nan).astype(out.dtype)
 
 
-def run_preset_unchecked(G, preset: Preset, sched, emulate=None) -> np.ndarray:
+def run_preset_unchecked(G, preset: Preset, sched, emulate=None, *,
+                         normalise=True) -> np.ndarray:
     """:func:`run_preset` without the input path: ``G`` is a finite float32/float64/complex
     ndarray of ndim >= 2 (swanref.ops has normalised it) and ``sched`` a checked schedule."""
     check_emulate(emulate)
@@ -647,13 +667,14 @@ def run_preset_unchecked(G, preset: Preset, sched, emulate=None) -> np.ndarray:
                         "in float32)")
     if G.ndim < 2:
         raise ValueError(f"G must have shape (*batch, m, n); got {G.shape}")
-    if G.size:  # before any cast to the compute format, which could overflow
+    if G.size and normalise:  # before any cast to the compute format, which could overflow
         G = prescale_huge(G, whole=preset.norm_over == "all",
                           fmt=preset.compute_dtype if emulate == "source" else emulate)
     if emulate == "source":
         emulate = preset.compute_dtype
         if emulate == "float32":
-            return run_preset_unchecked(G.astype(np.float32), preset, sched).astype(G.dtype)
+            return run_preset_unchecked(G.astype(np.float32), preset, sched,
+                                        normalise=normalise).astype(G.dtype)
         if emulate == "input":
             emulate = None
     ar = Arith(emulate, G.dtype)
@@ -669,7 +690,8 @@ def run_preset_unchecked(G, preset: Preset, sched, emulate=None) -> np.ndarray:
     X = ar.cast_in(G)
     if flip:
         X = np.swapaxes(X, -1, -2)
-    X = _normalise(ar, X, preset)
+    if normalise:
+        X = _normalise(ar, X, preset)
     if preset.form == "coupled":
         X = _coupled(ar, X, sched)
     elif preset.form == "gram" and m != n:

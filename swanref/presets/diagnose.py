@@ -256,12 +256,15 @@ def _gain_rms(x, sched, m, n) -> float:
     return math.sqrt(total / (m * n))
 
 
-def _noise_total(x, sched, m, n):
+def _noise_total(x, sched, m, n, w=None):
     """``sum_k ||x^(k)|| rms_k / ||x^(K)||`` for all stages at once: the remaining composition
     maps stage k's values to the final ones, so its divided differences are ratios of
-    differences along the trajectory and its derivative the product of the later steps'."""
+    differences along the trajectory and its derivative the product of the later steps'.
+    ``w``: how many singular values each entry of ``x`` stands for (a large matrix's values
+    binned, :func:`binned`); pairs within a bin count with the diagonal gain."""
     K = len(sched)
     k = len(x)
+    w = np.ones(k) if w is None else np.asarray(w, np.float64)
     X = [np.asarray(x, np.float64)]
     steps_d = []
     for a, b, c in sched:
@@ -271,7 +274,7 @@ def _noise_total(x, sched, m, n):
         X.append(v * (a + b * v2 + c * v2 * v2))
     X = np.array(X)                                   # (K+1, k)
     final = X[-1]
-    out_norm = float(np.linalg.norm(final))
+    out_norm = float(np.sqrt(np.sum(w * final ** 2)))
     if out_norm == 0 or not np.isfinite(out_norm):
         return None
     dP = np.ones((K + 1, k))
@@ -291,9 +294,11 @@ def _noise_total(x, sched, m, n):
         core = 0.5 * (dminus ** 2 + dplus ** 2)
         idx = np.arange(k)
         core[:, idx, idx] = dP ** 2
-        tot = core.sum(axis=(1, 2)) + (m - k + n - k) * (ratio ** 2).sum(axis=1)
+        kk = float(np.sum(w))
+        tot = np.einsum("i,sij,j->s", w, core, w) + (m - kk + n - kk) * (w * ratio ** 2).sum(
+            axis=1)
         rms = np.sqrt(tot / (m * n))
-        val = float(np.sum(np.linalg.norm(X, axis=1) * rms) / out_norm)
+        val = float(np.sum(np.sqrt((w * X ** 2).sum(axis=1)) * rms) / out_norm)
     return val if np.isfinite(val) else float("inf")
 
 
@@ -310,15 +315,25 @@ def denominator(fro, preset) -> float:
 _GAIN_CACHE: dict = {}
 
 
-def noise_gain(G2, preset, sched) -> float:
+def noise_gain(G2, preset, sched, sv=None) -> float:
     """Relative output noise per unit roundoff of one matrix ``G2`` run through ``sched``.
 
     Noise of relative size u injected before step k (k = 0: the normalisation) is carried to the
     output by the RMS first-order gain of the remaining composition at the intermediate singular
     values; the result is ``sum_k ||X_k||_F * gain_k / ||X_K||_F`` (the final rounding counts 1).
+    ``sv``: the singular values of ``G2`` when the caller already has them.
     """
     G2 = np.asarray(G2, np.float64)
     m, n = G2.shape
+    if sv is not None:
+        sv = np.asarray(sv, np.float64)
+        fro = float(np.linalg.norm(sv))
+        d = denominator(fro, preset)
+        if fro == 0 or d == 0 or not np.isfinite(fro):
+            return 0.0
+        x, w = binned(sv / d)
+        total = _noise_total(x, sched, m, n, w)
+        return 0.0 if total is None else total
     fro = float(np.linalg.norm(G2))
     d = denominator(fro, preset)
     if fro == 0 or d == 0 or not np.isfinite(fro):
@@ -341,8 +356,27 @@ def noise_gain(G2, preset, sched) -> float:
     return total
 
 
-def probe_tolerance(G, preset, sched, precision: str) -> float:
-    """Match tolerance for one probe (the worst matrix of a batch) in ``precision``."""
+#: from this many singular values on, noise_gain(sv=...) bins them (the gain is an average
+#: over all pairs of values, a smooth function of them; O(K k^2) memory is GBs at k = 4096)
+BIN_ABOVE = 1024
+BINS = 512
+
+
+def binned(x, bins: int | None = None):
+    """``(values, weights)``: sorted ``x`` in ``bins`` groups of equal count, each stood for by
+    its root mean square (so the weighted sum of squares is exact); ``x`` itself (weights 1)
+    up to :data:`BIN_ABOVE` values."""
+    x = np.sort(np.asarray(x, np.float64))[::-1]
+    if x.size <= BIN_ABOVE:
+        return x, np.ones(x.size)
+    groups = np.array_split(x, bins or BINS)
+    return (np.array([math.sqrt(float(np.mean(g * g))) for g in groups]),
+            np.array([float(g.size) for g in groups]))
+
+
+def probe_tolerance(G, preset, sched, precision: str, sv=None) -> float:
+    """Match tolerance for one probe (the worst matrix of a batch) in ``precision``; ``sv``:
+    the singular values of every matrix of ``G`` (shape (batch, k)) when already known."""
     G = np.asarray(G, np.float64)
     mats = G.reshape((-1,) + G.shape[-2:])
     m, n = G.shape[-2:]
@@ -351,7 +385,8 @@ def probe_tolerance(G, preset, sched, precision: str) -> float:
         # SWAN's coupled form multiplies Z by T each step: the noise gain of its Z (up to the
         # scalar map's slope) enters twice
         acc *= 2.0
-    gain = max(noise_gain(g, preset, sched) for g in mats)
+    gain = max(noise_gain(g, preset, sched, None if sv is None else sv[i])
+               for i, g in enumerate(mats))
     amp = C_AMPLIFICATION * UNIT_ROUNDOFF[precision] * acc * gain
     return max(MATCH_TOLERANCE[precision], amp)
 

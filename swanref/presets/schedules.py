@@ -28,12 +28,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 
 import mpmath as mp
 import numpy as np
 
 from swanref.presets import catalogue as presets
+from swanref.presets.coefficient_files import read_coefficient_file
+from swanref.spec.validate import iteration_count
 
 __all__ = ["Schedule", "from_preset", "load", "optimal_quintic", "optimal_composition",
            "analyse", "main", "UNIT_ROUNDOFF", "PE_CUSHION_PAPER"]
@@ -60,6 +63,10 @@ class Schedule:
             if len(t) != 3:
                 raise ValueError(f"each step must be (a, b, c) or (a, b); got {t}")
             triples.append(t)
+        if not all(math.isfinite(float(v)) for t in triples for v in t):
+            raise ValueError("coefficients must be finite numbers")
+        if not (math.isfinite(float(divisor)) and float(divisor) > 0):
+            raise ValueError(f"the divisor must be a finite number > 0, got {divisor!r}")
         self.coefficients = tuple(triples)
         self.divisor = divisor
         self.name = name
@@ -100,28 +107,13 @@ def from_preset(name: str, steps=None) -> Schedule:
 
 
 def load(path: str, steps=None) -> Schedule:
-    with open(path) as fh:
-        text = fh.read()
-    divisor = 1.0
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        coeffs = []
-        for line in text.splitlines():
-            line = line.split("#")[0].strip().strip("(),[]")
-            if line:
-                coeffs.append(tuple(float(v) for v in line.replace(",", " ").split()))
-    else:
-        if isinstance(data, dict):
-            coeffs = data["coefficients"]
-            divisor = float(data.get("divisor", 1.0))
-        else:
-            coeffs = data
-    if not coeffs:
-        raise ValueError(f"{path}: no coefficients found")
+    """A schedule from a coefficient file (:mod:`swanref.presets.coefficient_files`);
+    ``steps`` truncates the table or repeats its last step."""
+    coeffs, divisor = read_coefficient_file(path)
     if steps is not None:
+        steps = iteration_count(steps, "steps")
         coeffs = list(coeffs[:steps]) + [coeffs[-1]] * max(0, steps - len(coeffs))
-    return Schedule([tuple(c) for c in coeffs], divisor, path)
+    return Schedule(coeffs, divisor, os.fspath(path))
 
 
 # -- the four numbers ------------------------------------------------------------------------
@@ -347,11 +339,15 @@ def main(argv=None) -> int:
             sched = from_preset(args.schedule, args.steps)
         else:
             sched = load(args.schedule, args.steps)
+        if args.divisor is not None:
+            sched = Schedule(sched.coefficients, args.divisor, sched.name)
+        if not all(0 < v <= 1 for v in args.lower):
+            raise ValueError(f"--lower values must lie in (0, 1], got {args.lower}")
+        if not (math.isfinite(args.bound) and args.bound > 0):
+            raise ValueError(f"--bound must be a finite number > 0, got {args.bound}")
     except (OSError, ValueError, KeyError, TypeError) as exc:
         print(f"swanref schedule: {exc}", file=sys.stderr)
         return 2
-    if args.divisor is not None:
-        sched = Schedule(sched.coefficients, args.divisor, sched.name)
     res = analyse(sched, tuple(args.lower), args.bound, tuple(args.dtype))
     if args.json:
         res = dict(res)

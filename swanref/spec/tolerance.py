@@ -85,10 +85,13 @@ def exact_whitening_tolerance(m: int, n: int, kappa, dtype, method: str = "svd")
 def newton_schulz_tolerance(s, m: int, n: int, steps: int, beta: float, scaling: str, dtype):
     """Bound on ``||X - U phi(S) V^T||_F / sqrt(m)`` for the coupled iteration (spec 8.3).
 
-    ``16 (K+1) max(m,n) u z_max + u z_max^2`` where ``z_max`` is the largest scalar multiplier
-    ``z_K`` of the iteration over the scaled eigenvalues, each floored at ``m u`` (rounding puts
-    noise of that size into null directions, which the iteration amplifies by up to
-    (3 beta)^K).  The first term is accumulated rounding; the second is feedback: a rounding
+    ``16 (K+1) sqrt(max(m,n)) u z_max + u z_max^2`` where ``z_max`` is the largest scalar
+    multiplier ``z_K`` of the iteration over the scaled eigenvalues, each floored at ``m u``
+    (rounding puts noise of that size into null directions, which the iteration amplifies by
+    up to (3 beta)^K).  The first term is accumulated rounding, with the probabilistic size
+    factor ``sqrt(max(m, n))`` of an inner product's rounding error (Higham & Mary 2019; the
+    ``sqrt(n)`` of 8.1) in place of the worst case ``max(m, n)`` (spec 0.3); the second is
+    feedback: a rounding
     error of relative size u in the product Z Y (Z up to z_max) is carried into the next Z by
     another factor z_max, and dominates once z_max is large (high kappa, many steps).
     Defined for beta = 1/2 (the convergent reading); returns ``inf`` otherwise, and a value
@@ -105,7 +108,7 @@ def newton_schulz_tolerance(s, m: int, n: int, steps: int, beta: float, scaling:
     lam = np.maximum(s ** 2 / c, m * u)
     z = spectral.ns_scalar_map(lam, steps, beta) / np.sqrt(lam)
     zmax = np.max(z, axis=-1)
-    tol = (C_NEWTON_SCHULZ * (steps + 1) * max(m, n) * u * zmax
+    tol = (C_NEWTON_SCHULZ * (steps + 1) * np.sqrt(max(m, n)) * u * zmax
            + C_NEWTON_SCHULZ_FEEDBACK * u * zmax ** 2)
     return tol + output_roundoff(dtype)
 

@@ -2,7 +2,7 @@
 
 ``measure_grad_norm`` and friends are the older names of the ``measure_*_close`` twins.
 """
-from swanref.verify.measure import (Measurement, SwanrefAssertionError, assert_close,  # noqa: F401
+from swanref.verify.measure import (Measurement, SwanrefAssertionError, NoClaimError, assert_close,  # noqa: F401
                                     assert_grad_norm_close, assert_newton_schulz_close,
                                     assert_orthonormal_rows, assert_partial_isometry,
                                     assert_sinkgd_close, assert_swan_update_close,

@@ -42,6 +42,7 @@ import scipy.linalg.blas as sb
 
 from swanref.backends import cpp as _cpp_backend
 from swanref.spec.tolerance import exact_whitening_tolerance
+from swanref.spec.output_files import output_path_problem
 from swanref.tools import bench_gpu
 
 DEFAULT_CASES = [((1024, 4096), "float64"), ((1024, 4096), "float32"), ((2048, 2048), "float64"),
@@ -496,6 +497,10 @@ def main(argv=None) -> int:
     p.add_argument("--clock", choices=("wall", "thread"), default=None,
                    help="wall time, or the calling thread's CPU time (default: thread with --goals, else wall)")
     args = p.parse_args(argv)
+    for option, path in (("--markdown", args.markdown), ("--json", args.json)):
+        problem = path and output_path_problem(path, option)
+        if problem:  # before the run, not a traceback after it
+            p.error(problem)
     clock = args.clock or ("thread" if args.goals else "wall")
     _CLOCK.update(fn=time.thread_time if clock == "thread" else time.perf_counter, name=clock)
 

@@ -40,6 +40,7 @@ import numpy as np
 import swanref
 from swanref.backends import cupy as CB
 from swanref.presets import catalogue, lowprec
+from swanref.spec.output_files import output_path_problem
 
 NS_CASES = [(1, 1024, 4096), (1, 4096, 4096), (1, 4096, 11008), (8, 1024, 1024), (8, 512, 2048)]
 PRESET_CASES = [(1, 1024, 4096), (1, 4096, 11008), (8, 1024, 1024), (8, 512, 2048)]
@@ -601,6 +602,10 @@ def main(argv=None) -> int:
     ap.add_argument("--markdown", help="write the tables here")
     ap.add_argument("--json", help="write every number here")
     args = ap.parse_args(argv)
+    for option, path in (("--markdown", args.markdown), ("--json", args.json)):
+        problem = path and output_path_problem(path, option)
+        if problem:  # before the run, not a traceback after it
+            ap.error(problem)
     try:
         import cupy as cp
     except ImportError:

@@ -310,6 +310,14 @@ def run(outdir, *, steps=1000, quick=False, seeds=3, progress=None, command=None
     return summary
 
 
+def _mean_std(s, key, nseeds, digits) -> str:
+    """``mean +- std over N seeds``; one seed has no spread to show (not "+- 0.0000")."""
+    mean = f"{s[key + '_mean']:.{digits}f}"
+    if nseeds < 2:
+        return mean + " (one seed)"
+    return f"{mean} +- {s[key + '_std']:.{digits}f} over {nseeds} seeds"
+
+
 def _verdict(summary, nseeds):
     """An honest, number-backed statement of what the run shows."""
     order = sorted(OPTIMIZERS, key=lambda k: summary[k]["test_loss_mean"])
@@ -323,10 +331,9 @@ def _verdict(summary, nseeds):
                      f"to {s['final_train_loss_mean']:.3f} (mean of the last 10% of steps).")
     else:
         lines.append("SWAN did NOT reduce the training loss in this run.")
-    head = (f"Lowest test loss: {best} ({summary[best]['test_loss_mean']:.3f} +- "
-            f"{summary[best]['test_loss_std']:.3f} over seeds), then {second} "
-            f"({summary[second]['test_loss_mean']:.3f} +- "
-            f"{summary[second]['test_loss_std']:.3f}); the gap {gap:.3f} is ")
+    head = (f"Lowest test loss: {best} ({_mean_std(summary[best], 'test_loss', nseeds, 3)}), "
+            f"then {second} ({_mean_std(summary[second], 'test_loss', nseeds, 3)}); "
+            f"the gap {gap:.3f} is ")
     if nseeds < 2:
         lines.append(head + "measured on one seed, so its significance is unknown.")
     elif gap > 2 * spread:
@@ -443,8 +450,8 @@ def _write_outputs(outdir, runs, tuning, summary, config, steps, elapsed):
     for name in OPTIMIZERS:
         s = summary[name]
         md.append(f"| {name} | {s['lr']:g} ({', '.join(f'{x:g}' for x in s['grid'])}) | "
-                  f"{s['final_train_loss_mean']:.4f} | {s['test_loss_mean']:.4f} +- "
-                  f"{s['test_loss_std']:.4f} | {s['test_acc_mean']:.3f} | "
+                  f"{s['final_train_loss_mean']:.4f} | "
+                  f"{_mean_std(s, 'test_loss', config['seeds'], 4)} | {s['test_acc_mean']:.3f} | "
                   f"{s['state_bytes_swan_routed']:,} / {s['state_bytes_other']:,} / "
                   f"{s['state_bytes']:,} | {s['ms_per_step']:.2f} |")
     md += ["", "Tuning (validation loss at the end of the budget, tuning seed):", "",

@@ -183,7 +183,8 @@ def header() -> str:
              f"backends available: {', '.join(env['backends_available'])} "
              f"(known: {', '.join(env['backends_known'])})"]
     if env["cpp_core"] != "loaded":
-        lines.append(f"C++ core NOT loaded: {env['cpp_core']}")
+        lines.append(f"WARNING: C++ core NOT loaded: {env['cpp_core']}")
+        lines.append("         this report covers the reference backend only (half the rows)")
     lines.append(f"BLAS: {env['blas']}")
     return "\n".join(lines)
 

@@ -14,11 +14,17 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import functools
 import json
 import math
 import os
+import re
+import shlex
+import shutil
 import sys
+import tempfile
+import textwrap
 import time
 from dataclasses import dataclass, field
 
@@ -30,15 +36,22 @@ from swanref.presets.catalogue import PRESETS, PROVENANCE, check_coefficients
 from swanref.presets.diagnose import MATCH_TOLERANCE, identify
 from swanref.spec.readings import SCALINGS, SPEC_VERSION, WHITEN_METHODS
 from swanref.verify.claims import DtypeName, add_claim_arguments, claim_from_args, parse_value
+from swanref.verify.claims.cli import operator_arguments
 from swanref.verify.measure import Measurement, describe_text, fmt
-from swanref.verify.targets import UsageError, load_target  # noqa: F401 (re-exported)
+from swanref.verify.targets import (DEFAULT_TIMEOUT_S, TargetAborted, TargetRunner,  # noqa: F401
+                                    TargetTimeout, UsageError, load_target)
 
 __all__ = ["check", "CheckReport", "PropertyResult", "load_target", "main"]
 
-STATUSES = ("pass", "FAIL", "warn", "unsupported", "no-claim", "n/a")
+STATUSES = ("pass", "FAIL", "warn", "unsupported", "no-claim", "n/a", "timeout", "aborted",
+            "not-run")
+
+#: the outcome of a check and its exit status (docs/verification.md, "Verdicts")
+EXIT_CODES = {"CONFORMING": 0, "NOT CONFORMING": 1, "INCONCLUSIVE": 3, "TARGET EXITED": 4,
+              "TIMEOUT": 5}
 
 #: version of the --json layout (docs/verification.md, "JSON schema"); bump on any change
-JSON_SCHEMA = "swanref-check/2"
+JSON_SCHEMA = "swanref-check/3"
 
 #: a tolerance this large asserts nothing: 2 is the largest distance between two partial
 #: isometries per sqrt(rank) (spec 8.2's cap) and exceeds any GradNorm/SinkGD output error
@@ -85,31 +98,86 @@ def _converters(array_type: str):
     raise UsageError(f"unknown --array-type {array_type!r}")
 
 
-def make_call(fn, array_type="numpy"):
-    """Wrap the target: NumPy in (copied unless asked), NumPy out, TargetError on failure."""
-    # the property catalogue (and hypothesis) load when a check runs: without hypothesis this
-    # module still imports, and main() says what is missing (exit 2)
-    from swanref.verify.properties import TargetError
+class TargetCall:
+    """The target as the properties call it: ``call(G, copy=True) -> NumPy array``.
 
-    to_target, to_numpy = _converters(array_type)
+    The input is converted to ``array_type`` (copied first unless ``copy=False``), the target
+    runs on ``runner``'s worker under its deadline, and the output is converted back; an
+    exception of the target, or an output that is not a floating array, raises TargetError.
+    With ``copy=False`` whatever the target did to the object it received is written back
+    into ``G`` (a bf16 tensor, a CuPy array or a contiguous copy is not ``G`` itself), so a
+    mutation check sees what the target saw.  ``where`` names the property running, for a
+    timeout's message.
+    """
 
-    def call(G, copy=True):
-        arg = to_target(G.copy() if copy else G)
+    def __init__(self, fn, array_type="numpy", runner=None):
+        # the property catalogue (and hypothesis) load when a check runs: without hypothesis
+        # this module still imports, and main() says what is missing (exit 2)
+        from swanref.verify.properties import TargetError
+        self._error = TargetError
+        self.fn, self.array_type = fn, array_type
+        self.to_target, self.to_numpy = _converters(array_type)
+        self.runner = runner if runner is not None else TargetRunner()
+        self.where = "its first call"
+
+    def _job(self, G, copy, errstate):
+        with np.errstate(**errstate):  # the caller's (thread-local) floating-point modes
+            return self._convert_and_call(G, copy)
+
+    def _convert_and_call(self, G, copy):
+        TargetError = self._error
+        arg = self.to_target(G.copy() if copy else G)
         try:
-            out = fn(arg)
+            out = self.fn(arg)
         except Exception as exc:  # noqa: BLE001 - reported per property
             raise TargetError(f"target raised {type(exc).__name__}: {exc}") from exc
+        finally:
+            if not copy and arg is not G:
+                _write_back(self.to_numpy, arg, G)
+        if isinstance(out, (list, tuple)) or np.isscalar(out) or out is None:
+            inner = (f" of {len(out)} {type(out[0]).__name__}" if isinstance(out, (list, tuple))
+                     and out else "")
+            err = TargetError(f"target returned {type(out).__name__}{inner}, not an array: "
+                              "return the array itself")
+            err.type_mistake = True
+            raise err
         try:
-            arr = to_numpy(out)
+            arr = self.to_numpy(out)
         except Exception as exc:  # noqa: BLE001
             raise TargetError(f"target returned {type(out).__name__}, not an array: {exc}") \
                 from exc
         if not isinstance(arr, np.ndarray) or arr.dtype == object or (
                 arr.dtype.kind not in "fc" and arr.dtype.name != "bfloat16"):
-            raise TargetError(f"target returned {type(out).__name__} of dtype "
+            err = TargetError(f"target returned {type(out).__name__} of dtype "
                               f"{getattr(arr, 'dtype', '?')}, not a floating array")
+            err.type_mistake = True
+            raise err
         return arr
-    return call
+
+    def __call__(self, G, copy=True):
+        G = np.asarray(G) if not isinstance(G, np.ndarray) else G
+        where = (f"computing {self.where} on a {G.dtype} array of shape "
+                 f"{tuple(G.shape)}")
+        return self.runner.run(self._job, G, copy, np.geterr(), where=where)
+
+
+def _write_back(to_numpy, arg, G):
+    """Copy what the target left in ``arg`` (its own array object) back into ``G``."""
+    try:
+        back = np.asarray(to_numpy(arg))
+    except Exception:  # noqa: BLE001 - nothing readable to copy
+        return
+    if back.shape != G.shape:      # resized in place (torch's resize_, unsqueeze_, ...)
+        if G.flags.writeable and G.size:
+            G[...] = np.nan        # not what it was: make the mutation visible
+    elif not np.array_equal(back.astype(G.dtype), G, equal_nan=True):
+        np.copyto(G, back.astype(G.dtype))
+
+
+def make_call(fn, array_type="numpy", runner=None) -> TargetCall:
+    """Wrap the target: NumPy in (copied unless asked), NumPy out, TargetError on failure;
+    TargetTimeout / TargetAborted (BaseExceptions) when it hangs or exits (see TargetCall)."""
+    return TargetCall(fn, array_type, runner)
 
 
 # -- running one property ----------------------------------------------------------------------
@@ -130,6 +198,8 @@ class PropertyResult:
     counterexample: np.ndarray | None = field(default=None, repr=False)
     diagnosis: dict | None = None     # --preset: swanref.presets.Diagnosis.to_dict()
     exception: str | None = None      # the target's exception (unsupported input classes)
+    cause: str = ""                   # what failed, for grouping identical failures
+    type_mistake: bool = False        # the target returned a list/tuple/scalar, not an array
 
     def to_dict(self) -> dict:
         d = {"property": self.name, "status": self.status, "level": self.level,
@@ -185,6 +255,8 @@ def run_property(prop, claim, call, examples=30, seed=0) -> PropertyResult:
         return res
     state = {"unsupported": None, "worst": None, "n": 0, "noclaim": 0}
     t0 = time.perf_counter()
+    if hasattr(call, "where"):
+        call.where = f"property {prop.name}"
 
     @hseed(seed)
     @settings(max_examples=examples, deadline=None, database=None, derandomize=False,
@@ -198,6 +270,9 @@ def run_property(prop, claim, call, examples=30, seed=0) -> PropertyResult:
         case = drawn if isinstance(drawn, Case) else drawn[0]
         try:
             meas = prop.check(claim, call, drawn)
+        except (TargetAborted, TargetTimeout) as exc:
+            exc.case = case
+            raise
         except TargetError as exc:
             if prop.input_class != "plain" and state["n"] == 0:
                 # the first input of an optional class was refused: the class is unsupported
@@ -223,11 +298,18 @@ def run_property(prop, claim, call, examples=30, seed=0) -> PropertyResult:
 
     try:
         run()
+    except (TargetAborted, TargetTimeout) as exc:
+        stopped(res, exc)
+        res.examples = state["n"]
+        res.seconds = time.perf_counter() - t0
+        return res
     except _Violation as v:
         res.status = "FAIL" if prop.level == "required" else "warn"
         res.error, res.tolerance = v.meas.error, v.meas.tolerance
         res.input = v.case.describe()
         res.message = v.meas.message()
+        res.cause = v.meas.note or v.meas.metric
+        res.type_mistake = res.cause.startswith("target returned")
         res.array = _small_array(v.case.G)
         res.counterexample = np.array(v.case.G, copy=True)
     except HypothesisException as exc:  # e.g. Flaky: a failure that did not reproduce
@@ -255,6 +337,27 @@ def run_property(prop, claim, call, examples=30, seed=0) -> PropertyResult:
     return res
 
 
+def stopped(res, exc):
+    """Fill ``res`` for a target that hung (TargetTimeout) or exited (TargetAborted)."""
+    case = getattr(exc, "case", None)
+    if isinstance(exc, TargetTimeout):
+        res.status = "timeout"
+        res.message = (f"{exc}: fix the hang (a loop that never converges, a lock, a wait), or "
+                       "if it is only slow give it more time with --timeout SECONDS (Python: "
+                       "timeout=...); the call was left running in the background")
+    else:
+        res.status = "aborted"
+        res.message = (f"{exc}: a function under check must return an array or raise an "
+                       "Exception for input it refuses; keep script code under "
+                       "`if __name__ == '__main__':`")
+    res.exception = f"{type(exc.exc).__name__}: {exc.exc}" if isinstance(exc, TargetAborted) \
+        else None
+    if case is not None:
+        res.input = case.describe()
+        res.array = _small_array(case.G)
+        res.counterexample = np.array(case.G, copy=True)
+
+
 # -- the report -----------------------------------------------------------------------------
 
 @dataclass
@@ -270,19 +373,44 @@ class CheckReport:
     hints: list = field(default_factory=list)
     #: a preset the target matches when its exact/iterative claim failed (None otherwise)
     matches_preset: dict | None = None
+    #: the command that runs this check again (a list of arguments; None from Python without
+    #: a target name): every command the report prints starts from it
+    command: list | None = None
 
     @property
     def failures(self) -> list:
-        bad = {"FAIL"} | ({"warn", "unsupported"} if self.strict else set())
+        bad = {"FAIL", "timeout", "aborted"} | ({"warn", "unsupported"} if self.strict
+                                                else set())
         return [r for r in self.results if r.status in bad]
 
     @property
+    def evidence(self) -> list:
+        """Properties that ran on at least one input with a claim and passed."""
+        return [r for r in self.results if r.status == "pass"
+                and (r.examples > 0 or self.examples > 0)]
+
+    @property
+    def outcome(self) -> str:
+        """CONFORMING needs evidence (a property that ran with a claim and passed) and no
+        failure; a hang, an exit or no evidence at all are outcomes of their own."""
+        statuses = {r.status for r in self.results}
+        if "timeout" in statuses:
+            return "TIMEOUT"
+        if "aborted" in statuses:
+            return "TARGET EXITED"
+        if self.failures:
+            return "NOT CONFORMING"
+        if not self.evidence:
+            return "INCONCLUSIVE"
+        return "CONFORMING"
+
+    @property
     def conforming(self) -> bool:
-        return not self.failures
+        return self.outcome == "CONFORMING"
 
     @property
     def exit_code(self) -> int:
-        return 0 if self.conforming else 1
+        return EXIT_CODES[self.outcome]
 
     def failed(self, name: str) -> bool:
         return any(r.name == name and r.status in ("FAIL", "warn") for r in self.results)
@@ -293,97 +421,344 @@ class CheckReport:
                 return r.status
         raise KeyError(name)
 
+    def rerun(self, *extra, drop=()) -> str | None:
+        """The command that reruns this check with ``extra`` arguments (options in ``drop``
+        and their values left out), or None when the check did not come from a target name."""
+        if self.command is None:
+            return None
+        return shell_join(_drop_options(self.command, drop) + list(extra))
+
+    def groups(self) -> list:
+        """Failing results grouped by cause: [((status, cause), [results])], largest group
+        first; the status is the worst in the group (FAIL before warn)."""
+        out = {}
+        for r in self.results:
+            if r.status in ("FAIL", "warn", "timeout", "aborted") or r in self.failures:
+                out.setdefault(_cause_key(r), []).append(r)
+        rank = {"timeout": 0, "aborted": 0, "FAIL": 1, "unsupported": 2, "warn": 3}
+        groups = [((min((m.status for m in ms), key=lambda s_: rank.get(s_, 9)),
+                    _cause_text(ms[0])), ms) for ms in out.values()]
+        return sorted(groups, key=lambda kv: (rank.get(kv[0][0], 9), -len(kv[1])))
+
+    def summary(self) -> list:
+        """The lines that lead the report: verdict, cause, smallest counterexample, next."""
+        outcome = self.outcome
+        lines = [f"verdict: {outcome} (exit {self.exit_code})"]
+        groups = self.groups()
+        if outcome in ("TIMEOUT", "TARGET EXITED"):
+            r = next(r for r in self.results if r.status in ("timeout", "aborted"))
+            lines.append(f"  cause: {r.message.splitlines()[0]}")
+            if r.input:
+                lines.append(f"  input: {describe_text(r.input)}")
+            skipped = [q.name for q in self.results if q.status == "not-run"]
+            if skipped:
+                lines.append(f"  not run after it: {len(skipped)} "
+                             f"propert{'y' if len(skipped) == 1 else 'ies'}")
+        elif outcome == "NOT CONFORMING":
+            (status, cause), members = groups[0]
+            names = ", ".join(q.name for q in members[:6]) + (
+                f" (+{len(members) - 6} more)" if len(members) > 6 else "")
+            lines.append(f"  cause: {cause} -- {len(members)} propert"
+                         f"{'y' if len(members) == 1 else 'ies'}: {names}")
+            if len(groups) > 1:
+                lines.append(f"  and {len(groups) - 1} other cause"
+                             f"{'s' if len(groups) > 2 else ''} (below)")
+            small = _smallest(members)
+            if small is not None:
+                lines.append(f"  smallest counterexample ({small.name}): "
+                             f"{describe_text(small.input)}")
+            lines.extend("  next: " + n for n in self._next_steps(groups))
+        elif outcome == "INCONCLUSIVE":
+            counts = {}
+            for r in self.results:
+                counts.setdefault(r.status, []).append(r.name)
+            lines.append("  no property ran on an input with a claim and passed: "
+                         + "; ".join(f"{len(v)} {k}" for k, v in counts.items()))
+            if "no-claim" in counts:
+                lines.append("  next: the spec's tolerance model makes no claim on the drawn "
+                             "inputs (dtype too low for the condition numbers): lower "
+                             "--max-kappa, claim a higher --dtype, or fewer --steps limits")
+            if "unsupported" in counts:
+                lines.append("  next: the target refused every optional input class it was "
+                             "given; run the plain-input properties too (drop --property)")
+            if "n/a" in counts:
+                lines.append("  next: the properties run do not apply to this claim; "
+                             "--list-properties shows which do")
+        else:
+            noclaim = [r.name for r in self.results if r.status == "no-claim"]
+            lines.append(f"  evidence: {len(self.evidence)} properties passed on inputs with a "
+                         "claim" + (f"; no claim (accuracy not judged): {', '.join(noclaim)}"
+                                    if noclaim else ""))
+        return lines
+
+    def _next_steps(self, groups) -> list:
+        steps = []
+        (status, cause), members = groups[0]
+        if any(getattr(r, "type_mistake", False) for r in members):
+            steps.append("return one array (the input's type, shape and dtype), not a list, "
+                         "tuple or scalar")
+        elif cause.startswith("target raised"):
+            steps.append("the target raised on input the claim covers: make it accept that "
+                         "input, or narrow the claim (--full-rank-only, --shapes few, ...)")
+        first = members[0]
+        if first.name in PSEUDO_PROPERTIES:   # not a property: --property cannot select it
+            return steps
+        cmd = self.rerun("--property", first.name, drop=("--property", "--json"))
+        if cmd:
+            steps.append(f"reproduce one property: {cmd}")
+            steps.append("write the shrunk inputs as .npy files: add --save-failures DIR")
+        return steps
+
     def to_dict(self) -> dict:
         return {"schema": JSON_SCHEMA, "swanref_spec": SPEC_VERSION, "op": self.op,
                 "target": self.target,
                 "claim": self.claim, "examples_per_property": self.examples, "seed": self.seed,
-                "strict": self.strict, "conforming": self.conforming,
-                "exit_code": self.exit_code,
+                "strict": self.strict, "outcome": self.outcome,
+                "conforming": self.conforming, "exit_code": self.exit_code,
                 "failed_properties": [r.name for r in self.failures],
+                "evidence": [r.name for r in self.evidence],
+                "causes": [{"status": st_, "cause": cause,
+                            "properties": [r.name for r in members]}
+                           for (st_, cause), members in self.groups()],
+                "summary": self.summary(),
+                "command": self.rerun(),
                 "matches_preset": self.matches_preset, "hints": list(self.hints),
                 "results": [r.to_dict() for r in self.results]}
 
     def table(self) -> str:
         claim = ", ".join(f"{k}={v}" for k, v in self.claim.items() if k != "op")
-        lines = [f"swanref check {self.op} {self.target}",
-                 f"  claim: {claim}",
-                 f"  {self.examples} examples per property, seed {self.seed}, spec "
-                 f"{SPEC_VERSION}", ""]
+        lines = [f"swanref check {self.op} {self.target}"]
+        lines.extend(self.summary())
+        lines.extend([f"  claim: {claim}",
+                      f"  {self.examples} examples per property, seed {self.seed}, spec "
+                      f"{SPEC_VERSION}", ""])
         w = max([len(r.name) for r in self.results] + [8])
         lines.append(f"{'property':<{w}}  {'result':<11}  {'worst error':>11}  "
                      f"{'tolerance':>10}  {'n':>4}  input")
         lines.append("-" * (w + 60))
+        not_run = [r for r in self.results if r.status == "not-run"]
         for r in self.results:
+            if r.status == "not-run":
+                if r is not_run[0]:
+                    lines.append(f"{'...':<{w}}  {'not-run':<11}  {len(not_run)} more "
+                                 f"(--list-properties): {r.message.removeprefix('not run: ')}")
+                continue
             brief = {k: r.input[k] for k in ("probe", "shape", "dtype", "kappa", "rank", "seed",
                                              "zero")
                      if r.input and k in r.input}
-            what = describe_text(brief) if r.input else (r.message if r.status in (
-                "n/a", "unsupported", "no-claim") else "")
+            what = describe_text(brief) if r.input else (r.message.splitlines()[0] if (
+                r.status in ("n/a", "unsupported", "no-claim", "not-run") and r.message)
+                else "")
             lines.append(f"{r.name:<{w}}  {r.status:<11}  {fmt(r.error):>11}  "
                          f"{fmt(r.tolerance):>10}  {r.examples:>4}  {what}")
-        details = [r for r in self.results if r.status in ("FAIL", "warn")]
-        for r in details:
+        for (status, cause), members in self.groups():
+            first = _smallest(members) or members[0]
             lines.append("")
-            lines.append(f"[{r.status}] {r.name}: {r.doc}")
-            lines.extend("  " + ln for ln in r.message.splitlines())
-            if r.array is not None:
-                arr = np.array(r.array)
+            if len(members) == 1:
+                lines.append(f"[{status}] {first.name}: {first.doc}")
+            else:
+                lines.append(f"[{status}] {len(members)} properties, one cause: {cause}")
+                lines.extend(textwrap.wrap(", ".join(f"{q.name} ({q.status})" if q.status !=
+                                                     status else q.name for q in members),
+                                           width=96, initial_indent="  in: ",
+                                           subsequent_indent="      "))
+                lines.append(f"  the smallest case ({first.name}: {first.doc}):")
+            lines.extend("  " + ln for ln in first.message.splitlines())
+            if first.array is not None:
+                arr = np.array(first.array)
                 with np.printoptions(precision=17, linewidth=100, threshold=100):
                     lines.append("  shrunk input (float64 view of the array passed):")
                     lines.extend("    " + ln for ln in repr(arr).splitlines())
         lines.append("")
-        if self.conforming:
+        outcome = self.outcome
+        if outcome == "CONFORMING":
             lines.append("verdict: CONFORMING" + (
                 " (advisory warnings above)" if any(r.status == "warn" for r in self.results)
                 else ""))
-        else:
+        elif outcome == "NOT CONFORMING":
             names = ", ".join(r.name for r in self.failures)
+            if len(self.failures) > 4:
+                n = len(self.groups())
+                names = (f"{len(self.failures)} properties, {n} cause{'s' if n > 1 else ''} "
+                         "(the first at the top)")
             lines.append(f"verdict: NOT CONFORMING -- failed: {names}")
+        else:
+            lines.append(f"verdict: {outcome} (exit {self.exit_code}) -- the cause is at the top")
         lines.extend(self.hints)
         return "\n".join(lines)
 
 
-def check(fn, op, *, dtype="float64", axis=-1, eps=0.0, method="svd", steps=None, beta=None,
-          scaling=None, rescale=True, iters=5, max_kappa=None, max_side=8,
-          full_rank_only=False, examples=30, seed=0, properties=None, strict=False,
+#: results that are not properties of the catalogue (the first call, the import)
+PSEUDO_PROPERTIES = ("first_call", "import")
+
+_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+
+
+def _cause_text(r) -> str:
+    text = r.cause or (r.message.splitlines()[0] if r.message else r.status)
+    return text.split(" (after accepting other ")[0].strip()
+
+
+def _cause_key(r) -> str:
+    """What a failure is, without the numbers of its input: equal keys, one mistake."""
+    return _NUMBER.sub("#", _cause_text(r))
+
+
+def _smallest(results):
+    best = None
+    for r in results:
+        if r.input and "shape" in r.input:
+            size = math.prod(r.input["shape"])
+            if best is None or size < best[0]:
+                best = (size, r)
+    return best[1] if best else None
+
+
+def shell_join(args) -> str:
+    return " ".join(shlex.quote(str(a)) for a in args)
+
+
+def _drop_options(args, drop):
+    """``args`` without the options in ``drop`` and their values (``--opt v``, ``--opt=v``)."""
+    out, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+            continue
+        name = a.split("=", 1)[0]
+        if name in drop:
+            skip = "=" not in a and name not in _FLAGS
+            continue
+        out.append(a)
+    return out
+
+
+#: options without a value (for _drop_options)
+_FLAGS = {"--json", "--strict", "--full-rank-only", "--rescale", "--no-rescale", "--row-norm",
+          "--complex", "--list-properties", "--list-presets"}
+
+
+#: the defaults of the options of :func:`check` (None there means "not given": an option that
+#: does not apply to the operator is refused only when given)
+DEFAULTS = {"axis": -1, "eps": 0.0, "method": "svd", "rescale": True, "iters": 5,
+            "max_side": 8, "examples": 30, "seed": 0}
+
+#: which operators each reading option applies to
+APPLIES = {"axis": ("grad_norm", "swan_update"), "eps": ("grad_norm", "swan_update"),
+           "rescale": ("swan_update",), "iters": ("sinkgd_update",),
+           "full_rank_only": ("whiten", "swan_update")}
+
+#: the options of OP update (spec 9), refused for the other operators
+UPDATE_OPTIONS = ("scale", "scale_factor", "stack_dims", "row_norm", "complex", "tolerance")
+
+
+def _given(value) -> bool:
+    return value is not None and value is not False
+
+
+def _refuse(op, given: dict, why: str):
+    bad = [k for k, v in given.items() if _given(v)]
+    if bad:
+        opts = ", ".join("--" + k.replace("_", "-") for k in bad)
+        raise UsageError(f"{opts} {'does' if len(bad) == 1 else 'do'} not apply to {why}")
+
+
+def check(fn, op, *, dtype="float64", axis=None, eps=None, method=None, steps=None, beta=None,
+          scaling=None, rescale=None, iters=None, max_kappa=None, max_side=None,
+          full_rank_only=False, examples=None, seed=None, properties=None, strict=False,
           array_type="numpy", target_name=None, preset=None, coefficients=None,
-          kwargs=None, shapes=None, suggest=True) -> CheckReport:
+          kwargs=None, shapes=None, suggest=True, timeout=DEFAULT_TIMEOUT_S, scale=None,
+          scale_factor=None, stack_dims=None, row_norm=False, complex=False, tolerance=None,
+          command=None, claim=None) -> CheckReport:
     """Run the property catalogue for ``op`` on callable ``fn``; returns a CheckReport.
 
-    ``kwargs`` are bound to ``fn`` (``fn(G, **kwargs)``; the CLI's ``--kwarg``).  ``shapes``:
-    ``None`` (hypothesis draws the shapes) or ``"few"`` (a fixed small set, :data:`FEW_SHAPES`,
-    for JIT-compiled targets that recompile per shape).  ``preset`` (with ``coefficients`` for
-    ``'custom'``) checks a named orthogonalisation preset instead of the reading given by
-    ``method``/``steps``/....  When a whitening claim fails and the target matches a preset,
-    the report says so (``suggest``).
+    The keywords are the CLI's options (``--max-kappa`` -> ``max_kappa``); one that does not
+    apply to ``op`` raises UsageError, as on the command line.  ``kwargs`` are bound to ``fn``
+    (``fn(G, **kwargs)``; the CLI's ``--kwarg``).  ``shapes``: ``None`` (hypothesis draws the
+    shapes) or ``"few"`` (a fixed small set, :data:`FEW_SHAPES`, for JIT-compiled targets).
+    ``preset`` (with ``coefficients`` for ``'custom'``) checks a named orthogonalisation
+    preset instead of the reading given by ``method``/``steps``/....  ``op='update'`` checks
+    an optimizer update (spec 9) with ``preset``, ``scale``, ``scale_factor``, ``stack_dims``,
+    ``row_norm``, ``complex``, ``tolerance``, ``steps``, ``coefficients``.  ``timeout``:
+    seconds one call of the target may take (None: no deadline, and the target runs on the
+    caller's thread).  When a whitening claim fails and the target matches a preset, the
+    report says so (``suggest``).  ``command``: the CLI arguments of this check, for the
+    commands the report prints (built from the keywords when ``target_name`` is given).
+    ``claim`` (a swanref.verify.claims.Claim) replaces the reading keywords (docs/spec.md 11.5).
     """
+    if claim is not None and op != "update":  # OP update takes the claim as it is, below
+        kw = operator_arguments(claim)
+        preset, coefficients, dtype, steps = (kw.get("preset"), kw.get("coefficients"),
+                                              kw["dtype"], kw["steps"])
+        method, beta, scaling = kw.get("method", method), kw.get("beta"), kw.get("scaling")
     from swanref.verify.properties import OPS, Claim, properties_for
 
     fn = bind(fn, kwargs)
     if shapes not in (None, "few", "any"):
         raise UsageError(f"--shapes must be 'few' or 'any', got {shapes!r}")
-    shapes = FEW_SHAPES if shapes == "few" else None
+    runner = TargetRunner(timeout)
+    if command is None and target_name is not None:
+        command = _command(op, target_name, dict(
+            dtype=dtype, axis=axis, eps=eps, method=method, steps=steps, beta=beta,
+            scaling=scaling, rescale=rescale, iters=iters, max_kappa=max_kappa,
+            max_side=max_side, full_rank_only=full_rank_only, examples=examples, seed=seed,
+            properties=properties, strict=strict, array_type=array_type, preset=preset,
+            coefficients=coefficients, kwargs=kwargs, shapes=shapes, timeout=timeout,
+            scale=scale, scale_factor=scale_factor, stack_dims=stack_dims, row_norm=row_norm,
+            complex=complex, tolerance=tolerance))
 
     if op == "update":  # spec 9: fixed probes, swanref.verify.update_properties
+        _refuse(op, dict(axis=axis, eps=eps, method=method, beta=beta, scaling=scaling,
+                         rescale=rescale, iters=iters, max_kappa=max_kappa, max_side=max_side,
+                         full_rank_only=full_rank_only, examples=examples, seed=seed,
+                         shapes=None if shapes in (None, "any") else shapes),
+                "OP update (fixed probes, spec 9)")
         # imported here: update_properties imports this module's report types (a circle)
         from swanref.verify.update_properties import check_update
-        return check_update(fn, preset=preset or "svd", steps=steps, dtype=dtype,
-                            properties=properties, array_type=array_type,
-                            target_name=target_name, strict=strict)
+        report = check_update(
+            fn, preset=preset or "svd", scale=scale or "keller",
+            scale_factor=1.0 if scale_factor is None else scale_factor,
+            stack_dims=stack_dims or 0, row_norm=row_norm, steps=steps,
+            coefficients=coefficients, dtype=dtype, complex=complex, tolerance=tolerance,
+            properties=properties, array_type=array_type, target_name=target_name,
+            strict=strict, runner=runner, claim=claim)
+        report.command = command
+        return report
     if op not in OPS:
-        raise UsageError(f"unknown OP {op!r}; choose one of {', '.join(OPS)}")
+        raise UsageError(f"unknown OP {op!r}; choose one of {', '.join(OPS)}, update")
+    _refuse(op, {k: v for k, v in zip(UPDATE_OPTIONS, (scale, scale_factor, stack_dims,
+                                                        row_norm, complex, tolerance))},
+            f"OP {op} (they are OP update's)")
+    for key, value in (("axis", axis), ("eps", eps), ("rescale", rescale), ("iters", iters),
+                       ("full_rank_only", full_rank_only)):
+        if _given(value) and op not in APPLIES[key]:
+            _refuse(op, {key: value}, f"OP {op} (only to {', '.join(APPLIES[key])})")
+    examples = DEFAULTS["examples"] if examples is None else examples
+    seed = DEFAULTS["seed"] if seed is None else seed
+    shapes = FEW_SHAPES if shapes == "few" else None
     if preset is not None:
-        return check_preset(fn, preset, dtype=dtype, steps=steps, examples=examples, seed=seed,
-                            strict=strict, array_type=array_type, target_name=target_name,
-                            op=op, method=method, beta=beta, scaling=scaling,
-                            coefficients=coefficients, shapes=shapes)
+        _refuse(op, dict(axis=axis, eps=eps, rescale=rescale, iters=iters,
+                         max_kappa=max_kappa, max_side=max_side,
+                         full_rank_only=full_rank_only), "a --preset check")
+        report = check_preset(fn, preset, dtype=dtype, steps=steps, examples=examples,
+                              seed=seed, strict=strict, array_type=array_type,
+                              target_name=target_name, op=op, method=method or "svd",
+                              beta=beta, scaling=scaling, coefficients=coefficients,
+                              shapes=shapes, properties=properties, runner=runner)
+        report.command = command
+        return report
     if coefficients is not None:
         raise UsageError("--coefficients needs --preset (e.g. --preset custom)")
+    method = method or DEFAULTS["method"]
     dt = _parse_dtype(dtype)
     _validate_reading(op, method, steps, beta, scaling)
-    claim = Claim(op, dt, axis=axis, eps=eps, method=method, steps=steps, beta=beta,
-                  scaling=scaling, rescale=rescale, iters=iters, max_kappa=max_kappa,
-                  max_side=max_side, full_rank_only=full_rank_only, shapes=shapes)
+    claim = Claim(op, dt, axis=DEFAULTS["axis"] if axis is None else axis,
+                  eps=DEFAULTS["eps"] if eps is None else eps, method=method, steps=steps,
+                  beta=beta, scaling=scaling,
+                  rescale=DEFAULTS["rescale"] if rescale is None else rescale,
+                  iters=DEFAULTS["iters"] if iters is None else iters, max_kappa=max_kappa,
+                  max_side=DEFAULTS["max_side"] if max_side is None else max_side,
+                  full_rank_only=full_rank_only, shapes=shapes)
     props = properties_for(claim)
     if properties:
         known = {p.name for p in props}
@@ -392,16 +767,74 @@ def check(fn, op, *, dtype="float64", axis=-1, eps=0.0, method="svd", steps=None
             raise UsageError(f"unknown properties for {op}: {', '.join(unknown)}; known: "
                              f"{', '.join(sorted(known))}")
         props = [p for p in props if p.name in properties]
-    call = make_call(fn, array_type)
-    _smoke(call, dt, shapes)
+    call = make_call(fn, array_type, runner)
     report = CheckReport(op, target_name or getattr(fn, "__qualname__", repr(fn)),
-                         claim.describe(), examples, seed, strict)
+                         claim.describe(), examples, seed, strict, command=command)
+    if _smoke(call, dt, shapes, report):
+        report.results.extend(_not_run(props, report.results[0]))
+        return report
     with np.errstate(all="ignore"):
-        for p in props:
-            report.results.append(run_property(p, claim, call, examples, seed))
-    if suggest and op == "whiten" and not report.conforming:
+        for i, p in enumerate(props):
+            res = run_property(p, claim, call, examples, seed)
+            report.results.append(res)
+            if res.status in ("timeout", "aborted"):
+                report.results.extend(_not_run(props[i + 1:], res))
+                break
+    if suggest and op == "whiten" and report.outcome == "NOT CONFORMING":
         _suggest_preset(report, call, dt, target_name)
+    runner.close()
     return report
+
+
+def _not_run(props, cause) -> list:
+    return [PropertyResult(p.name, "not-run", p.level, p.doc,
+                           message=f"not run: {cause.name} stopped the check ({cause.status})")
+            for p in props]
+
+
+def _command(op, target, opts) -> list:
+    """The CLI arguments that run the check ``opts`` describes (non-default options only)."""
+    args = ["swanref", "check", op, target]
+    for key, value in opts.items():
+        flag = "--" + key.replace("_", "-")
+        if key == "timeout" and value is None:
+            args += ["--timeout", "0"]          # no deadline
+            continue
+        if value is None or value is False or (key == "dtype" and value == "float64") or (
+                key == "array_type" and value == "numpy") or (
+                key == "shapes" and value in ("any",)) or (
+                key == "timeout" and value == DEFAULT_TIMEOUT_S):
+            continue
+        if key == "properties":
+            for name in value:
+                args += ["--property", name]
+        elif key == "kwargs":
+            for name, v in value.items():
+                args += ["--kwarg", f"{name}={v!r}" if not isinstance(v, str) else
+                         f"{name}={v}" if _literal_is_string(v) else f"{name}={v!r}"]
+        elif key == "rescale":
+            args.append("--rescale" if value else "--no-rescale")
+        elif value is True:
+            args.append(flag)
+        elif key == "coefficients":
+            if isinstance(value, (str, os.PathLike)):
+                args += [flag, os.fspath(value)]
+            else:
+                return None  # a table given from Python has no command-line form
+        elif key == "shapes" and not isinstance(value, str):
+            return None
+        else:
+            args += [flag, str(value)]
+    return args
+
+
+def _literal_is_string(v: str) -> bool:
+    """Does ``--kwarg name=v`` read back as the string ``v`` (parse_kwarg)?"""
+    try:
+        ast.literal_eval(v)
+    except (ValueError, SyntaxError):
+        return True
+    return False
 
 
 #: the shapes drawn with ``shapes='few'`` (``--shapes few``): wide, tall and square, each also
@@ -433,12 +866,20 @@ def parse_kwarg(text: str):
         return name, typed.resolve() if isinstance(typed, DtypeName) else value
 
 
-def _smoke(call, dt, shapes=None):
-    """One plain call before any property: a target that cannot be called with one array (a
-    TypeError: missing arguments, wrong array type, refused dtype) is a usage error, exit 2."""
+def _smoke(call, dt, shapes=None, report=None) -> bool:
+    """One plain call before any property.  A TypeError there (missing arguments, wrong array
+    type, refused dtype) is a usage error, exit 2.  A hang, an exit, or a return that is not
+    an array (a list, a tuple, a scalar) ends the check with that one cause in ``report``
+    (returns True); every property would only repeat it."""
     from swanref.verify.properties import TargetError
     m, n = (shapes or ((4, 7),))[0]
     G = np.random.default_rng(0).standard_normal((m, n)).astype(dt)
+    where = getattr(call, "where", None)
+    if where is not None:
+        call.where = "its first call (before any property)"
+    res = PropertyResult("first_call", "pass", "required",
+                         f"the target accepts one {dt} array of shape {G.shape} and returns "
+                         "an array")
     try:
         call(G)
     except TargetError as exc:
@@ -447,6 +888,26 @@ def _smoke(call, dt, shapes=None):
                              f"{G.shape}: {exc.__cause__.__class__.__name__}: {exc.__cause__} "
                              "(bind other arguments with --kwarg name=value; --array-type "
                              "converts the array; --dtype sets its dtype)") from exc
+        if not getattr(exc, "type_mistake", False) or report is None:
+            return False
+        res.status, res.error, res.tolerance = "FAIL", math.inf, 0.0
+        res.message = f"{exc} (on a {dt} array of shape {G.shape})"
+        res.cause, res.type_mistake = str(exc), True
+        res.input = {"shape": list(G.shape), "dtype": str(dt)}
+    except (TargetAborted, TargetTimeout) as exc:
+        if report is None:
+            raise
+        exc.case = None
+        stopped(res, exc)
+        res.input = {"shape": list(G.shape), "dtype": str(dt)}
+    else:
+        return False
+    finally:
+        if where is not None:
+            call.where = where
+    res.examples = 1
+    report.results.append(res)
+    return True
 
 
 def _suggest_preset(report, call, dt, target_name):
@@ -456,19 +917,25 @@ def _suggest_preset(report, call, dt, target_name):
         return
     try:
         found = identify(lambda G: call(np.asarray(G)), dtype=name)
-    except Exception:  # noqa: BLE001 - a suggestion must never break the report
-        return
+    except (Exception, TargetAborted, TargetTimeout):  # noqa: BLE001 - a suggestion must
+        return                                          # never break the report
     if not found:
         return
     best = found[0]
     report.matches_preset = {"preset": best[0], "distance": _num(best[1]), "dtype": name,
                              "others": [f[0] for f in found[1:]]}
-    target = target_name or "TARGET"
     report.hints.append(f"note: the claim failed, but the target matches preset {best[0]!r} "
                         f"at {name} (distance {best[1]:.3g}"
                         + (f"; also: {', '.join(f[0] for f in found[1:])}" if found[1:] else "")
                         + "); rerun with:")
-    report.hints.append(f"  swanref check whiten {target} --preset {best[0]} --dtype {name}")
+    cmd = report.rerun("--preset", best[0], "--dtype", name, drop=PRESET_REPLACES)
+    report.hints.append("  " + (cmd or f"check(fn, 'whiten', preset={best[0]!r}, "
+                                       f"dtype={name!r})"))
+
+
+#: options a --preset claim replaces or has no use for (dropped from a suggested command)
+PRESET_REPLACES = ("--method", "--steps", "--beta", "--scaling", "--max-kappa", "--max-side",
+                   "--full-rank-only", "--property", "--dtype", "--json")
 
 
 #: claim-independent properties also run for a --preset claim
@@ -477,7 +944,8 @@ PRESET_GENERIC = ("shape_and_dtype", "input_not_modified", "zero_input")
 
 def check_preset(fn, preset, *, dtype="float64", steps=None, examples=30, seed=0, strict=False,
                  array_type="numpy", target_name=None, op="whiten", method="svd", beta=None,
-                 scaling=None, coefficients=None, shapes=None, kwargs=None) -> CheckReport:
+                 scaling=None, coefficients=None, shapes=None, kwargs=None, properties=None,
+                 runner=None) -> CheckReport:
     """``--preset NAME``: does ``fn`` implement a named orthogonalisation preset?
 
     Runs swanref.presets.diagnose (fixed probes, the preset and its one-knob variants, each
@@ -490,6 +958,7 @@ def check_preset(fn, preset, *, dtype="float64", steps=None, examples=30, seed=0
     from swanref.verify.properties import CATALOGUE, Claim
 
     fn = bind(fn, kwargs)
+    shapes = FEW_SHAPES if shapes in ("few", FEW_SHAPES) else None
     if op != "whiten":
         raise UsageError("--preset only applies to OP whiten")
     if method != "svd" or beta is not None or scaling is not None:
@@ -501,6 +970,7 @@ def check_preset(fn, preset, *, dtype="float64", steps=None, examples=30, seed=0
     if str(dtype) not in presets.MATCH_TOLERANCE:
         raise UsageError(f"--preset: --dtype must be one of "
                          f"{', '.join(presets.MATCH_TOLERANCE)}")
+    coefficients_file = coefficients if isinstance(coefficients, (str, os.PathLike)) else None
     coefficients = load_coefficients(coefficients)
     if preset == "custom" and coefficients is None:
         raise UsageError("--preset custom needs --coefficients FILE (JSON list of [a, b, c] or "
@@ -509,7 +979,14 @@ def check_preset(fn, preset, *, dtype="float64", steps=None, examples=30, seed=0
         presets.schedule(preset, steps, coefficients)
     except (TypeError, ValueError) as exc:
         raise UsageError(str(exc)) from exc
-    call = make_call(fn, array_type)
+    known_props = ("matches_preset",) + PRESET_GENERIC
+    if properties:
+        unknown = [p for p in properties if p not in known_props]
+        if unknown:
+            raise UsageError(f"unknown properties for a --preset check: {', '.join(unknown)}; "
+                             f"known: {', '.join(known_props)}")
+    wanted = set(properties or known_props)
+    call = make_call(fn, array_type, runner)
     claim_desc = {"op": "whiten", "preset": preset, "dtype": str(dtype)}
     if steps is not None:
         claim_desc["steps"] = steps
@@ -531,38 +1008,58 @@ def check_preset(fn, preset, *, dtype="float64", steps=None, examples=30, seed=0
         if low:
             dt = np.dtype(np.float32)
         probe_call = lambda G: call(np.asarray(G))  # noqa: E731
-    _smoke(call, dt, shapes)
     generic = Claim("whiten", dt, shapes=(FEW_SHAPES if shapes in ("few", FEW_SHAPES)
                                           else None))
-    t0 = time.perf_counter()
+    generic_props = [p for p in CATALOGUE if p.name in PRESET_GENERIC and "whiten" in p.ops
+                     and p.name in wanted]
+    if _smoke(call, dt, shapes, report):
+        report.results.extend(_not_run(generic_props, report.results[0]))
+        return report
     with np.errstate(all="ignore"):
-        d = presets.diagnose(probe_call, preset, dtype=str(dtype), steps=steps,
-                             coefficients=coefficients)
-        top = "; ".join(f"{c.label}: {c.distance:.3g} (tol {c.tolerance:.3g})"
-                        for c in d.details[:4])
-        worst = d.worst_probe
-        claim_row = d.claim_result
-        res = PropertyResult("matches_preset", "pass" if d.match else "FAIL", "required",
-                             f"outputs match preset {preset!r} on swanref.presets' probes "
-                             "(relative Frobenius difference within each probe's tolerance, "
-                             "spec 8.6)",
-                             examples=len(d.per_probe), error=claim_row.distance,
-                             tolerance=claim_row.tolerance,
-                             input={"probe": worst, "dtype": str(dtype)} if worst else None,
-                             message=d.summary() + f"\n  closest variants: {top}",
-                             seconds=time.perf_counter() - t0, diagnosis=d.to_dict())
-        report.results.append(res)
-        for cls, text in d.unsupported.items():
-            report.results.append(PropertyResult(
-                f"{cls}_probe", "unsupported", "optional",
-                f"the preset's {cls} probe (an optional input class)", message=text,
-                exception=text))
-        for p in CATALOGUE:
-            if p.name in PRESET_GENERIC and "whiten" in p.ops:
-                report.results.append(run_property(p, generic, call, examples, seed))
+        if "matches_preset" in wanted:
+            t0 = time.perf_counter()
+            call.where = "property matches_preset"
+            try:
+                d = presets.diagnose(probe_call, preset, dtype=str(dtype), steps=steps,
+                                     coefficients=coefficients)
+            except (TargetAborted, TargetTimeout) as exc:
+                res = PropertyResult("matches_preset", "pass", "required",
+                                     f"outputs match preset {preset!r}")
+                stopped(res, exc)
+                report.results.append(res)
+                report.results.extend(_not_run(generic_props, res))
+                return report
+            top = "; ".join(f"{c.label}: {c.distance:.3g} (tol {c.tolerance:.3g})"
+                            for c in d.details[:4])
+            worst = d.worst_probe
+            claim_row = d.claim_result
+            res = PropertyResult("matches_preset", "pass" if d.match else "FAIL", "required",
+                                 f"outputs match preset {preset!r} on swanref.presets' probes "
+                                 "(relative Frobenius difference within each probe's "
+                                 "tolerance, spec 8.6)",
+                                 examples=len(d.per_probe), error=claim_row.distance,
+                                 tolerance=claim_row.tolerance,
+                                 input={"probe": worst, "dtype": str(dtype)} if worst else None,
+                                 message=d.summary() + f"\n  closest variants: {top}",
+                                 seconds=time.perf_counter() - t0, diagnosis=d.to_dict())
+            res.cause = d.summary().splitlines()[0] if d.summary() else ""
+            report.results.append(res)
+            for cls, text in d.unsupported.items():
+                report.results.append(PropertyResult(
+                    f"{cls}_probe", "unsupported", "optional",
+                    f"the preset's {cls} probe (an optional input class)", message=text,
+                    exception=text))
+        for i, p in enumerate(generic_props):
+            res = run_property(p, generic, call, examples, seed)
+            report.results.append(res)
+            if res.status in ("timeout", "aborted"):
+                report.results.extend(_not_run(generic_props[i + 1:], res))
+                return report
     if coefficients is not None:
-        report.hints.append("the schedule itself (slope at 0, band, blow-up margin): swanref "
-                            "schedule FILE")
+        report.hints.append("the schedule itself (slope at 0, band, blow-up margin): "
+                            + (shell_join(["swanref", "schedule", os.fspath(coefficients_file)])
+                               if coefficients_file is not None else
+                               "swanref.presets.schedules.analyse(...)"))
     return report
 
 
@@ -638,39 +1135,58 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+def _seconds(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--timeout takes seconds, got {text!r}") from None
+    if not (v >= 0 and math.isfinite(v)):
+        raise argparse.ArgumentTypeError(f"--timeout takes seconds >= 0, got {text!r}")
+    return v
+
+
 def build_parser() -> argparse.ArgumentParser:
     from swanref.verify.properties import OPS
-    p = _Parser(prog="swanref check", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    p = _Parser(prog="swanref check",
                 description="Check an implementation of a SWAN operator against the spec. "
-                            "Exit 0 conforming, 1 not conforming, 2 usage/import error.")
+                            "Exit 0 conforming, 1 not conforming, 2 usage or import "
+                            "error, 3 inconclusive (no property ran with a claim and passed), "
+                            "4 the target exited or raised a BaseException, 5 the target did "
+                            "not return within --timeout.  The report goes to stdout; what "
+                            "the target prints goes to stderr.")
     p.add_argument("op", choices=OPS + ("update",), metavar="OP",
                    help=f"one of {', '.join(OPS + ('update',))}")
     p.add_argument("target", metavar="TARGET", nargs="?",
                    help="module:function or path/file.py:function (array in, array out)")
     g = p.add_argument_group("claimed reading")
-    g.add_argument("--axis", type=_axis, default=-1, help="GradNorm axis: -1, -2 or long")
-    g.add_argument("--eps", type=float, default=0.0, help="GradNorm eps added to the variance")
-    g.add_argument("--method", default="svd",
-                   help="whitening: svd (exact, default), eigh (exact, kappa^2 accuracy), "
-                        "newton_schulz (iterative)")
+    g.add_argument("--axis", type=_axis, default=None,
+                   help="grad_norm, swan_update: statistics axis -1 (default), -2 or long")
+    g.add_argument("--eps", type=float, default=None,
+                   help="grad_norm, swan_update: eps added to the variance (default 0)")
+    g.add_argument("--method", default=None,
+                   help="whiten, swan_update: svd (exact, the default), eigh (exact, kappa^2 "
+                        "accuracy), newton_schulz (iterative)")
     g.add_argument("--steps", type=int, default=None,
-                   help="newton_schulz: iteration count (default 10); --preset: polynomial "
-                        "steps (default: the preset's)")
+                   help="newton_schulz: iteration count (default 10); --preset and OP "
+                        "update: polynomial steps (default: the preset's)")
     g.add_argument("--beta", type=float, default=None,
                    help="newton_schulz: step size beta (default 0.5, the convergent reading)")
     g.add_argument("--scaling", default=None,
                    help=f"newton_schulz: initial scaling, one of {', '.join(SCALINGS)} "
                         "(default gram_fro)")
     g.add_argument("--rescale", dest="rescale", action=argparse.BooleanOptionalAction,
-                   default=True,
-                   help="swan_update: the target rescales to RMS 1 (default) or not")
-    g.add_argument("--iters", type=int, default=5, help="sinkgd_update iterations")
+                   default=None,
+                   help="swan_update: the target rescales to RMS 1 (the default) or not")
+    g.add_argument("--iters", type=int, default=None,
+                   help="sinkgd_update: iterations (default 5)")
     g.add_argument("--full-rank-only", action="store_true",
-                   help="whiten: claim only full-rank input (skips rank_deficient)")
+                   help="whiten, swan_update: claim only full-rank input (skips "
+                        "rank_deficient)")
     g.add_argument("--preset", default=None,
                    help="whiten: claim a named orthogonalisation preset of swanref.presets "
                         "(e.g. muon_ns5; --list-presets); --steps passes through; 'custom' "
-                        "takes its table from --coefficients FILE")
+                        "takes its table from --coefficients FILE; OP update: the "
+                        "orthogonaliser (default svd)")
     g.add_argument("--kwarg", action="append", default=None, metavar="NAME=VALUE",
                    help="bind a keyword argument of the target: fn(G, NAME=VALUE); VALUE is a "
                         "Python literal (5, 1e-7, True, (3.4, -4.7, 2.0)) or a string; "
@@ -679,36 +1195,47 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--dtype", default="float64",
                    help="dtype of the arrays passed to the target, and the precision claimed: "
                         "float64 (default), float32, float16, bfloat16")
-    h.add_argument("--shapes", default="any", choices=("any", "few"),
+    h.add_argument("--shapes", default=None, choices=("any", "few"),
                    help="any (default): hypothesis draws the shapes; few: a fixed set "
                         f"{', '.join('x'.join(map(str, s)) for s in FEW_SHAPES)} (and batches "
                         "of them), for JIT-compiled targets that recompile per shape; values "
                         "and spectra are drawn as usual")
     h.add_argument("--max-kappa", type=float, default=None,
                    help="largest condition number drawn (default depends on dtype/method)")
-    h.add_argument("--max-side", type=int, default=8, help="largest matrix side drawn")
-    h.add_argument("--examples", type=int, default=30, help="examples per property")
-    h.add_argument("--seed", type=int, default=0,
+    h.add_argument("--max-side", type=int, default=None,
+                   help="largest matrix side drawn (default 8)")
+    h.add_argument("--examples", type=int, default=None,
+                   help="hypothesis examples per property (default 30)")
+    h.add_argument("--seed", type=int, default=None,
                    help="seed of the drawn inputs (default 0: reproducible runs)")
     h.add_argument("--array-type", default="numpy", choices=("numpy", "torch", "jax", "cupy"),
-                   help="convert inputs to this framework before calling the target")
+                   help="convert inputs to this framework before calling the target "
+                        "(default numpy)")
     h.add_argument("--property", action="append", dest="properties", default=None,
-                   help="run only this property (repeatable)")
+                   help="run only this property (repeatable; default: all)")
+    h.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
+                   help="longest one call of the target (or its import) may take before the "
+                        f"check stops with a timeout naming the probe (default "
+                        f"{DEFAULT_TIMEOUT_S:g}; 0: no deadline)")
     u = p.add_argument_group("OP update (spec 9; --preset names the orthogonaliser, default svd)")
-    u.add_argument("--scale", default="keller",
-                   help="scale rule: keller, moonlight, unit_rms, spectral, swan, graft, none")
-    u.add_argument("--scale-factor", type=float, default=1.0)
-    u.add_argument("--stack-dims", type=int, default=0,
-                   help="leading axes indexing independent parameters")
+    u.add_argument("--scale", default=None,
+                   help="scale rule: keller (default), moonlight, unit_rms, spectral, swan, "
+                        "graft, none")
+    u.add_argument("--scale-factor", type=float, default=None,
+                   help="factor on the scale rule (default 1)")
+    u.add_argument("--stack-dims", type=int, default=None,
+                   help="leading axes indexing independent parameters (default 0)")
     u.add_argument("--row-norm", action="store_true", help="NorMuon row normalisation")
     u.add_argument("--complex", action="store_true", help="claim complex gradients")
     u.add_argument("--coefficients", default=None, metavar="FILE",
-                   help="coefficient table (JSON or one 'a b c' per line) for the preset")
+                   help="coefficient table (JSON or one 'a b c' per line) for --preset custom")
     u.add_argument("--tolerance", type=float, default=None,
                    help="relative distance accepted (default: by --dtype)")
     add_claim_arguments(u, preset=False)  # --claim FILE, --set KNOB=VALUE (docs/spec.md 11.5)
     o = p.add_argument_group("output")
-    o.add_argument("--json", action="store_true", help="machine-readable report on stdout")
+    o.add_argument("--json", action="store_true",
+                   help="the report as one JSON document on stdout (schema "
+                        f"{JSON_SCHEMA}, docs/verification.md)")
     o.add_argument("--strict", action="store_true",
                    help="advisory failures and unsupported input classes also fail")
     o.add_argument("--list-properties", action="store_true",
@@ -732,6 +1259,8 @@ def list_presets() -> str:
 
 
 def main(argv=None) -> int:
+    """``swanref check``: the report on stdout, everything else (the target's prints
+    included) on stderr; the exit status of :data:`EXIT_CODES` (2: usage)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help") for a in argv):
         build_parser().print_help()
@@ -739,76 +1268,99 @@ def main(argv=None) -> int:
     if "--list-presets" in argv:
         print(list_presets())
         return 0
+    with private_hypothesis_home(), stdout_to_stderr() as out:
+        code, text = _run(argv)
+        if text is not None and out is not None:
+            print(text, file=out)
+            out.flush()
+            text = None
+    if text is not None:
+        print(text)
+    return code
+
+
+def _update_claim_from_args(args):
+    """OP update with --claim/--set: the legacy options give the base record, the claim file
+    and the --set assignments override it (docs/spec.md 11.5)."""
+    # imported here: update_properties imports this module's report types (a circle)
+    from swanref.verify import update_properties as up
+    legacy = dict(preset=args.preset or "svd", scale=args.scale or "keller",
+                  scale_factor=1.0 if args.scale_factor is None else args.scale_factor,
+                  stack_dims=args.stack_dims or 0, row_norm=args.row_norm, steps=args.steps,
+                  coefficients=args.coefficients, dtype=args.dtype, complex=args.complex,
+                  tolerance=args.tolerance)
+    if args.coefficients is not None and not isinstance(args.coefficients, list):
+        legacy["coefficients"] = up.load_coefficients(args.coefficients)
+    try:
+        legacy_claim = up.UpdateClaim(**legacy)
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"invalid update claim: {exc}") from exc
+    base = {k: v for k, v in legacy_claim.to_claim().to_dict().items()
+            if k not in ("format", "version")}
+    if args.tolerance is None:
+        base.pop("tolerance", None)   # the dtype's, after --claim / --set
+    return claim_from_args(args, base, preset=False)
+
+
+def _operator_claim_from_args(args):
+    """An operator check with --claim/--set: the reading options give the base record."""
+    base = {"preset": args.preset, "compute_dtype": args.dtype, "steps": args.steps}
+    if args.preset is None:
+        base.update(method=args.method, beta=args.beta, scaling=args.scaling)
+    return claim_from_args(args, {k: v for k, v in base.items() if v is not None}, preset=False)
+
+
+def _run(argv):
+    """(exit status, report text or None); runs with stdout sent to stderr."""
     try:
         args = build_parser().parse_args(argv)
         kwargs = dict(parse_kwarg(k) for k in (args.kwarg or []))
-        if args.examples < 1:
-            raise UsageError("--examples must be >= 1")
+        for name, value, low in (("--examples", args.examples, 1), ("--max-side", args.max_side, 2),
+                                 ("--iters", args.iters, 1)):
+            if value is not None and value < low:
+                raise UsageError(f"{name} must be >= {low}")
         if args.max_kappa is not None and not args.max_kappa >= 1:
             raise UsageError("--max-kappa must be >= 1")
-        if args.max_side < 2:
-            raise UsageError("--max-side must be >= 2")
-        if args.iters < 1:
-            raise UsageError("--iters must be >= 1")
-        if args.op == "update":
-            from swanref.verify import update_properties as up  # a circle at the top, as above
-            if args.list_properties:
-                for q in up.UPDATE_PROPERTIES:
-                    print(f"{q.name:<34} {q.level:<9} {q.doc}")
-                return 0
-            if args.target is None:
-                raise UsageError("the following arguments are required: TARGET")
-            fn = bind(load_target(args.target), kwargs)
-            legacy = dict(preset=args.preset or "svd", scale=args.scale,
-                          scale_factor=args.scale_factor, stack_dims=args.stack_dims,
-                          row_norm=args.row_norm, steps=args.steps,
-                          coefficients=args.coefficients, dtype=args.dtype,
-                          complex=args.complex, tolerance=args.tolerance)
-            claim = None
-            if args.claim is not None or args.set_knobs:
-                if args.coefficients is not None and not isinstance(args.coefficients, list):
-                    legacy["coefficients"] = up.load_coefficients(args.coefficients)
-                try:
-                    legacy_claim = up.UpdateClaim(**legacy)
-                except (ValueError, TypeError) as exc:
-                    raise UsageError(f"invalid update claim: {exc}") from exc
-                base = {k: v for k, v in legacy_claim.to_claim().to_dict().items()
-                        if k not in ("format", "version")}
-                if args.tolerance is None:
-                    base.pop("tolerance", None)   # the dtype's, after --claim / --set
-                claim = claim_from_args(args, base, preset=False)
-            report = up.check_update(
-                fn, **({} if claim is not None else legacy), claim=claim,
-                properties=args.properties, array_type=args.array_type,
-                target_name=args.target, strict=args.strict)
-        elif args.list_properties:
-            from swanref.verify.properties import Claim, properties_for
-            for p in properties_for(Claim(args.op)):
-                print(f"{p.name:<34} {p.level:<9} {p.input_class:<8} {p.doc}")
-            return 0
-        else:
-            if args.target is None:
-                raise UsageError("the following arguments are required: TARGET")
-            fn = load_target(args.target)
-            report = check(fn, args.op, dtype=args.dtype, axis=args.axis, eps=args.eps,
-                           method=args.method, steps=args.steps, beta=args.beta,
-                           scaling=args.scaling, rescale=args.rescale, iters=args.iters,
-                           max_kappa=args.max_kappa, max_side=args.max_side,
-                           full_rank_only=args.full_rank_only, examples=args.examples,
-                           seed=args.seed, properties=args.properties, strict=args.strict,
-                           array_type=args.array_type, target_name=args.target,
-                           preset=args.preset, coefficients=args.coefficients,
-                           kwargs=kwargs, shapes=args.shapes)
+        if args.list_properties:
+            return 0, _list_properties(args.op)
+        if args.target is None:
+            raise UsageError("the following arguments are required: TARGET")
+        claim = None
+        if args.claim is not None or args.set_knobs:
+            claim = (_update_claim_from_args(args) if args.op == "update"
+                     else _operator_claim_from_args(args))
+        timeout = args.timeout or None
+        runner = TargetRunner(timeout)
+        fn = load_target(args.target, runner)
+        report = check(fn, args.op, dtype=args.dtype, axis=args.axis, eps=args.eps,
+                       method=args.method, steps=args.steps, beta=args.beta,
+                       scaling=args.scaling, rescale=args.rescale, iters=args.iters,
+                       max_kappa=args.max_kappa, max_side=args.max_side,
+                       full_rank_only=args.full_rank_only, examples=args.examples,
+                       seed=args.seed, properties=args.properties, strict=args.strict,
+                       array_type=args.array_type, target_name=args.target,
+                       preset=args.preset, coefficients=args.coefficients, kwargs=kwargs,
+                       shapes=args.shapes, timeout=timeout, scale=args.scale,
+                       scale_factor=args.scale_factor, stack_dims=args.stack_dims,
+                       row_norm=args.row_norm, complex=args.complex,
+                       tolerance=args.tolerance, command=_cli_command(argv),
+                       claim=claim)
     except UsageError as exc:
         print(f"swanref check: error: {exc}", file=sys.stderr)
         print("usage: swanref check OP TARGET [options]  (swanref check --help)",
               file=sys.stderr)
-        return 2
+        return 2, None
+    except (TargetAborted, TargetTimeout) as exc:  # at import
+        report = CheckReport(args.op, args.target, {"op": args.op}, 0, 0,
+                             command=_cli_command(argv))
+        res = PropertyResult("import", "pass", "required", f"importing {args.target}")
+        stopped(res, exc)
+        report.results.append(res)
     except ImportError as exc:
         if getattr(exc, "name", "") == "hypothesis" or "hypothesis" in str(exc):
             print("swanref check: error: the checker needs hypothesis (pip install hypothesis)",
                   file=sys.stderr)
-            return 2
+            return 2, None
         raise
     if args.save_failures:
         os.makedirs(args.save_failures, exist_ok=True)
@@ -816,11 +1368,79 @@ def main(argv=None) -> int:
             if r.counterexample is not None:
                 np.save(os.path.join(args.save_failures, f"{r.name}.npy"), r.counterexample,
                         allow_pickle=False)
-    if args.json:
-        print(json.dumps(report.to_dict(), indent=1))
-    else:
-        print(report.table())
-    return report.exit_code
+    text = json.dumps(report.to_dict(), indent=1) if args.json else report.table()
+    return report.exit_code, text
+
+
+def _list_properties(op) -> str:
+    if op == "update":
+        from swanref.verify import update_properties as up  # a circle at the top, as above
+        return "\n".join(f"{q.name:<34} {q.level:<9} {q.doc}" for q in up.UPDATE_PROPERTIES)
+    from swanref.verify.properties import Claim, properties_for
+    return "\n".join(f"{p.name:<34} {p.level:<9} {p.input_class:<8} {p.doc}"
+                     for p in properties_for(Claim(op)))
+
+
+def _cli_command(argv) -> list:
+    """``swanref check`` + the arguments given, minus those that only shape the output."""
+    return ["swanref", "check"] + _drop_options(list(argv), ("--json", "--save-failures"))
+
+
+@contextlib.contextmanager
+def stdout_to_stderr():
+    """While the check runs, file descriptor 1 and ``sys.stdout`` point at stderr, so nothing
+    the target (or a library it calls, or C code) prints can reach the report's channel.
+
+    Yields a stream on the process's real stdout for the report, or None when ``sys.stdout``
+    was replaced by the caller (pytest's capsys, a notebook): then print the report to
+    ``sys.stdout`` after the block, which restores it."""
+    old = sys.stdout
+    try:
+        old.flush()
+    except (OSError, ValueError):
+        pass
+    try:
+        saved = os.dup(1)
+        os.dup2(2, 1)
+    except OSError:
+        saved = None
+    sys.stdout = sys.stderr
+    out = None
+    try:
+        if saved is not None and old is sys.__stdout__:
+            out = os.fdopen(os.dup(saved), "w", encoding=getattr(old, "encoding", None)
+                            or "utf-8", errors="replace")
+        yield out
+    finally:
+        if out is not None:
+            try:
+                out.close()
+            except OSError:
+                pass
+        sys.stdout = old
+        if saved is not None:
+            os.dup2(saved, 1)
+            os.close(saved)
+
+
+@contextlib.contextmanager
+def private_hypothesis_home():
+    """Keep hypothesis's files (its constants cache, any database) out of the working folder
+    while a command runs: a fresh temporary folder, removed afterwards; the previous setting
+    is restored (``main()`` may run inside someone else's process, e.g. a test)."""
+    try:
+        from hypothesis import configuration
+    except ImportError:
+        yield
+        return
+    previous = getattr(configuration, "__hypothesis_home_directory", None)
+    home = tempfile.mkdtemp(prefix="swanref-hypothesis-")
+    configuration.set_hypothesis_home_dir(home)
+    try:
+        yield
+    finally:
+        configuration.set_hypothesis_home_dir(previous)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -22,7 +22,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from swanref.verify import checker
 from swanref.verify.checker import UsageError, check
+from swanref.verify.claims import Claim
 
 __all__ = ["ENTRIES", "Entry", "run", "markdown", "main"]
 
@@ -46,6 +48,30 @@ def _torch_muon():
 
     def fn(G):
         return _zeropower_via_newtonschulz(G, (3.4445, -4.775, 2.0315), 5, 1e-7)
+    return fn
+
+
+def _torch_muon_update(adjust_lr_fn=None):
+    """torch.optim.Muon's update of a 2-D parameter on a step with neutral momentum: its
+    orthogonaliser, the parameter's dtype (p.add_ casts), its learning-rate adjustment."""
+    from torch.optim._muon import _adjust_lr, _zeropower_via_newtonschulz
+
+    def fn(G):
+        O = _zeropower_via_newtonschulz(G, (3.4445, -4.775, 2.0315), 5, 1e-7)
+        return O.to(G.dtype) * _adjust_lr(1.0, adjust_lr_fn, G.shape)
+    return fn
+
+
+def _ptopt_update(use_adjusted_lr=False):
+    """pytorch-optimizer's Muon update: (out, -1) view, zero_power_via_newton_schulz_5 (bf16),
+    back to the parameter's shape and dtype, times get_adjusted_lr."""
+    from pytorch_optimizer.optimizer.muon.base import get_adjusted_lr
+    from pytorch_optimizer.optimizer.utils.matrix import zero_power_via_newton_schulz_5
+
+    def fn(G):
+        O = zero_power_via_newton_schulz_5(G.reshape(G.shape[0], -1))
+        return O.reshape(G.shape).to(G.dtype) * get_adjusted_lr(1.0, tuple(G.shape),
+                                                                use_adjusted_lr)
     return fn
 
 
@@ -126,7 +152,9 @@ _J = {"array_type": "jax", "shapes": "few"}
 ENTRIES = [
     Entry("torch", "torch", "torch.optim._muon._zeropower_via_newtonschulz",
           dict(op="whiten", preset="torch_muon", dtype="bfloat16", **_T), _torch_muon,
-          why="bf16, clamp 1e-7, addmm; 2-D only (batch unsupported)"),
+          expect="NOT CONFORMING",
+          why="bf16, clamp 1e-7, addmm; 2-D only (batch unsupported); a bf16 input is "
+              "divided in place (grad.bfloat16() is the input itself): input_not_modified"),
     Entry("torch", "torch", "torch.optim._muon._zeropower_via_newtonschulz",
           dict(op="whiten", preset="torch_muon", dtype="float32", **_T), _torch_muon,
           expect="NOT CONFORMING", why="computes in bfloat16 whatever the input dtype"),
@@ -191,6 +219,31 @@ ENTRIES = [
           dict(op="whiten", method="svd"), _scipy_polar, expect="NOT CONFORMING",
           why="rank-deficient/zero input: unitary completion, not the partial isometry "
               "U_r V_r^T of spec 3.1"),
+    # -- the update level (spec 9, claims of spec 11): what the optimizer adds times -lr
+    Entry("torch", "torch", "torch.optim.Muon update (orthogonaliser, adjust_lr_fn=None)",
+          dict(op="update", claim=Claim.from_preset("torch_muon", compute_dtype="bfloat16",
+                                                    nd="2d_only"), **_T),
+          _torch_muon_update, why="bf16, clamp 1e-7 on the raw gradient, Keller's "
+          "sqrt(max(1, A/B)); 2-D parameters only (the optimizer refuses others)"),
+    Entry("torch", "torch", "torch.optim.Muon update (adjust_lr_fn='match_rms_adamw')",
+          dict(op="update", claim=Claim.from_preset("torch_muon", compute_dtype="bfloat16",
+                                                    nd="2d_only", scale="moonlight"), **_T),
+          lambda: _torch_muon_update("match_rms_adamw"), why="0.2 sqrt(max(A, B))"),
+    Entry("torch", "torch", "torch.optim.Muon update (orthogonaliser, adjust_lr_fn=None)",
+          dict(op="update", claim=Claim.from_preset("torch_muon", compute_dtype="float32",
+                                                    nd="2d_only"), **_T),
+          _torch_muon_update, expect="NOT CONFORMING",
+          why="computes in bfloat16 whatever the input dtype"),
+    Entry("pytorch-optimizer", "pytorch_optimizer",
+          "Muon update (zero_power_via_newton_schulz_5, get_adjusted_lr)",
+          dict(op="update", claim=Claim.from_preset("torch_muon", compute_dtype="bfloat16"),
+               **_T), _ptopt_update,
+          why="(out, -1) view, bf16, clamp 1e-7, Keller's factor on the flattened shape"),
+    Entry("pytorch-optimizer", "pytorch_optimizer",
+          "Muon update (use_adjusted_lr=True)",
+          dict(op="update", claim=Claim.from_preset("torch_muon", compute_dtype="bfloat16"),
+               **_T), lambda: _ptopt_update(True), expect="NOT CONFORMING",
+          why="Moonlight's 0.2 sqrt(max(out, in)) under a Keller claim: the scale is named"),
     Entry("numpy", "numpy", "textbook two-pass GradNorm (constant rows -> 0)",
           dict(op="grad_norm"), _textbook_grad_norm,
           why="within spec 8.1's offset term; advisory offset_robustness warns"),
@@ -266,9 +319,21 @@ def _version(dist):
 
 
 def _claim_text(claim) -> str:
-    c = {k: v for k, v in claim.items() if k not in ("op", "array_type", "shapes")}
+    c = {k: v for k, v in claim.items() if k not in ("op", "array_type", "shapes", "claim")}
     parts = [claim["op"]] + [f"{k}={v}" for k, v in c.items()]
+    full = claim.get("claim")
+    if full is not None:  # the knobs beyond the preset as its source runs it
+        base = Claim.from_preset(full.preset) if full.preset else Claim()
+        parts += [f"preset={full.preset}"] if full.preset else []
+        parts += [f"{k}={v}" for k, v in full.to_dict().items()
+                  if k not in ("format", "version", "preset", "level")
+                  and getattr(base, k) != v]
     return " ".join(parts)
+
+
+def level_of(entry) -> str:
+    """'update' for the update-level rows, 'operator' for the others."""
+    return "update" if entry.claim.get("op") == "update" else "operator"
 
 
 def _diagnosis(report) -> str:
@@ -278,7 +343,13 @@ def _diagnosis(report) -> str:
         if r.name == "matches_preset":
             parts.append(r.message.splitlines()[0])
         elif r.status == "FAIL":
-            parts.append(f"FAIL {r.name}")
+            cause = ""
+            for mark in (" -- ", "; matches "):
+                if mark in (r.message or ""):
+                    cause = r.message.split(mark, 1)[1].strip()
+                    cause = f" ({'matches ' if mark == '; matches ' else ''}{cause})"
+                    break
+            parts.append(f"FAIL {r.name}{cause}")
         elif r.status == "warn":
             parts.append(f"advisory {r.name}")
     unsup = [f"{r.name.replace('_probe', '')} unsupported ({r.exception or r.message})"
@@ -289,10 +360,12 @@ def _diagnosis(report) -> str:
     return "; ".join(parts)
 
 
-def run(entries=None, examples=10, only=None, log=None) -> list:
+def run(entries=None, examples=10, only=None, log=None, level=None) -> list:
     rows = []
     for e in (entries or ENTRIES):
         if only and e.package not in only and e.module not in only:
+            continue
+        if level is not None and level_of(e) != level:
             continue
         ctext = _claim_text(e.claim)
         if sys.version_info[:2] < e.python:
@@ -315,7 +388,7 @@ def run(entries=None, examples=10, only=None, log=None) -> list:
             op = kw.pop("op")
             with np.errstate(all="ignore"):
                 report = check(fn, op, examples=examples, target_name=e.function, **kw)
-            verdict = "CONFORMING" if report.conforming else "NOT CONFORMING"
+            verdict = report.outcome       # CONFORMING, NOT CONFORMING, INCONCLUSIVE, ...
             diag = _diagnosis(report)
             details = report.to_dict()
         except UsageError as exc:
@@ -355,24 +428,29 @@ def markdown(rows) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(
-        prog="swanref conformance", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog="swanref conformance",
         description="Check the installed third-party orthogonalizers (torch, optax, "
                     "pytorch-optimizer, heavyball, emerging-optimizers, scipy) and a textbook "
                     "GradNorm with swanref check; print a markdown table (package, version, "
                     "function, claim, verdict, diagnosis, time).  Exit 0 when every present "
                     "entry has its expected verdict.")
     p.add_argument("--examples", type=int, default=10,
-                   help="hypothesis examples per generic property")
+                   help="hypothesis examples per generic property (default 10)")
     p.add_argument("--only", action="append", default=None, metavar="PACKAGE",
-                   help="run only this package's entries (repeatable)")
+                   help="run only this package's entries (repeatable; default: all)")
     p.add_argument("--output", default=None, metavar="FILE",
                    help="also write the markdown table to FILE")
     p.add_argument("--json", action="store_true", help="JSON rows on stdout instead")
+    p.add_argument("--level", choices=("operator", "update"), default=None,
+                   help="only the operator rows (swanref check whiten/grad_norm) or the "
+                        "update rows (swanref check update under a claim)")
     args = p.parse_args(argv)
     if args.examples < 1:
         print("swanref conformance: error: --examples must be >= 1", file=sys.stderr)
         return 2
-    rows = run(examples=args.examples, only=args.only, log=sys.stderr)
+    # no .hypothesis/ in the working folder; prints of the checked packages go to stderr
+    with checker.private_hypothesis_home(), checker.stdout_to_stderr():
+        rows = run(examples=args.examples, only=args.only, log=sys.stderr, level=args.level)
     table = markdown(rows)
     if args.output:
         with open(args.output, "w") as fh:

@@ -25,7 +25,9 @@ runs: swanref does not depend on it.
 from __future__ import annotations
 
 import argparse
+import ast
 import datetime
+import importlib
 import itertools
 import json
 import math
@@ -41,138 +43,60 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from swanref import ops
-from swanref.presets.catalogue import PRESETS, get_preset, schedule, whiten_preset
-from swanref.presets.diagnose import UNIT_ROUNDOFF, denominator, probe_tolerance
-from swanref.spec import spectral
+from swanref.presets.catalogue import PRESETS, get_preset, schedule
+from swanref.presets.diagnose import probe_tolerance
+from swanref.presets.lowprec import FORMATS, round_to
 from swanref.spec.readings import SCALINGS, WHITEN_METHODS, default_rank_rtol
-from swanref.spec.tolerance import condition_number, unit_roundoff
-from swanref.verify.checker import CheckReport, PropertyResult
+from swanref.spec.tolerance import condition_number
+from swanref.verify.checker import EXIT_CODES, CheckReport, PropertyResult
 from swanref.verify.claims import Claim
+from swanref.verify.claims.cli import add_claim_arguments, claim_from_args
 from swanref.verify.claims.model import require_evaluable
-from swanref.verify.targets import UsageError, load_target
+from swanref.verify.claims.tolerance_model import register_term
 from swanref.verify.matrices import conditioned
 from swanref.verify.measure import (Measurement, describe_input, measure_grad_norm,
                                     measure_newton_schulz, measure_orthonormal_rows,
                                     measure_whitening)
+from swanref.verify.sharded.layouts import (LAYOUTS, SPLITS, ShardLayout, assemble, parse_mesh,
+                                            shard_layouts, split)
+from swanref.spec.conventions import resolve_scale
+from swanref.verify.sharded.mistakes import (EXPLAIN_RATIO, closest, diagnosis,
+                                             rel_fro, variants)
+from swanref.verify.sharded.calling import CONVENTIONS, forget_meshes, run_cases
+from swanref.verify.sharded.reduction import (mats, reduced_parts, reduction_term,
+                                              reduction_unit)
+from swanref.verify.sharded.reference import judge_pack, reference
+from swanref.verify.targets import TargetAborted, TargetTimeout, UsageError, load_target
 
-__all__ = ["LAYOUTS", "ShardLayout", "ShardedClaim", "shard_layouts", "split", "assemble",
-           "reduction_term", "sharded_inputs", "evaluate", "RankPool", "check_sharded",
-           "check_in_group", "main"]
+__all__ = ["LAYOUTS", "SPLITS", "DTYPES", "ShardLayout", "ShardedClaim", "shard_layouts",
+           "split", "assemble", "reduction_term", "sharded_inputs", "reference", "agreement",
+           "variants", "evaluate", "RankPool", "check_sharded", "check_in_group", "main"]
 
-LAYOUTS = ("rows", "cols", "flat", "stack")
 BACKENDS = ("auto", "gloo", "nccl")
+#: from this many entries per matrix on, the ranks compute the references (in parallel)
+RANK_JUDGING_SIZE = 1 << 18
 OPS = ("grad_norm", "whiten")
-
-#: a diagnostic property fires when the output is this many times closer to the wrong
-#: variant than to the unsharded result (and the unsharded comparison failed)
-EXPLAIN_RATIO = 10.0
-
-
-# -- layouts ----------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class ShardLayout:
-    """Which part of the global array one rank holds.
-
-    kind:  'rows'  rows ``start:stop`` of the (m, n) matrix (tensor-parallel, row shards)
-           'cols'  columns ``start:stop`` (tensor-parallel, column shards)
-           'flat'  entries ``start:stop`` of the row-major flattened matrix, zero-padded to
-                   ``chunk`` entries (FSDP flat parameter: every rank holds ``chunk`` entries)
-           'stack' parameters ``start:stop`` of a (B, m, n) stack (one optimiser step over
-                   many same-shaped weights, split across ranks)
-    Blocks are contiguous and in rank order; sizes differ by at most one (torch.tensor_split).
-    """
-    kind: str
-    rank: int
-    world_size: int
-    shape: tuple
-    start: int
-    stop: int
-    chunk: int = 0
-
-    @property
-    def local_shape(self) -> tuple:
-        m = self.stop - self.start
-        if self.kind == "rows":
-            return (m, self.shape[1])
-        if self.kind == "cols":
-            return (self.shape[0], m)
-        if self.kind == "flat":
-            return (self.chunk,)
-        return (m,) + tuple(self.shape[1:])
-
-    def take(self, G: np.ndarray) -> np.ndarray:
-        """This rank's shard of the global array ``G`` (a NumPy copy)."""
-        G = np.asarray(G)
-        if self.kind == "rows":
-            return G[self.start:self.stop].copy()
-        if self.kind == "cols":
-            return G[:, self.start:self.stop].copy()
-        if self.kind == "flat":
-            out = np.zeros(self.chunk, dtype=G.dtype)
-            out[:self.stop - self.start] = G.reshape(-1)[self.start:self.stop]
-            return out
-        return G[self.start:self.stop].copy()
-
-
-def _bounds(total: int, world: int) -> list:
-    q, r = divmod(total, world)
-    sizes = [q + (1 if i < r else 0) for i in range(world)]
-    starts = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
-    return [(int(starts[i]), int(starts[i + 1])) for i in range(world)]
-
-
-def shard_layouts(kind: str, shape, world_size: int) -> list:
-    """The :class:`ShardLayout` of every rank for a global array of ``shape``."""
-    shape = tuple(int(s) for s in shape)
-    if kind not in LAYOUTS:
-        raise UsageError(f"unknown layout {kind!r}; choose one of {', '.join(LAYOUTS)}")
-    if world_size < 1:
-        raise UsageError("world_size must be >= 1")
-    want = 3 if kind == "stack" else 2
-    if len(shape) != want:
-        raise UsageError(f"layout {kind!r} takes a {want}-D global array, got shape {shape}")
-    if kind == "flat":
-        total = int(np.prod(shape))
-        chunk = -(-total // world_size)
-        return [ShardLayout(kind, r, world_size, shape, min(r * chunk, total),
-                            min((r + 1) * chunk, total), chunk) for r in range(world_size)]
-    total = {"rows": shape[0], "cols": shape[-1], "stack": shape[0]}[kind]
-    if total < world_size:
-        raise UsageError(f"layout {kind!r}: {total} {'parameters' if kind == 'stack' else kind}"
-                         f" cannot be split over {world_size} ranks")
-    return [ShardLayout(kind, r, world_size, shape, a, b)
-            for r, (a, b) in enumerate(_bounds(total, world_size))]
-
-
-def split(G, kind: str, world_size: int) -> list:
-    """Every rank's shard of ``G`` (NumPy), in rank order."""
-    return [lay.take(G) for lay in shard_layouts(kind, np.shape(G), world_size)]
-
-
-def assemble(locals_, kind: str, shape) -> np.ndarray:
-    """The global array from the ranks' local results (inverse of :func:`split`)."""
-    lays = shard_layouts(kind, shape, len(locals_))
-    if kind == "rows":
-        return np.concatenate(locals_, axis=0)
-    if kind == "cols":
-        return np.concatenate(locals_, axis=1)
-    if kind == "stack":
-        return np.concatenate(locals_, axis=0)
-    parts = [np.asarray(x).reshape(-1)[:lay.stop - lay.start] for x, lay in zip(locals_, lays)]
-    return np.concatenate(parts).reshape(shape)
+#: compute precisions a sharded claim may state (16-bit: swanref's operators compute in float32
+#: and round the output; presets run their PyTorch-eager emulation, spec 8.6)
+DTYPES = ("float64", "float32", "bfloat16", "float16")
+LOW = ("bfloat16", "float16")
 
 
 # -- the claim ------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class ShardedClaim:
-    """What the sharded target computes: ``op`` with a reading, in ``dtype``.
+    """What the sharded target computes: ``op`` with a reading, in ``dtype``, on shards cut by
+    ``split`` (``tensor_split`` or ``chunk``, the DTensor/FSDP2 rule) over a 1-D world or a 2-D
+    ``mesh`` (layout ``grid``).
 
     op 'grad_norm' (rows, ``eps``); op 'whiten' with ``method`` 'svd' / 'eigh' (exact, the
     accuracy claimed) or 'newton_schulz' (``steps``, ``beta``, ``scaling``), or ``preset`` (a
-    swanref.presets name, ``steps`` optional; run in ``dtype``, the presets' reference path).
+    swanref.presets name, ``steps`` optional; run in ``dtype``, the presets' reference path;
+    bfloat16/float16: the PyTorch-eager emulation).  ``input_dtype``: the shards' dtype
+    (default ``dtype``; e.g. float32 gradients orthogonalised in bfloat16); ``reduce_dtype``:
+    the precision the all-reduces run in (default ``dtype``; float32 where a bfloat16 Gram
+    matrix is reduced in float32).
     """
     op: str
     dtype: str = "float64"
@@ -182,24 +106,42 @@ class ShardedClaim:
     scaling: str | None = None
     preset: str | None = None
     eps: float = 0.0
+    input_dtype: str | None = None
+    reduce_dtype: str | None = None
+    split: str = "tensor_split"
+    mesh: tuple | None = None
 
     @classmethod
     def from_claim(cls, claim: Claim) -> ShardedClaim:
         """The sharded check's claim of a :class:`~swanref.verify.claims.Claim` (validated)."""
-        evaluable = ["steps", "beta", "scaling", "compute_dtype"]
+        evaluable = ["steps", "beta", "scaling", "compute_dtype", "io_dtype", "shard_split",
+                     "mesh", "world_size", "reduce_dtype"]
         if claim.op == "grad_norm":
             evaluable.append("eps")
         require_evaluable(claim, "sharded", evaluable)
+        mesh = claim.mesh if claim.mesh is not None and len(claim.mesh) == 2 else None
+        if claim.mesh is not None and len(claim.mesh) == 3:
+            raise UsageError("the sharded check runs 1-D and 2-D meshes; mesh "
+                             f"{claim.mesh} has 3 axes")
         return cls(claim.op, claim.compute_dtype,
                    "svd" if claim.method == "preset" else claim.method, claim.steps,
                    claim.beta, claim.scaling, claim.preset,
-                   (claim.eps or 0.0) if claim.op == "grad_norm" else 0.0).validate()
+                   (claim.eps or 0.0) if claim.op == "grad_norm" else 0.0,
+                   claim.io_dtype, claim.reduce_dtype, claim.shard_split, mesh).validate()
 
     def validate(self):
         if self.op not in OPS:
             raise UsageError(f"sharded check: OP must be one of {', '.join(OPS)}, got {self.op!r}")
-        if self.dtype not in ("float64", "float32"):
-            raise UsageError("sharded check: --dtype must be float64 or float32")
+        for opt, val in (("--dtype", self.dtype), ("--input-dtype", self.input_dtype),
+                         ("--reduce-dtype", self.reduce_dtype)):
+            if val is not None and val not in DTYPES:
+                raise UsageError(f"sharded check: {opt} must be one of {', '.join(DTYPES)}, "
+                                 f"got {val!r}")
+            if val == "bfloat16" and FORMATS["bfloat16"][0] is None:
+                raise UsageError(f"sharded check: {opt} bfloat16 needs ml_dtypes "
+                                 "(pip install ml_dtypes)")
+        if self.split not in SPLITS:
+            raise UsageError(f"--split must be one of {', '.join(SPLITS)}, got {self.split!r}")
         if self.op == "grad_norm" and (self.preset or self.method != "svd"):
             raise UsageError("--method/--preset do not apply to grad_norm")
         if self.preset is not None:
@@ -223,6 +165,10 @@ class ShardedClaim:
     def iterative(self) -> bool:
         return self.op == "whiten" and self.preset is None and self.method == "newton_schulz"
 
+    @property
+    def in_dtype(self) -> str:
+        return self.input_dtype or self.dtype
+
     def ns_reading(self):
         d = WHITEN_METHODS["newton_schulz"].defaults
         return (d["steps"] if self.steps is None else self.steps,
@@ -231,6 +177,14 @@ class ShardedClaim:
 
     def describe(self) -> dict:
         d = {"op": self.op, "dtype": self.dtype}
+        if self.input_dtype and self.input_dtype != self.dtype:
+            d["input_dtype"] = self.input_dtype
+        if self.reduce_dtype and self.reduce_dtype != self.dtype:
+            d["reduce_dtype"] = self.reduce_dtype
+        if self.split != "tensor_split":
+            d["split"] = self.split
+        if self.mesh:
+            d["mesh"] = "x".join(map(str, self.mesh))
         if self.op == "whiten":
             if self.preset:
                 d["preset"] = self.preset
@@ -245,267 +199,75 @@ class ShardedClaim:
         return d
 
 
-# -- reference, tolerance and reduction-order term ------------------------------------------
+def _np_dtype(name: str) -> np.dtype:
+    """The NumPy dtype of a precision name (bfloat16 through ml_dtypes)."""
+    return FORMATS[name][0] if name == "bfloat16" else np.dtype(name)
+
 
 def _unit(claim: ShardedClaim) -> float:
-    if claim.preset is not None:
-        return UNIT_ROUNDOFF[claim.dtype]
-    return unit_roundoff(np.dtype(claim.dtype))
+    """Unit roundoff of the claim's reductions (kept for callers of 0.2)."""
+    return reduction_unit(claim)
 
 
-def _mats(G):
-    G = np.asarray(G, np.float64)
-    return G.reshape((-1,) + G.shape[-2:])
+def claim_reduction_term(claim: Claim, G) -> float:
+    """The reduction-order term (spec 10.2) as a level term of the claims tolerance model
+    (spec 11.4): ``q`` is the claim's ``world_size`` (else the product of its ``mesh``; 1:
+    nothing reduced), an upper bound for every layout."""
+    q = claim.world_size or (math.prod(claim.mesh) if claim.mesh else 1)
+    return reduction_term(ShardedClaim.from_claim(claim), G, q)
 
 
-def _wide(g):
-    return g.T if g.shape[0] > g.shape[1] else g
+register_term("sharded", claim_reduction_term)
 
 
-def _compose(x, sched):
-    """Singular values after each step of an odd-polynomial schedule (x -> a x + b x^3 + c x^5)."""
-    stages = [np.asarray(x, np.float64)]
-    for a, b, c in sched:
-        v = stages[-1]
-        v2 = v * v
-        stages.append(v * (a + b * v2 + c * v2 * v2))
-    return stages
+# -- reference and tolerance ------------------------------------------------------------
 
-
-def _slope_bound(coef, xmax: float) -> float:
-    """max |p'(x)| over |x| <= xmax for p(x) = a x + b x^3 + c x^5 (bounds every divided
-    difference of the odd matrix function, hence the norm of its Frechet derivative)."""
-    a, b, c = coef
-    x = np.linspace(0.0, xmax, 4001)
-    return float(np.max(np.abs(a + 3 * b * x ** 2 + 5 * c * x ** 4)))
-
-
-def _preset_term(g, preset, sched, q: int, u: float) -> float:
-    """Relative reduction-order term of a Frobenius-normalised polynomial iteration (spec
-    "Sharded operators"): norm error (q-1)u/2, Gram error (q-1)u ||X_k||_F^2 at every step,
-    each carried to the output by the product of the later steps' slope bounds."""
-    fro = float(np.linalg.norm(g))
-    den = denominator(fro, preset)
-    if fro == 0 or den == 0:
-        return 0.0
-    x = np.linalg.svd(_wide(g), compute_uv=False) / den
-    stages = _compose(x, sched)
-    out = float(np.linalg.norm(stages[-1]))
-    if out == 0:
-        return 0.0
-    gains = [_slope_bound(coef, float(np.max(stages[k])) if stages[k].size else 0.0)
-             for k, coef in enumerate(sched)]
-    tail = [float(np.prod(gains[k:])) for k in range(len(sched) + 1)]   # tail[K] = 1
-    total = (q - 1) * u / 2 * float(np.linalg.norm(stages[0])) * tail[0]
-    for k, (a, b, c) in enumerate(sched):
-        xk = stages[k]
-        smax = float(np.max(xk))
-        dA = (q - 1) * u * float(np.sum(xk ** 2))
-        total += (abs(b) + 2 * abs(c) * smax ** 2) * dA * smax * tail[k + 1]
-    return total / out
-
-
-def _ns_term(g, q: int, u: float, steps: int, beta: float, scaling: str) -> float:
-    """Reduction-order term of the coupled iteration, in ||.||_F / sqrt(m) (spec 8.3's
-    metric): the all-reduced Gram matrix carries (q-1)u ||G||_F^2, which the iteration maps
-    through the divided differences of z_K and, via the scaling constant, through lam psi'."""
-    w = _wide(np.asarray(g, np.float64))
-    m, n = w.shape
-    if scaling != "none":
-        amax = float(np.max(np.abs(w)))
-        if amax > 0:
-            w = np.ldexp(w, -np.frexp(amax)[1])
-    s = np.linalg.svd(w, compute_uv=False)
-    if not np.any(s > 0):
-        return 0.0
-    s = np.concatenate([s, np.zeros(n - s.size)])   # the n x n Gram of row shards too
-    c = float(spectral.scaling_constant(s, scaling))
-    fro2 = float(np.sum(s ** 2))
-    if scaling == "gram_fro":
-        eta = (q - 1) * u * fro2 / c
-        eps_c = eta                      # ||dA||_F / ||A||_F with c = ||A||_F
-    elif scaling == "grad_fro":
-        eta = (q - 1) * u
-        eps_c = (q - 1) * u              # c = trace A: a sum of nonnegative partial sums
-    else:
-        eta, eps_c = (q - 1) * u * fro2, 0.0
-    lam = np.maximum(s ** 2 / c, n * u)
-
-    def z(x):
-        return spectral.ns_scalar_map(x, steps, beta) / np.sqrt(x)
-
-    zl = z(lam)
-    h = lam * 1e-6
-    dz = (z(lam + h) - z(lam - h)) / (2 * h)
-    li, lj = lam[:, None], lam[None, :]
-    close = np.abs(li - lj) <= 1e-6 * np.maximum(li, lj)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        dd = np.where(close, np.maximum(np.abs(dz)[:, None], np.abs(dz)[None, :]),
-                      np.abs(zl[:, None] - zl[None, :]) / np.where(close, 1, np.abs(li - lj)))
-    M1 = float(np.max(dd * np.sqrt(lj)))
-    psi = spectral.ns_scalar_map
-    dpsi = lam * (psi(lam + h, steps, beta) - psi(lam - h, steps, beta)) / (2 * h)
-    return (eta * M1 + eps_c * float(np.linalg.norm(dpsi))) / math.sqrt(m)
-
-
-def reduction_term(claim: ShardedClaim, G, q: int) -> float:
-    """The reduction-order allowance (docs/spec.md section 10, "Sharded operators") for input ``G``
-    when each reduced quantity combines ``q`` partial results (worst matrix of a stack).
-
-    In the metric of the unsharded comparison: elementwise mixed error (grad_norm), per
-    ``sqrt(r)`` (exact whitening), per ``sqrt(m)`` (Newton-Schulz), relative Frobenius
-    (presets).  Zero when ``q <= 1``.
-    """
-    if q <= 1:
-        return 0.0
-    u = _unit(claim)
-    worst = 0.0
-    for g in _mats(G):
-        if claim.op == "grad_norm":
-            mean = np.mean(g, axis=-1, keepdims=True)
-            sd = np.sqrt(np.mean((g - mean) ** 2, axis=-1) + claim.eps)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                rho = np.where(sd > 0, np.mean(np.abs(g), axis=-1) / sd, np.inf)
-            t = (q - 1) * u * float(np.max(np.maximum(rho, 1.0)))
-        elif claim.preset is not None:
-            t = _preset_term(g, get_preset(claim.preset), schedule(claim.preset, claim.steps),
-                             q, u)
-        elif claim.iterative:
-            t = _ns_term(g, q, u, *claim.ns_reading())
-        else:
-            s = np.linalg.svd(g, compute_uv=False)
-            if s[0] == 0:
-                continue
-            rtol = default_rank_rtol(*g.shape, float(np.finfo(np.dtype(claim.dtype)).eps))
-            keep = s[s > rtol * s[0]]
-            r, sr, fro = keep.size, float(keep[-1]), float(np.linalg.norm(s))
-            if claim.method == "svd":
-                t = (q - 1) * u * fro / (sr * math.sqrt(r))
-            else:
-                t = (q - 1) * u * fro ** 2 / (2 * sr ** 2 * math.sqrt(r))
-        worst = max(worst, t)
-    return worst
-
-
-def _reduced_parts(kind: str, op: str, world: int) -> int:
-    """How many partial results a reduced quantity combines under this layout."""
-    if kind == "stack" or (kind == "rows" and op == "grad_norm"):
-        return 1          # every reduced quantity lives on one rank
-    return world
-
-
-def _rel_fro(a, b) -> float:
-    """Largest relative Frobenius distance over the matrices (NaN or shape mismatch: inf)."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    if a.shape != b.shape or not np.all(np.isfinite(a)):
-        return math.inf
-    worst = 0.0
-    for x, y in zip(_mats(a), _mats(b)):
-        worst = max(worst, float(np.linalg.norm(x - y)) / max(float(np.linalg.norm(y)), 1e-300))
-    return worst
-
-
-def reference(claim: ShardedClaim, G) -> np.ndarray:
-    """The unsharded swanref operator on the global array (float64; presets in ``dtype``)."""
-    G = np.asarray(G)
-    if claim.op == "grad_norm":
-        return ops.grad_norm(G.astype(np.float64), eps=claim.eps)
-    if claim.preset is not None:
-        return np.asarray(whiten_preset(G.astype(claim.dtype), claim.preset, steps=claim.steps),
-                          np.float64)
-    if claim.iterative:
-        steps, beta, scaling = claim.ns_reading()
-        return np.stack([_wide_apply(g, lambda w: spectral.predicted_newton_schulz(
-            w, steps, beta, scaling)) for g in _mats(G)]).reshape(G.shape)
-    return ops.whiten(G.astype(np.float64), "svd")
-
-
-def _wide_apply(g, f):
-    return f(g.T).T if g.shape[0] > g.shape[1] else f(g)
-
-
-def agreement(claim: ShardedClaim, G, out, q: int) -> Measurement:
+def agreement(claim: ShardedClaim, G, out, q: int, ref=None, sv=None) -> Measurement:
     """The assembled output against the unsharded operator: the spec's tolerance for the
-    claim plus :func:`reduction_term`."""
+    claim plus :func:`reduction_term`.  ``ref``, ``sv``: :func:`reference` and the singular
+    values of every matrix, when already computed (by the ranks)."""
     G = np.asarray(G)
-    dt = np.dtype(claim.dtype)
-    R = reduction_term(claim, G, q)
+    dt = _np_dtype(claim.dtype)
+    R = reduction_term(claim, G, q, sv)
     if claim.op == "grad_norm":
-        meas = measure_grad_norm(out, G, eps=claim.eps, dtype=dt, prop="agrees_with_unsharded")
+        meas = measure_grad_norm(_as(out, dt), G, eps=claim.eps, dtype=dt,
+                                 prop="agrees_with_unsharded")
     elif claim.preset is not None:
         preset = get_preset(claim.preset)
         sched = schedule(claim.preset, claim.steps)
-        tol = probe_tolerance(G, preset, sched, claim.dtype)
-        meas = Measurement("agrees_with_unsharded", _rel_fro(out, reference(claim, G)), tol,
+        tol = probe_tolerance(G, preset, sched, claim.dtype, sv)
+        meas = Measurement("agrees_with_unsharded",
+                           rel_fro(out, reference(claim, G) if ref is None else ref), tol,
                            "||X - preset(G)||_F / ||preset(G)||_F (worst matrix)",
-                           describe_input(G))
+                           describe_input(G) if sv is None else _describe(G, sv))
     elif claim.iterative:
         steps, beta, scaling = claim.ns_reading()
-        meas = measure_newton_schulz(out, G, steps=steps, beta=beta, scaling=scaling, dtype=dt,
-                                     prop="agrees_with_unsharded")
+        meas = measure_newton_schulz(_as(out, dt), G, steps=steps, beta=beta, scaling=scaling,
+                                     dtype=dt, prop="agrees_with_unsharded")
     else:
-        meas = measure_whitening(out, G, method=claim.method, dtype=dt,
+        meas = measure_whitening(_as(out, dt), G, method=claim.method, dtype=dt,
                                  prop="agrees_with_unsharded")
     return replace(meas, tolerance=float(meas.tolerance) + R,
                    note=(meas.note + "; " if meas.note else "") +
                    f"reduction-order term {R:.3g} over {q} partial sums")
 
 
-# -- wrong variants the diagnostic properties recognise ----------------------------------------
-
-def _per_block(G, kind, world, f):
-    """Apply ``f`` to every rank's block of a rows/cols layout and glue the results."""
-    parts = [f(b) for b in split(G, kind, world)]
-    return assemble(parts, kind, np.shape(G))
-
-
-def _odd_poly(X, sched):
-    """U P(S) V^T: the exact-arithmetic result of the polynomial iteration on X."""
-    U, s, Vt = np.linalg.svd(X, full_matrices=False)
-    return (U * _compose(s, sched)[-1]) @ Vt
+def _describe(G, sv):
+    """:func:`describe_input` from known singular values (no SVD of a large input again)."""
+    sv = np.asarray(sv, np.float64)
+    info = {"shape": list(np.shape(G)), "dtype": str(np.asarray(G).dtype)}
+    top = sv[:, :1]
+    keep = sv > default_rank_rtol(*np.shape(G)[-2:], float(np.finfo(np.float64).eps)) * top
+    if np.all(top > 0):
+        info["kappa"] = float(np.max(top[:, 0] / np.min(np.where(keep, sv, np.inf), axis=1)))
+        info["rank"] = int(np.min(np.sum(keep, axis=1)))
+    return info
 
 
-def variants(claim: ShardedClaim, G, kind: str, world: int) -> dict:
-    """``{property: (description, output)}`` of the global-vs-local mistakes that apply."""
-    G = np.asarray(G, np.float64)
-    if kind not in ("rows", "cols") or world < 2:
-        return {}
-    out = {}
-    if claim.op == "grad_norm":
-        out["whole_matrix"] = ("row statistics over each rank's shard only",
-                               _per_block(G, kind, world, ops.grad_norm))
-        return out
-    if claim.preset is not None:
-        preset = get_preset(claim.preset)
-        sched = schedule(claim.preset, claim.steps)
-        den = denominator(float(np.linalg.norm(G)), preset)
-        out["whole_matrix"] = ("the preset applied to each rank's shard on its own",
-                               _per_block(G, kind, world, lambda b: _odd_poly(
-                                   b / denominator(float(np.linalg.norm(b)), preset), sched)))
-        out["global_norm"] = ("each shard divided by its own Frobenius norm",
-                              _odd_poly(_per_block(G, kind, world, lambda b: b / denominator(
-                                  float(np.linalg.norm(b)), preset)), sched))
-        out["global_gram"] = ("global norm but the Gram matrix of each shard alone (no "
-                              "all-reduce)", _per_block(G / den, kind, world,
-                                                        lambda b: _odd_poly(b, sched)))
-        return out
-    if claim.iterative:
-        steps, beta, scaling = claim.ns_reading()
-        out["whole_matrix"] = ("the iteration run on each rank's shard on its own",
-                               _per_block(G, kind, world, lambda b: _wide_apply(
-                                   b, lambda w: spectral.predicted_newton_schulz(
-                                       w, steps, beta, scaling))))
-        c = float(spectral.scaling_constant(np.linalg.svd(G, compute_uv=False), scaling))
-
-        def local_gram(b):
-            U, s, Vt = np.linalg.svd(b, full_matrices=False)
-            return (U * spectral.ns_scalar_map(s ** 2 / c, steps, beta)) @ Vt
-        out["global_gram"] = ("global scaling constant but the Gram matrix of each shard "
-                              "alone (no all-reduce)", _per_block(G, kind, world, local_gram))
-        return out
-    out["whole_matrix"] = ("each rank's shard whitened on its own",
-                           _per_block(G, kind, world, lambda b: ops.whiten(b, "svd")))
-    return out
+def _as(out, dt):
+    """The output in the claimed dtype for the measures (16-bit outputs arrive widened)."""
+    out = np.asarray(out)
+    return out.astype(dt) if dt.itemsize < 4 else out
 
 
 # -- inputs -------------------------------------------------------------------------------------
@@ -513,22 +275,36 @@ def variants(claim: ShardedClaim, G, kind: str, world: int) -> dict:
 @dataclass
 class Case:
     label: str
-    G: np.ndarray
+    G: np.ndarray                     # float64/float32; 16-bit inputs as float32 of their values
     pair_of: int | None = None        # stack: the case this one perturbs
     changed: int | None = None        # stack: the parameter that was replaced
+    dtype: str | None = None          # the shards' dtype (default: G's)
+
+    @property
+    def dtype_name(self) -> str:
+        return self.dtype or str(self.G.dtype)
+
+
+def _cast(g, name):
+    """``g`` in precision ``name``: 16-bit formats as float32 arrays of representable values."""
+    if name in LOW:
+        return round_to(np.asarray(g, np.float32), name).astype(np.float32)
+    return np.asarray(g).astype(name)
 
 
 def sharded_inputs(claim: ShardedClaim, kind: str, world: int, shape=(16, 32), seed=0,
                    params=None) -> list:
     """The fixed inputs of a sharded check (deterministic in ``seed``).
 
-    rows/cols/flat: a Gaussian matrix, one with condition number 100, one whose shards differ
-    in scale by 4x per rank, and the transposed shape.  stack: ``params`` (default
+    rows/cols/flat/grid: a Gaussian matrix, one with condition number 100, one whose shards
+    differ in scale by 4x per rank, and the transposed shape.  stack: ``params`` (default
     ``2 * world``) matrices of very different scales, and the same stack with one parameter
-    replaced by a 1000x larger one (for ``stack_independence``).
+    replaced by a 1000x larger one (for ``stack_independence``).  Inputs are rounded to the
+    claim's input dtype.
     """
     rng = np.random.default_rng(seed)
-    dt = np.dtype(claim.dtype)
+    name = claim.in_dtype
+    tag = name if name in LOW else None
     m, n = shape
 
     def gauss(a, b):
@@ -542,13 +318,15 @@ def sharded_inputs(claim: ShardedClaim, kind: str, world: int, shape=(16, 32), s
         S = np.stack([gauss(m, n) * 2.0 ** (i - B // 2) for i in range(B)])
         S2 = S.copy()
         S2[0] = 1e3 * gauss(m, n)
-        return [Case(f"stack of {B} ({m}x{n})", S.astype(dt)),
-                Case(f"stack of {B}, parameter 0 replaced", S2.astype(dt), pair_of=0, changed=0)]
-    cases = [Case(f"gaussian {m}x{n}", gauss(m, n).astype(dt))]
+        return [Case(f"stack of {B} ({m}x{n})", _cast(S, name), dtype=tag),
+                Case(f"stack of {B}, parameter 0 replaced", _cast(S2, name), pair_of=0,
+                     changed=0, dtype=tag)]
+    cases = [Case(f"gaussian {m}x{n}", _cast(gauss(m, n), name), dtype=tag)]
     if claim.op == "whiten":
-        cases.append(Case(f"kappa 1e2 {m}x{n}", conditioned(rng, m, n, 1e2).astype(dt)))
+        cases.append(Case(f"kappa 1e2 {m}x{n}", _cast(conditioned(rng, m, n, 1e2), name),
+                          dtype=tag))
     g = gauss(m, n)
-    lays = shard_layouts(kind, (m, n), world)
+    lays = shard_layouts(kind, (m, n), world, claim.split, claim.mesh)
     flat = g.reshape(-1)
     for lay in lays:
         f = 4.0 ** lay.rank
@@ -556,10 +334,12 @@ def sharded_inputs(claim: ShardedClaim, kind: str, world: int, shape=(16, 32), s
             g[lay.start:lay.stop] *= f
         elif kind == "cols":
             g[:, lay.start:lay.stop] *= f
+        elif kind == "grid":
+            g[lay.start:lay.stop, lay.col_start:lay.col_stop] *= f
         else:
             flat[lay.start:lay.stop] *= f
-    cases.append(Case(f"shards scaled 4^rank {m}x{n}", g.astype(dt)))
-    cases.append(Case(f"gaussian {n}x{m}", gauss(n, m).astype(dt)))
+    cases.append(Case(f"shards scaled 4^rank {m}x{n}", _cast(g, name), dtype=tag))
+    cases.append(Case(f"gaussian {n}x{m}", _cast(gauss(n, m), name), dtype=tag))
     return cases
 
 
@@ -567,7 +347,7 @@ def sharded_inputs(claim: ShardedClaim, kind: str, world: int, shape=(16, 32), s
 
 _DOC = {
     "ranks_complete": "every rank returned a result for every input (no exception, no hang)",
-    "shard_shapes": "every rank's result has its shard's shape and the input dtype",
+    "shard_shapes": "every rank's result has its shard's shape and the input (or compute) dtype",
     "input_not_modified": "no rank modified the shard it was given",
     "agrees_with_unsharded": "the assembled result is the unsharded operator on the assembled "
                              "input, within the spec tolerance plus the reduction-order term",
@@ -576,6 +356,10 @@ _DOC = {
     "whole_matrix": "the result is not the operator applied to each shard on its own",
     "global_norm": "the Frobenius normalisation is over the whole matrix, not each shard",
     "global_gram": "the Gram matrix is all-reduced over the shards",
+    "gather_axis": "the shards are gathered along the axis they were split on",
+    "norm_scale": "the global norm (scaling constant) is not off by a power of the world size",
+    "world_scaled": "the result is not the unsharded one multiplied or divided by a power of "
+                    "the world size",
     "stack_independent": "replacing one parameter of a stack changes no other parameter's "
                           "result",
 }
@@ -586,12 +370,17 @@ def property_names(claim: ShardedClaim, kind: str) -> list:
     if claim.op == "whiten" and claim.preset is None and not claim.iterative:
         names.append("orthonormal_rows")
     names.append("shard_order")
-    if kind in ("rows", "cols"):
+    if kind in ("rows", "cols", "grid"):
         names.append("whole_matrix")
         if claim.preset is not None:
             names.append("global_norm")
         if claim.preset is not None or claim.iterative:
             names.append("global_gram")
+        if kind != "grid":
+            names.append("gather_axis")
+        if claim.preset is not None or claim.iterative:
+            names.append("norm_scale")
+        names.append("world_scaled")
     if kind == "stack":
         names.append("stack_independent")
     return names
@@ -601,41 +390,50 @@ def _result(name, status="pass", **kw) -> PropertyResult:
     return PropertyResult(name, status, "required", _DOC[name], **kw)
 
 
-def _block_distance_matrix(out, ref, kind, world):
+def _block_distance_matrix(out, ref, kind, world, rule="tensor_split", mesh=None):
     """d[r, s] = relative distance of rank r's returned block to reference block s (inf where
-    the shapes differ)."""
+    the shapes differ or a block is empty)."""
     shape = np.shape(ref)
-    ob, rb = split(out, kind, world), split(ref, kind, world)
-    lays = shard_layouts(kind, shape, world)
+    ob, rb = split(out, kind, world, rule, mesh), split(ref, kind, world, rule, mesh)
+    lays = shard_layouts(kind, shape, world, rule, mesh)
     if kind == "flat":   # drop padding; compare real entries only
         ob = [b[:lay.stop - lay.start] for b, lay in zip(ob, lays)]
         rb = [b[:lay.stop - lay.start] for b, lay in zip(rb, lays)]
     d = np.full((world, world), np.inf)
     for r, s in itertools.product(range(world), range(world)):
-        if ob[r].shape == rb[s].shape:
+        if ob[r].shape == rb[s].shape and ob[r].size:
             nrm = max(float(np.linalg.norm(rb[s])), 1e-300)
-            d[r, s] = float(np.linalg.norm(np.asarray(ob[r], np.float64) - rb[s])) / nrm
+            with np.errstate(over="ignore", invalid="ignore"):
+                v = float(np.linalg.norm(np.asarray(ob[r], np.float64) - rb[s])) / nrm
+            d[r, s] = v if math.isfinite(v) else np.inf
     return d
 
 
 def evaluate(claim: ShardedClaim, kind: str, world: int, cases: list, outputs: list,
-             errors=None, target_name="target", seconds=0.0, backend=None) -> CheckReport:
-    """Judge the ranks' local results (``outputs[case][rank]``) for ``cases``.
+             errors=None, target_name="target", seconds=0.0, backend=None,
+             refs=None, svs=None) -> CheckReport:
+    """Judge the ranks' local results (``outputs[case][rank]``: an array, or ``(array,
+    mutated[, dtype name])``) for ``cases``.
 
     ``errors``: ``{rank: message}`` of ranks that raised or hung (then only ``ranks_complete``
-    is judged).
+    is judged).  ``refs``: the unsharded reference of every case when already computed (by
+    the ranks, in parallel); otherwise each is computed here, once.  ``svs``: the singular
+    values of every case's matrices, likewise.
     """
+    t_judge = time.perf_counter()
     names = property_names(claim, kind)
     desc = dict(claim.describe(), layout=kind, world_size=world)
     if backend:
         desc["backend"] = backend
     report = CheckReport(claim.op, target_name, desc, len(cases), 0)
     res = {n: _result(n) for n in names}
+    where = f"layout {kind}" + (f" ({claim.split})" if claim.split != "tensor_split" else "") \
+        + (f" on mesh {desc['mesh']}" if claim.mesh else "") + f" over {world} ranks"
     if errors:
         first = min(errors)
         res["ranks_complete"] = _result(
             "ranks_complete", "FAIL", error=math.inf, tolerance=0.0,
-            message=f"layout {kind} over {world} ranks: " + "; ".join(
+            message=f"{where}: " + "; ".join(
                 f"rank {r}: {errors[r]}" for r in sorted(errors)),
             input={"rank": first, "layout": kind, "world_size": world})
         for n in names[1:]:
@@ -644,36 +442,44 @@ def evaluate(claim: ShardedClaim, kind: str, world: int, cases: list, outputs: l
         return report
     mutated = [(c, r) for c, outs in zip(cases, outputs) for r, o in enumerate(outs)
                if isinstance(o, tuple) and o[1]]
+    dtypes = [[o[2] if isinstance(o, tuple) and len(o) > 2 else None for o in outs]
+              for outs in outputs]
     outputs = [[o[0] if isinstance(o, tuple) else o for o in outs] for outs in outputs]
     if mutated:
         c, r = mutated[0]
         res["input_not_modified"] = _result(
             "input_not_modified", "FAIL", error=math.inf, tolerance=0.0,
             input={"case": c.label, "rank": r, "layout": kind},
-            message=f"layout {kind} over {world} ranks: rank {r} modified its input shard "
+            message=f"{where}: rank {r} modified its input shard "
                     f"(case {c.label}); ranks " + ", ".join(
                         sorted({str(rr) for _, rr in mutated})) + " did")
-    lays_by_case = [shard_layouts(kind, c.G.shape, world) for c in cases]
-    # shapes and dtypes
-    for c, outs, lays in zip(cases, outputs, lays_by_case):
-        for lay, o in zip(lays, outs):
+    rule, mesh = claim.split, claim.mesh
+    lays_by_case = [shard_layouts(kind, c.G.shape, world, rule, mesh) for c in cases]
+    # shapes and dtypes: the input's dtype, or the claimed compute dtype
+    for c, outs, dts, lays in zip(cases, outputs, dtypes, lays_by_case):
+        allowed = {c.dtype_name, claim.dtype}
+        for lay, o, dn in zip(lays, outs, dts):
             o = np.asarray(o)
-            if o.shape != lay.local_shape or o.dtype != c.G.dtype:
+            dn = dn or str(o.dtype)
+            if o.shape != lay.local_shape or dn not in allowed:
                 r = res["shard_shapes"]
                 if r.status == "pass":
                     r.status, r.error, r.tolerance = "FAIL", math.inf, 0.0
                     r.input = {"case": c.label, "rank": lay.rank, "layout": kind}
-                    r.message = (f"layout {kind}, rank {lay.rank} of {world}: returned shape "
-                                 f"{o.shape} dtype {o.dtype}, expected {lay.local_shape} "
-                                 f"{c.G.dtype} (case {c.label})")
+                    r.message = (f"layout {kind} ({rule}), rank {lay.rank} of {world}: "
+                                 f"returned shape {o.shape} dtype {dn}, expected "
+                                 f"{lay.local_shape} {' or '.join(sorted(allowed))} "
+                                 f"(case {c.label})")
     if res["shard_shapes"].status == "FAIL":
         for n in names[3:]:
             res[n].status, res[n].message = "n/a", "not judged: local results have wrong shapes"
         report.results = [res[n] for n in names]
         return report
-    q = _reduced_parts(kind, claim.op, world)
-    assembled = [assemble([np.asarray(o, np.float64) for o in outs], kind, c.G.shape)
-                 for c, outs in zip(cases, outputs)]
+    q = reduced_parts(kind, claim.op, world, mesh)
+    assembled = [assemble([np.asarray(o, np.float64) for o in outs], kind, c.G.shape, rule,
+                          mesh).astype(np.float64) for c, outs in zip(cases, outputs)]
+    if refs is None:
+        refs = [reference(claim, c.G) for c in cases]
     worst = {}
 
     def note(name, err, tol, case, message, fail):
@@ -683,63 +489,69 @@ def evaluate(claim: ShardedClaim, kind: str, world: int, cases: list, outputs: l
             r.status, r.error, r.tolerance, r.message = "FAIL", err, tol, message
             r.input = {"case": case.label, "layout": kind, "world_size": world,
                        **describe_input(case.G)}
-        elif r.status == "pass" and err is not None and (
+        elif r.status == "pass" and err is not None and math.isfinite(err) and (
                 name not in worst or (tol and err / tol > worst[name])):
             worst[name] = err / tol if tol else 0.0
             r.error, r.tolerance = err, tol
             r.input = {"case": case.label, "layout": kind, "world_size": world,
-                       "shape": list(np.shape(case.G)), "dtype": str(case.G.dtype)}
+                       "shape": list(np.shape(case.G)), "dtype": case.dtype_name}
 
-    for c, X in zip(cases, assembled):
+    tol_by_case, failing = {}, []
+    for i, (c, X, ref) in enumerate(zip(cases, assembled, refs)):
         G = np.asarray(c.G)
-        meas = agreement(claim, G, X, q)
-        bad = not meas.passed
+        meas = agreement(claim, G, X, q, ref=ref, sv=None if svs is None else svs[i])
+        tol_by_case[i] = meas
+        bad = meas.failed
         note("agrees_with_unsharded", meas.error, meas.tolerance, c,
-             f"layout {kind} over {world} ranks, case {c.label}: " + meas.message(), bad)
+             f"{where}, case {c.label}: " + meas.message(), bad)
         if "orthonormal_rows" in res:
-            kappa = float(np.max(condition_number(G.astype(np.float64))))
-            om = measure_orthonormal_rows(X, kappa=kappa, dtype=np.dtype(claim.dtype))
-            R = 3 * reduction_term(claim, G, q)
+            sv = None if svs is None else svs[i]
+            kappa = float(np.max(condition_number(G.astype(np.float64)))) if sv is None \
+                else _describe(G, sv).get("kappa", np.inf)
+            om = measure_orthonormal_rows(_as(X, _np_dtype(claim.dtype)), kappa=kappa,
+                                          dtype=_np_dtype(claim.dtype))
+            R = 3 * reduction_term(claim, G, q, sv)
             ot = om.tolerance + R
             note("orthonormal_rows", om.error, ot, c,
-                 f"layout {kind} over {world} ranks, case {c.label}: ||X X^T - I||_F/sqrt(m) "
-                 f"= {om.error:.3g} > {ot:.3g}", om.error > ot)
-        ref = reference(claim, G)
+                 f"{where}, case {c.label}: ||X X^T - I||_F/sqrt(m) "
+                 f"= {om.error:.3g} > {ot:.3g}", not om.error <= ot)
         # shard_order: a rank's block matches another rank's reference block
-        if bad:
-            d = _block_distance_matrix(X, ref, kind, world)
+        if bad and world > 1:
+            d = _block_distance_matrix(X, ref, kind, world, rule, mesh)
             swapped = [(r, int(np.argmin(d[r]))) for r in range(world)
-                       if int(np.argmin(d[r])) != r and d[r].min() * EXPLAIN_RATIO < d[r, r]]
+                       if np.isfinite(d[r]).any() and int(np.argmin(d[r])) != r
+                       and d[r].min() * EXPLAIN_RATIO < d[r, r]]
             msg = "; ".join(f"rank {r} returned the block of rank {s} (distance "
                             f"{d[r, s]:.2g} to it, {d[r, r]:.2g} to its own)" for r, s in swapped)
             note("shard_order", d[swapped[0][0], swapped[0][1]] if swapped else None, None, c,
-                 f"layout {kind} over {world} ranks, case {c.label}: {msg}", bool(swapped))
+                 f"{where}, case {c.label}: {msg}", bool(swapped))
         else:
             note("shard_order", None, None, c, "", False)
         if bad:
-            # the closest wrong variant that explains the failure names the property
-            dref = _rel_fro(X, ref)
-            wrong = {name: v for name, v in variants(claim, G, kind, world).items()
-                     if name in res}
-            found = [(name, what, _rel_fro(X, var)) for name, (what, var) in wrong.items()]
-            hits = [f for f in found if f[2] * EXPLAIN_RATIO < dref]
-            best = _diagnosis(hits, {name: var for name, (_, var) in wrong.items()}, dref)
-            for name, what, dvar in found:
-                note(name, dvar if name == best else None, None, c,
-                     f"layout {kind} over {world} ranks, case {c.label}: the result matches "
-                     f"{what} (relative distance {dvar:.2g}) rather than the unsharded "
-                     f"operator (distance {dref:.2g})", name == best)
+            # which wrong variants explain this failure; named once every case is seen
+            dref = rel_fro(X, ref)
+            wrong = {name: forms for name, forms in
+                     variants(claim, G, kind, world, ref, rule, mesh).items() if name in res}
+            failing.append((c, dref, closest(X, ref, wrong)))
         if c.pair_of is not None and "stack_independent" in res:
             base = assembled[c.pair_of]
             keep = [j for j in range(G.shape[0]) if j != c.changed]
             tol_rel = 2 * _stack_rel_tol(claim, cases[c.pair_of].G[keep], base[keep], q)
-            diffs = [_rel_fro(X[j], base[j]) for j in keep]
+            diffs = [rel_fro(X[j], base[j]) for j in keep]
             j = int(np.argmax(diffs))
             note("stack_independent", diffs[j], tol_rel, c,
                  f"layout stack over {world} ranks: replacing parameter {c.changed} changed "
                  f"the result of parameter {keep[j]} (on rank "
-                 f"{_rank_of(keep[j], G.shape, world)}) by {diffs[j]:.3g} relative "
-                 f"(> {tol_rel:.3g}): parameters are not independent", diffs[j] > tol_rel)
+                 f"{_rank_of(keep[j], G.shape, world, rule)}) by {diffs[j]:.3g} relative "
+                 f"(> {tol_rel:.3g}): parameters are not independent", not diffs[j] <= tol_rel)
+    best = diagnosis(failing)
+    for c, dref, found in failing:
+        for name, what, dvar, _ in found:
+            hit = name == best and math.isfinite(dref) and dvar * EXPLAIN_RATIO < dref
+            note(name, dvar if hit else None, None, c,
+                 f"{where}, case {c.label}: the result matches "
+                 f"{what} (relative distance {dvar:.2g}) rather than the unsharded "
+                 f"operator (distance {dref:.2g})", hit)
     for r in res.values():
         if r.status == "pass" and r.examples == 0 and r.name not in (
                 "ranks_complete", "shard_shapes", "input_not_modified"):
@@ -748,24 +560,12 @@ def evaluate(claim: ShardedClaim, kind: str, world: int, cases: list, outputs: l
         res[n].examples = len(cases)
     report.results = [res[n] for n in names]
     report.seconds = seconds
+    report.judge_seconds = time.perf_counter() - t_judge
     return report
 
 
-def _diagnosis(hits, outputs, dref):
-    """The property a failure is blamed on: the closest explaining variant, except that
-    variants this input does not separate from it (closer to each other than EXPLAIN_RATIO
-    times the failure) go to the first in catalogue order (the simplest mistake)."""
-    if not hits:
-        return None
-    best = min(hits, key=lambda f: f[2])[0]
-    for name, _, _ in hits:       # catalogue order: whole_matrix, global_norm, global_gram
-        if name == best or _rel_fro(outputs[name], outputs[best]) * EXPLAIN_RATIO < dref:
-            return name
-    return best
-
-
-def _rank_of(j, shape, world):
-    for lay in shard_layouts("stack", shape, world):
+def _rank_of(j, shape, world, rule="tensor_split"):
+    for lay in shard_layouts("stack", shape, world, rule):
         if lay.start <= j < lay.stop:
             return lay.rank
     return -1
@@ -781,33 +581,11 @@ def _stack_rel_tol(claim, G, X, q):
     if claim.op == "grad_norm":
         return 2 * float(meas.tolerance)
     k = min(G.shape[-2:])
-    nrm = min(float(np.linalg.norm(x)) for x in _mats(X)) / math.sqrt(k)
+    nrm = min(float(np.linalg.norm(x)) for x in mats(X)) / math.sqrt(k)
     return float(meas.tolerance) / max(nrm, 1e-300)
 
 
 # -- running the ranks --------------------------------------------------------------------------
-
-def _to_numpy(t):
-    t = t.detach().cpu()
-    if str(t.dtype) in ("torch.bfloat16", "torch.float16"):
-        t = t.float()
-    return t.numpy().copy()
-
-
-def _run_cases(fn, kind, cases, rank, world, group, device):
-    """This rank's local results for every case (raises what ``fn`` raises)."""
-    import torch
-    outs = []
-    for c in cases:
-        lay = shard_layouts(kind, c.G.shape, world)[rank]
-        local = torch.from_numpy(np.ascontiguousarray(lay.take(c.G))).to(device)
-        before = local.clone()
-        out = fn(local, group=group, layout=lay)
-        if not hasattr(out, "detach"):
-            out = torch.as_tensor(np.asarray(out))
-        outs.append((_to_numpy(out), not torch.equal(local, before)))
-    return outs
-
 
 def _init_group(backend, init_file, rank, world, timeout_s):
     import torch.distributed as dist
@@ -840,7 +618,7 @@ def _worker_loop(rank, world, backend, init_file, timeout_s, task_queues, result
     except Exception:  # noqa: BLE001 - reported to the parent
         results.put(("error", None, rank, traceback.format_exc(limit=3)))
         return
-    loaded = {}
+    loaded, last_cases = {}, []
     while True:
         msg = tasks.get()
         if msg[0] == "stop":
@@ -850,13 +628,24 @@ def _worker_loop(rank, world, backend, init_file, timeout_s, task_queues, result
                 dist.destroy_process_group()
             except Exception:  # noqa: BLE001 - a broken group is being replaced anyway
                 pass
+            forget_meshes()
             try:
                 group = _init_group(backend, msg[1], rank, world, timeout_s)
                 results.put(("ready", msg[2], rank, None))
             except Exception:  # noqa: BLE001
                 results.put(("error", msg[2], rank, traceback.format_exc(limit=3)))
             continue
-        _, task_id, target, kind, cases = msg
+        if msg[0] == "refs":     # this rank's share of the unsharded references
+            _, task_id, claim, which = msg
+            t0 = time.perf_counter()
+            try:
+                refs = {i: judge_pack(claim, last_cases[i].G, device) for i in which}
+                results.put(("ok", task_id, rank, (refs, time.perf_counter() - t0)))
+            except BaseException as exc:  # noqa: BLE001 - the parent computes them instead
+                results.put(("error", task_id, rank, f"{type(exc).__name__}: {exc}"))
+            continue
+        _, task_id, target, kind, cases, claim, convention, kwargs, scale = msg
+        last_cases = cases
         t0 = time.perf_counter()
         try:
             if isinstance(target, str):
@@ -864,7 +653,8 @@ def _worker_loop(rank, world, backend, init_file, timeout_s, task_queues, result
                 loaded[target] = fn
             else:
                 fn = target
-            outs = _run_cases(fn, kind, cases, rank, world, group, device)
+            outs = run_cases(fn, kind, cases, rank, world, group, device, claim, convention,
+                             kwargs, scale)
             results.put(("ok", task_id, rank, (outs, time.perf_counter() - t0)))
         except BaseException as exc:  # noqa: BLE001 - the parent reports it
             tb = traceback.format_exception(type(exc), exc, exc.__traceback__, limit=-2)
@@ -884,12 +674,13 @@ class RankPool:
     """
 
     def __init__(self, world_size=2, backend="auto", timeout_s=30.0, start_timeout_s=300.0,
-                 start_method=None):
+                 start_method=None, dtensor=False):
         if start_method not in (None, "spawn", "forkserver", "fork"):
             raise UsageError("start_method must be spawn, forkserver or fork")
         if backend == "nccl" and start_method == "fork":
             raise UsageError("nccl ranks must be spawned (CUDA cannot be used after fork)")
         self.start_method = start_method
+        self.dtensor = bool(dtensor)     # preload torch.distributed.tensor once, in the server
         if backend not in BACKENDS:
             raise UsageError(f"--dist-backend must be one of {', '.join(BACKENDS)}")
         if world_size < 1:
@@ -919,7 +710,8 @@ class RankPool:
                                  f"visible for {self.world_size} ranks")
         ctx = mp.get_context(self.start_method)
         if self.start_method == "forkserver":   # import torch once, in the server
-            ctx.set_forkserver_preload(["torch", "torch.distributed", __name__])
+            ctx.set_forkserver_preload(["torch", "torch.distributed", __name__] + (
+                ["torch.distributed.tensor"] if self.dtensor else []))
         self._tasks = [ctx.Queue() for _ in range(self.world_size)]
         self._results = ctx.Queue()
         self._dir = tempfile.mkdtemp(prefix="swanref-dist-")
@@ -988,13 +780,15 @@ class RankPool:
                 got[rank] = payload
         return got, errors
 
-    def run(self, target, kind, cases):
+    def run(self, target, kind, cases, claim=None, convention="local", kwargs=None,
+            scale="keller"):
         """Every rank's local results for ``cases``: (outputs[case][rank], errors, seconds)."""
         if self._procs is None:
             self._start()
+        claim = claim or ShardedClaim("whiten")
         tid = next(self._ids)
         for q in self._tasks:
-            q.put(("run", tid, target, kind, cases))
+            q.put(("run", tid, target, kind, cases, claim, convention, kwargs, scale))
         # a rank blocked in a collective whose peer raised gets the group's timeout error
         got, errors = self._collect(tid, self.timeout_s * 2 + 30)
         if errors or len(got) < self.world_size:
@@ -1006,6 +800,20 @@ class RankPool:
             return None, errors, 0.0
         outs = [[got[r][0][i] for r in range(self.world_size)] for i in range(len(cases))]
         return outs, {}, max(got[r][1] for r in range(self.world_size))
+
+    def references(self, claim, n_cases, timeout_s=3600.0):
+        """The judging facts of the last run's cases (:func:`judge_pack`), case ``i`` computed
+        by rank ``i % world`` (all ranks in parallel; on the GPU for CUDA ranks): ``{i: pack}``
+        and the slowest rank's seconds; ``None`` for any case a rank could not compute."""
+        tid = next(self._ids)
+        for r, q in enumerate(self._tasks):
+            q.put(("refs", tid, claim, list(range(r, n_cases, self.world_size))))
+        got, errors = self._collect(tid, timeout_s)
+        packs = {}
+        for r, (part, _) in got.items():
+            packs.update(part)
+        secs = max((got[r][1] for r in got), default=0.0)
+        return [packs.get(i) for i in range(n_cases)], secs
 
     def _recover(self, got, errors):
         """After a failed task: rebuild the group in the same processes, or respawn."""
@@ -1023,31 +831,83 @@ class RankPool:
 def check_sharded(target, op="whiten", *, layout="rows", world_size=2, backend="auto",
                   shape=(16, 32), params=None, dtype="float64", method="svd", steps=None,
                   beta=None, scaling=None, preset=None, eps=0.0, seed=0, pool=None,
-                  timeout_s=30.0, target_name=None) -> CheckReport:
+                  timeout_s=30.0, target_name=None, input_dtype=None, reduce_dtype=None,
+                  split=None, mesh=None, convention="local", kwargs=None, scale="keller",
+                  judge_on_ranks=None) -> CheckReport:
     """Run a sharded implementation on ``world_size`` spawned ranks and judge it.
 
     ``target``: ``'module:function'`` / ``'file.py:function'`` (loaded in every rank) or a
-    picklable callable ``fn(local_shard, group=..., layout=...)``.  ``pool``: a
-    :class:`RankPool` to reuse (its world size and backend win); otherwise one is started and
-    closed here.  ``timeout_s``: the process group's collective timeout (a rank blocked on a
-    peer that raised gives up after it).
+    picklable callable, called as ``convention`` says (``local``: ``fn(local_shard, group=...,
+    layout=..., **kwargs)``; ``dtensor``: ``fn(dtensor, **kwargs)``; ``optimizer``: an optimizer
+    class built over one DTensor parameter, see :mod:`swanref.verify.sharded.calling`).
+    ``split``: ``tensor_split`` or ``chunk`` (default: ``chunk`` for the DTensor conventions,
+    as DTensor and FSDP2 shard; ``tensor_split`` otherwise); ``mesh``: ``(a, b)`` for layout
+    ``grid``.  ``pool``: a :class:`RankPool` to reuse (its world size and backend win);
+    otherwise one is started and closed here.  ``timeout_s``: the process group's collective
+    timeout.  ``judge_on_ranks``: compute the unsharded references on the ranks, in parallel
+    (on their GPUs in float64 where the shards are CUDA tensors) instead of here; default:
+    for matrices of at least ``RANK_JUDGING_SIZE`` entries (below it, loading swanref's core
+    in every rank costs more than it saves).
     """
-    claim = ShardedClaim(op, dtype, method, steps, beta, scaling, preset, eps).validate()
+    world = pool.world_size if pool is not None else int(world_size)
+    claim = _claim(op, dtype, method, steps, beta, scaling, preset, eps, input_dtype,
+                   reduce_dtype, split, mesh, layout, world, convention, scale)
+    if kind_err := _layout_error(layout, shape, world, claim):
+        raise UsageError(kind_err)
     _check_target(target)
     own = pool is None
-    pool = pool or RankPool(world_size, backend, timeout_s)
-    world = pool.world_size
-    if kind_err := _layout_error(layout, shape, world):
-        raise UsageError(kind_err)
+    pool = pool or RankPool(world_size, backend, timeout_s, dtensor=convention != "local")
     cases = sharded_inputs(claim, layout, world, shape, seed, params)
+    packs, ref_secs = None, 0.0
     try:
-        outs, errors, secs = pool.run(target, layout, cases)
+        outs, errors, secs = pool.run(target, layout, cases, claim, convention, kwargs, scale)
+        if judge_on_ranks is None:
+            judge_on_ranks = math.prod(shape) >= RANK_JUDGING_SIZE
+        if outs is not None and judge_on_ranks:
+            packs, ref_secs = pool.references(claim, len(cases))
     finally:
         if own:
             pool.close()
     name = target_name or (target if isinstance(target, str) else
                            getattr(target, "__qualname__", repr(target)))
-    return evaluate(claim, layout, world, cases, outs, errors, name, secs, pool.backend)
+    t0 = time.perf_counter()
+    refs = svs = None
+    if packs is not None:
+        packs = [p if p is not None else judge_pack(claim, c.G) for p, c in zip(packs, cases)]
+        refs, svs = [p["ref"] for p in packs], [p["sv"] for p in packs]
+    report = evaluate(claim, layout, world, cases, outs, errors, name, secs, pool.backend,
+                      refs=refs, svs=svs)
+    judged = time.perf_counter() - t0
+    report.hints.append(
+        f"timing: ranks {secs:.2g} s, references on the ranks {ref_secs:.2g} s, judging "
+        f"{judged:.2g} s" if packs else
+        f"timing: ranks {secs:.2g} s, references and judging {judged:.2g} s")
+    return report
+
+
+def _claim(op, dtype, method, steps, beta, scaling, preset, eps, input_dtype, reduce_dtype,
+           split, mesh, layout, world, convention, scale):
+    if convention not in CONVENTIONS:
+        raise UsageError(f"--convention must be one of {', '.join(CONVENTIONS)}")
+    if convention != "local":
+        if layout == "flat":
+            raise UsageError("layout flat is FSDP1's flat parameter; a DTensor/FSDP2 "
+                             "parameter is sharded by rows (Shard(0)): use --shard rows")
+        if split == "tensor_split":
+            raise UsageError("DTensor shards by torch.chunk: --split tensor_split cannot be "
+                             "used with the dtensor/optimizer conventions")
+        split = "chunk"
+    if convention == "optimizer":
+        try:
+            resolve_scale(scale)
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"--update-scale: {exc}") from None
+    if layout == "grid":
+        mesh = parse_mesh(mesh if mesh is not None else (world, 1), world)
+    elif mesh is not None:
+        raise UsageError("--mesh applies to layout grid only")
+    return ShardedClaim(op, dtype, method, steps, beta, scaling, preset, eps, input_dtype,
+                        reduce_dtype, split or "tensor_split", mesh).validate()
 
 
 def _check_target(target):
@@ -1065,22 +925,28 @@ def _check_target(target):
                          "or 'file.py:function'") from None
 
 
-def _layout_error(layout, shape, world):
+def _layout_error(layout, shape, world, claim=None):
     if layout not in LAYOUTS:
         return f"--shard must be one of {', '.join(LAYOUTS)}"
     if len(shape) != 2:
         return "shape must be (m, n)"
-    if layout in ("rows", "cols") and min(shape) < world:
-        return f"shape {tuple(shape)} has fewer rows or columns than {world} ranks"
+    if layout in ("rows", "cols") and min(shape) < world and \
+            (claim is None or claim.split == "tensor_split"):
+        return (f"shape {tuple(shape)} has fewer rows or columns than {world} ranks "
+                "(--split chunk gives the last ranks empty shards)")
     return None
 
 
 def check_in_group(fn, op="whiten", *, layout="rows", group=None, shape=(16, 32), params=None,
                    dtype="float64", method="svd", steps=None, beta=None, scaling=None,
-                   preset=None, eps=0.0, seed=0, device=None) -> CheckReport:
+                   preset=None, eps=0.0, seed=0, device=None, input_dtype=None,
+                   reduce_dtype=None, split=None, mesh=None, convention="local", kwargs=None,
+                   scale="keller") -> CheckReport:
     """The same check inside an existing job (torchrun): call it on every rank of ``group``
     (default: the world).  Every rank builds the same inputs, runs ``fn`` on its shard, the
-    local results are all-gathered and every rank returns the same report.
+    local results are all-gathered, every rank computes the references of its share of the
+    cases (case ``i`` on rank ``i % world``), those are all-gathered too, and every rank
+    returns the same report.  The DTensor conventions build their device mesh on the world.
 
     A rank whose ``fn`` raises reports the exception, but its peers may be blocked inside
     ``fn``'s collectives: only the group's own timeout (``init_process_group(timeout=...)``)
@@ -1090,8 +956,9 @@ def check_in_group(fn, op="whiten", *, layout="rows", group=None, shape=(16, 32)
     import torch.distributed as dist
     group = group or dist.group.WORLD
     rank, world = dist.get_rank(group), dist.get_world_size(group)
-    claim = ShardedClaim(op, dtype, method, steps, beta, scaling, preset, eps).validate()
-    if kind_err := _layout_error(layout, shape, world):
+    claim = _claim(op, dtype, method, steps, beta, scaling, preset, eps, input_dtype,
+                   reduce_dtype, split, mesh, layout, world, convention, scale)
+    if kind_err := _layout_error(layout, shape, world, claim):
         raise UsageError(kind_err)
     if device is None:
         device = torch.device("cuda", torch.cuda.current_device()) \
@@ -1099,17 +966,26 @@ def check_in_group(fn, op="whiten", *, layout="rows", group=None, shape=(16, 32)
     cases = sharded_inputs(claim, layout, world, shape, seed, params)
     t0 = time.perf_counter()
     try:
-        mine = ("ok", _run_cases(fn, layout, cases, rank, world, group, device))
+        mine = ("ok", run_cases(fn, layout, cases, rank, world, group, device, claim,
+                                convention, kwargs, scale))
     except Exception as exc:  # noqa: BLE001 - every rank learns of it
         mine = ("error", f"{type(exc).__name__}: {exc}")
     gathered = [None] * world
     dist.all_gather_object(gathered, mine, group=group)
+    seconds = time.perf_counter() - t0
     errors = {r: g[1] for r, g in enumerate(gathered) if g[0] == "error"}
-    outs = None if errors else [[gathered[r][1][i] for r in range(world)]
-                                for i in range(len(cases))]
+    outs = refs = svs = None
+    if not errors:
+        outs = [[gathered[r][1][i] for r in range(world)] for i in range(len(cases))]
+        share = {i: judge_pack(claim, cases[i].G, device)
+                 for i in range(rank, len(cases), world)}
+        parts = [None] * world
+        dist.all_gather_object(parts, share, group=group)
+        packs = [next(p[i] for p in parts if i in p) for i in range(len(cases))]
+        refs, svs = [p["ref"] for p in packs], [p["sv"] for p in packs]
     return evaluate(claim, layout, world, cases, outs, errors,
-                    getattr(fn, "__qualname__", repr(fn)), time.perf_counter() - t0,
-                    dist.get_backend(group))
+                    getattr(fn, "__qualname__", repr(fn)), seconds,
+                    dist.get_backend(group), refs=refs, svs=svs)
 
 
 # -- command line ------------------------------------------------------------------------------
@@ -1149,19 +1025,52 @@ def add_arguments(p):
 def build_parser():
     p = _Parser(prog="swanref check-sharded",
                 description="Check a sharded implementation fn(local_shard, group=, layout=) "
-                            "across processes. Exit 0 conforming, 1 not, 2 usage error.")
+                            "across processes. Exit 0 conforming, 1 not, 2 usage error, 3 "
+                            "inconclusive (no property judged).")
     p.add_argument("op", choices=OPS, metavar="OP", help=f"the operator: {', '.join(OPS)}")
     p.add_argument("target", metavar="TARGET",
                    help="the sharded implementation, module:function or file.py:function")
-    p.add_argument("--method", default="svd")
-    p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--beta", type=float, default=None)
-    p.add_argument("--scaling", default=None)
-    p.add_argument("--preset", default=None)
-    p.add_argument("--eps", type=float, default=0.0)
-    p.add_argument("--dtype", default="float64")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--method", default="svd",
+                   help="whiten, swan_update: the claimed reading, svd (default), eigh or "
+                        "newton_schulz (as in swanref check)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="newton_schulz: iteration count (default 10); --preset: polynomial "
+                        "steps (default: the preset's)")
+    p.add_argument("--beta", type=float, default=None,
+                   help="newton_schulz: step size (default 0.5)")
+    p.add_argument("--scaling", default=None,
+                   help="newton_schulz: initial scaling (default gram_fro)")
+    p.add_argument("--preset", default=None,
+                   help="whiten: claim a named orthogonalisation preset (swanref check "
+                        "--list-presets)")
+    p.add_argument("--eps", type=float, default=0.0,
+                   help="grad_norm, swan_update: eps added to the variance (default 0)")
+    p.add_argument("--dtype", default="float64",
+                   help="dtype of the shards and the precision claimed (default float64)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the drawn inputs (default 0)")
+    p.add_argument("--json", action="store_true",
+                   help="the report as JSON on stdout")
+    p.add_argument("--input-dtype", default=None,
+                   help="dtype of the shards handed to the target (default: --dtype)")
+    p.add_argument("--reduce-dtype", default=None,
+                   help="precision the target's all-reduces run in (default: --dtype)")
+    p.add_argument("--split", choices=SPLITS, default=None,
+                   help="how an axis is cut over the ranks: tensor_split (3,3,2,2 for 10 rows "
+                        "on 4 ranks) or chunk (3,3,3,1: DTensor Shard, FSDP2); default "
+                        "tensor_split, chunk for the DTensor conventions")
+    p.add_argument("--mesh", default=None,
+                   help="2-D device mesh AxB for --shard grid (rows over A, columns over B)")
+    p.add_argument("--convention", choices=CONVENTIONS, default="local",
+                   help="how the target is called: local (fn(shard, group=, layout=)), "
+                        "dtensor (fn(DTensor)), optimizer (an optimizer class stepped on one "
+                        "DTensor parameter)")
+    p.add_argument("--kwarg", action="append", default=[], metavar="NAME=VALUE",
+                   help="keyword argument for the target (repeatable); VALUE is a Python "
+                        "literal, a dotted name such as torch.bfloat16, or a string")
+    p.add_argument("--update-scale", default="keller",
+                   help="optimizer convention: the scale rule the step applies (spec 9.1)")
+    add_claim_arguments(p, preset=False)
     add_arguments(p)
     return p
 
@@ -1183,13 +1092,77 @@ def run_from_args(args) -> int:
     return report.exit_code
 
 
+def _cli_claim(args) -> dict:
+    """The claim's options: the sharded options, then ``--claim FILE`` and each ``--set``
+    (docs/spec.md 11.5) when given."""
+    opts = dict(op=args.op, dtype=str(args.dtype), method=args.method, steps=args.steps,
+                beta=args.beta, scaling=args.scaling, preset=args.preset, eps=args.eps,
+                input_dtype=getattr(args, "input_dtype", None),
+                reduce_dtype=getattr(args, "reduce_dtype", None),
+                split=getattr(args, "split", None), mesh=getattr(args, "mesh", None))
+    if getattr(args, "claim", None) is None and not getattr(args, "set_knobs", None):
+        return opts
+    base = {"level": "sharded", "op": args.op, "compute_dtype": opts["dtype"]}
+    if args.preset is not None:
+        base["preset"] = args.preset
+    elif args.op == "whiten":
+        base["method"] = args.method
+    for key, knob in (("steps", "steps"), ("beta", "beta"), ("scaling", "scaling"),
+                      ("input_dtype", "io_dtype"), ("reduce_dtype", "reduce_dtype"),
+                      ("split", "shard_split")):
+        if opts[key] is not None:
+            base[knob] = opts[key]
+    if opts["mesh"] is not None:
+        try:
+            base["mesh"] = tuple(int(v) for v in str(opts["mesh"]).lower().split("x"))
+        except ValueError:
+            raise UsageError(f"--mesh must be AxB, got {opts['mesh']!r}") from None
+    if args.op == "grad_norm" and args.eps:
+        base["eps"] = args.eps
+    sc = ShardedClaim.from_claim(claim_from_args(args, base, preset=False))
+    return dict(op=sc.op, dtype=sc.dtype, method=sc.method, steps=sc.steps, beta=sc.beta,
+                scaling=sc.scaling, preset=sc.preset, eps=sc.eps, input_dtype=sc.input_dtype,
+                reduce_dtype=sc.reduce_dtype, mesh=sc.mesh,
+                # the claim's default split leaves the convention's default (chunk for DTensor)
+                split=sc.split if opts["split"] is not None or sc.split != "tensor_split"
+                else None)
+
+
 def _cli_check(args):
-    return check_sharded(args.target, args.op, layout=args.shard,
+    c = _cli_claim(args)
+    return check_sharded(args.target, c.pop("op"), layout=args.shard,
                          world_size=args.world_size or 2, backend=args.dist_backend,
-                         shape=args.shape, dtype=str(args.dtype), method=args.method,
-                         steps=args.steps, beta=args.beta, scaling=args.scaling,
-                         preset=args.preset, eps=args.eps, seed=args.seed,
-                         timeout_s=args.dist_timeout)
+                         shape=args.shape, seed=args.seed, timeout_s=args.dist_timeout, **c,
+                         convention=getattr(args, "convention", "local"),
+                         kwargs=parse_kwargs(getattr(args, "kwarg", [])),
+                         scale=getattr(args, "update_scale", "keller"))
+
+
+def parse_kwargs(items) -> dict:
+    """``NAME=VALUE`` options as typed keyword arguments: a Python literal (numbers, strings,
+    tuples, lists, dicts, True/None), else a dotted importable name (``torch.bfloat16``,
+    ``math.pi``), else the string itself."""
+    out = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep or not name.isidentifier():
+            raise UsageError(f"--kwarg must be NAME=VALUE with NAME an identifier, got {item!r}")
+        out[name] = _typed(text)
+    return out
+
+
+def _typed(text):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        pass
+    mod, dot, attr = text.rpartition(".")
+    if dot and mod and all(p.isidentifier() for p in text.split(".")):
+        try:
+            return getattr(importlib.import_module(mod), attr)
+        except (ImportError, AttributeError):
+            pass
+    return text
 
 
 def main(argv=None) -> int:
@@ -1202,6 +1175,11 @@ def main(argv=None) -> int:
     except UsageError as exc:
         print(f"swanref check-sharded: error: {exc}", file=sys.stderr)
         return 2
+    except (TargetAborted, TargetTimeout) as exc:
+        # the same outcomes and exit codes as swanref check (docs/verification.md)
+        outcome = "TARGET EXITED" if isinstance(exc, TargetAborted) else "TIMEOUT"
+        print(f"swanref check-sharded: {outcome}: {exc}", file=sys.stderr)
+        return EXIT_CODES[outcome]
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -22,7 +22,8 @@ Error metrics are *total*: they never return NaN, so ``error <= tol`` is always 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -35,7 +36,8 @@ from swanref.spec.tolerance import (TRUSTED_LIMIT, condition_number, exact_white
 from swanref.spec.validate import compute_dtype
 
 __all__ = [
-    "SwanrefAssertionError", "Measurement", "describe_input",
+    "SwanrefAssertionError", "NoClaimError", "Measurement", "describe_input",
+    "default_close_tolerance", "measure_close",
     "extended_absolute_error", "extended_relative_error", "mixed_error", "fro_error",
     "sinkgd_tolerance", "swan_update_tolerance",
     "measure_grad_norm", "measure_whitening", "measure_newton_schulz", "measure_swan_update",
@@ -56,6 +58,32 @@ class SwanrefAssertionError(AssertionError):
     def __init__(self, measurement: "Measurement", msg: str = ""):
         self.measurement = measurement
         super().__init__(measurement.message(msg))
+
+
+class NoClaimError(SwanrefAssertionError):
+    """The spec's tolerance model makes no claim for this input: nothing was checked.
+
+    Raised by every ``assert_*`` helper instead of passing (an assertion that cannot fail is
+    not a pass).  It is an ``AssertionError``, so pytest reports the test as *failed* with the
+    reason and what to do (float64 input, more steps, a claim the model covers); pass
+    ``allow_no_claim=True`` to get the :class:`Measurement` (``claim=False``) instead.
+    """
+
+    def __init__(self, measurement: "Measurement", msg: str = "", advice: str = ""):
+        self.measurement = measurement
+        head = (f"NO CLAIM for property '{measurement.property}': the spec's tolerance model "
+                "asserts nothing for this input, so nothing was checked (not a pass)")
+        lines = [head + (f": {msg}" if msg else "")]
+        lines.append(f"  error {fmt(measurement.error)}, tolerance {fmt(measurement.tolerance)}; "
+                     f"metric: {measurement.metric}")
+        if measurement.input:
+            lines.append("  input: " + describe_text(measurement.input))
+        if measurement.note:
+            lines.append("  " + measurement.note)
+        lines.append("  what to do: " + (advice or "use float64 input or a reading the model "
+                                          "covers (docs/spec.md section 8)") +
+                     "; or pass allow_no_claim=True to get the Measurement without asserting")
+        AssertionError.__init__(self, "\n".join(lines))
 
 
 def fmt(x) -> str:
@@ -120,7 +148,18 @@ class Measurement:
 
     @property
     def passed(self) -> bool:
-        return (not self.claim) or self.error <= self.tolerance
+        """True only with evidence: a claim was made and the error is within it."""
+        return self.claim and self.error <= self.tolerance
+
+    @property
+    def failed(self) -> bool:
+        """A claim was made and the error exceeds it (``not passed and not failed``: no claim)."""
+        return self.claim and not self.error <= self.tolerance
+
+    @property
+    def verdict(self) -> str:
+        """``'passed'``, ``'failed'`` or ``'no claim'``."""
+        return "no claim" if not self.claim else ("passed" if self.passed else "failed")
 
     @property
     def ratio(self) -> float:
@@ -131,8 +170,9 @@ class Measurement:
         return 0.0 if self.error == 0 else math.inf
 
     def message(self, msg: str = "") -> str:
-        head = f"property '{self.property}' violated" if not self.passed else \
-            f"property '{self.property}' holds"
+        head = {"failed": f"property '{self.property}' violated",
+                "passed": f"property '{self.property}' holds",
+                "no claim": f"property '{self.property}': no claim"}[self.verdict]
         lines = [head + (f": {msg}" if msg else "")]
         lines.append(f"  error {fmt(self.error)} vs tolerance {fmt(self.tolerance)} "
                      f"(ratio {fmt(self.ratio)}); metric: {self.metric}")
@@ -157,10 +197,74 @@ def json_float(x):
     return x
 
 
-def _raise_unless(meas: Measurement, msg: str = "") -> Measurement:
-    if not meas.passed:
+#: a tolerance this large (the largest distance between partial isometries, spec 8.2's cap)
+#: asserts nothing: such a measurement is "no claim" (spec changelog, 0.2)
+NO_CLAIM_TOLERANCE = 2.0
+
+NO_CLAIM_ADVICE = {
+    "grad_norm": "rows whose |mean|/std is too large for the claimed dtype (spec 8.1): compare "
+                 "in float64, or claim the offset-free accuracy with offset_term=False if the "
+                 "implementation shifts before summing (spec 2.5)",
+    "whitening": "kappa is beyond what the claimed method and dtype resolve (spec 8.2): use "
+                 "float64 input, method='svd' instead of 'eigh', or check the structure with "
+                 "assert_symmetric_psd",
+    "newton_schulz": "the predicted error exceeds spec 8.3's trusted limit: use more steps, "
+                     "float64, or a better conditioned input",
+    "swan_update": "the whitening step carries no claim (spec 8.3/8.4): use more steps, "
+                   "float64, or whiten_method='svd'",
+    "tolerance": "the tolerance is at its cap (2) and asserts nothing: pass a tighter tol",
+}
+
+
+def _judge(meas: Measurement, msg: str = "", *, allow_no_claim: bool = False,
+           advice: str = "", looks_like_output=None) -> Measurement:
+    """Raise unless ``meas`` passed with a claim: :class:`NoClaimError` when no claim was made
+    (or the tolerance asserts nothing), :class:`SwanrefAssertionError` when it failed.
+
+    ``looks_like_output`` (a callable, evaluated only on failure) says whether the *input*
+    argument is itself a fixed point of the operator -- the sign of an expected output passed
+    where the operator's input belongs.
+    """
+    if meas.claim and meas.tolerance >= NO_CLAIM_TOLERANCE:
+        meas = replace(meas, claim=False,
+                       note=(meas.note + "; " if meas.note else "") +
+                       f"tolerance {fmt(meas.tolerance)} >= {NO_CLAIM_TOLERANCE:g} asserts nothing")
+        advice = advice or NO_CLAIM_ADVICE["tolerance"]
+    if not meas.claim:
+        if allow_no_claim:
+            return meas
+        raise NoClaimError(meas, msg, advice)
+    if meas.failed:
+        if looks_like_output is not None and _safe(looks_like_output):
+            msg = (msg + "; " if msg else "") + (
+                "the second argument looks like an operator OUTPUT (it is its own result); "
+                "these helpers take the operator's INPUT: assert_..._close(actual, input=G) "
+                "with G the array the operator was applied to")
         raise SwanrefAssertionError(meas, msg)
     return meas
+
+
+def _safe(check) -> bool:
+    try:
+        return bool(check())
+    except Exception:  # noqa: BLE001 - a hint must never replace the real failure
+        return False
+
+
+def _input_arg(fn: str, input, info: dict):
+    """The operator's input, from ``input=`` or the deprecated keyword ``G=``."""
+    if "G" in info:
+        if input is not None:
+            raise TypeError(f"{fn}() got the input twice (input= and G=); pass input=G only")
+        warnings.warn(f"{fn}(..., G=...) is deprecated: the keyword is input= (the array the "
+                      "operator was applied to, not an expected output)", DeprecationWarning,
+                      stacklevel=3)
+        input = info.pop("G")
+    if input is None:
+        raise TypeError(f"{fn}() missing the operator's input: call {fn}(actual, input=G) with "
+                        "G the array the operator was APPLIED TO (not the expected output); "
+                        "swanref computes the expected output from it in float64")
+    return input
 
 
 # -- total error metrics ------------------------------------------------------------------------
@@ -247,7 +351,9 @@ def _shape_check(name, actual, G, expected_shape=None) -> Measurement | None:
     shape = tuple(expected_shape if expected_shape is not None else np.shape(G))
     if tuple(a.shape) != shape:
         return Measurement(name, math.inf, 0.0, "output shape", describe_input(G),
-                           note=f"output shape {tuple(a.shape)} != expected {shape}")
+                           note=f"output shape {tuple(a.shape)} != {shape}, the shape of the "
+                                "operator's INPUT G (the second argument: the array the operator "
+                                "was applied to, not an expected output)")
     return None
 
 
@@ -265,30 +371,120 @@ def _dtype_of(dtype, *arrays):
     return np.dtype(np.float64)
 
 
-def assert_close(actual, desired, *, rtol=None, atol=0.0, metric="mixed", err_msg=""):
-    """``numpy.testing.assert_allclose`` with a total metric and a dtype-derived default.
+def default_close_tolerance(dtype) -> float:
+    """``rtol = atol = 64 eps(dtype)``: :func:`assert_close`'s default (``eps = 2 u``)."""
+    return 64 * 2 * unit_roundoff(dtype)
 
-    ``metric`` is ``'mixed'`` (``|a-d|/(1+|d|)``), ``'relative'`` (``|a-d|/|d|``, absolute
-    where ``d == 0``) or ``'absolute'``.  Default ``rtol``: ``64 * eps`` of ``actual``'s
-    compute dtype.  Passes iff ``max(error) <= rtol + atol``.
+
+_OLD_METRICS = ("mixed", "relative", "absolute")
+
+
+def assert_close(actual, expected, *, rtol=None, atol=None, equal_nan=True, check_dtype=False,
+                 err_msg="", metric=None, desired=None):
+    """Assert ``|actual - expected| <= atol + rtol * |expected|`` elementwise.
+
+    The semantics of ``numpy.testing.assert_allclose`` and ``torch.testing.assert_close``:
+    ``expected`` may be a scalar (broadcast; otherwise the shapes must be equal), NaN equals NaN
+    (``equal_nan=True``, numpy's default), an infinity equals the same infinity only.
+    ``check_dtype=True`` also requires equal dtypes (torch's ``check_dtype``; numpy's
+    ``strict``).  ``rtol``/``atol`` default to ``64 eps`` of ``actual``'s dtype (float64:
+    1.4e-14, float32: 7.6e-6; half types are judged as float32 after the output rounding).
+    Accepts NumPy, torch, CuPy and JAX arrays (compared as float64).  The failure message
+    gives the mismatch count, the greatest absolute and relative differences with their
+    index, and the tolerance used with its source.  Returns the :class:`Measurement`
+    (``error`` = the largest ``|a-e| / (atol + rtol |e|)``, ``tolerance`` = 1).
+
+    Changed in 0.3: before, this bounded ``max(metric) <= rtol + atol`` with the metric
+    ``|a-e|/(1+|e|)``; ``metric=`` still selects that old rule (deprecated), and the default
+    call gives the same verdicts (``atol = rtol``).  ``desired=`` is numpy's name for
+    ``expected``.
     """
-    return _raise_unless(measure_close(actual, desired, rtol=rtol, atol=atol, metric=metric),
-                         err_msg)
+    meas = measure_close(actual, expected, rtol=rtol, atol=atol, equal_nan=equal_nan,
+                         check_dtype=check_dtype, metric=metric, desired=desired, _stack=3)
+    return _judge(meas, err_msg)
 
 
-def measure_close(actual, desired, *, rtol=None, atol=0.0, metric="mixed") -> Measurement:
+def measure_close(actual, expected=None, *, rtol=None, atol=None, equal_nan=True,
+                  check_dtype=False, metric=None, desired=None, _stack=2) -> Measurement:
     """The :class:`Measurement` behind :func:`assert_close` (no exception)."""
+    if desired is not None:
+        if expected is not None:
+            raise TypeError("assert_close() got both expected and desired; pass one")
+        expected = desired
+    if expected is None:
+        raise TypeError("assert_close() missing the expected value (a scalar or an array)")
     dt = _dtype_of(None, actual)
-    if rtol is None:
-        rtol = 64 * unit_roundoff(dt) * 2
+    dt_e = _dtype_of(None, expected) if hasattr(expected, "dtype") else None
+    if metric is not None:
+        return _measure_close_old(actual, expected, rtol, atol, metric, dt, _stack + 1)
+    default = default_close_tolerance(dt)
+    src = []
+    for name, val in (("rtol", rtol), ("atol", atol)):
+        src.append(f"{name} {fmt(default if val is None else val)} "
+                   + (f"(default: 64 eps of {dt})" if val is None else "(given)"))
+    rtol = default if rtol is None else float(rtol)
+    atol = default if atol is None else float(atol)
+    if rtol < 0 or atol < 0 or math.isnan(rtol) or math.isnan(atol):
+        raise ValueError(f"rtol and atol must be >= 0, got rtol={rtol}, atol={atol}")
+    a, e = as_float64(actual), as_float64(expected)
+    tol_text = "tolerance |a - e| <= atol + rtol |e|: " + ", ".join(src)
+    info = {"shape": list(a.shape), "dtype": str(dt)}
+    if check_dtype and dt_e is not None and dt != dt_e:
+        return Measurement("close", math.inf, 1.0, "dtype", info,
+                           note=f"dtypes differ: actual {dt}, expected {dt_e} (check_dtype=True)")
+    if a.shape != e.shape and a.ndim and e.ndim:
+        return Measurement("close", math.inf, 1.0, "shape", info,
+                           note=f"shapes differ: actual {a.shape}, expected {e.shape} (only a "
+                                "scalar is broadcast, as in numpy.testing.assert_allclose)")
+    a, e = np.broadcast_arrays(a, e)
+    diff = extended_absolute_error(a, e)
+    if not equal_nan:
+        diff = np.where(np.isnan(a) | np.isnan(e), np.inf, diff)
+    allowed = atol + rtol * np.abs(np.where(np.isfinite(e), e, 0.0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(diff == 0, 0.0, np.where(allowed > 0, diff / allowed, np.inf))
+    if ratio.size == 0:
+        return Measurement("close", 0.0, 1.0, "|a - e| / (atol + rtol |e|) elementwise", info,
+                           note="empty arrays; " + tol_text)
+    bad = ratio > 1
+    worst = float(np.max(ratio))
+    note = tol_text
+    if bad.any():
+        rel = extended_relative_error(a, e)
+        ia = np.unravel_index(int(np.argmax(diff)), diff.shape)
+        ir = np.unravel_index(int(np.argmax(rel)), rel.shape)
+        n_bad, total = int(bad.sum()), int(bad.size)
+        note = (f"mismatched elements: {n_bad} / {total} ({100 * n_bad / total:.1f}%)\n"
+                f"  greatest absolute difference: {fmt(diff[ia])} at index {_idx(ia)} "
+                f"(actual {float(a[ia]):.9g}, expected {float(e[ia]):.9g}; up to {fmt(atol)} allowed)\n"
+                f"  greatest relative difference: {fmt(rel[ir])} at index {_idx(ir)} "
+                f"(actual {float(a[ir]):.9g}, expected {float(e[ir]):.9g}; up to {fmt(rtol)} allowed)\n  "
+                + tol_text)
+    return Measurement("close", worst, 1.0, "|a - e| / (atol + rtol |e|) elementwise", info,
+                       note=note)
+
+
+def _idx(index) -> str:
+    return "(" + ", ".join(str(int(i)) for i in index) + ("," if len(index) == 1 else "") + ")"
+
+
+def _measure_close_old(actual, expected, rtol, atol, metric, dt, stack) -> Measurement:
+    """The 0.2 rule ``max(metric(a, e)) <= rtol + atol`` (``metric=``, deprecated)."""
+    if metric not in _OLD_METRICS:
+        raise ValueError(f"metric must be one of {_OLD_METRICS}, got {metric!r}")
+    warnings.warn("assert_close(metric=...) is deprecated since 0.3: assert_close now uses "
+                  "numpy/torch semantics |a - e| <= atol + rtol |e|; for the old mixed metric "
+                  "pass rtol=atol=t (same verdict as metric='mixed' with rtol=t, atol=0)",
+                  DeprecationWarning, stacklevel=stack + 1)
+    rtol = 64 * unit_roundoff(dt) * 2 if rtol is None else rtol
+    atol = 0.0 if atol is None else atol
     fn = {"mixed": mixed_error, "relative": extended_relative_error,
           "absolute": extended_absolute_error}[metric]
-    a = as_float64(actual)
-    d = as_float64(desired)
-    if a.shape != d.shape:
+    a, e = as_float64(actual), as_float64(expected)
+    if a.shape != e.shape and a.ndim and e.ndim:
         return Measurement("close", math.inf, rtol + atol, metric, {"shape": list(a.shape)},
-                           note=f"shapes differ: {a.shape} vs {d.shape}")
-    err = fn(a, d)
+                           note=f"shapes differ: {a.shape} vs {e.shape}")
+    err = fn(*np.broadcast_arrays(a, e))
     worst, idx = _worst(err)
     return Measurement("close", worst, float(rtol + atol), f"{metric} elementwise error",
                        {"shape": list(a.shape), "dtype": str(dt)},
@@ -354,15 +550,25 @@ def _line_axis(shape, axis) -> int:
     return -1 if axis in (-1, len(shape) - 1) else -2
 
 
-def assert_grad_norm_close(actual, G, *, axis=-1, eps=0.0, dtype=None, err_msg="", **info):
-    """Assert ``actual`` is GradNorm(G) (spec 2) within the spec's elementwise tolerance.
+def assert_grad_norm_close(actual, input=None, *, axis=-1, eps=0.0, dtype=None, err_msg="",
+                           offset_term=True, allow_no_claim=False, **info):
+    """Assert ``actual == GradNorm(input)``: the second argument is the operator's INPUT G.
 
-    ``G`` is the input the implementation received (its values are taken as exact); the
-    reference is computed from it in float64.  ``dtype`` is the dtype the implementation
-    claims (default: ``actual.dtype``).  Extra keywords (``seed=...``) are reported on failure.
+    ``input`` is the array the implementation was applied to (its values are taken as exact,
+    not an expected output): the reference is computed from it in float64 and compared
+    elementwise within spec 8.1's tolerance.  ``dtype`` is the dtype the implementation
+    claims (default: ``actual.dtype``); ``offset_term=False`` claims the offset-free accuracy
+    of spec 2.5.  Lines whose bound exceeds ``TRUSTED_LIMIT`` carry no claim: if every
+    line is such, :class:`NoClaimError` is raised (``allow_no_claim=True`` returns the
+    measurement instead).  Extra keywords (``seed=...``) are reported on failure.
     """
-    return _raise_unless(measure_grad_norm(actual, G, axis=axis, eps=eps, dtype=dtype,
-                                           **info), err_msg)
+    G = _input_arg("assert_grad_norm_close", input, info)
+    meas = measure_grad_norm(actual, G, axis=axis, eps=eps, dtype=dtype,
+                             offset_term=offset_term, **info)
+    return _judge(meas, err_msg, allow_no_claim=allow_no_claim,
+                  advice=NO_CLAIM_ADVICE["grad_norm"],
+                  looks_like_output=lambda: measure_grad_norm(G, G, axis=axis, eps=eps,
+                                                              dtype=dtype).passed)
 
 
 # -- exact whitening ----------------------------------------------------------------------------
@@ -413,17 +619,25 @@ def measure_whitening(actual, G, *, method="svd", rank_rtol=None, dtype=None,
                        describe_input(G, **info), claim=claim, note=note)
 
 
-def assert_whitening_close(actual, G, *, method="svd", rank_rtol=None, dtype=None, err_msg="",
-                           **info):
-    """Assert ``actual`` is the exact whitening ``U_r V_r^T`` of ``G`` (spec 3.1/3.2, 8.2).
+def assert_whitening_close(actual, input=None, *, method="svd", rank_rtol=None, dtype=None,
+                           err_msg="", allow_no_claim=False, **info):
+    """Assert ``actual == U_r V_r^T`` of ``input``: the second argument is the operator's INPUT G.
 
-    The tolerance is ``8 max(m,n) kappa u`` for ``method='svd'`` and ``8 max(m,n) kappa^2 u``
-    for ``'eigh'`` (the accuracy the implementation claims), ``u`` the unit roundoff of
-    ``dtype``, ``kappa`` the condition number of ``G`` over its numerically nonzero singular
-    values.  Rank-deficient input expects the partial isometry; zero input expects zeros.
+    ``input`` is the array the whitening was applied to (not an expected output); swanref
+    computes ``U_r V_r^T`` from it in float64 (spec 3.1/3.2, 8.2).  The tolerance is
+    ``8 max(m,n) kappa u`` for ``method='svd'`` and ``8 max(m,n) kappa^2 u`` for ``'eigh'``
+    (the accuracy the implementation claims), ``u`` the unit roundoff of ``dtype``, ``kappa``
+    the condition number of ``G`` over its numerically nonzero singular values.  Rank-deficient
+    input expects the partial isometry; zero input expects zeros.  Where the method cannot
+    resolve the rank (``kappa^p u >= 1e-3``) the spec claims nothing and
+    :class:`NoClaimError` is raised (``allow_no_claim=True`` returns the measurement).
     """
-    return _raise_unless(measure_whitening(actual, G, method=method, rank_rtol=rank_rtol,
-                                           dtype=dtype, **info), err_msg)
+    G = _input_arg("assert_whitening_close", input, info)
+    meas = measure_whitening(actual, G, method=method, rank_rtol=rank_rtol, dtype=dtype, **info)
+    return _judge(meas, err_msg, allow_no_claim=allow_no_claim,
+                  advice=NO_CLAIM_ADVICE["whitening"],
+                  looks_like_output=lambda: measure_whitening(G, G, method=method,
+                                                              dtype=dtype).passed)
 
 
 # -- Newton-Schulz ----------------------------------------------------------------------------
@@ -462,25 +676,26 @@ def measure_newton_schulz(actual, G, *, steps=10, beta=0.5, scaling="gram_fro", 
                        describe_input(G, **info), claim=claim, note=note)
 
 
-def assert_newton_schulz_close(actual, G, *, steps=10, beta=0.5, scaling="gram_fro", dtype=None,
-                               err_msg="", allow_no_claim=False, **info):
-    """Assert ``actual`` is the coupled Newton-Schulz output predicted by spec 3.6 / 8.3.
+def assert_newton_schulz_close(actual, input=None, *, steps=10, beta=0.5, scaling="gram_fro",
+                               dtype=None, err_msg="", allow_no_claim=False, **info):
+    """Assert ``actual`` is Newton-Schulz of ``input``: the second argument is the operator's INPUT G.
 
-    Where the tolerance model makes no claim (predicted error above
-    ``swanref.spec.tolerance.TRUSTED_LIMIT``: too few steps for the input's conditioning, or
-    float32 at high kappa) nothing can be asserted, so this raises
-    :class:`SwanrefAssertionError` saying the input is outside the model -- an assertion that
-    cannot fail is not a pass.  ``allow_no_claim=True`` returns the measurement
-    (``claim=False``) instead; :func:`measure_newton_schulz` never raises.
+    ``input`` is the array the iteration was applied to (not an expected output); the
+    prediction ``U phi_K(S) V^T`` of spec 3.6 for the claimed ``steps``, ``beta`` and
+    ``scaling`` is computed from it, and the tolerance is spec 8.3's.  Where the tolerance
+    model makes no claim (predicted error above ``swanref.spec.tolerance.TRUSTED_LIMIT``: too
+    few steps for the input's conditioning, or float32 at high kappa) nothing can be asserted,
+    so this raises :class:`NoClaimError` -- an assertion that cannot fail is not a pass.
+    ``allow_no_claim=True`` returns the measurement (``claim=False``) instead;
+    :func:`measure_newton_schulz` never raises.
     """
+    G = _input_arg("assert_newton_schulz_close", input, info)
     meas = measure_newton_schulz(actual, G, steps=steps, beta=beta, scaling=scaling,
                                  dtype=dtype, **info)
-    if not meas.claim and not allow_no_claim:
-        raise SwanrefAssertionError(meas, (err_msg + "; " if err_msg else "") + (
-            "outside the tolerance model: spec 8.3 makes no claim for this input and reading "
-            f"(predicted error above {TRUSTED_LIMIT}); nothing was checked -- use more steps, "
-            "a better conditioned or float64 input, or allow_no_claim=True"))
-    return _raise_unless(meas, err_msg)
+    return _judge(meas, err_msg, allow_no_claim=allow_no_claim,
+                  advice=NO_CLAIM_ADVICE["newton_schulz"],
+                  looks_like_output=lambda: measure_newton_schulz(
+                      G, G, steps=steps, beta=beta, scaling=scaling, dtype=dtype).passed)
 
 
 # -- structural properties ------------------------------------------------------------------
@@ -505,10 +720,11 @@ def measure_orthonormal_rows(X, *, tol=None, kappa=1.0, dtype=None,
                        describe_input(X, **info))
 
 
-def assert_orthonormal_rows(X, *, tol=None, kappa=1.0, dtype=None, err_msg="", **info):
+def assert_orthonormal_rows(X, *, tol=None, kappa=1.0, dtype=None, err_msg="",
+                            allow_no_claim=False, **info):
     """Assert the rows (columns, if tall) of ``X`` are orthonormal (full-rank whitening)."""
-    return _raise_unless(measure_orthonormal_rows(X, tol=tol, kappa=kappa, dtype=dtype,
-                                                  **info), err_msg)
+    return _judge(measure_orthonormal_rows(X, tol=tol, kappa=kappa, dtype=dtype, **info),
+                  err_msg, allow_no_claim=allow_no_claim)
 
 
 def measure_partial_isometry(X, rank, *, tol=None, kappa=1.0, dtype=None,
@@ -530,10 +746,11 @@ def measure_partial_isometry(X, rank, *, tol=None, kappa=1.0, dtype=None,
                        describe_input(X, **info), note=f"expected rank {np.max(rank)}")
 
 
-def assert_partial_isometry(X, rank, *, tol=None, kappa=1.0, dtype=None, err_msg="", **info):
+def assert_partial_isometry(X, rank, *, tol=None, kappa=1.0, dtype=None, err_msg="",
+                            allow_no_claim=False, **info):
     """Assert ``X`` is a partial isometry of the given rank (rank-deficient whitening)."""
-    return _raise_unless(measure_partial_isometry(X, rank, tol=tol, kappa=kappa, dtype=dtype,
-                                                  **info), err_msg)
+    return _judge(measure_partial_isometry(X, rank, tol=tol, kappa=kappa, dtype=dtype, **info),
+                  err_msg, allow_no_claim=allow_no_claim)
 
 
 def measure_symmetric_psd(X, G, *, tol=None, kappa=1.0, dtype=None,
@@ -573,10 +790,15 @@ def measure_symmetric_psd(X, G, *, tol=None, kappa=1.0, dtype=None,
                        describe_input(G, **info))
 
 
-def assert_symmetric_psd(X, G, *, tol=None, kappa=1.0, dtype=None, err_msg="", **info):
-    """Assert ``X G^T`` is symmetric PSD (``X`` shares ``G``'s singular vectors)."""
-    return _raise_unless(measure_symmetric_psd(X, G, tol=tol, kappa=kappa, dtype=dtype,
-                                               **info), err_msg)
+def assert_symmetric_psd(X, input=None, *, tol=None, kappa=1.0, dtype=None, err_msg="",
+                         allow_no_claim=False, **info):
+    """Assert ``X input^T`` is symmetric PSD: ``X`` shares the singular vectors of the INPUT G.
+
+    ``input`` is the array the whitening was applied to (not an expected output).
+    """
+    G = _input_arg("assert_symmetric_psd", input, info)
+    return _judge(measure_symmetric_psd(X, G, tol=tol, kappa=kappa, dtype=dtype, **info),
+                  err_msg, allow_no_claim=allow_no_claim)
 
 
 def measure_singular_values(X, expected, *, tol, prop="singular_values", **info):
@@ -720,13 +942,25 @@ def measure_swan_update(actual, G, *, whiten_method="newton_schulz", steps=None,
                        note=f"claimed reading: {reading}, dtype {dt}")
 
 
-def assert_swan_update_close(actual, G, *, whiten_method="newton_schulz", steps=None, beta=None,
-                             scaling=None, rescale=True, axis=-1, eps=0.0, dtype=None,
-                             err_msg="", **info):
-    """Assert ``actual`` is the SWAN update of ``G`` (spec 4) for the claimed reading, lr 1."""
-    return _raise_unless(measure_swan_update(
-        actual, G, whiten_method=whiten_method, steps=steps, beta=beta, scaling=scaling,
-        rescale=rescale, axis=axis, eps=eps, dtype=dtype, **info), err_msg)
+def assert_swan_update_close(actual, input=None, *, whiten_method="newton_schulz", steps=None,
+                             beta=None, scaling=None, rescale=True, axis=-1, eps=0.0, dtype=None,
+                             err_msg="", allow_no_claim=False, **info):
+    """Assert ``actual`` is the SWAN update of ``input``: the second argument is the operator's INPUT G.
+
+    ``input`` is the gradient the update was computed from (not an expected update); the
+    reference ``swan_update(G)`` (spec 4) for the claimed reading is computed from it in
+    float64, lr 1.  No claim (spec 8.3/8.4) raises :class:`NoClaimError`
+    (``allow_no_claim=True`` returns the measurement).
+    """
+    G = _input_arg("assert_swan_update_close", input, info)
+    meas = measure_swan_update(actual, G, whiten_method=whiten_method, steps=steps, beta=beta,
+                               scaling=scaling, rescale=rescale, axis=axis, eps=eps,
+                               dtype=dtype, **info)
+    return _judge(meas, err_msg, allow_no_claim=allow_no_claim,
+                  advice=NO_CLAIM_ADVICE["swan_update"],
+                  looks_like_output=lambda: measure_swan_update(
+                      G, G, whiten_method=whiten_method, steps=steps, beta=beta,
+                      scaling=scaling, rescale=rescale, axis=axis, eps=eps, dtype=dtype).passed)
 
 
 # -- SinkGD -----------------------------------------------------------------------------------
@@ -749,9 +983,18 @@ def measure_sinkgd(actual, G, *, iters=5, dtype=None, prop="agrees_with_referenc
                        note=f"worst entry at index {tuple(int(i) for i in idx)}; iters {iters}")
 
 
-def assert_sinkgd_close(actual, G, *, iters=5, dtype=None, err_msg="", **info):
-    """Assert ``actual`` is ``sinkgd_update(G, iters=iters, lr=1)`` (spec 5) within tolerance."""
-    return _raise_unless(measure_sinkgd(actual, G, iters=iters, dtype=dtype, **info), err_msg)
+def assert_sinkgd_close(actual, input=None, *, iters=5, dtype=None, err_msg="",
+                        allow_no_claim=False, **info):
+    """Assert ``actual == sinkgd_update(input, iters)``: the second argument is the operator's INPUT G.
+
+    ``input`` is the gradient SinkGD was applied to (not an expected output); the reference
+    (spec 5, lr 1) is computed from it in float64 and compared within spec 8.4's tolerance.
+    """
+    G = _input_arg("assert_sinkgd_close", input, info)
+    meas = measure_sinkgd(actual, G, iters=iters, dtype=dtype, **info)
+    return _judge(meas, err_msg, allow_no_claim=allow_no_claim,
+                  looks_like_output=lambda: measure_sinkgd(G, G, iters=iters,
+                                                           dtype=dtype).passed)
 
 
 # -- the measure_* twin of every assert_*_close, under the matching name ----------------------

@@ -445,7 +445,8 @@ def _shape_mismatch(X, case, name):
 
 
 @prop("tall_input", ("whiten", "swan_update", "grad_norm", "sinkgd_update"),
-      "m > n input: whitened as G (G^T G)^(-1/2), same polar factor (spec 3.0)",
+      "tall input (m > n) agrees with the reference as wide input does (whitening: "
+      "G (G^T G)^(-1/2), the same polar factor, spec 3.0)",
       lambda c: plain_inputs(c, shape="tall"))
 def _tall(claim, call, case):
     return _agree(claim, call, case, "tall_input")

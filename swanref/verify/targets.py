@@ -14,10 +14,13 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import queue
 import sys
+import threading
 from contextlib import contextmanager
 
-__all__ = ["UsageError", "load_target"]
+__all__ = ["UsageError", "load_target", "TargetRunner", "TargetAborted", "TargetTimeout",
+           "DEFAULT_TIMEOUT_S"]
 
 
 class UsageError(Exception):
@@ -57,26 +60,42 @@ def _exec_file(path: str):
     return module
 
 
-def load_target(spec: str):
-    """Resolve ``module:attr`` or ``file.py:attr`` to a callable (UsageError otherwise)."""
+def _import(mod_name: str):
+    if mod_name.endswith(".py") or os.sep in mod_name or "/" in mod_name:
+        path = os.path.abspath(mod_name)
+        if not os.path.isfile(path):
+            raise UsageError(f"no such file: {mod_name}")
+        return _exec_file(path)
+    with _importable_last(os.getcwd()):
+        return importlib.import_module(mod_name)
+
+
+def load_target(spec: str, runner: "TargetRunner | None" = None):
+    """Resolve ``module:attr`` or ``file.py:attr`` to a callable (UsageError otherwise).
+
+    With a :class:`TargetRunner` the import runs on its worker under its deadline
+    (TargetTimeout); a module that exits or raises a BaseException while it loads raises
+    :class:`TargetAborted` either way (a ``sys.exit(0)`` at import is never a success).
+    """
     if not isinstance(spec, str) or ":" not in spec:
         raise UsageError(f"TARGET must be 'module:function' or 'file.py:function', got {spec!r}")
     mod_name, _, attr = spec.rpartition(":")
     if not mod_name or not attr:
         raise UsageError(f"TARGET must be 'module:function' or 'file.py:function', got {spec!r}")
+    where = f"importing {mod_name}"
     try:
-        if mod_name.endswith(".py") or os.sep in mod_name or "/" in mod_name:
-            path = os.path.abspath(mod_name)
-            if not os.path.isfile(path):
-                raise UsageError(f"no such file: {mod_name}")
-            module = _exec_file(path)
+        if runner is not None:
+            module = runner.run(_import, mod_name, where=where)
         else:
-            with _importable_last(os.getcwd()):
-                module = importlib.import_module(mod_name)
-    except UsageError:
+            module = _import(mod_name)
+    except (UsageError, TargetAborted, TargetTimeout):
         raise
     except Exception as exc:  # noqa: BLE001 - any import-time failure is a usage error
         raise UsageError(f"cannot import {mod_name!r}: {type(exc).__name__}: {exc}") from exc
+    except BaseException as exc:  # SystemExit at import time, direct (runner-less) load
+        if isinstance(exc, KeyboardInterrupt) and runner is None:
+            raise  # on the caller's thread a Ctrl-C is the user's
+        raise TargetAborted(exc, where) from exc
     obj = module
     for part in attr.split("."):
         try:
@@ -86,3 +105,106 @@ def load_target(spec: str):
     if not callable(obj):
         raise UsageError(f"{spec} is not callable (got {type(obj).__name__})")
     return obj
+
+
+# -- calling the target: one worker thread, a deadline, and no exit through it ---------------
+
+#: seconds one call of the target (or its import) may take before it counts as hung
+#: (``swanref check --timeout``); generous: a JIT target compiles on its first call per shape
+DEFAULT_TIMEOUT_S = 60.0
+
+
+class TargetAborted(BaseException):
+    """The target exited (``SystemExit``, any code) or raised another BaseException
+    (``KeyboardInterrupt``, ``GeneratorExit``, ...) while importing or computing.
+
+    A BaseException, so that no ``except Exception`` on the way (hypothesis, a property)
+    turns it into an ordinary failure: the whole check stops with its own outcome.
+    """
+
+    def __init__(self, exc: BaseException, where: str):
+        self.exc, self.where = exc, where
+        what = (f"called sys.exit({exc.code!r})" if isinstance(exc, SystemExit)
+                else f"raised {type(exc).__name__}: {exc}".rstrip(": "))
+        super().__init__(f"the target {what} while {where}")
+
+
+class TargetTimeout(BaseException):
+    """The target did not return within the deadline (the call is left running in a
+    daemon thread; the process can still exit)."""
+
+    def __init__(self, seconds: float, where: str):
+        self.seconds, self.where = seconds, where
+        super().__init__(f"the target did not return within {seconds:g} s while {where}")
+
+
+class TargetRunner:
+    """Runs everything that touches the target -- its import, the conversion of the input to
+    its array type, the call, the conversion back -- on one worker thread (so thread-local
+    state set at import, e.g. torch's grad mode, is what its calls see), and waits at most
+    ``timeout`` seconds (None: no deadline, and no thread: the caller's own thread runs it).
+
+    A call that outlives its deadline raises :class:`TargetTimeout`; one that exits or raises
+    a BaseException raises :class:`TargetAborted`.  When a caller gave up on a call (a
+    property with its own shorter deadline), the next call gets a fresh worker.
+    """
+
+    def __init__(self, timeout: float | None = DEFAULT_TIMEOUT_S):
+        if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
+            raise UsageError(f"--timeout must be a number of seconds > 0, got {timeout!r}")
+        self.timeout = None if timeout is None else float(timeout)
+        self._lock = threading.Lock()
+        self._jobs = None
+        self._busy = None    # the Event of the job the worker is running, or None
+
+    def _worker(self, jobs):
+        while True:
+            job = jobs.get()
+            if job is None:
+                return
+            func, args, box, done = job
+            try:
+                box["out"] = func(*args)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+                box["exc"] = exc
+            finally:
+                done.set()
+
+    def _submit(self, job):
+        with self._lock:
+            if self._jobs is None or (self._busy is not None and not self._busy.is_set()):
+                # first call, or the worker is still inside a call somebody gave up on
+                self._jobs = queue.SimpleQueue()
+                threading.Thread(target=self._worker, args=(self._jobs,), daemon=True,
+                                 name="swanref-target").start()
+            self._busy = job[3]
+            self._jobs.put(job)
+
+    def run(self, func, *args, where: str = "calling it"):
+        """``func(*args)`` under the deadline; the target's Exceptions propagate unchanged."""
+        if self.timeout is None:
+            try:
+                return func(*args)
+            except Exception:
+                raise
+            except BaseException as exc:  # SystemExit & co from the target itself
+                raise TargetAborted(exc, where) from exc
+        box, done = {}, threading.Event()
+        self._submit((func, args, box, done))
+        if not done.wait(self.timeout):
+            raise TargetTimeout(self.timeout, where)
+        if "exc" in box:
+            exc = box["exc"]
+            if isinstance(exc, Exception):
+                raise exc
+            if isinstance(exc, (TargetAborted, TargetTimeout)):
+                raise exc
+            raise TargetAborted(exc, where) from exc
+        return box["out"]
+
+    def close(self):
+        """Let an idle worker end (a hung one stays a daemon: it cannot hold the exit)."""
+        with self._lock:
+            if self._jobs is not None:
+                self._jobs.put(None)
+                self._jobs = None

@@ -13,18 +13,20 @@ and a source's own arithmetic coincide; only ``direction_scale_invariant`` leave
 from __future__ import annotations
 
 import math
+import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from swanref.presets.catalogue import PRESETS, ROUTES
+from swanref.presets.catalogue import PRESETS, ROUTES, get_preset, schedule
 from swanref.presets.lowprec import round_to
 from swanref.spec.conventions import SCALE_RULES, matrix_view, resolve_scale, shape_factor
 from swanref.spec.readings import WHITEN_METHODS
 from swanref.update import load_coefficients, orthogonalized_update
-from swanref.verify.checker import CheckReport, PropertyResult, UsageError, make_call
-from swanref.verify.claims import Claim, ClaimError
+from swanref.verify.checker import (CheckReport, PropertyResult, TargetAborted, TargetTimeout,
+                                    UsageError, make_call, stopped)
+from swanref.verify.claims import Claim, ClaimError, not_applicable, tolerance, unsupported_shape
 from swanref.verify.claims.model import require_evaluable
 from swanref.verify.properties import TargetError
 
@@ -41,6 +43,8 @@ DIRECTION_TOLERANCE = 1e-4
 
 SCALES = (1e-12, 1e-6, 1e6, 1e12)
 
+_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+
 
 @dataclass
 class UpdateClaim:
@@ -53,31 +57,55 @@ class UpdateClaim:
     coefficients: list | None = None
     dtype: str = "float64"
     complex: bool = False
+    #: None: the per-probe tolerance of the claim (docs/spec.md 11.4); a number: that, flat
     tolerance: float | None = None
+    #: the whole claim (its epsilon, N-D rule, norm axis, low-precision order, ...)
+    full: Claim | None = field(default=None, compare=False, repr=False)
+    #: the per-probe tolerances of the property being run (the report shows the largest)
+    seen: list = field(default_factory=list, compare=False, repr=False)
 
     def __post_init__(self):
         self.scale = resolve_scale(self.scale).name
         if self.dtype not in MATCH:
             raise ValueError(f"dtype must be one of {', '.join(MATCH)}, got {self.dtype!r}")
-        if self.tolerance is None:
-            self.tolerance = MATCH[self.dtype]
+        if self.full is None:
+            self.full = self.to_claim()
 
-    #: Claim knobs this level evaluates today (docs/spec.md 11.1)
+    #: Claim knobs this level evaluates (docs/spec.md 11.1)
     CLAIM_KNOBS = ("scale", "scale_factor", "stack_dims", "norm_axis", "steps", "coefficients",
-                   "compute_dtype", "complex")
+                   "compute_dtype", "complex", "eps", "eps_form", "norm_scale", "lowprec_order",
+                   "nd", "momentum", "nesterov")
 
     @classmethod
     def from_claim(cls, claim: Claim) -> UpdateClaim:
         """The update check's claim of a :class:`~swanref.verify.claims.Claim` (ClaimError for a
-        knob this level cannot evaluate yet, e.g. an epsilon other than the preset's)."""
+        knob this level cannot evaluate: a gate, a second moment, another preconditioner)."""
         require_evaluable(claim, "update", cls.CLAIM_KNOBS)
-        if claim.norm_axis not in ("none", "rows"):
-            raise ClaimError(f"the update check cannot evaluate norm_axis={claim.norm_axis!r} "
-                             "yet (rows only)")
+        if claim.nd == "routed":
+            claim = claim.replace(nd="2d_only")  # N-D parameters never reach this update
+        stated = claim.eps is not None or claim.eps_form is not None \
+            or claim.norm_scale is not None or claim.lowprec_order != "cast_then_normalise"
+        if stated and claim.preset is None and claim.method not in ("svd", "eigh"):
+            raise ClaimError(f"eps, eps_form, norm_scale and lowprec_order are evaluated for a "
+                             f"preset or an exact method, not for method {claim.method!r}")
         return cls(claim.preset or claim.method, claim.scale, claim.scale_factor,
                    claim.stack_dims, claim.norm_axis == "rows", claim.steps,
                    None if claim.coefficients is None else [list(t) for t in claim.coefficients],
-                   claim.compute_dtype, claim.complex, claim.tolerance)
+                   claim.compute_dtype, claim.complex, claim.tolerance, full=claim)
+
+    @property
+    def stated(self) -> bool:
+        """True when the claim states the epsilon, its form or the safety factor: the reference
+        runs on the raw gradient (spec 9.5)."""
+        c = self.full
+        return c.eps is not None or c.eps_form is not None or c.norm_scale is not None
+
+    @property
+    def rescale(self) -> float:
+        """The first step of a Nesterov optimizer orthogonalises (1 + mu) G: an update target
+        wrapping one moves its epsilon by that factor (the eps-shift term of spec 11.4)."""
+        c = self.full
+        return 1.0 + c.momentum if c.nesterov != "off" else 1.0
 
     def to_claim(self) -> Claim:
         """The same claim as a :class:`~swanref.verify.claims.Claim` (tolerance kept)."""
@@ -99,7 +127,16 @@ class UpdateClaim:
 
     def describe(self) -> dict:
         d = {"op": "update", "preset": self.preset, "scale": self.scale,
-             "dtype": self.dtype, "tolerance": self.tolerance}
+             "dtype": self.dtype, "tolerance": (self.tolerance if self.tolerance is not None
+                                                else "per probe (spec 11.4)")}
+        c = self.full
+        for k in ("eps", "eps_form", "norm_scale"):
+            if getattr(c, k) is not None:
+                d[k] = getattr(c, k)
+        for k, default in (("nd", "flatten"), ("norm_axis", "none"),
+                           ("lowprec_order", "cast_then_normalise")):
+            if getattr(c, k) != default and not (k == "norm_axis" and c.norm_axis == "rows"):
+                d[k] = getattr(c, k)
         if self.scale_factor != 1.0:
             d["scale_factor"] = self.scale_factor
         if self.stack_dims:
@@ -146,15 +183,80 @@ def _probe(claim, shape, seed, complex_=False):
     return G.astype(dt)
 
 
-def reference(claim, G, stack_dims=None):
+def reference(claim, G, stack_dims=None, **changes):
+    """The claimed update of G (``changes``: knobs of orthogonalized_update replaced, for the
+    diagnosis of a failure)."""
     emulate = claim.emulate
     if claim.preset in WHITEN_METHODS:
         emulate = None
-    return orthogonalized_update(
-        G, claim.preset, scale=claim.scale, scale_factor=claim.scale_factor,
-        stack_dims=claim.stack_dims if stack_dims is None else stack_dims,
-        row_norm=claim.row_norm, steps=claim.steps, coefficients=claim.coefficients,
-        emulate=emulate)
+    c = claim.full
+    kw = dict(scale=claim.scale, scale_factor=claim.scale_factor,
+              stack_dims=claim.stack_dims if stack_dims is None else stack_dims,
+              norm_axis=c.norm_axis, steps=claim.steps, coefficients=claim.coefficients,
+              emulate=emulate, nd=c.nd, lowprec_order=c.lowprec_order)
+    if claim.stated and claim.preset not in WHITEN_METHODS:
+        kw.update(eps=c.eps, eps_form=c.eps_form, norm_scale=c.norm_scale)
+    kw.update(changes)
+    return orthogonalized_update(G, claim.preset, **kw)
+
+
+def _tol(claim, G, rescale=None):
+    """The tolerance for probe G: the claim's flat one, else spec 11.4's per-probe model."""
+    if claim.tolerance is not None:
+        return claim.tolerance
+    G = np.asarray(G)
+    c = claim.full
+    if c.nd == "2d_only" and G.ndim - claim.stack_dims > 2:
+        c = c.replace(nd="flatten")
+    tol = tolerance(c, "update", G, rescale=claim.rescale if rescale is None else rescale)
+    claim.seen.append(tol)
+    return tol
+
+
+def _alternatives(claim, G, out, tol, normalise=True):
+    """Named conventions (one knob changed) whose update the target's output matches."""
+    c = claim.full
+    cands = []
+    for ax in ("none", "rows", "columns", "columns_if_wide"):
+        if ax != c.norm_axis:
+            cands.append((f"norm_axis={ax!r}", dict(norm_axis=ax)))
+    if claim.emulate:
+        other = ("normalise_then_cast" if c.lowprec_order == "cast_then_normalise"
+                 else "cast_then_normalise")
+        cands.append((f"lowprec_order={other!r} (the normalisation's precision)",
+                      dict(lowprec_order=other)))
+        cands.append(("compute_dtype='float32' (no 16-bit compute)", dict(emulate=None)))
+    elif claim.preset not in WHITEN_METHODS and not np.iscomplexobj(G):
+        for dt in ("bfloat16", "float16"):
+            cands.append((f"compute_dtype={dt!r} (computes in {dt})", dict(emulate=dt)))
+    if claim.preset not in WHITEN_METHODS:
+        for form in ("add", "clamp"):
+            for e in (1e-6, 1e-7, 1e-8, 1e-10, 1e-12, 1e-15):
+                if claim.stated and (e, form) == tuple(c.effective_eps):
+                    continue
+                cands.append((f"eps={e:g} ({form})", dict(eps=e, eps_form=form)))
+        cands.append(("no epsilon (eps_form='none')", dict(eps=0.0, eps_form="none")))
+    if c.nd != "flatten" and G.ndim - claim.stack_dims > 2:
+        cands.append(("nd='flatten'", dict(nd="flatten")))
+    found = []
+    with np.errstate(all="ignore"):
+        for label, ch in cands:
+            try:
+                alt = reference(claim, G, **ch)
+                t = tol
+                if ch.get("emulate"):  # the alternative's own precision
+                    t = max(tol, tolerance(c.replace(compute_dtype=ch["emulate"],
+                                                     nd="flatten"), "update", G))
+            except (ValueError, TypeError, ClaimError):
+                continue
+            d = _dist(_mats(out, claim.stack_dims), _mats(alt, claim.stack_dims), normalise)
+            if d <= t:
+                found.append((d / t if t > 0 else 0.0, label))
+    return [label for _, label in sorted(found)]
+
+
+def _named(found):
+    return f" -- matches {', '.join(found[:3])} instead" if found else ""
 
 
 def _mats(X, stack_dims):
@@ -225,18 +327,22 @@ class UpdateProperty:
 
 
 def _direction(claim, call):
+    worst = 0.0
     for label, shape in (("wide 4x7", (4, 7)), ("tall 7x4", (7, 4)), ("square 5x5", (5, 5))):
         G = _probe(claim, shape, 11)
         out = _checked(call(G), G, label)
         ref = reference(claim, G)
+        tol = _tol(claim, G)
         d = _dist(_mats(out, claim.stack_dims), _mats(ref, claim.stack_dims), normalise=True)
-        if d > claim.tolerance:
+        if d > tol:
             raw = _dist(_mats(out, claim.stack_dims), _mats(G, claim.stack_dims), True)
             why = (" -- the update is the raw gradient's direction: orthogonalisation skipped"
-                   if raw <= claim.tolerance else "")
+                   if raw <= tol else _named(_alternatives(claim, G, out, tol)))
             raise _Fail(d, label, f"direction differs from {claim.preset!r} on the {label} "
-                        f"probe by {d:.3g} (relative Frobenius, both normalised){why}", G.shape, G)
-    return 0.0
+                        f"probe by {d:.3g} > {tol:.3g} (relative Frobenius, both "
+                        f"normalised){why}", G.shape, G)
+        worst = max(worst, d)
+    return worst
 
 
 def _scale_on(shapes, name):
@@ -246,13 +352,14 @@ def _scale_on(shapes, name):
             G = _probe(claim, shape, 12)
             out = np.asarray(call(G))
             ref = reference(claim, G)
+            tol = _tol(claim, G)
             fo, fr = _fro(out), _fro(ref)
             if not np.isfinite(fo):
                 raise _Fail(math.inf, label, f"non-finite update on the {label} probe",
                             G.shape, G)
             ratio = fo / fr
             err = abs(ratio - 1.0)
-            if err > claim.tolerance:
+            if err > tol:
                 _, m, n = matrix_view(shape, 0)
                 extra = []
                 if len(shape) > 2:
@@ -264,8 +371,8 @@ def _scale_on(shapes, name):
                 hint = f"; matches {', '.join(names[:4])}" if names else ""
                 raise _Fail(err, label, f"||update||_F / ||spec update||_F = {ratio:.6g} on the "
                             f"{label} probe (matrix view {m}x{n}, claimed scale "
-                            f"{claim.scale!r}: {SCALE_RULES[claim.scale].formula}){hint}",
-                            G.shape, G)
+                            f"{claim.scale!r}: {SCALE_RULES[claim.scale].formula}, tolerance "
+                            f"{tol:.3g}){hint}", G.shape, G)
             worst = max(worst, err)
         return worst
     return run
@@ -278,11 +385,16 @@ def _nd(claim, call):
         G = _probe(claim, shape, 13)
         out = _checked(call(G), G, label)
         ref = reference(claim, G)
+        tol = _tol(claim, G)
         d = _dist(_mats(out, claim.stack_dims), _mats(ref, claim.stack_dims), normalise=True)
-        if d > claim.tolerance:
-            raise _Fail(d, label, f"on the {label} probe the update is not the spec's (matrix "
-                        f"view (out, in*k...) orthogonalised and reshaped back): relative "
-                        f"distance of the directions {d:.3g}", G.shape, G)
+        if d > tol:
+            rule = {"flatten": "matrix view (out, in*k...)", "batch_leading": "a batch of the "
+                    "last two axes", "flatten_4d_batch_3d": "3-D a batch of the last two axes, "
+                    "4-D the matrix (out, in*k...)"}[claim.full.nd]
+            raise _Fail(d, label, f"on the {label} probe the update is not the claimed one "
+                        f"(nd={claim.full.nd!r}: {rule}, orthogonalised and reshaped back): "
+                        f"relative distance of the directions {d:.3g} > {tol:.3g}"
+                        f"{_named(_alternatives(claim, G, out, tol))}", G.shape, G)
         worst = max(worst, d)
     return worst
 
@@ -297,8 +409,9 @@ def _stack(claim, call):
     G = G.astype(claim.container)
     out = _checked(call(G), G, "stack 3x4x6")
     ref = reference(claim, G)
+    tol = _tol(claim, G)
     d = _dist(_mats(out, k), _mats(ref, k))
-    if d > claim.tolerance:
+    if d > tol:
         raise _Fail(d, "stack 3x4x6", f"a slice of the stack differs from its own update by {d:.3g}"
                     " (each parameter of a stack must be orthogonalised and scaled on its own)",
                     G.shape, G)
@@ -306,7 +419,7 @@ def _stack(claim, call):
     H[0] = _pow2(rng.standard_normal(H[0].shape), k - 1 if k > 1 else 0).astype(H.dtype)
     out2 = np.asarray(call(H))
     d2 = _dist(_mats(out2, k)[1:], _mats(out, k)[1:])
-    if d2 > claim.tolerance:
+    if d2 > tol:
         raise _Fail(d2, "stack 3x4x6, slice 0 replaced", f"changing slice 0 changed the updates "
                     f"of the other slices by {d2:.3g}: the stack is not treated as independent "
                     "parameters", G.shape, H)
@@ -343,7 +456,10 @@ def _zero(claim, call):
     shapes = [("zero 4x6", (4, 6)), ("zero conv 4x2x3x1", (4, 2, 3, 1))]
     worst = 0.0
     for label, shape in shapes:
-        G = np.zeros((1,) * claim.stack_dims + shape, claim.container)
+        full = (1,) * claim.stack_dims + shape
+        if unsupported_shape(claim.full, full):
+            continue  # outside the claim (a 2-D-only claim): no N-D probe
+        G = np.zeros(full, claim.container)
         out = np.asarray(call(G))
         err = float(np.max(np.abs(out))) if np.all(np.isfinite(out)) else math.inf
         if err > 0:
@@ -365,7 +481,7 @@ def _zero(claim, call):
 def _invariant(claim, call):
     G = _probe(claim, (5, 8), 18).astype(np.float64)
     ref = reference(claim, G.astype(claim.container))
-    tol = max(DIRECTION_TOLERANCE, claim.tolerance)
+    tol = max(DIRECTION_TOLERANCE, _tol(claim, G))
     graft = claim.scale == "graft"
     worst = 0.0
     for c in SCALES:
@@ -379,7 +495,8 @@ def _invariant(claim, call):
             raise _Fail(d, f"G x {c:g}", f"the direction of the update for {c:g} * G differs "
                         f"from that for G by {d:.3g} (relative); an epsilon floor in the "
                         "normalisation (e.g. X / (||X||_F + 1e-7)) decides the result for small "
-                        "gradients", G.shape, Gc)
+                        "gradients: state it (--set eps=1e-7 --set eps_form=add, or --preset "
+                        "NAME) and the 'epsilon' property checks it instead", G.shape, Gc)
         if not graft:
             r = abs(_fro(out) / _fro(ref) - 1)
             if r > tol:
@@ -389,6 +506,74 @@ def _invariant(claim, call):
             d = max(d, r)
         worst = max(worst, d)
     return worst
+
+
+#: the scales of the 'epsilon' property per compute dtype (float16 cannot hold 1e-12 * G)
+EPS_SCALES = {"float16": (1e-4, 1e-2, 1e2, 1e6), "default": (1e-12, 1e-9, 1e-7, 1e-6, 1e6,
+                                                              1e12)}
+
+
+def _epsilon(claim, call):
+    """The stated epsilon, form and safety factor at their place: c * G against the claimed
+    update of c * G itself (the epsilon acting on the raw gradient), c from tiny to huge."""
+    G = _probe(claim, (5, 8), 18).astype(np.float64)
+    worst = 0.0
+    for c in EPS_SCALES.get(claim.dtype, EPS_SCALES["default"]):
+        Gc = (G * c).astype(claim.container)
+        with np.errstate(all="ignore"):
+            ref = reference(claim, Gc)
+        if not np.all(np.isfinite(ref)) or _fro(ref) == 0:
+            continue  # outside the claimed format's range: the claim says nothing here
+        out = np.asarray(call(Gc))
+        if not np.all(np.isfinite(out)):
+            why = ""
+            big = float(np.max(np.abs(Gc)))
+            if claim.emulate == "float16" and big > 65504:
+                why = (f" -- max |G| = {big:.3g} exceeds float16's range: a cast to float16 "
+                       "before the normalisation overflows (lowprec_order='cast_then_normalise'"
+                       ", not the claimed 'normalise_then_cast')")
+            raise _Fail(math.inf, f"G x {c:g}", f"non-finite update for the gradient scaled by "
+                        f"{c:g} (||G||_F = {_fro(Gc):.3g}); the claimed update is finite{why}",
+                        G.shape, Gc)
+        tol = _tol(claim, Gc, rescale=1.0)
+        # directions: the size is the scale properties' (a scale mistake is named there)
+        d = _dist(_mats(out, claim.stack_dims), _mats(ref, claim.stack_dims), normalise=True)
+        if d > tol:
+            eps, form = claim.full.effective_eps
+            safety = claim.full.norm_scale
+            if safety is None:
+                safety = get_preset(claim.preset).norm_scale
+            found = _alternatives(claim, Gc, out, tol)
+            raise _Fail(d, f"G x {c:g}", f"for the gradient scaled by {c:g} (||G||_F = "
+                        f"{_fro(Gc):.3g}) the update differs by {d:.3g} > {tol:.3g} from the "
+                        f"claimed one (epsilon {form} {eps:g} on the raw gradient, norm safety "
+                        f"factor {safety:g}){_named(found)}", G.shape, Gc)
+        worst = max(worst, d)
+    return worst
+
+
+def _conjugate_free(claim, G):
+    """The claimed polynomial iteration with plain transposes (a missing conjugate), or None
+    when the claim is no polynomial preset."""
+    if claim.preset in WHITEN_METHODS:
+        return None
+    p = get_preset(claim.preset)
+    if p.norm == "aol" or p.form in ("coupled", "gram") or p.route == "svd_square":
+        return None
+    eps, form = claim.full.effective_eps if claim.stated else (p.eps, p.norm)
+    sched = schedule(claim.preset, claim.steps, claim.coefficients)
+    out = []
+    for X in _mats(G, claim.stack_dims):
+        m, n = X.shape
+        flip = {"to_wide": m > n, "to_tall": n > m}.get(p.transpose, False)
+        X = X.T if flip else X
+        f = np.sqrt(np.sum(np.abs(X) ** 2)) * p.norm_scale
+        X = X / (f + eps if form == "add" else max(f, eps) if form == "clamp" else f)
+        for a, b, cc in sched:
+            A = X @ X.T
+            X = a * X + (b * A + cc * A @ A) @ X
+        out.append(X.T if flip else X)
+    return np.stack(out)
 
 
 def _complex(claim, call):
@@ -405,13 +590,44 @@ def _complex(claim, call):
             raise _Fail(math.inf, label, f"a complex gradient gave a {out.dtype} update",
                         G.shape, G)
         ref = reference(claim, G)
+        tol = _tol(claim, G)
         d = _dist(_mats(out, claim.stack_dims), _mats(ref, claim.stack_dims))
-        if d > claim.tolerance:
-            raise _Fail(d, label, f"complex {label}: relative distance {d:.3g} from the spec's "
-                        "update (conjugate transposes: A = X X^H, polar factor U V^H)",
-                        G.shape, G)
+        if d > tol:
+            why = ""
+            free = _conjugate_free(claim, G)
+            if free is not None:
+                dc = _dist(_mats(out, claim.stack_dims), free, normalise=True)
+                why = (" -- a missing conjugate: X X^T instead of X X^H (distance to that "
+                       f"variant {dc:.3g})" if dc <= max(tol, 1e-6) else
+                       f" -- not a missing conjugate (the conjugate-free update is {dc:.3g} "
+                       "away)")
+            raise _Fail(d, label, f"complex {label}: relative distance {d:.3g} > {tol:.3g} "
+                        f"from the claimed update (conjugate transposes: A = X X^H, polar "
+                        f"factor U V^H){why}", G.shape, G)
         worst = max(worst, d)
     return worst
+
+
+def _premise(name, own=None):
+    """applies(claim): the claim's own premise for ``name`` (spec 11.3), then ``own``."""
+    def applies(claim):
+        return not_applicable(claim.full, name) or (own(claim) if own else None)
+    return applies
+
+
+def _eps_premise(claim):
+    if not claim.stated:
+        return ("the claim states no epsilon (the spec reading: 'direction_scale_invariant' "
+                "checks it); state eps, eps_form or norm_scale, or use --preset")
+    return None
+
+
+def _eps_invariant_premise(claim):
+    if claim.stated:
+        eps, form = claim.full.effective_eps
+        return (f"the claimed epsilon ({form} {eps:g}) acts on the raw gradient, so it decides "
+                "the direction of tiny gradients: the 'epsilon' property checks it at its place")
+    return None
 
 
 UPDATE_PROPERTIES = [
@@ -424,12 +640,13 @@ UPDATE_PROPERTIES = [
                    _scale_on([("tall 7x4", (7, 4))], "scale_tall")),
     UpdateProperty("scale_square", "||update||_F is the claimed scale rule's on a square "
                    "gradient", _scale_on([("square 5x5", (5, 5))], "scale_square")),
-    UpdateProperty("scale_conv", "the scale rule reads m, n from the flattened (out, in*kh*kw) "
-                   "view of a conv weight", _scale_on([("conv2d 4x2x3x1", (4, 2, 3, 1)),
-                                                       ("conv2d 8x1x1x3", (8, 1, 1, 3))],
-                                                      "scale_conv")),
-    UpdateProperty("nd_round_trip", "an N-D gradient is orthogonalised as its (out, in*k...) "
-                   "matrix view and reshaped back to the parameter's shape", _nd),
+    UpdateProperty("scale_conv", "the scale rule reads m, n from the claimed N-D view of a conv "
+                   "weight", _scale_on([("conv2d 4x2x3x1", (4, 2, 3, 1)),
+                                        ("conv2d 8x1x1x3", (8, 1, 1, 3))], "scale_conv"),
+                   applies=_premise("scale_conv")),
+    UpdateProperty("nd_round_trip", "an N-D gradient is orthogonalised as the claimed matrix "
+                   "view (nd) and reshaped back to the parameter's shape", _nd,
+                   applies=_premise("nd_round_trip")),
     UpdateProperty("stack_independent", "each parameter of a stack (stack_dims leading axes) "
                    "is updated on its own", _stack,
                    applies=lambda c: None if c.stack_dims else
@@ -441,26 +658,43 @@ UPDATE_PROPERTIES = [
     UpdateProperty("zero_to_zero", "a zero gradient (or zero slice) gives a zero update, never "
                    "NaN", _zero),
     UpdateProperty("direction_scale_invariant", "the update for c*G, c = 1e-12 .. 1e12, is the "
-                   "update for G (direction and, except for 'graft', size)", _invariant),
+                   "update for G (direction and, except for 'graft', size)", _invariant,
+                   applies=_eps_invariant_premise),
+    UpdateProperty("epsilon", "a stated epsilon, its form and the norm's safety factor at "
+                   "their place: the update of c*G, c = 1e-12 .. 1e12, is the claimed update of "
+                   "c*G on the raw gradient", _epsilon, applies=_eps_premise),
     UpdateProperty("complex_input", "complex gradients: conjugate transposes, polar factor "
                    "U V^H", _complex,
                    applies=lambda c: None if c.complex else
-                   "no complex support claimed (pass --complex)"),
+                   "no complex support claimed (pass --complex or --set complex=true)"),
 ]
 
 
 def check_update(fn, *, preset="svd", scale="keller", scale_factor=1.0, stack_dims=0,
                  row_norm=False, steps=None, coefficients=None, dtype="float64",
                  complex=False, tolerance=None, properties=None, array_type="numpy",
-                 target_name=None, strict=False, claim=None):
+                 target_name=None, strict=False, claim=None, runner=None, **knobs):
     """Run every update property on callable ``fn``; returns a checker.CheckReport.
 
-    ``claim`` (a :class:`~swanref.verify.claims.Claim`) replaces the claim keywords."""
+    ``claim`` (a :class:`~swanref.verify.claims.Claim`) replaces the claim keywords; other
+    keywords ``knobs`` are claim knobs (``eps=1e-8, eps_form="add", nd="2d_only"``) applied to
+    ``claim`` or to the claim the keywords make.  ``runner``: the checker's TargetRunner
+    (deadline per call); a hang or an exit of the target stops the check with that outcome
+    (the remaining properties are ``not-run``).
+    """
 
     try:
+        if claim is not None and not isinstance(claim, Claim):
+            raise TypeError(f"claim must be a swanref Claim, got {type(claim).__name__}")
+        if claim is None and knobs:
+            if coefficients is not None and not isinstance(coefficients, (list, tuple)):
+                coefficients = load_coefficients(coefficients)
+            claim = UpdateClaim(preset, scale, float(scale_factor), int(stack_dims),
+                                bool(row_norm), steps, coefficients, str(dtype), bool(complex),
+                                tolerance).to_claim()
         if claim is not None:
-            if not isinstance(claim, Claim):
-                raise TypeError(f"claim must be a swanref Claim, got {type(claim).__name__}")
+            if knobs:
+                claim = claim.replace(**knobs)
             claim = UpdateClaim.from_claim(claim)
         else:
             if coefficients is not None and not isinstance(coefficients, (list, tuple)):
@@ -478,15 +712,20 @@ def check_update(fn, *, preset="svd", scale="keller", scale_factor=1.0, stack_di
             raise UsageError(f"unknown properties for update: {', '.join(unknown)}; known: "
                              f"{', '.join(p.name for p in props)}")
         props = [p for p in props if p.name in properties]
-    call = make_call(fn, array_type)
+    call = make_call(fn, array_type, runner)
     report = CheckReport("update", target_name or getattr(fn, "__qualname__", repr(fn)),
                          claim.describe(), 1, 0, strict)
+    stop = None
     with np.errstate(all="ignore"):
         for p in props:
-            tol = claim.tolerance
-            if p.name == "direction_scale_invariant":
-                tol = max(DIRECTION_TOLERANCE, tol)
-            res = PropertyResult(p.name, "pass", p.level, p.doc, examples=1, tolerance=tol)
+            if stop is not None:
+                report.results.append(PropertyResult(
+                    p.name, "not-run", p.level, p.doc,
+                    message=f"not run: {stop.name} stopped the check ({stop.status})"))
+                continue
+            call.where = f"property {p.name}"
+            claim.seen.clear()
+            res = PropertyResult(p.name, "pass", p.level, p.doc, examples=1)
             why = p.applies(claim) if p.applies else None
             t0 = time.perf_counter()
             if why:
@@ -503,6 +742,18 @@ def check_update(fn, *, preset="svd", scale="keller", scale_factor=1.0, stack_di
                 except TargetError as exc:
                     res.status, res.error = "FAIL", math.inf
                     res.message = f"property '{p.name}' violated: {exc}"
+                    res.cause = str(exc)
+                    res.type_mistake = bool(getattr(exc, "type_mistake", False))
+                except (TargetAborted, TargetTimeout) as exc:
+                    stopped(res, exc)
+                    res.error = res.tolerance = None
+                    stop = res
+                if res.status == "FAIL" and not res.cause:
+                    res.cause = _NUMBER.sub("#", res.message.split(": ", 1)[-1])
+            if stop is not res:
+                res.tolerance = max(claim.seen) if claim.seen else claim.tolerance
+                if p.name == "direction_scale_invariant" and res.tolerance is not None:
+                    res.tolerance = max(DIRECTION_TOLERANCE, res.tolerance)
             res.seconds = time.perf_counter() - t0
             report.results.append(res)
     return report

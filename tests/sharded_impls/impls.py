@@ -15,7 +15,11 @@ KELLER = (3.4445, -4.7750, 2.0315)
 
 # -- communication helpers ---------------------------------------------------------------------
 
-def _sizes(total, world):
+def _sizes(total, world, rule="tensor_split"):
+    """Block sizes of torch.tensor_split (3,3,2,2 for 10 over 4) or torch.chunk (3,3,3,1)."""
+    if rule == "chunk":
+        c = -(-total // world)
+        return [max(0, min(c, total - i * c)) for i in range(world)]
     q, r = divmod(total, world)
     return [q + (1 if i < r else 0) for i in range(world)]
 
@@ -32,7 +36,7 @@ def gather(local, group, layout, reverse=False):
         return torch.cat(parts)[:total].reshape(layout.shape)
     axis = 1 if layout.kind == "cols" else 0
     total = layout.shape[axis]
-    sizes = _sizes(total, world)
+    sizes = _sizes(total, world, layout.split)
     big = max(sizes)
     pad = list(local.shape)
     pad[axis] = big - local.shape[axis]
@@ -278,3 +282,110 @@ def in_group_probe(local, group=None, layout=None):
     flat[1] = float(bad.conforming)
     flat[2] = float("global_norm" in {r.name for r in bad.failures})
     return out
+
+
+# -- more global-versus-local mistakes -----------------------------------------------------------
+
+def muon_norm_sqrt_world(local, group=None, layout=None):
+    """Wrong: the global sum of squares averaged over the ranks (an all-reduce AVG where a SUM
+    was due): the norm is off by sqrt(world size)."""
+    X, kind, flip = _wide_view(local, layout)
+    nrm = (allreduce(X.square().sum(), group) / layout.world_size).sqrt()
+    X = _muon_steps(X / (nrm + 1e-7), kind, group)
+    return X.mT if flip else X
+
+
+def muon_norm_off(local, group=None, layout=None):
+    """Wrong by a hair: the global norm multiplied by (1 + 2^-13) (a mis-rounded scale)."""
+    X, kind, flip = _wide_view(local, layout)
+    nrm = allreduce(X.square().sum(), group).sqrt() * (1 + 2.0 ** -13)
+    X = _muon_steps(X / (nrm + 1e-7), kind, group)
+    return X.mT if flip else X
+
+
+def whiten_gather_wrong_axis(local, group=None, layout=None):
+    """Wrong: row blocks laid side by side (all_gather concatenated along columns), the polar
+    factor of that matrix, and this rank's block taken along the same wrong axis."""
+    parts = [torch.empty_like(local) for _ in range(layout.world_size)]
+    dist.all_gather(parts, local.contiguous(), group=group)
+    axis = 1 if layout.kind == "rows" else 0
+    full = _polar(torch.cat(parts, dim=axis))
+    return full.chunk(layout.world_size, dim=axis)[layout.rank].contiguous()
+
+
+def grad_norm_summed_over_ranks(local, group=None, layout=None):
+    """Wrong: a replicated result summed over the ranks (all_reduce of the whole result) and
+    then sliced: the result is multiplied by the world size."""
+    full = _grad_norm_local(gather(local, group, layout))
+    return own_block(allreduce(full, group), layout)
+
+
+def muon_diverges(local, group=None, layout=None):
+    """Wrong and blowing up: no normalisation at all on a large input (the iteration
+    overflows to inf/NaN)."""
+    X, kind, flip = _wide_view(local, layout)
+    X = _muon_steps(X * 1e3, kind, group)
+    return X.mT if flip else X
+
+
+# -- DTensor: the calling convention of real FSDP2 / DTensor code ----------------------------
+
+def dtensor_muon(G, eps=1e-7, steps=5):
+    """Faithful Muon written with DTensor operations only (as a DTensor-aware optimiser does:
+    the norm and the Gram matrices are reduced by DTensor's sharding propagation)."""
+    X = G.mT if G.shape[-2] > G.shape[-1] else G
+    X = _dtensor_steps(X / (torch.linalg.vector_norm(X) + eps), steps)
+    return X.mT if G.shape[-2] > G.shape[-1] else X
+
+
+def _dtensor_steps(X, steps=5):
+    a, b, c = KELLER
+    for _ in range(steps):
+        A = X @ X.mT
+        X = a * X + (b * A + c * A @ A) @ X
+    return X
+
+
+def dtensor_muon_full(G, eps=1e-7):
+    """Faithful: gather the whole matrix (full_tensor), Muon on it, the result replicated."""
+    from torch.distributed.tensor import DTensor, Replicate
+    full = G.full_tensor()
+    X = full.mT if full.shape[-2] > full.shape[-1] else full
+    X = X / (X.norm() + eps)
+    a, b, c = KELLER
+    for _ in range(5):
+        A = X @ X.mT
+        X = a * X + (b * A + c * A @ A) @ X
+    X = X.mT if full.shape[-2] > full.shape[-1] else X
+    return DTensor.from_local(X, G.device_mesh, [Replicate()] * G.device_mesh.ndim,
+                              run_check=False)
+
+
+def dtensor_muon_local_norm(G, eps=1e-7):
+    """Wrong: the norm of the local shard only (to_local before the norm)."""
+    from torch.distributed.tensor import DTensor
+    local = G.to_local()
+    X = DTensor.from_local(local / (local.norm() + eps), G.device_mesh, G.placements,
+                           run_check=False, shape=G.shape, stride=G.stride())
+    flip = G.shape[-2] > G.shape[-1]
+    X = _dtensor_steps(X.mT if flip else X)
+    return X.mT if flip else X
+
+
+class SimpleDTensorMuon(torch.optim.Optimizer):
+    """A minimal Muon-style optimizer over DTensor parameters (momentum, Nesterov, Keller's
+    shape factor, lr), as a sharded training loop would use it."""
+
+    def __init__(self, params, lr=0.02, momentum=0.95):
+        super().__init__(params, dict(lr=lr, momentum=momentum))
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            for p in group["params"]:
+                buf = self.state[p].setdefault("buf", torch.zeros_like(p))
+                buf.mul_(group["momentum"]).add_(p.grad)
+                g = p.grad.add(buf, alpha=group["momentum"])
+                m, n = p.shape
+                scale = max(1.0, m / n) ** 0.5
+                p.add_(dtensor_muon(g), alpha=-group["lr"] * scale)

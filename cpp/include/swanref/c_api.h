@@ -11,6 +11,25 @@
  * on the calling thread. The library carries its own BLAS/LAPACK (chosen at
  * build time, see docs/architecture.md) and is thread safe (no global mutable
  * state besides the BLAS table, which is filled once).
+ *
+ * Parameters are validated as the Python API validates them (docs/spec.md 6; each bad value
+ * is SWANREF_INVALID_ARGUMENT with a message), and the Python defaults are (C has no default
+ * arguments: pass the value, or SWANREF_DEFAULT_RTOL for the size-dependent tolerances):
+ *
+ *   parameter    valid values                        swanref (Python) default
+ *   eps          finite, >= 0                        0 (GradNorm has no epsilon)
+ *   sigma_rtol   [0, 1) or SWANREF_DEFAULT_RTOL      max(m, n) * eps(T)  (rank_rtol=None)
+ *   lambda_rtol  [0, 1) or SWANREF_DEFAULT_RTOL      8 * max(m, n) * eps(T); swanref.whiten(G,
+ *                                                    "eigh", rank_rtol=r) passes
+ *                                                    max(r * r, 8 * max(m, n) * eps(T))
+ *   steps        0 .. SWANREF_MAX_ITERATIONS          10 (Newton-Schulz), 2 (NSDS)
+ *   beta         finite, > 0                         0.5 (Newton-Schulz), 0.4 (NSDS)
+ *   scaling      a swanref_scaling value             SWANREF_SCALING_GRAM_FRO
+ *   iters        0 .. SWANREF_MAX_ITERATIONS          5 (SinkGD)
+ *
+ * eps(T) is the machine epsilon of the element type (2^-52 for f64, 2^-23 for f32). An empty
+ * array (a dimension 0) is accepted and does nothing here; swanref.whiten refuses an empty
+ * matrix axis (m = 0 or n = 0) but accepts an empty batch.
  */
 #ifndef SWANREF_C_API_H
 #define SWANREF_C_API_H
@@ -30,6 +49,11 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* Largest steps / iters (swanref.spec.validate.MAX_ITERATIONS, docs/spec.md 6.5). */
+#define SWANREF_MAX_ITERATIONS 100000
+/* Pass as sigma_rtol or lambda_rtol for swanref's size-dependent default (table above). */
+#define SWANREF_DEFAULT_RTOL (-1.0)
 
 typedef enum swanref_status {
   SWANREF_OK = 0,
@@ -52,9 +76,10 @@ typedef enum swanref_scaling {
 SWANREF_API const char* swanref_version(void);
 SWANREF_API const char* swanref_last_error(void);
 
-/* Interruption of the iterative functions (Newton-Schulz, NSDS, SinkGD), whose step counts
- * are unbounded: `fn(ctx)` is called about once per iteration on the calling thread and a
- * non-zero return ends the call with SWANREF_INTERRUPTED. Per thread; fn = NULL removes it. */
+/* Interruption of the iterative functions (Newton-Schulz, NSDS, SinkGD), whose runs may be
+ * long (up to SWANREF_MAX_ITERATIONS steps): `fn(ctx)` is called about once per iteration on the
+ * calling thread and a non-zero return ends the call with SWANREF_INTERRUPTED. Per thread;
+ * fn = NULL removes it. */
 typedef int (*swanref_interrupt_fn)(void* ctx);
 SWANREF_API void swanref_set_interrupt_handler(swanref_interrupt_fn fn, void* ctx);
 
@@ -62,7 +87,10 @@ SWANREF_API void swanref_set_interrupt_handler(swanref_interrupt_fn fn, void* ct
 SWANREF_API int swanref_grad_norm_f32(const float* g, float* out, int64_t batch, int64_t m, int64_t n, double eps);
 SWANREF_API int swanref_grad_norm_f64(const double* g, double* out, int64_t batch, int64_t m, int64_t n, double eps);
 
-/* Exact whitening U_r V_r^T, keeping s_i > sigma_rtol * s_1 (kappa * eps accurate). */
+/* Exact whitening U_r V_r^T, keeping s_i > sigma_rtol * s_1 (kappa * eps accurate). Pass
+ * SWANREF_DEFAULT_RTOL as swanref.whiten does: with sigma_rtol = 0 a matrix of rank r < m up
+ * to rounding comes back orthonormal, its rounding noise blown up to singular values 1, where
+ * the default gives the partial isometry (docs/spec.md 3.0). */
 SWANREF_API int swanref_whiten_svd_f32(const float* g, float* out, int64_t batch, int64_t m, int64_t n,
                                        double sigma_rtol);
 SWANREF_API int swanref_whiten_svd_f64(const double* g, double* out, int64_t batch, int64_t m, int64_t n,

@@ -211,6 +211,25 @@ def clipped(y, clip=CLIP):
     return np.where(over, clip, y), over
 
 
+def break_gaps(x, y):
+    """``(x, y)`` with NaN inserted where the grid skips points (a log-x gap wider than the
+    grid's finest step), so a line never joins measurements across unmeasured values."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if x.size < 3:
+        return x, y
+    gaps = np.diff(np.log10(x))
+    wide = gaps > 1.01 * float(np.min(gaps))
+    xs, ys = [x[0]], [y[0]]
+    for i in range(1, x.size):
+        if wide[i - 1]:
+            xs.append(np.nan)
+            ys.append(np.nan)
+        xs.append(x[i])
+        ys.append(y[i])
+    return np.array(xs), np.array(ys)
+
+
 def mark_clipped(ax, x, over, clip=CLIP, label=None, color="k"):
     """Draw the clipped points with a distinct marker at the clip height."""
     x = np.asarray(x, dtype=np.float64)

@@ -5,7 +5,7 @@ import numpy as np
 
 from swanref.spec import tolerance
 from swanref.tools.study.common import (ACCURATE, CLIP, NS_BETA, NS_SCALING, Context, Result,
-                                        accurate_line, clipped, compute_dtype, err, exact_polar,
+                                        accurate_line, break_gaps, clipped, compute_dtype, err, exact_polar,
                                         floor, guard_flag, kappa_key, legend_below,
                                         mark_clipped, median, ns_prediction_error, progress,
                                         reference_name, rng_for, round_input, whiten)
@@ -110,7 +110,9 @@ def _figure(rows, dtypes, m, n):
             sel = [r for r in rows if r[3] == dt and r[4] == method and r[5] == (steps or 0)]
             ks = sorted({r[0] for r in sel})
             med = [median([min(r[6], CLIP) for r in sel if r[0] == k]) for k in ks]
-            ax.plot(ks, floor(med), "o-", color=colors[key], label=label, ms=4)
+            gx, gy = break_gaps(ks, floor(med))
+            ax.plot(gx, gy, "o-", color=colors[key], label=f"{label} (median over seeds)",
+                    ms=4)
             y, over = clipped([r[6] for r in sel])
             over |= np.array([bool(r[10]) for r in sel])
             x = np.array([r[0] for r in sel])
@@ -120,11 +122,11 @@ def _figure(rows, dtypes, m, n):
             if steps is None:
                 tol = [median([r[7] if r[11] else np.nan for r in sel if r[0] == k])
                        for k in ks]
-                ax.plot(ks, tol, "--", color=colors[key], lw=1.2,
+                ax.plot(*break_gaps(ks, tol), "--", color=colors[key], lw=1.2,
                         label=f"{method}: spec 8.2 tolerance (where it applies)")
             else:
                 pred = [median([r[8] for r in sel if r[0] == k]) for k in ks]
-                ax.plot(ks, floor(pred), ":", color=colors[key], lw=1.5,
+                ax.plot(*break_gaps(ks, floor(pred)), ":", color=colors[key], lw=1.5,
                         label=f"{steps} steps: exact-arithmetic prediction (3.6)")
         accurate_line(ax)
         ax.set_xscale("log")

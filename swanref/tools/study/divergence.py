@@ -55,8 +55,11 @@ def study_divergence(ctx: Context) -> Result:
             sel = [r for r in rows if r[0] == fam and r[1] == dt]
             first_k = [r[2] for r in sel if r[3] > 0]
             half = [r[2] for r in sel if r[5] >= 0.5]
+            # the count at the largest K: where the flagged fraction levels off (bfloat16
+            # levels off near one half, so "half flagged" alone can flip with the BLAS)
             numbers.update({f"{fam}.{dt}.first_flagged": first(first_k, None),
-                            f"{fam}.{dt}.half_flagged": first(half, None)})
+                            f"{fam}.{dt}.half_flagged": first(half, None),
+                            f"{fam}.{dt}.flagged_at_max": sel[-1][3] if sel else None})
             findings.append(f"{fam}, {dt}: first flagged at K = {first(first_k)}"
                             f" (<= {max(steps_list)}), half flagged at K = {first(half)}")
     return Result("divergence", "Divergence of the coupled iteration",

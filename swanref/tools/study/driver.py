@@ -31,6 +31,13 @@ STUDY_NAMES = tuple(STUDIES)
 ACCURACY_STUDIES = STUDY_NAMES[:-1]
 
 
+def portable_command(argv) -> str:
+    """The command as recorded in numbers.json and the index: an absolute path (this
+    machine's) is written as its last component, so no output names a development path."""
+    return "swanref study " + " ".join(os.path.basename(a.rstrip("/\\")) or a
+                                       if os.path.isabs(a) else a for a in argv)
+
+
 def run(outdir, *, quick=False, backends=None, only=None, seed=0, command=None,
         stream=None, grid=None) -> list:
     """Run the selected studies (default: the accuracy studies) into ``outdir``.
@@ -46,12 +53,12 @@ def run(outdir, *, quick=False, backends=None, only=None, seed=0, command=None,
     names = list(only or ACCURACY_STUDIES)
     ctx = Context(quick=quick, backend=backends[0], backends=backends, seed=seed,
                   progress_stream=stream, grid=dict(grid or {}))
-    meta = {"command": command or "swanref study " + outdir + (" --quick" if quick else ""),
+    meta = {"command": command or portable_command([outdir] + (["--quick"] if quick else [])),
             "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "machine": writers.machine(), "blas_threads": blas_threads(),
             "backend": ctx.backend, "backends": backends, "versions": writers.versions(),
             "quick": quick, "seed": seed}
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     results = []
     for name in names:
         start = time.perf_counter()
@@ -60,6 +67,8 @@ def run(outdir, *, quick=False, backends=None, only=None, seed=0, command=None,
         writers.write_result(res, outdir, meta)
         results.append(res)
     meta["seconds"] = time.perf_counter() - t0
+    # wall time depends on the machine's load; the CPU time of this process much less
+    meta["cpu_seconds"] = time.process_time() - c0
     writers.write_numbers(results, outdir, meta)
     writers.write_index(results, outdir, meta)
     return results
@@ -97,7 +106,7 @@ def main(argv=None) -> int:
     only = args.only or (list(ACCURACY_STUDIES) + (["timing"] if args.timing else []))
     if args.timing and "timing" not in only:
         only.append("timing")
-    command = "swanref study " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = portable_command(argv if argv is not None else sys.argv[1:])
     import scipy.linalg  # noqa: F401  (load every BLAS before limiting its threads)
     limiter = limit_blas_threads(args.threads)
     try:

@@ -6,7 +6,8 @@ import math
 import numpy as np
 
 from swanref.spec import spectral, tolerance
-from swanref.tools.study.common import (NS_BETA, NS_SCALING, Context, Result, bf16, clipped,
+from swanref.tools.study.common import (CLIP, NS_BETA, NS_SCALING, Context, Result, bf16,
+                                        clipped,
                                         compute_dtype, first, floor, legend_below,
                                         mark_clipped, median, progress, rng_for, round_input,
                                         whiten)
@@ -14,7 +15,6 @@ from swanref.verify import matrices
 
 COLUMNS = ["dtype", "seed", "steps", "leakage", "predicted_leakage", "tolerance", "trusted",
            "svd_leakage"]
-CLIP = 10.0
 
 
 def study_nullspace(ctx: Context) -> Result:
@@ -97,7 +97,7 @@ def _figure(rows, dtypes, steps_list, m, n, rank, kappa):
         pred = [median([r[4] for r in rows if r[0] == dt and r[2] == k]) for k in K]
         tol = [median([r[4] + r[5] if r[6] else np.nan for r in rows
                        if r[0] == dt and r[2] == k]) for k in K]
-        ax.plot(K[~over], floor(y[~over]), "o-", color=c, ms=4, label=f"{dt}: measured (median)")
+        ax.plot(K[~over], floor(y[~over]), "o-", color=c, ms=4, label=f"{dt}: measured (median over seeds)")
         mark_clipped(ax, K, over, CLIP, color=c,
                      label=f"{dt}: diverged (inf or > {CLIP:g}), drawn at {CLIP:g}")
         ax.plot(K, floor(pred), "-", color=c, lw=0.8, alpha=0.7,

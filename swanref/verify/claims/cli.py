@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from swanref.verify.claims.fileformat import load_claim
 from swanref.verify.claims.knobs import KNOBS, ClaimError
-from swanref.verify.claims.model import Claim
+from swanref.verify.claims.model import Claim, require_evaluable
 
 _DTYPE = re.compile(r"^(torch|jnp|jax\.numpy|np|numpy|ml_dtypes)\.([A-Za-z_][A-Za-z0-9_]*)$")
 _MODULES = {"torch": "torch", "jnp": "jax.numpy", "jax.numpy": "jax.numpy", "np": "numpy",
@@ -110,3 +110,23 @@ def _known(knobs):
     if unknown:
         raise ClaimError(f"unknown claim knob(s) {', '.join(unknown)}")
     return knobs
+
+
+#: the knobs the operator check (``swanref check OP``) reads (docs/spec.md 11.1)
+OPERATOR_KNOBS = ("preset", "method", "steps", "coefficients", "beta", "scaling",
+                  "compute_dtype")
+
+
+def operator_arguments(claim: Claim) -> dict:
+    """The keywords of ``swanref.verify.checker.check`` a claim stands for (ClaimError for a
+    knob the operator check cannot evaluate: an update convention, a stated epsilon other than
+    the preset's, ...)."""
+    require_evaluable(claim, "operator", OPERATOR_KNOBS + ("scale", "scale_factor"))
+    out = {"dtype": claim.compute_dtype, "steps": claim.steps}
+    if claim.preset is not None:
+        out["preset"] = claim.preset
+        if claim.coefficients is not None:
+            out["coefficients"] = [list(t) for t in claim.coefficients]
+    else:
+        out.update(method=claim.method, beta=claim.beta, scaling=claim.scaling)
+    return out

@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import math
 import os
-import stat
 
+from swanref.spec import input_files
+from swanref.spec.input_files import InputFileError
 from swanref.verify.claims.knobs import ClaimError
 from swanref.verify.claims.model import Claim
 
@@ -40,31 +41,12 @@ def _depth(x, level=0):
 
 
 def read_text(path) -> str:
-    """The text of a regular file of at most MAX_BYTES bytes (ClaimError otherwise)."""
+    """The text of a regular file of at most MAX_BYTES bytes (ClaimError otherwise), read
+    through swanref.spec.input_files (spec 6.7: no FIFO or device, size checked first)."""
     try:
-        path = os.fspath(path)
-    except TypeError as exc:
-        raise ClaimError(f"a claim file is a path, got {type(path).__name__}") from exc
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except OSError as exc:
-        raise ClaimError(f"claim file {path}: {exc.strerror or exc}") from exc
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise ClaimError(f"claim file {path}: not a regular file")
-        if st.st_size > MAX_BYTES:
-            raise ClaimError(f"claim file {path}: {st.st_size} bytes, more than the "
-                             f"{MAX_BYTES} a claim may have")
-        data = os.read(fd, MAX_BYTES + 1)
-    finally:
-        os.close(fd)
-    if len(data) > MAX_BYTES:
-        raise ClaimError(f"claim file {path}: more than {MAX_BYTES} bytes")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ClaimError(f"claim file {path}: not UTF-8 text ({exc.reason})") from exc
+        return input_files.read_text(path, "claim file", MAX_BYTES)
+    except InputFileError as exc:
+        raise ClaimError(str(exc)) from exc
 
 
 def parse_text(text: str, kind: str, where: str = "claim") -> Claim:

@@ -240,6 +240,11 @@ KNOBS = {k.name: k for k in [
          "torch.chunk as DTensor Shard(0) and FSDP2 do", _choice("tensor_split", "chunk")),
     Knob("mesh", None, "device mesh shape (None: one axis of world_size ranks)",
          "torch.distributed.device_mesh init_device_mesh((dp, tp))", _mesh),
+    Knob("world_size", None, "ranks of a sharded run (None: the check's --world-size)",
+         "torch.distributed.get_world_size()", _number(1, 1 << 20, none=True, integer=True)),
+    Knob("reduce_dtype", None, "precision the all-reduces run in (None: compute_dtype)",
+         "torch.distributed.all_reduce on the tensor's own dtype (a bfloat16 Gram matrix) or a "
+         "float32 buffer", _choice("float64", "float32", "bfloat16", "float16", none=True)),
     # -- judging
     Knob("tolerance", None, "a flat tolerance replacing the level's model (None: the model)",
          "[S] docs/spec.md 11.4", _number(0.0, 1.0, none=True, open_lo=True)),

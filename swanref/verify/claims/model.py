@@ -55,6 +55,8 @@ class Claim:
     weight_decay: float = _field("weight_decay")
     shard_split: str = _field("shard_split")
     mesh: tuple | None = _field("mesh")
+    world_size: int | None = _field("world_size")
+    reduce_dtype: str | None = _field("reduce_dtype")
     tolerance: float | None = _field("tolerance")
     tolerance_overrides: tuple | None = _field("tolerance_overrides")
 
@@ -161,7 +163,7 @@ def _known(mapping):
 #: knobs that only one level reads; the other levels ignore them (one claim serves all levels)
 LEVEL_ONLY = {
     "optimizer": ("momentum", "nesterov", "nesterov_variant", "lr", "weight_decay"),
-    "sharded": ("shard_split", "mesh"),
+    "sharded": ("shard_split", "mesh", "world_size", "reduce_dtype"),
 }
 #: knobs every level reads or records without changing the computation
 _ALWAYS = ("level", "op", "preset", "method", "tolerance")

@@ -12,6 +12,7 @@ import numpy as np
 
 from swanref import ops as api
 from swanref.spec import spectral
+from swanref.spec.output_files import real_directory, replace_file
 from swanref.spec.readings import SPEC_VERSION, default_rank_rtol
 from swanref.spec.tolerance import (TRUSTED_LIMIT, condition_number, exact_whitening_tolerance,
                                     grad_norm_tolerance, newton_schulz_tolerance)
@@ -328,7 +329,10 @@ def reading_text(rd) -> str:
 def write_vectors(outdir: str, *, provenance_extra: dict | None = None) -> dict:
     """Generate the vector set into ``outdir`` (created; existing set files overwritten)."""
     cases = build_cases()
-    os.makedirs(os.path.join(outdir, "cases"), exist_ok=True)
+    # every file is written by rename into a real folder: a link planted in outdir (or as
+    # outdir/cases) is replaced or refused, never written through (spec 6.7)
+    real_directory(outdir, "vector-set folder")
+    real_directory(os.path.join(outdir, "cases"), "vector-set folder")
     groups: dict[str, dict] = {}
     files: dict[str, str] = {}
     tsv = ["# name\top\tdtype\tshape\tinput\texpected\toutput\tmetric\ttolerance\treading"]
@@ -354,8 +358,7 @@ def write_vectors(outdir: str, *, provenance_extra: dict | None = None) -> dict:
         fin, fexp = f"cases/{name}.in.npy", f"cases/{name}.expected.npy"
         bin_, bexp = npy_bytes(G), npy_bytes(expected)
         for rel, data in ((fin, bin_), (fexp, bexp)):
-            with open(os.path.join(outdir, rel), "wb") as fh:
-                fh.write(data)
+            replace_file(os.path.join(outdir, rel), data)
             files[rel] = sha256(data)
         key = case["op"] + "|" + json.dumps(case["reading"], sort_keys=True)
         group = groups.setdefault(key, {"op": case["op"], "reading": case["reading"],
@@ -414,14 +417,11 @@ def write_vectors(outdir: str, *, provenance_extra: dict | None = None) -> dict:
         "testGroups": list(groups.values()),
     }
     mbytes = (json.dumps(manifest, indent=1, sort_keys=False) + "\n").encode()
-    with open(os.path.join(outdir, "manifest.json"), "wb") as fh:
-        fh.write(mbytes)
+    replace_file(os.path.join(outdir, "manifest.json"), mbytes)
     files["manifest.json"] = sha256(mbytes)
     tbytes = ("\n".join(tsv) + "\n").encode()
-    with open(os.path.join(outdir, "index.tsv"), "wb") as fh:
-        fh.write(tbytes)
+    replace_file(os.path.join(outdir, "index.tsv"), tbytes)
     files["index.tsv"] = sha256(tbytes)
-    with open(os.path.join(outdir, "SHA256SUMS"), "w") as fh:
-        for rel in sorted(files):
-            fh.write(f"{files[rel]}  {rel}\n")
+    replace_file(os.path.join(outdir, "SHA256SUMS"),
+                 "".join(f"{files[rel]}  {rel}\n" for rel in sorted(files)).encode())
     return manifest

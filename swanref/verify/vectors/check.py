@@ -8,6 +8,7 @@ import os
 import numpy as np
 
 from swanref import ops as api
+from swanref.spec.output_files import replace_file
 from swanref.verify import measure as A
 from swanref.verify.vectors.files import (case_array, iter_tests, load_manifest, npy_bytes,
                                           output_path, read_npy, verify_checksums)
@@ -106,8 +107,7 @@ def write_outputs(directory, impl, outputs=None) -> dict:
             continue
         target = targets[test["name"]]
         os.makedirs(os.path.dirname(target), exist_ok=True)
-        with open(target, "wb") as fh:
-            fh.write(npy_bytes(np.asarray(out)))
+        replace_file(target, npy_bytes(np.asarray(out)))  # never through a link or FIFO
     return written
 
 

@@ -47,8 +47,12 @@ def main_write(argv=None) -> int:
             raise VectorError(f"{args.outdir!r} exists and is not a directory")
         if os.path.isdir(args.outdir) and os.listdir(args.outdir) and not args.force:
             raise VectorError(f"{args.outdir!r} is not empty (use --force to overwrite)")
-        if args.force and os.path.isdir(os.path.join(args.outdir, "cases")):
-            shutil.rmtree(os.path.join(args.outdir, "cases"))
+        cases = os.path.join(args.outdir, "cases")
+        if args.force and (os.path.islink(cases) or os.path.lexists(cases)
+                           and not os.path.isdir(cases)):
+            os.unlink(cases)  # the link (or file) itself, never what it points to
+        elif args.force and os.path.isdir(cases):
+            shutil.rmtree(cases)
         manifest = write_vectors(args.outdir)
     except (VectorError, OSError) as exc:
         print(f"swanref vectors: error: {exc}", file=sys.stderr)

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import math
 import os
 
 import numpy as np
 
+from swanref.spec.input_files import (InputFileError, check_regular_file, open_binary,
+                                      read_json, read_text)
 from swanref.verify.vectors.schema import (CASE_DTYPES, MAX_ELEMENTS, MAX_FILE_BYTES,
-                                           MAX_MANIFEST_BYTES, METRICS, OPS, SCHEMA,
-                                           VectorError)
+                                           MAX_MANIFEST_BYTES, MAX_MANIFEST_DEPTH, METRICS, OPS,
+                                           SCHEMA, VectorError)
 
 
 def npy_bytes(arr) -> bytes:
@@ -51,18 +52,22 @@ def confined(directory: str, rel, what: str = "path") -> str:
 
 
 def file_size(path: str, rel: str, limit: int = MAX_FILE_BYTES) -> int:
-    size = os.path.getsize(path)
-    if size > limit:
-        raise VectorError(f"{rel}: {size} bytes, above the {limit}-byte limit for a file of a "
-                          "vector set")
-    return size
+    """The size of a regular file of at most ``limit`` bytes (VectorError otherwise: a FIFO or
+    device is never opened for reading, spec 6.7)."""
+    try:
+        return check_regular_file(path, f"file {rel} of a vector set", limit)
+    except InputFileError as exc:
+        raise VectorError(str(exc)) from None
 
 
-def sha256_file(path: str) -> str:
+def sha256_file(path: str, limit: int = max(MAX_FILE_BYTES, MAX_MANIFEST_BYTES)) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
+    try:
+        with open_binary(path, "file of a vector set", limit) as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    except InputFileError as exc:
+        raise VectorError(str(exc)) from None
     return h.hexdigest()
 
 
@@ -70,16 +75,23 @@ def read_npy(path: str, *, shape=None, dtype=None) -> np.ndarray:
     """A ``.npy`` file as an array, checked before its data is read: no pickles (object
     dtypes), a header whose shape fits the file's size and :data:`MAX_ELEMENTS`, and the
     ``shape`` / ``dtype`` the manifest states when given.  ValueError (one line) otherwise."""
+    check_regular_file(path, ".npy file", MAX_FILE_BYTES)  # no FIFO/device, size (spec 6.7)
     try:
         # mmap reads and checks the header only; a header claiming more data than the file
-        # holds, or Python objects, fails here without allocating anything
+        # holds, or Python objects, fails here without allocating anything.  Whatever else
+        # np.load raises (a truncated zip is zipfile.BadZipFile) is a malformed file too.
         mm = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise ValueError(f"not a valid numeric .npy file ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - any failure to parse is "not a .npy file"
+        raise ValueError(f"not a valid numeric .npy file ({type(exc).__name__}: {exc})") \
+            from None
     if not isinstance(mm, np.ndarray):
-        raise ValueError("not a .npy array file")
+        if hasattr(mm, "close"):
+            mm.close()  # an .npz archive: NpzFile holds the file open
+        raise ValueError("not a .npy array file (a .npz archive or other container)")
     if mm.dtype.kind not in "biuf" or mm.dtype.hasobject:
         raise ValueError(f"dtype {mm.dtype} is not a real numeric dtype")
+    if not mm.dtype.isnative:  # big-endian on a little-endian machine: the same numbers
+        mm = mm.astype(mm.dtype.newbyteorder("="))
     if mm.size > MAX_ELEMENTS:
         raise ValueError(f"{mm.size} entries, above the limit of {MAX_ELEMENTS}")
     if shape is not None and list(mm.shape) != list(shape):
@@ -178,16 +190,12 @@ def validate_manifest(manifest, directory: str | None = None, where: str = "mani
 
 def load_manifest(directory: str) -> dict:
     path = os.path.join(directory, "manifest.json")
-    if not os.path.isfile(path):
+    if not os.path.lexists(path):
         raise VectorError(f"no manifest.json in {directory!r}")
     try:
-        file_size(path, "manifest.json", MAX_MANIFEST_BYTES)
-        with open(path, "rb") as fh:
-            manifest = json.loads(fh.read().decode("utf-8"))
-    except (OSError, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError included
-        raise VectorError(f"cannot read {path}: {exc}") from None
-    except RecursionError:
-        raise VectorError(f"cannot read {path}: JSON nested too deeply") from None
+        manifest = read_json(path, "vector-set manifest", MAX_MANIFEST_BYTES, MAX_MANIFEST_DEPTH)
+    except InputFileError as exc:
+        raise VectorError(str(exc)) from None
     return validate_manifest(manifest, directory)
 
 
@@ -204,14 +212,12 @@ def verify_checksums(directory: str, manifest: dict | None = None) -> list[str]:
     chunks, never read whole."""
     problems = []
     sums = os.path.join(directory, "SHA256SUMS")
-    if not os.path.isfile(sums):
+    if not os.path.lexists(sums):
         return [f"no SHA256SUMS in {directory!r}"]
-    file_size(sums, "SHA256SUMS", MAX_MANIFEST_BYTES)
     try:
-        with open(sums, encoding="utf-8") as fh:
-            lines = fh.read().splitlines()
-    except (OSError, ValueError) as exc:
-        raise VectorError(f"cannot read SHA256SUMS: {exc}") from None
+        lines = read_text(sums, "checksum file", MAX_MANIFEST_BYTES).splitlines()
+    except InputFileError as exc:
+        raise VectorError(str(exc)) from None
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue

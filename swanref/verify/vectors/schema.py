@@ -53,6 +53,8 @@ CASE_DTYPES = ("float64", "float32", "float16")
 #: limits far above any golden vector (the shipped set is ~100 KB, its largest array 24
 #: entries) and far below what would exhaust memory: a bigger file is refused unread
 MAX_MANIFEST_BYTES = 64 << 20
+#: JSON nesting of a manifest (the shipped one is 7 deep)
+MAX_MANIFEST_DEPTH = 16
 MAX_ELEMENTS = 1 << 24            # entries of one array (128 MiB in float64)
 MAX_FILE_BYTES = 8 * MAX_ELEMENTS + (1 << 16)   # largest array plus the largest npy header
 

@@ -1,0 +1,180 @@
+"""How the ranks call the target (run inside each rank; torch is imported only here).
+
+Three calling conventions, so that real sharded code needs no glue:
+
+``local``      ``fn(local_shard, group=group, layout=layout, **kwargs)`` -> this rank's block
+``dtensor``    ``fn(G, **kwargs)`` with ``G`` a ``torch.distributed.tensor.DTensor`` on a device
+               mesh of the world (layout ``rows``: ``[Shard(0)]``, ``cols``: ``[Shard(1)]``,
+               ``grid``: ``[Shard(0), Shard(1)]`` on the 2-D mesh, ``stack``: ``[Shard(0)]``);
+               the result may be a DTensor of any placement (redistributed to the input's) or
+               this rank's local block
+``optimizer``  ``target(params, **kwargs)`` builds a ``torch.optim.Optimizer`` over one DTensor
+               parameter of zeros whose gradient is the sharded input; one ``step()``; the
+               result is the update ``(p_before - p_after) / (lr * scale)`` with ``lr`` the
+               parameter group's and ``scale`` the claimed shape factor (spec 9.1)
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from swanref.presets.catalogue import get_preset, schedule
+from swanref.presets.diagnose import denominator
+from swanref.spec.conventions import resolve_scale, shape_factor
+from swanref.verify.sharded.layouts import shard_layouts
+
+CONVENTIONS = ("local", "dtensor", "optimizer")
+
+_MESHES: dict = {}
+
+
+def forget_meshes():
+    """Device meshes belong to a process group: drop them when the group is rebuilt."""
+    _MESHES.clear()
+
+
+def _placements(kind):
+    from torch.distributed.tensor import Shard
+    return {"rows": [Shard(0)], "cols": [Shard(1)], "stack": [Shard(0)],
+            "grid": [Shard(0), Shard(1)]}[kind]
+
+
+def _mesh(device, world, lay):
+    import torch
+    from torch.distributed.device_mesh import DeviceMesh
+    shape = tuple(lay.mesh) if lay.kind == "grid" else (world,)
+    key = (device.type, shape)
+    if key not in _MESHES:
+        _MESHES[key] = DeviceMesh(device.type, torch.arange(world).reshape(shape))
+    return _MESHES[key]
+
+
+def _contiguous_stride(shape):
+    stride, acc = [], 1
+    for s in reversed(shape):
+        stride.append(acc)
+        acc *= max(int(s), 1)
+    return tuple(reversed(stride))
+
+
+def to_dtensor(local, lay, device, world):
+    from torch.distributed.tensor import DTensor
+    mesh = _mesh(device, world, lay)
+    return DTensor.from_local(local, mesh, _placements(lay.kind), run_check=False,
+                              shape=tuple(lay.shape), stride=_contiguous_stride(lay.shape))
+
+
+def _local_of(out, placements):
+    """This rank's block of a result: a DTensor is redistributed to the input's placements."""
+    from torch.distributed.tensor import DTensor
+    if isinstance(out, DTensor):
+        if tuple(out.placements) != tuple(placements):
+            out = out.redistribute(out.device_mesh, placements)
+        return out.to_local()
+    return out
+
+
+def _optimizer_update(target, G, lay, kwargs, scale):
+    """One optimizer step on a zero DTensor parameter with gradient ``G``: the update
+    ``(p_before - p_after) / (lr * scale)`` as this rank's block."""
+    import torch
+    p = torch.nn.Parameter(torch.zeros_like(G))
+    p.grad = G.detach().clone()
+    opt = target([p], **kwargs)
+    lr = float(opt.param_groups[0]["lr"])
+    m, n = lay.shape[-2:]
+    factor = shape_factor(resolve_scale(scale), m, n)
+    with torch.no_grad():
+        before = p.detach().clone()
+        opt.step()
+        delta = (before - p.detach()) / (lr * factor)
+    return delta
+
+
+def call(fn, local, lay, group, device, world, convention="local", kwargs=None,
+         scale="keller"):
+    """The target's result on this rank's shard ``local`` (a torch tensor), as a local tensor."""
+    kwargs = dict(kwargs or {})
+    if convention == "local":
+        return fn(local, group=group, layout=lay, **kwargs)
+    G = to_dtensor(local, lay, device, world)
+    if convention == "dtensor":
+        return _local_of(fn(G, **kwargs), G.placements)
+    return _local_of(_optimizer_update(fn, G, lay, kwargs, scale), G.placements)
+
+
+def torch_dtype(name):
+    import torch
+    return getattr(torch, name)
+
+
+def result_tuple(out, local, before):
+    """``(float NumPy copy, input mutated, dtype name)`` of one rank's result."""
+    import torch
+    if not hasattr(out, "detach"):
+        out = torch.as_tensor(np.asarray(out))
+    t = out.detach().cpu()
+    name = str(t.dtype).replace("torch.", "")
+    if t.dtype in (torch.bfloat16, torch.float16):
+        t = t.float()
+    mutated = local.shape != before.shape or not torch.equal(local, before)
+    return t.numpy().copy(), mutated, name
+
+
+def run_cases(fn, kind, cases, rank, world, group, device, claim, convention="local",
+              kwargs=None, scale="keller"):
+    """This rank's local results for every case (raises what ``fn`` raises)."""
+    import torch
+    outs = []
+    for c in cases:
+        lay = shard_layouts(kind, c.G.shape, world, claim.split, claim.mesh)[rank]
+        local = torch.from_numpy(np.ascontiguousarray(lay.take(c.G))).to(device)
+        local = local.to(torch_dtype(c.dtype_name))
+        before = local.clone()
+        out = call(fn, local, lay, group, device, world, convention, kwargs, scale)
+        outs.append(result_tuple(out, local, before))
+    return outs
+
+
+def device_reference(claim, G, device):
+    """The unsharded reference computed on this rank's GPU in float64 (presets in float32 and
+    float64: the exact-arithmetic polynomial composition, which the 8.6 tolerance measures
+    from), or ``None`` where only the host reference applies (16-bit emulation, the other
+    operators)."""
+    import torch
+    if device.type != "cuda" or claim.preset is None or claim.dtype not in ("float32",
+                                                                              "float64"):
+        return None
+    preset = get_preset(claim.preset)
+    if preset.form not in ("keller", "addmm") or preset.norm_over == "all" or \
+            preset.transpose != "to_wide":
+        return None
+    sched = schedule(claim.preset, claim.steps)
+    X = torch.as_tensor(np.asarray(G, np.float64), device=device)
+    flip = X.shape[-2] > X.shape[-1]
+    if flip:
+        X = X.mT
+    fro = torch.linalg.matrix_norm(X, keepdim=True)
+    den = torch.as_tensor([[denominator(float(f), preset)] for f in fro.reshape(-1).tolist()],
+                          dtype=X.dtype, device=device).reshape(fro.shape)
+    X = X / torch.where(den > 0, den, torch.ones_like(den))
+    for a, b, c in sched:
+        A = X @ X.mT
+        X = a * X + (b * A + c * (A @ A)) @ X
+    if flip:
+        X = X.mT
+    out = X.cpu().numpy()
+    return out if np.all(np.isfinite(out)) and math.isfinite(float(np.abs(out).max())) \
+        else None
+
+
+def device_svdvals(G, device):
+    """Singular values of every matrix of ``G`` on this rank's GPU in float64 (``None`` on a
+    CPU rank: the host computes them)."""
+    import torch
+    if device is None or device.type != "cuda":
+        return None
+    g = torch.as_tensor(np.asarray(G, np.float64), device=device)
+    g = g.reshape((-1,) + tuple(g.shape[-2:]))
+    return torch.linalg.svdvals(g).cpu().numpy()
