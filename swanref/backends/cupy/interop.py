@@ -112,43 +112,16 @@ def huge_shift(X):
     return cp.where(e > h, e - t, 0).astype(cp.int32)
 
 
-_bits_kernels: dict = {}
-
-
-def _bfloat16_absmax_bits(W):
-    """max over the last two axes of the magnitude bits (w & 0x7FFF) of bfloat16 words: two
-    launches (rows, then the row results; see per_matrix), no temporary of W's size. Without
-    the sign bit the words order like the magnitudes, NaN/Inf above every finite value."""
-    cp = rt.cp()
-    k = _bits_kernels.get("rows")
-    if k is None:
-        k = _bits_kernels["rows"] = cp.ReductionKernel(
-            "uint16 w", "uint32 y", "w & 0x7FFF", "max(a, b)", "y = a", "0",
-            "swanref_bf16_absmax_bits", reduce_type="uint32")
-    m, n = W.shape[-2:]
-    Y = W
-    if m < 256 and n >= 1 << 15 and W.flags.c_contiguous:
-        k2 = 1  # few long rows: cut them so the row pass has enough blocks (per_matrix)
-        while n % (2 * k2) == 0 and n // (2 * k2) >= 4096 and m * k2 < 256:
-            k2 *= 2
-        Y = W.reshape(W.shape[:-2] + (m * k2, n // k2))
-    return cp.max(k(Y, axis=-1), axis=-1)
-
-
 def huge_shift_bfloat16(W):
     """:func:`huge_shift` of bfloat16 values held as 16-bit words (uint16, shape (B, m, n)):
-    max|x| from the bit patterns, its exponent read from the bits (frexp's exponent of a normal
-    bfloat16 is the biased exponent minus 126; subnormals and zero never reach the threshold,
-    NaN/Inf give 0 as in huge_shift)."""
+    max|x| from the bit patterns (without the sign bit they order like the magnitudes)."""
     cp = rt.cp()
     h, t = HUGE[np.dtype(np.float32)]  # bfloat16 has float32's exponent range
-    k = _bits_kernels.get("shift")
-    if k is None:
-        k = _bits_kernels["shift"] = cp.ElementwiseKernel(
-            "uint32 bits", "int32 s",
-            f"int e = (int)(bits >> 7) - 126; s = (bits >> 7) == 0xFF ? 0 : (e > {h} ? e - {t} : 0)",
-            "swanref_bf16_huge_shift")
-    return k(_bfloat16_absmax_bits(W))
+    bits = per_matrix(cp.max, cp.bitwise_and(W, 0x7FFF)).astype(cp.uint32)
+    amax = cp.left_shift(bits, 16).view(cp.float32)
+    amax = cp.where(cp.isfinite(amax), amax, 0)
+    _, e = cp.frexp(amax)
+    return cp.where(e > h, e - t, 0).astype(cp.int32)
 
 
 def _bfloat16_nonfinite(W):
@@ -156,13 +129,9 @@ def _bfloat16_nonfinite(W):
 
 
 def bfloat16_finite_flag(W):
-    """Device boolean scalar: no bfloat16 word of W (uint16) is NaN/Inf (no host sync): the
-    largest magnitude bits are below 0x7F80 (three small launches, no temporary of W's size)."""
+    """Device boolean scalar: no bfloat16 word of W (uint16) is NaN/Inf (no host sync)."""
     cp = rt.cp()
-    if W.size == 0:
-        return cp.asarray(True)
-    W3 = W if W.ndim >= 2 else W.reshape(1, -1)
-    return cp.max(_bfloat16_absmax_bits(W3)) < 0x7F80
+    return cp.asarray(True) if W.size == 0 else ~cp.any(_bfloat16_nonfinite(W))
 
 
 def bfloat16_all_finite(W) -> bool:
