@@ -518,12 +518,11 @@ def whiten(G, method="svd", *, steps=None, beta=None, scaling=None, rank_rtol=No
         if got is not None and got[0].ndim >= 2 and 0 not in got[0].shape[-2:]:
             call = _Bfloat16Call(got, check_finite)
             try:
-                out = _whiten_preset_core(call, call.array, method, steps, beta, scaling,
-                                          rank_rtol, on_divergence, coefficients, emulate)
+                return call.finish(_whiten_preset_core(call, call.array, method, steps, beta,
+                                                       scaling, rank_rtol, on_divergence,
+                                                       coefficients, emulate))
             except _Widen:
                 pass  # non-finite input: the general path reports it as it always has
-            else:
-                return call.finish(out)
     call = _Call(G, backend, check_finite, allow_complex=True)
     out = _whiten_core(call, call.array, method, steps, beta, scaling, rank_rtol, on_divergence,
                        coefficients, emulate)
@@ -545,21 +544,25 @@ class _Bfloat16Call:
         self.array, self._restore = got
         self.xp = _namespace(self.array)
         self.be = _backends.get("cupy")
+        self._finite = None
 
     def masked(self, arr, ndim_core, name="G", defer=False):
+        flag_ = self.be.bfloat16_finite_flag(arr)
         if defer and self.check_finite and _defer(
-                self.be.bfloat16_finite_flag(arr),
-                functools.partial(_raise_nonfinite,
-                                  lambda: self.be.bfloat16_nonfinite_count(arr), name)):
+                flag_, functools.partial(_raise_nonfinite,
+                                         lambda: self.be.bfloat16_nonfinite_count(arr), name)):
             return arr, None
-        if self.be.bfloat16_all_finite(arr):
-            return arr, None
-        raise _Widen()
+        # read in finish, after the operator's launches: one synchronisation at the end of the
+        # call, the launches overlapping the GPU work (non-finite input: the result is dropped)
+        self._finite = flag_
+        return arr, None
 
     def unmask(self, out, keep):
         return out
 
     def finish(self, out):
+        if self._finite is not None and not bool(self._finite):
+            raise _Widen()
         return self._restore(out)
 
 

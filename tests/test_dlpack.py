@@ -259,3 +259,32 @@ def test_jax_round_trip_on_its_default_device():
     assert _rel(np.asarray(out), ref) <= 1e-4
     g = swanref.grad_norm(x.T)
     assert _rel(np.asarray(g), R.grad_norm(np.ascontiguousarray(G.T), 0.0)) <= 1e-5
+
+
+def test_torch_cuda_capsule_exchange_only_on_default_streams(monkeypatch):
+    """On the default streams a torch CUDA tensor goes to CuPy and back as plain DLPack capsules
+    (no per-call stream handshake); on another torch stream the handshake path runs. Both give
+    the same numbers, zero-copy in, and leave the input untouched."""
+    torch = _torch_cuda()
+    import torch.utils.dlpack as tdl
+    G = np.random.default_rng(12).standard_normal((3, 40, 64)).astype(np.float32)
+    t = torch.from_numpy(G).cuda()
+    used = []
+    real = tdl.to_dlpack
+    monkeypatch.setattr(tdl, "to_dlpack", lambda x: used.append(1) or real(x))
+    arr, _, _ = _arrays.to_backend(t, None)
+    assert arr.data.ptr == t.data_ptr() and used == [1] and _arrays._fast["on"]
+    fast = swanref.grad_norm(t.mT, eps=1e-6)
+    assert fast.is_cuda and tuple(fast.shape) == (3, 64, 40)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    used.clear()
+    with torch.cuda.stream(side):
+        slow = swanref.grad_norm(t.mT, eps=1e-6)
+        wb = swanref.whiten(t.to(torch.bfloat16), "muon_ns5", emulate="bfloat16")
+    side.synchronize()
+    assert used == [] and _arrays._fast["on"]
+    assert torch.equal(fast, slow)
+    want = swanref.whiten(t.to(torch.bfloat16), "muon_ns5", emulate="bfloat16")
+    assert torch.equal(wb.view(torch.int16), want.view(torch.int16))
+    assert np.array_equal(t.cpu().numpy(), G)

@@ -79,3 +79,36 @@ def test_emulation_of_other_forms_is_refused_on_gpu_arrays():
     assert other
     with pytest.raises(ValueError, match="runs on NumPy arrays only"):
         swanref.whiten(cupy.ones((3, 4)), method=other[0], emulate="bfloat16")
+
+
+def test_bfloat16_word_checks_match_their_elementwise_definitions():
+    """The fused bfloat16 finite flag and huge-value shift (two-pass reductions of the magnitude
+    bits) equal their definitions on the words: any exponent field all ones; frexp of the
+    largest magnitude, 0 for NaN/Inf. Words cover zeros, subnormals, every exponent, Inf, NaN."""
+    cp = pytest.importorskip("cupy")
+    from swanref.backends.cupy import interop as I
+    from swanref.backends.cupy.interop import HUGE
+    rng = np.random.default_rng(13)
+    h, t = HUGE[np.dtype(np.float32)]
+    for shape in ((3, 17, 40), (1, 4, 70000), (2, 1, 5)):
+        W = rng.integers(0, 1 << 16, size=shape, dtype=np.uint16)
+        W[..., 0, 0] = 0x7F7F  # largest finite
+        for case in range(4):
+            V = W.copy()
+            if case == 0:
+                V &= 0x807F | (0x3F << 7)  # exponents up to 63 (small values), no Inf/NaN
+            elif case == 1:
+                V[0, 0, -1] = 0x7F80  # +Inf
+            elif case == 2:
+                V[-1, -1, 0] = 0xFFC1  # NaN
+            else:  # finite, huge: exponent field 255 turned into 254
+                V[(V & 0x7F80) == 0x7F80] &= 0xFF7F
+            d = cp.asarray(V)
+            nonfinite = ((V & 0x7F80) == 0x7F80).any()
+            assert bool(I.bfloat16_finite_flag(d)) == (not nonfinite)
+            mag = (V & 0x7FFF).reshape(V.shape[0], -1).max(axis=1).astype(np.uint32) << 16
+            amax = mag.view(np.float32)
+            amax = np.where(np.isfinite(amax), amax, 0)
+            e = np.frexp(amax)[1]
+            want = np.where(e > h, e - t, 0).astype(np.int32)
+            assert np.array_equal(I.huge_shift_bfloat16(d).get(), want)

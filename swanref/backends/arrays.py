@@ -73,6 +73,8 @@ def _framework_restore(G, on_gpu: bool, cast_back):
     if root == "torch":
         def from_dlpack(x):
             import torch
+            if _root(x) == "cupy":
+                return _cupy_to_torch(x, torch, _cupy())
             return torch.from_dlpack(x)
     elif root in ("jax", "jaxlib"):
         def from_dlpack(x):
@@ -135,11 +137,68 @@ def bfloat16_words(G, backend):
     cp = _cupy()
     if G.device.index != cp.cuda.runtime.getDevice():
         return None  # the general path computes on the tensor's own device
-    words = cp.from_dlpack(G.view(torch.int16)).view(cp.uint16)
+    words = _torch_to_cupy(G.view(torch.int16), torch, cp).view(cp.uint16)
+    return words, _torch_bfloat16_restore
 
-    def restore(out):
-        return torch.from_dlpack(out.view(cp.int16)).view(torch.bfloat16)
-    return words, restore
+
+def _torch_bfloat16_restore(out):
+    import torch
+    cp = _cupy()
+    return _cupy_to_torch(out.view(cp.int16), torch, cp).view(torch.bfloat16)
+
+
+# -- torch CUDA tensors on the default streams: DLPack capsules without the stream handshake -----
+#
+# torch.Tensor.__dlpack__(stream=...) and torch.from_dlpack(obj) run a Python stream handshake
+# (current stream objects, an event when the streams differ) on every exchange. When torch's
+# and CuPy's current streams are both the legacy default stream the handshake does nothing, so
+# the capsules are exchanged directly (torch.utils.dlpack's C functions); any other stream
+# takes the general path and its handshake.
+
+class _Capsule:
+    """A DLPack producer handing over a capsule made beforehand (device (type, id))."""
+    __slots__ = ("capsule", "device")
+
+    def __init__(self, capsule, device):
+        self.capsule, self.device = capsule, device
+
+    def __dlpack__(self, stream=None, **_):
+        return self.capsule
+
+    def __dlpack_device__(self):
+        return self.device
+
+
+_fast = {"on": True}
+
+
+def _default_streams(torch, cp, index) -> bool:
+    if cp.cuda.get_current_stream().ptr != 0:
+        return False
+    raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+    return (raw(index) if raw is not None else torch.cuda.current_stream(index).cuda_stream) == 0
+
+
+def _torch_to_cupy(G, torch, cp):
+    """Zero-copy CuPy view of the CUDA tensor G (on CuPy's current device), by capsule when
+    both frameworks are on the default stream, else through cupy.from_dlpack's handshake."""
+    index = G.device.index
+    if _fast["on"] and _default_streams(torch, cp, index):
+        try:
+            return cp.from_dlpack(_Capsule(torch.utils.dlpack.to_dlpack(G), (_DL_CUDA, index)))
+        except Exception:  # an exchange this CuPy/torch pair refuses: handshake from now on
+            _fast["on"] = False
+    return cp.from_dlpack(G)
+
+
+def _cupy_to_torch(x, torch, cp):
+    """The CuPy array x as a torch CUDA tensor (zero-copy), as :func:`_torch_to_cupy`."""
+    if _fast["on"] and _default_streams(torch, cp, x.device.id):
+        try:
+            return torch.utils.dlpack.from_dlpack(x.__dlpack__(stream=-1))  # -1: no sync asked
+        except Exception:
+            _fast["on"] = False
+    return torch.from_dlpack(x)
 
 
 def _dlpack_device(G):
@@ -160,8 +219,12 @@ def _from_framework(G, backend):
     restore = _framework_restore(G, on_gpu, cast_back)
     if on_gpu:
         cp = _cupy()
-        with cp.cuda.Device(dev[1]):
-            arr = cp.from_dlpack(work)
+        if _root(work) == "torch" and dev[1] == cp.cuda.runtime.getDevice():
+            import torch
+            arr = _torch_to_cupy(work, torch, cp)
+        else:
+            with cp.cuda.Device(dev[1]):
+                arr = cp.from_dlpack(work)
         return _gpu_array(arr, backend, restore)
     try:
         arr = np.from_dlpack(work)
