@@ -53,3 +53,18 @@ def test_goal_column():
     # 85% and 81% >= 80% and faster than compile; 70% >= 60% but slower than torch.compile
     assert [line.split(" | ")[-1] for line in gn.strip().split("\n")[2:]] == ["yes |", "no |"]
     assert ex.strip().endswith("| 1 / 1 |") and "| no |" in ex   # torch 2x faster: missed
+
+
+def test_the_docs_quick_tables_are_the_stored_h100_run():
+    """docs/performance_gpu.md's quick tables (this round, commit fbe6190) are what
+    bench_gpu renders from the run's stored rows: the docs cannot drift from the run."""
+    import json
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    run = json.loads((root / "tests" / "device" / "bench_quick_h100_fbe6190.json").read_text())
+    docs = (root / "docs" / "performance_gpu.md").read_text()
+    tables = [t for t in B.tables(run["env"], run["peaks"], run["rows"], "cmd").split("\n\n")
+              if t.startswith("| ")]
+    assert len(tables) == 3
+    for t in tables:
+        assert t in docs, t.splitlines()[2]
