@@ -450,7 +450,7 @@ def test_long_runs_stop_on_ctrl_c():
     within a second (it used to run on for minutes after Ctrl-C)."""
     code = textwrap.dedent("""
         import sys, numpy as np, swanref
-        G = np.random.default_rng(0).standard_normal((48, 64))
+        G = np.random.default_rng(0).standard_normal((96, 128))  # seconds per run, even loaded
         for be in sys.argv[1:]:
             swanref.whiten(G[:2, :3], "newton_schulz", backend=be)   # load the backend first
             print("start", be, flush=True)
