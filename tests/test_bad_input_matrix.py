@@ -449,7 +449,11 @@ def test_long_runs_stop_on_ctrl_c():
     """The longest allowed run is interruptible on every CPU backend: SIGINT -> KeyboardInterrupt
     within a second (it used to run on for minutes after Ctrl-C)."""
     code = textwrap.dedent("""
-        import sys, numpy as np, swanref
+        import signal, sys, numpy as np, swanref
+        # a user's interpreter: Ctrl-C raises KeyboardInterrupt (a child inherits an ignored or
+        # blocked SIGINT from whatever ran before in the test process)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         G = np.random.default_rng(0).standard_normal((96, 128))  # seconds per run, even loaded
         for be in sys.argv[1:]:
             swanref.whiten(G[:2, :3], "newton_schulz", backend=be)   # load the backend first

@@ -49,7 +49,11 @@ def _core():
 # ---- Ctrl-C --------------------------------------------------------------------------------
 
 _CHILD = textwrap.dedent(f"""
-    import sys, time
+    import signal, sys, time
+    # a user's interpreter: Ctrl-C raises KeyboardInterrupt (a child inherits an ignored or
+    # blocked SIGINT from whatever ran before in the test process)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {{signal.SIGINT}})
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     import numpy as np
     from swanref import _core
     rng = np.random.default_rng(0)
