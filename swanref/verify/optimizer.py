@@ -60,8 +60,9 @@ from swanref.spec.routing import swan_route
 from swanref.update import orthogonalized_update
 from swanref.ops import grad_norm
 from swanref.verify.optimizer_glue import (KNOB_NAMES, PARAM_STYLES, DriverError, Unsupported,
-                                           _dtypes, keyword_for, signature_of, generic_driver,
-                                           load_optimizer, optax_steps, parse_kwarg, validated)
+                                           keyword_for, signature_of, generic_driver,
+                                           load_optimizer, optax_steps, parse_kwarg, torch_steps,
+                                           validated)
 from swanref.verify.targets import UsageError
 from swanref.verify.claims import Claim, ClaimError, add_claim_arguments, claim_from_args
 from swanref.verify.claims.model import require_evaluable
@@ -306,22 +307,13 @@ def torch_driver(factory, dtype="float32"):
     run(p0, grads, momentum, nesterov=False, group=False).  With ``group=True``, ``p0`` is a
     list of arrays put in one parameter group, each gradient a list, and each step's result
     a list."""
-    import torch
+    import torch  # noqa: F401 - a missing torch fails here, when the driver is made
 
     def run(p0, grads, momentum, nesterov=False, group=False):
         p0s, steps = (p0, grads) if group else ([p0], [[g] for g in grads])
-        dt, back = _dtypes(p0s[0], dtype)
-        ps = [torch.nn.Parameter(torch.from_numpy(np.array(x, dtype=dt))) for x in p0s]
+        args, kw = _factory_args(momentum, nesterov)
         try:
-            args, kw = _factory_args(momentum, nesterov)
-            opt = factory(ps, *args, **kw)
-            out = []
-            for gs in steps:
-                for p, g in zip(ps, gs):
-                    p.grad = torch.from_numpy(np.array(g, dtype=dt))
-                opt.step()
-                now = [p.detach().numpy().astype(back) for p in ps]
-                out.append(now if group else now[0])
+            out = torch_steps(lambda ps: factory(ps, *args, **kw), p0s, steps, dtype, group)
         except Exception as exc:  # noqa: BLE001 - a refusal is a finding, reported as such
             raise Unsupported(f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}") \
                 from exc

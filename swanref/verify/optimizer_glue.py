@@ -233,6 +233,24 @@ def optax_steps(tx, p0s, steps, dtype, group):
     return out
 
 
+def torch_steps(build, p0s, steps, dtype, group):
+    """Run the torch optimizer ``build(params)`` from parameters ``p0s`` through ``steps`` (per
+    step, one gradient per parameter) in ``dtype``; the parameters after each step as
+    :func:`optax_steps` returns them."""
+    import torch
+    dt, back = _dtypes(p0s[0], dtype)
+    ps = [torch.nn.Parameter(torch.from_numpy(np.array(x, dtype=dt))) for x in p0s]
+    opt = build(ps)
+    out = []
+    for gs in steps:
+        for p, g in zip(ps, gs):
+            p.grad = torch.from_numpy(np.array(g, dtype=dt))
+        opt.step()
+        now = [p.detach().numpy().astype(back) for p in ps]
+        out.append(now if group else now[0])
+    return out
+
+
 def _first_line(exc):
     lines = str(exc).splitlines()
     return f"{type(exc).__name__}: {(lines[0] if lines else '')[:200]}"
@@ -297,21 +315,11 @@ def generic_driver(target, kwargs=None, *, lr, weight_decay, params="auto", dtyp
         return target(pos, **kw, **more) if pos is not None else target(**kw, **more)
 
     def torch_run(p0, grads, momentum, nesterov=False, group=False):
-        import torch
         p0s, steps = (p0, grads) if group else ([p0], [[g] for g in grads])
-        dt, back = _dtypes(p0s[0], dtype)
 
         def attempt():
-            ps = [torch.nn.Parameter(torch.from_numpy(np.array(x, dtype=dt))) for x in p0s]
-            opt = torch_build(ps, momentum, nesterov)
-            out = []
-            for gs in steps:
-                for p, g in zip(ps, gs):
-                    p.grad = torch.from_numpy(np.array(g, dtype=dt))
-                opt.step()
-                now = [p.detach().numpy().astype(back) for p in ps]
-                out.append(now if group else now[0])
-            return out
+            return torch_steps(lambda ps: torch_build(ps, momentum, nesterov), p0s, steps,
+                               dtype, group)
         try:
             out = attempt()
             if state["style"] == "auto":  # a plain list works: keep it for every later run
