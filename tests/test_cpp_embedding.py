@@ -155,22 +155,32 @@ def test_golden_vectors_check_catches_a_wrong_c_output(installed, examples, tmp_
     assert check.returncode == 1, check.stdout + check.stderr
 
 
-def _configure_only(tmp_path, *args):
+def _configure_only(tmp_path, *args, path_first=None):
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "CONDA_PREFIX")}
+    if path_first is not None:
+        # PATH alone is not enough: a pyenv shim for cmake (as in CI) puts its own bin first,
+        # so the directory is also named as CMAKE_PROGRAM_PATH, which find_program reads before PATH.
+        env["PATH"] = os.pathsep.join([str(path_first), env.get("PATH", "")])
+        args = (*args, f"-DCMAKE_PROGRAM_PATH={path_first}")
     return subprocess.run([CMAKE, "-S", str(ROOT), "-B", str(tmp_path / "cfg"), *_generator(),
                            "-DSWANREF_BUILD_TESTS=OFF", f"-DCMAKE_C_COMPILER={CC}",
                            f"-DCMAKE_CXX_COMPILER={CXX}", *args],
-                          capture_output=True, text=True, timeout=300,
-                          env={k: v for k, v in os.environ.items()
-                               if k not in ("VIRTUAL_ENV", "CONDA_PREFIX")})
+                          capture_output=True, text=True, timeout=300, env=env)
 
 
 def test_asking_for_the_c_api_without_a_blas_is_a_configure_error_with_the_fix(tmp_path):
     """Issue 24: a python3 without the wheel used to give a silent header-only build."""
-    no_python = tmp_path / "python-without-the-wheel"
-    no_python.write_text("#!/bin/sh\necho 'ModuleNotFoundError: no scipy_openblas32' >&2\nexit 1\n")
-    no_python.chmod(0o755)
+    # Every interpreter CMake may ask lacks the wheel: the named one, and python3/python on PATH
+    # (CI runs in an interpreter that has the wheel, so the PATH ones are shadowed here too).
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = "#!/bin/sh\necho 'ModuleNotFoundError: no scipy_openblas32' >&2\nexit 1\n"
+    for name in ("python-without-the-wheel", "python3", "python"):
+        (bin_dir / name).write_text(fake)
+        (bin_dir / name).chmod(0o755)
+    no_python = bin_dir / "python-without-the-wheel"
     proc = _configure_only(tmp_path, "-DSWANREF_C_API=ON", "-DSWANREF_BLAS=scipy-openblas32",
-                           f"-DPython3_EXECUTABLE={no_python}")
+                           f"-DPython3_EXECUTABLE={no_python}", path_first=bin_dir)
     text = " ".join((proc.stdout + proc.stderr).split())
     assert proc.returncode != 0, text
     assert "the wheel was not found" in text and str(no_python) in text  # what was tried
