@@ -108,6 +108,17 @@ def test_no_evidence_is_inconclusive():
     assert rep.exit_code == 0 and rep.evidence
 
 
+def test_a_pass_that_counted_no_input_is_not_evidence():
+    """The rule counts inputs per property, not the examples the check asked for."""
+    rep = checker.CheckReport("grad_norm", "f", {"op": "grad_norm"}, examples=30, seed=0)
+    rep.results.append(checker.PropertyResult("first_call", "pass", "required", "one call"))
+    rep.results.append(checker.PropertyResult("row_mean_zero", "n/a", "required", "n/a here"))
+    assert rep.evidence == [] and rep.outcome == "INCONCLUSIVE" and rep.exit_code == 3
+    rep.results.append(checker.PropertyResult("row_std_one", "pass", "required", "ran",
+                                              examples=2))
+    assert rep.outcome == "CONFORMING" and rep.exit_code == 0
+
+
 def test_the_python_api_and_the_cli_share_the_rule(tmp_path, capsys):
     f = _file(tmp_path, "def f(G):\n    raise SystemExit(0)\n")
     rc, _, _ = _main(["grad_norm", f + ":f"], capsys)

@@ -387,9 +387,9 @@ class CheckReport:
 
     @property
     def evidence(self) -> list:
-        """Properties that ran on at least one input with a claim and passed."""
-        return [r for r in self.results if r.status == "pass"
-                and (r.examples > 0 or self.examples > 0)]
+        """Properties that ran on at least one input with a claim and passed.  A pass that
+        counted no input (the first-call or import row) is not evidence."""
+        return [r for r in self.results if r.status == "pass" and r.examples > 0]
 
     @property
     def outcome(self) -> str:
