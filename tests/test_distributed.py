@@ -609,3 +609,41 @@ def test_a_target_that_exits_at_import_is_its_own_outcome(tmp_path, capsys, monk
     code = distributed.main(["whiten", "exits_at_import.py:f"])
     assert code == 4
     assert "TARGET EXITED" in capsys.readouterr().err
+
+
+# -- the per-call deadline (issue 23, item 5) ------------------------------------------------------
+
+def test_a_hanging_rank_is_a_timeout_naming_the_case_and_the_rank(pool):
+    """``timeout=``: each rank's call has a deadline apart from the collective's; a hang is the
+    outcome TIMEOUT (exit 5) with swanref check's wording, the ranks are stopped and the pool
+    starts fresh ones for the next check."""
+    t0 = time.monotonic()
+    rep = D.check_sharded(f"{IMPLS}:hangs_on_rank1", "whiten", layout="rows", pool=pool,
+                          timeout=1)
+    assert time.monotonic() - t0 < 20          # the collective timeout (5 s) is not waited for
+    assert rep.outcome == "TIMEOUT" and rep.exit_code == 5, rep.table()
+    r = rep.results[0]
+    assert r.name == "ranks_complete" and r.status == "timeout"
+    assert "the target did not return within 1 s while computing case 'gaussian 16x32' on " \
+           "rank 1 of 2 (layout rows, a float64 shard of shape (8, 32))" in r.message
+    assert "give it more time with --timeout SECONDS (Python: timeout=...)" in r.message
+    assert "in hangs_on_rank1" in r.message and "rank 0, computing" in r.message
+    assert "waiting in a torch.distributed collective" in r.message.split("rank 0, ")[1]
+    assert all(q.status == "not-run" for q in rep.results[1:])
+    assert "verdict: TIMEOUT (exit 5)" in rep.table()
+    assert D.check_sharded(f"{IMPLS}:whiten_gather_svd", "whiten", layout="rows",
+                           pool=pool).conforming
+
+
+def test_timeout_option_and_a_hanging_import(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("torch")
+    (tmp_path / "slow_import.py").write_text(
+        "import time\ntime.sleep(20)\ndef f(G, group=None, layout=None):\n    return G\n")
+    monkeypatch.chdir(tmp_path)
+    assert D.main(["whiten", "slow_import.py:f", "--timeout", "0.5"]) == 5
+    err = capsys.readouterr().err
+    assert "TIMEOUT: the target did not return within 0.5 s while importing" in err
+    assert D.main(["whiten", "slow_import.py:f", "--timeout", "-1"]) == 2
+    assert D.build_parser().parse_args(["whiten", "x:f"]).timeout == 60
+    with pytest.raises(UsageError, match="--timeout"):
+        D.check_sharded(f"{IMPLS}:muon", "whiten", timeout=-2)

@@ -122,9 +122,51 @@ def result_tuple(out, local, before):
     return t.numpy().copy(), mutated, name
 
 
+def call_where(case, lay, rank, world, kind) -> str:
+    """What a rank was doing, for a timeout's message: the probe (case), the rank, the shard."""
+    return (f"computing case {case.label!r} on rank {rank} of {world} (layout {kind}, a "
+            f"{case.dtype_name} shard of shape {tuple(lay.local_shape)})")
+
+
+def hung_at() -> tuple:
+    """Where this rank's hung call of the target is: ``(text, in_collective)`` from the stack
+    of the runner's worker thread (``in_collective``: its innermost Python frame is inside
+    torch.distributed, i.e. the rank waits for a peer rather than hanging by itself)."""
+    import sys
+    import threading
+    frames = sys._current_frames()
+    for t in threading.enumerate():
+        if t.name != "swanref-target" or t.ident not in frames:
+            continue
+        f = frames[t.ident]
+        inner = f
+        in_collective = "torch/distributed" in f.f_code.co_filename.replace("\\", "/")
+        while f is not None:      # the innermost frame outside torch, swanref and threading
+            name = f.f_code.co_filename.replace("\\", "/")
+            if not any(k in name for k in ("/torch/", "/swanref/", "threading.py")):
+                inner = f
+                break
+            f = f.f_back
+        where = f"{inner.f_code.co_filename}:{inner.f_lineno} in {inner.f_code.co_name}"
+        return (("waiting in a torch.distributed collective, called at " if in_collective
+                 else "at ") + where, in_collective)
+    return "", False
+
+
+def _on_device(device, func, *args):
+    """``func(*args)`` with ``device`` current (a CUDA device is per thread: the runner's
+    worker thread sets it for itself)."""
+    if device.type == "cuda":
+        import torch
+        torch.cuda.set_device(device)
+    return func(*args)
+
+
 def run_cases(fn, kind, cases, rank, world, group, device, claim, convention="local",
-              kwargs=None, scale="keller"):
-    """This rank's local results for every case (raises what ``fn`` raises)."""
+              kwargs=None, scale="keller", runner=None):
+    """This rank's local results for every case (raises what ``fn`` raises).  ``runner``: a
+    :class:`~swanref.verify.targets.TargetRunner` whose deadline bounds each call of the
+    target (TargetTimeout naming the case and the rank); None: called directly."""
     import torch
     outs = []
     for c in cases:
@@ -132,7 +174,12 @@ def run_cases(fn, kind, cases, rank, world, group, device, claim, convention="lo
         local = torch.from_numpy(np.ascontiguousarray(lay.take(c.G))).to(device)
         local = local.to(torch_dtype(c.dtype_name))
         before = local.clone()
-        out = call(fn, local, lay, group, device, world, convention, kwargs, scale)
+        args = (fn, local, lay, group, device, world, convention, kwargs, scale)
+        if runner is None:
+            out = call(*args)
+        else:
+            out = runner.run(_on_device, device, call, *args,
+                             where=call_where(c, lay, rank, world, kind))
         outs.append(result_tuple(out, local, before))
     return outs
 
