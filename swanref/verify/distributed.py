@@ -381,7 +381,7 @@ def property_names(claim: ShardedClaim, kind: str) -> list:
             names.append("gather_axis")
         if claim.preset is not None or claim.iterative:
             names.append("norm_scale")
-        names.append("world_scaled")
+    names.append("world_scaled")      # a result scaled by the world size, in any layout
     if kind == "stack":
         names.append("stack_independent")
     return names
@@ -505,7 +505,8 @@ def evaluate(claim: ShardedClaim, kind: str, world: int, cases: list, outputs: l
                     r.message = (f"layout {kind} ({rule}), rank {lay.rank} of {world}: "
                                  f"returned shape {o.shape} dtype {dn}, expected "
                                  f"{lay.local_shape} {' or '.join(sorted(allowed))} "
-                                 f"(case {c.label})")
+                                 f"(case {c.label})" + _other_rule(kind, c.G.shape, world,
+                                                                   rule, mesh, outs))
     if res["shard_shapes"].status == "FAIL":
         for n in names[3:]:
             res[n].status, res[n].message = "n/a", "not judged: local results have wrong shapes"
@@ -607,6 +608,22 @@ def evaluate(claim: ShardedClaim, kind: str, world: int, cases: list, outputs: l
     report.seconds = seconds
     report.judge_seconds = time.perf_counter() - t_judge
     return report
+
+
+def _other_rule(kind, shape, world, rule, mesh, outs) -> str:
+    """A hint when every rank's block has the shape the *other* split rule gives (a target
+    that cuts by torch.tensor_split where DTensor/FSDP2 cut by torch.chunk, or back)."""
+    for other in SPLITS:
+        if other == rule:
+            continue
+        try:
+            lays = shard_layouts(kind, shape, world, other, mesh)
+        except UsageError:
+            continue
+        if all(np.shape(o) == lay.local_shape for o, lay in zip(outs, lays)):
+            return (f"; every rank's block has the shape {other} gives: the target splits by "
+                    f"{other}, the claim says {rule} (--split)")
+    return ""
 
 
 def _rank_of(j, shape, world, rule="tensor_split"):
@@ -711,6 +728,9 @@ def _worker_loop(rank, world, backend, init_file, timeout_s, task_queues, result
             tb = traceback.format_exception(type(exc), exc, exc.__traceback__, limit=-2)
             results.put(("error", task_id, rank,
                          f"{type(exc).__name__}: {exc}".strip() + "\n" + "".join(tb)))
+        finally:
+            if runner is not None:
+                runner.close()      # an idle worker ends; a hung one stays (a daemon)
 
 
 class RankPool:

@@ -3,6 +3,9 @@
 Three calling conventions, so that real sharded code needs no glue:
 
 ``local``      ``fn(local_shard, group=group, layout=layout, **kwargs)`` -> this rank's block
+               (``group``/``layout`` passed only where ``fn``'s signature names them, so a
+               function such as ``newton_schulz_tp(x, steps, ..., tp_group=, partition_dim=)``
+               is a target as it is)
 ``dtensor``    ``fn(G, **kwargs)`` with ``G`` a ``torch.distributed.tensor.DTensor`` on a device
                mesh of the world (layout ``rows``: ``[Shard(0)]``, ``cols``: ``[Shard(1)]``,
                ``grid``: ``[Shard(0), Shard(1)]`` on the 2-D mesh, ``stack``: ``[Shard(0)]``);
@@ -11,10 +14,18 @@ Three calling conventions, so that real sharded code needs no glue:
 ``optimizer``  ``target(params, **kwargs)`` builds a ``torch.optim.Optimizer`` over one DTensor
                parameter of zeros whose gradient is the sharded input; one ``step()``; the
                result is the update ``(p_before - p_after) / (lr * scale)`` with ``lr`` the
-               parameter group's and ``scale`` the claimed shape factor (spec 9.1)
+               parameter group's and ``scale`` the claimed shape factor (spec 9.1); layout
+               ``stack``: a list of full parameters, the same on every rank (DDP; the optimizer
+               splits the work over the ranks and gathers, as KellerJordan/Muon's
+               DistributedMuon), each rank's result its block of the stack of updates
+
+A keyword value may name what only the rank knows (``--kwarg tp_group=@group``):
+``@group`` the process group, ``@mesh`` the device mesh of the DTensor conventions (the
+world's 1-D mesh under ``local``), ``@rank`` and ``@world_size``.
 """
 from __future__ import annotations
 
+import inspect
 import math
 
 import numpy as np
@@ -25,6 +36,8 @@ from swanref.spec.conventions import resolve_scale, shape_factor
 from swanref.verify.sharded.layouts import shard_layouts
 
 CONVENTIONS = ("local", "dtensor", "optimizer")
+#: keyword values that stand for what each rank knows (``--kwarg tp_group=@group``)
+RANK_VALUES = ("@group", "@mesh", "@rank", "@world_size")
 
 _MESHES: dict = {}
 
@@ -47,6 +60,16 @@ def _mesh(device, world, lay):
     key = (device.type, shape)
     if key not in _MESHES:
         _MESHES[key] = DeviceMesh(device.type, torch.arange(world).reshape(shape))
+    return _MESHES[key]
+
+
+def _world_mesh(device, world):
+    """The world's 1-D device mesh (for ``@mesh`` outside the DTensor conventions)."""
+    import torch
+    from torch.distributed.device_mesh import DeviceMesh
+    key = (device.type, (world,))
+    if key not in _MESHES:
+        _MESHES[key] = DeviceMesh(device.type, torch.arange(world))
     return _MESHES[key]
 
 
@@ -75,6 +98,48 @@ def _local_of(out, placements):
     return out
 
 
+def _rank_kwargs(kwargs, group, mesh_of, lay):
+    """``kwargs`` with the rank values (:data:`RANK_VALUES`) filled in for this rank."""
+    out = {}
+    for k, v in kwargs.items():
+        if isinstance(v, str) and v in RANK_VALUES:
+            v = {"@group": lambda: group, "@mesh": mesh_of, "@rank": lambda: lay.rank,
+                 "@world_size": lambda: lay.world_size}[v]()
+        out[k] = v
+    return out
+
+
+def _accepts(fn, name) -> bool:
+    """Whether ``fn`` names the keyword ``name`` (True where the signature cannot be read; a
+    ``**kwargs`` alone does not count: a wrapper forwarding them to code that does not take
+    ``group`` is the common case)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    return any(p.name == name and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+               for p in params)
+
+
+def _replicated_update(target, local_full, lay, kwargs, scale):
+    """Layout ``stack`` under the optimizer convention: one full parameter per matrix of the
+    stack, the same on every rank (zeros, gradients the stack), one ``step()``; this rank's
+    block of the stack of updates (so a rank returns parameters other ranks computed)."""
+    import torch
+    params = [torch.nn.Parameter(torch.zeros_like(g)) for g in local_full]
+    for p, g in zip(params, local_full):
+        p.grad = g.detach().clone()
+    opt = target(params, **kwargs)
+    lr = float(opt.param_groups[0]["lr"])
+    m, n = local_full.shape[-2:]
+    factor = shape_factor(resolve_scale(scale), m, n)
+    with torch.no_grad():
+        before = [p.detach().clone() for p in params]
+        opt.step()
+        delta = torch.stack([(b - p.detach()) for b, p in zip(before, params)]) / (lr * factor)
+    return delta[lay.start:lay.stop]
+
+
 def _optimizer_update(target, G, lay, kwargs, scale):
     """One optimizer step on a zero DTensor parameter with gradient ``G``: the update
     ``(p_before - p_after) / (lr * scale)`` as this rank's block."""
@@ -93,12 +158,22 @@ def _optimizer_update(target, G, lay, kwargs, scale):
 
 
 def call(fn, local, lay, group, device, world, convention="local", kwargs=None,
-         scale="keller"):
-    """The target's result on this rank's shard ``local`` (a torch tensor), as a local tensor."""
-    kwargs = dict(kwargs or {})
+         scale="keller", full=None):
+    """The target's result on this rank's shard ``local`` (a torch tensor), as a local tensor.
+    ``full``: the whole input (layout ``stack`` under the optimizer convention)."""
     if convention == "local":
-        return fn(local, group=group, layout=lay, **kwargs)
+        kwargs = _rank_kwargs(dict(kwargs or {}), group, lambda: _world_mesh(device, world),
+                              lay)
+        for name, value in (("group", group), ("layout", lay)):
+            if name not in kwargs and _accepts(fn, name):
+                kwargs[name] = value
+        return fn(local, **kwargs)
+    if convention == "optimizer" and lay.kind == "stack":
+        kwargs = _rank_kwargs(dict(kwargs or {}), group, lambda: _world_mesh(device, world),
+                              lay)
+        return _replicated_update(fn, full, lay, kwargs, scale)
     G = to_dtensor(local, lay, device, world)
+    kwargs = _rank_kwargs(dict(kwargs or {}), group, lambda: G.device_mesh, lay)
     if convention == "dtensor":
         return _local_of(fn(G, **kwargs), G.placements)
     return _local_of(_optimizer_update(fn, G, lay, kwargs, scale), G.placements)
@@ -139,6 +214,8 @@ def hung_at() -> tuple:
         if t.name != "swanref-target" or t.ident not in frames:
             continue
         f = frames[t.ident]
+        if f.f_code.co_name == "_worker":     # an idle worker waiting for its next job
+            continue
         inner = f
         in_collective = "torch/distributed" in f.f_code.co_filename.replace("\\", "/")
         while f is not None:      # the innermost frame outside torch, swanref and threading
@@ -174,7 +251,11 @@ def run_cases(fn, kind, cases, rank, world, group, device, claim, convention="lo
         local = torch.from_numpy(np.ascontiguousarray(lay.take(c.G))).to(device)
         local = local.to(torch_dtype(c.dtype_name))
         before = local.clone()
-        args = (fn, local, lay, group, device, world, convention, kwargs, scale)
+        full = None
+        if convention == "optimizer" and kind == "stack":   # replicated parameters
+            full = torch.from_numpy(np.ascontiguousarray(c.G)).to(device)
+            full = full.to(torch_dtype(c.dtype_name))
+        args = (fn, local, lay, group, device, world, convention, kwargs, scale, full)
         if runner is None:
             out = call(*args)
         else:
