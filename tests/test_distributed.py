@@ -676,6 +676,7 @@ REAL_CASES = [
     ("nemo-local-norm", f"{BUGS}:nemo_tp_local_norm", "cols", _nemo(1), "global_norm"),
     ("nemo-norm-averaged", f"{BUGS}:nemo_tp_norm_averaged", "rows", _nemo(0), "norm_scale"),
     ("nemo-gram-in-bf16", f"{BUGS}:nemo_tp_bf16_gram", "cols", _nemo(1), ""),
+    ("nemo-norm-off", f"{BUGS}:nemo_tp_norm_off", "cols", _nemo(1), ""),   # (1 + 2^-13)
     ("nemo-gather-wrong-axis", f"{BUGS}:nemo_tp_gather_wrong_axis", "rows",
      _nemo(0, "duplicated"), "gather_axis"),
     ("keller-muon", f"{REAL / 'keller_muon.py'}:Muon", "stack", KELLER_OPT, None),
@@ -705,7 +706,8 @@ def test_real_sharded_code_conforms_and_each_planted_bug_is_named(pool, target, 
 
 
 REAL_FOUR = [c for c in REAL_CASES if c[0] in (
-    "nemo-distributed-cols", "nemo-norm-averaged", "keller-muon", "keller-muon-averaged",
+    "nemo-distributed-cols", "nemo-norm-averaged", "nemo-norm-off", "keller-muon",
+    "keller-muon-averaged",
     "keller-ns-on-dtensor")]
 
 
@@ -732,3 +734,23 @@ def test_world_scaled_is_named_in_every_layout():
     outs = [D.split(D.reference(claim, c.G) / 4, "stack", 4) for c in cases]
     rep = D.evaluate(claim, "stack", 4, cases, outs)
     assert failed(rep) & NAMED == {"world_scaled"}, rep.table()
+
+
+def test_sharded_conformance_rows(pool):
+    """The rows docs/conformance.md's sharded section is made of (swanref.verify.sharded.table):
+    faithful code CONFORMING, a planted bug NOT CONFORMING with its named mistake, absent code
+    reported as absent, never run."""
+    from swanref.verify.sharded import table as T
+    pick = {e.target: e for e in T.SHARDED_ENTRIES}
+    entries = [pick["nemo_muon_utils.py:newton_schulz_tp"], pick["real_bugs.py:nemo_tp_norm_off"],
+               pick["real_bugs.py:KellerMuonAveraged"],
+               T.ShardedEntry("gone", "-", "no_such_file.py:f", dict(layout="rows"), None)]
+    rows = T.sharded_conformance_rows((2,), entries, pools={2: pool})
+    assert [r["verdict"] for r in rows] == ["CONFORMING", "NOT CONFORMING", "NOT CONFORMING",
+                                            "absent"], rows
+    assert all(r["as_expected"] for r in rows[:3]) and not rows[3]["as_expected"]
+    assert rows[2]["named"] == "world_scaled" and rows[1]["named"] == ""
+    assert rows[0]["error"] < rows[0]["tolerance"] < rows[1]["error"]   # the 2^-13 norm error
+    assert rows[0]["world_size"] == 2 and rows[0]["dtype"] == "float32"
+    assert "--kwarg tp_group=@group" in rows[0]["claim"]
+    assert pool._procs is not None                 # a given pool is left open

@@ -143,3 +143,18 @@ def keller_full_then_tensor_split(G, steps=5):
     out = keller_muon.zeropower_via_newtonschulz5(G.full_tensor(), steps)
     world, rank = dist.get_world_size(), dist.get_rank()
     return torch.tensor_split(out, world)[rank]                   # BUG: not chunk
+
+
+def _off_normalize_p2(x, eps, group, normalize_in_double=False):
+    x_sq = x.double() if normalize_in_double else x
+    x_sq_sum = (x_sq * x_sq).sum()
+    torch.distributed.all_reduce(x_sq_sum, op=torch.distributed.ReduceOp.SUM, group=group)
+    norm = torch.sqrt(x_sq_sum).to(x.dtype) * (1 + 2.0 ** -13)     # BUG: a mis-rounded scale
+    if not normalize_in_double:
+        norm.clamp_min_(eps)
+    return x / norm
+
+
+def nemo_tp_norm_off(x, **kwargs):
+    with _patched("distributed_normalize_p2", _off_normalize_p2):
+        return nemo.newton_schulz_tp(x, **kwargs)
