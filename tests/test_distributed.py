@@ -754,3 +754,39 @@ def test_sharded_conformance_rows(pool):
     assert rows[0]["world_size"] == 2 and rows[0]["dtype"] == "float32"
     assert "--kwarg tp_group=@group" in rows[0]["claim"]
     assert pool._procs is not None                 # a given pool is left open
+
+
+def test_dion_distributed_muon_conforms(pool):
+    """microsoft/dion's FSDP2 Muon (all-to-all over DTensor shards, Polar Express in bf16,
+    spectral_norm lr scaling) on chunk shards, 10 rows on 2 ranks included, with zero glue
+    beyond the mesh it takes as an argument (--kwarg distributed_mesh=@mesh).  Slow (dion and
+    torch.compile's import in every rank): marked in conftest.SLOW_TESTS."""
+    for shape in ((16, 32), (10, 12)):
+        rep = D.check_sharded(f"{REAL / 'dion_eager.py'}:EagerMuon", "whiten", layout="rows",
+                              pool=pool, preset="polar_express_nanogpt", dtype="bfloat16",
+                              input_dtype="float32", convention="optimizer", scale="spectral",
+                              kwargs={"distributed_mesh": "@mesh"}, shape=shape)
+        assert rep.conforming, rep.table()
+    rep = D.check_sharded(f"{REAL / 'dion_eager.py'}:EagerMuon", "whiten", layout="rows",
+                          pool=pool, preset="polar_express_nanogpt", dtype="bfloat16",
+                          input_dtype="float32", convention="optimizer", scale="keller",
+                          kwargs={"distributed_mesh": "@mesh"})
+    assert "agrees_with_unsharded" in failed(rep)     # the scale rule is part of the claim
+
+
+def test_a_file_inside_a_package_is_imported_as_its_module(tmp_path, monkeypatch):
+    """`path/pkg/mod.py:fn` where mod.py has relative imports (dion/muon.py does) loads as
+    pkg.mod; a file whose package name an installed package shadows is a usage error."""
+    from swanref.verify.targets import load_target
+    pkg = tmp_path / "h33pkg_sharded"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "helper.py").write_text("K = 3\n")
+    (pkg / "mod.py").write_text("from .helper import K\ndef fn(x):\n    return K * x\n")
+    assert load_target(f"{pkg / 'mod.py'}:fn")(2) == 6
+    shadow = tmp_path / "json"
+    shadow.mkdir()
+    (shadow / "__init__.py").write_text("")
+    (shadow / "mod.py").write_text("from . import x\n")
+    with pytest.raises(UsageError, match="installed package of that name comes first"):
+        load_target(f"{shadow / '__init__.py'}:dumps")

@@ -15,6 +15,9 @@ import pathlib
 import time
 from dataclasses import dataclass, field
 
+from swanref.verify.distributed import RankPool, check_sharded
+from swanref.verify.targets import UsageError
+
 __all__ = ["ShardedEntry", "SHARDED_ENTRIES", "sharded_conformance_rows", "impls_dir"]
 
 
@@ -138,8 +141,6 @@ def sharded_conformance_rows(world_sizes=(1, 2, 4), entries=None, backend="gloo"
     print(f())"`` from a source checkout prints the rows.
     """
     import torch  # noqa: F401 - the sharded check needs it; say so before starting ranks
-    from swanref.verify.distributed import RankPool, check_sharded
-    from swanref.verify.targets import UsageError
     entries = SHARDED_ENTRIES if entries is None else entries
     base = impls_dir()
     rows = []
