@@ -666,7 +666,7 @@ def _nemo(partition_dim, mode="distributed"):
 
 
 KELLER_OPT = dict(preset="muon_ns5", dtype="bfloat16", input_dtype="float32",
-                  convention="optimizer")
+                  convention="replicated")
 KELLER_DT = dict(preset="muon_ns5", dtype="bfloat16", convention="dtensor", shape=(10, 12),
                  kwargs=dict(steps=5))
 REAL_CASES = [
@@ -790,3 +790,9 @@ def test_a_file_inside_a_package_is_imported_as_its_module(tmp_path, monkeypatch
     (shadow / "mod.py").write_text("from . import x\n")
     with pytest.raises(UsageError, match="installed package of that name comes first"):
         load_target(f"{shadow / '__init__.py'}:dumps")
+
+
+def test_replicated_convention_needs_a_stack():
+    with pytest.raises(UsageError, match="--shard stack"):
+        D.check_sharded(f"{REAL / 'keller_muon.py'}:Muon", "whiten", layout="rows",
+                        convention="replicated")

@@ -978,7 +978,11 @@ def _claim(op, dtype, method, steps, beta, scaling, preset, eps, input_dtype, re
            split, mesh, layout, world, convention, scale):
     if convention not in CONVENTIONS:
         raise UsageError(f"--convention must be one of {', '.join(CONVENTIONS)}")
-    if convention != "local":
+    if convention == "replicated":
+        if layout != "stack":
+            raise UsageError("--convention replicated steps a list of whole parameters, the "
+                             "same on every rank: use --shard stack")
+    elif convention != "local":
         if layout == "flat":
             raise UsageError("layout flat is FSDP1's flat parameter; a DTensor/FSDP2 "
                              "parameter is sharded by rows (Shard(0)): use --shard rows")
@@ -986,7 +990,7 @@ def _claim(op, dtype, method, steps, beta, scaling, preset, eps, input_dtype, re
             raise UsageError("DTensor shards by torch.chunk: --split tensor_split cannot be "
                              "used with the dtensor/optimizer conventions")
         split = "chunk"
-    if convention == "optimizer":
+    if convention in ("optimizer", "replicated"):
         try:
             resolve_scale(scale)
         except (TypeError, ValueError) as exc:
@@ -1181,7 +1185,8 @@ def build_parser():
     p.add_argument("--convention", choices=CONVENTIONS, default="local",
                    help="how the target is called: local (fn(shard, group=, layout=)), "
                         "dtensor (fn(DTensor)), optimizer (an optimizer class stepped on one "
-                        "DTensor parameter)")
+                        "DTensor parameter), replicated (--shard stack: an optimizer class "
+                        "stepped on whole parameters, the same on every rank)")
     p.add_argument("--kwarg", action="append", default=[], metavar="NAME=VALUE",
                    help="keyword argument for the target (repeatable); VALUE is a Python "
                         "literal, a dotted name such as torch.bfloat16, or a string")

@@ -1,6 +1,6 @@
 """How the ranks call the target (run inside each rank; torch is imported only here).
 
-Three calling conventions, so that real sharded code needs no glue:
+Four calling conventions, so that real sharded code needs no glue:
 
 ``local``      ``fn(local_shard, group=group, layout=layout, **kwargs)`` -> this rank's block
                (``group``/``layout`` passed only where ``fn``'s signature names them, so a
@@ -14,10 +14,11 @@ Three calling conventions, so that real sharded code needs no glue:
 ``optimizer``  ``target(params, **kwargs)`` builds a ``torch.optim.Optimizer`` over one DTensor
                parameter of zeros whose gradient is the sharded input; one ``step()``; the
                result is the update ``(p_before - p_after) / (lr * scale)`` with ``lr`` the
-               parameter group's and ``scale`` the claimed shape factor (spec 9.1); layout
-               ``stack``: a list of full parameters, the same on every rank (DDP; the optimizer
-               splits the work over the ranks and gathers, as KellerJordan/Muon's
-               DistributedMuon), each rank's result its block of the stack of updates
+               parameter group's and ``scale`` the claimed shape factor (spec 9.1)
+``replicated`` layout ``stack``: ``target(params, **kwargs)`` over a list of full parameters,
+               one per matrix, the same on every rank (DDP: the optimizer splits the work over
+               the ranks and gathers the results, as KellerJordan/Muon's DistributedMuon); one
+               ``step()``; each rank's result its block of the stack of updates
 
 A keyword value may name what only the rank knows (``--kwarg tp_group=@group``):
 ``@group`` the process group, ``@mesh`` the device mesh of the DTensor conventions (the
@@ -35,7 +36,7 @@ from swanref.presets.diagnose import denominator
 from swanref.spec.conventions import resolve_scale, shape_factor
 from swanref.verify.sharded.layouts import shard_layouts
 
-CONVENTIONS = ("local", "dtensor", "optimizer")
+CONVENTIONS = ("local", "dtensor", "optimizer", "replicated")
 #: keyword values that stand for what each rank knows (``--kwarg tp_group=@group``)
 RANK_VALUES = ("@group", "@mesh", "@rank", "@world_size")
 
@@ -122,7 +123,7 @@ def _accepts(fn, name) -> bool:
 
 
 def _replicated_update(target, local_full, lay, kwargs, scale):
-    """Layout ``stack`` under the optimizer convention: one full parameter per matrix of the
+    """The ``replicated`` convention (layout ``stack``): one full parameter per matrix of the
     stack, the same on every rank (zeros, gradients the stack), one ``step()``; this rank's
     block of the stack of updates (so a rank returns parameters other ranks computed)."""
     import torch
@@ -160,7 +161,7 @@ def _optimizer_update(target, G, lay, kwargs, scale):
 def call(fn, local, lay, group, device, world, convention="local", kwargs=None,
          scale="keller", full=None):
     """The target's result on this rank's shard ``local`` (a torch tensor), as a local tensor.
-    ``full``: the whole input (layout ``stack`` under the optimizer convention)."""
+    ``full``: the whole input (the ``replicated`` convention)."""
     if convention == "local":
         kwargs = _rank_kwargs(dict(kwargs or {}), group, lambda: _world_mesh(device, world),
                               lay)
@@ -168,7 +169,7 @@ def call(fn, local, lay, group, device, world, convention="local", kwargs=None,
             if name not in kwargs and _accepts(fn, name):
                 kwargs[name] = value
         return fn(local, **kwargs)
-    if convention == "optimizer" and lay.kind == "stack":
+    if convention == "replicated":
         kwargs = _rank_kwargs(dict(kwargs or {}), group, lambda: _world_mesh(device, world),
                               lay)
         return _replicated_update(fn, full, lay, kwargs, scale)
@@ -252,7 +253,7 @@ def run_cases(fn, kind, cases, rank, world, group, device, claim, convention="lo
         local = local.to(torch_dtype(c.dtype_name))
         before = local.clone()
         full = None
-        if convention == "optimizer" and kind == "stack":   # replicated parameters
+        if convention == "replicated":     # every rank holds every parameter
             full = torch.from_numpy(np.ascontiguousarray(c.G)).to(device)
             full = full.to(torch_dtype(c.dtype_name))
         args = (fn, local, lay, group, device, world, convention, kwargs, scale, full)

@@ -56,7 +56,7 @@ def _nemo(partition_dim, mode="distributed"):
 
 
 _KELLER_OPT = dict(layout="stack", preset="muon_ns5", dtype="bfloat16", input_dtype="float32",
-                   convention="optimizer")
+                   convention="replicated")
 _KELLER_DT = dict(layout="rows", preset="muon_ns5", dtype="bfloat16", convention="dtensor",
                   shape=(10, 12), kwargs=dict(steps=5))
 _NEMO_SRC = "NVIDIA-NeMo/Emerging-Optimizers@fd772926 muon_utils.newton_schulz_tp"
