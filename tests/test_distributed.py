@@ -645,6 +645,8 @@ def test_timeout_option_and_a_hanging_import(tmp_path, capsys, monkeypatch):
     assert "TIMEOUT: the target did not return within 0.5 s while importing" in err
     assert D.main(["whiten", "slow_import.py:f", "--timeout", "-1"]) == 2
     assert D.build_parser().parse_args(["whiten", "x:f"]).timeout == 60
+    assert D._call_timeout(0) is None and D._call_timeout(None) is None
+    assert D._call_timeout(2) == 2.0
     with pytest.raises(UsageError, match="--timeout"):
         D.check_sharded(f"{IMPLS}:muon", "whiten", timeout=-2)
 

@@ -1060,7 +1060,8 @@ def check_in_group(fn, op="whiten", *, layout="rows", group=None, shape=(16, 32)
 
     A rank whose ``fn`` raises reports the exception, but its peers may be blocked inside
     ``fn``'s collectives: only the group's own timeout (``init_process_group(timeout=...)``)
-    ends that.
+    ends that.  There is no per-call deadline here (``check_sharded``'s ``timeout=``): a call
+    left hanging inside the job's own process group could not be stopped.
     """
     import torch
     import torch.distributed as dist
