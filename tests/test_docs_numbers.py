@@ -391,3 +391,17 @@ def test_readme_offers_the_quick_subset_and_every_slow_test_exists():
         with open(os.path.join(ROOT, path)) as f:
             source = f.read()
         assert not name or "def " + name.split("[")[0] in source, prefix
+
+
+def test_readme_suite_figures_are_dated_history():
+    """The suite's size and duration change with every commit: the README states them once, as
+    a measurement at a named commit, and gives the command that counts the current checkout."""
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = " ".join(f.read().split())
+    history = re.search(r"At commit [0-9a-f]{7,40} \(\d{4}-\d\d-\d\d\) the whole suite \(([\d,]+) "
+                        r"tests; ([\d,]+) passed[^)]*\) took \d+ min \d+ s", readme)
+    assert history, "the README's suite figures are not dated with their commit"
+    counts = re.findall(r"\b[\d,]+ (?:tests|passed)\b", readme)
+    assert counts == [f"{history.group(1)} tests", f"{history.group(2)} passed"], counts
+    assert "`pytest --co -q | tail -1` counts the tests" in readme
+    assert "`pytest -m slow --co -q | tail -1` counts them" in readme
