@@ -36,6 +36,7 @@ def test_goal_figures_are_the_stored_runs():
     assert stored.count("# swanref bench (CPU)") >= 3  # the runs, each with its header
     numbers = {_norm(t) for t in re.findall(r"\d+(?:\.\d+)?(?:e[-+]\d+)?%?", stored)}
     quoting = [_between(text, "## Goals (CPU)", "Commands (one process"),
+               _between(text, "the next row's memory traffic overlaps", "Scaling by a power"),
                _between(text, "Where the goal is missed", "NumPy's `(x - mean) / std`")]
     one_off = "a one-off measurement recorded at commit"
     checked = 0
@@ -48,6 +49,19 @@ def test_goal_figures_are_the_stored_runs():
                 assert _norm(token) in numbers, f"{token!r} is not in the stored runs"
                 checked += 1
     assert checked > 40
+
+
+def test_route_table_is_the_earlier_full_run():
+    """"Exact whitening: which route": the speed-ups are the earlier full run's, stored verbatim
+    at the end of the page."""
+    text = PAGE.read_text()
+    stored = text[text.index("## Earlier full run"):]
+    numbers = {_norm(t) for t in re.findall(r"\d+\.\d+x?", stored)}
+    table = _between(text, "| route | 1024x4096 | 2048x2048 | accuracy |", "The QR-first route")
+    quoted = re.findall(r"\d+\.\d+x", table)
+    assert len(quoted) == 12
+    for token in quoted:
+        assert _norm(token) in numbers, f"{token!r} is not in the earlier full run"
 
 
 def _accuracy_table():
@@ -107,3 +121,15 @@ def _recompute(_core, shape, kappas):
         quoted = rows[(f"{m}x{n}", kappa)][:4]
         for name, g, q in zip(("refined", "svd", "numpy", "eigh"), got, quoted):
             assert q / 3 <= g <= q * 3, (shape, kappa, name, g, q)
+
+
+@pytest.mark.parametrize("m,n,ratio", [(1024, 4096, "1.17x"), (2048, 2048, "1.22x")])
+def test_newton_schulz_flop_ratio(m, n, ratio):
+    """"at 5 steps the flop ratio is 1.17x for 1024x4096 and 1.22x for 2048x2048": the NumPy
+    loop's flops over the core's (`_core.newton_schulz_flops`)."""
+    _core = pytest.importorskip("swanref._core")
+    steps = 5
+    numpy_loop = m * m * n + 3 * steps * 2 * m ** 3 + 2 * m * m * n
+    assert f"{numpy_loop / _core.newton_schulz_flops(m, n, steps):.2f}x" == ratio
+    assert f"the flop ratio is 1.17x for 1024x4096 and 1.22x for 2048x2048" in \
+        " ".join(PAGE.read_text().split())
