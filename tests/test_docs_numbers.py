@@ -405,3 +405,35 @@ def test_readme_suite_figures_are_dated_history():
     assert counts == [f"{history.group(1)} tests", f"{history.group(2)} passed"], counts
     assert "`pytest --co -q | tail -1` counts the tests" in readme
     assert "`pytest -m slow --co -q | tail -1` counts them" in readme
+
+
+def test_verification_default_close_tolerance_quoted():
+    """docs/verification.md 4: assert_close's default ``64 eps`` in figures."""
+    from swanref.verify.measure import default_close_tolerance
+    with open(os.path.join(ROOT, "docs", "verification.md")) as f:
+        text = " ".join(f.read().split())
+    quoted = (f"`rtol = atol = 64 eps` of `actual`'s dtype ({default_close_tolerance('float64'):.1e} "
+              f"for float64, {default_close_tolerance('float32'):.1e} for float32)")
+    assert quoted.replace("e-06", "e-6") in text, quoted
+
+
+#: one-off measurements kept in the docs, each dated with the commit it was measured at
+DATED = [
+    ("README.md", "At commit 52ff361 (2026-12-07) the whole suite"),
+    ("docs/verification.md", "At commit 38f47ba, `tests/test_distributed.py` (96 tests;"),
+    ("docs/verification.md", "in two device sessions at commit 01f69cd: the first"),
+    ("docs/verification.md", "Measured at commit 38f47ba on this CPU"),
+    ("docs/performance.md", "a one-off measurement recorded at commit 7beda0f, 2048x2048"),
+    ("docs/performance.md", "which is what was measured at commit 3db7956 (1.14-1.29x;"),
+    ("docs/performance.md", "(measured at commit 3db7956: 0.79 s vs 0.51 s at 1024x4096"),
+    ("docs/performance.md", "It is implemented and was measured at commit 3db7956 (`symmetric=True`"),
+    ("docs/performance.md", "per product, 82% of peak at commit 0164a62)"),
+    ("docs/performance.md", "(measured in cache at commit 7beda0f: 0.27-0.36 vs"),
+    ("docs/performance.md", "the exact route then cost 1.5-1.8x NS10, measured at commit 7beda0f"),
+]
+
+
+@pytest.mark.parametrize("path,phrase", DATED, ids=[f"{p}:{q[:30]}" for p, q in DATED])
+def test_one_off_measurements_are_dated(path, phrase):
+    with open(os.path.join(ROOT, path)) as f:
+        assert phrase in " ".join(f.read().split())
