@@ -131,5 +131,5 @@ def test_newton_schulz_flop_ratio(m, n, ratio):
     steps = 5
     numpy_loop = m * m * n + 3 * steps * 2 * m ** 3 + 2 * m * m * n
     assert f"{numpy_loop / _core.newton_schulz_flops(m, n, steps):.2f}x" == ratio
-    assert f"the flop ratio is 1.17x for 1024x4096 and 1.22x for 2048x2048" in \
-        " ".join(PAGE.read_text().split())
+    text = " ".join(PAGE.read_text().split())
+    assert f"{ratio} for {m}x{n}" in text[text.index("at 5 steps the flop ratio is"):][:80]
