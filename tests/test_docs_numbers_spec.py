@@ -117,3 +117,13 @@ def test_norm_error_ratio_of_10_2(spec):
 ])
 def test_one_off_measurements_are_dated(spec, phrase):
     assert phrase in spec
+
+
+def test_feedback_divergence_thresholds_of_8_3(spec):
+    """8.3: `u z_max^2` reaches 1 at `kappa_s ~ u^(-1/2)`: 4e3 in float32, 1e8 (its order of
+    magnitude) in float64."""
+    from swanref.spec.tolerance import unit_roundoff
+    k32 = unit_roundoff("float32") ** -0.5
+    k64 = unit_roundoff("float64") ** -0.5
+    quoted = f"about {_g(f'{k32:.0e}')} in float32 and {_g(f'{10 ** round(np.log10(k64)):.0e}')} in float64"
+    assert quoted in spec, quoted
