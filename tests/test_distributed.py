@@ -756,6 +756,9 @@ def test_sharded_conformance_rows(pool):
     assert rows[0]["world_size"] == 2 and rows[0]["dtype"] == "float32"
     assert "--kwarg tp_group=@group" in rows[0]["claim"]
     assert pool._procs is not None                 # a given pool is left open
+    split_bug = pick["real_bugs.py:keller_full_then_tensor_split"]   # 10 rows: 5,5 either way
+    assert [T._expected(split_bug, w) for w in (1, 2, 4)] == \
+        ["CONFORMING", "CONFORMING", "NOT CONFORMING"]
 
 
 def test_dion_distributed_muon_conforms(pool):
