@@ -163,13 +163,15 @@ __global__ void lp_scale_add(const unsigned short* x, const unsigned short* p, u
 # exponent field) and the all-finite flag. Two launches, no host synchronisation.
 _SCAN_SOURCE = r"""
 namespace swanref_scan {
+__device__ __forceinline__ unsigned int max_u(unsigned int a, unsigned int b) { return a > b ? a : b; }
 __device__ __forceinline__ unsigned int mag2(unsigned int q) {  // two words, max magnitude
-  return max(q & 0x7fffu, (q >> 16) & 0x7fffu);
+  return max_u(q & 0x7fffu, (q >> 16) & 0x7fffu);
 }
 __device__ __forceinline__ unsigned int warp_max(unsigned int m) {
-  for (int o = 16; o > 0; o >>= 1) m = max(m, __shfl_xor_sync(0xffffffffu, m, o));
+  for (int o = 16; o > 0; o >>= 1) m = max_u(m, __shfl_xor_sync(0xffffffffu, m, o));
   return m;
 }
+struct alignas(16) words8 { unsigned int x, y, z, w; };  // eight 16-bit words
 // block b of the 1-D grid reduces part (b % parts) of matrix (b / parts); V = 8: 16-byte loads
 // (every matrix starts 16-byte aligned and slice % 8 == 0), V = 1: one word at a time
 template <int V>
@@ -181,14 +183,14 @@ __global__ void bf16_amax_parts(const unsigned short* w, long long slice, int pa
   const long long step = (long long)parts * blockDim.x;
   unsigned int m = 0;
   if (V == 8) {
-    const uint4* v = reinterpret_cast<const uint4*>(x);
+    const words8* v = reinterpret_cast<const words8*>(x);
     for (long long i = (long long)part * blockDim.x + threadIdx.x; i < slice / 8; i += step) {
-      const uint4 q = v[i];
-      m = max(m, max(max(mag2(q.x), mag2(q.y)), max(mag2(q.z), mag2(q.w))));
+      const words8 q = v[i];
+      m = max_u(m, max_u(max_u(mag2(q.x), mag2(q.y)), max_u(mag2(q.z), mag2(q.w))));
     }
   } else {
     for (long long i = (long long)part * blockDim.x + threadIdx.x; i < slice; i += step)
-      m = max(m, (unsigned int)(x[i] & 0x7fffu));
+      m = max_u(m, (unsigned int)(x[i] & 0x7fffu));
   }
   __shared__ unsigned int warps[32];
   m = warp_max(m);
@@ -209,7 +211,7 @@ __global__ void bf16_shift_finish(const unsigned int* partial, long long batch, 
   for (long long b = blockIdx.x * (long long)(blockDim.x >> 5) + (threadIdx.x >> 5); b < batch;
        b += warps) {
     unsigned int m = 0;
-    for (int p = lane; p < parts; p += 32) m = max(m, partial[b * parts + p]);
+    for (int p = lane; p < parts; p += 32) m = max_u(m, partial[b * parts + p]);
     m = warp_max(m);
     const int E = (int)(m >> 7);  // exponent field; max|x| = 0.1f * 2**(E - 126) when normal
     bad |= E == 0xff;
