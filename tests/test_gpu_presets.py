@@ -142,6 +142,7 @@ def test_bfloat16_scan_kernels_match_the_definitions(shape, offset, monkeypatch)
     from swanref.backends.cupy import _runtime as rt
     from swanref.backends.cupy import interop as I
     monkeypatch.setitem(rt.state, "bf16_scan", True)
+    shifted = False
     rng = np.random.default_rng(sum(shape) + offset)
     batch, size = shape[0], int(np.prod(shape))
     base = rng.integers(0, 1 << 16, size=size + offset, dtype=np.uint16)
@@ -159,6 +160,7 @@ def test_bfloat16_scan_kernels_match_the_definitions(shape, offset, monkeypatch)
             V[size // 2 + 3] = 0xFFFF
         V = V.reshape(shape)
         want_shift, want_ok = _word_definitions(V, batch)
+        shifted |= bool(want_shift.any())
         D = cp.asarray(B)[offset:].reshape(shape)
         assert (D.data.ptr % 16 == 0) == (offset == 0)
         got = I._bf16_scan(D, batch, want_ok=True)
@@ -170,7 +172,7 @@ def test_bfloat16_scan_kernels_match_the_definitions(shape, offset, monkeypatch)
         assert bool(I.bfloat16_finite_flag(D)) == want_ok, case
         assert np.array_equal(I._huge_shift_bfloat16_elementwise(D).get(), want_shift), case
         assert bool(I._bfloat16_finite_flag_elementwise(D)) == want_ok, case
-    assert want_shift.any() or shape[0] == 40000  # huge values were among the words
+    assert shifted  # huge values were among the words
 
 
 def test_bfloat16_scan_failure_falls_back_to_the_elementwise_route(monkeypatch):
@@ -192,7 +194,7 @@ def test_bfloat16_scan_failure_falls_back_to_the_elementwise_route(monkeypatch):
     assert np.array_equal(I.huge_shift_bfloat16(D).get(), want_shift)
     assert rt.state["bf16_scan"] is False and "NVRTC said no" in rt.state["bf16_scan_error"]
     assert bool(I.bfloat16_finite_flag(D)) == want_ok
-    monkeypatch.delitem(rt.state, "bf16_scan_error")
+    rt.state.pop("bf16_scan_error")  # (not monkeypatch: its undo would put the error back)
     assert I._bf16_scan(D, 2, want_ok=True) is None and "bf16_scan_error" not in rt.state
 
 
