@@ -114,7 +114,8 @@ def huge_shift(X):
 
 
 # The bfloat16-word checks of the preset path in two launches (kernels._SCAN_SOURCE) instead of
-# about a dozen elementwise ops and reductions (0.25 + 0.085 ms of an H100 preset call). The
+# about a dozen elementwise ops and reductions (on an H100 at 1024 x 4096: 0.34 -> 0.074 ms for
+# both, tests/device/scan_probe_h100_h35.txt). The
 # elementwise route below stays as the definition, the tests' oracle and the fallback: taken
 # when the scan kernels fail to compile or launch (rt.state["bf16_scan_error"] says why) or
 # when SWANREF_CUPY_BF16_SCAN=0 (rt.state["bf16_scan"] False).
@@ -161,7 +162,8 @@ def lp_sumsq(X, fmt: str):
     """Sum of squares per matrix (float64 array (B,), the float32 sum widened) of the 16-bit
     words X (C-contiguous (B, m, n), format ``fmt``), by the scan module's two kernels; None when
     the scan is off or failed (the caller then sums through CuPy, as before)."""
-    if not rt.state["bf16_scan"] or not X.flags.c_contiguous or X.ndim != 3 or X.size == 0:
+    if (not rt.state["bf16_scan"] or fmt not in ("bfloat16", "float16")
+            or not X.flags.c_contiguous or X.ndim != 3 or X.size == 0):
         return None
     cp = rt.cp()
     batch = X.shape[0]
