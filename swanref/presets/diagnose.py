@@ -71,6 +71,11 @@ PROBE_KAPPAS = {"float64": (1e4, 1e8), "float32": (1e4,), "bfloat16": (1e2, 1e4)
                 "float16": (1e2, 1e4)}
 
 
+#: Frobenius norm of the float16 range probe: entries up to ~3e4 (representable), norm above
+#: float16's largest finite value 65504
+FP16_RANGE_NORM = 2e5
+
+
 def probes(dtype: str = "float64") -> list:
     """The fixed probes for a claim in ``dtype``: four shapes in all (16x40, 40x16, 24x24 and a
     batch 3x16x40), so a JIT-compiled target compiles four times."""
@@ -97,6 +102,12 @@ def probes(dtype: str = "float64") -> list:
         Probe("rank 1, 16x40", np.outer(rng.standard_normal(16), rng.standard_normal(40))),
         Probe("zero 16x40", np.zeros((16, 40))),
     ]
+    if dtype == "float16":
+        # entries within float16's range, a norm beyond it (65504): a source that casts before
+        # normalising overflows here (DeepSpeed#8533), one that normalises in float32 first
+        # (lowprec_order 'normalise_then_cast') does not -- the only probe that tells them apart
+        out.append(Probe(f"||G||_F = {FP16_RANGE_NORM:.0e} (beyond float16's range)",
+                         wide / np.linalg.norm(wide) * FP16_RANGE_NORM))
     if dtype in ("bfloat16", "float16"):
         return [replace(p, G=round_to(p.G, dtype).astype(np.float32)) for p in out]
     return [replace(p, G=p.G.astype(dtype)) for p in out]
@@ -394,8 +405,31 @@ def probe_tolerance(G, preset, sched, precision: str, sv=None) -> float:
         acc *= 2.0
     gain = max(noise_gain(g, preset, sched, None if sv is None else sv[i])
                for i, g in enumerate(mats))
-    amp = C_AMPLIFICATION * UNIT_ROUNDOFF[precision] * acc * gain
+    amp = C_AMPLIFICATION * subnormal_roundoff(mats, preset, precision) * acc * gain
     return max(MATCH_TOLERANCE[precision], amp)
+
+
+#: spacing of the subnormal numbers of each compute precision (the absolute rounding error of
+#: any value below the smallest normal one)
+SUBNORMAL_SPACING = {"float64": 2.0 ** -1074, "float32": 2.0 ** -149,
+                     "bfloat16": 2.0 ** -133, "float16": 2.0 ** -24}
+
+
+def subnormal_roundoff(mats, preset, precision: str) -> float:
+    """The unit roundoff of ``precision``, or more where the matrix (input or normalised) has
+    entries of subnormal size: rounding there is absolute (half the subnormal spacing), i.e.
+    relative ``spacing / (2 rms)``.  A float16 probe of norm 1e-13 normalised by eps 1e-7 has
+    entries ~4e-8, below float16's spacing 6e-8: it asserts nothing (NO_CLAIM_LIMIT)."""
+    u = UNIT_ROUNDOFF[precision]
+    tiny = SUBNORMAL_SPACING[precision]
+    for g in mats:
+        fro = float(np.linalg.norm(g))
+        d = denominator(fro, preset)
+        if not (fro > 0 and d > 0 and math.isfinite(fro)):
+            continue
+        rms = min(fro, fro / d) / math.sqrt(g.size)
+        u = max(u, tiny / (2.0 * rms))
+    return u
 
 
 # -- distances -------------------------------------------------------------------------------------
