@@ -755,13 +755,20 @@ def diagnose(fn, name: str, *, dtype: str = "float64", steps=None, tolerance=Non
         same = [c for c, (cand, _, _) in zip(results, all_rows) if cand.precision == dtype]
         closest = min(same, key=lambda c: (c.distance, c.ratio))
     ties = tuple(c.label for c in matching)
-    note = ""
+    note, nearest = "", None
     if not matching and not errors and dtype in ("float64", "float32"):
         note = _sv_map_note(plist, outs, rows[0], 1e3 * MATCH_TOLERANCE[dtype])
+        if closest.ratio > FAR_RATIO and not closest.match and note.startswith(tuple(_SV_NAMES)):
+            # no candidate is near (the nearest is FAR_RATIO tolerances away), but the output
+            # is a map of G's singular values: name the map -- G itself (nothing ran), the
+            # claim times a constant (a scale on the result), else a schedule that differs in
+            # more than the one triple the refit tries (a table from another source)
+            nearest, closest = closest, replace(closest, label=(
+                f"{_SV_NAMES[note.split(' (')[0]]}; nearest known: {closest.label}"))
     if batch_note:
         note = f"{batch_note}; {note}" if note else batch_note
     # the closest first, then by ratio
-    details = [closest] + [c for c in ranked if c is not closest]
+    details = [closest] + [c for c in ranked if c is not closest and c is not nearest]
     near = ()
     if claim.match and claim.ratio > 0:
         near = tuple((c.label, claim.ratio / c.ratio if c.ratio > 0 else math.inf)
@@ -1029,13 +1036,23 @@ def _all_representable(outs, fmt) -> bool:
     return True
 
 
+_KEEPS = "the output keeps G's singular vectors"
+
+#: nothing matches and the nearest candidate is this many tolerances away: no one-knob variant
+#: explains the output (docs/presets.md 7)
+FAR_RATIO = 100.0
+
+
 def _sv_map_note(plist, outs, claim_row, rtol) -> str:
     """When nothing matches: does the target keep G's singular vectors (a polynomial-type map of
     the singular values) but map them differently from the claim?  Then the difference is in the
-    coefficients or the step count, not in the normalisation or the structure."""
+    coefficients or the step count, not in the normalisation or the structure.  Two maps are
+    named apart: G itself scaled (no iteration ran) and the claim's output times a constant per
+    shape (a scale factor on the result, not the orthogonaliser)."""
     cand, refs, _ = claim_row
+    first, in_scale, out_scale = "", [], []
     for p, ref in zip(plist, refs):
-        if p.label != "wide 16x40" or outs.get(p.label) is None:
+        if p.label not in _FIT_PROBES or outs.get(p.label) is None:
             continue
         G = np.asarray(p.G, np.float64)
         out = outs[p.label]
@@ -1050,9 +1067,50 @@ def _sv_map_note(plist, outs, claim_row, rtol) -> str:
             return ("the output does not keep G's singular vectors: not a polynomial map of "
                     "the singular values")
         want = np.diag(U.T @ ref @ Vt.T)
-        i = int(np.argmax(np.abs(diag - want)))
-        x = s[i] / np.linalg.norm(G)
-        return (f"the output keeps G's singular vectors (a map of the singular values) but maps "
-                f"s/||G||_F = {x:.3g} to {diag[i]:.6g} instead of {want[i]:.6g}: the "
-                f"coefficients, the step count or the normalisation's scale differ")
-    return ""
+        in_scale.append(_constant_ratio(diag, s, rtol))
+        out_scale.append(_constant_ratio(diag, want, rtol))
+        if not first:
+            i = int(np.argmax(np.abs(diag - want)))
+            x = s[i] / np.linalg.norm(G)
+            first = (f"{_KEEPS} (a map of the singular values) but maps s/||G||_F = {x:.3g} "
+                     f"to {diag[i]:.6g} instead of {want[i]:.6g}: the coefficients, the step "
+                     "count or the normalisation's scale differ")
+    if in_scale and all(c is not None for c in in_scale):
+        return (f"{_SCALED_INPUT} (by {', '.join(f'{c:.4g}' for c in in_scale)} on the "
+                f"{' and '.join(_FIT_PROBES)} probes): no orthogonalisation ran (zero steps, "
+                "or the iteration was skipped)")
+    if out_scale and all(c is not None for c in out_scale) and \
+            max(abs(c - 1) for c in out_scale) > rtol:
+        return (f"{_SCALED_CLAIM} (by {', '.join(f'{c:.4g}' for c in out_scale)} on the "
+                f"{' and '.join(_FIT_PROBES)} probes): a scale factor on the result (an "
+                "update's scale rule), not a different orthogonaliser")
+    return first
+
+
+_SCALED_INPUT = "the output is G itself scaled"
+_SCALED_CLAIM = "the output is the preset's output times a constant per shape"
+
+
+def _constant_ratio(a, b, rtol):
+    """c when ``a = c b`` (every entry, relative ``rtol``), else None."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    nb = float(np.linalg.norm(b))
+    if nb == 0 or not np.all(np.isfinite(a)):
+        return None
+    c = float(a @ b) / (nb * nb)
+    if c == 0 or np.linalg.norm(a - c * b) > rtol * abs(c) * nb:
+        return None
+    return c
+
+
+#: the singular-value maps the diagnosis names when no candidate is near (their notes' first
+#: words -> the cause)
+_SV_NAMES = {
+    _KEEPS: "a different coefficient table (more than one triple differs from the preset's; "
+            "no single refitted triple fits, and the output keeps G's singular vectors)",
+    _SCALED_INPUT: "no orthogonalisation: the output is the input scaled (the iteration did "
+                   "not run)",
+    _SCALED_CLAIM: "the preset's output times a constant per shape (a scale factor on the "
+                   "result, e.g. an update's scale rule)",
+}
+

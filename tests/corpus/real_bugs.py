@@ -170,26 +170,25 @@ def _gram_ns_fp16(X, steps=5, restart_at=2, fmt="float16"):
 
 
 def deepspeed_gram_bug(G):
-    """zeropower_via_gram_newtonschulz before PR #8533: ``X = G.to(float16)``, then
+    """(Returned in G's dtype, as muon_update's ``update.to(orig_dtype)``.)
+    zeropower_via_gram_newtonschulz before PR #8533: ``X = G.to(float16)``, then
     ``X / (X.norm() + 1e-7)`` in float16.  "fp16 stops at 65504, so a finite fp32 gradient
     under a loss scale arrived at the iteration as inf, normalized to nan" (or a norm that
     overflows: every entry divided by inf)."""
-    G = np.asarray(G, np.float32)
     X, tall = _wide(_r(G, "float16"))
     nrm = _r(np.sqrt(np.sum(X.astype(np.float64) ** 2, axis=(-2, -1), keepdims=True)),
              "float16")
     X = _r(X / _r(nrm + np.float32(1e-7), "float16"), "float16")
-    return _back(_gram_ns_fp16(X), tall).astype(np.float32)
+    return _back(_gram_ns_fp16(X), tall).astype(np.asarray(G).dtype)  # muon_update: orig_dtype
 
 
 def deepspeed_gram_fix(G):
     """PR #8533: "Normalize first, then cast: fp16 inputs normalize in fp32 and come back to
     fp16"; the iteration is unchanged."""
-    G = np.asarray(G, np.float32)
-    X, tall = _wide(G)
+    X, tall = _wide(np.asarray(G, np.float32))
     nrm = np.sqrt(np.sum(X.astype(np.float64) ** 2, axis=(-2, -1), keepdims=True))
     X = _r(X / (np.float32(nrm) + np.float32(1e-7)), "float16")
-    return _back(_gram_ns_fp16(X), tall).astype(np.float32)
+    return _back(_gram_ns_fp16(X), tall).astype(np.asarray(G).dtype)
 
 
 def _keller_f64(U):
@@ -251,3 +250,55 @@ def dion_normuon_bug(U):
 def dion_normuon_fix(U):
     """2971bba: ``norm_U_new.clamp(min=1e-8)`` before the ratio."""
     return _normuon(U, 0.95, safe=True)
+
+
+# == pytorch/pytorch torch/optim/_muon.py _zeropower_via_newtonschulz (in-place on an alias) =====
+
+def _torch_muon_orth(grad, copy):
+    """The orthogonaliser in its compute dtype (float64 for the check): ``X = grad.bfloat16()``
+    is ``grad`` itself when grad already has that dtype; then ``X.div_(X.norm().clamp(min=eps))``
+    and the addmm steps, 2-D only, transposed to wide."""
+    grad = np.asarray(grad)
+    if grad.ndim != 2:
+        raise ValueError("Input tensor gradient must be a 2D matrix")
+    X = grad.astype(np.float64, copy=copy)   # torch: grad.bfloat16() (no copy if already bf16)
+    tall = X.shape[0] > X.shape[1]
+    if tall:
+        X = X.T                              # a view, as X.T in torch
+    X /= max(np.linalg.norm(X), 1e-7)        # div_: in place, through the alias
+    a, b, c = KELLER
+    for _ in range(5):
+        A = X @ X.T
+        B = b * A + c * (A @ A)
+        X = a * X + B @ X
+    return (X.T if tall else X).astype(grad.dtype)
+
+
+def torch_alias_bug(grad):
+    """pytorch/pytorch PR #190597 review: "grad.bfloat16() returns grad itself when grad is
+    already bf16, and the div_ below is in place. With nesterov=False the caller passes the
+    momentum buffer directly, so the optimizer state was normalized on every step."""
+    return _torch_muon_orth(grad, copy=False)
+
+
+def torch_alias_fix(grad):
+    """The review's fix: normalise a copy (out of place), the caller's tensor untouched."""
+    return _torch_muon_orth(grad, copy=True)
+
+
+# == deepspeedai/DeepSpeed Muon at ZeRO stage 0 (issue #8441, PR #8442) ========================
+
+def deepspeed_stage0_bug(grad):
+    """Issue #8441: "{"optimizer": {"type": "Muon"}} with no zero_optimization block trains with
+    SGD. Newton-Schulz never runs" -- the parameter's update (a neutral momentum step) is the
+    gradient itself."""
+    return np.array(grad, copy=True)
+
+
+def deepspeed_stage0_fix(grad):
+    """PR #8442: stage 0 runs muon_update (Keller's orthogonaliser, float64 for the check;
+    scale max(1, m/n)**0.5 of the 2-D gradient)."""
+    grad = np.asarray(grad)
+    if grad.ndim != 2:
+        raise ValueError("2-D parameters only (N-D ones go to AdamW)")
+    return (_keller_f64(grad) * max(1, grad.shape[-2] / grad.shape[-1]) ** 0.5).astype(grad.dtype)
