@@ -142,3 +142,9 @@ def test_deepspeed_stage0_skipped_orthogonalisation(level):
         # the fix's update scale is named as a scale on the result, not as a table
         d = diag.diagnose(R.deepspeed_stage0_fix, "muon_ns5")
         assert d.closest.startswith("the preset's output times a constant"), d.summary()
+
+
+def test_identify_names_the_map_when_nothing_matches():
+    r = identify(R.deepspeed_stage0_bug, "float64", names=["muon_ns5"], include_routes=False)
+    assert not r.match
+    assert any(n.startswith("no orthogonalisation") for n in r.notes), r.summary()

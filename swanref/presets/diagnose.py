@@ -757,14 +757,15 @@ def diagnose(fn, name: str, *, dtype: str = "float64", steps=None, tolerance=Non
     ties = tuple(c.label for c in matching)
     note, nearest = "", None
     if not matching and not errors and dtype in ("float64", "float32"):
-        note = _sv_map_note(plist, outs, rows[0], 1e3 * MATCH_TOLERANCE[dtype])
-        if closest.ratio > FAR_RATIO and not closest.match and note.startswith(tuple(_SV_NAMES)):
+        note = singular_value_map(plist, outs, rows[0], dtype)
+        cause = map_cause(note)
+        if closest.ratio > FAR_RATIO and not closest.match and cause:
             # no candidate is near (the nearest is FAR_RATIO tolerances away), but the output
             # is a map of G's singular values: name the map -- G itself (nothing ran), the
             # claim times a constant (a scale on the result), else a schedule that differs in
             # more than the one triple the refit tries (a table from another source)
             nearest, closest = closest, replace(closest, label=(
-                f"{_SV_NAMES[note.split(' (')[0]]}; nearest known: {closest.label}"))
+                f"{cause}; nearest known: {closest.label}"))
     if batch_note:
         note = f"{batch_note}; {note}" if note else batch_note
     # the closest first, then by ratio
@@ -1113,4 +1114,21 @@ _SV_NAMES = {
     _SCALED_CLAIM: "the preset's output times a constant per shape (a scale factor on the "
                    "result, e.g. an update's scale rule)",
 }
+
+
+def map_cause(note: str) -> str:
+    """The cause a singular-value-map note (:func:`singular_value_map`) names, '' for none."""
+    for start, cause in _SV_NAMES.items():
+        if note.startswith(start):
+            return cause
+    return ""
+
+
+def singular_value_map(plist, outs, claim_row, dtype: str) -> str:
+    """The note on how the target maps G's singular values compared with ``claim_row`` (a
+    (candidate, outputs, tolerances) row over ``plist``); '' in low precision or when the
+    probes are missing."""
+    if dtype not in ("float64", "float32"):
+        return ""
+    return _sv_map_note(plist, outs, claim_row, 1e3 * MATCH_TOLERANCE[dtype])
 
