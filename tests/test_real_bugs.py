@@ -148,3 +148,12 @@ def test_identify_names_the_map_when_nothing_matches():
     r = identify(R.deepspeed_stage0_bug, "float64", names=["muon_ns5"], include_routes=False)
     assert not r.match
     assert any(n.startswith("no orthogonalisation") for n in r.notes), r.summary()
+
+
+def test_distance_to_an_overflowed_reference_is_infinite():
+    import numpy as np
+    out = np.ones((2, 3, 3))
+    ref = out.copy()
+    ref[1, 0, 0] = np.inf      # the second matrix of a candidate overflowed, the first is exact
+    assert diag.relative_distance(out, ref) == float("inf")
+    assert diag.relative_distance(out, out) == 0.0

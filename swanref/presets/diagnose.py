@@ -448,10 +448,13 @@ def relative_distance(out, ref) -> float:
         if np.any(na != nb):
             return math.inf
         a, b = np.where(na, 0, a), np.where(nb, 0, b)
-        if not np.all(np.isfinite(a)):
+        if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+            # an overflowed output or reference: inf/inf would be NaN, and max(worst, NaN)
+            # keeps worst -- a diverged candidate would then look like a match
             return math.inf
         scale = max(np.linalg.norm(b), 1e-30)
-        worst = max(worst, float(np.linalg.norm(a - b) / scale))
+        d = float(np.linalg.norm(a - b) / scale)
+        worst = math.inf if math.isnan(d) else max(worst, d)
     return worst
 
 
