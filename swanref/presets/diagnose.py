@@ -823,8 +823,12 @@ def _second_round(rows, results, plist, outs, unsupported, dtype, tolerance, rep
                if math.isfinite(r.ratio)]
     singles.sort(key=lambda t: t[1].ratio)
     top = [c for c, _ in singles[:PAIR_TOP]]
+    # the precision, low-precision order and safety factor variants pair with every top
+    # single: each changes every probe a little, so a second difference elsewhere (an epsilon
+    # on the tiny probes) pushes them out of the top by ratio
     partners = top + [c for c, _ in singles[PAIR_TOP:] if c.knob in ("precision",
-                                                                     "lowprec_order")]
+                                                                     "lowprec_order",
+                                                                     "norm_scale")]
     pairs, seen = [], set()
     for i, a in enumerate(top):
         for b in partners:
