@@ -243,3 +243,42 @@ def test_optax_steps_is_the_one_optax_loop_of_both_drivers():
     run = O.optax_driver(lambda mu, nesterov=False: optax.sgd(0.5, momentum=mu or None),
                          "float32")
     np.testing.assert_array_equal(run(p0, [g], 0.0)[0], one)
+
+
+# -- deadlines (issue 23, item 5): a hang is TIMEOUT, exit 5, naming the property and step ----
+
+def test_a_hanging_driver_is_a_timeout_naming_the_property():
+    import threading
+
+    from swanref.verify.targets import TargetTimeout, stop_message
+    good = I.make()
+
+    def run(p0, grads, mu, **kw):
+        if len(grads) == 2:  # the first two-step property hangs
+            threading.Event().wait()
+        return good(p0, grads, mu, **kw)
+    r = O.check_optimizer(run, claim(), "hangs", timeout=1)
+    assert r.outcome == "timeout" and r.exit_code == 5, r.table()
+    row = r.result("momentum_before_orth")
+    assert row.status == "timeout"
+    assert row.message == stop_message(TargetTimeout(1.0, "momentum_before_orth: the driver's "
+                                                     "run (construction and 2 step(s))"))
+    assert r.status("one_step_wide") == "pass" and r.status("nesterov") == "not-run"
+    assert "verdict: TIMEOUT (exit 5)" in r.table()
+    with pytest.raises(G.UsageError):
+        O.check_optimizer(good, claim(), timeout=-1)
+    assert O.check_optimizer(good, claim(), timeout=0).conforming  # 0: no deadline
+
+
+def test_cli_timeout_names_the_step_and_a_set_method_is_a_claim(capsys):
+    torch, _ = _torch_classes()
+    p = torch.nn.Parameter(torch.zeros(2))  # torch's first step imports torch._dynamo (slow)
+    p.grad = torch.ones(2)
+    torch.optim.SGD([p], lr=0.1).step()
+    rc = O.main(["wrong_impls.torch_optimizers:HangsAtSecondStep", "--set", "method=svd",
+                 "--timeout", "1"])
+    out = capsys.readouterr().out
+    assert rc == 5, out
+    assert "while momentum_before_orth: step 2 of 2 (optimizer.step())" in out
+    assert O.main(["wrong_impls.torch_optimizers:HangsAtSecondStep", "--set", "method=svd",
+                   "--timeout", "soon"]) == 2

@@ -59,11 +59,13 @@ from swanref.spec.conventions import resolve_scale, shape_factor
 from swanref.spec.routing import swan_route
 from swanref.update import orthogonalized_update
 from swanref.ops import grad_norm
-from swanref.verify.optimizer_glue import (KNOB_NAMES, PARAM_STYLES, DriverError, Unsupported,
-                                           keyword_for, signature_of, generic_driver,
-                                           load_optimizer, optax_steps, parse_kwarg, torch_steps,
-                                           validated)
-from swanref.verify.targets import UsageError
+from swanref.verify.optimizer_glue import (KNOB_NAMES, PARAM_STYLES, Deadline, DriverError,
+                                           Unsupported, keyword_for, signature_of,
+                                           generic_driver, optax_steps, parse_kwarg,
+                                           torch_steps, validated)
+from swanref.verify.targets import (DEFAULT_TIMEOUT_S, TargetAborted, TargetRunner,
+                                    TargetTimeout, UsageError, load_target, stop_message,
+                                    timeout_seconds)
 from swanref.verify.claims import Claim, ClaimError, add_claim_arguments, claim_from_args
 from swanref.verify.claims.model import require_evaluable
 
@@ -504,7 +506,7 @@ class Result:
 
 #: outcome -> exit status of ``swanref check-optimizer`` (docs/optimizers.md)
 OUTCOMES = {"conforming": 0, "not conforming": 1, "error": 3, "incomplete": 3,
-            "no evidence": 3}
+            "no evidence": 3, "target exited": 4, "timeout": 5}
 
 
 @dataclass
@@ -519,6 +521,10 @@ class OptimizerReport:
         """'conforming' needs a property that ran under the claim and passed, and nothing that
         could not run for a reason the claim does not explain (spec 9.9, issue 21's rule)."""
         st = [r.status for r in self.results]
+        if "timeout" in st:
+            return "timeout"
+        if "aborted" in st:
+            return "target exited"
         if "error" in st:
             return "error"
         if "FAIL" in st:
@@ -563,6 +569,15 @@ class OptimizerReport:
                                  "(marked (!)): fix the driver/claim, or the optimizer refuses "
                                  "what it must take",
                    "no evidence": "NO EVIDENCE: no property ran under the claim and passed"}
+        if self.outcome in ("timeout", "target exited"):  # the wording of `swanref check`
+            r = next(r for r in self.results if r.status in ("timeout", "aborted"))
+            lines.append(f"verdict: {self.outcome.upper()} (exit {self.exit_code})")
+            lines.append(f"  cause: {r.message}")
+            skipped = sum(q.status == "not-run" for q in self.results)
+            if skipped:
+                lines.append(f"  not run after it: {skipped} "
+                             f"propert{'y' if skipped == 1 else 'ies'}")
+            return "\n".join(lines)
         lines.append("verdict: " + verdict[self.outcome])
         return "\n".join(lines)
 
@@ -808,13 +823,26 @@ class _Runner:
     """The driver, with every result validated (:func:`validated`) and every exception a
     refusal (:class:`Unsupported`) or a set-up error (:class:`DriverError`)."""
 
-    def __init__(self, run):
+    def __init__(self, run, runner=None):
         self.raw = run
         self.knobs = getattr(run, "knobs", None)
+        #: the glue's per-step deadline (generic_driver), else the whole run under ``runner``
+        self.deadline = getattr(run, "deadline", None)
+        self.runner = runner if self.deadline is None else None
+        self.probe = "the check"
+
+    def _raw(self, p0, grads, momentum, kw):
+        if self.deadline is not None:
+            self.deadline.probe = self.probe
+        if self.runner is None:
+            return self.raw(p0, grads, momentum, **kw)
+        return self.runner.run(lambda: self.raw(p0, grads, momentum, **kw),
+                               where=f"{self.probe}: the driver's run (construction and "
+                                     f"{len(grads)} step(s))")
 
     def __call__(self, p0, grads, momentum, **kw):
         try:
-            out = self.raw(p0, grads, momentum, **kw)
+            out = self._raw(p0, grads, momentum, kw)
         except (Unsupported, DriverError):
             raise
         except Exception as exc:  # noqa: BLE001 - a refusal is a finding
@@ -830,14 +858,27 @@ def _draw(rng, shape, dt):
     return rng.standard_normal(shape).astype(dt).astype(np.float64)
 
 
-def check_optimizer(run, claim: OptimizerClaim, name="optimizer", seed=0) -> OptimizerReport:
+#: the properties in the order they run (a timeout marks the ones after it ``not-run``)
+PROPERTY_ORDER = tuple(f"one_step_{k}" for k in KINDS) + (
+    "eps_small_gradient", "momentum_before_orth", "vector_routed", "nesterov", "stacked_3d",
+    "complex_input", "same_shape_independent")
+
+
+def check_optimizer(run, claim: OptimizerClaim, name="optimizer", seed=0,
+                    timeout=DEFAULT_TIMEOUT_S) -> OptimizerReport:
     """Run the optimizer-level properties on driver ``run`` (see torch_driver/optax_driver, or
     :func:`swanref.verify.optimizer_glue.generic_driver`): ``run(p0, grads, momentum,
     nesterov=False)`` returns the parameter after each gradient's step (complex ``p0`` and
     ``grads`` for ``complex_input``; a driver without the ``nesterov`` keyword gets ``nesterov``
     reported unsupported); an exception means the optimizer refuses that parameter, a result
-    of the wrong shape, too few steps or None is an error of the driver (outcome 'error')."""
-    run = _Runner(run)
+    of the wrong shape, too few steps or None is an error of the driver (outcome 'error').
+
+    ``timeout`` (seconds; 0 or None: none): the longest a construction or step may take (for a
+    driver of :func:`~swanref.verify.optimizer_glue.generic_driver` built with a deadline, each
+    construction and step; for any other driver, one run of it); a hang stops the check with
+    outcome 'timeout' (exit 5) naming the property and step, an exit with 'target exited'."""
+    seconds = timeout_seconds(timeout)
+    run = _Runner(run, TargetRunner(seconds) if seconds is not None else None)
     rng = np.random.default_rng(seed)
     report = OptimizerReport(name, {"preset": claim.preset, "scale": claim.scale,
                                     "precision": claim.precision, "lr": claim.lr,
@@ -853,8 +894,23 @@ def check_optimizer(run, claim: OptimizerClaim, name="optimizer", seed=0) -> Opt
         _run_properties(report, run, claim, rng, dt, seed)
     except DriverError as exc:
         report.results.append(Result("driver", "error", message=str(exc)))
+    except (TargetTimeout, TargetAborted) as exc:
+        _stopped(report, run.probe, exc)
+    finally:
+        if run.runner is not None:
+            run.runner.close()
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _stopped(report, probe, exc):
+    """The property ``probe`` hung or exited: its row, and every later one ``not-run``."""
+    report.results.append(Result(probe, "timeout" if isinstance(exc, TargetTimeout)
+                                 else "aborted", message=stop_message(exc)))
+    done = {r.name for r in report.results}
+    later = PROPERTY_ORDER[PROPERTY_ORDER.index(probe) + 1:] if probe in PROPERTY_ORDER else ()
+    report.results.extend(Result(n, "not-run", message="not run after the stop")
+                          for n in later if n not in done)
 
 
 _NON_DEFAULT = {"nesterov": None, "nesterov_always": False, "nd": "flattened",
@@ -865,19 +921,26 @@ _NON_DEFAULT = {"nesterov": None, "nesterov_always": False, "nd": "flattened",
 
 def _run_properties(report, run, claim, rng, dt, seed):
     add = report.results.append
+
+    def at(probe):  # the property the next runs belong to (named by a timeout)
+        run.probe = probe
     for kind, shape in KINDS.items():
         p0, g = _draw(rng, shape, dt), _draw(rng, shape, dt)
+        at(f"one_step_{kind}")
         try:
             (p1,) = run(p0, [g], 0.0)
         except Unsupported as exc:
             add(_failure(f"one_step_{kind}", exc, explained=len(shape) != 2))
             continue
         add(_one_step(claim, kind, p0, p1, g))
+    at("eps_small_gradient")
     add(_eps_property(run, claim, rng, dt))
+    at("momentum_before_orth")
     add(_momentum_property(run, claim, rng, dt))
     # 1-D parameters; a gradient of norm 10 sqrt(n) tells the raw gradient from a unit column
     v0 = _draw(rng, 12, dt)
     gv = (10 * rng.standard_normal(12)).astype(dt).astype(np.float64)
+    at("vector_routed")
     try:
         (v1,) = run(v0, [gv], 0.0)
         what, st = _classify(claim, v0, v1, gv)
@@ -886,10 +949,14 @@ def _run_properties(report, run, claim, rng, dt, seed):
         add(Result("vector_routed", "pass",
                    message=f"rejected (route 1-D parameters elsewhere): {exc}")
             if not _crashed(exc) else _failure("vector_routed", exc, True))
+    at("nesterov")
     add(_nesterov_property(run, claim, rng, dt))
+    at("stacked_3d")
     add(_stack_property(run, claim, rng, dt))
+    at("complex_input")
     add(_complex_property(run, claim, rng, dt))
     # its own generator: the properties above keep their draws
+    at("same_shape_independent")
     add(same_shape_property(run, claim, seed, dt))
 
 
@@ -1340,11 +1407,11 @@ def package_label(b: Builtin) -> str:
     return f"{pkg} {ver}"
 
 
-def run_builtin(name: str) -> OptimizerReport | None:
+def run_builtin(name: str, timeout=DEFAULT_TIMEOUT_S) -> OptimizerReport | None:
     b = BUILTINS[name]
     if available(b):
         return None
-    report = check_optimizer(b.build(), b.claim, name)
+    report = check_optimizer(b.build(), b.claim, name, timeout=timeout)
     _add_variants(report, b)
     return report
 
@@ -1427,7 +1494,7 @@ def make_claim(knobs: dict) -> OptimizerClaim:
 
 
 def check_target(target, claim=None, *, kwargs=None, params="auto", name=None, seed=0,
-                 claimed=None, **knobs) -> OptimizerReport:
+                 claimed=None, timeout=DEFAULT_TIMEOUT_S, **knobs) -> OptimizerReport:
     """Zero glue (docs/optimizers.md): check ``target`` -- a ``torch.optim.Optimizer`` class,
     an optax ``GradientTransformation`` factory, or their import path ``"pkg.module:Class"``
     -- under ``claim`` (a shared :class:`~swanref.verify.claims.Claim`, an
@@ -1435,11 +1502,20 @@ def check_target(target, claim=None, *, kwargs=None, params="auto", name=None, s
     precision="bfloat16", nesterov="sutskever"``).  ``kwargs`` go to every construction; an
     ``lr``/``weight_decay`` among them is also the claim's unless the claim states it
     (``claimed``: the knob names the caller stated; default the ``knobs`` given).  An optimizer
-    without a momentum keyword runs at its own momentum, which the claim must state."""
+    without a momentum keyword runs at its own momentum, which the claim must state.
+    ``timeout`` (seconds, 0 or None: none): the deadline of the import, of every construction
+    and of every step (a hang: outcome 'timeout', exit 5, naming the property and the step)."""
     label = name or (target if isinstance(target, str) else
                      getattr(target, "__qualname__", repr(target)))
+    seconds = timeout_seconds(timeout)
+    runner = TargetRunner(seconds) if seconds is not None else None
     if isinstance(target, str):
-        target = load_optimizer(target)
+        try:
+            target = load_target(target, runner)
+        except (TargetTimeout, TargetAborted) as exc:
+            report = OptimizerReport(label, {})
+            _stopped(report, f"importing {target.rpartition(':')[0]}", exc)
+            return report
     kwargs = dict(kwargs or {})
     if isinstance(claim, Claim):
         if claimed is None:
@@ -1458,12 +1534,23 @@ def check_target(target, claim=None, *, kwargs=None, params="auto", name=None, s
             upd[k] = float(kwargs[sig_kn[k]])
     claim = replace(claim, **upd) if upd else claim
     run = generic_driver(target, kwargs, lr=claim.lr, weight_decay=claim.weight_decay,
-                         params=params, dtype=claim.param_dtype, claimed=claimed)
+                         params=params, dtype=claim.param_dtype, claimed=claimed,
+                         deadline=Deadline(runner))
     if sig_kn["momentum"] is None and "momentum" not in claimed:
         raise UsageError(f"{label} takes no momentum keyword (tried "
                          f"{', '.join(KNOB_NAMES['momentum'])}): it runs at its own momentum; "
                          "claim that value (--set momentum=VALUE)")
-    return check_optimizer(run, claim, label, seed)
+    return check_optimizer(run, claim, label, seed, timeout=seconds)
+
+
+def _seconds(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--timeout takes seconds, got {text!r}") from None
+    if not (v >= 0 and math.isfinite(v)):
+        raise argparse.ArgumentTypeError(f"--timeout takes seconds >= 0, got {text!r}")
+    return v
 
 
 def main(argv=None) -> int:
@@ -1479,6 +1566,11 @@ def main(argv=None) -> int:
     p.add_argument("--table", action="store_true",
                    help="markdown results rows for every installed built-in optimizer")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
+                   help="the longest the import, one construction or one step of the "
+                        "optimizer may take; past it the check stops with outcome TIMEOUT "
+                        f"(exit 5) naming the property and step (default {DEFAULT_TIMEOUT_S:g}; "
+                        "0: no deadline)")
     g = p.add_argument_group("an optimizer by import path")
     g.add_argument("--kwarg", action="append", metavar="NAME=VALUE",
                    help="keyword for the optimizer's constructor/factory (repeatable); the "
@@ -1514,7 +1606,7 @@ def main(argv=None) -> int:
             miss = available(BUILTINS[args.optimizer])
             if miss:
                 raise UsageError(f"{args.optimizer} needs {', '.join(miss)} (not installed)")
-            report = run_builtin(args.optimizer)
+            report = run_builtin(args.optimizer, timeout=args.timeout)
         elif ":" not in args.optimizer:
             raise UsageError(f"{args.optimizer!r} is neither a built-in ({', '.join(BUILTINS)}) "
                              "nor an import path pkg.module:Class")
@@ -1524,13 +1616,15 @@ def main(argv=None) -> int:
                 base["scale"] = args.scale
             if args.precision is not None:
                 base["compute_dtype"] = args.precision
-            if args.preset is None and not args.claim:
+            named = {str(t).partition("=")[0].strip() for t in args.set_knobs or ()}
+            if args.preset is None and not args.claim and not named & {"preset", "method"}:
                 raise UsageError("the claim needs a preset (--preset NAME: the orthogonaliser "
                                  "the optimizer uses, written out as its source runs it; or "
                                  "--claim FILE, or --set method=svd for an exact polar factor)")
             claim = claim_from_args(args, base)
             kwargs = dict(parse_kwarg(k) for k in (args.kwarg or []))
-            report = check_target(args.optimizer, claim, kwargs=kwargs, params=args.params)
+            report = check_target(args.optimizer, claim, kwargs=kwargs, params=args.params,
+                                  timeout=args.timeout)
     except UsageError as exc:
         print(f"swanref check-optimizer: error: {exc}", file=sys.stderr)
         return 2
