@@ -33,6 +33,9 @@ from swanref.spec.conventions import SCALE_RULES, shape_factor
 from swanref.update import ND_RULES, orthogonalized_update
 from swanref.verify.checker import TargetCall, bind, make_call, parse_kwarg
 from swanref.verify.claims import Claim, dumps, save_claim
+from swanref.verify.optimizer_glue import PARAM_STYLES
+from swanref.verify.optimizer_glue import parse_kwarg as parse_optimizer_kwarg
+from swanref.verify.optimizer_identify import identify_optimizer
 from swanref.verify.targets import (DEFAULT_TIMEOUT_S, TargetAborted, TargetRunner,
                                     TargetTimeout, UsageError, load_target, stop_message,
                                     timeout_seconds)
@@ -643,13 +646,22 @@ def build_parser() -> argparse.ArgumentParser:
                     "matches every probe, 1 when only a closest claim was found, 2 on usage "
                     "errors, 4 when the target exited, 5 when it did not return within "
                     "--timeout.")
-    p.add_argument("target", metavar="TARGET", help="module:function or path/file.py:function")
-    p.add_argument("--dtype", default="float64", choices=tuple(MATCH_TOLERANCE),
+    p.add_argument("target", metavar="TARGET", help="module:function or path/file.py:function "
+                   "(--level optimizer: pkg.module:Class, a torch.optim optimizer, or "
+                   "pkg.module:factory, an optax GradientTransformation factory)")
+    p.add_argument("--dtype", default=None, choices=tuple(MATCH_TOLERANCE),
                    help="dtype of the probes passed to the target (bfloat16/float16: float32 "
-                        "arrays holding those values)")
-    p.add_argument("--level", default="operator", choices=("operator", "update"),
+                        "arrays holding those values; default float64); --level optimizer: "
+                        "the parameters' dtype, float32 (default) or float64")
+    p.add_argument("--level", default="operator", choices=("operator", "update", "optimizer"),
                    help="operator: an orthogonaliser; update: a whole update (scale rule, "
-                        "NorMuon axis, then the orthogonaliser)")
+                        "NorMuon axis, then the orthogonaliser); optimizer: an optimizer "
+                        "class or factory, driven like check-optimizer (Nesterov, momentum, "
+                        "scale, weight decay, second moment, gate, epsilon, N-D rule, ...)")
+    p.add_argument("--optimizer", action="store_true",
+                   help="short for --level optimizer")
+    p.add_argument("--params", default="auto", help="--level optimizer: how the parameters "
+                   f"reach the constructor: {', '.join(PARAM_STYLES)} (default auto)")
     p.add_argument("--kwarg", action="append", default=None, metavar="NAME=VALUE",
                    help="bind a keyword argument of the target (repeatable)")
     p.add_argument("--array-type", default="numpy", choices=("numpy", "torch", "jax", "cupy"))
@@ -687,6 +699,9 @@ def main(argv=None) -> int:
         return 0
     try:
         args = parser.parse_args(argv)
+        if args.optimizer or args.level == "optimizer":
+            return _main_optimizer(args)
+        args.dtype = args.dtype or "float64"
         kwargs = dict(parse_kwarg(k) for k in (args.kwarg or []))
         runner = TargetRunner(timeout_seconds(args.timeout))
         fn = bind(load_target(args.target, runner), kwargs)
@@ -703,8 +718,35 @@ def main(argv=None) -> int:
         print(f"swanref identify: verdict: {outcome} (exit {code})\n  cause: "
               f"{stop_message(exc)}")
         return code
-    if args.json:
-        print(json.dumps(result.to_dict(), indent=1))
+    return _print(result, args.json)
+
+
+def _print(result, as_json) -> int:
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=1, default=_num))
     else:
         print(result.summary())
     return 0 if result.match else 1
+
+
+def _main_optimizer(args) -> int:
+    """``swanref identify --level optimizer pkg.module:Class --kwarg ...``"""
+    if args.array_type != "numpy":
+        raise UsageError("--array-type applies to function targets, not --level optimizer")
+    dtype = args.dtype or "float32"
+    if dtype not in ("float32", "float64"):
+        raise UsageError(f"--level optimizer takes --dtype float32 or float64 (the parameters' "
+                         f"dtype), got {dtype!r}")
+    kwargs = dict(parse_optimizer_kwarg(k) for k in (args.kwarg or []))
+    try:
+        result = identify_optimizer(args.target, kwargs, params=args.params, param_dtype=dtype,
+                                    timeout=args.timeout)
+    except (TargetTimeout, TargetAborted) as exc:
+        outcome = "TIMEOUT" if isinstance(exc, TargetTimeout) else "TARGET EXITED"
+        code = 5 if outcome == "TIMEOUT" else 4
+        print(f"swanref identify: verdict: {outcome} (exit {code})\n  cause: "
+              f"{stop_message(exc)}")
+        return code
+    if args.output:
+        save_claim(result.claim, args.output)
+    return _print(result, args.json)
