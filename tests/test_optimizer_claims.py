@@ -282,3 +282,59 @@ def test_cli_timeout_names_the_step_and_a_set_method_is_a_claim(capsys):
     assert "while momentum_before_orth: step 2 of 2 (optimizer.step())" in out
     assert O.main(["wrong_impls.torch_optimizers:HangsAtSecondStep", "--set", "method=svd",
                    "--timeout", "soon"]) == 2
+
+
+# -- second moments over steps (AdaMuon / NorMuon: v_t = beta2 v_{t-1} + (1 - beta2) s(O_t)) ---
+
+@pytest.mark.parametrize("norm, extra", [("rows", {}), ("elementwise", dict(
+    rematch="sqrt_min", normalise_eps=1e-10))])
+def test_second_moment_beta_is_a_claim(norm, extra):
+    ema = I.make(normalise=norm, beta2=0.95)
+    assert check(ema, normalise=norm, second_moment_beta=0.95, **extra).conforming
+    for run, beta in ((ema, None), (ema, 0.5), (I.make(normalise=norm), 0.95)):
+        r = check(run, normalise=norm, second_moment_beta=beta, **extra)
+        assert r.status("momentum_before_orth") == "FAIL", (beta, r.table())
+        assert r.status("one_step_wide") == "pass"  # the first step cannot tell them apart
+    with pytest.raises(ValueError, match="needs a normalisation"):
+        claim(second_moment_beta=0.95)
+
+
+def test_second_moment_beta_from_the_claim_record():
+    from swanref.verify.claims import Claim
+    c = Claim(level="optimizer", preset="torch_muon", second_moment="adamuon",
+              second_moment_beta=0.95)
+    oc = O.OptimizerClaim.from_claim(c)
+    assert (oc.normalise, oc.second_moment_beta) == ("elementwise", 0.95)
+
+
+def test_installed_adamuon_and_normuon_second_moment_is_modelled():
+    """The built-in drivers of pytorch-optimizer's AdaMuon and NorMuon (default beta2 0.95):
+    the second step's distance under second_moment_beta=0.95 and without it."""
+    from dataclasses import replace
+    errs = {}
+    for name in ("pytorch_optimizer.AdaMuon", "pytorch_optimizer.NorMuon"):
+        b = O.BUILTINS[name]
+        for mod in b.needs:
+            pytest.importorskip(mod)
+        run = O._Runner(b.build())
+        for beta in (None, 0.95):
+            r = O._momentum_property(run, replace(b.claim, second_moment_beta=beta),
+                                     np.random.default_rng(0), np.float32)
+            assert r.status == "pass", r
+            errs[name.split(".")[1], beta] = r.error
+    # bf16 rounding is about 1e-2; the unmodelled second moment 0.36 (AdaMuon), 0.05 (NorMuon)
+    assert errs["AdaMuon", 0.95] < 0.05 < 0.2 < errs["AdaMuon", None], errs
+    assert errs["NorMuon", 0.95] < errs["NorMuon", None] / 2, errs
+
+
+def test_heavyball_caution_is_the_per_element_gate():
+    """heavyball caution=True (utils._compilable_cautioning, Cautious Optimizers): the update
+    masked where its sign differs from the gradient's, rescaled by numel / kept."""
+    pytest.importorskip("torch")
+    pytest.importorskip("heavyball")
+    from dataclasses import replace
+    b = O.BUILTINS["heavyball.Muon"]
+    run = O._heavyball_muon(caution=True)
+    assert O.check_optimizer(run, replace(b.claim, gate="cautious")).conforming
+    r = O.check_optimizer(run, b.claim)  # the gate unclaimed
+    assert r.status("one_step_wide") == "FAIL" and r.status("momentum_before_orth") == "FAIL"

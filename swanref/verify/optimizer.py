@@ -180,6 +180,8 @@ class OptimizerClaim:
     normalise_eps: float = 0.0        # added to the RMS / |O| the normalisation divides by
     rematch: str = "orth"             # the norm a normalised update is re-matched to
     gate: str = "none"                # cautious (per element) / cautious_columns
+    #: beta2 of the EMA the normalisation divides by (None: each step's own statistic)
+    second_moment_beta: float | None = None
 
     def __post_init__(self):
         self.scale = resolve_scale(self.scale).name
@@ -209,6 +211,12 @@ class OptimizerClaim:
         if self.precondition == "schatten" and self.emulate:
             raise ValueError("precondition='schatten' is modelled in float32/float64 only "
                              "(optax computes in the input dtype)")
+        b = self.second_moment_beta
+        if b is not None and not (0 <= b < 1):
+            raise ValueError(f"second_moment_beta must be in [0, 1), got {b!r}")
+        if b is not None and self.normalise == "none":
+            raise ValueError("second_moment_beta needs a normalisation (normalise= rows, "
+                             "columns, columns_if_wide or elementwise)")
         if self.scale in ("swan", "graft") and self.raw_path:
             raise ValueError(f"scale {self.scale!r} is not combined with eps/precondition "
                              "overrides")
@@ -217,7 +225,7 @@ class OptimizerClaim:
     CLAIM_KNOBS = ("scale", "scale_factor", "compute_dtype", "io_dtype", "lr", "weight_decay",
                    "momentum", "nd", "pre", "nesterov", "nesterov_variant", "eps", "eps_form",
                    "eps_where", "norm", "norm_scale", "norm_axis", "gate", "second_moment",
-                   "steps", "complex", "tolerance", "tolerance_overrides")
+                   "second_moment_beta", "steps", "complex", "tolerance", "tolerance_overrides")
     #: Claim.nd -> (nd, stack) of this check
     _ND = {"flatten": ("flattened", "flattened"), "2d_only": ("flattened", "flattened"),
            "flatten_4d_batch_3d": ("flattened", "independent"),
@@ -268,7 +276,8 @@ class OptimizerClaim:
                    normalise_eps=0.0 if eps_at_norm or claim.eps is None else claim.eps,
                    rematch=rematch,
                    gate={"none": "none", "per_element": "cautious",
-                         "per_column": "cautious_columns"}[claim.gate])
+                         "per_column": "cautious_columns"}[claim.gate],
+                   second_moment_beta=claim.second_moment_beta)
 
     @property
     def preset_object(self):
@@ -637,19 +646,27 @@ def _schatten(V, preset, sched):
     return np.swapaxes(X, -1, -2) if flip else X
 
 
-def _normalised(claim, O):
+def _normalised(claim, O, prev=None):
     """The normalisation after orthogonalising (NorMuon rows/columns, AdaMuon elementwise),
-    re-matched per matrix to the claim's norm (spec 9.9)."""
+    re-matched per matrix to the claim's norm (spec 9.9).  ``prev``: the previous step's
+    orthogonalised update, whose statistic enters the EMA with weight ``second_moment_beta``
+    (``v_t ∝ beta2 s(O_{t-1}) + s(O_t)``: the (1 - beta2) factors and AdaMuon's bias
+    correction are constants the re-match cancels)."""
     if claim.normalise == "none":
         return O
     m, n = O.shape[-2:]
     e = claim.normalise_eps
+    b = claim.second_moment_beta if prev is not None else None
     with np.errstate(divide="ignore", invalid="ignore"):
         if claim.normalise == "elementwise":
-            N = O / (np.abs(O) + e)
+            v = np.abs(O) ** 2 + (0 if b is None else b * np.abs(prev) ** 2)
+            N = O / (np.sqrt(v) + e)
         else:
             axis = {"rows": -1, "columns": -2}.get(claim.normalise, -1 if m >= n else -2)
-            rms = np.sqrt(np.mean(np.abs(O) ** 2, axis=axis, keepdims=True)) + e
+            ms = np.mean(np.abs(O) ** 2, axis=axis, keepdims=True)
+            if b is not None:
+                ms = ms + b * np.mean(np.abs(prev) ** 2, axis=axis, keepdims=True)
+            rms = np.sqrt(ms) + e
             N = np.where(rms > 0, O / np.where(rms > 0, rms, 1), 0)
         N = np.nan_to_num(N)
         fro = np.linalg.norm(N, axis=(-2, -1), keepdims=True)
@@ -674,8 +691,9 @@ def _gated(claim, U, g):
     return U * mask / max(float(mask.mean()), 1e-3)
 
 
-def _orth_view(claim, V):
-    """The orthogonalised update of the matrix view ``V`` (``(m, n)`` or ``(B, m, n)``)."""
+def _orth_view(claim, V, prev=None):
+    """The orthogonalised update of the matrix view ``V`` (``(m, n)`` or ``(B, m, n)``);
+    ``prev``: the previous step's direction in the same view (second moments, spec 9.9)."""
     cplx = np.iscomplexobj(V)
     wide = claim.precision == "float64"
     dt = (np.complex128 if wide else np.complex64) if cplx else \
@@ -699,14 +717,21 @@ def _orth_view(claim, V):
     else:
         O = orthogonalized_update(V, claim.preset, scale="none", stack_dims=V.ndim - 2,
                                   emulate=emulate)
-    O = _normalised(claim, np.asarray(O, np.complex128 if cplx else np.float64))
+    O = np.asarray(O, np.complex128 if cplx else np.float64)
+    Op = None
+    if prev is not None and claim.second_moment_beta is not None and claim.normalise != "none":
+        Op = np.asarray(_orth_view(replace(claim, normalise="none", scale="none",
+                                           scale_factor=1.0, second_moment_beta=None), prev),
+                        O.dtype)
+    O = _normalised(claim, O, Op)
     return O * (shape_factor(rule, m, n) * claim.scale_factor)
 
 
-def _expected(claim, g, view=None, gate_grad=None):
+def _expected(claim, g, view=None, gate_grad=None, prev=None):
     """The update the claim expects for gradient (or momentum direction) ``g``: its matrix view
     (``view``: a shape, default :func:`matrix_view`), SWAN's GradNorm if claimed, the
-    orthogonaliser, the normalisation, the scale rule, the gate; in ``g``'s shape."""
+    orthogonaliser, the normalisation, the scale rule, the gate; in ``g``'s shape.  ``prev``:
+    the previous step's direction (a second moment's EMA, ``second_moment_beta``)."""
     g = np.asarray(g)
     cplx = np.iscomplexobj(g)
     shape = g.shape
@@ -718,18 +743,24 @@ def _expected(claim, g, view=None, gate_grad=None):
         wide = claim.precision == "float64"
         V = grad_norm(np.asarray(V.reshape(-1, view[-1]), np.float64 if wide else np.float32)
                       ).reshape(view)
-    U = _orth_view(claim, V).reshape(shape)
+    P = None if prev is None else np.asarray(prev).reshape(view)
+    if P is not None and claim.pre == "grad_norm":
+        P = grad_norm(np.asarray(P.reshape(-1, view[-1]), V.dtype)).reshape(view)
+    U = _orth_view(claim, V, P).reshape(shape)
     U = _gated(claim, U, g if gate_grad is None else gate_grad)
     return U.astype(np.complex128 if cplx else np.float64)
 
 
-def probe_tolerance(claim, g, view=None, buffer_scale=1.0):
+def probe_tolerance(claim, g, view=None, buffer_scale=1.0, second_step=False):
     """The relative tolerance of one probe under the claim: spec 8.6's noise model per matrix
     of the view, ``C_amp (u_p acc + eps / (norm_scale ||X||_F)) N``, with the epsilon's
     relative displacement as one more input perturbation (the optimizer orthogonalises its own
     buffer, ``buffer_scale`` times the compared direction), at least ``FLOOR_ULPS`` units of
     roundoff; after an elementwise normalisation or a gate, whose signs flip where an entry is
-    within that noise of 0, ``2 sqrt(tol)``; after a row/column normalisation ``2 tol``.  A
+    within that noise of 0, ``2 sqrt(tol)`` -- on a second step whose elementwise second moment
+    holds the first step's (``second_step`` with ``second_moment_beta``), where a flip of a small
+    entry only matters where the first step's entry is small too, ``(2 / sqrt(beta2) + 2)
+    tol``; after a row/column normalisation ``2 tol``.  A
     fixed ``claim.tolerance`` overrides it; exact methods keep spec 9.8's fixed tolerance."""
     if claim.tolerance is not None:
         return float(claim.tolerance)
@@ -764,7 +795,12 @@ def probe_tolerance(claim, g, view=None, buffer_scale=1.0):
         delta = (P.eps / (place * P.norm_scale * buffer_scale)
                  if P.norm in ("add", "clamp") and not exact else 0.0)
         tol = max(tol, C_AMPLIFICATION * (u * acc + delta) * gain)
-    if claim.normalise == "elementwise" or claim.gate != "none":
+    smooth = second_step and claim.second_moment_beta and claim.gate == "none"
+    if claim.normalise == "elementwise" and smooth:
+        # x / sqrt(b y^2 + x^2) moves by at most (|dx| + |dy|) / (sqrt(b) |y|) per entry: a
+        # sign flip of a small x only matters where y is small too
+        tol = (2 / math.sqrt(claim.second_moment_beta) + 2) * tol
+    elif claim.normalise == "elementwise" or claim.gate != "none":
         tol = 2 * math.sqrt(tol)
     elif claim.normalise != "none":
         tol = 2 * tol
@@ -916,7 +952,7 @@ def _stopped(report, probe, exc):
 _NON_DEFAULT = {"nesterov": None, "nesterov_always": False, "nd": "flattened",
                 "stack": "flattened", "eps": None, "eps_form": None, "norm_scale": None,
                 "precondition": "frobenius", "normalise": "none", "rematch": "orth",
-                "gate": "none", "pre": "none"}
+                "gate": "none", "pre": "none", "second_moment_beta": None}
 
 
 def _run_properties(report, run, claim, rng, dt, seed):
@@ -1087,16 +1123,18 @@ def _momentum_property(run, claim, rng, dt):
     c1, c2 = NESTEROV[claim.nesterov][0](mu) if claim.nesterov_always else (mu, 1.0)
     U2 = _implied(claim, p1, p2)
     D = c1 * g1 + c2 * g2
-    E2 = _expected(claim, D, gate_grad=g2)
+    E2 = _expected(claim, D, gate_grad=g2, prev=g1)
     W2 = mu * _expected(claim, g1) + _expected(claim, g2)
-    tol = probe_tolerance(claim, D, buffer_scale=min(1.0, 1 - mu) if mu < 1 else 1.0)
+    tol = probe_tolerance(claim, D, buffer_scale=min(1.0, 1 - mu) if mu < 1 else 1.0,
+                          second_step=True)
     d = _rel(_unit(U2), _unit(E2))
     msg = ""
     if d > tol:
         msg = (f"direction vs orth({c1:.3g} g1 + {c2:.3g} g2): {d:.3g}; vs mu orth(g1) + "
                f"orth(g2): {_rel(_unit(U2), _unit(W2)):.3g}")
         if not claim.nesterov_always:
-            cands = {f"Nesterov always on, {k}": _expected(claim, c[0] * g1 + c[1] * g2)
+            cands = {f"Nesterov always on, {k}": _expected(claim, c[0] * g1 + c[1] * g2,
+                                                           prev=g1)
                      for k, c in ((k, v[0](mu)) for k, v in NESTEROV.items())}
             cands["orthogonalised before momentum (mu orth(g1) + orth(g2))"] = W2
             dist = {k: _rel(_unit(U2), _unit(v)) for k, v in cands.items()}
@@ -1130,16 +1168,17 @@ def _nesterov_property(run, claim, rng, dt):
     c1, c2 = NESTEROV[claim.nesterov][0](mu)
     D2 = c1 * g1 + c2 * g2
     d1 = _rel(U1, _expected(claim, g1))
-    d2 = _rel(U2, _expected(claim, D2, gate_grad=g2))
+    d2 = _rel(U2, _expected(claim, D2, gate_grad=g2, prev=g1))
     d = max(d1, d2)
     bs = min(1.0, 1 - mu) if mu < 1 else 1.0
-    tol = max(probe_tolerance(claim, g1, buffer_scale=bs), probe_tolerance(claim, D2,
-                                                                           buffer_scale=bs))
+    tol = max(probe_tolerance(claim, g1, buffer_scale=bs),
+              probe_tolerance(claim, D2, buffer_scale=bs, second_step=True))
     msg = ""
     if d > tol:
-        cands = {f"{k} ({c[0]:.3g} g1 + {c[1]:.3g} g2)": _expected(claim, c[0] * g1 + c[1] * g2)
+        cands = {f"{k} ({c[0]:.3g} g1 + {c[1]:.3g} g2)": _expected(claim, c[0] * g1 + c[1] * g2,
+                                                                   prev=g1)
                  for k, c in ((k, v[0](mu)) for k, v in NESTEROV.items())}
-        cands[f"no Nesterov ({mu:g} g1 + g2)"] = _expected(claim, mu * g1 + g2)
+        cands[f"no Nesterov ({mu:g} g1 + g2)"] = _expected(claim, mu * g1 + g2, prev=g1)
         b1 = (1 - mu) * g1
         cands["Nesterov after orthogonalisation ((1-mu) orth(g2) + mu orth(b2))"] = \
             (1 - mu) * _expected(claim, g2) + mu * _expected(claim, mu * b1 + (1 - mu) * g2)

@@ -45,6 +45,8 @@ PRECISIONS = ("float64", "float32", "bfloat16", "float16")
 #: momentum values tried when the optimizer takes no momentum keyword
 MOMENTA = (0.9, 0.95, 0.99, 0.8, 0.5)
 EPSILONS = (1e-6, 1e-7, 1e-8, 1e-10, 1e-12, 1e-15)
+#: second-moment EMA coefficients searched (pytorch-optimizer AdaMuon / NorMuon 0.95)
+SECOND_MOMENT_BETAS = (0.95, 0.99, 0.9, 0.999)
 #: Nesterov conventions a claim file can state (Claim.nesterov_variant)
 CLAIM_VARIANTS = ("sutskever", "optax", "grokfast")
 #: Claim.nd -> (nd, stack) of OptimizerClaim (verify/optimizer.py OptimizerClaim._ND)
@@ -283,11 +285,14 @@ def fit_scale(claim, steps):
 def _knob_values(claim, run, top):
     """knob label -> list of (value label, OptimizerClaim changes)."""
     P = get_preset(claim.preset) if claim.preset in PRESETS or claim.preset in ROUTES else None
-    norm = [("none", dict(normalise="none", rematch="orth", normalise_eps=0.0))]
+    norm = [("none", dict(normalise="none", rematch="orth", normalise_eps=0.0,
+                          second_moment_beta=None))]
     norm += [(f"norm_axis={a}", dict(normalise=a, rematch="orth", normalise_eps=0.0))
              for a in ("rows", "columns", "columns_if_wide")]
     norm += [("second_moment=adamuon", dict(normalise="elementwise", rematch="sqrt_min",
                                             normalise_eps=0.0))]
+    betas = [(f"second_moment_beta={b}", dict(second_moment_beta=b))
+             for b in (None,) + SECOND_MOMENT_BETAS] if claim.normalise != "none" else []
     eps = [("eps scale-invariant (spec 9.5)", dict(eps=None, eps_form="invariant"))]
     if P is not None:
         eps += [(f"eps {P.eps:g} ({P.norm}, the preset's)", dict(eps=None, eps_form=None))] \
@@ -303,6 +308,7 @@ def _knob_values(claim, run, top):
             nest.append((f"nesterov=on ({v})", dict(nesterov=v, nesterov_always=False)))
         nest.append((f"nesterov=always ({v})", dict(nesterov=v, nesterov_always=True)))
     out = {"normalisation": norm,
+           "second_moment_beta": betas,
            "gate": [(f"gate={g}", dict(gate=g)) for g in ("none", "cautious",
                                                            "cautious_columns")],
            "pre": [(f"pre={p}", dict(pre=p)) for p in ("none", "grad_norm")],
@@ -427,7 +433,8 @@ def to_claim(oc: OptimizerClaim) -> Claim:
                     "cautious_columns": "per_column"}[oc.gate], nd=nd,
               nesterov="off" if oc.nesterov is None else
               ("always" if oc.nesterov_always else "on"),
-              nesterov_variant=oc.nesterov or "sutskever")
+              nesterov_variant=oc.nesterov or "sutskever",
+              second_moment_beta=oc.second_moment_beta)
     if oc.precondition == "schatten":
         kw["norm"] = "schatten"
     default_io = "float64" if oc.precision == "float64" else "float32"
@@ -521,7 +528,7 @@ def identify_optimizer(target=None, kwargs=None, *, driver=None, params="auto",
         # that a structural knob (a gate, a Nesterov form) is told apart from rounding; then
         # the precision with the best presets; then every knob again
         wide = [(n, precisions[0]) for n, _ in ranking[:4]]
-        every = list(dict.fromkeys(ranking[:4] + [(n, p) for n, _ in ranking[:4]
+        every = list(dict.fromkeys(ranking[:2] + [(n, p) for n, _ in ranking[:2]
                                                   for p in precisions]))
         claim = replace(base, preset=ranking[0][0], precision=precisions[0])
         scale, factor = fit_scale(claim, steps)
