@@ -338,3 +338,19 @@ def test_heavyball_caution_is_the_per_element_gate():
     assert O.check_optimizer(run, replace(b.claim, gate="cautious")).conforming
     r = O.check_optimizer(run, b.claim)  # the gate unclaimed
     assert r.status("one_step_wide") == "FAIL" and r.status("momentum_before_orth") == "FAIL"
+
+
+def test_a_users_momentum_kwarg_is_the_claims_and_the_probes_still_set_it():
+    """`--kwarg momentum=0.95` (torch.optim.Muon's default) gave a false NOT CONFORMING: the
+    one-step probes ran at 0.95 where the check assumed 0, the two-step ones at 0.95 against a
+    claimed 0.9.  The value is the claim's now, and each probe sets its own."""
+    kw, upd = O.user_settings({"momentum": 0.95, "ns_steps": 5},
+                              {"momentum": "momentum"}, ())
+    assert kw == {"ns_steps": 5} and upd == {"momentum": 0.95}
+    kw, upd = O.user_settings({"betas": (0.8, 0.99)}, {"momentum": "betas"}, ())
+    assert kw == {"betas": (0.8, 0.99)} and upd == {"momentum": 0.8}
+    assert O.user_settings({"momentum": 0.5}, {"momentum": "momentum"}, ("momentum",))[1] == {}
+    _, T = _torch_classes()
+    r = O.check_target(T.UseMuonGroups, preset="svd", precision="float32", nesterov="sutskever",
+                       kwargs={"momentum": 0.5})
+    assert r.conforming and r.claim["momentum"] == 0.5, r.table()

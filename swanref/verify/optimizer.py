@@ -182,6 +182,9 @@ class OptimizerClaim:
     gate: str = "none"                # cautious (per element) / cautious_columns
     #: beta2 of the EMA the normalisation divides by (None: each step's own statistic)
     second_moment_beta: float | None = None
+    #: complex parameters claimed (True), not claimed (False: complex_input is advisory, a wrong
+    #: complex update a warning), or None: judged (the built-ins' tables)
+    complex: bool | None = None
 
     def __post_init__(self):
         self.scale = resolve_scale(self.scale).name
@@ -277,7 +280,7 @@ class OptimizerClaim:
                    rematch=rematch,
                    gate={"none": "none", "per_element": "cautious",
                          "per_column": "cautious_columns"}[claim.gate],
-                   second_moment_beta=claim.second_moment_beta)
+                   second_moment_beta=claim.second_moment_beta, complex=claim.complex)
 
     @property
     def preset_object(self):
@@ -952,7 +955,7 @@ def _stopped(report, probe, exc):
 _NON_DEFAULT = {"nesterov": None, "nesterov_always": False, "nd": "flattened",
                 "stack": "flattened", "eps": None, "eps_form": None, "norm_scale": None,
                 "precondition": "frobenius", "normalise": "none", "rematch": "orth",
-                "gate": "none", "pre": "none", "second_moment_beta": None}
+                "gate": "none", "pre": "none", "second_moment_beta": None, "complex": None}
 
 
 def _run_properties(report, run, claim, rng, dt, seed):
@@ -1311,6 +1314,9 @@ def _complex_property(run, claim, rng, dt):
     try:
         (p1,) = run(p0, [g], 0.0)
     except Unsupported as exc:
+        if claim.complex is False:
+            return Result("complex_input", "not applicable", message="the claim states no "
+                          f"complex support (complex = false); the optimizer refuses: {exc}")
         return _unsup("complex_input", exc)
     U = _implied(claim, p0, p1)
     try:
@@ -1329,6 +1335,12 @@ def _complex_property(run, claim, rng, dt):
                     f"{_rel(U, _expected(claim, g.real)):.3g})")
         else:
             msg += "; a transpose without conjugate (X X^T) gives this"
+    if claim.complex is False:  # its premise is not claimed: advisory (issue 22)
+        return Result("complex_input", "warn" if d > tol else "not applicable", d, tol,
+                      ("the claim states no complex support (complex = false), but the "
+                       "optimizer accepts a complex parameter and its update is wrong: " + msg)
+                      if d > tol else "the claim states no complex support (complex = false); "
+                      "the optimizer's complex update matches anyway")
     return _judged("complex_input", d, tol, msg)
 
 
@@ -1532,6 +1544,34 @@ def make_claim(knobs: dict) -> OptimizerClaim:
         raise UsageError(f"bad claim: {exc}") from exc
 
 
+def user_settings(kwargs, keywords, claimed):
+    """(kwargs, claim updates): an ``lr``/``weight_decay``/momentum the user passes with
+    ``--kwarg`` under the optimizer's own keyword is the claim's too, unless the claim states
+    it.  The momentum keyword is taken out of the kwargs (``betas`` keeps its other entries):
+    the probes set it themselves -- 0 for the one-step properties, the claim's for the
+    two-step ones -- so a user's ``momentum=0.95`` is the claim's 0.95, never a first step
+    run at 0.95 where the check assumed 0."""
+    kwargs, upd = dict(kwargs), {}
+    for k in ("lr", "weight_decay", "momentum"):
+        name = keywords.get(k)
+        if name not in kwargs:
+            continue
+        value = kwargs[name]
+        if k == "momentum":
+            if name == "betas":
+                value = tuple(value)[0] if isinstance(value, (tuple, list)) and value else None
+            else:
+                kwargs.pop(name)
+            if value is None:
+                continue
+        if k not in claimed:
+            try:
+                upd[k] = float(value)
+            except (TypeError, ValueError):
+                raise UsageError(f"--kwarg {name}={value!r}: {k} must be a number") from None
+    return kwargs, upd
+
+
 def check_target(target, claim=None, *, kwargs=None, params="auto", name=None, seed=0,
                  claimed=None, timeout=DEFAULT_TIMEOUT_S, **knobs) -> OptimizerReport:
     """Zero glue (docs/optimizers.md): check ``target`` -- a ``torch.optim.Optimizer`` class,
@@ -1567,10 +1607,7 @@ def check_target(target, claim=None, *, kwargs=None, params="auto", name=None, s
     claimed = tuple(knobs) if claimed is None else tuple(claimed)
     sig = signature_of(target)
     sig_kn = {k: keyword_for(sig, k, kwargs) for k in ("lr", "weight_decay", "momentum")}
-    upd = {}
-    for k in ("lr", "weight_decay"):
-        if sig_kn[k] in kwargs and k not in claimed:
-            upd[k] = float(kwargs[sig_kn[k]])
+    kwargs, upd = user_settings(kwargs, sig_kn, claimed)
     claim = replace(claim, **upd) if upd else claim
     run = generic_driver(target, kwargs, lr=claim.lr, weight_decay=claim.weight_decay,
                          params=params, dtype=claim.param_dtype, claimed=claimed,

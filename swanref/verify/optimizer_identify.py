@@ -28,9 +28,9 @@ import numpy as np
 from swanref.presets.catalogue import PRESETS, ROUTES, get_preset
 from swanref.spec.conventions import SCALE_RULES, shape_factor
 from swanref.verify.claims import Claim, ClaimError, dumps
-from swanref.verify.optimizer import (KINDS, LR, MU, NESTEROV, WD, OptimizerClaim, Unsupported,
+from swanref.verify.optimizer import (KINDS, LR, MU, WD, OptimizerClaim, Unsupported,
                                       _expected, _implied, _rel, _unit, check_optimizer,
-                                      probe_tolerance)
+                                      probe_tolerance, user_settings)
 from swanref.verify.optimizer_glue import (Deadline, generic_driver, keyword_for,
                                            signature_of)
 from swanref.verify.targets import (DEFAULT_TIMEOUT_S, TargetRunner, UsageError, load_target,
@@ -434,7 +434,7 @@ def to_claim(oc: OptimizerClaim) -> Claim:
               nesterov="off" if oc.nesterov is None else
               ("always" if oc.nesterov_always else "on"),
               nesterov_variant=oc.nesterov or "sutskever",
-              second_moment_beta=oc.second_moment_beta)
+              second_moment_beta=oc.second_moment_beta, complex=bool(oc.complex))
     if oc.precondition == "schatten":
         kw["norm"] = "schatten"
     default_io = "float64" if oc.precision == "float64" else "float32"
@@ -487,7 +487,7 @@ def identify_optimizer(target=None, kwargs=None, *, driver=None, params="auto",
     seconds = timeout_seconds(timeout)
     runner = TargetRunner(seconds) if seconds is not None else None
     kwargs = dict(kwargs or {})
-    label = ""
+    label, user_momentum = "", None
     lr, wd = LR, WD
     if driver is None:
         label = target if isinstance(target, str) else getattr(target, "__qualname__",
@@ -495,10 +495,10 @@ def identify_optimizer(target=None, kwargs=None, *, driver=None, params="auto",
         if isinstance(target, str):
             target = load_target(target, runner)
         sig = signature_of(target)
-        for k in ("lr", "weight_decay"):
-            name = keyword_for(sig, k, kwargs)
-            if name in kwargs:
-                lr, wd = (float(kwargs[name]), wd) if k == "lr" else (lr, float(kwargs[name]))
+        kwargs, upd = user_settings(kwargs, {k: keyword_for(sig, k, kwargs) for k in (
+            "lr", "weight_decay", "momentum")}, ())
+        lr, wd = upd.get("lr", lr), upd.get("weight_decay", wd)
+        user_momentum = upd.get("momentum")
         run = generic_driver(target, kwargs, lr=lr, weight_decay=wd, params=params,
                              dtype=param_dtype, claimed=("lr", "weight_decay"),
                              deadline=Deadline(runner))
@@ -506,7 +506,7 @@ def identify_optimizer(target=None, kwargs=None, *, driver=None, params="auto",
         label = getattr(driver, "__qualname__", repr(driver))
         run = driver
     rec = Recorder(run)
-    mom = MU
+    mom = MU if driver is not None or user_momentum is None else user_momentum
     if rec.knobs is not None and rec.knobs.get("momentum") is None:
         mom = getattr(run, "momentum_default", None) or MU
     dt = np.float64 if param_dtype == "float64" else np.float32
@@ -540,6 +540,9 @@ def identify_optimizer(target=None, kwargs=None, *, driver=None, params="auto",
                 best = _search(rec, best, top, steps, seed, knob_of)
                 if repr(best.claim) == before:
                     break
+        # complex parameters handled right: the claim states it (else complex_input is advisory)
+        if best.report.status("complex_input") == "pass":
+            best = _score(rec, replace(best.claim, complex=True), seed)
         # the claim a file states, checked again as the file reads back
         try:
             claim_rec = to_claim(best.claim)
