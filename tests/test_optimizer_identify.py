@@ -58,3 +58,19 @@ def test_torch_muon_is_identified_from_the_command_line(tmp_path, capsys):
         "torch_muon", "bfloat16", "2d_only", "on", "sutskever", "keller")
     assert cli_main(["identify", "--optimizer", "torch.optim:Muon", "--dtype",
                      "bfloat16"]) == 2
+
+
+def test_a_hang_stops_identify_with_timeout(capsys):
+    torch = pytest.importorskip("torch")
+    p = torch.nn.Parameter(torch.zeros(2))  # torch's first step imports torch._dynamo (slow)
+    p.grad = torch.ones(2)
+    torch.optim.SGD([p], lr=0.1).step()
+    code = cli_main(["identify", "--optimizer", "wrong_impls.torch_optimizers:HangsAtSecondStep",
+                     "--timeout", "1"])
+    out = capsys.readouterr().out
+    assert code == 5 and "momentum_before_orth: step 2 of 2" in out, out
+
+
+def test_an_exact_method_in_low_precision_is_a_usage_error():
+    with pytest.raises(O.UsageError, match="emulated with a preset"):
+        O.make_claim({"preset": "svd", "precision": "bfloat16"})

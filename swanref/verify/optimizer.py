@@ -211,6 +211,10 @@ class OptimizerClaim:
                 or self.precondition != "frobenius") and self.preset_object is None:
             raise ValueError(f"eps, eps_form, norm_scale and precondition need a preset or "
                              f"route (swanref.presets), not the method {self.preset!r}")
+        if self.emulate and self.preset_object is None:
+            raise ValueError(f"precision {self.precision} is emulated with a preset's table; "
+                             f"the method {self.preset!r} is claimed in float32 or float64 "
+                             "(or name the preset the optimizer runs)")
         if self.precondition == "schatten" and self.emulate:
             raise ValueError("precondition='schatten' is modelled in float32/float64 only "
                              "(optax computes in the input dtype)")
@@ -1599,11 +1603,17 @@ def check_target(target, claim=None, *, kwargs=None, params="auto", name=None, s
     if isinstance(claim, Claim):
         if claimed is None:
             claimed = tuple(claim.knobs_changed())
-        claim = OptimizerClaim.from_claim(claim)
+        try:
+            claim = OptimizerClaim.from_claim(claim)
+        except ValueError as exc:  # a combination the check does not model
+            raise UsageError(f"bad claim: {exc}") from exc
     if claim is None:
         claim = make_claim(knobs)
     elif knobs:
-        claim = replace(claim, **knobs)
+        try:
+            claim = replace(claim, **knobs)
+        except (ValueError, TypeError) as exc:
+            raise UsageError(f"bad claim: {exc}") from exc
     claimed = tuple(knobs) if claimed is None else tuple(claimed)
     sig = signature_of(target)
     sig_kn = {k: keyword_for(sig, k, kwargs) for k in ("lr", "weight_decay", "momentum")}

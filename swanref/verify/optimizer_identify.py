@@ -33,8 +33,8 @@ from swanref.verify.optimizer import (KINDS, LR, MU, WD, OptimizerClaim, Unsuppo
                                       probe_tolerance, user_settings)
 from swanref.verify.optimizer_glue import (Deadline, generic_driver, keyword_for,
                                            signature_of)
-from swanref.verify.targets import (DEFAULT_TIMEOUT_S, TargetRunner, UsageError, load_target,
-                                    timeout_seconds)
+from swanref.verify.targets import (DEFAULT_TIMEOUT_S, TargetAborted, TargetRunner,
+                                    TargetTimeout, UsageError, load_target, timeout_seconds)
 
 __all__ = ["identify_optimizer", "OptimizerIdentification", "Recorder", "to_claim"]
 
@@ -67,6 +67,8 @@ class Recorder:
         self.cache = {}
         self.scores = {}
         self.calls = 0
+        #: the TargetTimeout / TargetAborted that stopped a run (identify stops with it)
+        self.stopped = None
 
     @staticmethod
     def _key(x):
@@ -83,6 +85,9 @@ class Recorder:
                 self.cache[key] = ("ok", self.run(p0, grads, momentum, **kw))
             except Exception as exc:  # noqa: BLE001 - replayed to every later candidate
                 self.cache[key] = ("raise", exc)
+            except (TargetTimeout, TargetAborted) as exc:  # the check reports it; we stop
+                self.stopped = exc
+                raise
         kind, value = self.cache[key]
         if kind == "raise":
             raise value
@@ -113,6 +118,8 @@ def _score(run, claim, seed=0) -> Scored:
 
 def _score_now(run, claim, seed):
     r = check_optimizer(run, claim, "identify", seed, timeout=None)
+    if run.stopped is not None:  # a hang or an exit: identify stops there (exit 5 / 4)
+        raise run.stopped
     bad, ratio, dist, total = 0, 0.0, 0.0, 0.0
     for x in r.results:
         if x.status in ("FAIL", "error") or (x.status == "unsupported" and not x.explained):
@@ -333,10 +340,13 @@ def _search(rec, best, top, steps, seed, knob_of):
             c = _try(best.claim, changes)
             if c is None:
                 continue
-            if knob in ("normalisation", "orthogonaliser", "gate"):
-                s_, f_ = fit_scale(c, steps)
-                c = _try(c, dict(scale=s_, scale_factor=f_)) or c
-            s = _score(rec, c, seed)
+            try:
+                if knob in ("normalisation", "orthogonaliser", "gate"):
+                    s_, f_ = fit_scale(c, steps)
+                    c = _try(c, dict(scale=s_, scale_factor=f_)) or c
+                s = _score(rec, c, seed)
+            except (ValueError, TypeError):  # a combination the model does not evaluate
+                continue
             if _better(s, best):
                 best, knob_of[knob] = s, vlabel
     return best
@@ -569,10 +579,13 @@ def identify_optimizer(target=None, kwargs=None, *, driver=None, params="auto",
                 c = _try(best.claim, changes)
                 if c is None or c == best.claim:
                     continue
-                if knob in ("normalisation", "orthogonaliser", "gate"):
-                    s_, f_ = fit_scale(c, steps)
-                    c = _try(c, dict(scale=s_, scale_factor=f_)) or c
-                s = _score(rec, c, seed)
+                try:
+                    if knob in ("normalisation", "orthogonaliser", "gate"):
+                        s_, f_ = fit_scale(c, steps)
+                        c = _try(c, dict(scale=s_, scale_factor=f_)) or c
+                    s = _score(rec, c, seed)
+                except (ValueError, TypeError):
+                    continue
                 cands.append((s, vlabel))
             if cands:
                 s, vlabel = min(cands, key=lambda t: _key(t[0]))
