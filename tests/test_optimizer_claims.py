@@ -354,3 +354,17 @@ def test_a_users_momentum_kwarg_is_the_claims_and_the_probes_still_set_it():
     r = O.check_target(T.UseMuonGroups, preset="svd", precision="float32", nesterov="sutskever",
                        kwargs={"momentum": 0.5})
     assert r.conforming and r.claim["momentum"] == 0.5, r.table()
+
+
+def test_an_nd_parameter_routed_to_adam_is_named_as_routed():
+    """optax.contrib.muon sends 4-D parameters to Adam; under a claim of nd=flatten the
+    conv probe named 'N-D rule batched' (no reading matched): it says what happened now."""
+    adam = I.make()
+
+    def run(p0, grads, mu, **kw):
+        if np.ndim(p0) > 2:  # an Adam first step: lr * sign(g)
+            return [np.asarray(p0) * (1 - I.LR * I.WD) - I.LR * np.sign(grads[0])]
+        return adam(p0, grads, mu, **kw)
+    r = check(run)
+    assert r.status("one_step_conv") == "FAIL"
+    assert "Adam-like" in msg(r, "one_step_conv") and "nd=routed" in msg(r, "one_step_conv")

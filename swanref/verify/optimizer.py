@@ -1034,7 +1034,11 @@ def _one_step(claim, kind, p0, p1, g):
         return _judged(name, d, tol)
     msg = _ratio_note(U, E)
     if g.ndim > 2:
-        msg += _closest(U, _nd_readings(claim, g), tol)
+        near = _closest(U, _nd_readings(claim, g), tol)
+        msg += near
+        if "; matches" not in near:  # no N-D reading explains it: what the optimizer did
+            what, st = _classify(claim, p0, p1, g)
+            msg += f"; observed: {what}" + (" (claim nd=routed)" if st == "pass" else "")
     return _judged(name, d, tol, msg)
 
 
