@@ -20,13 +20,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from swanref.presets.catalogue import PRESETS, ROUTES, get_preset, schedule
-from swanref.presets.lowprec import round_to
+from swanref.presets.lowprec import FORMATS, round_to
 from swanref.spec.conventions import SCALE_RULES, matrix_view, resolve_scale, shape_factor
 from swanref.spec.readings import WHITEN_METHODS
 from swanref.update import load_coefficients, orthogonalized_update
 from swanref.verify.checker import (CheckReport, PropertyResult, TargetAborted, TargetTimeout,
                                     UsageError, make_call, stopped)
 from swanref.verify.claims import Claim, ClaimError, not_applicable, tolerance, unsupported_shape
+from swanref.verify.claims.applicability import stateful
 from swanref.verify.claims.model import require_evaluable
 from swanref.verify.properties import TargetError
 
@@ -74,7 +75,7 @@ class UpdateClaim:
     #: Claim knobs this level evaluates (docs/spec.md 11.1)
     CLAIM_KNOBS = ("scale", "scale_factor", "stack_dims", "norm_axis", "steps", "coefficients",
                    "compute_dtype", "complex", "eps", "eps_form", "norm_scale", "lowprec_order",
-                   "nd", "momentum", "nesterov")
+                   "nd", "momentum", "nesterov", "io_dtype", "gate", "second_moment")
 
     @classmethod
     def from_claim(cls, claim: Claim) -> UpdateClaim:
@@ -119,7 +120,9 @@ class UpdateClaim:
 
     @property
     def container(self):
-        return np.float64 if self.dtype == "float64" else np.float32
+        """The gradient's and the update's dtype: the claim's io_dtype, else float64 for a
+        float64 claim and float32 otherwise."""
+        return _NUMPY[self.full.container]
 
     @property
     def emulate(self):
@@ -134,7 +137,8 @@ class UpdateClaim:
             if getattr(c, k) is not None:
                 d[k] = getattr(c, k)
         for k, default in (("nd", "flatten"), ("norm_axis", "none"),
-                           ("lowprec_order", "cast_then_normalise")):
+                           ("lowprec_order", "cast_then_normalise"), ("io_dtype", None),
+                           ("gate", "none"), ("second_moment", "none")):
             if getattr(c, k) != default and not (k == "norm_axis" and c.norm_axis == "rows"):
                 d[k] = getattr(c, k)
         if self.scale_factor != 1.0:
@@ -150,6 +154,11 @@ class UpdateClaim:
         if self.complex:
             d["complex"] = True
         return d
+
+
+#: the numpy dtype of each claimed io dtype (bfloat16: ml_dtypes', a swanref dependency)
+_NUMPY = {"float64": np.dtype(np.float64), "float32": np.dtype(np.float32),
+          "float16": np.dtype(np.float16), "bfloat16": FORMATS["bfloat16"][0]}
 
 
 class _Fail(Exception):
@@ -174,26 +183,37 @@ def _probe(claim, shape, seed, complex_=False):
     G = rng.standard_normal(full)
     if complex_:
         G = G + 1j * rng.standard_normal(full)
-    G = _pow2(G, claim.stack_dims)
-    if claim.emulate:
-        G = _pow2(round_to(G, claim.emulate).astype(np.float64), claim.stack_dims)
+    G = _pow2(_representable(claim, _pow2(G, claim.stack_dims)), claim.stack_dims)
     dt = claim.container
     if complex_:
         dt = np.complex128 if dt == np.float64 else np.complex64
     return G.astype(dt)
 
 
+def _representable(claim, G):
+    """G (max|G| in [0.5, 1) per matrix) rounded to the claimed 16-bit formats: the compute
+    dtype's and the io dtype's (the probes a 16-bit source sees without a rounding of its
+    own)."""
+    for fmt in {claim.emulate, claim.full.io_dtype} & {"bfloat16", "float16"}:
+        if np.iscomplexobj(G):
+            G = (round_to(G.real, fmt).astype(np.float64)
+                 + 1j * round_to(G.imag, fmt).astype(np.float64))
+        else:
+            G = round_to(G, fmt).astype(np.float64)
+    return G
+
+
 def reference(claim, G, stack_dims=None, **changes):
     """The claimed update of G (``changes``: knobs of orthogonalized_update replaced, for the
     diagnosis of a failure)."""
     emulate = claim.emulate
-    if claim.preset in WHITEN_METHODS:
-        emulate = None
+    if claim.preset in WHITEN_METHODS or np.iscomplexobj(G):
+        emulate = None  # emulated formats are real-only (spec 9.7)
     c = claim.full
     kw = dict(scale=claim.scale, scale_factor=claim.scale_factor,
               stack_dims=claim.stack_dims if stack_dims is None else stack_dims,
               norm_axis=c.norm_axis, steps=claim.steps, coefficients=claim.coefficients,
-              emulate=emulate, nd=c.nd, lowprec_order=c.lowprec_order)
+              emulate=emulate, nd=c.nd, lowprec_order=c.lowprec_order, gate=c.gate)
     if claim.stated and claim.preset not in WHITEN_METHODS:
         kw.update(eps=c.eps, eps_form=c.eps_form, norm_scale=c.norm_scale)
     kw.update(changes)
@@ -209,6 +229,8 @@ def _tol(claim, G, rescale=None):
     if c.nd == "2d_only" and G.ndim - claim.stack_dims > 2:
         c = c.replace(nd="flatten")
     tol = tolerance(c, "update", G, rescale=claim.rescale if rescale is None else rescale)
+    if c.gate != "none":  # entries near zero may flip the mask: spec 9.4 / 9.9
+        tol = min(2.0 * math.sqrt(tol), 0.5)
     claim.seen.append(tol)
     return tol
 
@@ -403,9 +425,7 @@ def _stack(claim, call):
     rng = np.random.default_rng(14)
     k = claim.stack_dims
     shape = (3,) + (1,) * (k - 1) + (4, 6)
-    G = _pow2(rng.standard_normal(shape), k)
-    if claim.emulate:
-        G = _pow2(round_to(G, claim.emulate).astype(np.float64), k)
+    G = _pow2(_representable(claim, _pow2(rng.standard_normal(shape), k)), k)
     G = G.astype(claim.container)
     out = _checked(call(G), G, "stack 3x4x6")
     ref = reference(claim, G)
@@ -427,13 +447,21 @@ def _stack(claim, call):
 
 
 def _dtype(claim, call):
-    for dt in (np.float64, np.float32):
+    """float64 and float32 gradients give updates of their own dtype; a claimed io_dtype: a
+    gradient of that dtype gives an update of that dtype."""
+    io = claim.full.io_dtype
+    for dt in (claim.container,) if io else (np.dtype(np.float64), np.dtype(np.float32)):
         G = _probe(claim, (4, 6), 15).astype(dt)
         out = np.asarray(call(G))
         if out.dtype != G.dtype:
-            raise _Fail(math.inf, f"{np.dtype(dt).name} 4x6", f"a {np.dtype(dt).name} gradient "
-                        f"gave a {out.dtype} update (the update has the parameter's dtype)",
-                        G.shape, G)
+            hint = ""
+            if out.dtype.name in ("bfloat16", "float16"):
+                hint = (f" -- the update stays in {out.dtype.name}: an orthogonaliser that "
+                        "returns its compute dtype; a claim io_dtype="
+                        f"{out.dtype.name} states gradients and updates of that dtype")
+            raise _Fail(math.inf, f"{dt.name} 4x6", f"a {dt.name} gradient gave a {out.dtype} "
+                        f"update (the update has the {'claimed io_dtype' if io else 'parameter'}"
+                        f"'s dtype){hint}", G.shape, G)
     return 0.0
 
 
@@ -656,7 +684,7 @@ UPDATE_PROPERTIES = [
     UpdateProperty("no_mutation", "the gradient is not modified and the update does not alias "
                    "it", _mutation),
     UpdateProperty("zero_to_zero", "a zero gradient (or zero slice) gives a zero update, never "
-                   "NaN", _zero),
+                   "NaN", _zero, applies=_premise("zero_to_zero")),
     UpdateProperty("direction_scale_invariant", "the update for c*G, c = 1e-12 .. 1e12, is the "
                    "update for G (direction and, except for 'graft', size)", _invariant,
                    applies=_eps_invariant_premise),
@@ -726,7 +754,7 @@ def check_update(fn, *, preset="svd", scale="keller", scale_factor=1.0, stack_di
             call.where = f"property {p.name}"
             claim.seen.clear()
             res = PropertyResult(p.name, "pass", p.level, p.doc, examples=1)
-            why = p.applies(claim) if p.applies else None
+            why = stateful(claim.full) or (p.applies(claim) if p.applies else None)
             t0 = time.perf_counter()
             if why:
                 res.status, res.message, res.examples = "n/a", why, 0
