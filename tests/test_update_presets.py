@@ -90,9 +90,12 @@ def test_cautious_gate_at_the_update_level(gate):
     fn = lambda G: _cautious(G, gate == "per_column")  # noqa: E731
     claim = Claim(method="svd", gate=gate, nd="2d_only")
     assert check_update(fn, claim=claim).conforming
-    other = "per_column" if gate == "per_element" else "per_element"
-    assert not check_update(fn, claim=claim.replace(gate=other)).conforming
-    assert not check_update(lambda G: orthogonalized_update(G, "svd"), claim=claim).conforming
+    plain = check_update(lambda G: orthogonalized_update(G, "svd"), claim=claim)
+    if gate == "per_element":
+        assert not check_update(fn, claim=claim.replace(gate="per_column")).conforming
+        assert not plain.conforming
+    else:  # on one gradient the column sums of O * G are diag(V S V^T) >= 0: nothing is masked
+        assert plain.conforming
 
 
 def test_second_moment_is_not_applicable_with_its_reason():
