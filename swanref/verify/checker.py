@@ -712,7 +712,7 @@ def check(fn, op, *, dtype="float64", axis=None, eps=None, method=None, steps=No
         method, beta, scaling = kw.get("method", method), kw.get("beta"), kw.get("scaling")
     from swanref.verify.properties import OPS, Claim, properties_for
 
-    fn = bind(fn, kwargs)
+    raw_fn, fn = fn, bind(fn, kwargs)
     if shapes not in (None, "few", "any"):
         raise UsageError(f"--shapes must be 'few' or 'any', got {shapes!r}")
     runner = TargetRunner(timeout)
@@ -734,6 +734,7 @@ def check(fn, op, *, dtype="float64", axis=None, eps=None, method=None, steps=No
                 "OP update (fixed probes, spec 9)")
         # imported here: update_properties imports this module's report types (a circle)
         from swanref.verify.update_properties import check_update
+        fn = bind_arrays(raw_fn, kwargs, array_type, runner)
         report = check_update(
             fn, preset=preset or "svd", scale=scale or "keller",
             scale_factor=1.0 if scale_factor is None else scale_factor,
@@ -868,6 +869,46 @@ def bind(fn, kwargs):
     bound = functools.partial(fn, **kwargs)
     bound.__qualname__ = getattr(fn, "__qualname__", repr(fn))
     return bound
+
+
+def _numeric_list(v) -> bool:
+    return isinstance(v, (list, tuple)) and len(v) > 0 and all(
+        isinstance(x, (int, float)) and not isinstance(x, bool) or _numeric_list(x) for x in v)
+
+
+def bind_arrays(fn, kwargs, array_type, runner=None):
+    """``bind(fn, kwargs)``, except that number lists become arrays of the target's framework in
+    the gradient's precision when the target refuses the lists (optax's
+    ``orthogonalize_via_newton_schulz(x, ns_coeffs)`` reads ``ns_coeffs.ndim``): one trial call
+    on a float32 4x7 gradient decides, through ``runner``'s deadline."""
+    from swanref.verify.properties import TargetError  # a circle at the top (as in _smoke)
+    lists = {k for k, v in (kwargs or {}).items() if _numeric_list(v)}
+    plain = bind(fn, kwargs)
+    if not lists or array_type not in ("jax", "torch"):
+        return plain
+    G = np.random.default_rng(0).standard_normal((4, 7)).astype(np.float32)
+    try:
+        make_call(plain, array_type, runner)(G)
+        return plain
+    except TargetError as exc:
+        if not re.match(r"target raised (AttributeError|TypeError)", str(exc)):
+            return plain
+
+    def with_arrays(G, **extra):
+        dt = G.real.dtype if hasattr(G, "real") else G.dtype
+        if array_type == "torch":
+            import torch
+            conv = {k: torch.tensor(kwargs[k], dtype=dt) for k in lists}
+        else:
+            import jax.numpy as jnp
+            conv = {k: jnp.asarray(kwargs[k], dtype=dt) for k in lists}
+        return fn(G, **{**kwargs, **conv, **extra})
+    with_arrays.__qualname__ = getattr(fn, "__qualname__", repr(fn))
+    try:
+        make_call(with_arrays, array_type, runner)(G)
+    except TargetError:
+        return plain  # the lists were not the problem: the check reports the target's error
+    return with_arrays
 
 
 def parse_kwarg(text: str):

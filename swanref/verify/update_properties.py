@@ -12,8 +12,10 @@ and a source's own arithmetic coincide; only ``direction_scale_invariant`` leave
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import re
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -513,7 +515,10 @@ def _invariant(claim, call):
     graft = claim.scale == "graft"
     worst = 0.0
     for c in SCALES:
-        Gc = (G * c).astype(claim.container)
+        with np.errstate(over="ignore", under="ignore"):
+            Gc = (G * c).astype(claim.container)
+        if not np.all(np.isfinite(Gc)) or not np.any(Gc):
+            continue  # outside the claimed io format's range: the claim says nothing here
         out = np.asarray(call(Gc))
         if not np.all(np.isfinite(out)):
             raise _Fail(math.inf, f"G x {c:g}", f"non-finite update for the gradient scaled by "
@@ -547,7 +552,10 @@ def _epsilon(claim, call):
     G = _probe(claim, (5, 8), 18).astype(np.float64)
     worst = 0.0
     for c in EPS_SCALES.get(claim.dtype, EPS_SCALES["default"]):
-        Gc = (G * c).astype(claim.container)
+        with np.errstate(over="ignore", under="ignore"):
+            Gc = (G * c).astype(claim.container)
+        if not np.all(np.isfinite(Gc)) or not np.any(Gc):
+            continue  # outside the claimed io format's range: the claim says nothing here
         with np.errstate(all="ignore"):
             ref = reference(claim, Gc)
         if not np.all(np.isfinite(ref)) or _fro(ref) == 0:
@@ -698,6 +706,37 @@ UPDATE_PROPERTIES = [
 ]
 
 
+#: torch.compile's recompile limit during a check: the fixed probes take about a dozen shapes
+#: and dtypes, more than the default 8 (a compiled target would fail on the probes' count)
+COMPILE_ROOM = 64
+
+
+@contextlib.contextmanager
+def _compile_room():
+    """Raise torch.compile's recompile limit for the check, when torch's compiler is loaded
+    (never imported here), and put it back after."""
+    cfg = sys.modules.get("torch._dynamo.config")
+    names = [k for k in ("recompile_limit", "cache_size_limit", "accumulated_recompile_limit")
+             if cfg is not None and isinstance(getattr(cfg, k, None), int)]
+    old = {k: getattr(cfg, k) for k in names}
+    try:
+        for k in names:
+            setattr(cfg, k, max(old[k], COMPILE_ROOM))
+        yield
+    finally:
+        for k, v in old.items():
+            setattr(cfg, k, v)
+
+
+def _recompile_hint(exc) -> str:
+    if "RecompileLimit" in str(exc) or "recompile_limit" in str(exc):
+        return (" -- torch.compile's recompile limit, not the update: the check calls the target "
+                f"on about a dozen shapes and dtypes (raised to {COMPILE_ROOM} during the check); "
+                "raise torch._dynamo.config.recompile_limit further or run the target eagerly "
+                "(heavyball: heavyball.utils.compile_mode = None)")
+    return ""
+
+
 def check_update(fn, *, preset="svd", scale="keller", scale_factor=1.0, stack_dims=0,
                  row_norm=False, steps=None, coefficients=None, dtype="float64",
                  complex=False, tolerance=None, properties=None, array_type="numpy",
@@ -744,7 +783,7 @@ def check_update(fn, *, preset="svd", scale="keller", scale_factor=1.0, stack_di
     report = CheckReport("update", target_name or getattr(fn, "__qualname__", repr(fn)),
                          claim.describe(), 1, 0, strict)
     stop = None
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), _compile_room():
         for p in props:
             if stop is not None:
                 report.results.append(PropertyResult(
@@ -769,7 +808,7 @@ def check_update(fn, *, preset="svd", scale="keller", scale_factor=1.0, stack_di
                         res.counterexample = np.array(f.G, copy=True)
                 except TargetError as exc:
                     res.status, res.error = "FAIL", math.inf
-                    res.message = f"property '{p.name}' violated: {exc}"
+                    res.message = f"property '{p.name}' violated: {exc}{_recompile_hint(exc)}"
                     res.cause = str(exc)
                     res.type_mistake = bool(getattr(exc, "type_mistake", False))
                 except (TargetAborted, TargetTimeout) as exc:
