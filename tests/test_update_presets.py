@@ -119,3 +119,65 @@ def test_torch_muon_orthogonaliser_conforms_as_its_optimizer_uses_it():
         G, (3.4445, -4.775, 2.0315), 5, 1e-3).to(G.dtype)
     assert "epsilon" in failed(check_update(wrong, claim=claim, array_type="torch"))
     assert torch is not None
+
+
+def test_float16_io_outside_the_format_is_skipped_not_a_crash():
+    """A float16 parameter: the scaled probes float16 cannot hold say nothing (was a crash)."""
+    def fp16_update(G):
+        return emulation("gram_ns")(np.asarray(G, np.float32)).astype(np.float16)
+
+    claim = Claim.from_preset("gram_ns", scale="none", io_dtype="float16")
+    report = check_update(fp16_update, claim=claim)
+    assert report.conforming, report.table()
+
+
+def test_recompile_limit_is_named_not_blamed_on_the_update():
+    class FailOnRecompileLimitHit(Exception):
+        pass
+
+    def compiled(G):
+        raise FailOnRecompileLimitHit("Hard failure due to fullgraph=True")
+
+    report = check_update(compiled, claim=Claim(method="svd"), properties=["direction"])
+    assert "recompile limit, not the update" in report.results[0].message
+
+
+def test_compile_room_is_put_back(monkeypatch):
+    import sys
+    import types
+    from swanref.verify.update_properties import COMPILE_ROOM, _compile_room
+    cfg = types.SimpleNamespace(recompile_limit=8)  # torch._dynamo.config's knob, as loaded
+    monkeypatch.setitem(sys.modules, "torch._dynamo.config", cfg)
+    with _compile_room():
+        assert cfg.recompile_limit == COMPILE_ROOM
+    assert cfg.recompile_limit == 8
+
+
+def coefficient_array_target(G, ns_coeffs):
+    """Reads ``ns_coeffs.ndim`` as optax's orthogonalize_via_newton_schulz does."""
+    assert ns_coeffs.ndim == 1 and ns_coeffs.dtype == G.dtype
+    return G * 0 + G * ns_coeffs.sum() / ns_coeffs.sum()
+
+
+def test_a_coefficient_list_becomes_the_targets_array():
+    """optax reads ns_coeffs.ndim: a --kwarg list becomes an array of the target's framework
+    in the gradient's precision (checked on optax by hand: CONFORMING under optax_muon)."""
+    pytest.importorskip("torch")
+    from swanref.verify.checker import check
+    report = check(coefficient_array_target, "update", array_type="torch",
+                   kwargs={"ns_coeffs": [3.4445, -4.775, 2.0315]}, properties=["dtype_kept"],
+                   scale="none")
+    assert report.conforming, report.table()
+
+
+def test_pytorch_optimizer_gram_newton_schulz_float16(capsys):
+    """pytorch-optimizer's Gram Newton-Schulz returns float16: io_dtype states it; a probe
+    float16 cannot hold is skipped (was a crash)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("pytorch_optimizer")
+    from swanref.verify.checker import main
+    assert main(["update", "pytorch_optimizer.optimizer.utils.matrix:"
+                 "zero_power_via_gram_newton_schulz", "--preset", "gram_ns", "--scale", "none",
+                 "--array-type", "torch", "--set", "io_dtype=float16", "--set",
+                 "coefficients=[[3.4445,-4.775,2.0315]]", "--set", "eps_form=clamp",
+                 "--set", "norm_scale=1.0"]) == 0, capsys.readouterr().out
