@@ -350,14 +350,21 @@ class UpdateProperty:
     input_class: str = "plain"
 
 
+def _compare(claim, call, G, label, normalise=True):
+    """``(out, tol, d)``: the target's update of probe ``G``, the probe's tolerance and the
+    distance to the claimed update (directions when ``normalise``) -- every property's loop."""
+    out = _checked(call(G), G, label)
+    ref = reference(claim, G)
+    tol = _tol(claim, G)
+    return out, tol, _dist(_mats(out, claim.stack_dims), _mats(ref, claim.stack_dims),
+                           normalise)
+
+
 def _direction(claim, call):
     worst = 0.0
     for label, shape in (("wide 4x7", (4, 7)), ("tall 7x4", (7, 4)), ("square 5x5", (5, 5))):
         G = _probe(claim, shape, 11)
-        out = _checked(call(G), G, label)
-        ref = reference(claim, G)
-        tol = _tol(claim, G)
-        d = _dist(_mats(out, claim.stack_dims), _mats(ref, claim.stack_dims), normalise=True)
+        out, tol, d = _compare(claim, call, G, label)
         if d > tol:
             raw = _dist(_mats(out, claim.stack_dims), _mats(G, claim.stack_dims), True)
             why = (" -- the update is the raw gradient's direction: orthogonalisation skipped"
@@ -407,10 +414,7 @@ def _nd(claim, call):
     for label, shape in (("conv2d 4x2x3x1", (4, 2, 3, 1)), ("conv1d 3x2x4", (3, 2, 4)),
                          ("conv2d 6x1x2x2", (6, 1, 2, 2))):
         G = _probe(claim, shape, 13)
-        out = _checked(call(G), G, label)
-        ref = reference(claim, G)
-        tol = _tol(claim, G)
-        d = _dist(_mats(out, claim.stack_dims), _mats(ref, claim.stack_dims), normalise=True)
+        out, tol, d = _compare(claim, call, G, label)
         if d > tol:
             rule = {"flatten": "matrix view (out, in*k...)", "batch_leading": "a batch of the "
                     "last two axes", "flatten_4d_batch_3d": "3-D a batch of the last two axes, "
@@ -429,10 +433,7 @@ def _stack(claim, call):
     shape = (3,) + (1,) * (k - 1) + (4, 6)
     G = _pow2(_representable(claim, _pow2(rng.standard_normal(shape), k)), k)
     G = G.astype(claim.container)
-    out = _checked(call(G), G, "stack 3x4x6")
-    ref = reference(claim, G)
-    tol = _tol(claim, G)
-    d = _dist(_mats(out, k), _mats(ref, k))
+    out, tol, d = _compare(claim, call, G, "stack 3x4x6", normalise=False)
     if d > tol:
         raise _Fail(d, "stack 3x4x6", f"a slice of the stack differs from its own update by {d:.3g}"
                     " (each parameter of a stack must be orthogonalised and scaled on its own)",
