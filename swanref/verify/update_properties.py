@@ -319,8 +319,10 @@ def _checked(out, G, name):
     return out
 
 
-def _scale_explanations(claim, m, n, ratio, extra_shapes=()):
-    """Named scale rules (and products of two) that explain a norm ratio."""
+def _scale_explanations(claim, m, n, ratio, extra_shapes=(), tol=1e-3):
+    """Named scale rules (and products of two) that explain a norm ratio, closest first.  A rule
+    explains it when the ratio is within the probe's own tolerance of the rule's factor (the
+    test a faithful implementation of that rule passes; at least 1e-3)."""
     base = shape_factor(SCALE_RULES[claim.scale], m, n) * claim.scale_factor
     if SCALE_RULES[claim.scale].data_dependent or base == 0:
         return []
@@ -334,8 +336,10 @@ def _scale_explanations(claim, m, n, ratio, extra_shapes=()):
                 if r2.name > r.name and r2.name != "none" and r.name != "none":
                     cands[f"{r.name} x {r2.name}{where}"] = (shape_factor(r, mm, nn)
                                                              * shape_factor(r2, mm, nn))
-    return [k for k, v in cands.items() if abs(v / base - ratio) <= 1e-3 * ratio
-            and k != claim.scale]
+    within = max(tol, 1e-3)
+    close = sorted((abs(ratio * base / v - 1.0), k) for k, v in cands.items()
+                   if v > 0 and k != claim.scale)
+    return [k for d, k in close if d <= within]
 
 
 # -- the properties ----------------------------------------------------------------------------
@@ -398,7 +402,7 @@ def _scale_on(shapes, name):
                                   f"{shape[-2:]}"))
                     extra.append(((shape[0], shape[1]), f" read from axes (0, 1) "
                                   f"{shape[:2]} unflattened"))
-                names = _scale_explanations(claim, m, n, ratio, extra)
+                names = _scale_explanations(claim, m, n, ratio, extra, tol)
                 hint = f"; matches {', '.join(names[:4])}" if names else ""
                 raise _Fail(err, label, f"||update||_F / ||spec update||_F = {ratio:.6g} on the "
                             f"{label} probe (matrix view {m}x{n}, claimed scale "
