@@ -227,3 +227,34 @@ def test_timeout_makes_a_hung_implementation_a_timeout_row(capsys):
     with pytest.raises(SystemExit) as exc:
         C.main(["--timeout", "-1"])
     assert exc.value.code == 2 and "--timeout takes seconds >= 0" in capsys.readouterr().err
+
+
+def _table_row(**kw):
+    d = dict(implementation="newton_schulz_tp, norm of the local shard", source="NeMo@x f",
+             target="real_bugs.py:f", claim="--shard cols --preset p --dtype float32",
+             world_size=2, dtype="float32", expected="NOT CONFORMING",
+             expected_named="global_norm", named="global_norm", error=0.3, tolerance=1e-5,
+             seconds=1.0, note="", verdict="NOT CONFORMING", as_expected=True)
+    d.update(kw)
+    return d
+
+
+def test_sharded_level_takes_the_sharded_checks_own_rows(monkeypatch):
+    """With swanref.verify.sharded.table present, the sharded rows are its rows: the named
+    mistake is part of the verdict, so a rejection for the wrong reason is unexpected."""
+    class Table:
+        @staticmethod
+        def sharded_conformance_rows(timeout=None, log=None):
+            return [_table_row(), _table_row(named="norm_scale", as_expected=False),
+                    _table_row(world_size=1, expected="CONFORMING", expected_named=None,
+                               named="", verdict="CONFORMING", error=1e-6),
+                    _table_row(source="torch", note="torch 2.13.0", verdict="absent",
+                               named="", as_expected=False)]
+    monkeypatch.setattr(C, "sharded_table", Table)
+    rows = C.run(level="sharded")
+    assert [r.as_expected for r in rows] == [True, False, True, True]
+    assert rows[0].verdict == rows[0].expected == "NOT CONFORMING (global_norm)"
+    assert rows[1].verdict == "NOT CONFORMING (norm_scale)"
+    assert rows[2].claim.endswith("--world-size 1") and rows[2].cause == ""
+    assert rows[0].stored()["worst"] == 0.3 and rows[0].version == "NeMo@x f"
+    assert "real_bugs.py:f" in rows[0].function and rows[3].version == "-"

@@ -45,6 +45,11 @@ from swanref.verify.checker import DEFAULT_TIMEOUT_S, UsageError, check
 from swanref.verify.claims import Claim, add_claim_arguments, claim_from_args
 from swanref.verify.targets import FirstCallTimer, TargetRunner, TargetTimeout
 
+try:  # the sharded check's own conformance rows (real sharded code and planted bugs)
+    from swanref.verify.sharded import table as sharded_table
+except ImportError:  # pragma: no cover - before that module: the built-in entries below
+    sharded_table = None
+
 __all__ = ["ENTRIES", "Entry", "Row", "run", "markdown", "main", "claim_text"]
 
 
@@ -595,12 +600,17 @@ def run(entries=None, examples=10, only=None, log=None, level=None,
     optimizer/sharded row); None: no deadline."""
     levels = None if level is None else ({level} if isinstance(level, str) else set(level))
     rows, pools = [], {}
+    table_rows = (entries is None and sharded_table is not None
+                  and (levels is None or "sharded" in levels)
+                  and (not only or "torch" in only))
     try:
         for e in (entries or ENTRIES):
             if only and e.package not in only and e.module not in only:
                 continue
             if levels is not None and level_of(e) not in levels:
                 continue
+            if table_rows and level_of(e) == "sharded":
+                continue            # the sharded check's own rows replace these
             rows.append(_run_entry(e, examples, timeout, pools))
             if log:
                 r = rows[-1]
@@ -609,7 +619,41 @@ def run(entries=None, examples=10, only=None, log=None, level=None,
     finally:
         for p in pools.values():
             p.close()
+    if table_rows:
+        rows += sharded_rows(timeout, log)
     return rows
+
+
+def sharded_rows(timeout=DEFAULT_TIMEOUT_S, log=None) -> list:
+    """The sharded level: the rows of ``swanref.verify.sharded.table`` (every entry at world
+    sizes 1, 2 and 4), as Rows; a planted bug's verdict and expected verdict carry the mistake
+    named, so a right verdict with the wrong name is unexpected.  No torch: one absent row."""
+    try:
+        found = sharded_table.sharded_conformance_rows(timeout=timeout or None, log=log)
+    except ImportError as exc:
+        return [Row("torch", "-", "sharded implementations", "-", "absent", "CONFORMING",
+                    f"not importable ({exc})", 0.0, level="sharded")]
+    return [sharded_row(d) for d in found]
+
+
+def sharded_row(d: dict) -> Row:
+    """One Row of a ``sharded_conformance_rows`` dict."""
+    verdict = d["verdict"] + (f" ({d['named']})" if d.get("named") else "")
+    expected = d["expected"] + (f" ({d['expected_named']})" if d.get("expected_named") else "")
+    if d["verdict"] != "absent" and not d.get("as_expected", True) and verdict == expected:
+        verdict += " (not as expected)"
+    ver = d.get("note", "") if d["source"] == "torch" else d["source"]
+    diag = "; ".join(x for x in (f"names {d['named']}" if d.get("named") else "",
+                                 d.get("note", "") if d["source"] != "torch" else "") if x)
+    if d["verdict"] == "absent":
+        ver, diag = "-", d.get("note", "")
+    r = Row("torch", ver.replace("torch ", "") if d["source"] == "torch" else ver,
+            f"{d['implementation']} -- {d['target']}",
+            f"whiten {d['claim']} --world-size {d['world_size']}", verdict, expected, diag,
+            d.get("seconds", 0.0), level="sharded", dtype=d["dtype"])
+    r.worst, r.tolerance = d.get("error"), d.get("tolerance")
+    r.worst_property = "agrees_with_unsharded" if r.worst is not None else ""
+    return r
 
 
 def _run_entry(e, examples, timeout, pools):
