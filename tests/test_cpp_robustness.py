@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import queue
+import re
 import shutil
 import signal
 import subprocess
@@ -312,3 +313,11 @@ def test_sanitizer_build_passes_ctest_and_the_c_api_fuzz(tmp_path):
     assert test.returncode == 0, out
     assert "100% tests passed" in out and "capi_fuzz" in out and "core" in out, out
     assert "runtime error" not in out and "AddressSanitizer" not in out, out
+    # docs/architecture.md shows the fuzz's own line: its count is the fixed sequence's
+    fuzz = subprocess.run([str(build / "swanref_fuzz_capi")], capture_output=True, text=True,
+                          timeout=300, env=env)
+    assert fuzz.returncode == 0, fuzz.stdout + fuzz.stderr
+    count = re.search(r"fuzz_capi: all (\d+) checks passed", fuzz.stdout)
+    assert count, fuzz.stdout
+    doc = (ROOT / "docs" / "architecture.md").read_text()
+    assert f"# fuzz_capi: all {count.group(1)} checks passed" in doc, count.group(0)

@@ -46,6 +46,10 @@ def _d(v):
     return str(int(v))
 
 
+def _g2(v):
+    return f"{v:.2g}"
+
+
 #: (key in numbers.json, formatter, phrase as it appears in the guide with {} for the number)
 QUOTES = [
     ("condition.float64.svd.error_at_kappa_1", _e, "from {} at kappa 1"),
@@ -91,6 +95,16 @@ QUOTES = [
     ("divergence.gradnorm_square_32x32.bfloat16.first_flagged", _d, "{} with bfloat16 input"),
     ("divergence.gradnorm_square_32x32.float32.half_flagged", _d, "half the slices are flagged from {} (float32)"),
     ("divergence.ill_conditioned_32x96.float32.first_flagged", _d, "float32 and bfloat16 from {} steps"),
+    ("divergence.ill_conditioned_32x96.bfloat16.first_flagged", _d, "float32 and bfloat16 from {} steps"),
+    ("band.kappa_1e+01.beta_0.8.tail_max", _g, "oscillates in [0.563, {}] whatever"),
+    ("band.kappa_1e+04.beta_0.4.max", _g, "converges linearly to `sqrt(0.5) = {}`"),
+    ("band.kappa_1e+01.beta_0.5.min", _g, "(band [{}, 1] at 40 steps for kappa 10"),
+    ("band.kappa_1e+01.beta_0.5.max", _g, "(band [1, {}] at 40 steps for kappa 10"),
+    ("band.kappa_1e+04.beta_0.5.min", _g, "(band [{}, 1] at 40 steps for kappa 10"),
+    ("band.kappa_1e+04.beta_0.5.max", _g, "(band [1, {}] at 40 steps for kappa 10"),
+    ("nullspace.bfloat16.leakage_at_20", _g2, "(leakage {}-1.3)"),
+    ("nullspace.bfloat16.leakage_at_40", _g2, "(leakage 1.1-{})"),
+    ("nullspace.bfloat16.svd_leakage", _g2, "does with that input ({})"),
 ]
 
 
@@ -114,6 +128,17 @@ def test_the_json_says_how_it_was_made():
     with open(GUIDE) as f:
         text = f.read()
     assert "swanref study out/study" in text and "study_numbers.json" in text
+
+
+def test_unquoted_readings_of_the_json(numbers, guide):
+    """Readings the guide states without a number: float64 full-rank gradients never diverge
+    within 100 steps; bfloat16 never reaches half flagged; the bfloat16 leakage stays in
+    1.1-1.3 from 20 steps on."""
+    assert numbers["divergence.ill_conditioned_32x96.float64.first_flagged"] is None
+    assert "float64 never diverges within 100 steps" in guide
+    assert numbers["divergence.gradnorm_square_32x32.bfloat16.half_flagged"] is None
+    for k in (20, 30, 40, 60):
+        assert 1.05 <= numbers[f"nullspace.bfloat16.leakage_at_{k}"] < 1.35, k
 
 
 @pytest.mark.parametrize("key,fmt,phrase", QUOTES, ids=[q[0] for q in QUOTES])
@@ -209,7 +234,8 @@ def test_bfloat16_divergence_level_recomputed(numbers):
 def test_study_run_time_quoted_from_the_json(guide):
     with open(NUMBERS) as f:
         meta = json.load(f)["meta"]
-    assert f"default study took {round(meta['seconds'])} s wall inside the tool" in guide
+    assert f"the run of the figures below took {round(meta['seconds'])} s wall inside the tool" \
+        in guide
 
 
 def test_no_development_paths_in_docs():
@@ -229,14 +255,116 @@ def test_study_command_is_recorded_without_absolute_paths():
     assert portable_command(["out/study"]) == "swanref study out/study"
 
 
+def _counts_line(records):
+    c = {s: sum(1 for r in records if r["status"] == s) for s in ("PASS", "FAIL", "no claim")}
+    return f"{len(records)} rows: {c['PASS']} PASS, {c['FAIL']} FAIL, {c['no claim']} no claim"
+
+
 def test_report_counts_quoted_in_the_guide(guide):
+    """``swanref report --backend reference`` and, with the C++ core, ``swanref report``: one run
+    over both backends (the rows of one backend do not depend on the other)."""
+    import swanref
     from swanref.tools import report
+    both = "cpp" in swanref.available_backends()
     out = io.StringIO()
-    report.run(backends=["reference"], stream=out, as_json=True)
-    data = json.loads(out.getvalue())
-    c = data["counts"]
-    line = f"{data['total']} rows: {c['PASS']} PASS, {c['FAIL']} FAIL, {c['no claim']} no claim"
-    assert line in guide, line
+    report.run(backends=["reference", "cpp"] if both else ["reference"], stream=out,
+               as_json=True)
+    records = json.loads(out.getvalue())["records"]
+    ref = [r for r in records if r["backend"] == "reference"]
+    assert f"ends with {_counts_line(ref)} (T s)" in guide, _counts_line(ref)
+    assert f"has {len(ref)} rows instead of {2 * len(ref)}" in guide
+    if both:
+        line = _counts_line(records)
+        assert f"`swanref report` prints {line};" in guide, line
+
+
+# -- runtimes: stored by tests/guide_runtimes.py -----------------------------------------------
+
+RUNTIMES = os.path.join(ROOT, "docs", "figures", "guide_runtimes.json")
+
+
+def runtime_phrase(run):
+    """How the guide quotes one run of tests/guide_runtimes.py."""
+    cpu = run["user_s"] + run["sys_s"]
+    return (f"{cpu:.1f} s of CPU ({run['user_s']:.1f} s user, {run['sys_s']:.1f} s system) and "
+            f"{run['wall_s']:.0f} s wall (load average "
+            f"{run['load_average_before'][0]:.0f} at its start)")
+
+
+def test_guide_quotes_the_stored_runtimes(guide):
+    import guide_runtimes
+    with open(RUNTIMES) as f:
+        data = json.load(f)
+    assert [r["command"] for r in data["runs"]] == list(guide_runtimes.COMMANDS)
+    assert data["meta"]["machine"] and data["meta"]["commit"]
+    assert "{{rt:" not in guide
+    for run in data["runs"]:
+        assert run["returncode"] == 0, run
+        assert runtime_phrase(run) in guide, (run["command"], runtime_phrase(run))
+    assert "python tests/guide_runtimes.py" in guide
+
+
+# -- the training demo: docs/figures/demo_numbers.json is the demo.json of the command ---------
+
+DEMO = os.path.join(ROOT, "docs", "figures", "demo_numbers.json")
+
+
+@pytest.fixture(scope="module")
+def demo():
+    with open(DEMO) as f:
+        return json.load(f)
+
+
+def test_demo_json_says_how_it_was_made(demo, guide):
+    assert demo["meta"]["command"] == "swanref train-demo out/demo"
+    assert demo["meta"]["machine"] and demo["meta"]["versions"]["swanref"]
+    assert demo["config"]["steps"] == 1000 and demo["config"]["seeds"] == 3
+    assert "swanref train-demo out/demo (its `demo.json` is" in guide
+
+
+def test_demo_table_is_the_json(demo, guide):
+    for name, s in demo["summary"].items():
+        row = (f"| {name} | {s['lr']:g} ({s['grid'][0]:g} .. {s['grid'][-1]:g}) | "
+               f"{s['test_loss_mean']:.3f} +- {s['test_loss_std']:.3f} | {s['test_acc_mean']:.3f} | "
+               f"{s['state_bytes_swan_routed']:,} / {s['state_bytes_other']:,} / "
+               f"{s['state_bytes']:,} B |")
+        assert row in guide, row
+
+
+def test_demo_prose_quotes_the_json(demo, guide):
+    s = demo["summary"]
+    sw, ad, sg = s["SWAN"], s["Adam"], s["SGD"]
+    for text in (
+            f"its training loss falls from {sw['first_train_loss']:.2f} to "
+            f"{sw['final_train_loss_mean']:.2f}",
+            f"({sw['test_loss_mean']:.3f} vs {ad['test_loss_mean']:.3f} test loss",
+            f"its {sw['state_bytes']:,} bytes are Adam's two moments",
+            f"Adam keeps {ad['state_bytes']:,} bytes = 2 x the {ad['param_bytes']:,} bytes",
+            f"SWAN {sw['ms_per_step']:.2f} ms, Adam {ad['ms_per_step']:.2f} ms, SGD "
+            f"{sg['ms_per_step']:.2f} ms"):
+        assert text in guide, text
+    assert ad["state_bytes"] == 2 * ad["param_bytes"] and sw["state_bytes_swan_routed"] == 0
+    # "a gap within twice the seed spread"
+    gap = ad["test_loss_mean"] - sw["test_loss_mean"]
+    assert 0 < gap <= 2 * max(sw["test_loss_std"], ad["test_loss_std"])
+
+
+def test_demo_run_recomputed(demo):
+    """The first 100 steps of the SWAN run on seed 0 reproduce the stored evaluation at step
+    100 (same teacher, batches and initialisation; rounding may differ by the BLAS build)."""
+    from swanref.tools import demo as D
+    from swanref.tools.threads import limit_blas_threads
+    run = next(r for r in demo["runs"] if r["optimizer"] == "SWAN" and r["seed"] == 0)
+    teacher = D.Teacher()
+    test_set = teacher.sample(np.random.default_rng(98), demo["config"]["n_test"])
+    limiter = limit_blas_threads(1)
+    try:
+        r = D.train("SWAN", run["lr"], 100, teacher, test_set, seed=0, eval_every=50)
+    finally:
+        if limiter is not None:
+            limiter.restore_original_limits()
+    assert r["evals"][1][0] == run["evals"][1][0] == 100
+    assert r["evals"][1][1] == pytest.approx(run["evals"][1][1], rel=1e-6)
 
 
 def test_readme_commands_are_the_ci_commands():
@@ -263,3 +391,54 @@ def test_readme_offers_the_quick_subset_and_every_slow_test_exists():
         with open(os.path.join(ROOT, path)) as f:
             source = f.read()
         assert not name or "def " + name.split("[")[0] in source, prefix
+
+
+def test_readme_suite_figures_are_dated_history():
+    """The suite's size and duration change with every commit: the README states them once, as
+    a measurement at a named commit, and gives the command that counts the current checkout."""
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = " ".join(f.read().split())
+    history = re.search(r"At commit [0-9a-f]{7,40} \(\d{4}-\d\d-\d\d\) the whole suite \(([\d,]+) "
+                        r"tests; ([\d,]+) passed[^)]*\) took \d+ min \d+ s", readme)
+    assert history, "the README's suite figures are not dated with their commit"
+    counts = re.findall(r"\b[\d,]+ (?:tests|passed)\b", readme)
+    assert counts == [f"{history.group(1)} tests", f"{history.group(2)} passed"], counts
+    assert "`pytest --co -q | tail -1` counts the tests" in readme
+    assert "`pytest -m slow --co -q | tail -1` counts them" in readme
+
+
+def test_verification_default_close_tolerance_quoted():
+    """docs/verification.md 4: assert_close's default ``64 eps`` in figures."""
+    from swanref.verify.measure import default_close_tolerance
+    with open(os.path.join(ROOT, "docs", "verification.md")) as f:
+        text = " ".join(f.read().split())
+    quoted = (f"`rtol = atol = 64 eps` of `actual`'s dtype ({default_close_tolerance('float64'):.1e} "
+              f"for float64, {default_close_tolerance('float32'):.1e} for float32)")
+    assert quoted.replace("e-06", "e-6") in text, quoted
+
+
+#: one-off measurements kept in the docs, each dated with the commit it was measured at
+DATED = [
+    ("README.md", "At commit 52ff361 (2026-12-07) the whole suite"),
+    ("docs/verification.md", "At commit 38f47ba, `tests/test_distributed.py` (96 tests;"),
+    ("docs/verification.md", "in two device sessions at commit 01f69cd: the first"),
+    ("docs/verification.md", "Measured at commit 38f47ba on this CPU"),
+    ("docs/performance.md", "a one-off measurement recorded at commit 7beda0f, 2048x2048"),
+    ("docs/performance.md", "which is what was measured at commit 3db7956 (1.14-1.29x;"),
+    ("docs/performance.md", "(measured at commit 3db7956: 0.79 s vs 0.51 s at 1024x4096"),
+    ("docs/performance.md", "It is implemented and was measured at commit 3db7956 (`symmetric=True`"),
+    ("docs/performance.md", "per product, 82% of peak at commit 0164a62)"),
+    ("docs/performance.md", "(measured in cache at commit 7beda0f: 0.27-0.36 vs"),
+    ("docs/performance.md", "the exact route then cost 1.5-1.8x NS10, measured at commit 7beda0f"),
+    ("docs/architecture.md", "(measured at commit 6400186: `eigh(2048)` 13x slower"),
+    ("docs/jax.md", "Measured at commit a45715a on the 2-core machine"),
+    ("docs/gpu.md", "on an H100 (commit 4343693), max|G| took 0.88 ms"),
+    ("docs/gpu.md", "on an H100 at m = 1024 (commit d52f752) was 7x"),
+    ("docs/gpu.md", "Largest differences observed in the GPU test run of commit d52f752"),
+]
+
+
+@pytest.mark.parametrize("path,phrase", DATED, ids=[f"{p}:{q[:30]}" for p, q in DATED])
+def test_one_off_measurements_are_dated(path, phrase):
+    with open(os.path.join(ROOT, path)) as f:
+        assert phrase in " ".join(f.read().split())

@@ -25,6 +25,64 @@ _MARK = re.compile(r"<!--\s*example:\s*(?P<attrs>[^>]*?)\s*-->\s*\n```[^\n]*\n(?
                    re.S)
 
 
+#: ``<!-- output: group=NAME -->`` before a ```text block: an excerpt of what the group's last
+#: ``run`` line printed (checked by test_doc_example; see _excerpt_matches).
+_OUTPUT = re.compile(r"<!--\s*output:\s*group=(?P<group>\S+)\s*-->\s*\n```[^\n]*\n(?P<body>.*?)\n```",
+                     re.S)
+
+
+def _number(token):
+    try:
+        return float(token.strip("(),;:"))
+    except ValueError:
+        return None
+
+
+def _same_token(doc, out):
+    """Equal, or two numbers at the rounding level (|x| < 1e-9: they move with the BLAS build)
+    within a factor 3 of each other."""
+    if doc == out:
+        return True
+    a, b = _number(doc), _number(out)
+    if a is None or b is None or doc.strip("(),;:.e0123456789+-") != out.strip("(),;:.e0123456789+-"):
+        return False
+    return 0 < a < 1e-9 and 0 < b < 1e-9 and a / 3 <= b <= 3 * a
+
+
+def _excerpt_matches(line, output_lines):
+    """An excerpt line is one output line, whitespace collapsed; a line ending in ``...`` is a
+    prefix; ``timing:`` lines (wall time) are not compared."""
+    want = line.split()
+    prefix = bool(want) and want[-1].endswith("...")
+    if prefix:
+        last = want.pop()[:-3]
+        if last:
+            want.append(last)
+    for out in output_lines:
+        got = out.split()
+        if (len(got) >= len(want) if prefix else len(got) == len(want)) and all(
+                _same_token(a, b) for a, b in zip(want, got)):
+            return True
+    return False
+
+
+def outputs(text):
+    """{(group, command): excerpt}: the command is the last line of the nearest ``run`` block
+    of the group before the excerpt."""
+    found = {}
+    for m in _OUTPUT.finditer(text):
+        runs = [r for r in _MARK.finditer(text, 0, m.start())
+                if f"group={m.group('group')}" in r.group("attrs").split()
+                and "run" in r.group("attrs").split()]
+        assert runs, f"output excerpt of group {m.group('group')} follows no run block"
+        command = [ln for ln in runs[-1].group("body").splitlines() if ln.strip()][-1]
+        found[(m.group("group"), command)] = m.group("body")
+    return found
+
+
+OUTPUTS = outputs(open(DOC).read())
+
+
 def parse(text):
     groups: dict[str, list[dict]] = {}
     for m in _MARK.finditer(text):
@@ -97,6 +155,23 @@ def test_doc_example(group, tmp_path):
                 f"{line!r} exited {p.returncode}, expected {expect}\n{p.stdout}\n{p.stderr}")
             if expect == 1 and "swanref check " in line:
                 assert "[FAIL]" in p.stdout
+            excerpt = OUTPUTS.get((group, line))
+            for shown in (excerpt or "").splitlines():
+                if shown.strip() and not shown.startswith("timing:"):
+                    assert _excerpt_matches(shown, p.stdout.splitlines()), \
+                        f"docs/verification.md shows {shown!r}; {line!r} printed:\n{p.stdout}"
+
+
+def test_excerpt_matching_rules():
+    out = ["agrees_with_reference   pass   2.22e-16   3.55e-15   10  shape (1, 2), seed 2534"]
+    assert _excerpt_matches("agrees_with_reference pass 2.2e-16 3.55e-15 10 shape (1, 2), seed 2534", out)
+    assert _excerpt_matches("agrees_with_reference pass ...", out)
+    assert not _excerpt_matches("agrees_with_reference pass 2.22e-16 3.55e-15 10 shape (1, 3), seed 2534", out)
+    assert not _excerpt_matches("agrees_with_reference pass 2.22e-16 3.55e-13 10 shape (1, 2), seed 2534", out)
+    assert not _excerpt_matches("agrees_with_reference FAIL ...", out)
+    assert not _excerpt_matches("agrees_with_reference pass 0.5 3.55e-15 10 shape (1, 2), seed 2534",
+                                ["agrees_with_reference pass 0.51 3.55e-15 10 shape (1, 2), seed 2534"])
+    assert {g for g, _ in OUTPUTS} == {"numpy", "sharded"}
 
 
 def test_doc_lists_every_checker_option_and_property():

@@ -427,6 +427,7 @@ def _write_outputs(outdir, runs, tuning, summary, config, steps, elapsed):
 
     verdict = _verdict(summary, config["seeds"])
     meta = {"command": config.get("command", ""), "seconds": elapsed,
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}",
             "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "versions": {"swanref": __version__, "numpy": np.__version__,
                          "python": platform.python_version(),

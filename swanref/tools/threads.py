@@ -9,7 +9,7 @@ from __future__ import annotations
 def limit_blas_threads(threads):
     """A threadpoolctl limiter holding every BLAS at ``threads`` (None: 0/None or no threadpoolctl).
 
-    Keep the returned object alive (and call ``.restore()`` when done) for the limit to hold.
+    Keep the returned object alive (and call ``.restore_original_limits()`` when done) for the limit to hold.
     """
     if not threads:
         return None
