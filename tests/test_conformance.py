@@ -258,3 +258,14 @@ def test_sharded_level_takes_the_sharded_checks_own_rows(monkeypatch):
     assert rows[2].claim.endswith("--world-size 1") and rows[2].cause == ""
     assert rows[0].stored()["worst"] == 0.3 and rows[0].version == "NeMo@x f"
     assert "real_bugs.py:f" in rows[0].function and rows[3].version == "-"
+
+
+def test_usage_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as exc:
+        C.main(["--level", "bogus"])
+    assert exc.value.code == 2
+    assert C.main(["--render-only"]) == 2
+    assert C.main(["--markdown", "docs/conformance.md", "--only", "torch"]) == 2
+    err = capsys.readouterr().err
+    assert "--level takes operator" in err and "--render-only needs --markdown" in err
+    assert "drop --only" in err
