@@ -80,6 +80,7 @@ SLOW_TESTS = (
     "tests/test_report_cli.py::test_closed_pipe_is_not_a_traceback",
     "tests/test_docs_numbers.py::test_condition_numbers_recomputed",
     "tests/test_docs_numbers.py::test_nullspace_and_divergence_numbers_recomputed",
+    "tests/test_distributed.py::test_dion_distributed_muon_conforms",
 )
 
 

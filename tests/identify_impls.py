@@ -14,6 +14,21 @@ PE_SPEEDRUN = (
 )
 
 
+def _quintic(G, eps, table=(KELLER,) * 5):
+    """The shared core of Keller-style sources, in float64 and batched over leading axes:
+    transpose tall matrices, X / (||X||_F + eps) per matrix, then X <- a X + (b A + c A A) X
+    with A = X X^T for each (a, b, c) of ``table``."""
+    X = np.asarray(G, np.float64)
+    tall = X.shape[-2] > X.shape[-1]
+    if tall:
+        X = np.swapaxes(X, -1, -2)
+    X = X / (np.linalg.norm(X, axis=(-2, -1), keepdims=True) + eps)
+    for a, b, c in table:
+        A = X @ np.swapaxes(X, -1, -2)
+        X = a * X + (b * A + c * (A @ A)) @ X
+    return np.swapaxes(X, -1, -2) if tall else X
+
+
 def torch_muon_orth(G, eps=1e-7, steps=5):
     """torch/optim/_muon.py _zeropower_via_newtonschulz in float64: 2-D only, transpose to
     wide, X / max(||X||_F, eps), addmm steps."""
@@ -36,17 +51,7 @@ def torch_muon_orth(G, eps=1e-7, steps=5):
 def keller_add_fixed_eps(G):
     """KellerJordan/Muon zeropower_via_newtonschulz5 in float64 with the epsilon lowered to
     1e-12 (the public fix of a too-large floor): X / (||X||_F + 1e-12), batched."""
-    a, b, c = KELLER
-    X = np.asarray(G, np.float64)
-    tall = X.shape[-2] > X.shape[-1]
-    if tall:
-        X = np.swapaxes(X, -1, -2)
-    X = X / (np.linalg.norm(X, axis=(-2, -1), keepdims=True) + 1e-12)
-    for _ in range(5):
-        A = X @ np.swapaxes(X, -1, -2)
-        B = b * A + c * (A @ A)
-        X = a * X + B @ X
-    return np.swapaxes(X, -1, -2) if tall else X
+    return _quintic(G, 1e-12)
 
 
 def _r(x, fmt):
@@ -99,9 +104,7 @@ def normuon_columns_update(G):
     G = np.asarray(G)
     if G.ndim != 2:
         raise ValueError("2-D gradients only")
-    X = keller_add_fixed_eps(G)  # the 1e-12 epsilon ...
-    O = _keller_1e7(G)           # ... is not this one: Keller's own 1e-7
-    del X
+    O = _quintic(G, 1e-7)        # Keller's own epsilon
     fro = np.linalg.norm(O)
     rms = np.sqrt(np.mean(O * O, axis=0, keepdims=True))
     R = np.where(rms > 0, O / np.where(rms > 0, rms, 1), 0)
@@ -109,19 +112,6 @@ def normuon_columns_update(G):
     R = R * (fro / fr) if fr > 0 else R
     m, n = G.shape
     return R * 0.2 * np.sqrt(max(m, n))
-
-
-def _keller_1e7(G):
-    a, b, c = KELLER
-    X = np.asarray(G, np.float64)
-    tall = X.shape[0] > X.shape[1]
-    if tall:
-        X = X.T
-    X = X / (np.linalg.norm(X) + 1e-7)
-    for _ in range(5):
-        A = X @ X.T
-        X = a * X + (b * A + c * (A @ A)) @ X
-    return X.T if tall else X
 
 
 def torch_muon_update(G):
@@ -135,16 +125,7 @@ def torch_muon_update(G):
 def keller_torch_test_table(G):
     """Keller's normalisation (add 1e-7) with torch's test table (3.4, -4.7, 2.0)
     (test/optim OptimizerInfo optim_inputs_func_muon ns_coefficients), 5 steps, batched."""
-    a, b, c = 3.4, -4.7, 2.0
-    X = np.asarray(G, np.float64)
-    tall = X.shape[-2] > X.shape[-1]
-    if tall:
-        X = np.swapaxes(X, -1, -2)
-    X = X / (np.linalg.norm(X, axis=(-2, -1), keepdims=True) + 1e-7)
-    for _ in range(5):
-        A = X @ np.swapaxes(X, -1, -2)
-        X = a * X + (b * A + c * A @ A) @ X
-    return np.swapaxes(X, -1, -2) if tall else X
+    return _quintic(G, 1e-7, ((3.4, -4.7, 2.0),) * 5)
 
 
 def keller_muon_update(G):
@@ -153,15 +134,5 @@ def keller_muon_update(G):
     scale max(1, m/n)**0.5 of the matrices orthogonalised."""
     G = np.asarray(G)
     U = G.reshape(len(G), -1) if G.ndim == 4 else G
-    a, b, c = KELLER
-    X = U.astype(np.float64)
-    tall = X.shape[-2] > X.shape[-1]
-    if tall:
-        X = np.swapaxes(X, -1, -2)
-    X = X / (np.linalg.norm(X, axis=(-2, -1), keepdims=True) + 1e-7)
-    for _ in range(5):
-        A = X @ np.swapaxes(X, -1, -2)
-        X = a * X + (b * A + c * A @ A) @ X
-    X = np.swapaxes(X, -1, -2) if tall else X
-    X = X * max(1.0, U.shape[-2] / U.shape[-1]) ** 0.5
+    X = _quintic(U, 1e-7) * max(1.0, U.shape[-2] / U.shape[-1]) ** 0.5
     return X.reshape(G.shape).astype(G.dtype)

@@ -68,3 +68,48 @@ def test_the_docs_quick_tables_are_the_stored_h100_run():
     assert len(tables) == 3
     for t in tables:
         assert t in docs, t.splitlines()[2]
+
+
+def test_the_docs_scan_kernel_tables_are_the_stored_h100_runs():
+    """docs/performance_gpu.md's baseline and scan-kernel quick tables (issue 25, branch h35)
+    are what bench_gpu renders from the two stored runs, between their splice markers."""
+    import json
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    docs = (root / "docs" / "performance_gpu.md").read_text()
+    for block, name in (("quick-base", "base"), ("quick", "scan")):
+        run = json.loads((root / "tests" / "device" / f"bench_quick_h100_h35_{name}.json")
+                         .read_text())
+        start = docs.index(f"<!-- {block}:begin")
+        part = docs[start:docs.index(f"<!-- {block}:end -->", start)]
+        tables = [t for t in B.tables(run["env"], run["peaks"], run["rows"], "cmd").split("\n\n")
+                  if t.startswith("| ")]
+        assert len(tables) == 2
+        for t in tables:
+            assert t in part, (block, t.splitlines()[2])
+
+
+def test_the_docs_scan_probe_figures_are_the_stored_probe_output():
+    """The A/B figures quoted in docs/performance_gpu.md (checks and muon_ns5 public call,
+    scan off -> on, torch eager) are the ranges of tests/device/scan_probe_h100_h35.txt."""
+    import re
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "tests" / "device" / "scan_probe_h100_h35.txt").read_text()
+    docs = " ".join((root / "docs" / "performance_gpu.md").read_text().split())
+    got: dict = {}
+    for shape, on, checks, call in re.findall(
+            r"^(\S+)\s+scan=(\w+)\s+checks wall ([\d.]+) .*public wall ([\d.]+)", text, re.M):
+        got.setdefault(("checks", on), []).append(float(checks))
+        got.setdefault((shape, on), []).append(float(call))
+
+    def span(values, digits=2):
+        return f"{min(values):.{digits}f}-{max(values):.{digits}f}"
+    assert f"the two checks {span(got['checks', 'False'])} -> {span(got['checks', 'True'], 3)} ms" \
+        in docs
+    assert (f"{span(got['1024x4096', 'False'])} -> {span(got['1024x4096', 'True'])} ms at "
+            f"1024x4096 and {span(got['8x512x2048', 'False'])} -> "
+            f"{span(got['8x512x2048', 'True'])} ms at 8x512x2048") in docs
+    eager = [f"{float(v):.2f}" for v in re.findall(r"torch eager keller wall ([\d.]+)", text)]
+    assert f"(torch eager {eager[0]} and {eager[1]} ms in that run)" in docs
+    assert text.count("bitwise equal: True") == 2 and "results bitwise equal either way" in docs

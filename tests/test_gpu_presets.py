@@ -112,3 +112,117 @@ def test_bfloat16_word_checks_match_their_elementwise_definitions():
             e = np.frexp(amax)[1]
             want = np.where(e > h, e - t, 0).astype(np.int32)
             assert np.array_equal(I.huge_shift_bfloat16(d).get(), want)
+
+
+def _word_definitions(V, batch):
+    """Shift and all-finite flag of the words V (NumPy, seen as ``batch`` matrices) from their
+    definitions: frexp of the largest magnitude (0 for NaN/Inf), any exponent field all ones."""
+    from swanref.backends.cupy.interop import HUGE
+    h, t = HUGE[np.dtype(np.float32)]
+    mag = (V & 0x7FFF).reshape(batch, -1).max(axis=1).astype(np.uint32) << 16
+    amax = mag.view(np.float32)
+    e = np.frexp(np.where(np.isfinite(amax), amax, 0))[1]
+    return np.where(e > h, e - t, 0).astype(np.int32), not ((V & 0x7F80) == 0x7F80).any()
+
+
+@pytest.mark.parametrize("shape, offset", [
+    ((2, 64, 96), 0),         # 16-byte loads, one part per matrix
+    ((3, 17, 41), 0),         # odd slice: one word at a time
+    ((2, 64, 96), 1),         # misaligned start (a view one word in): one word at a time
+    ((1, 4, 70000), 0),       # several parts per matrix
+    ((1, 1025, 16392), 0),    # more than 1024 x 16K words: the parts cap, longer strides
+    ((40000, 1, 8), 0),       # many matrices: several blocks in the second pass
+])
+def test_bfloat16_scan_kernels_match_the_definitions(shape, offset, monkeypatch):
+    """The two scan kernels (not the elementwise fallback: the test fails if they did not run)
+    give the shift per matrix and the flag of the definitions, for NaN/Inf at the first and
+    last word and in between, huge and small values; the elementwise route (the fallback, also
+    taken when a kernel fails) gives the same."""
+    cp = pytest.importorskip("cupy")
+    from swanref.backends.cupy import _runtime as rt
+    from swanref.backends.cupy import interop as I
+    monkeypatch.setitem(rt.state, "bf16_scan", True)
+    shifted = False
+    rng = np.random.default_rng(sum(shape) + offset)
+    batch, size = shape[0], int(np.prod(shape))
+    base = rng.integers(0, 1 << 16, size=size + offset, dtype=np.uint16)
+    base[(base & 0x7F80) == 0x7F80] &= 0xFF7F  # finite
+    for case in ("finite", "small", "inf_first", "nan_last", "nan_inside"):
+        B = base.copy()
+        V = B[offset:]
+        if case == "small":
+            V &= 0x807F | (0x3F << 7)  # exponents below 64: no shift anywhere
+        elif case == "inf_first":
+            V[0] = 0xFF80
+        elif case == "nan_last":
+            V[-1] = 0x7FC1
+        elif case == "nan_inside":
+            V[size // 2 + 3] = 0xFFFF
+        V = V.reshape(shape)
+        want_shift, want_ok = _word_definitions(V, batch)
+        shifted |= bool(want_shift.any())
+        D = cp.asarray(B)[offset:].reshape(shape)
+        assert (D.data.ptr % 16 == 0) == (offset == 0)
+        got = I._bf16_scan(D, batch, want_ok=True)
+        assert got is not None and "bf16_scan_error" not in rt.state, rt.state.get(
+            "bf16_scan_error")
+        assert np.array_equal(got[0].get(), want_shift), case
+        assert bool(got[1]) == want_ok, case
+        assert np.array_equal(I.huge_shift_bfloat16(D).get(), want_shift), case
+        assert bool(I.bfloat16_finite_flag(D)) == want_ok, case
+        assert np.array_equal(I._huge_shift_bfloat16_elementwise(D).get(), want_shift), case
+        assert bool(I._bfloat16_finite_flag_elementwise(D)) == want_ok, case
+    assert shifted  # huge values were among the words
+
+
+def test_bfloat16_scan_failure_falls_back_to_the_elementwise_route(monkeypatch):
+    """A scan kernel that fails (compile or launch) switches the process to the elementwise
+    route, says why in the backend state, and the answers stay right; SWANREF_CUPY_BF16_SCAN=0
+    (state off) takes that route without trying."""
+    cp = pytest.importorskip("cupy")
+    from swanref.backends.cupy import _runtime as rt
+    from swanref.backends.cupy import interop as I
+    monkeypatch.setitem(rt.state, "bf16_scan", True)
+    monkeypatch.delitem(rt.state, "bf16_scan_error", raising=False)
+    V = np.random.default_rng(5).integers(0, 1 << 16, size=(2, 8, 24), dtype=np.uint16)
+    want_shift, want_ok = _word_definitions(V, 2)
+    D = cp.asarray(V)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("NVRTC said no")
+    monkeypatch.setattr(I.K, "kernel", broken)
+    assert np.array_equal(I.huge_shift_bfloat16(D).get(), want_shift)
+    assert rt.state["bf16_scan"] is False and "NVRTC said no" in rt.state["bf16_scan_error"]
+    assert bool(I.bfloat16_finite_flag(D)) == want_ok
+    rt.state.pop("bf16_scan_error")  # (not monkeypatch: its undo would put the error back)
+    assert I._bf16_scan(D, 2, want_ok=True) is None and "bf16_scan_error" not in rt.state
+
+
+@pytest.mark.parametrize("fmt, shape, scale", [
+    ("bfloat16", (3, 17, 41), 1.0),
+    ("bfloat16", (1, 1025, 16392), 1.0),   # the parts cap
+    ("bfloat16", (40000, 1, 8), 1.0),      # several blocks in the second pass
+    ("bfloat16", (2, 64, 96), 2.0 ** -66),  # squares subnormal in float32, kept exactly
+    ("float16", (2, 33, 100), 1.0),
+])
+def test_lowprec_sum_of_squares_kernel(fmt, shape, scale, monkeypatch):
+    """The scan module's per-matrix sum of squares of 16-bit words is the float32 sum of exact
+    squares: within float32 summation error of the float64 sum, also where the squares are
+    subnormal (CuPy's flush-to-zero elementwise squares gave 0 there)."""
+    cp = pytest.importorskip("cupy")
+    from swanref.backends.cupy import _runtime as rt
+    from swanref.backends.cupy import interop as I
+    monkeypatch.setitem(rt.state, "bf16_scan", True)
+    rng = np.random.default_rng(7)
+    # magnitudes in [1, 2) * scale: every square exact in float32 (subnormal ones included)
+    vals = lowprec.round_to(rng.uniform(1, 2, shape) * rng.choice([-1.0, 1.0], shape) * scale,
+                            fmt)
+    words = (vals.astype(np.float32).view(np.uint32) >> 16).astype(np.uint16) if fmt == "bfloat16" \
+        else vals.astype(np.float16).view(np.uint16)
+    got = I.lp_sumsq(cp.asarray(words), fmt)
+    assert got is not None and "bf16_scan_error" not in rt.state, rt.state.get("bf16_scan_error")
+    want = (vals.astype(np.float64) ** 2).reshape(shape[0], -1).sum(axis=1)
+    assert got.dtype == np.float64 and got.shape == (shape[0],)
+    # float32 summation, sequential additions on a value's path: at most 66 per thread, 5 + 5
+    # in the block, 32 + 5 over the parts: relative error below 113 * 2**-24 = 6.7e-6
+    np.testing.assert_allclose(got.get(), want, rtol=1e-5)

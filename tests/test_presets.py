@@ -186,7 +186,7 @@ REFS = {
     "jiacheng6": ref_modula,
     "deepseek_v4": ref_dsv4,
     "optax_muon": lambda G: ref_keller(G, eps=1e-8),
-    "nemo_polar_express": lambda G: ref_polar_express_clamp(G),
+    "nemo_polar_express": lambda G: ref_addmm_clamp(G, _EMERGING_PE, 5, eps=1e-15),
     "cubic": ref_cubic,
     "ptopt_polar_express": lambda G: ref_addmm_clamp(G, _PTOPT_PE, 8),
     "emerging_polar_express": lambda G: ref_addmm_clamp(G, _EMERGING_PE, 5),
@@ -209,13 +209,14 @@ _EMERGING_PE = [(8.2051, -22.9019, 16.4607), (4.0664, -2.8612, 0.5184),
                 (1.8564, -1.2132, 0.3568), (1.8750, -1.2500, 0.3750)]
 
 
-def ref_addmm_clamp(G, table, steps):
+def ref_addmm_clamp(G, table, steps, eps=1e-7):
     """pytorch-optimizer zero_power_via_newton_schulz_5 / emerging newton_schulz: x / max(||x||,
-    1e-7), a = x x^T, b = w1 a + w2 a a, x = w0 x + b x; the last triple repeats."""
+    eps), a = x x^T, b = w1 a + w2 a a, x = w0 x + b x; the last triple repeats (NeMo main:
+    eps 1e-15, NeMo#230)."""
     X = np.array(G, dtype=float)
     t = X.shape[0] > X.shape[1]
     X = X.T if t else X
-    X = X / max(np.linalg.norm(X), 1e-7)
+    X = X / max(np.linalg.norm(X), eps)
     for i in range(steps):
         w0, w1, w2 = table[min(i, len(table) - 1)]
         A = X @ X.T
@@ -235,18 +236,6 @@ def ref_heavyball_msign(G, steps=10):
         Y = c * S + b * np.eye(len(S))
         Y = Y @ S + a * np.eye(len(S))
         X = Y @ X
-    return X.T if t else X
-
-
-def ref_polar_express_clamp(G, steps=5):
-    X = np.array(G, dtype=float)
-    t = X.shape[0] > X.shape[1]
-    X = X.T if t else X
-    X = X / max(np.linalg.norm(X), 1e-15)              # F.normalize(x, dim=(-2,-1), eps=1e-15)
-    hs = _PE_COEFFS[:steps] + [_PE_COEFFS[-1]] * (steps - len(_PE_COEFFS))
-    for a, b, c in hs:
-        A = X @ X.T
-        X = a * X + (b * A + c * A @ A) @ X
     return X.T if t else X
 
 

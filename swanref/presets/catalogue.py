@@ -196,10 +196,13 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
            source="google-deepmind/optax optax/contrib/_muon.py @2edbcbe2 "
                   "orthogonalize_via_newton_schulz, ns_coeffs='standard', preconditioning="
                   "'frobenius'"),
-    Preset("nemo_polar_express", PE_BASIC, 5, "clamp", 1e-15, compute_dtype="float32",
+    Preset("nemo_polar_express", EMERGING_PE8, 5, "clamp", 1e-15, form="addmm",
+           compute_dtype="float32",
            source="NVIDIA-NeMo/Emerging-Optimizers muon_utils.newton_schulz @fd772926, "
-                  "coefficient_type='polar_express' (F.normalize, eps=1e-15)",
-           notes="fp32 unless float32_matmul_precision='medium'; 2-D/3-D in source"),
+                  "coefficient_type='polar_express' (F.normalize, eps=1e-15; the 4-decimal "
+                  "table of ba5196b/#74, addmm steps)",
+           notes="fp32 unless float32_matmul_precision='medium'; 2-D/3-D in source; the same "
+                 "table as emerging_polar_express, eps 1e-15 since 7ebd3cf (#230)"),
     Preset("cubic", CUBIC, 10, "safe", 0.0, compute_dtype="input",
            source="classical Newton-Schulz for the polar factor (Higham 2008, eq. 5.22; "
                   "modula docs newton-schulz.rst)",

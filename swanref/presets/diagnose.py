@@ -71,6 +71,11 @@ PROBE_KAPPAS = {"float64": (1e4, 1e8), "float32": (1e4,), "bfloat16": (1e2, 1e4)
                 "float16": (1e2, 1e4)}
 
 
+#: Frobenius norm of the float16 range probe: entries up to ~3e4 (representable), norm above
+#: float16's largest finite value 65504
+FP16_RANGE_NORM = 2e5
+
+
 def probes(dtype: str = "float64") -> list:
     """The fixed probes for a claim in ``dtype``: four shapes in all (16x40, 40x16, 24x24 and a
     batch 3x16x40), so a JIT-compiled target compiles four times."""
@@ -97,6 +102,12 @@ def probes(dtype: str = "float64") -> list:
         Probe("rank 1, 16x40", np.outer(rng.standard_normal(16), rng.standard_normal(40))),
         Probe("zero 16x40", np.zeros((16, 40))),
     ]
+    if dtype == "float16":
+        # entries within float16's range, a norm beyond it (65504): a source that casts before
+        # normalising overflows here (DeepSpeed#8533), one that normalises in float32 first
+        # (lowprec_order 'normalise_then_cast') does not -- the only probe that tells them apart
+        out.append(Probe(f"||G||_F = {FP16_RANGE_NORM:.0e} (beyond float16's range)",
+                         wide / np.linalg.norm(wide) * FP16_RANGE_NORM))
     if dtype in ("bfloat16", "float16"):
         return [replace(p, G=round_to(p.G, dtype).astype(np.float32)) for p in out]
     return [replace(p, G=p.G.astype(dtype)) for p in out]
@@ -394,8 +405,31 @@ def probe_tolerance(G, preset, sched, precision: str, sv=None) -> float:
         acc *= 2.0
     gain = max(noise_gain(g, preset, sched, None if sv is None else sv[i])
                for i, g in enumerate(mats))
-    amp = C_AMPLIFICATION * UNIT_ROUNDOFF[precision] * acc * gain
+    amp = C_AMPLIFICATION * subnormal_roundoff(mats, preset, precision) * acc * gain
     return max(MATCH_TOLERANCE[precision], amp)
+
+
+#: spacing of the subnormal numbers of each compute precision (the absolute rounding error of
+#: any value below the smallest normal one)
+SUBNORMAL_SPACING = {"float64": 2.0 ** -1074, "float32": 2.0 ** -149,
+                     "bfloat16": 2.0 ** -133, "float16": 2.0 ** -24}
+
+
+def subnormal_roundoff(mats, preset, precision: str) -> float:
+    """The unit roundoff of ``precision``, or more where the matrix (input or normalised) has
+    entries of subnormal size: rounding there is absolute (half the subnormal spacing), i.e.
+    relative ``spacing / (2 rms)``.  A float16 probe of norm 1e-13 normalised by eps 1e-7 has
+    entries ~4e-8, below float16's spacing 6e-8: it asserts nothing (NO_CLAIM_LIMIT)."""
+    u = UNIT_ROUNDOFF[precision]
+    tiny = SUBNORMAL_SPACING[precision]
+    for g in mats:
+        fro = float(np.linalg.norm(g))
+        d = denominator(fro, preset)
+        if not (fro > 0 and d > 0 and math.isfinite(fro)):
+            continue
+        rms = min(fro, fro / d) / math.sqrt(g.size)
+        u = max(u, tiny / (2.0 * rms))
+    return u
 
 
 # -- distances -------------------------------------------------------------------------------------
@@ -414,10 +448,13 @@ def relative_distance(out, ref) -> float:
         if np.any(na != nb):
             return math.inf
         a, b = np.where(na, 0, a), np.where(nb, 0, b)
-        if not np.all(np.isfinite(a)):
+        if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+            # an overflowed output or reference: inf/inf would be NaN, and max(worst, NaN)
+            # keeps worst -- a diverged candidate would then look like a match
             return math.inf
         scale = max(np.linalg.norm(b), 1e-30)
-        worst = max(worst, float(np.linalg.norm(a - b) / scale))
+        d = float(np.linalg.norm(a - b) / scale)
+        worst = math.inf if math.isnan(d) else max(worst, d)
     return worst
 
 
@@ -721,13 +758,21 @@ def diagnose(fn, name: str, *, dtype: str = "float64", steps=None, tolerance=Non
         same = [c for c, (cand, _, _) in zip(results, all_rows) if cand.precision == dtype]
         closest = min(same, key=lambda c: (c.distance, c.ratio))
     ties = tuple(c.label for c in matching)
-    note = ""
+    note, nearest = "", None
     if not matching and not errors and dtype in ("float64", "float32"):
-        note = _sv_map_note(plist, outs, rows[0], 1e3 * MATCH_TOLERANCE[dtype])
+        note = singular_value_map(plist, outs, rows[0], dtype)
+        cause = map_cause(note)
+        if closest.ratio > FAR_RATIO and not closest.match and cause:
+            # no candidate is near (the nearest is FAR_RATIO tolerances away), but the output
+            # is a map of G's singular values: name the map -- G itself (nothing ran), the
+            # claim times a constant (a scale on the result), else a schedule that differs in
+            # more than the one triple the refit tries (a table from another source)
+            nearest, closest = closest, replace(closest, label=(
+                f"{cause}; nearest known: {closest.label}"))
     if batch_note:
         note = f"{batch_note}; {note}" if note else batch_note
     # the closest first, then by ratio
-    details = [closest] + [c for c in ranked if c is not closest]
+    details = [closest] + [c for c in ranked if c is not closest and c is not nearest]
     near = ()
     if claim.match and claim.ratio > 0:
         near = tuple((c.label, claim.ratio / c.ratio if c.ratio > 0 else math.inf)
@@ -778,8 +823,12 @@ def _second_round(rows, results, plist, outs, unsupported, dtype, tolerance, rep
                if math.isfinite(r.ratio)]
     singles.sort(key=lambda t: t[1].ratio)
     top = [c for c, _ in singles[:PAIR_TOP]]
+    # the precision, low-precision order and safety factor variants pair with every top
+    # single: each changes every probe a little, so a second difference elsewhere (an epsilon
+    # on the tiny probes) pushes them out of the top by ratio
     partners = top + [c for c, _ in singles[PAIR_TOP:] if c.knob in ("precision",
-                                                                     "lowprec_order")]
+                                                                     "lowprec_order",
+                                                                     "norm_scale")]
     pairs, seen = [], set()
     for i, a in enumerate(top):
         for b in partners:
@@ -995,13 +1044,23 @@ def _all_representable(outs, fmt) -> bool:
     return True
 
 
+_KEEPS = "the output keeps G's singular vectors"
+
+#: nothing matches and the nearest candidate is this many tolerances away: no one-knob variant
+#: explains the output (docs/presets.md 7)
+FAR_RATIO = 100.0
+
+
 def _sv_map_note(plist, outs, claim_row, rtol) -> str:
     """When nothing matches: does the target keep G's singular vectors (a polynomial-type map of
     the singular values) but map them differently from the claim?  Then the difference is in the
-    coefficients or the step count, not in the normalisation or the structure."""
+    coefficients or the step count, not in the normalisation or the structure.  Two maps are
+    named apart: G itself scaled (no iteration ran) and the claim's output times a constant per
+    shape (a scale factor on the result, not the orthogonaliser)."""
     cand, refs, _ = claim_row
+    first, in_scale, out_scale = "", [], []
     for p, ref in zip(plist, refs):
-        if p.label != "wide 16x40" or outs.get(p.label) is None:
+        if p.label not in _FIT_PROBES or outs.get(p.label) is None:
             continue
         G = np.asarray(p.G, np.float64)
         out = outs[p.label]
@@ -1016,9 +1075,67 @@ def _sv_map_note(plist, outs, claim_row, rtol) -> str:
             return ("the output does not keep G's singular vectors: not a polynomial map of "
                     "the singular values")
         want = np.diag(U.T @ ref @ Vt.T)
-        i = int(np.argmax(np.abs(diag - want)))
-        x = s[i] / np.linalg.norm(G)
-        return (f"the output keeps G's singular vectors (a map of the singular values) but maps "
-                f"s/||G||_F = {x:.3g} to {diag[i]:.6g} instead of {want[i]:.6g}: the "
-                f"coefficients, the step count or the normalisation's scale differ")
+        in_scale.append(_constant_ratio(diag, s, rtol))
+        out_scale.append(_constant_ratio(diag, want, rtol))
+        if not first:
+            i = int(np.argmax(np.abs(diag - want)))
+            x = s[i] / np.linalg.norm(G)
+            first = (f"{_KEEPS} (a map of the singular values) but maps s/||G||_F = {x:.3g} "
+                     f"to {diag[i]:.6g} instead of {want[i]:.6g}: the coefficients, the step "
+                     "count or the normalisation's scale differ")
+    if in_scale and all(c is not None for c in in_scale):
+        return (f"{_SCALED_INPUT} (by {', '.join(f'{c:.4g}' for c in in_scale)} on the "
+                f"{' and '.join(_FIT_PROBES)} probes): no orthogonalisation ran (zero steps, "
+                "or the iteration was skipped)")
+    if out_scale and all(c is not None for c in out_scale) and \
+            max(abs(c - 1) for c in out_scale) > rtol:
+        return (f"{_SCALED_CLAIM} (by {', '.join(f'{c:.4g}' for c in out_scale)} on the "
+                f"{' and '.join(_FIT_PROBES)} probes): a scale factor on the result (an "
+                "update's scale rule), not a different orthogonaliser")
+    return first
+
+
+_SCALED_INPUT = "the output is G itself scaled"
+_SCALED_CLAIM = "the output is the preset's output times a constant per shape"
+
+
+def _constant_ratio(a, b, rtol):
+    """c when ``a = c b`` (every entry, relative ``rtol``), else None."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    nb = float(np.linalg.norm(b))
+    if nb == 0 or not np.all(np.isfinite(a)):
+        return None
+    c = float(a @ b) / (nb * nb)
+    if c == 0 or np.linalg.norm(a - c * b) > rtol * abs(c) * nb:
+        return None
+    return c
+
+
+#: the singular-value maps the diagnosis names when no candidate is near (their notes' first
+#: words -> the cause)
+_SV_NAMES = {
+    _KEEPS: "a different coefficient table (more than one triple differs from the preset's; "
+            "no single refitted triple fits, and the output keeps G's singular vectors)",
+    _SCALED_INPUT: "no orthogonalisation: the output is the input scaled (the iteration did "
+                   "not run)",
+    _SCALED_CLAIM: "the preset's output times a constant per shape (a scale factor on the "
+                   "result, e.g. an update's scale rule)",
+}
+
+
+def map_cause(note: str) -> str:
+    """The cause a singular-value-map note (:func:`singular_value_map`) names, '' for none."""
+    for start, cause in _SV_NAMES.items():
+        if note.startswith(start):
+            return cause
     return ""
+
+
+def singular_value_map(plist, outs, claim_row, dtype: str) -> str:
+    """The note on how the target maps G's singular values compared with ``claim_row`` (a
+    (candidate, outputs, tolerances) row over ``plist``); '' in low precision or when the
+    probes are missing."""
+    if dtype not in ("float64", "float32"):
+        return ""
+    return _sv_map_note(plist, outs, claim_row, 1e3 * MATCH_TOLERANCE[dtype])
+

@@ -644,8 +644,9 @@ def main(argv=None) -> int:
     try:
         _run_sections(args, sections, cp, torch, swanref, CB, timer, compile_on, dtypes, peaks,
                       rows, save)
-    except KeyboardInterrupt:  # `timeout -s INT`: print what was measured
+    except KeyboardInterrupt:  # `timeout -s INT`: print and store what was measured
         print("interrupted: tables of the rows measured so far", flush=True)
+        save()
     text = tables(env, peaks, rows, command)
     print(text)
     print(f"total {time.time() - t0:.0f} s")

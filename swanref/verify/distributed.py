@@ -48,7 +48,7 @@ from swanref.presets.diagnose import probe_tolerance
 from swanref.presets.lowprec import FORMATS, round_to
 from swanref.spec.readings import SCALINGS, WHITEN_METHODS, default_rank_rtol
 from swanref.spec.tolerance import condition_number
-from swanref.verify.checker import EXIT_CODES, CheckReport, PropertyResult
+from swanref.verify.checker import EXIT_CODES, CheckReport, PropertyResult, stopped
 from swanref.verify.claims import Claim
 from swanref.verify.claims.cli import add_claim_arguments, claim_from_args
 from swanref.verify.claims.model import require_evaluable
@@ -62,11 +62,12 @@ from swanref.verify.sharded.layouts import (LAYOUTS, SPLITS, ShardLayout, assemb
 from swanref.spec.conventions import resolve_scale
 from swanref.verify.sharded.mistakes import (EXPLAIN_RATIO, closest, diagnosis,
                                              rel_fro, variants)
-from swanref.verify.sharded.calling import CONVENTIONS, forget_meshes, run_cases
+from swanref.verify.sharded.calling import CONVENTIONS, forget_meshes, hung_at, run_cases
 from swanref.verify.sharded.reduction import (mats, reduced_parts, reduction_term,
                                               reduction_unit)
 from swanref.verify.sharded.reference import judge_pack, reference
-from swanref.verify.targets import TargetAborted, TargetTimeout, UsageError, load_target
+from swanref.verify.targets import (DEFAULT_TIMEOUT_S, TargetAborted, TargetRunner,
+                                    TargetTimeout, UsageError, load_target)
 
 __all__ = ["LAYOUTS", "SPLITS", "DTYPES", "ShardLayout", "ShardedClaim", "shard_layouts",
            "split", "assemble", "reduction_term", "sharded_inputs", "reference", "agreement",
@@ -380,7 +381,7 @@ def property_names(claim: ShardedClaim, kind: str) -> list:
             names.append("gather_axis")
         if claim.preset is not None or claim.iterative:
             names.append("norm_scale")
-        names.append("world_scaled")
+    names.append("world_scaled")      # a result scaled by the world size, in any layout
     if kind == "stack":
         names.append("stack_independent")
     return names
@@ -444,6 +445,26 @@ def evaluate(claim: ShardedClaim, kind: str, world: int, cases: list, outputs: l
     res = {n: _result(n) for n in names}
     where = f"layout {kind}" + (f" ({claim.split})" if claim.split != "tensor_split" else "") \
         + (f" on mesh {desc['mesh']}" if claim.mesh else "") + f" over {world} ranks"
+    hung = {r: e for r, e in (errors or {}).items() if isinstance(e, TargetTimeout)}
+    if hung:
+        # the same outcome and wording as swanref check: TIMEOUT (exit 5), the probe and rank
+        # lead with a rank that hangs by itself, not one waiting for it in a collective
+        first = min(hung, key=lambda k: (getattr(hung[k], "waiting", False), k))
+        r = res["ranks_complete"]
+        stopped(r, hung[first])
+        r.message = r.message.replace("the call was left running in the background",
+                                      "the ranks were stopped")
+        if len(hung) > 1:
+            r.message += "; also past the deadline: " + "; ".join(
+                f"rank {k}, {hung[k].where}" for k in sorted(hung) if k != first)
+        others = {k: e for k, e in errors.items() if k not in hung}
+        if others:
+            r.message += "; " + "; ".join(f"rank {k}: {others[k]}" for k in sorted(others))
+        r.input = {"rank": first, "layout": kind, "world_size": world}
+        for n in names[1:]:
+            res[n].status, res[n].message = "not-run", "not run: a rank's call timed out"
+        report.results = [res[n] for n in names]
+        return report
     if errors:
         first = min(errors)
         res["ranks_complete"] = _result(
@@ -484,7 +505,8 @@ def evaluate(claim: ShardedClaim, kind: str, world: int, cases: list, outputs: l
                     r.message = (f"layout {kind} ({rule}), rank {lay.rank} of {world}: "
                                  f"returned shape {o.shape} dtype {dn}, expected "
                                  f"{lay.local_shape} {' or '.join(sorted(allowed))} "
-                                 f"(case {c.label})")
+                                 f"(case {c.label})" + _other_rule(kind, c.G.shape, world,
+                                                                   rule, mesh, outs))
     if res["shard_shapes"].status == "FAIL":
         for n in names[3:]:
             res[n].status, res[n].message = "n/a", "not judged: local results have wrong shapes"
@@ -588,6 +610,22 @@ def evaluate(claim: ShardedClaim, kind: str, world: int, cases: list, outputs: l
     return report
 
 
+def _other_rule(kind, shape, world, rule, mesh, outs) -> str:
+    """A hint when every rank's block has the shape the *other* split rule gives (a target
+    that cuts by torch.tensor_split where DTensor/FSDP2 cut by torch.chunk, or back)."""
+    for other in SPLITS:
+        if other == rule:
+            continue
+        try:
+            lays = shard_layouts(kind, shape, world, other, mesh)
+        except UsageError:
+            continue
+        if all(np.shape(o) == lay.local_shape for o, lay in zip(outs, lays)):
+            return (f"; every rank's block has the shape {other} gives: the target splits by "
+                    f"{other}, the claim says {rule} (--split)")
+    return ""
+
+
 def _rank_of(j, shape, world, rule="tensor_split"):
     for lay in shard_layouts("stack", shape, world, rule):
         if lay.start <= j < lay.stop:
@@ -668,22 +706,31 @@ def _worker_loop(rank, world, backend, init_file, timeout_s, task_queues, result
             except BaseException as exc:  # noqa: BLE001 - the parent computes them instead
                 results.put(("error", task_id, rank, f"{type(exc).__name__}: {exc}"))
             continue
-        _, task_id, target, kind, cases, claim, convention, kwargs, scale = msg
+        _, task_id, target, kind, cases, claim, convention, kwargs, scale, call_timeout = msg
         last_cases = cases
         t0 = time.perf_counter()
+        # each call of the target (and its import) under the per-call deadline (--timeout)
+        runner = TargetRunner(call_timeout) if call_timeout else None
         try:
             if isinstance(target, str):
-                fn = loaded.get(target) or load_target(target)
+                fn = loaded.get(target) or load_target(target, runner)
                 loaded[target] = fn
             else:
                 fn = target
             outs = run_cases(fn, kind, cases, rank, world, group, device, claim, convention,
-                             kwargs, scale)
+                             kwargs, scale, runner)
             results.put(("ok", task_id, rank, (outs, time.perf_counter() - t0)))
+        except TargetTimeout as exc:   # the hung call stays behind: the parent ends this rank
+            at, waiting = hung_at()
+            results.put(("timeout", task_id, rank,
+                         (exc.seconds, exc.where + (f" ({at})" if at else ""), waiting)))
         except BaseException as exc:  # noqa: BLE001 - the parent reports it
             tb = traceback.format_exception(type(exc), exc, exc.__traceback__, limit=-2)
             results.put(("error", task_id, rank,
                          f"{type(exc).__name__}: {exc}".strip() + "\n" + "".join(tb)))
+        finally:
+            if runner is not None:
+                runner.close()      # an idle worker ends; a hung one stays (a daemon)
 
 
 class RankPool:
@@ -800,27 +847,41 @@ class RankPool:
                 continue           # a late answer to an abandoned task
             if status == "error":
                 errors[rank] = payload
+            elif status == "timeout":
+                errors[rank] = TargetTimeout(*payload[:2])
+                errors[rank].waiting = payload[2]     # only waits for a peer in a collective
             elif status in (kind, "ready"):
                 got[rank] = payload
         return got, errors
 
     def run(self, target, kind, cases, claim=None, convention="local", kwargs=None,
-            scale="keller"):
-        """Every rank's local results for ``cases``: (outputs[case][rank], errors, seconds)."""
+            scale="keller", timeout=None):
+        """Every rank's local results for ``cases``: (outputs[case][rank], errors, seconds).
+
+        ``timeout``: seconds each rank's call of the target (and its import) may take (None:
+        no deadline); a rank past it is an error that is a :class:`TargetTimeout` naming the
+        case and the rank, and the ranks are ended (the hung call cannot be interrupted) and
+        respawned on the next call."""
         if self._procs is None:
             self._start()
         claim = claim or ShardedClaim("whiten")
         tid = next(self._ids)
         for q in self._tasks:
-            q.put(("run", tid, target, kind, cases, claim, convention, kwargs, scale))
-        # a rank blocked in a collective whose peer raised gets the group's timeout error
-        got, errors = self._collect(tid, self.timeout_s * 2 + 30)
+            q.put(("run", tid, target, kind, cases, claim, convention, kwargs, scale, timeout))
+        # a rank blocked in a collective whose peer raised gets the group's timeout error;
+        # without a per-call deadline a rank may compute for as long as it needs
+        wait = self.timeout_s * 2 + 30
+        wait = wait + (len(cases) + 1) * timeout if timeout else math.inf
+        got, errors = self._collect(tid, wait)
         if errors or len(got) < self.world_size:
             for r in range(self.world_size):
                 if r not in got and r not in errors:
-                    errors[r] = (f"no answer within {self.timeout_s * 2 + 30:.0f} s (hang: a "
-                                 "collective not entered by every rank?); rank terminated")
-            self._recover(got, errors)
+                    errors[r] = (f"no answer within {wait:.0f} s (hang: a collective not "
+                                 "entered by every rank?); rank terminated")
+            if any(isinstance(e, TargetTimeout) for e in errors.values()):
+                self.close(force=True)
+            else:
+                self._recover(got, errors)
             return None, errors, 0.0
         outs = [[got[r][0][i] for r in range(self.world_size)] for i in range(len(cases))]
         return outs, {}, max(got[r][1] for r in range(self.world_size))
@@ -857,7 +918,7 @@ def check_sharded(target, op="whiten", *, layout="rows", world_size=2, backend="
                   beta=None, scaling=None, preset=None, eps=0.0, seed=0, pool=None,
                   timeout_s=30.0, target_name=None, input_dtype=None, reduce_dtype=None,
                   split=None, mesh=None, convention="local", kwargs=None, scale="keller",
-                  judge_on_ranks=None) -> CheckReport:
+                  judge_on_ranks=None, timeout=DEFAULT_TIMEOUT_S) -> CheckReport:
     """Run a sharded implementation on ``world_size`` spawned ranks and judge it.
 
     ``target``: ``'module:function'`` / ``'file.py:function'`` (loaded in every rank) or a
@@ -868,7 +929,9 @@ def check_sharded(target, op="whiten", *, layout="rows", world_size=2, backend="
     as DTensor and FSDP2 shard; ``tensor_split`` otherwise); ``mesh``: ``(a, b)`` for layout
     ``grid``.  ``pool``: a :class:`RankPool` to reuse (its world size and backend win);
     otherwise one is started and closed here.  ``timeout_s``: the process group's collective
-    timeout.  ``judge_on_ranks``: compute the unsharded references on the ranks, in parallel
+    timeout.  ``timeout``: seconds each rank's call of the target (and the target's import)
+    may take (default 60, as ``swanref.check``; None or 0: no deadline); a call past it makes
+    the report's outcome TIMEOUT (exit 5), naming the case and the rank.  ``judge_on_ranks``: compute the unsharded references on the ranks, in parallel
     (on their GPUs in float64 where the shards are CUDA tensors) instead of here; default:
     for matrices of at least ``RANK_JUDGING_SIZE`` entries (below it, loading swanref's core
     in every rank costs more than it saves).
@@ -878,13 +941,15 @@ def check_sharded(target, op="whiten", *, layout="rows", world_size=2, backend="
                    reduce_dtype, split, mesh, layout, world, convention, scale)
     if kind_err := _layout_error(layout, shape, world, claim):
         raise UsageError(kind_err)
-    _check_target(target)
+    timeout = _call_timeout(timeout)
+    _check_target(target, timeout)
     own = pool is None
     pool = pool or RankPool(world_size, backend, timeout_s, dtensor=convention != "local")
     cases = sharded_inputs(claim, layout, world, shape, seed, params)
     packs, ref_secs = None, 0.0
     try:
-        outs, errors, secs = pool.run(target, layout, cases, claim, convention, kwargs, scale)
+        outs, errors, secs = pool.run(target, layout, cases, claim, convention, kwargs, scale,
+                                      timeout)
         if judge_on_ranks is None:
             judge_on_ranks = math.prod(shape) >= RANK_JUDGING_SIZE
         if outs is not None and judge_on_ranks:
@@ -913,7 +978,11 @@ def _claim(op, dtype, method, steps, beta, scaling, preset, eps, input_dtype, re
            split, mesh, layout, world, convention, scale):
     if convention not in CONVENTIONS:
         raise UsageError(f"--convention must be one of {', '.join(CONVENTIONS)}")
-    if convention != "local":
+    if convention == "replicated":
+        if layout != "stack":
+            raise UsageError("--convention replicated steps a list of whole parameters, the "
+                             "same on every rank: use --shard stack")
+    elif convention != "local":
         if layout == "flat":
             raise UsageError("layout flat is FSDP1's flat parameter; a DTensor/FSDP2 "
                              "parameter is sharded by rows (Shard(0)): use --shard rows")
@@ -921,7 +990,7 @@ def _claim(op, dtype, method, steps, beta, scaling, preset, eps, input_dtype, re
             raise UsageError("DTensor shards by torch.chunk: --split tensor_split cannot be "
                              "used with the dtensor/optimizer conventions")
         split = "chunk"
-    if convention == "optimizer":
+    if convention in ("optimizer", "replicated"):
         try:
             resolve_scale(scale)
         except (TypeError, ValueError) as exc:
@@ -934,10 +1003,27 @@ def _claim(op, dtype, method, steps, beta, scaling, preset, eps, input_dtype, re
                         reduce_dtype, split or "tensor_split", mesh).validate()
 
 
-def _check_target(target):
-    """Fail early (UsageError) on a target the ranks could not load or receive."""
+def _call_timeout(timeout):
+    """The per-call deadline in seconds, or None (None or 0: no deadline)."""
+    if timeout is None or (isinstance(timeout, (int, float)) and not isinstance(timeout, bool)
+                           and timeout == 0):
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or \
+            not (timeout > 0 and math.isfinite(timeout)):
+        raise UsageError(f"--timeout must be a number of seconds >= 0, got {timeout!r}")
+    return float(timeout)
+
+
+def _check_target(target, timeout=None):
+    """Fail early (UsageError) on a target the ranks could not load or receive; its import
+    here runs under the per-call deadline (TargetTimeout)."""
     if isinstance(target, str):
-        load_target(target)
+        runner = TargetRunner(timeout) if timeout else None
+        try:
+            load_target(target, runner)
+        finally:
+            if runner is not None:
+                runner.close()
         return
     if not callable(target):
         raise UsageError(f"target must be callable or 'module:function', got {target!r}")
@@ -974,7 +1060,8 @@ def check_in_group(fn, op="whiten", *, layout="rows", group=None, shape=(16, 32)
 
     A rank whose ``fn`` raises reports the exception, but its peers may be blocked inside
     ``fn``'s collectives: only the group's own timeout (``init_process_group(timeout=...)``)
-    ends that.
+    ends that.  There is no per-call deadline here (``check_sharded``'s ``timeout=``): a call
+    left hanging inside the job's own process group could not be stopped.
     """
     import torch
     import torch.distributed as dist
@@ -1046,11 +1133,22 @@ def add_arguments(p):
     return p
 
 
+def _seconds(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--timeout takes seconds, got {text!r}") from None
+    if not (v >= 0 and math.isfinite(v)):
+        raise argparse.ArgumentTypeError(f"--timeout takes seconds >= 0, got {text!r}")
+    return v
+
+
 def build_parser():
     p = _Parser(prog="swanref check-sharded",
                 description="Check a sharded implementation fn(local_shard, group=, layout=) "
                             "across processes. Exit 0 conforming, 1 not, 2 usage error, 3 "
-                            "inconclusive (no property judged).")
+                            "inconclusive (no property judged), 4 the target exited, 5 "
+                            "timeout.")
     p.add_argument("op", choices=OPS, metavar="OP", help=f"the operator: {', '.join(OPS)}")
     p.add_argument("target", metavar="TARGET",
                    help="the sharded implementation, module:function or file.py:function")
@@ -1088,10 +1186,16 @@ def build_parser():
     p.add_argument("--convention", choices=CONVENTIONS, default="local",
                    help="how the target is called: local (fn(shard, group=, layout=)), "
                         "dtensor (fn(DTensor)), optimizer (an optimizer class stepped on one "
-                        "DTensor parameter)")
+                        "DTensor parameter), replicated (--shard stack: an optimizer class "
+                        "stepped on whole parameters, the same on every rank)")
     p.add_argument("--kwarg", action="append", default=[], metavar="NAME=VALUE",
                    help="keyword argument for the target (repeatable); VALUE is a Python "
                         "literal, a dotted name such as torch.bfloat16, or a string")
+    p.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
+                   help="the longest one rank's call of the target (or its import) may take; "
+                        "past it the check stops with outcome TIMEOUT (exit 5) naming the "
+                        f"case and the rank (default {DEFAULT_TIMEOUT_S:g}; 0: no deadline; "
+                        "--dist-timeout bounds the collectives)")
     p.add_argument("--update-scale", default="keller",
                    help="optimizer convention: the scale rule the step applies (spec 9.1)")
     add_claim_arguments(p, preset=False)
@@ -1159,7 +1263,8 @@ def _cli_check(args):
                          shape=args.shape, seed=args.seed, timeout_s=args.dist_timeout, **c,
                          convention=getattr(args, "convention", "local"),
                          kwargs=parse_kwargs(getattr(args, "kwarg", [])),
-                         scale=getattr(args, "update_scale", "keller"))
+                         scale=getattr(args, "update_scale", "keller"),
+                         timeout=getattr(args, "timeout", DEFAULT_TIMEOUT_S))
 
 
 def parse_kwargs(items) -> dict:

@@ -26,8 +26,9 @@ import numpy as np
 
 from swanref.presets.catalogue import PRESETS, ROUTES, get_preset, schedule
 from swanref.presets.diagnose import (MATCH_TOLERANCE, NO_CLAIM_LIMIT, Candidate, Probe,
-                                      candidate_rows, evaluate, probes, refit_triple,
-                                      relative_distance, run_target)
+                                      candidate_rows, evaluate, map_cause, probes,
+                                      refit_triple, relative_distance, run_target,
+                                      singular_value_map)
 from swanref.presets.lowprec import is_representable, round_to
 from swanref.spec.conventions import SCALE_RULES, shape_factor
 from swanref.update import ND_RULES, orthogonalized_update
@@ -445,6 +446,8 @@ def identify(fn, dtype: str = "float64", *, level: str = "operator", names=None,
                                dtype)
         # alternatives: one knob changed from the match
         alts = _alternatives(name, final, res, full_plist, full_outs, skip, dtype, precs, post)
+        if level == "operator" and not res.match and not errors:
+            notes.extend(_map_notes(final, plist, outs, dtype))
     if level == "update":
         nd, note = _nd_rule(fn, name, final, update_knobs, dtype)
         if note:
@@ -454,6 +457,15 @@ def identify(fn, dtype: str = "float64", *, level: str = "operator", names=None,
                           res.probe, alts[:alternatives], notes
                           + [f"the target raised on probe {k!r}: {v}" for k, v in errors.items()],
                           final.label)
+
+
+def _map_notes(final, plist, outs, dtype) -> list:
+    """No claim matches: what the target's map of G's singular values says about the closest
+    one (a different table, no iteration at all, a scale on the result), as the preset
+    diagnosis names it (docs/spec.md 8.6 (d))."""
+    note = singular_value_map(plist, outs, candidate_rows([final], plist, dtype)[0], dtype)
+    cause = map_cause(note)
+    return [f"{cause}: {note}"] if cause else []
 
 
 #: N-D gradients of the update level: a conv weight with a rectangular kernel and a 3-D one

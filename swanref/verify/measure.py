@@ -76,10 +76,7 @@ class NoClaimError(SwanrefAssertionError):
         lines = [head + (f": {msg}" if msg else "")]
         lines.append(f"  error {fmt(measurement.error)}, tolerance {fmt(measurement.tolerance)}; "
                      f"metric: {measurement.metric}")
-        if measurement.input:
-            lines.append("  input: " + describe_text(measurement.input))
-        if measurement.note:
-            lines.append("  " + measurement.note)
+        lines.extend(measurement.context_lines())
         lines.append("  what to do: " + (advice or "use float64 input or a reading the model "
                                           "covers (docs/spec.md section 8)") +
                      "; or pass allow_no_claim=True to get the Measurement without asserting")
@@ -176,11 +173,14 @@ class Measurement:
         lines = [head + (f": {msg}" if msg else "")]
         lines.append(f"  error {fmt(self.error)} vs tolerance {fmt(self.tolerance)} "
                      f"(ratio {fmt(self.ratio)}); metric: {self.metric}")
-        if self.input:
-            lines.append("  input: " + describe_text(self.input))
-        if self.note:
-            lines.append("  " + self.note)
+        lines.extend(self.context_lines())
         return "\n".join(lines)
+
+    def context_lines(self) -> list:
+        """The input it was measured on and its note, as indented message lines (shared by
+        :meth:`message` and :class:`NoClaimError`)."""
+        lines = ["  input: " + describe_text(self.input)] if self.input else []
+        return lines + (["  " + self.note] if self.note else [])
 
     def to_dict(self) -> dict:
         return {"property": self.property, "error": json_float(self.error),

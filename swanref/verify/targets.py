@@ -1,4 +1,6 @@
-"""Loading the implementation under test: ``module:function`` or ``path/file.py:function``.
+"""Loading the implementation under test: ``module:function`` or ``path/file.py:function``
+(a file inside a package -- its folder has an ``__init__.py`` -- is imported as that package's
+module, so its relative imports work).
 
 The target is someone else's code, but loading it must not change which code *swanref* runs
 afterwards.  So its folder is never put in front of ``sys.path``: a ``file.py`` target is
@@ -61,11 +63,38 @@ def _exec_file(path: str):
     return module
 
 
+def _package_module(path: str):
+    """``(folder above the top package, dotted name)`` of a file inside a package (its folder
+    has an ``__init__.py``), so that its relative imports work; None for a loose file."""
+    folder, name = os.path.split(path)
+    parts = [os.path.splitext(name)[0]]
+    while os.path.isfile(os.path.join(folder, "__init__.py")):
+        folder, pkg = os.path.split(folder)
+        if not pkg.isidentifier():
+            return None
+        parts.insert(0, pkg)
+    if len(parts) == 1 or not parts[-1].isidentifier():
+        return None
+    return folder, ".".join(p for p in parts if p != "__init__")
+
+
 def _import(mod_name: str):
     if mod_name.endswith(".py") or os.sep in mod_name or "/" in mod_name:
         path = os.path.abspath(mod_name)
         if not os.path.isfile(path):
             raise UsageError(f"no such file: {mod_name}")
+        in_package = _package_module(path)
+        if in_package is not None:     # a file of a package: import it as one (relative imports)
+            root, dotted = in_package
+            with _importable_last(root):
+                module = importlib.import_module(dotted)
+            got = os.path.abspath(getattr(module, "__file__", "") or "")
+            if got != path:
+                raise UsageError(f"{mod_name} is module {dotted!r} of a package, but importing "
+                                 f"{dotted!r} gives {got or 'a module without a file'} (an "
+                                 "installed package of that name comes first): pass the module "
+                                 f"name {dotted}:... with the package's folder on PYTHONPATH")
+            return module
         return _exec_file(path)
     with _importable_last(os.getcwd()):
         return importlib.import_module(mod_name)

@@ -251,6 +251,16 @@ def raises_on_rank1(local, group=None, layout=None):
     return allreduce(local.clone(), group)
 
 
+def hangs_on_rank1(local, group=None, layout=None):
+    """Rank 1 never returns (a wait that never ends); rank 0 waits for it in all_reduce."""
+    if layout.rank == 1:
+        import time
+        t_end = time.monotonic() + 60          # ends by itself: nothing outlives a test run
+        while time.monotonic() < t_end:
+            time.sleep(0.05)
+    return allreduce(local.clone(), group)
+
+
 def muon_normalises_in_place(local, group=None, layout=None):
     """Right result, but the caller's shard is divided by the norm in place (torch.optim.Muon
     does this to bfloat16 gradients)."""

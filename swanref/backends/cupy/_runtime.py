@@ -15,9 +15,11 @@ def _env_flag(name: str, default: str) -> bool:
 #: tf32: cuBLAS may round float32 operands to TF32 (off: every float32 product is float32).
 #: graphs: replay small iterative whitening calls from captured CUDA graphs (graphs.py; off by
 #: default: on an H100 the replays were no faster, the calls being GPU-bound, and their buffers
-#: stay allocated).
+#: stay allocated). bf16_scan: the bfloat16-word finite flag and huge-value shift by the two
+#: scan kernels (interop.py; off: the elementwise route, their definition).
 state = {"tf32": _env_flag("SWANREF_CUPY_TF32", "0"),
          "graphs": _env_flag("SWANREF_CUPY_GRAPHS", "0"),
+         "bf16_scan": _env_flag("SWANREF_CUPY_BF16_SCAN", "1"),
          "gram": os.environ.get("SWANREF_CUPY_GRAM", "auto").strip().lower()}
 lock = threading.Lock()
 _available: list = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from swanref.backends.cupy import _runtime as rt
+from swanref.backends.cupy import kernels as K
 
 
 def stack(G):
@@ -112,11 +113,91 @@ def huge_shift(X):
     return cp.where(e > h, e - t, 0).astype(cp.int32)
 
 
+# The bfloat16-word checks of the preset path in two launches (kernels._SCAN_SOURCE) instead of
+# about a dozen elementwise ops and reductions (on an H100 at 1024 x 4096: 0.34 -> 0.074 ms for
+# both, tests/device/scan_probe_h100_h35.txt). The
+# elementwise route below stays as the definition, the tests' oracle and the fallback: taken
+# when the scan kernels fail to compile or launch (rt.state["bf16_scan_error"] says why) or
+# when SWANREF_CUPY_BF16_SCAN=0 (rt.state["bf16_scan"] False).
+_SCAN_WORDS_PER_BLOCK = 1 << 14  # 256 threads x 8 words x 8 loads
+_SCAN_THREADS = 256
+
+
+def _scan_parts(slice_: int) -> int:
+    """Blocks per matrix: about 16K words each, at most 1024, and at least 1."""
+    return max(1, min(1024, -(-slice_ // _SCAN_WORDS_PER_BLOCK)))
+
+
+def _bf16_scan(W, batch: int, want_ok: bool):
+    """(shift int32 (batch,), ok bool 0-d) of the C-contiguous words W seen as ``batch``
+    matrices, by the two scan kernels; None when the scan is off or failed (then the caller
+    takes the elementwise route)."""
+    if not rt.state["bf16_scan"]:
+        return None
+    cp = rt.cp()
+    slice_ = W.size // batch
+    parts = _scan_parts(slice_)
+    if batch * parts >= 2**31:
+        return None
+    vec = slice_ % 8 == 0 and W.data.ptr % 16 == 0
+    h, t = HUGE[np.dtype(np.float32)]  # bfloat16 has float32's exponent range
+    try:
+        partial = cp.empty(batch * parts, dtype=cp.uint32)
+        shift = cp.empty(batch, dtype=cp.int32)
+        ok = cp.empty((), dtype=cp.bool_)
+        K.kernel("bf16_amax_parts_vec" if vec else "bf16_amax_parts")(
+            (batch * parts,), (_SCAN_THREADS,), (W, np.int64(slice_), np.int32(parts), partial))
+        grid = 1 if want_ok else max(1, min(1024, -(-batch // 32)))
+        K.kernel("bf16_shift_finish")(
+            (grid,), (1024,), (partial, np.int64(batch), np.int32(parts), np.int32(h),
+                               np.int32(t), shift, ok, np.int32(1 if want_ok else 0)))
+    except Exception as exc:  # NVRTC or launch failure: the elementwise route from now on
+        rt.state["bf16_scan"] = False
+        rt.state["bf16_scan_error"] = repr(exc)
+        return None
+    return shift, ok
+
+
+def lp_sumsq(X, fmt: str):
+    """Sum of squares per matrix (float64 array (B,), the float32 sum widened) of the 16-bit
+    words X (C-contiguous (B, m, n), format ``fmt``), by the scan module's two kernels; None when
+    the scan is off or failed (the caller then sums through CuPy, as before)."""
+    if (not rt.state["bf16_scan"] or fmt not in ("bfloat16", "float16")
+            or not X.flags.c_contiguous or X.ndim != 3 or X.size == 0):
+        return None
+    cp = rt.cp()
+    batch = X.shape[0]
+    slice_ = X.size // batch
+    parts = _scan_parts(slice_)
+    if batch * parts >= 2**31:
+        return None
+    try:
+        partial = cp.empty(batch * parts, dtype=cp.float32)
+        out = cp.empty(batch, dtype=cp.float64)
+        K.kernel("lp_sumsq_parts_" + fmt)((batch * parts,), (_SCAN_THREADS,),
+                                          (X, np.int64(slice_), np.int32(parts), partial))
+        K.kernel("sumsq_finish")((max(1, min(1024, -(-batch // 32))),), (1024,),
+                                 (partial, np.int64(batch), np.int32(parts), out))
+    except Exception as exc:  # as _bf16_scan
+        rt.state["bf16_scan"] = False
+        rt.state["bf16_scan_error"] = repr(exc)
+        return None
+    return out
+
+
 def huge_shift_bfloat16(W):
     """:func:`huge_shift` of bfloat16 values held as 16-bit words (uint16, shape (B, m, n)):
     max|x| from the bit patterns (without the sign bit they order like the magnitudes)."""
+    if W.flags.c_contiguous and W.ndim == 3 and W.size:
+        got = _bf16_scan(W, W.shape[0], want_ok=False)
+        if got is not None:
+            return got[0]
+    return _huge_shift_bfloat16_elementwise(W)
+
+
+def _huge_shift_bfloat16_elementwise(W):
     cp = rt.cp()
-    h, t = HUGE[np.dtype(np.float32)]  # bfloat16 has float32's exponent range
+    h, t = HUGE[np.dtype(np.float32)]
     bits = per_matrix(cp.max, cp.bitwise_and(W, 0x7FFF)).astype(cp.uint32)
     amax = cp.left_shift(bits, 16).view(cp.float32)
     amax = cp.where(cp.isfinite(amax), amax, 0)
@@ -131,7 +212,17 @@ def _bfloat16_nonfinite(W):
 def bfloat16_finite_flag(W):
     """Device boolean scalar: no bfloat16 word of W (uint16) is NaN/Inf (no host sync)."""
     cp = rt.cp()
-    return cp.asarray(True) if W.size == 0 else ~cp.any(_bfloat16_nonfinite(W))
+    if W.size == 0:
+        return cp.asarray(True)
+    if W.flags.c_contiguous:
+        got = _bf16_scan(W, 1, want_ok=True)
+        if got is not None:
+            return got[1]
+    return _bfloat16_finite_flag_elementwise(W)
+
+
+def _bfloat16_finite_flag_elementwise(W):
+    return ~rt.cp().any(_bfloat16_nonfinite(W))
 
 
 def bfloat16_all_finite(W) -> bool:

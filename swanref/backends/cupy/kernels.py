@@ -155,6 +155,130 @@ __global__ void lp_scale_add(const unsigned short* x, const unsigned short* p, u
 }  // namespace swanref_cupy
 """
 
+# The bfloat16-word scan of the preset path (its own module: should it fail to compile, the
+# other kernels are unaffected and interop.py keeps its elementwise route). Pass 1: each block
+# reduces a part of one matrix to the max of its magnitude bits (word & 0x7fff orders like
+# |x|; NaN/Inf have the exponent field all ones, so the max is >= 0x7f80 exactly when the
+# matrix holds one). Pass 2: per matrix, the huge-value shift (interop.HUGE, frexp from the
+# exponent field) and the all-finite flag. Two launches, no host synchronisation.
+_SCAN_SOURCE = r"""
+namespace swanref_scan {
+__device__ __forceinline__ unsigned int max_u(unsigned int a, unsigned int b) { return a > b ? a : b; }
+__device__ __forceinline__ unsigned int mag2(unsigned int q) {  // two words, max magnitude
+  return max_u(q & 0x7fffu, (q >> 16) & 0x7fffu);
+}
+__device__ __forceinline__ unsigned int warp_max(unsigned int m) {
+  for (int o = 16; o > 0; o >>= 1) m = max_u(m, __shfl_xor_sync(0xffffffffu, m, o));
+  return m;
+}
+struct alignas(16) words8 { unsigned int x, y, z, w; };  // eight 16-bit words
+// block b of the 1-D grid reduces part (b % parts) of matrix (b / parts); V = 8: 16-byte loads
+// (every matrix starts 16-byte aligned and slice % 8 == 0), V = 1: one word at a time
+template <int V>
+__global__ void bf16_amax_parts(const unsigned short* w, long long slice, int parts,
+                                unsigned int* partial) {
+  const long long mat = blockIdx.x / parts;
+  const int part = blockIdx.x % parts;
+  const unsigned short* x = w + mat * slice;
+  const long long step = (long long)parts * blockDim.x;
+  unsigned int m = 0;
+  if (V == 8) {
+    const words8* v = reinterpret_cast<const words8*>(x);
+    for (long long i = (long long)part * blockDim.x + threadIdx.x; i < slice / 8; i += step) {
+      const words8 q = v[i];
+      m = max_u(m, max_u(max_u(mag2(q.x), mag2(q.y)), max_u(mag2(q.z), mag2(q.w))));
+    }
+  } else {
+    for (long long i = (long long)part * blockDim.x + threadIdx.x; i < slice; i += step)
+      m = max_u(m, (unsigned int)(x[i] & 0x7fffu));
+  }
+  __shared__ unsigned int warps[32];
+  m = warp_max(m);
+  if ((threadIdx.x & 31) == 0) warps[threadIdx.x >> 5] = m;
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    m = warp_max(threadIdx.x < (blockDim.x >> 5) ? warps[threadIdx.x] : 0u);
+    if (threadIdx.x == 0) partial[blockIdx.x] = m;
+  }
+}
+// one warp per matrix: shift[b] = e - t when frexp's exponent e of max|x| exceeds h, else 0
+// (0 for NaN/Inf, as interop.huge_shift); with want_ok (one block) *ok = no NaN/Inf anywhere
+__global__ void bf16_shift_finish(const unsigned int* partial, long long batch, int parts,
+                                  int h, int t, int* shift, bool* ok, int want_ok) {
+  const int lane = threadIdx.x & 31;
+  const long long warps = (long long)gridDim.x * (blockDim.x >> 5);
+  int bad = 0;
+  for (long long b = blockIdx.x * (long long)(blockDim.x >> 5) + (threadIdx.x >> 5); b < batch;
+       b += warps) {
+    unsigned int m = 0;
+    for (int p = lane; p < parts; p += 32) m = max_u(m, partial[b * parts + p]);
+    m = warp_max(m);
+    const int E = (int)(m >> 7);  // exponent field; max|x| = 0.1f * 2**(E - 126) when normal
+    bad |= E == 0xff;
+    if (lane == 0) shift[b] = (E != 0xff && E != 0 && E - 126 > h) ? E - 126 - t : 0;
+  }
+  if (want_ok) {
+    bad = __syncthreads_or(bad);
+    if (threadIdx.x == 0) *ok = !bad;
+  }
+}
+// -- sum of squares of 16-bit words (bfloat16 F = 0, float16 F = 1) per matrix, in float32 --
+// The squares are exact in float32 (no contraction into an FMA: __fmul_rn, __fadd_rn), the sums
+// float32 in a fixed order (parts of 256 strided threads, then the parts): the precision
+// PyTorch's norm uses. Subnormal squares are kept (this module is compiled without -ftz).
+template <int F> __device__ __forceinline__ float lp2f(unsigned short h);
+template <> __device__ __forceinline__ float lp2f<0>(unsigned short h) {
+  return __uint_as_float(((unsigned int)h) << 16);
+}
+template <> __device__ __forceinline__ float lp2f<1>(unsigned short h) {
+  float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f;
+}
+__device__ __forceinline__ float warp_sum(float s) {
+  for (int o = 16; o > 0; o >>= 1) s = __fadd_rn(s, __shfl_xor_sync(0xffffffffu, s, o));
+  return s;
+}
+template <int F>
+__global__ void lp_sumsq_parts(const unsigned short* w, long long slice, int parts,
+                               float* partial) {
+  const long long mat = blockIdx.x / parts;
+  const int part = blockIdx.x % parts;
+  const unsigned short* x = w + mat * slice;
+  const long long step = (long long)parts * blockDim.x;
+  float s = 0.0f;
+  for (long long i = (long long)part * blockDim.x + threadIdx.x; i < slice; i += step) {
+    const float v = lp2f<F>(x[i]);
+    s = __fadd_rn(s, __fmul_rn(v, v));
+  }
+  __shared__ float warps[32];
+  s = warp_sum(s);
+  if ((threadIdx.x & 31) == 0) warps[threadIdx.x >> 5] = s;
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    s = warp_sum(threadIdx.x < (blockDim.x >> 5) ? warps[threadIdx.x] : 0.0f);
+    if (threadIdx.x == 0) partial[blockIdx.x] = s;
+  }
+}
+// one warp per matrix: out[b] = the float32 sum of its parts, widened to double
+__global__ void sumsq_finish(const float* partial, long long batch, int parts, double* out) {
+  const int lane = threadIdx.x & 31;
+  const long long warps = (long long)gridDim.x * (blockDim.x >> 5);
+  for (long long b = blockIdx.x * (long long)(blockDim.x >> 5) + (threadIdx.x >> 5); b < batch;
+       b += warps) {
+    float s = 0.0f;
+    for (int p = lane; p < parts; p += 32) s = __fadd_rn(s, partial[b * parts + p]);
+    s = warp_sum(s);
+    if (lane == 0) out[b] = (double)s;
+  }
+}
+}  // namespace swanref_scan
+"""
+_SCAN_NAMES = {"bf16_amax_parts": "swanref_scan::bf16_amax_parts<1>",
+               "bf16_amax_parts_vec": "swanref_scan::bf16_amax_parts<8>",
+               "bf16_shift_finish": "swanref_scan::bf16_shift_finish",
+               "lp_sumsq_parts_bfloat16": "swanref_scan::lp_sumsq_parts<0>",
+               "lp_sumsq_parts_float16": "swanref_scan::lp_sumsq_parts<1>",
+               "sumsq_finish": "swanref_scan::sumsq_finish"}
+
 _CTYPE = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 #: the helpers that also take bfloat16 words (uint16): the finite-row policy of GradNorm
 _WORD_HELPERS = ("nan_rows", "first_finite")
@@ -231,6 +355,8 @@ def _compile(code: str, options: tuple, names: list):
 
 
 def _names(which: str) -> list:
+    if which == "scan":
+        return list(_SCAN_NAMES.values())
     if which == "grad_norm":
         return ([_GRAD_NORM_NAMES["grad_norm"] % c for c in _CTYPE.values()]
                 + [_GRAD_NORM_NAMES["grad_norm_vec"] % (c, 16 // dt.itemsize)
@@ -243,7 +369,8 @@ def _names(which: str) -> list:
 
 
 def module(which: str = "grad_norm"):
-    """The compiled kernels ``which`` ("grad_norm" or "helpers") for the current device."""
+    """The compiled kernels ``which`` ("grad_norm", "helpers" or "scan") for the current
+    device."""
     key = (which, rt.device())
     mod = _modules.get(key)
     if mod is None:
@@ -256,6 +383,8 @@ def module(which: str = "grad_norm"):
                     tag = "swanref header sha256 " + hashlib.sha256(header).hexdigest()
                     code = _GRAD_NORM_SOURCE % {"tag": tag}
                     options = ("-std=c++17", f"-I{inc}")
+                elif which == "scan":
+                    code, options = _SCAN_SOURCE, ("-std=c++17",)
                 else:
                     code, options = _HELPER_SOURCE, ("-std=c++17",)
                 mod = _modules[key] = _compile(code, options, _names(which))
@@ -275,7 +404,9 @@ def kernel(kind: str, dtype=None, fmt: str | None = None):
     key = (rt.device(), kind, dtype, fmt)
     fn = _functions.get(key)
     if fn is None:
-        if kind in _GRAD_NORM_BF16_NAMES:
+        if kind in _SCAN_NAMES:
+            name, which = _SCAN_NAMES[kind], "scan"
+        elif kind in _GRAD_NORM_BF16_NAMES:
             name, which = _GRAD_NORM_BF16_NAMES[kind], "grad_norm"
         elif kind in _WORD_HELPERS and dtype == np.dtype(np.uint16):
             name, which = _HELPER_NAMES[kind] % "unsigned short", "helpers"

@@ -18,7 +18,8 @@ import numpy as np
 from swanref.backends.cupy import _runtime as rt
 from swanref.backends.cupy import blas, graphs
 from swanref.backends.cupy import kernels as K
-from swanref.backends.cupy.interop import huge_shift, huge_shift_bfloat16, per_matrix, stack
+from swanref.backends.cupy.interop import (huge_shift, huge_shift_bfloat16, lp_sumsq, per_matrix,
+                                           stack)
 
 _NORMS = ("add", "clamp", "none", "safe")
 _FORMATS = ("bfloat16", "float16")
@@ -87,8 +88,11 @@ def _lowprec(G, coef, norm, eps, norm_scale, fmt, form):
     else:
         K.kernel("lp_cast_in", Gs.dtype, fmt)(grid, block, (Gs, X, np.int64(total),
                                                             np.int64(slice_), shift))
-    # squares of 16-bit values are exact in float32; summed in float32 (CUB), as PyTorch does
-    sumsq = per_matrix(cp.sum, K.lp_squares(fmt)(X)).astype(cp.float64)
+    # squares of 16-bit values are exact in float32; summed in float32, as PyTorch does (two
+    # kernels; through CuPy's reductions where the scan module is off or failed)
+    sumsq = lp_sumsq(X, fmt)
+    if sumsq is None:
+        sumsq = per_matrix(cp.sum, K.lp_squares(fmt)(X)).astype(cp.float64)
     mode = _NORMS.index(norm)
     K.kernel("lp_normalise", fmt=fmt)(grid, block, (X, np.int64(total), np.int64(slice_), sumsq,
                                                     f32(norm_scale), f32(eps), np.int32(mode)))

@@ -93,16 +93,18 @@ def variants(claim, G, kind: str, world: int, ref=None, rule="tensor_split", mes
     """``{property: [(description, output), ...]}`` of the mistakes that apply (a property may
     have several forms, e.g. a norm scaled by sqrt(p) or by p)."""
     G = np.asarray(G, np.float64)
-    if kind not in ("rows", "cols", "grid") or world < 2:
+    if world < 2:
         return {}
-    per_block = (lambda f: _per_block(G, kind, world, f, rule, mesh))
     out: dict = {}
     factors = sorted({float(world), math.sqrt(world)})
-    if ref is not None:
+    if ref is not None:     # any layout: an average over the ranks where a sum was due, ...
         out["world_scaled"] = [(f"the result multiplied by {f:g} (world size {world})", ref * f)
                                for f in factors] + \
                               [(f"the result divided by {f:g} (world size {world})", ref / f)
                                for f in factors]
+    if kind not in ("rows", "cols", "grid"):
+        return out
+    per_block = (lambda f: _per_block(G, kind, world, f, rule, mesh))
     if claim.op == "grad_norm":
         out["whole_matrix"] = [("row statistics over each rank's shard only",
                                 per_block(ops.grad_norm))]
