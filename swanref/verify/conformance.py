@@ -3,8 +3,10 @@
 Each entry names a package, an implementation and the claim it is checked under, at one of
 four levels: ``operator`` (``swanref check whiten/grad_norm``), ``update`` (``swanref check
 update`` under a claim: ``--preset X --set k=v``), ``optimizer`` (``swanref check-optimizer
-pkg.module:Class`` by import path) and ``sharded`` (``swanref check-sharded`` on real ranks).
-Entries whose package is not installed (or needs another Python) are listed as absent.
+pkg.module:Class`` by import path) and ``sharded`` (``swanref check-sharded`` on real gloo
+ranks: the rows of :mod:`swanref.verify.sharded.table`, real sharded code and planted bugs at
+world sizes 1, 2 and 4).  Entries whose package is not installed (or needs another Python) are
+listed as absent.
 
 A row: implementation and version, the claim as the one-line options a user would type, the
 dtype, the verdict and the one the source predicts, the worst error against its tolerance, and
@@ -12,9 +14,10 @@ the named cause where not conforming.  ``--store`` writes the rows of this envir
 ``docs/data/conformance-pyXY.json``; ``--markdown DOC`` renders the document's generated
 tables from every stored environment (swanref.verify.conformance_docs), and ``--python
 PYTHON`` first runs the entries this interpreter cannot (emerging-optimizers: Python >= 3.12)
-in that interpreter.  ``--timeout SECONDS``: each call of an operator/update target gets that
-deadline (an optimizer/sharded row as a whole ``ROW_CALLS`` times it); a hung implementation is
-a TIMEOUT row.
+in that interpreter.  ``--timeout SECONDS``: each call of the implementation (its import,
+construction, step or call, on every rank) gets that deadline, as each level's check applies it
+(an optimizer row as a whole also ``ROW_CALLS`` times it); a hung implementation is a TIMEOUT
+row.
 
 The optional extra ``conformance`` installs the CPU packages.  Exit status: 0 when every
 present entry's verdict is the expected one, 1 otherwise, 2 on usage errors.
@@ -24,6 +27,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.metadata
+import inspect
 import json
 import math
 import os
@@ -39,16 +43,11 @@ import numpy as np
 
 from swanref.verify import checker
 from swanref.verify import conformance_docs as docs
-from swanref.verify import distributed as sharded
 from swanref.verify import optimizer as opt
+from swanref.verify.sharded import table as sharded_table
 from swanref.verify.checker import DEFAULT_TIMEOUT_S, UsageError, check
 from swanref.verify.claims import Claim, add_claim_arguments, claim_from_args
 from swanref.verify.targets import FirstCallTimer, TargetRunner, TargetTimeout
-
-try:  # the sharded check's own conformance rows (real sharded code and planted bugs)
-    from swanref.verify.sharded import table as sharded_table
-except ImportError:  # pragma: no cover - before that module: the built-in entries below
-    sharded_table = None
 
 __all__ = ["ENTRIES", "Entry", "Row", "run", "markdown", "main", "claim_text"]
 
@@ -334,41 +333,18 @@ ENTRIES = [
           None, python=(3, 12),
           why="scale_mode='spectral' = sqrt(max(m, n)), fp32_matmul_prec='medium' (bf16), "
               "You's quintic"),
-    # -- the sharded level: `swanref check-sharded OP TARGET ARGS` on 2 gloo ranks.  Until
-    # real sharded packages are installable here: torch.optim.Muon on DTensor parameters and
-    # the faithful/wrong implementations of tests/sharded_impls (run from the repository root)
-    Entry("torch", "torch", "torch.optim:Muon",
-          dict(op="sharded", args="whiten --convention optimizer --shard rows --shape 10x12 "
-                                  "--preset torch_muon --dtype bfloat16 --input-dtype float32"),
-          None, why="DTensor parameters, chunk shards; bf16 orthogonaliser on float32 "
-                    "parameters"),
-    Entry("torch", "torch", "tests/sharded_impls/impls.py:muon",
-          dict(op="sharded", args="whiten --shard cols --preset muon_ns5 --dtype bfloat16"),
-          None, why="global norm and Gram all-reduced, computed in bf16"),
-    Entry("torch", "torch", "tests/sharded_impls/impls.py:muon",
-          dict(op="sharded", args="whiten --shard rows --preset muon_ns5 --dtype float32"),
-          None, why="global norm and Gram all-reduced"),
-    Entry("torch", "torch", "tests/sharded_impls/impls.py:dtensor_muon",
-          dict(op="sharded", args="whiten --convention dtensor --shard rows --shape 10x12 "
-                                  "--preset muon_ns5 --dtype float32"),
-          None, why="DTensor operations only; torch.chunk shards (3,3,3,1 style)"),
-    Entry("torch", "torch", "tests/sharded_impls/impls.py:muon_local_norm",
-          dict(op="sharded", args="whiten --shard cols --preset muon_ns5 --dtype bfloat16"),
-          None, expect="NOT CONFORMING", why="each shard divided by its own norm"),
-    Entry("torch", "torch", "tests/sharded_impls/impls.py:grad_norm",
-          dict(op="sharded", args="grad_norm --shard cols --dtype float32"),
-          None, why="row statistics all-reduced over column shards"),
 ]
 
-#: an optimizer or sharded row's deadline, in --timeout units (heavyball.Muon's check takes
-#: 30 s on 2 shared cores: its first steps compile)
+#: an optimizer row's deadline as a whole, in --timeout units (a net under check_target's own
+#: per-call deadline; heavyball.Muon's check takes 30 s on 2 shared cores)
 ROW_CALLS = 10
 
-_LEVEL_OF_OP = {"update": "update", "optimizer": "optimizer", "sharded": "sharded"}
+_LEVEL_OF_OP = {"update": "update", "optimizer": "optimizer"}
 
 
 def level_of(entry) -> str:
-    """The entry's level: 'operator', 'update', 'optimizer' or 'sharded'."""
+    """The entry's level: 'operator', 'update' or 'optimizer' (the sharded rows are
+    :func:`sharded_rows`)."""
     return _LEVEL_OF_OP.get(entry.claim.get("op"), "operator")
 
 
@@ -444,7 +420,7 @@ def claim_text(entry) -> str:
     """The claim as the options a user types after the target (one line)."""
     c = entry.claim
     level = level_of(entry)
-    if level in ("optimizer", "sharded"):
+    if level == "optimizer":
         return c["args"]
     if level == "update":
         return " ".join([f"--preset {c['preset']}"] +
@@ -465,7 +441,7 @@ def _dtype_of(entry) -> str:
     c, level = entry.claim, level_of(entry)
     if level == "update":
         return update_claim(entry).compute_dtype
-    if level in ("optimizer", "sharded"):
+    if level == "optimizer":
         words = c["args"].split()
         for opt in ("--precision", "--dtype"):
             if opt in words:
@@ -473,7 +449,7 @@ def _dtype_of(entry) -> str:
                 if "--input-dtype" in words:
                     d += f" (input {words[words.index('--input-dtype') + 1]})"
                 return d
-        return "float32" if level == "optimizer" else "float64"
+        return "float32"
     return c.get("dtype", "float64")
 
 
@@ -546,7 +522,7 @@ def _run_checker(e, fn, examples, timeout):
     return report.outcome, _diagnosis(report), report.to_dict(), report.results
 
 
-def _run_optimizer(e):
+def _run_optimizer(e, timeout):
     """``swanref check-optimizer TARGET ARGS``: the claim parsed as its command line does."""
     p = argparse.ArgumentParser(prog="check-optimizer", add_help=False)
     p.add_argument("--kwarg", action="append", default=[])
@@ -560,30 +536,14 @@ def _run_optimizer(e):
         base["scale"] = args.scale
     claim = claim_from_args(args, base)
     kwargs = dict(opt.parse_kwarg(k) for k in args.kwarg)
-    report = opt.check_target(e.function, claim, kwargs=kwargs, params=args.params)
+    # the per-call deadline where check_target takes one (check-optimizer --timeout); the row
+    # as a whole runs under ROW_CALLS times it either way
+    deadline = ({"timeout": timeout} if "timeout" in
+                inspect.signature(opt.check_target).parameters else {})
+    report = opt.check_target(e.function, claim, kwargs=kwargs, params=args.params,
+                              **deadline)
     verdict = report.outcome.upper()
     return verdict, _optimizer_diagnosis(report), report.to_dict(), report.results
-
-
-def _run_sharded(e, pools):
-    """``swanref check-sharded OP TARGET ARGS`` on 2 gloo ranks (one pool per convention)."""
-    words = _split_args(e.claim["args"])
-    args = sharded.build_parser().parse_args([words[0], e.function] + words[1:])
-    c = sharded._cli_claim(args)
-    conv = getattr(args, "convention", "local")
-    key = conv != "local"
-    if key not in pools:
-        pools[key] = sharded.RankPool(2, "gloo", 30.0, dtensor=key)
-    kwargs = sharded.parse_kwargs(getattr(args, "kwarg", []) or [])
-    report = sharded.check_sharded(e.function, c.pop("op"), layout=args.shard,
-                                   shape=args.shape, seed=args.seed, pool=pools[key],
-                                   convention=conv, kwargs=kwargs, scale=args.update_scale,
-                                   **c)
-    fails = [r for r in report.results if r.status == "FAIL"]
-    named = [r.name for r in fails if r.name != "agrees_with_unsharded"]
-    diag = "; ".join([f"FAIL {r.name}" + (f": {r.message.splitlines()[0]}" if r.message
-                                            and r.name in named else "") for r in fails])
-    return report.outcome, diag, report.to_dict(), report.results
 
 
 def _environment() -> dict:
@@ -596,30 +556,23 @@ def _environment() -> dict:
 def run(entries=None, examples=10, only=None, log=None, level=None,
         timeout=DEFAULT_TIMEOUT_S) -> list:
     """One Row per selected entry.  ``level``: one level name, a list of them, or None (all).
-    ``timeout``: seconds per call of an operator/update target (``ROW_CALLS`` times that per
-    optimizer/sharded row); None: no deadline."""
+    ``timeout``: seconds per call of the implementation at every level (``ROW_CALLS`` times
+    that per optimizer row as a whole); None: no deadline."""
     levels = None if level is None else ({level} if isinstance(level, str) else set(level))
-    rows, pools = [], {}
-    table_rows = (entries is None and sharded_table is not None
-                  and (levels is None or "sharded" in levels)
-                  and (not only or "torch" in only))
-    try:
-        for e in (entries or ENTRIES):
-            if only and e.package not in only and e.module not in only:
-                continue
-            if levels is not None and level_of(e) not in levels:
-                continue
-            if table_rows and level_of(e) == "sharded":
-                continue            # the sharded check's own rows replace these
-            rows.append(_run_entry(e, examples, timeout, pools))
-            if log:
-                r = rows[-1]
-                print(f"  [{r.level}] {r.package} {r.function} [{r.claim}]: {r.verdict} "
-                      f"({r.time_text})", file=log, flush=True)
-    finally:
-        for p in pools.values():
-            p.close()
-    if table_rows:
+    rows = []
+    for e in (entries or ENTRIES):
+        if only and e.package not in only and e.module not in only:
+            continue
+        if levels is not None and level_of(e) not in levels:
+            continue
+        rows.append(_run_entry(e, examples, timeout))
+        if log:
+            r = rows[-1]
+            print(f"  [{r.level}] {r.package} {r.function} [{r.claim}]: {r.verdict} "
+                  f"({r.time_text})", file=log, flush=True)
+    # the sharded level: the sharded check's own rows (real sharded code, planted bugs)
+    if entries is None and (levels is None or "sharded" in levels) and \
+            (not only or "torch" in only):
         rows += sharded_rows(timeout, log)
     return rows
 
@@ -656,7 +609,7 @@ def sharded_row(d: dict) -> Row:
     return r
 
 
-def _run_entry(e, examples, timeout, pools):
+def _run_entry(e, examples, timeout):
     ctext, lv = claim_text(e), level_of(e)
     try:
         dtype = _dtype_of(e)
@@ -677,9 +630,8 @@ def _run_entry(e, examples, timeout, pools):
         return row("-", "absent", "run from the repository root (tests/ not found)", 0.0)
     t0 = time.perf_counter()
     timed, results = None, []
-    # operator/update: the deadline is per call (check's own runner); an optimizer or sharded
-    # check makes tens of calls inside the package's own loop: the row as a whole gets ROW_CALLS
-    runner = TargetRunner(timeout if timeout is None or lv in ("operator", "update")
+    # the checks apply the deadline per call; an optimizer row as a whole gets ROW_CALLS times
+    runner = TargetRunner(timeout if timeout is None or lv != "optimizer"
                           else timeout * ROW_CALLS)
     try:
         if lv in ("operator", "update"):
@@ -687,12 +639,9 @@ def _run_entry(e, examples, timeout, pools):
             if e.claim.get("array_type") == "jax":
                 fn = timed = FirstCallTimer(fn)
             verdict, diag, details, results = _run_checker(e, fn, examples, timeout)
-        elif lv == "optimizer":
-            verdict, diag, details, results = runner.run(_run_optimizer, e,
-                                                         where="checking the optimizer")
         else:
-            verdict, diag, details, results = runner.run(_run_sharded, e, pools,
-                                                         where="checking on the ranks")
+            verdict, diag, details, results = runner.run(_run_optimizer, e, timeout,
+                                                         where="checking the optimizer")
     except TargetTimeout as exc:
         verdict, diag, details = "TIMEOUT", str(exc), {}
     except UsageError as exc:
@@ -796,10 +745,9 @@ def main(argv=None) -> int:
                    help="operator, update, optimizer, sharded or all, comma-separated "
                         "(default all)")
     p.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
-                   help="deadline of each call of an operator/update target (an "
-                        f"optimizer/sharded row as a whole: {ROW_CALLS}x; default "
-                        f"{DEFAULT_TIMEOUT_S:g}; 0: none); a hung implementation becomes a "
-                        "TIMEOUT row")
+                   help="deadline of each call of an implementation at every level "
+                        f"(default {DEFAULT_TIMEOUT_S:g}; 0: none; an optimizer row as a "
+                        f"whole: {ROW_CALLS}x); a hung implementation becomes a TIMEOUT row")
     p.add_argument("--output", default=None, metavar="FILE",
                    help="also write the markdown rows to FILE")
     p.add_argument("--json", action="store_true", help="JSON rows on stdout instead")
