@@ -136,3 +136,14 @@ def keller_muon_update(G):
     U = G.reshape(len(G), -1) if G.ndim == 4 else G
     X = _quintic(U, 1e-7) * max(1.0, U.shape[-2] / U.shape[-1]) ** 0.5
     return X.reshape(G.shape).astype(G.dtype)
+
+
+def hangs_on_tiny_input(G):
+    """Never returns on a tiny-norm input (a convergence loop that never ends): identify's
+    --timeout must name the probe."""
+    G = np.asarray(G, np.float64)
+    if 0 < np.linalg.norm(G) < 1e-9:
+        import threading
+        threading.Event().wait()
+    U, _, Vh = np.linalg.svd(G, full_matrices=False)
+    return U @ Vh

@@ -183,3 +183,10 @@ def test_identify_rejects_a_bad_dtype(bad):
     from swanref.verify.targets import UsageError
     with pytest.raises(UsageError):
         identify(impls.torch_muon_orth, bad)
+
+
+def test_identify_timeout_names_the_probe(capsys):
+    code = cli_main(["identify", "identify_impls:hangs_on_tiny_input", "--timeout", "1"])
+    out = capsys.readouterr().out
+    assert code == 5, out
+    assert "TIMEOUT (exit 5)" in out and "while computing probe '||G||_F = " in out

@@ -206,6 +206,22 @@ def test_driver_without_groups_is_unsupported():
         assert r.status("same_shape_independent") == "unsupported" and r.conforming
 
 
+def test_complex_input_follows_the_claims_complex_knob():
+    """A claim file's ``complex = false`` (the default) excludes complex_input's premise: a
+    wrong complex update is a warning, never a failure; ``complex = true`` judges it."""
+    from swanref.verify.claims import Claim
+    run = numpy_muon(orth=W.complex_without_conjugate)
+    base = dict(level="optimizer", preset="muon_ns5", compute_dtype="float64", nesterov="off")
+    r = O.check_optimizer(run, O.OptimizerClaim.from_claim(Claim(**base)))
+    assert r.status("complex_input") == "warn" and r.conforming, r.table()
+    assert "states no complex support" in r.result("complex_input").message
+    r = O.check_optimizer(run, O.OptimizerClaim.from_claim(Claim(**base, complex=True)))
+    assert r.status("complex_input") == "FAIL"
+    r = O.check_optimizer(numpy_muon(orth=W.faithful, complex_ok=False),
+                          O.OptimizerClaim.from_claim(Claim(**base)))
+    assert r.status("complex_input") == "not applicable" and r.conforming
+
+
 def test_complex_without_conjugate_is_named():
     claim = O.OptimizerClaim("muon_ns5", "keller", precision="float64", param_dtype="float64",
                              eps_form="invariant")

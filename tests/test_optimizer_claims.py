@@ -243,3 +243,128 @@ def test_optax_steps_is_the_one_optax_loop_of_both_drivers():
     run = O.optax_driver(lambda mu, nesterov=False: optax.sgd(0.5, momentum=mu or None),
                          "float32")
     np.testing.assert_array_equal(run(p0, [g], 0.0)[0], one)
+
+
+# -- deadlines (issue 23, item 5): a hang is TIMEOUT, exit 5, naming the property and step ----
+
+def test_a_hanging_driver_is_a_timeout_naming_the_property():
+    import threading
+
+    from swanref.verify.targets import TargetTimeout, stop_message
+    good = I.make()
+
+    def run(p0, grads, mu, **kw):
+        if len(grads) == 2:  # the first two-step property hangs
+            threading.Event().wait()
+        return good(p0, grads, mu, **kw)
+    r = O.check_optimizer(run, claim(), "hangs", timeout=1)
+    assert r.outcome == "timeout" and r.exit_code == 5, r.table()
+    row = r.result("momentum_before_orth")
+    assert row.status == "timeout"
+    assert row.message == stop_message(TargetTimeout(1.0, "momentum_before_orth: the driver's "
+                                                     "run (construction and 2 step(s))"))
+    assert r.status("one_step_wide") == "pass" and r.status("nesterov") == "not-run"
+    assert "verdict: TIMEOUT (exit 5)" in r.table()
+    with pytest.raises(G.UsageError):
+        O.check_optimizer(good, claim(), timeout=-1)
+    assert O.check_optimizer(good, claim(), timeout=0).conforming  # 0: no deadline
+
+
+def test_cli_timeout_names_the_step_and_a_set_method_is_a_claim(capsys):
+    torch, _ = _torch_classes()
+    p = torch.nn.Parameter(torch.zeros(2))  # torch's first step imports torch._dynamo (slow)
+    p.grad = torch.ones(2)
+    torch.optim.SGD([p], lr=0.1).step()
+    rc = O.main(["wrong_impls.torch_optimizers:HangsAtSecondStep", "--set", "method=svd",
+                 "--timeout", "1"])
+    out = capsys.readouterr().out
+    assert rc == 5, out
+    assert "while momentum_before_orth: step 2 of 2 (optimizer.step())" in out
+    assert O.main(["wrong_impls.torch_optimizers:HangsAtSecondStep", "--set", "method=svd",
+                   "--timeout", "soon"]) == 2
+
+
+# -- second moments over steps (AdaMuon / NorMuon: v_t = beta2 v_{t-1} + (1 - beta2) s(O_t)) ---
+
+@pytest.mark.parametrize("norm, extra", [("rows", {}), ("elementwise", dict(
+    rematch="sqrt_min", normalise_eps=1e-10))])
+def test_second_moment_beta_is_a_claim(norm, extra):
+    ema = I.make(normalise=norm, beta2=0.95)
+    assert check(ema, normalise=norm, second_moment_beta=0.95, **extra).conforming
+    for run, beta in ((ema, None), (ema, 0.5), (I.make(normalise=norm), 0.95)):
+        r = check(run, normalise=norm, second_moment_beta=beta, **extra)
+        assert r.status("momentum_before_orth") == "FAIL", (beta, r.table())
+        assert r.status("one_step_wide") == "pass"  # the first step cannot tell them apart
+    with pytest.raises(ValueError, match="needs a normalisation"):
+        claim(second_moment_beta=0.95)
+
+
+def test_second_moment_beta_from_the_claim_record():
+    from swanref.verify.claims import Claim
+    c = Claim(level="optimizer", preset="torch_muon", second_moment="adamuon",
+              second_moment_beta=0.95)
+    oc = O.OptimizerClaim.from_claim(c)
+    assert (oc.normalise, oc.second_moment_beta) == ("elementwise", 0.95)
+
+
+def test_installed_adamuon_and_normuon_second_moment_is_modelled():
+    """The built-in drivers of pytorch-optimizer's AdaMuon and NorMuon (default beta2 0.95):
+    the second step's distance under second_moment_beta=0.95 and without it."""
+    from dataclasses import replace
+    errs = {}
+    for name in ("pytorch_optimizer.AdaMuon", "pytorch_optimizer.NorMuon"):
+        b = O.BUILTINS[name]
+        for mod in b.needs:
+            pytest.importorskip(mod)
+        run = O._Runner(b.build())
+        for beta in (None, 0.95):
+            r = O._momentum_property(run, replace(b.claim, second_moment_beta=beta),
+                                     np.random.default_rng(0), np.float32)
+            assert r.status == "pass", r
+            errs[name.split(".")[1], beta] = r.error
+    # bf16 rounding is about 1e-2; the unmodelled second moment 0.36 (AdaMuon), 0.05 (NorMuon)
+    assert errs["AdaMuon", 0.95] < 0.05 < 0.2 < errs["AdaMuon", None], errs
+    assert errs["NorMuon", 0.95] < errs["NorMuon", None] / 2, errs
+
+
+def test_heavyball_caution_is_the_per_element_gate():
+    """heavyball caution=True (utils._compilable_cautioning, Cautious Optimizers): the update
+    masked where its sign differs from the gradient's, rescaled by numel / kept."""
+    pytest.importorskip("torch")
+    pytest.importorskip("heavyball")
+    from dataclasses import replace
+    b = O.BUILTINS["heavyball.Muon"]
+    run = O._heavyball_muon(caution=True)
+    assert O.check_optimizer(run, replace(b.claim, gate="cautious")).conforming
+    r = O.check_optimizer(run, b.claim)  # the gate unclaimed
+    assert r.status("one_step_wide") == "FAIL" and r.status("momentum_before_orth") == "FAIL"
+
+
+def test_a_users_momentum_kwarg_is_the_claims_and_the_probes_still_set_it():
+    """`--kwarg momentum=0.95` (torch.optim.Muon's default) gave a false NOT CONFORMING: the
+    one-step probes ran at 0.95 where the check assumed 0, the two-step ones at 0.95 against a
+    claimed 0.9.  The value is the claim's now, and each probe sets its own."""
+    kw, upd = O.user_settings({"momentum": 0.95, "ns_steps": 5},
+                              {"momentum": "momentum"}, ())
+    assert kw == {"ns_steps": 5} and upd == {"momentum": 0.95}
+    kw, upd = O.user_settings({"betas": (0.8, 0.99)}, {"momentum": "betas"}, ())
+    assert kw == {"betas": (0.8, 0.99)} and upd == {"momentum": 0.8}
+    assert O.user_settings({"momentum": 0.5}, {"momentum": "momentum"}, ("momentum",))[1] == {}
+    _, T = _torch_classes()
+    r = O.check_target(T.UseMuonGroups, preset="svd", precision="float32", nesterov="sutskever",
+                       kwargs={"momentum": 0.5})
+    assert r.conforming and r.claim["momentum"] == 0.5, r.table()
+
+
+def test_an_nd_parameter_routed_to_adam_is_named_as_routed():
+    """optax.contrib.muon sends 4-D parameters to Adam; under a claim of nd=flatten the
+    conv probe named 'N-D rule batched' (no reading matched): it says what happened now."""
+    adam = I.make()
+
+    def run(p0, grads, mu, **kw):
+        if np.ndim(p0) > 2:  # an Adam first step: lr * sign(g)
+            return [np.asarray(p0) * (1 - I.LR * I.WD) - I.LR * np.sign(grads[0])]
+        return adam(p0, grads, mu, **kw)
+    r = check(run)
+    assert r.status("one_step_conv") == "FAIL"
+    assert "Adam-like" in msg(r, "one_step_conv") and "nd=routed" in msg(r, "one_step_conv")

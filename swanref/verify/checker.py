@@ -40,6 +40,7 @@ from swanref.verify.claims.cli import operator_arguments
 from swanref.verify.measure import Measurement, describe_text, fmt
 from swanref.verify.targets import (DEFAULT_TIMEOUT_S, FirstCallTimer,  # noqa: F401
                                     TargetAborted, TargetRunner, TargetTimeout, UsageError,
+                                    stop_message,
                                     load_target)
 from swanref.spec.output_files import open_output, real_directory
 
@@ -342,16 +343,8 @@ def run_property(prop, claim, call, examples=30, seed=0) -> PropertyResult:
 def stopped(res, exc):
     """Fill ``res`` for a target that hung (TargetTimeout) or exited (TargetAborted)."""
     case = getattr(exc, "case", None)
-    if isinstance(exc, TargetTimeout):
-        res.status = "timeout"
-        res.message = (f"{exc}: fix the hang (a loop that never converges, a lock, a wait), or "
-                       "if it is only slow give it more time with --timeout SECONDS (Python: "
-                       "timeout=...); the call was left running in the background")
-    else:
-        res.status = "aborted"
-        res.message = (f"{exc}: a function under check must return an array or raise an "
-                       "Exception for input it refuses; keep script code under "
-                       "`if __name__ == '__main__':`")
+    res.status = "timeout" if isinstance(exc, TargetTimeout) else "aborted"
+    res.message = stop_message(exc)
     res.exception = f"{type(exc.exc).__name__}: {exc.exc}" if isinstance(exc, TargetAborted) \
         else None
     if case is not None:

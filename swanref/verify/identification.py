@@ -32,9 +32,14 @@ from swanref.presets.diagnose import (MATCH_TOLERANCE, NO_CLAIM_LIMIT, Candidate
 from swanref.presets.lowprec import is_representable, round_to
 from swanref.spec.conventions import SCALE_RULES, shape_factor
 from swanref.update import ND_RULES, orthogonalized_update
-from swanref.verify.checker import bind, make_call, parse_kwarg
+from swanref.verify.checker import TargetCall, bind, make_call, parse_kwarg
 from swanref.verify.claims import Claim, dumps, save_claim
-from swanref.verify.targets import UsageError, load_target
+from swanref.verify.optimizer_glue import PARAM_STYLES
+from swanref.verify.optimizer_glue import parse_kwarg as parse_optimizer_kwarg
+from swanref.verify.optimizer_identify import identify_optimizer
+from swanref.verify.targets import (DEFAULT_TIMEOUT_S, TargetAborted, TargetRunner,
+                                    TargetTimeout, UsageError, load_target, stop_message,
+                                    timeout_seconds)
 
 __all__ = ["identify", "Identification", "main"]
 
@@ -283,18 +288,55 @@ def _score(cands, plist, outs, dtype, unsupported=None, post=None):
     return res
 
 
+class _Probing:
+    """The target as identify calls it: on a worker under the deadline (``swanref check``'s
+    :class:`~swanref.verify.checker.TargetCall`), each call named by its probe, so that a
+    hang's message says which probe hung; the target's own exceptions come out unchanged."""
+
+    def __init__(self, fn, timeout):
+        self.call = fn if isinstance(fn, TargetCall) else make_call(
+            fn, "numpy", TargetRunner(timeout_seconds(timeout)))
+        self.names = {}
+
+    @staticmethod
+    def _key(G):
+        G = np.ascontiguousarray(G)
+        return G.shape, G.dtype.str, hash(G.tobytes())
+
+    def add(self, plist):
+        self.names.update({self._key(p.G): p.label for p in plist})
+
+    def __call__(self, G):
+        G = np.asarray(G)
+        label = self.names.get(self._key(G))
+        self.call.where = f"probe {label!r}" if label else "a probe"
+        try:
+            return self.call(G)
+        except Exception as exc:  # the TargetCall's TargetError: the target's own exception
+            cause = exc.__cause__
+            if isinstance(cause, Exception):
+                raise cause from None
+            raise
+
+
 def identify(fn, dtype: str = "float64", *, level: str = "operator", names=None,
-             include_routes: bool = True, alternatives: int = 6) -> Identification:
+             include_routes: bool = True, alternatives: int = 6,
+             timeout=DEFAULT_TIMEOUT_S) -> Identification:
     """Search the claim space for what ``fn`` (array in -> array out, an orthogonaliser of
     matrices or batches of them) computes; probes are arrays of ``dtype`` (float32 containers
     for bfloat16/float16).  Returns an :class:`Identification` whose ``claim`` loads with
-    ``--claim`` (TOML: ``claim_text()``)."""
+    ``--claim`` (TOML: ``claim_text()``).  Every call of ``fn`` runs under ``timeout`` seconds
+    (0 or None: no deadline); a hang raises :class:`~swanref.verify.targets.TargetTimeout`
+    naming the probe (an exit: TargetAborted)."""
     if dtype not in MATCH_TOLERANCE:
         raise UsageError(f"dtype must be one of {', '.join(MATCH_TOLERANCE)}, got {dtype!r}")
     if level not in ("operator", "update"):
         raise UsageError(f"level must be 'operator' or 'update', got {level!r}")
     plist = probes(dtype)
     shape_probes = [p for p in plist if p.label in _SHAPE_PROBES]
+    fn = _Probing(fn, timeout)
+    fn.add(plist)
+    fn.add(_eps_probes(dtype))
     with np.errstate(all="ignore"):
         outs, unsupported, errors = run_target(fn, plist)
         if all(outs[p.label] is None for p in shape_probes):
@@ -614,21 +656,45 @@ def build_parser() -> argparse.ArgumentParser:
                     "loadable by --claim), the nearest alternatives with distances and "
                     "tolerances, and the probes that separate them. Exit 0 when the claim "
                     "matches every probe, 1 when only a closest claim was found, 2 on usage "
-                    "errors.")
-    p.add_argument("target", metavar="TARGET", help="module:function or path/file.py:function")
-    p.add_argument("--dtype", default="float64", choices=tuple(MATCH_TOLERANCE),
+                    "errors, 4 when the target exited, 5 when it did not return within "
+                    "--timeout.")
+    p.add_argument("target", metavar="TARGET", help="module:function or path/file.py:function "
+                   "(--level optimizer: pkg.module:Class, a torch.optim optimizer, or "
+                   "pkg.module:factory, an optax GradientTransformation factory)")
+    p.add_argument("--dtype", default=None, choices=tuple(MATCH_TOLERANCE),
                    help="dtype of the probes passed to the target (bfloat16/float16: float32 "
-                        "arrays holding those values)")
-    p.add_argument("--level", default="operator", choices=("operator", "update"),
+                        "arrays holding those values; default float64); --level optimizer: "
+                        "the parameters' dtype, float32 (default) or float64")
+    p.add_argument("--level", default="operator", choices=("operator", "update", "optimizer"),
                    help="operator: an orthogonaliser; update: a whole update (scale rule, "
-                        "NorMuon axis, then the orthogonaliser)")
+                        "NorMuon axis, then the orthogonaliser); optimizer: an optimizer "
+                        "class or factory, driven like check-optimizer (Nesterov, momentum, "
+                        "scale, weight decay, second moment, gate, epsilon, N-D rule, ...)")
+    p.add_argument("--optimizer", action="store_true",
+                   help="short for --level optimizer")
+    p.add_argument("--params", default="auto", help="--level optimizer: how the parameters "
+                   f"reach the constructor: {', '.join(PARAM_STYLES)} (default auto)")
     p.add_argument("--kwarg", action="append", default=None, metavar="NAME=VALUE",
                    help="bind a keyword argument of the target (repeatable)")
     p.add_argument("--array-type", default="numpy", choices=("numpy", "torch", "jax", "cupy"))
     p.add_argument("--output", metavar="FILE", default=None,
                    help="also write the claim to FILE (.toml or .json)")
     p.add_argument("--json", action="store_true", help="machine-readable result on stdout")
+    p.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
+                   help="the longest the import or one call of the target may take; past it "
+                        "identify stops with TIMEOUT (exit 5) naming the probe (default "
+                        f"{DEFAULT_TIMEOUT_S:g}; 0: no deadline)")
     return p
+
+
+def _seconds(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--timeout takes seconds, got {text!r}") from None
+    if not (v >= 0 and math.isfinite(v)):
+        raise argparse.ArgumentTypeError(f"--timeout takes seconds >= 0, got {text!r}")
+    return v
 
 
 class _Parser(argparse.ArgumentParser):
@@ -645,17 +711,54 @@ def main(argv=None) -> int:
         return 0
     try:
         args = parser.parse_args(argv)
+        if args.optimizer or args.level == "optimizer":
+            return _main_optimizer(args)
+        args.dtype = args.dtype or "float64"
         kwargs = dict(parse_kwarg(k) for k in (args.kwarg or []))
-        fn = bind(load_target(args.target), kwargs)
-        call = make_call(fn, args.array_type)
-        result = identify(lambda G: call(np.asarray(G)), args.dtype, level=args.level)
+        runner = TargetRunner(timeout_seconds(args.timeout))
+        fn = bind(load_target(args.target, runner), kwargs)
+        call = make_call(fn, args.array_type, runner)
+        result = identify(call, args.dtype, level=args.level)
         if args.output:
             save_claim(result.claim, args.output)
     except UsageError as exc:
         print(f"swanref identify: error: {exc}", file=sys.stderr)
         return 2
-    if args.json:
-        print(json.dumps(result.to_dict(), indent=1))
+    except (TargetTimeout, TargetAborted) as exc:  # the wording and exit of `swanref check`
+        outcome = "TIMEOUT" if isinstance(exc, TargetTimeout) else "TARGET EXITED"
+        code = 5 if outcome == "TIMEOUT" else 4
+        print(f"swanref identify: verdict: {outcome} (exit {code})\n  cause: "
+              f"{stop_message(exc)}")
+        return code
+    return _print(result, args.json)
+
+
+def _print(result, as_json) -> int:
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=1, default=_num))
     else:
         print(result.summary())
     return 0 if result.match else 1
+
+
+def _main_optimizer(args) -> int:
+    """``swanref identify --level optimizer pkg.module:Class --kwarg ...``"""
+    if args.array_type != "numpy":
+        raise UsageError("--array-type applies to function targets, not --level optimizer")
+    dtype = args.dtype or "float32"
+    if dtype not in ("float32", "float64"):
+        raise UsageError(f"--level optimizer takes --dtype float32 or float64 (the parameters' "
+                         f"dtype), got {dtype!r}")
+    kwargs = dict(parse_optimizer_kwarg(k) for k in (args.kwarg or []))
+    try:
+        result = identify_optimizer(args.target, kwargs, params=args.params, param_dtype=dtype,
+                                    timeout=args.timeout)
+    except (TargetTimeout, TargetAborted) as exc:
+        outcome = "TIMEOUT" if isinstance(exc, TargetTimeout) else "TARGET EXITED"
+        code = 5 if outcome == "TIMEOUT" else 4
+        print(f"swanref identify: verdict: {outcome} (exit {code})\n  cause: "
+              f"{stop_message(exc)}")
+        return code
+    if args.output:
+        save_claim(result.claim, args.output)
+    return _print(result, args.json)

@@ -59,11 +59,13 @@ from swanref.spec.conventions import resolve_scale, shape_factor
 from swanref.spec.routing import swan_route
 from swanref.update import orthogonalized_update
 from swanref.ops import grad_norm
-from swanref.verify.optimizer_glue import (KNOB_NAMES, PARAM_STYLES, DriverError, Unsupported,
-                                           keyword_for, signature_of, generic_driver,
-                                           load_optimizer, optax_steps, parse_kwarg, torch_steps,
-                                           validated)
-from swanref.verify.targets import UsageError
+from swanref.verify.optimizer_glue import (KNOB_NAMES, PARAM_STYLES, Deadline, DriverError,
+                                           Unsupported, keyword_for, signature_of,
+                                           generic_driver, optax_steps, parse_kwarg,
+                                           torch_steps, validated)
+from swanref.verify.targets import (DEFAULT_TIMEOUT_S, TargetAborted, TargetRunner,
+                                    TargetTimeout, UsageError, load_target, stop_message,
+                                    timeout_seconds)
 from swanref.verify.claims import Claim, ClaimError, add_claim_arguments, claim_from_args
 from swanref.verify.claims.model import require_evaluable
 
@@ -178,6 +180,11 @@ class OptimizerClaim:
     normalise_eps: float = 0.0        # added to the RMS / |O| the normalisation divides by
     rematch: str = "orth"             # the norm a normalised update is re-matched to
     gate: str = "none"                # cautious (per element) / cautious_columns
+    #: beta2 of the EMA the normalisation divides by (None: each step's own statistic)
+    second_moment_beta: float | None = None
+    #: complex parameters claimed (True), not claimed (False: complex_input is advisory, a wrong
+    #: complex update a warning), or None: judged (the built-ins' tables)
+    complex: bool | None = None
 
     def __post_init__(self):
         self.scale = resolve_scale(self.scale).name
@@ -204,9 +211,19 @@ class OptimizerClaim:
                 or self.precondition != "frobenius") and self.preset_object is None:
             raise ValueError(f"eps, eps_form, norm_scale and precondition need a preset or "
                              f"route (swanref.presets), not the method {self.preset!r}")
+        if self.emulate and self.preset_object is None:
+            raise ValueError(f"precision {self.precision} is emulated with a preset's table; "
+                             f"the method {self.preset!r} is claimed in float32 or float64 "
+                             "(or name the preset the optimizer runs)")
         if self.precondition == "schatten" and self.emulate:
             raise ValueError("precondition='schatten' is modelled in float32/float64 only "
                              "(optax computes in the input dtype)")
+        b = self.second_moment_beta
+        if b is not None and not (0 <= b < 1):
+            raise ValueError(f"second_moment_beta must be in [0, 1), got {b!r}")
+        if b is not None and self.normalise == "none":
+            raise ValueError("second_moment_beta needs a normalisation (normalise= rows, "
+                             "columns, columns_if_wide or elementwise)")
         if self.scale in ("swan", "graft") and self.raw_path:
             raise ValueError(f"scale {self.scale!r} is not combined with eps/precondition "
                              "overrides")
@@ -215,7 +232,7 @@ class OptimizerClaim:
     CLAIM_KNOBS = ("scale", "scale_factor", "compute_dtype", "io_dtype", "lr", "weight_decay",
                    "momentum", "nd", "pre", "nesterov", "nesterov_variant", "eps", "eps_form",
                    "eps_where", "norm", "norm_scale", "norm_axis", "gate", "second_moment",
-                   "steps", "complex", "tolerance", "tolerance_overrides")
+                   "second_moment_beta", "steps", "complex", "tolerance", "tolerance_overrides")
     #: Claim.nd -> (nd, stack) of this check
     _ND = {"flatten": ("flattened", "flattened"), "2d_only": ("flattened", "flattened"),
            "flatten_4d_batch_3d": ("flattened", "independent"),
@@ -266,7 +283,8 @@ class OptimizerClaim:
                    normalise_eps=0.0 if eps_at_norm or claim.eps is None else claim.eps,
                    rematch=rematch,
                    gate={"none": "none", "per_element": "cautious",
-                         "per_column": "cautious_columns"}[claim.gate])
+                         "per_column": "cautious_columns"}[claim.gate],
+                   second_moment_beta=claim.second_moment_beta, complex=claim.complex)
 
     @property
     def preset_object(self):
@@ -504,7 +522,7 @@ class Result:
 
 #: outcome -> exit status of ``swanref check-optimizer`` (docs/optimizers.md)
 OUTCOMES = {"conforming": 0, "not conforming": 1, "error": 3, "incomplete": 3,
-            "no evidence": 3}
+            "no evidence": 3, "target exited": 4, "timeout": 5}
 
 
 @dataclass
@@ -519,6 +537,10 @@ class OptimizerReport:
         """'conforming' needs a property that ran under the claim and passed, and nothing that
         could not run for a reason the claim does not explain (spec 9.9, issue 21's rule)."""
         st = [r.status for r in self.results]
+        if "timeout" in st:
+            return "timeout"
+        if "aborted" in st:
+            return "target exited"
         if "error" in st:
             return "error"
         if "FAIL" in st:
@@ -563,6 +585,15 @@ class OptimizerReport:
                                  "(marked (!)): fix the driver/claim, or the optimizer refuses "
                                  "what it must take",
                    "no evidence": "NO EVIDENCE: no property ran under the claim and passed"}
+        if self.outcome in ("timeout", "target exited"):  # the wording of `swanref check`
+            r = next(r for r in self.results if r.status in ("timeout", "aborted"))
+            lines.append(f"verdict: {self.outcome.upper()} (exit {self.exit_code})")
+            lines.append(f"  cause: {r.message}")
+            skipped = sum(q.status == "not-run" for q in self.results)
+            if skipped:
+                lines.append(f"  not run after it: {skipped} "
+                             f"propert{'y' if skipped == 1 else 'ies'}")
+            return "\n".join(lines)
         lines.append("verdict: " + verdict[self.outcome])
         return "\n".join(lines)
 
@@ -622,19 +653,27 @@ def _schatten(V, preset, sched):
     return np.swapaxes(X, -1, -2) if flip else X
 
 
-def _normalised(claim, O):
+def _normalised(claim, O, prev=None):
     """The normalisation after orthogonalising (NorMuon rows/columns, AdaMuon elementwise),
-    re-matched per matrix to the claim's norm (spec 9.9)."""
+    re-matched per matrix to the claim's norm (spec 9.9).  ``prev``: the previous step's
+    orthogonalised update, whose statistic enters the EMA with weight ``second_moment_beta``
+    (``v_t ∝ beta2 s(O_{t-1}) + s(O_t)``: the (1 - beta2) factors and AdaMuon's bias
+    correction are constants the re-match cancels)."""
     if claim.normalise == "none":
         return O
     m, n = O.shape[-2:]
     e = claim.normalise_eps
+    b = claim.second_moment_beta if prev is not None else None
     with np.errstate(divide="ignore", invalid="ignore"):
         if claim.normalise == "elementwise":
-            N = O / (np.abs(O) + e)
+            v = np.abs(O) ** 2 + (0 if b is None else b * np.abs(prev) ** 2)
+            N = O / (np.sqrt(v) + e)
         else:
             axis = {"rows": -1, "columns": -2}.get(claim.normalise, -1 if m >= n else -2)
-            rms = np.sqrt(np.mean(np.abs(O) ** 2, axis=axis, keepdims=True)) + e
+            ms = np.mean(np.abs(O) ** 2, axis=axis, keepdims=True)
+            if b is not None:
+                ms = ms + b * np.mean(np.abs(prev) ** 2, axis=axis, keepdims=True)
+            rms = np.sqrt(ms) + e
             N = np.where(rms > 0, O / np.where(rms > 0, rms, 1), 0)
         N = np.nan_to_num(N)
         fro = np.linalg.norm(N, axis=(-2, -1), keepdims=True)
@@ -659,8 +698,9 @@ def _gated(claim, U, g):
     return U * mask / max(float(mask.mean()), 1e-3)
 
 
-def _orth_view(claim, V):
-    """The orthogonalised update of the matrix view ``V`` (``(m, n)`` or ``(B, m, n)``)."""
+def _orth_view(claim, V, prev=None):
+    """The orthogonalised update of the matrix view ``V`` (``(m, n)`` or ``(B, m, n)``);
+    ``prev``: the previous step's direction in the same view (second moments, spec 9.9)."""
     cplx = np.iscomplexobj(V)
     wide = claim.precision == "float64"
     dt = (np.complex128 if wide else np.complex64) if cplx else \
@@ -684,14 +724,21 @@ def _orth_view(claim, V):
     else:
         O = orthogonalized_update(V, claim.preset, scale="none", stack_dims=V.ndim - 2,
                                   emulate=emulate)
-    O = _normalised(claim, np.asarray(O, np.complex128 if cplx else np.float64))
+    O = np.asarray(O, np.complex128 if cplx else np.float64)
+    Op = None
+    if prev is not None and claim.second_moment_beta is not None and claim.normalise != "none":
+        Op = np.asarray(_orth_view(replace(claim, normalise="none", scale="none",
+                                           scale_factor=1.0, second_moment_beta=None), prev),
+                        O.dtype)
+    O = _normalised(claim, O, Op)
     return O * (shape_factor(rule, m, n) * claim.scale_factor)
 
 
-def _expected(claim, g, view=None, gate_grad=None):
+def _expected(claim, g, view=None, gate_grad=None, prev=None):
     """The update the claim expects for gradient (or momentum direction) ``g``: its matrix view
     (``view``: a shape, default :func:`matrix_view`), SWAN's GradNorm if claimed, the
-    orthogonaliser, the normalisation, the scale rule, the gate; in ``g``'s shape."""
+    orthogonaliser, the normalisation, the scale rule, the gate; in ``g``'s shape.  ``prev``:
+    the previous step's direction (a second moment's EMA, ``second_moment_beta``)."""
     g = np.asarray(g)
     cplx = np.iscomplexobj(g)
     shape = g.shape
@@ -703,18 +750,24 @@ def _expected(claim, g, view=None, gate_grad=None):
         wide = claim.precision == "float64"
         V = grad_norm(np.asarray(V.reshape(-1, view[-1]), np.float64 if wide else np.float32)
                       ).reshape(view)
-    U = _orth_view(claim, V).reshape(shape)
+    P = None if prev is None else np.asarray(prev).reshape(view)
+    if P is not None and claim.pre == "grad_norm":
+        P = grad_norm(np.asarray(P.reshape(-1, view[-1]), V.dtype)).reshape(view)
+    U = _orth_view(claim, V, P).reshape(shape)
     U = _gated(claim, U, g if gate_grad is None else gate_grad)
     return U.astype(np.complex128 if cplx else np.float64)
 
 
-def probe_tolerance(claim, g, view=None, buffer_scale=1.0):
+def probe_tolerance(claim, g, view=None, buffer_scale=1.0, second_step=False):
     """The relative tolerance of one probe under the claim: spec 8.6's noise model per matrix
     of the view, ``C_amp (u_p acc + eps / (norm_scale ||X||_F)) N``, with the epsilon's
     relative displacement as one more input perturbation (the optimizer orthogonalises its own
     buffer, ``buffer_scale`` times the compared direction), at least ``FLOOR_ULPS`` units of
     roundoff; after an elementwise normalisation or a gate, whose signs flip where an entry is
-    within that noise of 0, ``2 sqrt(tol)``; after a row/column normalisation ``2 tol``.  A
+    within that noise of 0, ``2 sqrt(tol)`` -- on a second step whose elementwise second moment
+    holds the first step's (``second_step`` with ``second_moment_beta``), where a flip of a small
+    entry only matters where the first step's entry is small too, ``(2 / sqrt(beta2) + 2)
+    tol``; after a row/column normalisation ``2 tol``.  A
     fixed ``claim.tolerance`` overrides it; exact methods keep spec 9.8's fixed tolerance."""
     if claim.tolerance is not None:
         return float(claim.tolerance)
@@ -749,7 +802,12 @@ def probe_tolerance(claim, g, view=None, buffer_scale=1.0):
         delta = (P.eps / (place * P.norm_scale * buffer_scale)
                  if P.norm in ("add", "clamp") and not exact else 0.0)
         tol = max(tol, C_AMPLIFICATION * (u * acc + delta) * gain)
-    if claim.normalise == "elementwise" or claim.gate != "none":
+    smooth = second_step and claim.second_moment_beta and claim.gate == "none"
+    if claim.normalise == "elementwise" and smooth:
+        # x / sqrt(b y^2 + x^2) moves by at most (|dx| + |dy|) / (sqrt(b) |y|) per entry: a
+        # sign flip of a small x only matters where y is small too
+        tol = (2 / math.sqrt(claim.second_moment_beta) + 2) * tol
+    elif claim.normalise == "elementwise" or claim.gate != "none":
         tol = 2 * math.sqrt(tol)
     elif claim.normalise != "none":
         tol = 2 * tol
@@ -808,13 +866,26 @@ class _Runner:
     """The driver, with every result validated (:func:`validated`) and every exception a
     refusal (:class:`Unsupported`) or a set-up error (:class:`DriverError`)."""
 
-    def __init__(self, run):
+    def __init__(self, run, runner=None):
         self.raw = run
         self.knobs = getattr(run, "knobs", None)
+        #: the glue's per-step deadline (generic_driver), else the whole run under ``runner``
+        self.deadline = getattr(run, "deadline", None)
+        self.runner = runner if self.deadline is None else None
+        self.probe = "the check"
+
+    def _raw(self, p0, grads, momentum, kw):
+        if self.deadline is not None:
+            self.deadline.probe = self.probe
+        if self.runner is None:
+            return self.raw(p0, grads, momentum, **kw)
+        return self.runner.run(lambda: self.raw(p0, grads, momentum, **kw),
+                               where=f"{self.probe}: the driver's run (construction and "
+                                     f"{len(grads)} step(s))")
 
     def __call__(self, p0, grads, momentum, **kw):
         try:
-            out = self.raw(p0, grads, momentum, **kw)
+            out = self._raw(p0, grads, momentum, kw)
         except (Unsupported, DriverError):
             raise
         except Exception as exc:  # noqa: BLE001 - a refusal is a finding
@@ -830,14 +901,27 @@ def _draw(rng, shape, dt):
     return rng.standard_normal(shape).astype(dt).astype(np.float64)
 
 
-def check_optimizer(run, claim: OptimizerClaim, name="optimizer", seed=0) -> OptimizerReport:
+#: the properties in the order they run (a timeout marks the ones after it ``not-run``)
+PROPERTY_ORDER = tuple(f"one_step_{k}" for k in KINDS) + (
+    "eps_small_gradient", "momentum_before_orth", "vector_routed", "nesterov", "stacked_3d",
+    "complex_input", "same_shape_independent")
+
+
+def check_optimizer(run, claim: OptimizerClaim, name="optimizer", seed=0,
+                    timeout=DEFAULT_TIMEOUT_S) -> OptimizerReport:
     """Run the optimizer-level properties on driver ``run`` (see torch_driver/optax_driver, or
     :func:`swanref.verify.optimizer_glue.generic_driver`): ``run(p0, grads, momentum,
     nesterov=False)`` returns the parameter after each gradient's step (complex ``p0`` and
     ``grads`` for ``complex_input``; a driver without the ``nesterov`` keyword gets ``nesterov``
     reported unsupported); an exception means the optimizer refuses that parameter, a result
-    of the wrong shape, too few steps or None is an error of the driver (outcome 'error')."""
-    run = _Runner(run)
+    of the wrong shape, too few steps or None is an error of the driver (outcome 'error').
+
+    ``timeout`` (seconds; 0 or None: none): the longest a construction or step may take (for a
+    driver of :func:`~swanref.verify.optimizer_glue.generic_driver` built with a deadline, each
+    construction and step; for any other driver, one run of it); a hang stops the check with
+    outcome 'timeout' (exit 5) naming the property and step, an exit with 'target exited'."""
+    seconds = timeout_seconds(timeout)
+    run = _Runner(run, TargetRunner(seconds) if seconds is not None else None)
     rng = np.random.default_rng(seed)
     report = OptimizerReport(name, {"preset": claim.preset, "scale": claim.scale,
                                     "precision": claim.precision, "lr": claim.lr,
@@ -853,31 +937,53 @@ def check_optimizer(run, claim: OptimizerClaim, name="optimizer", seed=0) -> Opt
         _run_properties(report, run, claim, rng, dt, seed)
     except DriverError as exc:
         report.results.append(Result("driver", "error", message=str(exc)))
+    except (TargetTimeout, TargetAborted) as exc:
+        _stopped(report, run.probe, exc)
+    finally:
+        if run.runner is not None:
+            run.runner.close()
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _stopped(report, probe, exc):
+    """The property ``probe`` hung or exited: its row, and every later one ``not-run``."""
+    report.results.append(Result(probe, "timeout" if isinstance(exc, TargetTimeout)
+                                 else "aborted", message=stop_message(exc)))
+    done = {r.name for r in report.results}
+    later = PROPERTY_ORDER[PROPERTY_ORDER.index(probe) + 1:] if probe in PROPERTY_ORDER else ()
+    report.results.extend(Result(n, "not-run", message="not run after the stop")
+                          for n in later if n not in done)
 
 
 _NON_DEFAULT = {"nesterov": None, "nesterov_always": False, "nd": "flattened",
                 "stack": "flattened", "eps": None, "eps_form": None, "norm_scale": None,
                 "precondition": "frobenius", "normalise": "none", "rematch": "orth",
-                "gate": "none", "pre": "none"}
+                "gate": "none", "pre": "none", "second_moment_beta": None, "complex": None}
 
 
 def _run_properties(report, run, claim, rng, dt, seed):
     add = report.results.append
+
+    def at(probe):  # the property the next runs belong to (named by a timeout)
+        run.probe = probe
     for kind, shape in KINDS.items():
         p0, g = _draw(rng, shape, dt), _draw(rng, shape, dt)
+        at(f"one_step_{kind}")
         try:
             (p1,) = run(p0, [g], 0.0)
         except Unsupported as exc:
             add(_failure(f"one_step_{kind}", exc, explained=len(shape) != 2))
             continue
         add(_one_step(claim, kind, p0, p1, g))
+    at("eps_small_gradient")
     add(_eps_property(run, claim, rng, dt))
+    at("momentum_before_orth")
     add(_momentum_property(run, claim, rng, dt))
     # 1-D parameters; a gradient of norm 10 sqrt(n) tells the raw gradient from a unit column
     v0 = _draw(rng, 12, dt)
     gv = (10 * rng.standard_normal(12)).astype(dt).astype(np.float64)
+    at("vector_routed")
     try:
         (v1,) = run(v0, [gv], 0.0)
         what, st = _classify(claim, v0, v1, gv)
@@ -886,10 +992,14 @@ def _run_properties(report, run, claim, rng, dt, seed):
         add(Result("vector_routed", "pass",
                    message=f"rejected (route 1-D parameters elsewhere): {exc}")
             if not _crashed(exc) else _failure("vector_routed", exc, True))
+    at("nesterov")
     add(_nesterov_property(run, claim, rng, dt))
+    at("stacked_3d")
     add(_stack_property(run, claim, rng, dt))
+    at("complex_input")
     add(_complex_property(run, claim, rng, dt))
     # its own generator: the properties above keep their draws
+    at("same_shape_independent")
     add(same_shape_property(run, claim, seed, dt))
 
 
@@ -924,7 +1034,11 @@ def _one_step(claim, kind, p0, p1, g):
         return _judged(name, d, tol)
     msg = _ratio_note(U, E)
     if g.ndim > 2:
-        msg += _closest(U, _nd_readings(claim, g), tol)
+        near = _closest(U, _nd_readings(claim, g), tol)
+        msg += near
+        if "; matches" not in near:  # no N-D reading explains it: what the optimizer did
+            what, st = _classify(claim, p0, p1, g)
+            msg += f"; observed: {what}" + (" (claim nd=routed)" if st == "pass" else "")
     return _judged(name, d, tol, msg)
 
 
@@ -1020,16 +1134,18 @@ def _momentum_property(run, claim, rng, dt):
     c1, c2 = NESTEROV[claim.nesterov][0](mu) if claim.nesterov_always else (mu, 1.0)
     U2 = _implied(claim, p1, p2)
     D = c1 * g1 + c2 * g2
-    E2 = _expected(claim, D, gate_grad=g2)
+    E2 = _expected(claim, D, gate_grad=g2, prev=g1)
     W2 = mu * _expected(claim, g1) + _expected(claim, g2)
-    tol = probe_tolerance(claim, D, buffer_scale=min(1.0, 1 - mu) if mu < 1 else 1.0)
+    tol = probe_tolerance(claim, D, buffer_scale=min(1.0, 1 - mu) if mu < 1 else 1.0,
+                          second_step=True)
     d = _rel(_unit(U2), _unit(E2))
     msg = ""
     if d > tol:
         msg = (f"direction vs orth({c1:.3g} g1 + {c2:.3g} g2): {d:.3g}; vs mu orth(g1) + "
                f"orth(g2): {_rel(_unit(U2), _unit(W2)):.3g}")
         if not claim.nesterov_always:
-            cands = {f"Nesterov always on, {k}": _expected(claim, c[0] * g1 + c[1] * g2)
+            cands = {f"Nesterov always on, {k}": _expected(claim, c[0] * g1 + c[1] * g2,
+                                                           prev=g1)
                      for k, c in ((k, v[0](mu)) for k, v in NESTEROV.items())}
             cands["orthogonalised before momentum (mu orth(g1) + orth(g2))"] = W2
             dist = {k: _rel(_unit(U2), _unit(v)) for k, v in cands.items()}
@@ -1063,16 +1179,17 @@ def _nesterov_property(run, claim, rng, dt):
     c1, c2 = NESTEROV[claim.nesterov][0](mu)
     D2 = c1 * g1 + c2 * g2
     d1 = _rel(U1, _expected(claim, g1))
-    d2 = _rel(U2, _expected(claim, D2, gate_grad=g2))
+    d2 = _rel(U2, _expected(claim, D2, gate_grad=g2, prev=g1))
     d = max(d1, d2)
     bs = min(1.0, 1 - mu) if mu < 1 else 1.0
-    tol = max(probe_tolerance(claim, g1, buffer_scale=bs), probe_tolerance(claim, D2,
-                                                                           buffer_scale=bs))
+    tol = max(probe_tolerance(claim, g1, buffer_scale=bs),
+              probe_tolerance(claim, D2, buffer_scale=bs, second_step=True))
     msg = ""
     if d > tol:
-        cands = {f"{k} ({c[0]:.3g} g1 + {c[1]:.3g} g2)": _expected(claim, c[0] * g1 + c[1] * g2)
+        cands = {f"{k} ({c[0]:.3g} g1 + {c[1]:.3g} g2)": _expected(claim, c[0] * g1 + c[1] * g2,
+                                                                   prev=g1)
                  for k, c in ((k, v[0](mu)) for k, v in NESTEROV.items())}
-        cands[f"no Nesterov ({mu:g} g1 + g2)"] = _expected(claim, mu * g1 + g2)
+        cands[f"no Nesterov ({mu:g} g1 + g2)"] = _expected(claim, mu * g1 + g2, prev=g1)
         b1 = (1 - mu) * g1
         cands["Nesterov after orthogonalisation ((1-mu) orth(g2) + mu orth(b2))"] = \
             (1 - mu) * _expected(claim, g2) + mu * _expected(claim, mu * b1 + (1 - mu) * g2)
@@ -1205,6 +1322,9 @@ def _complex_property(run, claim, rng, dt):
     try:
         (p1,) = run(p0, [g], 0.0)
     except Unsupported as exc:
+        if claim.complex is False:
+            return Result("complex_input", "not applicable", message="the claim states no "
+                          f"complex support (complex = false); the optimizer refuses: {exc}")
         return _unsup("complex_input", exc)
     U = _implied(claim, p0, p1)
     try:
@@ -1223,6 +1343,12 @@ def _complex_property(run, claim, rng, dt):
                     f"{_rel(U, _expected(claim, g.real)):.3g})")
         else:
             msg += "; a transpose without conjugate (X X^T) gives this"
+    if claim.complex is False:  # its premise is not claimed: advisory (issue 22)
+        return Result("complex_input", "warn" if d > tol else "not applicable", d, tol,
+                      ("the claim states no complex support (complex = false), but the "
+                       "optimizer accepts a complex parameter and its update is wrong: " + msg)
+                      if d > tol else "the claim states no complex support (complex = false); "
+                      "the optimizer's complex update matches anyway")
     return _judged("complex_input", d, tol, msg)
 
 
@@ -1340,11 +1466,11 @@ def package_label(b: Builtin) -> str:
     return f"{pkg} {ver}"
 
 
-def run_builtin(name: str) -> OptimizerReport | None:
+def run_builtin(name: str, timeout=DEFAULT_TIMEOUT_S) -> OptimizerReport | None:
     b = BUILTINS[name]
     if available(b):
         return None
-    report = check_optimizer(b.build(), b.claim, name)
+    report = check_optimizer(b.build(), b.claim, name, timeout=timeout)
     _add_variants(report, b)
     return report
 
@@ -1426,8 +1552,36 @@ def make_claim(knobs: dict) -> OptimizerClaim:
         raise UsageError(f"bad claim: {exc}") from exc
 
 
+def user_settings(kwargs, keywords, claimed):
+    """(kwargs, claim updates): an ``lr``/``weight_decay``/momentum the user passes with
+    ``--kwarg`` under the optimizer's own keyword is the claim's too, unless the claim states
+    it.  The momentum keyword is taken out of the kwargs (``betas`` keeps its other entries):
+    the probes set it themselves -- 0 for the one-step properties, the claim's for the
+    two-step ones -- so a user's ``momentum=0.95`` is the claim's 0.95, never a first step
+    run at 0.95 where the check assumed 0."""
+    kwargs, upd = dict(kwargs), {}
+    for k in ("lr", "weight_decay", "momentum"):
+        name = keywords.get(k)
+        if name not in kwargs:
+            continue
+        value = kwargs[name]
+        if k == "momentum":
+            if name == "betas":
+                value = tuple(value)[0] if isinstance(value, (tuple, list)) and value else None
+            else:
+                kwargs.pop(name)
+            if value is None:
+                continue
+        if k not in claimed:
+            try:
+                upd[k] = float(value)
+            except (TypeError, ValueError):
+                raise UsageError(f"--kwarg {name}={value!r}: {k} must be a number") from None
+    return kwargs, upd
+
+
 def check_target(target, claim=None, *, kwargs=None, params="auto", name=None, seed=0,
-                 claimed=None, **knobs) -> OptimizerReport:
+                 claimed=None, timeout=DEFAULT_TIMEOUT_S, **knobs) -> OptimizerReport:
     """Zero glue (docs/optimizers.md): check ``target`` -- a ``torch.optim.Optimizer`` class,
     an optax ``GradientTransformation`` factory, or their import path ``"pkg.module:Class"``
     -- under ``claim`` (a shared :class:`~swanref.verify.claims.Claim`, an
@@ -1435,35 +1589,58 @@ def check_target(target, claim=None, *, kwargs=None, params="auto", name=None, s
     precision="bfloat16", nesterov="sutskever"``).  ``kwargs`` go to every construction; an
     ``lr``/``weight_decay`` among them is also the claim's unless the claim states it
     (``claimed``: the knob names the caller stated; default the ``knobs`` given).  An optimizer
-    without a momentum keyword runs at its own momentum, which the claim must state."""
+    without a momentum keyword runs at its own momentum, which the claim must state.
+    ``timeout`` (seconds, 0 or None: none): the deadline of the import, of every construction
+    and of every step (a hang: outcome 'timeout', exit 5, naming the property and the step)."""
     label = name or (target if isinstance(target, str) else
                      getattr(target, "__qualname__", repr(target)))
+    seconds = timeout_seconds(timeout)
+    runner = TargetRunner(seconds) if seconds is not None else None
     if isinstance(target, str):
-        target = load_optimizer(target)
+        try:
+            target = load_target(target, runner)
+        except (TargetTimeout, TargetAborted) as exc:
+            report = OptimizerReport(label, {})
+            _stopped(report, f"importing {target.rpartition(':')[0]}", exc)
+            return report
     kwargs = dict(kwargs or {})
     if isinstance(claim, Claim):
         if claimed is None:
             claimed = tuple(claim.knobs_changed())
-        claim = OptimizerClaim.from_claim(claim)
+        try:
+            claim = OptimizerClaim.from_claim(claim)
+        except ValueError as exc:  # a combination the check does not model
+            raise UsageError(f"bad claim: {exc}") from exc
     if claim is None:
         claim = make_claim(knobs)
     elif knobs:
-        claim = replace(claim, **knobs)
+        try:
+            claim = replace(claim, **knobs)
+        except (ValueError, TypeError) as exc:
+            raise UsageError(f"bad claim: {exc}") from exc
     claimed = tuple(knobs) if claimed is None else tuple(claimed)
     sig = signature_of(target)
     sig_kn = {k: keyword_for(sig, k, kwargs) for k in ("lr", "weight_decay", "momentum")}
-    upd = {}
-    for k in ("lr", "weight_decay"):
-        if sig_kn[k] in kwargs and k not in claimed:
-            upd[k] = float(kwargs[sig_kn[k]])
+    kwargs, upd = user_settings(kwargs, sig_kn, claimed)
     claim = replace(claim, **upd) if upd else claim
     run = generic_driver(target, kwargs, lr=claim.lr, weight_decay=claim.weight_decay,
-                         params=params, dtype=claim.param_dtype, claimed=claimed)
+                         params=params, dtype=claim.param_dtype, claimed=claimed,
+                         deadline=Deadline(runner))
     if sig_kn["momentum"] is None and "momentum" not in claimed:
         raise UsageError(f"{label} takes no momentum keyword (tried "
                          f"{', '.join(KNOB_NAMES['momentum'])}): it runs at its own momentum; "
                          "claim that value (--set momentum=VALUE)")
-    return check_optimizer(run, claim, label, seed)
+    return check_optimizer(run, claim, label, seed, timeout=seconds)
+
+
+def _seconds(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--timeout takes seconds, got {text!r}") from None
+    if not (v >= 0 and math.isfinite(v)):
+        raise argparse.ArgumentTypeError(f"--timeout takes seconds >= 0, got {text!r}")
+    return v
 
 
 def main(argv=None) -> int:
@@ -1479,6 +1656,11 @@ def main(argv=None) -> int:
     p.add_argument("--table", action="store_true",
                    help="markdown results rows for every installed built-in optimizer")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
+                   help="the longest the import, one construction or one step of the "
+                        "optimizer may take; past it the check stops with outcome TIMEOUT "
+                        f"(exit 5) naming the property and step (default {DEFAULT_TIMEOUT_S:g}; "
+                        "0: no deadline)")
     g = p.add_argument_group("an optimizer by import path")
     g.add_argument("--kwarg", action="append", metavar="NAME=VALUE",
                    help="keyword for the optimizer's constructor/factory (repeatable); the "
@@ -1514,7 +1696,7 @@ def main(argv=None) -> int:
             miss = available(BUILTINS[args.optimizer])
             if miss:
                 raise UsageError(f"{args.optimizer} needs {', '.join(miss)} (not installed)")
-            report = run_builtin(args.optimizer)
+            report = run_builtin(args.optimizer, timeout=args.timeout)
         elif ":" not in args.optimizer:
             raise UsageError(f"{args.optimizer!r} is neither a built-in ({', '.join(BUILTINS)}) "
                              "nor an import path pkg.module:Class")
@@ -1524,13 +1706,15 @@ def main(argv=None) -> int:
                 base["scale"] = args.scale
             if args.precision is not None:
                 base["compute_dtype"] = args.precision
-            if args.preset is None and not args.claim:
+            named = {str(t).partition("=")[0].strip() for t in args.set_knobs or ()}
+            if args.preset is None and not args.claim and not named & {"preset", "method"}:
                 raise UsageError("the claim needs a preset (--preset NAME: the orthogonaliser "
                                  "the optimizer uses, written out as its source runs it; or "
                                  "--claim FILE, or --set method=svd for an exact polar factor)")
             claim = claim_from_args(args, base)
             kwargs = dict(parse_kwarg(k) for k in (args.kwarg or []))
-            report = check_target(args.optimizer, claim, kwargs=kwargs, params=args.params)
+            report = check_target(args.optimizer, claim, kwargs=kwargs, params=args.params,
+                                  timeout=args.timeout)
     except UsageError as exc:
         print(f"swanref check-optimizer: error: {exc}", file=sys.stderr)
         return 2

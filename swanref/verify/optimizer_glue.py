@@ -17,10 +17,29 @@ import inspect
 
 import numpy as np
 
-from swanref.verify.targets import UsageError, load_target
+from swanref.verify.targets import TargetRunner, UsageError, load_target
 
 __all__ = ["parse_value", "parse_kwarg", "generic_driver", "validated", "DriverError",
-           "Unsupported", "KNOB_NAMES", "PARAM_STYLES"]
+           "Unsupported", "KNOB_NAMES", "PARAM_STYLES", "Deadline"]
+
+
+class Deadline:
+    """Every construction and step of the optimizer under the user's deadline (``--timeout``):
+    the calls run on a :class:`~swanref.verify.targets.TargetRunner`, and a hang raises
+    TargetTimeout naming the property (``probe``, set by the check) and the step."""
+
+    def __init__(self, runner: TargetRunner | None):
+        self.runner = runner
+        self.probe = "the check"
+
+    def call(self, func, *args, what="calling it"):
+        if self.runner is None:
+            return func(*args)
+        return self.runner.run(func, *args, where=f"{self.probe}: {what}")
+
+
+def _direct(func, *args, what=""):
+    return func(*args)
 
 
 class Unsupported(Exception):
@@ -212,40 +231,54 @@ def _dtypes(p0, dtype):
     return np.dtype(dtype), np.float64
 
 
-def optax_steps(tx, p0s, steps, dtype, group):
+def _optax_step(tx, grads, state, params):
+    import jax
+    upd, state = tx.update(grads, state, params)
+    for leaf in jax.tree_util.tree_leaves(upd):  # JAX dispatches asynchronously: wait here
+        ready = getattr(leaf, "block_until_ready", None)
+        if ready is not None:
+            ready()
+    return upd, state
+
+
+def optax_steps(tx, p0s, steps, dtype, group, deadline=None):
     """Run optax transformation ``tx`` from parameters ``p0s`` (leaves ``w0``, ``w1``, ... of
     one params dict) through ``steps`` (per step, one gradient per leaf) in ``dtype``; the
     parameters after each step in float64 (complex128 for complex input): a list per step when
-    ``group``, else the one leaf's array."""
+    ``group``, else the one leaf's array.  ``deadline`` (a :class:`Deadline`): ``init`` and
+    each ``update`` run under it."""
     import jax.numpy as jnp
     import optax
     dt, back = _dtypes(p0s[0], dtype)
     keys = [f"w{i}" for i in range(len(p0s))]
+    call = deadline.call if deadline is not None else _direct
     params = {k: jnp.asarray(np.array(x, dtype=dt)) for k, x in zip(keys, p0s)}
-    state = tx.init(params)
+    state = call(tx.init, params, what="tx.init(params)")
     out = []
-    for gs in steps:
-        upd, state = tx.update({k: jnp.asarray(np.array(g, dtype=dt))
-                                for k, g in zip(keys, gs)}, state, params)
+    for t, gs in enumerate(steps):
+        grads = {k: jnp.asarray(np.array(g, dtype=dt)) for k, g in zip(keys, gs)}
+        upd, state = call(_optax_step, tx, grads, state, params,
+                          what=f"step {t + 1} of {len(steps)} (tx.update)")
         params = optax.apply_updates(params, upd)
         now = [np.asarray(params[k]).astype(back) for k in keys]
         out.append(now if group else now[0])
     return out
 
 
-def torch_steps(build, p0s, steps, dtype, group):
+def torch_steps(build, p0s, steps, dtype, group, deadline=None):
     """Run the torch optimizer ``build(params)`` from parameters ``p0s`` through ``steps`` (per
     step, one gradient per parameter) in ``dtype``; the parameters after each step as
-    :func:`optax_steps` returns them."""
+    :func:`optax_steps` returns them; the construction and each step under ``deadline``."""
     import torch
     dt, back = _dtypes(p0s[0], dtype)
     ps = [torch.nn.Parameter(torch.from_numpy(np.array(x, dtype=dt))) for x in p0s]
-    opt = build(ps)
+    call = deadline.call if deadline is not None else _direct
+    opt = call(build, ps, what="constructing the optimizer")
     out = []
-    for gs in steps:
+    for t, gs in enumerate(steps):
         for p, g in zip(ps, gs):
             p.grad = torch.from_numpy(np.array(g, dtype=dt))
-        opt.step()
+        call(opt.step, what=f"step {t + 1} of {len(steps)} (optimizer.step())")
         now = [p.detach().numpy().astype(back) for p in ps]
         out.append(now if group else now[0])
     return out
@@ -257,7 +290,7 @@ def _first_line(exc):
 
 
 def generic_driver(target, kwargs=None, *, lr, weight_decay, params="auto", dtype="float32",
-                   claimed=()):
+                   claimed=(), deadline=None):
     """A driver ``run(p0, grads, momentum, nesterov=False, group=False)`` for ``target``: a
     ``torch.optim.Optimizer`` class (or any callable taking the parameters first) or an optax
     factory returning a ``GradientTransformation``.  ``kwargs`` are passed on every build;
@@ -319,7 +352,7 @@ def generic_driver(target, kwargs=None, *, lr, weight_decay, params="auto", dtyp
 
         def attempt():
             return torch_steps(lambda ps: torch_build(ps, momentum, nesterov), p0s, steps,
-                               dtype, group)
+                               dtype, group, deadline)
         try:
             out = attempt()
             if state["style"] == "auto":  # a plain list works: keep it for every later run
@@ -348,20 +381,26 @@ def generic_driver(target, kwargs=None, *, lr, weight_decay, params="auto", dtyp
     def optax_run(p0, grads, momentum, nesterov=False, group=False):
         p0s, steps = (p0, grads) if group else ([p0], [[g] for g in grads])
         try:
-            tx = target if kind == "optax_instance" else target(**build_kwargs(momentum,
-                                                                              nesterov))
+            tx = target if kind == "optax_instance" else _call(
+                target, build_kwargs(momentum, nesterov), what="constructing the "
+                "transformation")
             if not (hasattr(tx, "init") and hasattr(tx, "update")):
                 raise DriverError(f"{getattr(target, '__name__', target)!r} returned "
                                   f"{type(tx).__name__}, not an optax GradientTransformation "
                                   "nor a torch optimizer")
-            out = optax_steps(tx, p0s, steps, dtype, group)
+            out = optax_steps(tx, p0s, steps, dtype, group, deadline)
         except (Unsupported, DriverError):
             raise
         except Exception as exc:  # noqa: BLE001
             raise Unsupported(_first_line(exc)) from exc
         return out
 
+    def _call(fn, kw, what):
+        return (deadline.call if deadline is not None else _direct)(
+            lambda: fn(**kw), what=what)
+
     run = torch_run if kind == "torch" else optax_run
+    run.deadline = deadline
     run.knobs = knobs
     run.kind = kind
     run.state = state

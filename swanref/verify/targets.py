@@ -23,7 +23,7 @@ import time
 from contextlib import contextmanager
 
 __all__ = ["UsageError", "load_target", "TargetRunner", "TargetAborted", "TargetTimeout",
-           "DEFAULT_TIMEOUT_S", "FirstCallTimer"]
+           "DEFAULT_TIMEOUT_S", "FirstCallTimer", "stop_message", "timeout_seconds"]
 
 
 class UsageError(Exception):
@@ -166,6 +166,29 @@ class TargetTimeout(BaseException):
     def __init__(self, seconds: float, where: str):
         self.seconds, self.where = seconds, where
         super().__init__(f"the target did not return within {seconds:g} s while {where}")
+
+
+def stop_message(exc) -> str:
+    """What every check prints for a target that hung (TargetTimeout) or exited
+    (TargetAborted): the cause, the probe/step it happened in, and what to do."""
+    if isinstance(exc, TargetTimeout):
+        return (f"{exc}: fix the hang (a loop that never converges, a lock, a wait), or if it "
+                "is only slow give it more time with --timeout SECONDS (Python: timeout=...); "
+                "the call was left running in the background")
+    return (f"{exc}: a function under check must return an array or raise an Exception for "
+            "input it refuses; keep script code under `if __name__ == '__main__':`")
+
+
+def timeout_seconds(timeout) -> float | None:
+    """A user's ``timeout`` (seconds; 0 or None: no deadline) as TargetRunner takes it."""
+    if timeout is None or (isinstance(timeout, (int, float)) and not isinstance(timeout, bool)
+                           and timeout == 0):
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) \
+            or not (timeout > 0 and timeout != float("inf")):
+        raise UsageError(f"timeout must be a number of seconds >= 0 (0: no deadline), "
+                         f"got {timeout!r}")
+    return float(timeout)
 
 
 class TargetRunner:

@@ -45,13 +45,13 @@ def ns5(G, eps=1e-7, form="add", schatten=False, schatten_no_sqrt=False):
 
 
 def make(*, eps=1e-7, eps_form="add", nd="flattened", stack="flattened", nesterov_always=False,
-         normalise="none", gate="none", schatten=False, **bugs):
+         normalise="none", gate="none", schatten=False, beta2=None, **bugs):
     bad = set(bugs) - {"scale_from_kernel", "rows_only", "gate_no_rescale",
                        "schatten_no_sqrt", "adamuon_no_rematch", "conv_broadcast",
                        "always_raises", "flatten_3d"}
     assert not bad, bad
 
-    def update(buf, g):
+    def update(buf, g, state):
         shape = buf.shape
         rule = stack if buf.ndim == 3 else nd
         if bugs.get("flatten_3d") and buf.ndim == 3:
@@ -64,14 +64,22 @@ def make(*, eps=1e-7, eps_form="add", nd="flattened", stack="flattened", nestero
             V = V + np.ones(shape[-1])  # a bias-like vector of the kernel width: a crash
         O = ns5(V, eps, eps_form, schatten, bugs.get("schatten_no_sqrt", False))
         m, n = V.shape[-2:]
+        t = state["t"] = state.get("t", 0) + 1
         if normalise in ("rows", "columns_if_wide"):
             axis = -1 if (m >= n or normalise == "rows" or bugs.get("rows_only")) else -2
-            rms = np.sqrt(np.mean(O * O, axis=axis, keepdims=True))
+            ms = np.mean(O * O, axis=axis, keepdims=True)
+            if beta2 is not None:  # NorMuon: second_momentum_buffer.lerp_(mean(O^2), 1 - b2)
+                ms = state["v"] = beta2 * state.get("v", 0) + (1 - beta2) * ms
+            rms = np.sqrt(ms)
             N = O / rms
             O = N * (np.linalg.norm(O, axis=(-2, -1), keepdims=True)
                      / np.linalg.norm(N, axis=(-2, -1), keepdims=True))
         elif normalise == "elementwise":
-            N = O / (np.abs(O) + 1e-10)
+            if beta2 is None:
+                N = O / (np.abs(O) + 1e-10)
+            else:  # AdaMuon: v.mul_(b2).addcmul_(O, O, 1 - b2); O / (sqrt(v / (1 - b2^t)) + eps)
+                v = state["v"] = beta2 * state.get("v", 0) + (1 - beta2) * O * O
+                N = O / (np.sqrt(v / (1 - beta2 ** t)) + 1e-10)
             O = N if bugs.get("adamuon_no_rematch") else \
                 N * (math.sqrt(min(m, n)) / np.linalg.norm(N, axis=(-2, -1), keepdims=True))
         if bugs.get("scale_from_kernel") and buf.ndim == 4:
@@ -93,11 +101,11 @@ def make(*, eps=1e-7, eps_form="add", nd="flattened", stack="flattened", nestero
         if np.iscomplexobj(p0) or np.ndim(p0) < 2:
             raise ValueError("only real matrices are supported")
         p = np.array(p0, dtype=np.float64)
-        buf, out = np.zeros_like(p), []
+        buf, out, state = np.zeros_like(p), [], {}
         for g in grads:
             buf = mu * buf + (1 - mu) * g
             u = (1 - mu) * g + mu * buf if nesterov_always else buf
-            p = p * (1 - LR * WD) - LR * update(u, g)
+            p = p * (1 - LR * WD) - LR * update(u, g, state)
             out.append(p.copy())
         return out
     return run

@@ -63,3 +63,19 @@ class AlwaysRaises(_Base):
 
     def step(self):
         raise RuntimeError("step is not implemented")
+
+
+class HangsAtSecondStep(_Base):
+    """A step that never returns once momentum is in play (a wait that is never woken):
+    ``--timeout`` must stop the check there, naming the property and the step."""
+
+    def __init__(self, params, lr=0.02, weight_decay=0.0, momentum=0.95, nesterov=True):
+        self._init(params, lr, weight_decay, momentum, nesterov)
+        self.steps = 0
+
+    def step(self):
+        self.steps += 1
+        if self.steps == 2:
+            import threading
+            threading.Event().wait()  # never set; the check's worker is a daemon thread
+        return super().step()

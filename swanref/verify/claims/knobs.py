@@ -225,6 +225,13 @@ KNOBS = {k.name: k for k in [
          "variants scaling O elementwise", _choice("none", "per_column", "per_element")),
     Knob("second_moment", "none", "an Adam-style second moment on the orthogonalised update",
          "pytorch-optimizer AdaMuon (v on O, eps on sqrt(v))", _choice("none", "adamuon")),
+    Knob("second_moment_beta", None, "the EMA coefficient beta2 of the statistic a "
+         "second moment (second_moment) or a NorMuon normalisation (norm_axis) divides by: "
+         "step t divides by beta2 s(O_{t-1}) + s(O_t) (up to factors the re-match cancels); "
+         "None: each step's own statistic only (a claim about the first step)",
+         "pytorch-optimizer AdaMuon betas[1]=0.95 (v.mul_(beta2).addcmul_(O, O, 1 - beta2)), "
+         "NorMuon beta2=0.95 (second_momentum_buffer.lerp_(mean(O^2, -1), 1 - beta2)); "
+         "zichongli5/NorMuon beta2", _number(0.0, 1.0, none=True, open_hi=True)),
     Knob("pre", "none", "a transform before orthogonalising: none or SWAN's grad_norm",
          "SWAN (Ma et al. 2024) Alg. 1", _choice("none", "grad_norm")),
     # -- optimizer

@@ -47,6 +47,7 @@ class Claim:
     scale_factor: float = _field("scale_factor")
     gate: str = _field("gate")
     second_moment: str = _field("second_moment")
+    second_moment_beta: float | None = _field("second_moment_beta")
     pre: str = _field("pre")
     momentum: float = _field("momentum")
     nesterov: str = _field("nesterov")
