@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.metadata
-import inspect
 import json
 import math
 import os
@@ -536,12 +535,8 @@ def _run_optimizer(e, timeout):
         base["scale"] = args.scale
     claim = claim_from_args(args, base)
     kwargs = dict(opt.parse_kwarg(k) for k in args.kwarg)
-    # the per-call deadline where check_target takes one (check-optimizer --timeout); the row
-    # as a whole runs under ROW_CALLS times it either way
-    deadline = ({"timeout": timeout} if "timeout" in
-                inspect.signature(opt.check_target).parameters else {})
     report = opt.check_target(e.function, claim, kwargs=kwargs, params=args.params,
-                              **deadline)
+                              timeout=timeout)
     verdict = report.outcome.upper()
     return verdict, _optimizer_diagnosis(report), report.to_dict(), report.results
 
