@@ -23,7 +23,7 @@ from swanref.spec.validate import (clear_keyword_errors, flag, host_matrix_stack
                                    real_number)
 
 __all__ = ["orthogonalized_update", "load_coefficients", "ND_RULES", "NORM_AXES", "EPS_FORMS",
-           "LOWPREC_ORDERS", "update_view"]
+           "LOWPREC_ORDERS", "GATES", "update_view"]
 
 #: N-D rules (spec 9.2): how a parameter of >= 3 matrix axes becomes matrices
 ND_RULES = ("flatten", "2d_only", "flatten_4d_batch_3d", "batch_leading")
@@ -33,6 +33,11 @@ NORM_AXES = ("none", "rows", "columns", "columns_if_wide")
 EPS_FORMS = ("add", "clamp", "none", "safe")
 #: low-precision order (spec 9.7)
 LOWPREC_ORDERS = ("cast_then_normalise", "normalise_then_cast")
+
+#: a cautious gate on the update (spec 9.4): none, per element, per column of the matrix view
+GATES = ("none", "per_element", "per_column")
+#: the gate's floor on the kept fraction (heavyball / pytorch-optimizer cautious masks)
+GATE_FLOOR = 1e-3
 
 #: NorMuon's floor on the row RMS and on the re-match denominator (zichongli5/NorMuon)
 ROW_NORM_EPS = 1e-10
@@ -118,6 +123,22 @@ def _axis_norm(O, norm_axis, m, n):
     return _row_norm(O)
 
 
+def _gated(O, M, gate, stack_dims):
+    """The cautious gate: keep the entries (per_element) or the columns of the matrix view
+    (per_column) where the update agrees in sign with the gradient ``Re(O conj(G)) > 0``,
+    rescaled by ``1 / max(kept fraction, GATE_FLOOR)`` per parameter (spec 9.4)."""
+    if gate == "none":
+        return O
+    prod = np.real(O * np.conj(M)) if np.iscomplexobj(O) else O * M
+    if gate == "per_element":
+        mask = prod > 0
+    else:
+        mask = np.broadcast_to(np.sum(prod, axis=-2, keepdims=True) > 0, prod.shape)
+    axes = tuple(range(stack_dims, O.ndim))
+    kept = np.maximum(np.mean(mask, axis=axes, keepdims=True), GATE_FLOOR)
+    return np.where(mask, O / kept, 0).astype(O.dtype)
+
+
 def _fro(X):
     sq = (X * X.conj()).real if np.iscomplexobj(X) else X * X
     return np.sqrt(np.sum(sq, axis=(-2, -1), keepdims=True))
@@ -127,8 +148,8 @@ def _fro(X):
 def orthogonalized_update(G, preset="svd", *, scale="keller", scale_factor=1.0, stack_dims=0,
                           row_norm=False, steps=None, coefficients=None, emulate=None,
                           backend=None, check_finite=True, eps=None, eps_form=None,
-                          norm_scale=None, lowprec_order="cast_then_normalise", nd="flatten",
-                          norm_axis=None):
+                          norm_scale=None, lowprec_order=None, nd="flatten",
+                          norm_axis=None, gate="none"):
     r"""The orthogonalised update of one parameter (or a stack of them), spec section 9.
 
     .. math:: \Delta = s(m, n)\; \mathrm{reshape}\big(\mathrm{orth}(G_{m \times n})\big)
@@ -161,10 +182,14 @@ def orthogonalized_update(G, preset="svd", *, scale="keller", scale_factor=1.0, 
         polar factor does not depend on the norm); 'newton_schulz'/'nsds' refuse them.
     lowprec_order : with ``emulate``: 'cast_then_normalise' (the source casts the gradient to
         the 16-bit format first) or 'normalise_then_cast' (normalises in float32, then casts
-        and iterates), spec 9.7.
+        and iterates), spec 9.7; None: the preset's own (``Preset.lowprec_order``).
     nd : N-D rule, see :func:`update_view` (spec 9.2).
     norm_axis : NorMuon normalisation 'rows', 'columns' or 'columns_if_wide' (spec 9.3);
         ``None`` follows ``row_norm``.
+    gate : 'none', or a cautious gate after the scale rule (spec 9.4): 'per_element' keeps the
+        entries whose sign agrees with G's, 'per_column' the columns of the matrix view whose
+        inner product with G's is positive; the kept part is divided by the kept fraction
+        (at least 1e-3) of each parameter.
 
     Returns
     -------
@@ -182,7 +207,9 @@ def orthogonalized_update(G, preset="svd", *, scale="keller", scale_factor=1.0, 
     elif norm_axis not in NORM_AXES or row_norm:
         raise ValueError(f"norm_axis must be one of {', '.join(NORM_AXES)} (and row_norm "
                          f"False), got {norm_axis!r}")
-    if lowprec_order not in LOWPREC_ORDERS:
+    if not isinstance(gate, str) or gate not in GATES:
+        raise ValueError(f"gate must be one of {', '.join(GATES)}, got {gate!r}")
+    if lowprec_order is not None and lowprec_order not in LOWPREC_ORDERS:
         raise ValueError(f"lowprec_order must be one of {', '.join(LOWPREC_ORDERS)}, got "
                          f"{lowprec_order!r}")
     stated = _stated_preset(preset, eps, eps_form, norm_scale, lowprec_order)
@@ -229,6 +256,7 @@ def orthogonalized_update(G, preset="svd", *, scale="keller", scale_factor=1.0, 
         O = O * shape_factor(rule, m, n)
     if scale_factor != 1.0:
         O = O * scale_factor
+    O = _gated(O, M, gate, int(stack_dims))
     out = np.asarray(O).reshape(arr.shape).astype(in_dtype, copy=True)
     return restore(out)
 
@@ -236,14 +264,17 @@ def orthogonalized_update(G, preset="svd", *, scale="keller", scale_factor=1.0, 
 def _stated_preset(preset, eps, eps_form, norm_scale, lowprec_order):
     """The preset with the stated epsilon, form and safety factor (None: nothing stated, the
     spec reading of 9.5 runs)."""
+    from swanref.presets import catalogue as _catalogue  # `import swanref` loads no catalogue
+    named = isinstance(preset, str) and (preset in _catalogue.PRESETS
+                                         or preset in _catalogue.ROUTES)
+    own_order = lowprec_order == (_catalogue.get_preset(preset).lowprec_order if named
+                                  else "cast_then_normalise")
     if eps is None and eps_form is None and norm_scale is None \
-            and lowprec_order == "cast_then_normalise":
+            and (lowprec_order is None or own_order):
         return None
     if preset in ("svd", "eigh"):
         return None  # the polar factor of G / d is the polar factor of G
-    from swanref.presets import catalogue as _catalogue  # `import swanref` loads no catalogue
-    if not isinstance(preset, str) or preset not in _catalogue.PRESETS and \
-            preset not in _catalogue.ROUTES:
+    if not named:
         raise ValueError(f"eps, eps_form, norm_scale and lowprec_order are stated for a "
                          f"production preset, not for method {preset!r}")
     p = _catalogue.get_preset(preset)
@@ -270,11 +301,8 @@ def _run_stated(M, p, steps, coefficients, emulate, lowprec_order, check_finite)
         X = X.astype(np.complex128)
     elif X.dtype != np.float32 or emulate is None:
         X = X.astype(np.float64 if X.dtype != np.float32 else np.float32)
-    if lowprec_order == "normalise_then_cast" and emulate in ("bfloat16", "float16") \
-            and X.dtype.kind == "f" and p.norm != "aol":
-        N = _catalogue.normalise_input(X.astype(np.float32), p)
-        O = _catalogue.run_preset(N, p, sched, emulate, check_finite=check_finite,
-                                  normalise=False)
-        return np.asarray(O), _fro(N) == 0
+    if emulate in ("bfloat16", "float16") and X.dtype.kind == "f" and lowprec_order:
+        # the claim's order replaces the preset's own (Preset.lowprec_order)
+        p = dataclasses.replace(p, lowprec_order=lowprec_order)
     O = _catalogue.run_preset(X, p, sched, emulate, check_finite=check_finite)
     return np.asarray(O), _fro(X) == 0

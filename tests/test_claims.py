@@ -66,6 +66,17 @@ def test_from_preset_writes_out_the_sources_normalisation():
                                                                  "clamp", 5)
     assert Claim.from_preset("polar_express").norm_scale == 1.01
     assert Claim.from_preset("optax_muon_aol").norm == "aol"
+    # ... and its precision, N-D rule and low-precision order (docs/spec.md 11.1)
+    t = Claim.from_preset("torch_muon")
+    assert (t.compute_dtype, t.nd, t.lowprec_order) == ("bfloat16", "2d_only",
+                                                        "cast_then_normalise")
+    g = Claim.from_preset("gram_ns")
+    assert (g.compute_dtype, g.nd, g.lowprec_order) == ("float16", "batch_leading",
+                                                        "normalise_then_cast")
+    assert Claim.from_preset("optax_muon").compute_dtype == "float64"  # its input's dtype
+    assert Claim.from_preset("nemo_polar_express").compute_dtype == "float32"
+    # overrides still win
+    assert Claim.from_preset("torch_muon", compute_dtype="float32", nd="flatten").nd == "flatten"
     assert Claim(preset="you_ns5").effective_eps == (1e-7, "add")
     c2 = c.replace(eps=1e-7)
     assert c2 != c and c.eps == 1e-12   # immutable: replace makes a new record
@@ -179,7 +190,7 @@ def test_float64_tolerance_covers_a_nesterov_moved_epsilon():
     p, s = get_preset("muon_ns5"), schedule("muon_ns5")
     unit = [X / np.linalg.norm(X) for X in (run_preset(G, p, s), run_preset(1.49 * G, p, s))]
     shift = float(np.linalg.norm(unit[0] - unit[1]))
-    claim = Claim.from_preset("muon_ns5")
+    claim = Claim.from_preset("muon_ns5", compute_dtype="float64")
     tol = C.tolerance(claim, "optimizer", G, rescale=1.49)
     assert C.tolerance(claim, "optimizer", G) < shift <= tol <= 5 * shift
     # a clamp epsilon far below the norm never moves
@@ -277,8 +288,8 @@ def test_update_check_from_a_claim_gives_the_same_verdict(fn, kwargs):
 
 
 def test_levels_refuse_knobs_they_cannot_evaluate_yet():
-    with pytest.raises(UsageError, match="cannot evaluate claim knob.*gate='per_column'"):
-        check_update(W.faithful, claim=Claim.from_preset("muon_ns5", gate="per_column"))
+    with pytest.raises(UsageError, match="cannot evaluate claim knob.*pre='grad_norm'"):
+        check_update(W.faithful, claim=Claim.from_preset("muon_ns5", pre="grad_norm"))
     # the preset's own written-out values and other levels' knobs are fine
     UpdateClaim.from_claim(Claim.from_preset("muon_ns5", momentum=0.95, shard_split="chunk"))
     with pytest.raises(ClaimError, match="gate='per_column'"):
@@ -349,10 +360,11 @@ def test_check_update_cli_takes_claim_set_and_kwarg(tmp_path, capsys):
     # --set overrides the file: the faithful Keller update is not Moonlight's
     assert main(["update", target, "--claim", str(path), "--set", "scale=moonlight"]) == 1
     # a stated epsilon other than the faithful transcription's: rejected, the cause named
-    assert main(["update", target, "--preset", "muon_ns5", "--set", "eps=1e-12"]) == 1
+    float64 = ["--dtype", "float64", "--set", "nd=flatten"]
+    assert main(["update", target, "--preset", "muon_ns5", "--set", "eps=1e-12"] + float64) == 1
     assert "matches eps=1e-07 (add)" in capsys.readouterr().out
-    assert main(["update", target, "--preset", "muon_ns5", "--set", "gate=per_element"]) == 2
-    assert "cannot evaluate claim knob(s) gate='per_element'" in capsys.readouterr().err
+    assert main(["update", target, "--preset", "muon_ns5", "--set", "pre=grad_norm"]) == 2
+    assert "cannot evaluate claim knob(s) pre='grad_norm'" in capsys.readouterr().err
     assert main(["update", target, "--preset", "muon_ns5", "--set", "nd=3d"]) == 2
     assert parse_kwarg("dtype=np.float32") == ("dtype", np.float32)
     assert parse_kwarg("coeffs=(1, 2)") == ("coeffs", (1, 2))

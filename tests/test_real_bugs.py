@@ -119,7 +119,10 @@ def test_dion_normuon_zero_gradient():
 # -- aliasing: pytorch#190597, in-place div_ through grad.bfloat16()'s alias --------------------
 
 def test_torch_muon_in_place_alias():
-    claim = Claim.from_preset("torch_muon", scale="none", nd="2d_only")
+    # the transcription computes in float64 (torch's bf16 alias case: input dtype == compute
+    # dtype), so the claim states float64 compute; from_preset alone reads torch's bf16
+    claim = Claim.from_preset("torch_muon", scale="none", compute_dtype="float64")
+    assert claim.nd == "2d_only"
     assert check_update(R.torch_alias_fix, claim=claim).conforming
     bug = check_update(R.torch_alias_bug, claim=claim)
     assert "modified its input" in _fails(bug, "no_mutation").message

@@ -63,19 +63,23 @@ def test_skip_is_recognised_as_raw_gradient():
 def test_command_line(tmp_path, capsys):
     from swanref.verify.checker import main
     target = str(pathlib.Path(__file__).parent / "wrong_impls" / "update_impls.py") + ":"
-    assert main(["update", target + "faithful", "--preset", "muon_ns5"]) == 0
+    # --preset reads the preset as its source runs it (bf16, eps on the raw gradient, N-D
+    # batched); the float64 spec reading with (out, -1) views states those knobs back
+    spec_reading = ["--dtype", "float64", "--set", "nd=flatten", "--set", "eps=null",
+                    "--set", "eps_form=null", "--set", "norm_scale=null"]
+    assert main(["update", target + "faithful", "--preset", "muon_ns5"] + spec_reading) == 0
     assert "CONFORMING" in capsys.readouterr().out
     assert main(["update", target + "keller_and_moonlight", "--preset", "muon_ns5",
-                 "--json"]) == 1
+                 "--json"] + spec_reading) == 1
     import json
     out = json.loads(capsys.readouterr().out)
     assert "scale_wide" in out["failed_properties"]
     assert main(["update", target + "faithful_stack", "--preset", "muon_ns5",
-                 "--stack-dims", "1"]) == 0
+                 "--stack-dims", "1"] + spec_reading) == 0
     table = tmp_path / "k.txt"
     table.write_text("3.4445 -4.7750 2.0315\n")
     assert main(["update", target + "faithful", "--preset", "custom", "--coefficients",
-                 str(table), "--steps", "5"]) == 0
+                 str(table), "--steps", "5"] + spec_reading) == 0
     capsys.readouterr()
     assert main(["update", target + "faithful", "--scale", "kimi"]) == 2
     assert "unknown scale rule" in capsys.readouterr().err

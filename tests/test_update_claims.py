@@ -11,8 +11,9 @@ from wrong_impls import claimed_updates as C
 
 
 def P(name, **knobs):
-    """The preset's claim for these 2-D-only transcriptions."""
+    """The preset's claim for these 2-D-only float64 transcriptions."""
     knobs.setdefault("nd", "2d_only")
+    knobs.setdefault("compute_dtype", "float64")
     return Claim.from_preset(name, **knobs)
 
 

@@ -155,10 +155,11 @@ class Preset:
     batched_in_source: bool = True
     zero: str = "0"
     norm_over: str = "matrix"      # 'matrix' (last two axes) or 'all' (whole array: old Keller)
-    #: low precision: 'compute' casts G to the compute format and normalises there (Keller,
-    #: torch.optim.Muon); 'float32' normalises in float32 and then casts (Dao-AILab
-    #: gram-newton-schulz, DiffSinger#301); no effect without emulation
-    normalise_in: str = "compute"
+    #: low precision (the claim knob of the same name, spec 9.7): 'cast_then_normalise' casts G
+    #: to the compute format and normalises there (Keller, torch.optim.Muon);
+    #: 'normalise_then_cast' normalises in float32 and then casts (Dao-AILab
+    #: gram-newton-schulz, heavyball, DiffSinger#301); no effect without emulation
+    lowprec_order: str = "cast_then_normalise"
     source: str = ""
     notes: str = ""
     extra: dict = field(default_factory=dict)
@@ -193,6 +194,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
            source="DeepSeek-V4 hybrid as described in microsoft/dion#67 and Paddle#78916 "
                   "[ISSUE]; normalisation assumed Keller's (not read in code)"),
     Preset("optax_muon", KELLER_NS5, 5, "add", 1e-8, compute_dtype="input",
+           batched_in_source=False,
            source="google-deepmind/optax optax/contrib/_muon.py @2edbcbe2 "
                   "orthogonalize_via_newton_schulz, ns_coeffs='standard', preconditioning="
                   "'frobenius'"),
@@ -227,7 +229,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
                   "muon_utils.py newton_schulz(coefficient_type='polar_express', steps=5)",
            notes="polar_express's table rounded to 4 decimals (8.2051 truncated), F.normalize "
                  "eps 1e-7 (clamp); float32 only, 2-D/3-D; bf16 iff matmul precision 'medium'"),
-    Preset("heavyball_msign", PE_BASIC, 10, "clamp", 1e-7, form="horner",
+    Preset("heavyball_msign", PE_BASIC, 10, "clamp", 1e-7, form="horner", lowprec_order="normalise_then_cast",
            source="heavyball 3.2.1 heavyball/utils.py msign(G, steps=10) (ABC_LIST_STABLE)",
            notes="polar_express's table without the 1.01 on the norm, 10 steps (last repeats), "
                  "X <- (a I + (b I + c S) S) X; float32 input stochastically rounded to bf16 "
@@ -245,26 +247,26 @@ PE_GRAM5 = tuple((a / 1.05, b / 1.05 ** 3, c / 1.05 ** 5) for (a, b, c) in PE_BA
 #: preset diagnosis compares implementations with PRESETS only.
 ROUTES: dict[str, Preset] = {p.name: p for p in [
     Preset("gram_ns", PE_GRAM5, 5, "add", 1e-7, form="gram", after="error",
-           compute_dtype="float16", extra={"resets": (2,)},
+           compute_dtype="float16", extra={"resets": (2,)}, lowprec_order="normalise_then_cast",
            source="Dao-AILab/gram-newton-schulz gram_newton_schulz/gram_newton_schulz.py "
                   "@1cb3c152 GramNewtonSchulz (coefficients.py POLAR_EXPRESS_COEFFICIENTS, "
                   "safety 1.05; gram_newton_schulz_reset_iterations=[2])",
            notes="normalises in float32, iterates in float16; square input takes the "
                  "standard (baddbmm) iteration, rectangular the Gram form"),
-    Preset("optax_muon_aol", KELLER_NS5, 5, "aol", 1e-8, compute_dtype="input",
+    Preset("optax_muon_aol", KELLER_NS5, 5, "aol", 1e-8, compute_dtype="input", batched_in_source=False,
            source="google-deepmind/optax optax/contrib/_muon.py (optax 0.2.8) "
                   "orthogonalize_via_newton_schulz(preconditioning='aol'): "
                   "_aol_first_newton_schulz_iteration, then the base quintic",
            notes="no Frobenius normalisation; D A D (not D^2 A) in the first step"),
     Preset("heavyball_svd", YOU_NS5, 5, "clamp", 1e-7, form="horner", after="error",
-           route="svd_square", compute_dtype="bfloat16",
+           route="svd_square", compute_dtype="bfloat16", lowprec_order="normalise_then_cast",
            source="HomebrewML/HeavyBall heavyball/utils.py (heavyball 3.2.1) "
                   "_compilable_orthogonal_(mode='svd'): torch.linalg.svd U @ Vh for square "
                   "matrices, zeropower_via_newtonschulz5 (You's 5 quintics) otherwise",
            notes="the source's bf16 cast is stochastic rounding (not emulated); its "
                  "mode='legacy_svd' returns U @ Vh.T, not a polar factor"),
     Preset("heavyball_ns5", YOU_NS5, 5, "clamp", 1e-7, form="horner", after="error",
-           compute_dtype="bfloat16",
+           compute_dtype="bfloat16", lowprec_order="normalise_then_cast",
            source="HomebrewML/HeavyBall heavyball/utils.py (heavyball 3.2.1) "
                   "zeropower_via_newtonschulz5 (the default zeroth_power_mode 'newtonschulz')",
            notes="float64 input runs exactly in float64; float32 is stochastically rounded to "
@@ -585,17 +587,14 @@ def whiten_preset(G, name: str, *, steps=None, coefficients=None, emulate=None,
 
 
 @clear_keyword_errors
-def run_preset(G, preset: Preset, sched, emulate=None, *, check_finite=True,
-               normalise=True) -> np.ndarray:
+def run_preset(G, preset: Preset, sched, emulate=None, *, check_finite=True) -> np.ndarray:
     """Run a :class:`Preset` object (possibly a variant) with an explicit schedule.
 
     ``G`` takes the input path of :func:`whiten_preset`; ``sched`` is a sequence of at most
-    ``MAX_ITERATIONS`` (a, b, c) triples (empty: no step).  ``normalise=False`` skips the
-    preset's normalisation: ``G`` is already normalised (the "normalise in float32, then cast"
-    order of spec 9.7).
+    ``MAX_ITERATIONS`` (a, b, c) triples (empty: no step).  The order of the normalisation and
+    the cast to an emulated format is ``preset.lowprec_order`` (spec 9.7).
     """
     check_finite = flag(check_finite, "check_finite")
-    normalise = flag(normalise, "normalise")
     if not isinstance(preset, Preset):
         raise TypeError(f"preset must be a swanref.presets.Preset (see get_preset), got "
                         f"{type(preset).__name__}")
@@ -603,16 +602,7 @@ def run_preset(G, preset: Preset, sched, emulate=None, *, check_finite=True,
     check_emulate(emulate)
     arr = _host_input(G, "run_preset")
     return _finite_policy(arr, check_finite,
-                          lambda X: run_preset_unchecked(X, preset, sched, emulate,
-                                                         normalise=normalise))
-
-
-def normalise_input(G, preset: Preset) -> np.ndarray:
-    """The preset's normalisation alone (its norm, safety factor and epsilon), in G's dtype
-    (float32 or float64, real): the first half of "normalise in float32, then cast"."""
-    G = np.asarray(G)
-    with np.errstate(under="ignore", over="ignore"):
-        return np.array(_normalise(Arith(None, G.dtype), G, preset), dtype=G.dtype, copy=True)
+                          lambda X: run_preset_unchecked(X, preset, sched, emulate))
 
 
 def check_emulate(emulate):
@@ -657,8 +647,7 @@ def _finite_policy(arr: np.ndarray, check_finite: bool, run) -> np.ndarray:
     return np.where(keep, out, np.nan).astype(out.dtype)
 
 
-def run_preset_unchecked(G, preset: Preset, sched, emulate=None, *,
-                         normalise=True) -> np.ndarray:
+def run_preset_unchecked(G, preset: Preset, sched, emulate=None) -> np.ndarray:
     """:func:`run_preset` without the input path: ``G`` is a finite float32/float64/complex
     ndarray of ndim >= 2 (swanref.ops has normalised it) and ``sched`` a checked schedule."""
     check_emulate(emulate)
@@ -674,14 +663,14 @@ def run_preset_unchecked(G, preset: Preset, sched, emulate=None, *,
                         "in float32)")
     if G.ndim < 2:
         raise ValueError(f"G must have shape (*batch, m, n); got {G.shape}")
-    if G.size and normalise:  # before any cast to the compute format, which could overflow
+    if G.size:  # before any cast to the compute format, which could overflow
         G = prescale_huge(G, whole=preset.norm_over == "all",
                           fmt=preset.compute_dtype if emulate == "source" else emulate)
     if emulate == "source":
         emulate = preset.compute_dtype
         if emulate == "float32":
-            return run_preset_unchecked(G.astype(np.float32), preset, sched,
-                                        normalise=normalise).astype(G.dtype)
+            return run_preset_unchecked(G.astype(np.float32), preset,
+                                        sched).astype(G.dtype)
         if emulate == "input":
             emulate = None
     ar = Arith(emulate, G.dtype)
@@ -694,8 +683,8 @@ def run_preset_unchecked(G, preset: Preset, sched, emulate=None, *,
         U, _, Vh = np.linalg.svd(G, full_matrices=False)
         return np.array(U @ Vh, dtype=G.dtype, copy=True)
     flip = {"to_wide": m > n, "to_tall": n > m, "none": False}[preset.transpose]
-    if preset.normalise_in == "float32" and ar.fmt is not None and preset.norm != "aol" \
-            and normalise:
+    if preset.lowprec_order == "normalise_then_cast" and ar.fmt is not None \
+            and preset.norm != "aol":
         # normalise the float32 input in float32, then round once to the compute format
         X = np.asarray(G, np.float32)
         if flip:
@@ -705,8 +694,7 @@ def run_preset_unchecked(G, preset: Preset, sched, emulate=None, *,
         X = ar.cast_in(G)
         if flip:
             X = np.swapaxes(X, -1, -2)
-        if normalise:
-            X = _normalise(ar, X, preset)
+        X = _normalise(ar, X, preset)
     if preset.form == "coupled":
         X = _coupled(ar, X, sched)
     elif preset.form == "gram" and m != n:

@@ -174,9 +174,13 @@ def variants(name: str, dtype: str = "float64", steps=None, coefficients=None) -
     for p2 in _PRECISION_VARIANTS[dtype]:
         out.append(Candidate(f"computes in {p2} (input {dtype})", base, sched, p2, "precision"))
     if dtype in ("bfloat16", "float16"):
-        out.append(Candidate(f"normalises in float32, then casts to {dtype} (instead of "
-                             f"casting first)", replace(base, normalise_in="float32"), sched,
-                             prec, "lowprec_order"))
+        label = (f"normalises in float32, then casts to {dtype} (instead of casting first)"
+                 if base.lowprec_order == "cast_then_normalise" else
+                 f"casts to {dtype}, then normalises (instead of normalising in float32)")
+        other = ("normalise_then_cast" if base.lowprec_order == "cast_then_normalise"
+                 else "cast_then_normalise")
+        out.append(Candidate(label, replace(base, lowprec_order=other), sched, prec,
+                             "lowprec_order"))
     out.append(Candidate("no transpose for tall input", replace(base, transpose="none"), sched,
                          prec, "transpose"))
     out.append(Candidate("one Frobenius norm over the whole batch, not per matrix",

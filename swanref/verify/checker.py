@@ -705,7 +705,7 @@ def check(fn, op, *, dtype="float64", axis=None, eps=None, method=None, steps=No
         method, beta, scaling = kw.get("method", method), kw.get("beta"), kw.get("scaling")
     from swanref.verify.properties import OPS, Claim, properties_for
 
-    fn = bind(fn, kwargs)
+    raw_fn, fn = fn, bind(fn, kwargs)
     if shapes not in (None, "few", "any"):
         raise UsageError(f"--shapes must be 'few' or 'any', got {shapes!r}")
     runner = TargetRunner(timeout)
@@ -727,6 +727,7 @@ def check(fn, op, *, dtype="float64", axis=None, eps=None, method=None, steps=No
                 "OP update (fixed probes, spec 9)")
         # imported here: update_properties imports this module's report types (a circle)
         from swanref.verify.update_properties import check_update
+        fn = bind_arrays(raw_fn, kwargs, array_type, runner)
         report = check_update(
             fn, preset=preset or "svd", scale=scale or "keller",
             scale_factor=1.0 if scale_factor is None else scale_factor,
@@ -861,6 +862,46 @@ def bind(fn, kwargs):
     bound = functools.partial(fn, **kwargs)
     bound.__qualname__ = getattr(fn, "__qualname__", repr(fn))
     return bound
+
+
+def _numeric_list(v) -> bool:
+    return isinstance(v, (list, tuple)) and len(v) > 0 and all(
+        isinstance(x, (int, float)) and not isinstance(x, bool) or _numeric_list(x) for x in v)
+
+
+def bind_arrays(fn, kwargs, array_type, runner=None):
+    """``bind(fn, kwargs)``, except that number lists become arrays of the target's framework in
+    the gradient's precision when the target refuses the lists (optax's
+    ``orthogonalize_via_newton_schulz(x, ns_coeffs)`` reads ``ns_coeffs.ndim``): one trial call
+    on a float32 4x7 gradient decides, through ``runner``'s deadline."""
+    from swanref.verify.properties import TargetError  # a circle at the top (as in _smoke)
+    lists = {k for k, v in (kwargs or {}).items() if _numeric_list(v)}
+    plain = bind(fn, kwargs)
+    if not lists or array_type not in ("jax", "torch"):
+        return plain
+    G = np.random.default_rng(0).standard_normal((4, 7)).astype(np.float32)
+    try:
+        make_call(plain, array_type, runner)(G)
+        return plain
+    except TargetError as exc:
+        if not re.match(r"target raised (AttributeError|TypeError)", str(exc)):
+            return plain
+
+    def with_arrays(G, **extra):
+        dt = G.real.dtype if hasattr(G, "real") else G.dtype
+        if array_type == "torch":
+            import torch
+            conv = {k: torch.tensor(kwargs[k], dtype=dt) for k in lists}
+        else:
+            import jax.numpy as jnp
+            conv = {k: jnp.asarray(kwargs[k], dtype=dt) for k in lists}
+        return fn(G, **{**kwargs, **conv, **extra})
+    with_arrays.__qualname__ = getattr(fn, "__qualname__", repr(fn))
+    try:
+        make_call(with_arrays, array_type, runner)(G)
+    except TargetError:
+        return plain  # the lists were not the problem: the check reports the target's error
+    return with_arrays
 
 
 def parse_kwarg(text: str):
@@ -1205,9 +1246,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "Python literal (5, 1e-7, True, (3.4, -4.7, 2.0)) or a string; "
                         "repeatable")
     h = p.add_argument_group("inputs")
-    h.add_argument("--dtype", default="float64",
+    h.add_argument("--dtype", default=None,
                    help="dtype of the arrays passed to the target, and the precision claimed: "
-                        "float64 (default), float32, float16, bfloat16")
+                        "float64 (default), float32, float16, bfloat16; OP update --preset: "
+                        "the compute dtype (default: the preset's source's)")
     h.add_argument("--shapes", default=None, choices=("any", "few"),
                    help="any (default): hypothesis draws the shapes; few: a fixed set "
                         f"{', '.join('x'.join(map(str, s)) for s in FEW_SHAPES)} (and batches "
@@ -1293,31 +1335,40 @@ def main(argv=None) -> int:
 
 
 def _update_claim_from_args(args):
-    """OP update with --claim/--set: the legacy options give the base record, the claim file
-    and the --set assignments override it (docs/spec.md 11.5)."""
+    """OP update's claim: ``--preset NAME`` read as its source runs it (``Claim.from_preset``:
+    compute dtype, N-D rule, epsilon, ...), below the options given, the ``--claim`` file and
+    each ``--set`` (docs/spec.md 11.5)."""
     # imported here: update_properties imports this module's report types (a circle)
     from swanref.verify import update_properties as up
-    legacy = dict(preset=args.preset or "svd", scale=args.scale or "keller",
-                  scale_factor=1.0 if args.scale_factor is None else args.scale_factor,
-                  stack_dims=args.stack_dims or 0, row_norm=args.row_norm, steps=args.steps,
-                  coefficients=args.coefficients, dtype=args.dtype, complex=args.complex,
-                  tolerance=args.tolerance)
-    if args.coefficients is not None and not isinstance(args.coefficients, list):
-        legacy["coefficients"] = up.load_coefficients(args.coefficients)
-    try:
-        legacy_claim = up.UpdateClaim(**legacy)
-    except (ValueError, TypeError) as exc:
-        raise UsageError(f"invalid update claim: {exc}") from exc
-    base = {k: v for k, v in legacy_claim.to_claim().to_dict().items()
-            if k not in ("format", "version")}
-    if args.tolerance is None:
-        base.pop("tolerance", None)   # the dtype's, after --claim / --set
-    return claim_from_args(args, base, preset=False)
+    given = {}
+    for key, value in (("scale", args.scale), ("scale_factor", args.scale_factor),
+                       ("stack_dims", args.stack_dims), ("steps", args.steps),
+                       ("compute_dtype", args.dtype), ("tolerance", args.tolerance)):
+        if value is not None:
+            given[key] = value
+    if args.row_norm:
+        given["norm_axis"] = "rows"
+    if args.complex:
+        given["complex"] = True
+    if args.coefficients is not None:
+        try:
+            table = up.load_coefficients(args.coefficients)
+        except (ValueError, TypeError) as exc:
+            raise UsageError(f"invalid update claim: {exc}") from exc
+        given["coefficients"] = [list(t) for t in table]
+    if args.preset is None:
+        given.setdefault("method", "svd")
+    elif args.preset in WHITEN_METHODS:  # an exact or iterative method, not a preset
+        given["method"] = args.preset
+    given["level"] = "update"
+    name = None if args.preset in WHITEN_METHODS else args.preset
+    return claim_from_args(args, given, preset=False, write_out=name)
 
 
 def _operator_claim_from_args(args):
     """An operator check with --claim/--set: the reading options give the base record."""
-    base = {"preset": args.preset, "compute_dtype": args.dtype, "steps": args.steps}
+    base = {"preset": args.preset, "compute_dtype": args.dtype or "float64",
+            "steps": args.steps}
     if args.preset is None:
         base.update(method=args.method, beta=args.beta, scaling=args.scaling)
     return claim_from_args(args, {k: v for k, v in base.items() if v is not None}, preset=False)
@@ -1339,13 +1390,15 @@ def _run(argv):
         if args.target is None:
             raise UsageError("the following arguments are required: TARGET")
         claim = None
-        if args.claim is not None or args.set_knobs:
-            claim = (_update_claim_from_args(args) if args.op == "update"
-                     else _operator_claim_from_args(args))
+        if args.op == "update":
+            claim = _update_claim_from_args(args)
+        elif args.claim is not None or args.set_knobs:
+            claim = _operator_claim_from_args(args)
+        dtype = args.dtype or "float64"
         timeout = args.timeout or None
         runner = TargetRunner(timeout)
         fn = load_target(args.target, runner)
-        report = check(fn, args.op, dtype=args.dtype, axis=args.axis, eps=args.eps,
+        report = check(fn, args.op, dtype=dtype, axis=args.axis, eps=args.eps,
                        method=args.method, steps=args.steps, beta=args.beta,
                        scaling=args.scaling, rescale=args.rescale, iters=args.iters,
                        max_kappa=args.max_kappa, max_side=args.max_side,

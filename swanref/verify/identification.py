@@ -270,7 +270,7 @@ def _refit_factor(cand, rule_post, plist, outs, dtype):
 def _describe(name, preset, sched, precision) -> str:
     eps = {"add": f"add {preset.eps:g}", "clamp": f"clamp {preset.eps:g}", "none": "no eps",
            "safe": "no eps, zero -> 0"}.get(preset.norm, preset.norm)
-    order = ", normalised in float32" if preset.normalise_in == "float32" else ""
+    order = ", normalised in float32" if preset.lowprec_order == "normalise_then_cast" else ""
     return (f"preset {name!r}, {len(sched)} steps, norm x {preset.norm_scale:g}, {eps}, "
             f"computes in {precision}{order}")
 
@@ -389,10 +389,10 @@ def identify(fn, dtype: str = "float64", *, level: str = "operator", names=None,
         for c, _ in top:
             name = by_label[c.label]
             for prec in precs:
-                orders = ("compute", "float32") if prec in ("bfloat16", "float16") else (
-                    "compute",)
+                orders = ("cast_then_normalise", "normalise_then_cast") if prec in (
+                    "bfloat16", "float16") else ("cast_then_normalise",)
                 for order in orders:
-                    pr = replace(c.preset, normalise_in=order)
+                    pr = replace(c.preset, lowprec_order=order)
                     refined.append((name, _cand(name, pr, c.sched, prec)))
         scored = _score([c for _, c in refined], plist, outs, dtype,
                         {"batched": "later", **unsupported}, post=post)
@@ -432,7 +432,7 @@ def identify(fn, dtype: str = "float64", *, level: str = "operator", names=None,
             for c, _ in coarse[:3]:
                 bases.append(_cand(by_label[c.label], replace(
                     c.preset, norm=final.preset.norm, eps=final.preset.eps,
-                    normalise_in=final.preset.normalise_in), c.sched, final.precision))
+                    lowprec_order=final.preset.lowprec_order), c.sched, final.precision))
             fits, origin = [], {}
             for b in bases:
                 f = refit_triple(plist, outs, b, dtype)
@@ -524,8 +524,7 @@ def _nd_rule(fn, name, cand: Candidate, knobs: dict, dtype: str) -> tuple:
               norm_axis=knobs.get("norm_axis", "none"), steps=len(cand.sched),
               eps=p.eps, eps_form=p.norm, norm_scale=p.norm_scale,
               emulate=cand.precision if low else None,
-              lowprec_order="normalise_then_cast" if p.normalise_in == "float32"
-              else "cast_then_normalise")
+              lowprec_order=p.lowprec_order)
     if tuple(schedule(name, len(cand.sched))) != tuple(cand.sched):
         kw["coefficients"] = [list(t) for t in cand.sched]
     cont = np.float64 if dtype == "float64" else np.float32
@@ -600,8 +599,9 @@ def _alternatives(name, final, res, plist, outs, skip, dtype, precs, post=None) 
         if prec != final.precision:
             alts.append(_cand(name, p, final.sched, prec, "compute_dtype"))
     if final.precision in ("bfloat16", "float16"):
-        other = "compute" if p.normalise_in == "float32" else "float32"
-        alts.append(_cand(name, replace(p, normalise_in=other), final.sched, final.precision,
+        other = ("cast_then_normalise" if p.lowprec_order == "normalise_then_cast"
+                 else "normalise_then_cast")
+        alts.append(_cand(name, replace(p, lowprec_order=other), final.sched, final.precision,
                           "lowprec_order"))
     seen, uniq = set(), []
     for a in alts:
@@ -639,8 +639,8 @@ def _claim(name, cand: Candidate, dtype: str, nd: str, level="operator",
         while len(table) > 1 and table[-1] == table[-2]:   # the last triple repeats
             table.pop()
         knobs["coefficients"] = [list(t) for t in table]
-    if cand.precision in ("bfloat16", "float16") and p.normalise_in == "float32":
-        knobs["lowprec_order"] = "normalise_then_cast"
+    knobs["lowprec_order"] = (p.lowprec_order if cand.precision in ("bfloat16", "float16")
+                              else "cast_then_normalise")
     io = dtype if dtype != ("float64" if cand.precision == "float64" else "float32") else None
     if io is not None:
         knobs["io_dtype"] = io

@@ -12,21 +12,24 @@ and a source's own arithmetic coincide; only ``direction_scale_invariant`` leave
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import re
+import sys
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from swanref.presets.catalogue import PRESETS, ROUTES, get_preset, schedule
-from swanref.presets.lowprec import round_to
+from swanref.presets.lowprec import FORMATS, round_to
 from swanref.spec.conventions import SCALE_RULES, matrix_view, resolve_scale, shape_factor
 from swanref.spec.readings import WHITEN_METHODS
 from swanref.update import load_coefficients, orthogonalized_update
 from swanref.verify.checker import (CheckReport, PropertyResult, TargetAborted, TargetTimeout,
                                     UsageError, make_call, stopped)
 from swanref.verify.claims import Claim, ClaimError, not_applicable, tolerance, unsupported_shape
+from swanref.verify.claims.applicability import stateful
 from swanref.verify.claims.model import require_evaluable
 from swanref.verify.properties import TargetError
 
@@ -74,7 +77,7 @@ class UpdateClaim:
     #: Claim knobs this level evaluates (docs/spec.md 11.1)
     CLAIM_KNOBS = ("scale", "scale_factor", "stack_dims", "norm_axis", "steps", "coefficients",
                    "compute_dtype", "complex", "eps", "eps_form", "norm_scale", "lowprec_order",
-                   "nd", "momentum", "nesterov")
+                   "nd", "momentum", "nesterov", "io_dtype", "gate", "second_moment")
 
     @classmethod
     def from_claim(cls, claim: Claim) -> UpdateClaim:
@@ -119,7 +122,9 @@ class UpdateClaim:
 
     @property
     def container(self):
-        return np.float64 if self.dtype == "float64" else np.float32
+        """The gradient's and the update's dtype: the claim's io_dtype, else float64 for a
+        float64 claim and float32 otherwise."""
+        return _NUMPY[self.full.container]
 
     @property
     def emulate(self):
@@ -134,7 +139,8 @@ class UpdateClaim:
             if getattr(c, k) is not None:
                 d[k] = getattr(c, k)
         for k, default in (("nd", "flatten"), ("norm_axis", "none"),
-                           ("lowprec_order", "cast_then_normalise")):
+                           ("lowprec_order", "cast_then_normalise"), ("io_dtype", None),
+                           ("gate", "none"), ("second_moment", "none")):
             if getattr(c, k) != default and not (k == "norm_axis" and c.norm_axis == "rows"):
                 d[k] = getattr(c, k)
         if self.scale_factor != 1.0:
@@ -150,6 +156,11 @@ class UpdateClaim:
         if self.complex:
             d["complex"] = True
         return d
+
+
+#: the numpy dtype of each claimed io dtype (bfloat16: ml_dtypes', a swanref dependency)
+_NUMPY = {"float64": np.dtype(np.float64), "float32": np.dtype(np.float32),
+          "float16": np.dtype(np.float16), "bfloat16": FORMATS["bfloat16"][0]}
 
 
 class _Fail(Exception):
@@ -174,26 +185,37 @@ def _probe(claim, shape, seed, complex_=False):
     G = rng.standard_normal(full)
     if complex_:
         G = G + 1j * rng.standard_normal(full)
-    G = _pow2(G, claim.stack_dims)
-    if claim.emulate:
-        G = _pow2(round_to(G, claim.emulate).astype(np.float64), claim.stack_dims)
+    G = _pow2(_representable(claim, _pow2(G, claim.stack_dims)), claim.stack_dims)
     dt = claim.container
     if complex_:
         dt = np.complex128 if dt == np.float64 else np.complex64
     return G.astype(dt)
 
 
+def _representable(claim, G):
+    """G (max|G| in [0.5, 1) per matrix) rounded to the claimed 16-bit formats: the compute
+    dtype's and the io dtype's (the probes a 16-bit source sees without a rounding of its
+    own)."""
+    for fmt in {claim.emulate, claim.full.io_dtype} & {"bfloat16", "float16"}:
+        if np.iscomplexobj(G):
+            G = (round_to(G.real, fmt).astype(np.float64)
+                 + 1j * round_to(G.imag, fmt).astype(np.float64))
+        else:
+            G = round_to(G, fmt).astype(np.float64)
+    return G
+
+
 def reference(claim, G, stack_dims=None, **changes):
     """The claimed update of G (``changes``: knobs of orthogonalized_update replaced, for the
     diagnosis of a failure)."""
     emulate = claim.emulate
-    if claim.preset in WHITEN_METHODS:
-        emulate = None
+    if claim.preset in WHITEN_METHODS or np.iscomplexobj(G):
+        emulate = None  # emulated formats are real-only (spec 9.7)
     c = claim.full
     kw = dict(scale=claim.scale, scale_factor=claim.scale_factor,
               stack_dims=claim.stack_dims if stack_dims is None else stack_dims,
               norm_axis=c.norm_axis, steps=claim.steps, coefficients=claim.coefficients,
-              emulate=emulate, nd=c.nd, lowprec_order=c.lowprec_order)
+              emulate=emulate, nd=c.nd, lowprec_order=c.lowprec_order, gate=c.gate)
     if claim.stated and claim.preset not in WHITEN_METHODS:
         kw.update(eps=c.eps, eps_form=c.eps_form, norm_scale=c.norm_scale)
     kw.update(changes)
@@ -209,6 +231,8 @@ def _tol(claim, G, rescale=None):
     if c.nd == "2d_only" and G.ndim - claim.stack_dims > 2:
         c = c.replace(nd="flatten")
     tol = tolerance(c, "update", G, rescale=claim.rescale if rescale is None else rescale)
+    if c.gate != "none":  # entries near zero may flip the mask: spec 9.4 / 9.9
+        tol = min(2.0 * math.sqrt(tol), 0.5)
     claim.seen.append(tol)
     return tol
 
@@ -295,8 +319,10 @@ def _checked(out, G, name):
     return out
 
 
-def _scale_explanations(claim, m, n, ratio, extra_shapes=()):
-    """Named scale rules (and products of two) that explain a norm ratio."""
+def _scale_explanations(claim, m, n, ratio, extra_shapes=(), tol=1e-3):
+    """Named scale rules (and products of two) that explain a norm ratio, closest first.  A rule
+    explains it when the ratio is within the probe's own tolerance of the rule's factor (the
+    test a faithful implementation of that rule passes; at least 1e-3)."""
     base = shape_factor(SCALE_RULES[claim.scale], m, n) * claim.scale_factor
     if SCALE_RULES[claim.scale].data_dependent or base == 0:
         return []
@@ -310,8 +336,10 @@ def _scale_explanations(claim, m, n, ratio, extra_shapes=()):
                 if r2.name > r.name and r2.name != "none" and r.name != "none":
                     cands[f"{r.name} x {r2.name}{where}"] = (shape_factor(r, mm, nn)
                                                              * shape_factor(r2, mm, nn))
-    return [k for k, v in cands.items() if abs(v / base - ratio) <= 1e-3 * ratio
-            and k != claim.scale]
+    within = max(tol, 1e-3)
+    close = sorted((abs(ratio * base / v - 1.0), k) for k, v in cands.items()
+                   if v > 0 and k != claim.scale)
+    return [k for d, k in close if d <= within]
 
 
 # -- the properties ----------------------------------------------------------------------------
@@ -326,14 +354,21 @@ class UpdateProperty:
     input_class: str = "plain"
 
 
+def _compare(claim, call, G, label, normalise=True):
+    """``(out, tol, d)``: the target's update of probe ``G``, the probe's tolerance and the
+    distance to the claimed update (directions when ``normalise``) -- every property's loop."""
+    out = _checked(call(G), G, label)
+    ref = reference(claim, G)
+    tol = _tol(claim, G)
+    return out, tol, _dist(_mats(out, claim.stack_dims), _mats(ref, claim.stack_dims),
+                           normalise)
+
+
 def _direction(claim, call):
     worst = 0.0
     for label, shape in (("wide 4x7", (4, 7)), ("tall 7x4", (7, 4)), ("square 5x5", (5, 5))):
         G = _probe(claim, shape, 11)
-        out = _checked(call(G), G, label)
-        ref = reference(claim, G)
-        tol = _tol(claim, G)
-        d = _dist(_mats(out, claim.stack_dims), _mats(ref, claim.stack_dims), normalise=True)
+        out, tol, d = _compare(claim, call, G, label)
         if d > tol:
             raw = _dist(_mats(out, claim.stack_dims), _mats(G, claim.stack_dims), True)
             why = (" -- the update is the raw gradient's direction: orthogonalisation skipped"
@@ -367,7 +402,7 @@ def _scale_on(shapes, name):
                                   f"{shape[-2:]}"))
                     extra.append(((shape[0], shape[1]), f" read from axes (0, 1) "
                                   f"{shape[:2]} unflattened"))
-                names = _scale_explanations(claim, m, n, ratio, extra)
+                names = _scale_explanations(claim, m, n, ratio, extra, tol)
                 hint = f"; matches {', '.join(names[:4])}" if names else ""
                 raise _Fail(err, label, f"||update||_F / ||spec update||_F = {ratio:.6g} on the "
                             f"{label} probe (matrix view {m}x{n}, claimed scale "
@@ -383,10 +418,7 @@ def _nd(claim, call):
     for label, shape in (("conv2d 4x2x3x1", (4, 2, 3, 1)), ("conv1d 3x2x4", (3, 2, 4)),
                          ("conv2d 6x1x2x2", (6, 1, 2, 2))):
         G = _probe(claim, shape, 13)
-        out = _checked(call(G), G, label)
-        ref = reference(claim, G)
-        tol = _tol(claim, G)
-        d = _dist(_mats(out, claim.stack_dims), _mats(ref, claim.stack_dims), normalise=True)
+        out, tol, d = _compare(claim, call, G, label)
         if d > tol:
             rule = {"flatten": "matrix view (out, in*k...)", "batch_leading": "a batch of the "
                     "last two axes", "flatten_4d_batch_3d": "3-D a batch of the last two axes, "
@@ -403,14 +435,9 @@ def _stack(claim, call):
     rng = np.random.default_rng(14)
     k = claim.stack_dims
     shape = (3,) + (1,) * (k - 1) + (4, 6)
-    G = _pow2(rng.standard_normal(shape), k)
-    if claim.emulate:
-        G = _pow2(round_to(G, claim.emulate).astype(np.float64), k)
+    G = _pow2(_representable(claim, _pow2(rng.standard_normal(shape), k)), k)
     G = G.astype(claim.container)
-    out = _checked(call(G), G, "stack 3x4x6")
-    ref = reference(claim, G)
-    tol = _tol(claim, G)
-    d = _dist(_mats(out, k), _mats(ref, k))
+    out, tol, d = _compare(claim, call, G, "stack 3x4x6", normalise=False)
     if d > tol:
         raise _Fail(d, "stack 3x4x6", f"a slice of the stack differs from its own update by {d:.3g}"
                     " (each parameter of a stack must be orthogonalised and scaled on its own)",
@@ -427,13 +454,21 @@ def _stack(claim, call):
 
 
 def _dtype(claim, call):
-    for dt in (np.float64, np.float32):
+    """float64 and float32 gradients give updates of their own dtype; a claimed io_dtype: a
+    gradient of that dtype gives an update of that dtype."""
+    io = claim.full.io_dtype
+    for dt in (claim.container,) if io else (np.dtype(np.float64), np.dtype(np.float32)):
         G = _probe(claim, (4, 6), 15).astype(dt)
         out = np.asarray(call(G))
         if out.dtype != G.dtype:
-            raise _Fail(math.inf, f"{np.dtype(dt).name} 4x6", f"a {np.dtype(dt).name} gradient "
-                        f"gave a {out.dtype} update (the update has the parameter's dtype)",
-                        G.shape, G)
+            hint = ""
+            if out.dtype.name in ("bfloat16", "float16"):
+                hint = (f" -- the update stays in {out.dtype.name}: an orthogonaliser that "
+                        "returns its compute dtype; a claim io_dtype="
+                        f"{out.dtype.name} states gradients and updates of that dtype")
+            raise _Fail(math.inf, f"{dt.name} 4x6", f"a {dt.name} gradient gave a {out.dtype} "
+                        f"update (the update has the {'claimed io_dtype' if io else 'parameter'}"
+                        f"'s dtype){hint}", G.shape, G)
     return 0.0
 
 
@@ -485,7 +520,10 @@ def _invariant(claim, call):
     graft = claim.scale == "graft"
     worst = 0.0
     for c in SCALES:
-        Gc = (G * c).astype(claim.container)
+        with np.errstate(over="ignore", under="ignore"):
+            Gc = (G * c).astype(claim.container)
+        if not np.all(np.isfinite(Gc)) or not np.any(Gc):
+            continue  # outside the claimed io format's range: the claim says nothing here
         out = np.asarray(call(Gc))
         if not np.all(np.isfinite(out)):
             raise _Fail(math.inf, f"G x {c:g}", f"non-finite update for the gradient scaled by "
@@ -519,7 +557,10 @@ def _epsilon(claim, call):
     G = _probe(claim, (5, 8), 18).astype(np.float64)
     worst = 0.0
     for c in EPS_SCALES.get(claim.dtype, EPS_SCALES["default"]):
-        Gc = (G * c).astype(claim.container)
+        with np.errstate(over="ignore", under="ignore"):
+            Gc = (G * c).astype(claim.container)
+        if not np.all(np.isfinite(Gc)) or not np.any(Gc):
+            continue  # outside the claimed io format's range: the claim says nothing here
         with np.errstate(all="ignore"):
             ref = reference(claim, Gc)
         if not np.all(np.isfinite(ref)) or _fro(ref) == 0:
@@ -656,7 +697,7 @@ UPDATE_PROPERTIES = [
     UpdateProperty("no_mutation", "the gradient is not modified and the update does not alias "
                    "it", _mutation),
     UpdateProperty("zero_to_zero", "a zero gradient (or zero slice) gives a zero update, never "
-                   "NaN", _zero),
+                   "NaN", _zero, applies=_premise("zero_to_zero")),
     UpdateProperty("direction_scale_invariant", "the update for c*G, c = 1e-12 .. 1e12, is the "
                    "update for G (direction and, except for 'graft', size)", _invariant,
                    applies=_eps_invariant_premise),
@@ -668,6 +709,37 @@ UPDATE_PROPERTIES = [
                    applies=lambda c: None if c.complex else
                    "no complex support claimed (pass --complex or --set complex=true)"),
 ]
+
+
+#: torch.compile's recompile limit during a check: the fixed probes take about a dozen shapes
+#: and dtypes, more than the default 8 (a compiled target would fail on the probes' count)
+COMPILE_ROOM = 64
+
+
+@contextlib.contextmanager
+def _compile_room():
+    """Raise torch.compile's recompile limit for the check, when torch's compiler is loaded
+    (never imported here), and put it back after."""
+    cfg = sys.modules.get("torch._dynamo.config")
+    names = [k for k in ("recompile_limit", "cache_size_limit", "accumulated_recompile_limit")
+             if cfg is not None and isinstance(getattr(cfg, k, None), int)]
+    old = {k: getattr(cfg, k) for k in names}
+    try:
+        for k in names:
+            setattr(cfg, k, max(old[k], COMPILE_ROOM))
+        yield
+    finally:
+        for k, v in old.items():
+            setattr(cfg, k, v)
+
+
+def _recompile_hint(exc) -> str:
+    if "RecompileLimit" in str(exc) or "recompile_limit" in str(exc):
+        return (" -- torch.compile's recompile limit, not the update: the check calls the target "
+                f"on about a dozen shapes and dtypes (raised to {COMPILE_ROOM} during the check); "
+                "raise torch._dynamo.config.recompile_limit further or run the target eagerly "
+                "(heavyball: heavyball.utils.compile_mode = None)")
+    return ""
 
 
 def check_update(fn, *, preset="svd", scale="keller", scale_factor=1.0, stack_dims=0,
@@ -716,7 +788,7 @@ def check_update(fn, *, preset="svd", scale="keller", scale_factor=1.0, stack_di
     report = CheckReport("update", target_name or getattr(fn, "__qualname__", repr(fn)),
                          claim.describe(), 1, 0, strict)
     stop = None
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), _compile_room():
         for p in props:
             if stop is not None:
                 report.results.append(PropertyResult(
@@ -726,7 +798,7 @@ def check_update(fn, *, preset="svd", scale="keller", scale_factor=1.0, stack_di
             call.where = f"property {p.name}"
             claim.seen.clear()
             res = PropertyResult(p.name, "pass", p.level, p.doc, examples=1)
-            why = p.applies(claim) if p.applies else None
+            why = stateful(claim.full) or (p.applies(claim) if p.applies else None)
             t0 = time.perf_counter()
             if why:
                 res.status, res.message, res.examples = "n/a", why, 0
@@ -741,7 +813,7 @@ def check_update(fn, *, preset="svd", scale="keller", scale_factor=1.0, stack_di
                         res.counterexample = np.array(f.G, copy=True)
                 except TargetError as exc:
                     res.status, res.error = "FAIL", math.inf
-                    res.message = f"property '{p.name}' violated: {exc}"
+                    res.message = f"property '{p.name}' violated: {exc}{_recompile_hint(exc)}"
                     res.cause = str(exc)
                     res.type_mistake = bool(getattr(exc, "type_mistake", False))
                 except (TargetAborted, TargetTimeout) as exc:

@@ -252,3 +252,9 @@ def aol_d2a(G):
     """AOL rescaling applied as D^2 A instead of D A D."""
     G, M, m, n = _flat(G)
     return (_aol(pow2(M), d2a=True) * keller_scale(m, n)).reshape(G.shape)
+
+
+def source_emulation(G, preset):
+    """The catalogue's emulation of ``preset`` as its source runs it (no scale rule)."""
+    from swanref.presets.catalogue import whiten_preset
+    return whiten_preset(G, preset, emulate="source")

@@ -2,7 +2,8 @@
 
 A property whose premise the claim rules out -- scale invariance when the claimed epsilon acts
 on the raw input, N-D probes when the claim is 2-D only, complex input when no complex support
-is claimed -- is reported ``n/a`` with the reason, never as a failure (OpInfo's DecorateInfo
+is claimed, an optimizer's state (an AdaMuon second moment) at the update level -- is reported
+``n/a`` with the reason, never as a failure (OpInfo's DecorateInfo
 skips, as data).  Levels add their own premises with :func:`register_premise`.
 """
 from __future__ import annotations
@@ -46,6 +47,13 @@ def _eps_decides(claim):
     return None
 
 
+def _unguarded(claim):
+    if claim.eps_form == "none":
+        return ("the claimed normalisation has no guard (eps_form='none': X / ||X||_F), so a "
+                "zero gradient gives 0/0 as in the source; no zero-to-zero is claimed")
+    return None
+
+
 def _nd(claim):
     return unsupported_shape(claim, (1,) * claim.stack_dims + (4, 2, 3, 1))
 
@@ -66,14 +74,17 @@ def _nesterov_on(claim):
     return None
 
 
-def _dtype_kept(claim):
-    if claim.io_dtype is not None:
-        return f"the update's dtype is fixed by the claim (io_dtype={claim.io_dtype})"
+def stateful(claim: Claim) -> str | None:
+    """Why a one-gradient update function cannot show what the claim states (None: it can)."""
+    if claim.second_moment != "none":
+        return (f"second_moment={claim.second_moment!r} is optimizer state: AdaMuon's v = beta2 "
+                "v + (1 - beta2) O*O accumulates over steps, so the update of one gradient "
+                "depends on the history; swanref check-optimizer checks it")
     return None
 
 
 for _prop, _rule in [("direction_scale_invariant", _eps_decides), ("nd_round_trip", _nd),
                      ("scale_conv", _nd), ("stacked_3d", _nd), ("stack_independent", _stack),
                      ("complex_input", _complex), ("nesterov", _nesterov_on),
-                     ("dtype_kept", _dtype_kept)]:
+                     ("zero_to_zero", _unguarded)]:
     register_premise(_prop, _rule)

@@ -84,15 +84,17 @@ def add_claim_arguments(parser: argparse.ArgumentParser, *, preset: bool = True)
                         dest="set_knobs", help="override one knob (repeatable), e.g. eps=1e-12")
 
 
-def claim_from_args(args, base: dict | None = None, *, preset: bool = True) -> Claim:
+def claim_from_args(args, base: dict | None = None, *, preset: bool = True,
+                    write_out: str | None = None) -> Claim:
     """The claim of parsed arguments (precedence in the module's docstring); a dtype name in
     ``--set`` (``compute_dtype=torch.bfloat16``) stands for its short name.  ``preset=False``:
-    the level's own ``--preset`` is a legacy option, already in ``base``."""
+    the level's own ``--preset`` is a legacy option, already in ``base``, or (``write_out``)
+    the catalogue preset to write out below everything else."""
     knobs = dict(base or {})
     path = getattr(args, "claim", None)
     if path is not None:
         knobs.update(load_claim(path).knobs_changed())
-    name = getattr(args, "preset", None) if preset else None
+    name = getattr(args, "preset", None) if preset else write_out
     sets = [parse_assignment(t) for t in getattr(args, "set_knobs", None) or []]
     for key, _ in sets:
         if key not in KNOBS:

@@ -189,8 +189,9 @@ KNOBS = {k.name: k for k in [
          "G.bfloat16(); NeMo float32 (bf16 iff matmul precision 'medium'); "
          "Dao-AILab/gram-newton-schulz float16; optax input dtype", _choice(*DTYPES)),
     Knob("io_dtype", None, "dtype of the gradient and update (None: float64 for a float64 "
-         "claim, float32 otherwise)", "torch.optim.Muon returns the parameter's dtype; "
-         "pytorch-optimizer zero_power_via_newton_schulz_5 dtype argument (bf16)",
+         "claim, float32 otherwise)", "torch.optim.Muon returns the parameter's dtype (its "
+         "_zeropower_via_newtonschulz returns bf16); pytorch-optimizer "
+         "zero_power_via_newton_schulz_5 dtype argument (bf16); heavyball x.to(G.dtype)",
          _choice(*DTYPES, none=True)),
     Knob("lowprec_order", "cast_then_normalise", "low precision: cast to compute_dtype then "
          "normalise, or normalise in float32 then cast",
@@ -220,10 +221,13 @@ KNOBS = {k.name: k for k in [
          "(each rule names its sources)", _scale),
     Knob("scale_factor", 1.0, "a constant multiplying the scale rule",
          "Moonlight 0.2; torch.optim.Muon adjust_lr_fn", _number(0.0, 1e6, open_lo=True)),
-    Knob("gate", "none", "a gate multiplying the orthogonalised update: none, per-column, "
-         "per-element", "issue 22 (gated Muon variants); heavyball / pytorch-optimizer "
-         "variants scaling O elementwise", _choice("none", "per_column", "per_element")),
-    Knob("second_moment", "none", "an Adam-style second moment on the orthogonalised update",
+    Knob("gate", "none", "a cautious gate on the update (stateless: update and gradient "
+         "agree in sign): none, per_column (of the matrix view), per_element; kept part divided "
+         "by the kept fraction", "heavyball utils._compilable_cautioning (signbit mask, "
+         "numel / kept); pytorch-optimizer apply_cautious (update * grad > 0)",
+         _choice("none", "per_column", "per_element")),
+    Knob("second_moment", "none", "an Adam-style second moment on the orthogonalised update "
+         "(optimizer state: n/a at the update level)",
          "pytorch-optimizer AdaMuon (v on O, eps on sqrt(v))", _choice("none", "adamuon")),
     Knob("second_moment_beta", None, "the EMA coefficient beta2 of the statistic a "
          "second moment (second_moment) or a NorMuon normalisation (norm_axis) divides by: "

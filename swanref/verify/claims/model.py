@@ -80,16 +80,9 @@ class Claim:
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> Claim:
-        """The preset as its source runs it: its steps, epsilon, epsilon form and safety factor
-        written out (so the epsilon acts on the raw input), then ``overrides``."""
-        try:
-            p = get_preset(name)
-        except (KeyError, ValueError) as exc:
-            raise ClaimError(str(exc)) from exc
-        form = p.norm if p.norm in ("add", "clamp", "none", "safe") else "clamp"
-        knobs = dict(preset=name, steps=p.steps or None, eps=p.eps, eps_form=form,
-                     norm="aol" if p.norm == "aol" else "frobenius", norm_scale=p.norm_scale)
+        """The preset as its source runs it, then ``overrides``: :func:`preset_knobs`."""
         _known(overrides)
+        knobs = preset_knobs(name)
         knobs.update(overrides)
         return cls(**knobs)
 
@@ -154,6 +147,26 @@ class Claim:
         return {n: getattr(self, n) for n, k in KNOBS.items() if getattr(self, n) != k.default}
 
 
+def preset_knobs(name: str) -> dict:
+    """The knobs a catalogue preset fixes, as its source runs it (docs/spec.md 11.1): steps,
+    epsilon, epsilon form and safety factor (so the epsilon acts on the raw input), the compute
+    dtype (unless the source computes in its input's dtype), the N-D rule (a source that takes
+    2-D input only: '2d_only'; one that batches the leading axes: 'batch_leading') and the
+    low-precision order."""
+    try:
+        p = get_preset(name)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ClaimError(str(exc)) from exc
+    form = p.norm if p.norm in ("add", "clamp", "none", "safe") else "clamp"
+    knobs = dict(preset=name, steps=p.steps or None, eps=p.eps, eps_form=form,
+                 norm="aol" if p.norm == "aol" else "frobenius", norm_scale=p.norm_scale,
+                 nd="batch_leading" if p.batched_in_source else "2d_only",
+                 lowprec_order=p.lowprec_order)
+    if p.compute_dtype != "input":
+        knobs["compute_dtype"] = p.compute_dtype
+    return knobs
+
+
 def _known(mapping):
     unknown = sorted(set(mapping) - set(KNOBS))
     if unknown:
@@ -179,9 +192,8 @@ def require_evaluable(claim: Claim, level: str, evaluable) -> None:
     ignored = {k for lv, names in LEVEL_ONLY.items() if lv != level for k in names}
     same_as_preset = set()
     if claim.preset is not None:
-        written = Claim.from_preset(claim.preset)
-        same_as_preset = {k for k in ("steps", "eps", "eps_form", "norm", "norm_scale")
-                          if getattr(claim, k) == getattr(written, k)}
+        written = preset_knobs(claim.preset)
+        same_as_preset = {k for k, v in written.items() if getattr(claim, k) == v}
     bad = [k for k in claim.knobs_changed()
            if k not in evaluable and k not in ignored and k not in _ALWAYS
            and k not in same_as_preset]
