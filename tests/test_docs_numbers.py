@@ -241,7 +241,7 @@ def test_study_run_time_quoted_from_the_json(guide):
 def test_no_development_paths_in_docs():
     """Generated files and docs name no absolute path of the machine that made them."""
     bad = re.compile(r"(/work/|/tmp/|/root/|/home/|/Users/|[A-Z]:\\\\)")
-    for folder in ("docs", os.path.join("docs", "figures")):
+    for folder in ("docs", os.path.join("docs", "figures"), os.path.join("docs", "data")):
         for name in sorted(os.listdir(os.path.join(ROOT, folder))):
             if name.endswith((".md", ".json")):
                 with open(os.path.join(ROOT, folder, name)) as f:
