@@ -294,8 +294,11 @@ def test_levels_refuse_knobs_they_cannot_evaluate_yet():
     UpdateClaim.from_claim(Claim.from_preset("muon_ns5", momentum=0.95, shard_split="chunk"))
     with pytest.raises(ClaimError, match="gate='per_column'"):
         ShardedClaim.from_claim(Claim(gate="per_column"))
-    with pytest.raises(ClaimError, match="lowprec_order"):
-        OptimizerClaim.from_claim(Claim(preset="torch_muon", lowprec_order="normalise_then_cast"))
+    # the low-precision order reaches the optimizer level's reference (spec 9.7)
+    oc = OptimizerClaim.from_claim(Claim(preset="torch_muon", lowprec_order="normalise_then_cast"))
+    assert oc.preset_object.lowprec_order == "normalise_then_cast"
+    assert OptimizerClaim.from_claim(Claim.from_preset("heavyball_ns5").replace(
+        lowprec_order="cast_then_normalise")).preset_object.lowprec_order == "cast_then_normalise"
     assert OptimizerClaim.from_claim(Claim(preset="torch_muon", nesterov="always")
                                      ).nesterov_always
 

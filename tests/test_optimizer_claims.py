@@ -368,3 +368,15 @@ def test_an_nd_parameter_routed_to_adam_is_named_as_routed():
     r = check(run)
     assert r.status("one_step_conv") == "FAIL"
     assert "Adam-like" in msg(r, "one_step_conv") and "nd=routed" in msg(r, "one_step_conv")
+
+
+def test_cli_preset_reads_its_source_at_the_optimizer_level(capsys):
+    """`--preset X` alone: the preset's compute dtype (torch_muon: bf16) and not its
+    orthogonaliser's N-D input rule (heavyball flattens before an orthogonaliser that batches)."""
+    from swanref.verify.claims import Claim
+    assert Claim.from_preset("heavyball_ns5").nd == "batch_leading"
+    assert Claim.from_preset("heavyball_ns5", level="optimizer").nd == "flatten"
+    pytest.importorskip("torch")
+    code = O.main(["torch.optim:Muon", "--preset", "torch_muon", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert out["claim"]["precision"] == "bfloat16" and code == 0, out

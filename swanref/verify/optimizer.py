@@ -67,6 +67,7 @@ from swanref.verify.targets import (DEFAULT_TIMEOUT_S, TargetAborted, TargetRunn
                                     TargetTimeout, UsageError, load_target, stop_message,
                                     timeout_seconds)
 from swanref.verify.claims import Claim, ClaimError, add_claim_arguments, claim_from_args
+from swanref.verify.claims.model import preset_knobs
 from swanref.verify.claims.model import require_evaluable
 
 __all__ = ["OptimizerClaim", "BUILTINS", "NESTEROV", "check_optimizer", "check_model",
@@ -185,6 +186,9 @@ class OptimizerClaim:
     #: complex parameters claimed (True), not claimed (False: complex_input is advisory, a wrong
     #: complex update a warning), or None: judged (the built-ins' tables)
     complex: bool | None = None
+    #: a 16-bit claim: cast then normalise, or normalise in float32 then cast (None: the
+    #: preset's own order, spec 9.7)
+    lowprec_order: str | None = None
 
     def __post_init__(self):
         self.scale = resolve_scale(self.scale).name
@@ -232,7 +236,8 @@ class OptimizerClaim:
     CLAIM_KNOBS = ("scale", "scale_factor", "compute_dtype", "io_dtype", "lr", "weight_decay",
                    "momentum", "nd", "pre", "nesterov", "nesterov_variant", "eps", "eps_form",
                    "eps_where", "norm", "norm_scale", "norm_axis", "gate", "second_moment",
-                   "second_moment_beta", "steps", "complex", "tolerance", "tolerance_overrides")
+                   "second_moment_beta", "steps", "complex", "lowprec_order", "tolerance",
+                   "tolerance_overrides")
     #: Claim.nd -> (nd, stack) of this check
     _ND = {"flatten": ("flattened", "flattened"), "2d_only": ("flattened", "flattened"),
            "flatten_4d_batch_3d": ("flattened", "independent"),
@@ -245,9 +250,6 @@ class OptimizerClaim:
         require_evaluable(claim, "optimizer", cls.CLAIM_KNOBS)
         if claim.norm == "spectral":
             raise ClaimError("the optimizer check cannot evaluate norm='spectral' yet")
-        if claim.lowprec_order != "cast_then_normalise":
-            raise ClaimError("the optimizer check cannot evaluate lowprec_order="
-                             f"{claim.lowprec_order!r} yet")
         preset = claim.preset or claim.method
         if claim.norm == "aol" and (claim.preset is None or get_preset(preset).norm != "aol"):
             raise ClaimError("norm='aol' is the route optax_muon_aol (preset=optax_muon_aol)")
@@ -284,7 +286,8 @@ class OptimizerClaim:
                    rematch=rematch,
                    gate={"none": "none", "per_element": "cautious",
                          "per_column": "cautious_columns"}[claim.gate],
-                   second_moment_beta=claim.second_moment_beta, complex=claim.complex)
+                   second_moment_beta=claim.second_moment_beta, complex=claim.complex,
+                   lowprec_order=claim.lowprec_order)
 
     @property
     def preset_object(self):
@@ -293,7 +296,8 @@ class OptimizerClaim:
             form = self.eps_form if self.eps_form not in (None, "invariant") else p.norm
             return replace(p, eps=p.eps if self.eps is None else float(self.eps), norm=form,
                            norm_scale=p.norm_scale if self.norm_scale is None
-                           else float(self.norm_scale))
+                           else float(self.norm_scale),
+                           lowprec_order=self.lowprec_order or p.lowprec_order)
         return None
 
     @property
@@ -1701,7 +1705,7 @@ def main(argv=None) -> int:
             raise UsageError(f"{args.optimizer!r} is neither a built-in ({', '.join(BUILTINS)}) "
                              "nor an import path pkg.module:Class")
         else:
-            base = {"level": "optimizer", "compute_dtype": "float32"}
+            base = {"level": "optimizer"}
             if args.scale is not None:
                 base["scale"] = args.scale
             if args.precision is not None:
@@ -1712,6 +1716,11 @@ def main(argv=None) -> int:
                                  "the optimizer uses, written out as its source runs it; or "
                                  "--claim FILE, or --set method=svd for an exact polar factor)")
             claim = claim_from_args(args, base)
+            if args.precision is None and "compute_dtype" not in named and not (
+                    claim.preset is not None
+                    and "compute_dtype" in preset_knobs(claim.preset)):
+                # no dtype stated and none from the preset's source: the check's float32
+                claim = claim.replace(compute_dtype="float32")
             kwargs = dict(parse_kwarg(k) for k in (args.kwarg or []))
             report = check_target(args.optimizer, claim, kwargs=kwargs, params=args.params,
                                   timeout=args.timeout)

@@ -80,9 +80,15 @@ class Claim:
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> Claim:
-        """The preset as its source runs it, then ``overrides``: :func:`preset_knobs`."""
+        """The preset as its source runs it, then ``overrides``: :func:`preset_knobs`.  At the
+        optimizer level the preset's N-D rule is not written out: it is the orthogonaliser's
+        input rule, and an optimizer reshapes its parameters before calling it (heavyball
+        flattens, then calls an orthogonaliser that batches), so ``nd`` stays the spec's
+        reading unless stated."""
         _known(overrides)
         knobs = preset_knobs(name)
+        if overrides.get("level") == "optimizer":
+            knobs.pop("nd")
         knobs.update(overrides)
         return cls(**knobs)
 
