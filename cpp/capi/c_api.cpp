@@ -68,14 +68,17 @@ int guarded(F&& f) {
   }
 }
 
-// A (batch, m, n) view of g after checking the arguments: non-negative dimensions, non-NULL
-// pointers unless the array is empty, an element count that fits, aligned pointers, finite
+// A (batch, m, n) view of g after checking the arguments: non-negative dimensions, no empty
+// matrix axis, non-NULL pointers unless the batch is empty, an element count that fits, aligned pointers, finite
 // entries (as the Python API's default; NaN would reach LAPACK).
 template <class T>
 swanref::StridedView<const T> dense_view(const T* g, T* out, int64_t batch, int64_t m, int64_t n) {
   static_assert(sizeof(int64_t) <= sizeof(swanref::index_t), "index_t must hold int64_t");
   swanref::require(batch >= 0 && m >= 0 && n >= 0, "batch, m and n must be >= 0");
-  const bool empty = batch == 0 || m == 0 || n == 0;
+  // as swanref.whiten / grad_norm: an empty matrix axis is refused, an empty batch is not
+  swanref::require(m > 0 && n > 0, "g has an empty matrix dimension: m = " + std::to_string(m) +
+                                       ", n = " + std::to_string(n) + " (an empty batch, batch = 0, is accepted)");
+  const bool empty = batch == 0;
   swanref::require(empty || (g != nullptr && out != nullptr), "g and out must not be NULL");
   const std::vector<swanref::index_t> shape = {static_cast<swanref::index_t>(batch), static_cast<swanref::index_t>(m),
                                                static_cast<swanref::index_t>(n)};

@@ -137,14 +137,15 @@ static void hostile_dims(void) {
               const int st = call(f, dbl, g, out, b, m, n, good_params());
               CHECK(documented(st), "%s dims (%lld, %lld, %lld) ptrs %d: status %d", fname[f], (long long)b,
                     (long long)m, (long long)n, ptrs, st);
-              if (negative || (!empty && (g == NULL || out == NULL))) {
+              const int empty_axis = !negative && (m == 0 || n == 0);
+              if (negative || empty_axis || (!empty && (g == NULL || out == NULL))) {
                 CHECK(st == SWANREF_INVALID_ARGUMENT, "%s dims (%lld, %lld, %lld) ptrs %d: status %d", fname[f],
                       (long long)b, (long long)m, (long long)n, ptrs, st);
               } else if (overflow) {
                 CHECK(st == SWANREF_SIZE_OVERFLOW, "%s dims (%lld, %lld, %lld): status %d", fname[f], (long long)b,
                       (long long)m, (long long)n, st);
               } else if (empty && !overflow) {
-                /* empty arrays are valid (NULL allowed) unless the shape is invalid for whitening */
+                /* an empty batch is valid (NULL allowed) unless the shape is invalid for whitening */
                 const int want = is_whitening(f) && m > n ? SWANREF_INVALID_ARGUMENT : SWANREF_OK;
                 CHECK(st == want, "%s empty dims (%lld, %lld, %lld) ptrs %d: status %d", fname[f], (long long)b,
                       (long long)m, (long long)n, ptrs, st);
@@ -225,7 +226,8 @@ static void random_problems(int cases) {
       CHECK(st == SWANREF_INVALID_ARGUMENT, "%s case %d: invalid params gave status %d", fname[f], c, st);
     }
     if (is_whitening(f) && m > n) CHECK(st == SWANREF_INVALID_ARGUMENT, "%s case %d: m > n gave %d", fname[f], c, st);
-    if (params_valid(f, p) && !(is_whitening(f) && m > n)) {
+    if (m == 0 || n == 0) CHECK(st == SWANREF_INVALID_ARGUMENT, "%s case %d: empty matrix axis gave %d", fname[f], c, st);
+    if (params_valid(f, p) && !(is_whitening(f) && m > n) && m > 0 && n > 0) {
       /* valid calls succeed (LAPACK may report non-convergence, never anything else) */
       CHECK(st == SWANREF_OK || ((f == F_SVD || f == F_EIGH) && st == SWANREF_LAPACK_FAILURE),
             "%s case %d (%lld, %lld, %lld): valid call gave %d", fname[f], c, (long long)b, (long long)m,

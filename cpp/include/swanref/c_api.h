@@ -5,7 +5,7 @@
  * independent problem. Whitening functions need m <= n (pass the transpose of
  * tall matrices). `g` must hold finite numbers (NaN or Inf:
  * SWANREF_INVALID_ARGUMENT); pointers must be aligned for their type and may be
- * NULL only when the array is empty (a dimension is 0); batch * m * n beyond
+ * NULL only when the batch is empty (batch = 0); batch * m * n beyond
  * int64 is SWANREF_SIZE_OVERFLOW. Every function returns SWANREF_OK (0) or an
  * error code, and never aborts; swanref_last_error() describes the last failure
  * on the calling thread. The library carries its own BLAS/LAPACK (chosen at
@@ -27,9 +27,9 @@
  *   scaling      a swanref_scaling value             SWANREF_SCALING_GRAM_FRO
  *   iters        0 .. SWANREF_MAX_ITERATIONS          5 (SinkGD)
  *
- * eps(T) is the machine epsilon of the element type (2^-52 for f64, 2^-23 for f32). An empty
- * array (a dimension 0) is accepted and does nothing here; swanref.whiten refuses an empty
- * matrix axis (m = 0 or n = 0) but accepts an empty batch.
+ * eps(T) is the machine epsilon of the element type (2^-52 for f64, 2^-23 for f32). As in
+ * swanref.whiten, an empty matrix axis (m = 0 or n = 0) is SWANREF_INVALID_ARGUMENT and an
+ * empty batch (batch = 0) is accepted and does nothing.
  */
 #ifndef SWANREF_C_API_H
 #define SWANREF_C_API_H
