@@ -40,8 +40,7 @@ from swanref.verify.claims.cli import operator_arguments
 from swanref.verify.measure import Measurement, describe_text, fmt
 from swanref.verify.targets import (DEFAULT_TIMEOUT_S, FirstCallTimer,  # noqa: F401
                                     TargetAborted, TargetRunner, TargetTimeout, UsageError,
-                                    stop_message,
-                                    load_target)
+                                    load_target, seconds_argument, stop_message)
 from swanref.spec.output_files import open_output, real_directory
 
 __all__ = ["check", "CheckReport", "PropertyResult", "load_target", "main"]
@@ -1189,15 +1188,6 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _seconds(text):
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--timeout takes seconds, got {text!r}") from None
-    if not (v >= 0 and math.isfinite(v)):
-        raise argparse.ArgumentTypeError(f"--timeout takes seconds >= 0, got {text!r}")
-    return v
-
 
 def build_parser() -> argparse.ArgumentParser:
     from swanref.verify.properties import OPS
@@ -1268,7 +1258,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default numpy)")
     h.add_argument("--property", action="append", dest="properties", default=None,
                    help="run only this property (repeatable; default: all)")
-    h.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
+    h.add_argument("--timeout", type=seconds_argument, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
                    help="longest one call of the target (or its import) may take before the "
                         f"check stops with a timeout naming the probe (default "
                         f"{DEFAULT_TIMEOUT_S:g}; 0: no deadline)")

@@ -46,7 +46,8 @@ from swanref.verify import optimizer as opt
 from swanref.verify.sharded import table as sharded_table
 from swanref.verify.checker import DEFAULT_TIMEOUT_S, UsageError, check
 from swanref.verify.claims import Claim, add_claim_arguments, claim_from_args
-from swanref.verify.targets import FirstCallTimer, TargetRunner, TargetTimeout
+from swanref.verify.targets import (FirstCallTimer, TargetRunner, TargetTimeout,
+                                    seconds_argument)
 
 __all__ = ["ENTRIES", "Entry", "Row", "run", "markdown", "main", "claim_text"]
 
@@ -688,15 +689,6 @@ def _levels(text):
     return tuple(dict.fromkeys(out))
 
 
-def _seconds(text):
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--timeout takes seconds, got {text!r}") from None
-    if not v >= 0 or not math.isfinite(v):
-        raise argparse.ArgumentTypeError(f"--timeout takes seconds >= 0, got {text!r}")
-    return v
-
 
 def _command(argv) -> str:
     """The command line as the docs show it: no --root, the other interpreter as PYTHON3.12."""
@@ -744,7 +736,7 @@ def main(argv=None) -> int:
     p.add_argument("--level", type=_levels, default=None, metavar="LEVELS",
                    help="operator, update, optimizer, sharded or all, comma-separated "
                         "(default all)")
-    p.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
+    p.add_argument("--timeout", type=seconds_argument, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
                    help="deadline of each call of an implementation at every level "
                         f"(default {DEFAULT_TIMEOUT_S:g}; 0: none; an optimizer row as a "
                         f"whole: {ROW_CALLS}x); a hung implementation becomes a TIMEOUT row")

@@ -67,7 +67,8 @@ from swanref.verify.sharded.reduction import (mats, reduced_parts, reduction_ter
                                               reduction_unit)
 from swanref.verify.sharded.reference import judge_pack, reference
 from swanref.verify.targets import (DEFAULT_TIMEOUT_S, TargetAborted, TargetRunner,
-                                    TargetTimeout, UsageError, load_target)
+                                    TargetTimeout, UsageError, load_target,
+                                    seconds_argument)
 
 __all__ = ["LAYOUTS", "SPLITS", "DTYPES", "ShardLayout", "ShardedClaim", "shard_layouts",
            "split", "assemble", "reduction_term", "sharded_inputs", "reference", "agreement",
@@ -1133,15 +1134,6 @@ def add_arguments(p):
     return p
 
 
-def _seconds(text):
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--timeout takes seconds, got {text!r}") from None
-    if not (v >= 0 and math.isfinite(v)):
-        raise argparse.ArgumentTypeError(f"--timeout takes seconds >= 0, got {text!r}")
-    return v
-
 
 def build_parser():
     p = _Parser(prog="swanref check-sharded",
@@ -1191,7 +1183,7 @@ def build_parser():
     p.add_argument("--kwarg", action="append", default=[], metavar="NAME=VALUE",
                    help="keyword argument for the target (repeatable); VALUE is a Python "
                         "literal, a dotted name such as torch.bfloat16, or a string")
-    p.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
+    p.add_argument("--timeout", type=seconds_argument, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
                    help="the longest one rank's call of the target (or its import) may take; "
                         "past it the check stops with outcome TIMEOUT (exit 5) naming the "
                         f"case and the rank (default {DEFAULT_TIMEOUT_S:g}; 0: no deadline; "

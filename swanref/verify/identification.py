@@ -38,8 +38,8 @@ from swanref.verify.optimizer_glue import PARAM_STYLES
 from swanref.verify.optimizer_glue import parse_kwarg as parse_optimizer_kwarg
 from swanref.verify.optimizer_identify import identify_optimizer
 from swanref.verify.targets import (DEFAULT_TIMEOUT_S, TargetAborted, TargetRunner,
-                                    TargetTimeout, UsageError, load_target, stop_message,
-                                    timeout_seconds)
+                                    TargetTimeout, UsageError, load_target, seconds_argument,
+                                    stop_message, timeout_seconds)
 
 __all__ = ["identify", "Identification", "main"]
 
@@ -680,21 +680,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", metavar="FILE", default=None,
                    help="also write the claim to FILE (.toml or .json)")
     p.add_argument("--json", action="store_true", help="machine-readable result on stdout")
-    p.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
+    p.add_argument("--timeout", type=seconds_argument, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
                    help="the longest the import or one call of the target may take; past it "
                         "identify stops with TIMEOUT (exit 5) naming the probe (default "
                         f"{DEFAULT_TIMEOUT_S:g}; 0: no deadline)")
     return p
 
-
-def _seconds(text):
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--timeout takes seconds, got {text!r}") from None
-    if not (v >= 0 and math.isfinite(v)):
-        raise argparse.ArgumentTypeError(f"--timeout takes seconds >= 0, got {text!r}")
-    return v
 
 
 class _Parser(argparse.ArgumentParser):

@@ -64,8 +64,8 @@ from swanref.verify.optimizer_glue import (KNOB_NAMES, PARAM_STYLES, Deadline, D
                                            generic_driver, optax_steps, parse_kwarg,
                                            torch_steps, validated)
 from swanref.verify.targets import (DEFAULT_TIMEOUT_S, TargetAborted, TargetRunner,
-                                    TargetTimeout, UsageError, load_target, stop_message,
-                                    timeout_seconds)
+                                    TargetTimeout, UsageError, load_target, seconds_argument,
+                                    stop_message, timeout_seconds)
 from swanref.verify.claims import Claim, ClaimError, add_claim_arguments, claim_from_args
 from swanref.verify.claims.model import preset_knobs
 from swanref.verify.claims.model import require_evaluable
@@ -1637,15 +1637,6 @@ def check_target(target, claim=None, *, kwargs=None, params="auto", name=None, s
     return check_optimizer(run, claim, label, seed, timeout=seconds)
 
 
-def _seconds(text):
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--timeout takes seconds, got {text!r}") from None
-    if not (v >= 0 and math.isfinite(v)):
-        raise argparse.ArgumentTypeError(f"--timeout takes seconds >= 0, got {text!r}")
-    return v
-
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(
@@ -1660,7 +1651,7 @@ def main(argv=None) -> int:
     p.add_argument("--table", action="store_true",
                    help="markdown results rows for every installed built-in optimizer")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
+    p.add_argument("--timeout", type=seconds_argument, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
                    help="the longest the import, one construction or one step of the "
                         "optimizer may take; past it the check stops with outcome TIMEOUT "
                         f"(exit 5) naming the property and step (default {DEFAULT_TIMEOUT_S:g}; "

@@ -13,8 +13,10 @@ inside the function at call time, needs its folder on ``PYTHONPATH``.
 """
 from __future__ import annotations
 
+import argparse
 import importlib
 import importlib.util
+import math
 import os
 import queue
 import sys
@@ -189,6 +191,17 @@ def timeout_seconds(timeout) -> float | None:
         raise UsageError(f"timeout must be a number of seconds >= 0 (0: no deadline), "
                          f"got {timeout!r}")
     return float(timeout)
+
+
+def seconds_argument(text) -> float:
+    """argparse type of every ``--timeout SECONDS`` option (0: no deadline)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--timeout takes seconds, got {text!r}") from None
+    if not (v >= 0 and math.isfinite(v)):
+        raise argparse.ArgumentTypeError(f"--timeout takes seconds >= 0, got {text!r}")
+    return v
 
 
 class TargetRunner:
