@@ -206,8 +206,8 @@ class PropertyResult:
     def to_dict(self) -> dict:
         d = {"property": self.name, "status": self.status, "level": self.level,
              "doc": self.doc, "examples": self.examples,
-             "error": _num(self.error), "error_infinite": _inf(self.error),
-             "tolerance": _num(self.tolerance), "tolerance_infinite": _inf(self.tolerance),
+             "error": json_number(self.error), "error_infinite": _inf(self.error),
+             "tolerance": json_number(self.tolerance), "tolerance_infinite": _inf(self.tolerance),
              "input": self.input, "message": self.message, "exception": self.exception,
              "seconds": round(self.seconds, 3)}
         if self.array is not None:
@@ -217,7 +217,7 @@ class PropertyResult:
         return d
 
 
-def _num(x):
+def json_number(x):
     """A JSON number, or None for missing/inf/nan (JSON has no inf: see the *_infinite flag)."""
     if x is None:
         return None
@@ -974,7 +974,7 @@ def _suggest_preset(report, call, dt, target_name):
     if not found:
         return
     best = found[0]
-    report.matches_preset = {"preset": best[0], "distance": _num(best[1]), "dtype": name,
+    report.matches_preset = {"preset": best[0], "distance": json_number(best[1]), "dtype": name,
                              "others": [f[0] for f in found[1:]]}
     report.hints.append(f"note: the claim failed, but the target matches preset {best[0]!r} "
                         f"at {name} (distance {best[1]:.3g}"

@@ -32,7 +32,7 @@ from swanref.presets.diagnose import (MATCH_TOLERANCE, NO_CLAIM_LIMIT, Candidate
 from swanref.presets.lowprec import is_representable, round_to
 from swanref.spec.conventions import SCALE_RULES, shape_factor
 from swanref.update import ND_RULES, orthogonalized_update
-from swanref.verify.checker import TargetCall, bind, make_call, parse_kwarg
+from swanref.verify.checker import TargetCall, bind, json_number, make_call, parse_kwarg
 from swanref.verify.claims import Claim, dumps, save_claim
 from swanref.verify.optimizer_glue import PARAM_STYLES
 from swanref.verify.optimizer_glue import parse_kwarg as parse_optimizer_kwarg
@@ -78,9 +78,10 @@ class Alternative:
     separating: list          # [(probe, distance, tolerance)], most decisive first
 
     def to_dict(self) -> dict:
-        return {"label": self.label, "knob": self.knob, "distance": _num(self.distance),
-                "tolerance": _num(self.tolerance), "ratio": _num(self.ratio),
-                "separating_probes": [{"probe": p, "distance": _num(d), "tolerance": _num(t)}
+        return {"label": self.label, "knob": self.knob, "distance": json_number(self.distance),
+                "tolerance": json_number(self.tolerance), "ratio": json_number(self.ratio),
+                "separating_probes": [{"probe": p, "distance": json_number(d),
+                                       "tolerance": json_number(t)}
                                       for p, d, t in self.separating]}
 
 
@@ -117,18 +118,11 @@ class Identification:
 
     def to_dict(self) -> dict:
         return {"schema": "swanref-identify/1", "match": self.match, "label": self.label,
-                "dtype": self.dtype, "distance": _num(self.distance),
-                "tolerance": _num(self.tolerance), "worst_probe": self.worst_probe,
+                "dtype": self.dtype, "distance": json_number(self.distance),
+                "tolerance": json_number(self.tolerance), "worst_probe": self.worst_probe,
                 "claim": self.claim.to_dict(), "claim_toml": self.claim_text(),
                 "notes": list(self.notes),
                 "alternatives": [a.to_dict() for a in self.alternatives]}
-
-
-def _num(x):
-    if x is None:
-        return None
-    x = float(x)
-    return x if math.isfinite(x) else None
 
 
 def _precisions(outs, dtype: str) -> list:
@@ -726,7 +720,7 @@ def main(argv=None) -> int:
 
 def _print(result, as_json) -> int:
     if as_json:
-        print(json.dumps(result.to_dict(), indent=1, default=_num))
+        print(json.dumps(result.to_dict(), indent=1, default=json_number))
     else:
         print(result.summary())
     return 0 if result.match else 1

@@ -27,6 +27,7 @@ import numpy as np
 
 from swanref.presets.catalogue import PRESETS, ROUTES, get_preset
 from swanref.spec.conventions import SCALE_RULES, shape_factor
+from swanref.verify.checker import json_number
 from swanref.verify.claims import Claim, ClaimError, dumps
 from swanref.verify.optimizer import (KINDS, LR, MU, WD, OptimizerClaim, Unsupported,
                                       _expected, _implied, _rel, _unit, check_optimizer,
@@ -407,17 +408,17 @@ class OptimizerIdentification:
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
-        def num(x):
-            return float(x) if math.isfinite(x) else None
         return {"schema": "swanref-identify/1", "level": "optimizer", "match": self.match,
-                "label": self.label, "distance": num(self.distance), "ratio": num(self.ratio),
+                "label": self.label, "distance": json_number(self.distance),
+                "ratio": json_number(self.ratio),
                 "claim": self.claim.to_dict(), "claim_toml": self.claim_text(),
                 "notes": list(self.notes), "runs": self.runs,
-                "properties": [{**r.__dict__, "error": None if r.error is None else
-                                num(r.error)} for r in self.report.results],
+                "properties": [{**r.__dict__, "error": json_number(r.error)}
+                               for r in self.report.results],
                 "alternatives": [{"label": a.label, "knob": a.knob,
-                                  "distance": num(a.distance), "ratio": num(a.ratio),
-                                  "separating_probes": [{"probe": p, "distance": num(d),
+                                  "distance": json_number(a.distance),
+                                  "ratio": json_number(a.ratio),
+                                  "separating_probes": [{"probe": p, "distance": json_number(d),
                                                          "tolerance": t}
                                                         for p, d, t in a.separating]}
                                  for a in self.alternatives]}
