@@ -270,6 +270,24 @@ def test_claim_from_args_precedence(tmp_path):
             C.claim_from_args(_args(bad))
 
 
+def test_claim_from_args_defaults_sit_below_everything(tmp_path):
+    """A level's default (check-optimizer's float32) applies only where nothing states the
+    knob: not over the preset's source dtype, a --claim file, --set or base."""
+    f32 = {"compute_dtype": "float32"}
+    assert C.claim_from_args(_args(["--preset", "torch_muon"]), defaults=f32
+                             ).compute_dtype == "bfloat16"
+    assert C.claim_from_args(_args(["--preset", "cubic"]), defaults=f32
+                             ).compute_dtype == "float32"          # source: the input's dtype
+    assert C.claim_from_args(_args(["--set", "method=svd"]), defaults=f32
+                             ).compute_dtype == "float32"
+    path = tmp_path / "c.toml"
+    C.save_claim(Claim(preset="torch_muon", compute_dtype="bfloat16"), path)
+    assert C.claim_from_args(_args(["--claim", str(path)]), defaults=f32
+                             ).compute_dtype == "bfloat16"
+    assert C.claim_from_args(_args(["--preset", "torch_muon"]), base={"compute_dtype": "float16"},
+                             defaults=f32).compute_dtype == "float16"
+
+
 # -- adapters: the levels build their claims from a Claim, verdicts unchanged ----------------
 
 @pytest.mark.parametrize("fn, kwargs", [

@@ -67,7 +67,6 @@ from swanref.verify.targets import (DEFAULT_TIMEOUT_S, TargetAborted, TargetRunn
                                     TargetTimeout, UsageError, load_target, seconds_argument,
                                     stop_message, timeout_seconds)
 from swanref.verify.claims import Claim, ClaimError, add_claim_arguments, claim_from_args
-from swanref.verify.claims.model import preset_knobs
 from swanref.verify.claims.model import require_evaluable
 
 __all__ = ["OptimizerClaim", "BUILTINS", "NESTEROV", "check_optimizer", "check_model",
@@ -1706,12 +1705,8 @@ def main(argv=None) -> int:
                 raise UsageError("the claim needs a preset (--preset NAME: the orthogonaliser "
                                  "the optimizer uses, written out as its source runs it; or "
                                  "--claim FILE, or --set method=svd for an exact polar factor)")
-            claim = claim_from_args(args, base)
-            if args.precision is None and "compute_dtype" not in named and not (
-                    claim.preset is not None
-                    and "compute_dtype" in preset_knobs(claim.preset)):
-                # no dtype stated and none from the preset's source: the check's float32
-                claim = claim.replace(compute_dtype="float32")
+            # float32 only where neither the user nor the preset's source states a dtype
+            claim = claim_from_args(args, base, defaults={"compute_dtype": "float32"})
             kwargs = dict(parse_kwarg(k) for k in (args.kwarg or []))
             report = check_target(args.optimizer, claim, kwargs=kwargs, params=args.params,
                                   timeout=args.timeout)

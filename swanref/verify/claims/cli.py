@@ -1,9 +1,10 @@
 """Shared command-line parsing: ``--claim FILE``, ``--preset NAME``, ``--set KNOB=VALUE`` and
 typed ``--kwarg NAME=VALUE`` values (docs/spec.md 11.5).
 
-Precedence, lowest first: a level's own legacy options (``base``), the ``--claim`` file, each
-``--set`` in order.  ``--preset NAME`` replaces the preset and writes out its knobs
-(``Claim.from_preset``) below all of them.
+Precedence, lowest first: a level's own defaults (``defaults``), then, with ``--preset NAME``,
+the preset's knobs as its source runs them (``Claim.from_preset``; it also replaces the
+preset), a level's own legacy options (``base``), the ``--claim`` file, each ``--set`` in
+order.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 
 from swanref.verify.claims.fileformat import load_claim
 from swanref.verify.claims.knobs import KNOBS, ClaimError
-from swanref.verify.claims.model import Claim, require_evaluable
+from swanref.verify.claims.model import Claim, preset_knobs, require_evaluable
 
 _DTYPE = re.compile(r"^(torch|jnp|jax\.numpy|np|numpy|ml_dtypes)\.([A-Za-z_][A-Za-z0-9_]*)$")
 _MODULES = {"torch": "torch", "jnp": "jax.numpy", "jax.numpy": "jax.numpy", "np": "numpy",
@@ -85,11 +86,13 @@ def add_claim_arguments(parser: argparse.ArgumentParser, *, preset: bool = True)
 
 
 def claim_from_args(args, base: dict | None = None, *, preset: bool = True,
-                    write_out: str | None = None) -> Claim:
+                    write_out: str | None = None, defaults: dict | None = None) -> Claim:
     """The claim of parsed arguments (precedence in the module's docstring); a dtype name in
     ``--set`` (``compute_dtype=torch.bfloat16``) stands for its short name.  ``preset=False``:
     the level's own ``--preset`` is a legacy option, already in ``base``, or (``write_out``)
-    the catalogue preset to write out below everything else."""
+    the catalogue preset to write out below everything else.  ``defaults``: a level's own
+    defaults, below even the preset's written-out knobs (each applies only where neither
+    ``base``, the file, ``--set`` nor the preset states that knob)."""
     knobs = dict(base or {})
     path = getattr(args, "claim", None)
     if path is not None:
@@ -103,8 +106,10 @@ def claim_from_args(args, base: dict | None = None, *, preset: bool = True,
     if name is not None:
         knobs.pop("preset", None)
         knobs.pop("method", None)
+        below = preset_knobs(name)
+        knobs = {**{k: v for k, v in (defaults or {}).items() if k not in below}, **knobs}
         return Claim.from_preset(name, **knobs)
-    return Claim(**_known(knobs))
+    return Claim(**_known({**(defaults or {}), **knobs}))
 
 
 def _known(knobs):
