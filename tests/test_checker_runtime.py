@@ -162,7 +162,10 @@ def test_update_forwards_kwarg_and_the_python_api_takes_the_update_options(tmp_p
                         ".astype(G.dtype)\n")
     args = ["update", f + ":f", "--property", "scale_wide"]
     assert _main(args, capsys)[0] == 0
-    assert _main(args + ["--kwarg", "boost=0.5"], capsys)[0] == 1    # reaches the target
+    rc, out, _ = _main(args + ["--kwarg", "boost=0.5"], capsys)
+    assert rc == 1                                                  # reaches the target
+    cause = next(ln for ln in out.splitlines() if ln.startswith("  cause: "))
+    assert "#" not in cause and "1.5" in cause, cause   # the measured ratio, not a template
     rep = checker.check(_svd_update, "update", scale="keller", kwargs={"boost": 0.5},
                         properties=["scale_wide"])
     assert rep.exit_code == 1
@@ -229,7 +232,7 @@ def test_printed_commands_reproduce_the_check(tmp_path, capsys, monkeypatch):
                   name="ns.py")
     monkeypatch.chdir(tmp_path)
     args = ["whiten", "ns.py:ns", "--kwarg", "steps=5", "--dtype", "float32", "--examples", "3",
-            "--timeout", "30", "--property", "agrees_with_reference"]
+            "--timeout", "30", "--array-type", "numpy", "--property", "agrees_with_reference"]
     rc, out, _ = _main(args, capsys)
     assert rc == 1, out
     cmds = _printed_commands(out)
@@ -238,6 +241,7 @@ def test_printed_commands_reproduce_the_check(tmp_path, capsys, monkeypatch):
         argv = shlex.split(cmd)
         assert argv[:2] == ["swanref", "check"]
         assert "--kwarg" in argv and "steps=5" in argv and "--timeout" in argv
+        assert argv[argv.index("--array-type") + 1] == "numpy"   # issue 21 item 8 (jax)
         expect = 0 if "--preset" in argv else 1
         got, rerun_out, _ = _main(argv[2:], capsys)
         assert got == expect, (cmd, rerun_out)

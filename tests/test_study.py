@@ -123,6 +123,8 @@ def test_figures_define_their_axes_and_mark_clipped_points(quick):
     figs = {r.name: r.figure for r in results}
     cond = figs["condition"]
     assert any("accurate" in t for t in _labels(cond))            # the 1e-3 line is drawn
+    for name in ("condition", "nullspace"):                        # issue 24: say what is drawn
+        assert any("median over seeds" in t for t in _labels(figs[name])), name
     assert "k = min(m, n)" in cond.axes[0].get_ylabel()
     rows = _rows(out, "nullspace")
     if any(r["leakage"] == "inf" for r in rows):                   # float32 blows up at 40
