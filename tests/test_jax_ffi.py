@@ -260,6 +260,42 @@ def test_the_guide_example_runs():
     assert losses[-1] < 0.5 * losses[0], losses
 
 
+def _preset_names():
+    from swanref.presets import catalogue
+    from swanref.spec.readings import WHITEN_METHODS, WHITEN_PRESETS
+    names = sorted(n for n in set(WHITEN_PRESETS) | set(catalogue.ROUTES)
+                   if n not in WHITEN_METHODS)
+    runs = [n for n in names if catalogue.polynomial_kernel_runs(catalogue.get_preset(n))]
+    return runs, [n for n in names if n not in runs]
+
+
+def test_the_guide_lists_the_presets_it_runs():
+    import pathlib
+    text = " ".join((pathlib.Path(__file__).resolve().parents[1] / "docs" / "jax.md")
+                    .read_text().split())
+    runs, refused = _preset_names()
+    assert "are " + ", ".join(f"`{n}`" for n in runs) + ";" in text
+    assert "others, " + ", ".join(f"`{n}`" for n in refused) + ", are" in text
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_every_preset_the_core_runs_is_bit_equal_and_the_others_refused(dtype):
+    """The whole catalogue, not a sample: a batched wide and a tall input per preset (one
+    compilation per shape for all of them)."""
+    runs, refused = _preset_names()
+    kws = [{"coefficients": [(2.0, -1.5, 0.5)] * 3} if n == "custom" else {} for n in runs]
+    every = jax.jit(lambda x: [sj.whiten(x, n, **kw) for n, kw in zip(runs, kws)])
+    for shape in [(2, 3, 5), (5, 3)]:
+        G = RNG.standard_normal(shape).astype(dtype)
+        for name, kw, out in zip(runs, kws, every(jnp.asarray(G))):
+            np.testing.assert_array_equal(np.asarray(out),
+                                          swanref.whiten(G, name, backend="cpp", **kw),
+                                          err_msg=name)
+    for name in refused:
+        with pytest.raises(ValueError, match="no C\\+\\+ kernel"):
+            sj.whiten(jnp.ones((3, 5), dtype), name)
+
+
 def test_blas_comes_from_scipy_as_for_the_core():
     """Both extensions fill their BLAS tables from SciPy's capsules: one OpenBLAS in the process
     (cpp/python/scipy_blas.hpp)."""
