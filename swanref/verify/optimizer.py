@@ -55,7 +55,7 @@ import numpy as np
 
 from swanref.presets.catalogue import PRESETS, ROUTES, get_preset, run_preset, schedule
 from swanref.presets.diagnose import C_AMPLIFICATION, NO_CLAIM_LIMIT, UNIT_ROUNDOFF, noise_gain
-from swanref.spec.conventions import resolve_scale, shape_factor
+from swanref.spec.conventions import SCALE_RULES, resolve_scale, shape_factor
 from swanref.spec.routing import swan_route
 from swanref.update import orthogonalized_update
 from swanref.ops import grad_norm
@@ -1043,13 +1043,31 @@ def _one_step(claim, kind, p0, p1, g):
     if d <= tol:
         return _judged(name, d, tol)
     msg = _ratio_note(U, E)
-    if g.ndim > 2:
+    if math.isfinite(d) and _rel(_unit(U), _unit(E)) <= tol:
+        # the direction is the claimed one, the norm is not: a scale rule explains it?
+        msg += _closest(U, _scale_readings(claim, g), tol)
+    if g.ndim > 2 and "; matches" not in msg:
         near = _closest(U, _nd_readings(claim, g), tol)
         msg += near
         if "; matches" not in near:  # no N-D reading explains it: what the optimizer did
             what, st = _classify(claim, p0, p1, g)
             msg += f"; observed: {what}" + (" (claim nd=routed)" if st == "pass" else "")
     return _judged(name, d, tol, msg)
+
+
+def _scale_readings(claim, g):
+    """The update under each other scale rule of spec 9.1, at the claimed factor and at 1."""
+    out = {}
+    for rule in SCALE_RULES.values():
+        for f in dict.fromkeys((claim.scale_factor, 1.0)):
+            if (rule.name, f) == (claim.scale, claim.scale_factor):
+                continue
+            try:
+                out[f"scale {rule.name}" + ("" if f == 1.0 else f" x {f:g}")] = _expected(
+                    replace(claim, scale=rule.name, scale_factor=f), g)
+            except (ValueError, TypeError):  # a rule this claim cannot combine with
+                continue
+    return out
 
 
 def _judged(name, d, tol, msg=""):
