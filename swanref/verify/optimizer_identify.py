@@ -318,13 +318,14 @@ def fit_scale(claim, steps):
 def _knob_values(claim, run, top):
     """knob label -> list of (value label, OptimizerClaim changes)."""
     P = get_preset(claim.preset) if claim.preset in PRESETS or claim.preset in ROUTES else None
-    norm = [("none", dict(normalise="none", rematch="orth", normalise_eps=0.0,
-                          second_moment_beta=None))]
-    norm += [(f"norm_axis={a}", dict(normalise=a, rematch="orth", normalise_eps=0.0))
+    norm = [("none", dict(normalise="none", rematch="orth", second_moment_eps=0.0,
+                          second_moment_beta=None, second_moment_debias=False))]
+    norm += [(f"norm_axis={a}", dict(normalise=a, rematch="orth", second_moment_eps=0.0))
              for a in ("rows", "columns", "columns_if_wide")]
     norm += [("second_moment=adamuon", dict(normalise="elementwise", rematch="sqrt_min",
-                                            normalise_eps=0.0))]
-    betas = [(f"second_moment_beta={b}", dict(second_moment_beta=b))
+                                            second_moment_eps=0.0))]
+    betas = [(f"second_moment_beta={b}", dict(second_moment_beta=b, **(
+        {"second_moment_debias": False} if b is None else {})))
              for b in (None,) + SECOND_MOMENT_BETAS] if claim.normalise != "none" else []
     eps = [("eps scale-invariant (spec 9.5)", dict(eps=None, eps_form="invariant"))]
     if P is not None:
@@ -470,7 +471,9 @@ def to_claim(oc: OptimizerClaim) -> Claim:
               nesterov="off" if oc.nesterov is None else
               ("always" if oc.nesterov_always else "on"),
               nesterov_variant=oc.nesterov or "sutskever",
-              second_moment_beta=oc.second_moment_beta, complex=bool(oc.complex))
+              second_moment_beta=oc.second_moment_beta, complex=bool(oc.complex),
+              second_moment_eps=oc.second_moment_eps or None,
+              second_moment_debias=oc.second_moment_debias, gate_rescale=oc.gate_rescale)
     if oc.precondition == "schatten":
         kw["norm"] = "schatten"
     default_io = "float64" if oc.precision == "float64" else "float32"
