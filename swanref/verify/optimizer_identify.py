@@ -125,6 +125,8 @@ def _score_now(run, claim, seed):
     for x in r.results:
         if x.status in ("FAIL", "error") or (x.status == "unsupported" and not x.explained):
             bad += 1
+        if x.status == "warn":  # advisory (a premise the claim does not state): no distance
+            continue
         if x.error is not None and x.tolerance:
             e = x.error if math.isfinite(x.error) else math.inf
             ratio = max(ratio, e / x.tolerance)
@@ -145,12 +147,22 @@ def _common(a: Scored, b: Scored):
     precision -- is not better for its looser tolerance alone).  A property one claim judges
     and the other does not (not applicable, no claim) counts only where the judging claim
     passes it: then the other asserts less (a failure is no credit to the claim that skips
-    it)."""
+    it).  A parameter the claim routes and the optimizer was seen to route (status
+    ``routed``: an Adam-like step) is a pass at distance 0, and an advisory result (``warn``:
+    a premise the claim does not state, such as complex support) is no distance at all."""
     ra = {r.name: r for r in a.report.results}
     rb = {r.name: r for r in b.report.results}
 
     def judged(r):
-        return r is not None and r.error is not None and r.tolerance
+        return r is not None and (r.status == "routed" or (
+            r.status != "warn" and r.error is not None and r.tolerance))
+
+    def ratio(r, o):
+        if r.status == "routed":
+            return 0.0
+        if o.status == "routed":
+            return r.error / r.tolerance
+        return r.error / min(r.tolerance, o.tolerance)
 
     def broken(r):
         return r is not None and (r.status in ("FAIL", "error") or (
@@ -161,13 +173,14 @@ def _common(a: Scored, b: Scored):
         for name in set(mine) | set(other):
             r, o = mine.get(name), other.get(name)
             if judged(r) and judged(o):
-                q = r.error / min(r.tolerance, o.tolerance)
+                q = ratio(r, o)
                 q = q if math.isfinite(q) else math.inf
                 bad += q > 1
                 worst = max(worst, q)
             elif broken(r) and not judged(r):
                 bad, worst = bad + 1, math.inf
-            elif not judged(r) and o is not None and o.status == "pass" and judged(o) \
+            elif not judged(r) and o is not None and o.status in ("pass", "routed") \
+                    and judged(o) \
                     and not (r is not None and r.status in ("unsupported", "routed")):
                 bad += 1
         out.append((bad, worst))
@@ -521,8 +534,11 @@ def identify_optimizer(target=None, kwargs=None, *, driver=None, params="auto",
     if rec.knobs is not None and rec.knobs.get("momentum") is None:
         mom = getattr(run, "momentum_default", None) or MU
     dt = np.float64 if param_dtype == "float64" else np.float32
+    # complex support unclaimed while searching: a wrong complex update is advisory, the same
+    # for every candidate, and must not swamp their distances (it is tried at the end)
     base = OptimizerClaim("svd", precision="float64" if param_dtype == "float64" else "float32",
-                          param_dtype=param_dtype, lr=lr, weight_decay=wd, momentum=mom)
+                          param_dtype=param_dtype, lr=lr, weight_decay=wd, momentum=mom,
+                          complex=False)
     notes = []
     with np.errstate(all="ignore"):
         if runner is not None and getattr(run, "deadline", None) is None:
@@ -552,8 +568,9 @@ def identify_optimizer(target=None, kwargs=None, *, driver=None, params="auto",
                 if repr(best.claim) == before:
                     break
         # complex parameters handled right: the claim states it (else complex_input is advisory)
-        if best.report.status("complex_input") == "pass":
-            best = _score(rec, replace(best.claim, complex=True), seed)
+        cplx = _score(rec, replace(best.claim, complex=True), seed)
+        if cplx.report.status("complex_input") == "pass":
+            best = cplx
         # the claim a file states, checked again as the file reads back
         try:
             claim_rec = to_claim(best.claim)
