@@ -55,7 +55,7 @@ import numpy as np
 
 from swanref.presets.catalogue import PRESETS, ROUTES, get_preset, run_preset, schedule
 from swanref.presets.diagnose import C_AMPLIFICATION, NO_CLAIM_LIMIT, UNIT_ROUNDOFF, noise_gain
-from swanref.spec.conventions import resolve_scale, shape_factor
+from swanref.spec.conventions import resolve_scale, scale_explanations, shape_factor
 from swanref.spec.routing import swan_route
 from swanref.update import orthogonalized_update
 from swanref.ops import grad_norm
@@ -1042,7 +1042,24 @@ def _one_step(claim, kind, p0, p1, g):
         if "; matches" not in near:  # no N-D reading explains it: what the optimizer did
             what, st = _classify(claim, p0, p1, g)
             msg += f"; observed: {what}" + (" (claim nd=routed)" if st == "pass" else "")
+    else:
+        msg += _scale_note(claim, U, E, tol)
     return _judged(name, d, tol, msg)
+
+
+def _scale_note(claim, U, E, tol):
+    """'; the norm ratio is scale rule X ...' when the direction agrees and only the norm is
+    off, and a named rule (or a product of two: Keller's and Moonlight's factors applied
+    together) explains the ratio (spec 9.1, 9.8)."""
+    nu, ne = float(np.linalg.norm(U)), float(np.linalg.norm(E))
+    if not (math.isfinite(nu) and ne > 0 and nu > 0) or _rel(_unit(U), _unit(E)) > tol:
+        return ""
+    m, n = U.shape[-2:]
+    names = scale_explanations(claim.scale, claim.scale_factor, m, n, nu / ne, tol=tol)
+    if not names:
+        return ""
+    rule = f"{claim.scale}" + (f" x {claim.scale_factor:g}" if claim.scale_factor != 1 else "")
+    return f"; the norm matches scale rule {', '.join(names[:3])} instead of the claimed {rule}"
 
 
 def _judged(name, d, tol, msg=""):

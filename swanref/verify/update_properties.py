@@ -23,7 +23,8 @@ import numpy as np
 
 from swanref.presets.catalogue import PRESETS, ROUTES, get_preset, schedule
 from swanref.presets.lowprec import FORMATS, round_to
-from swanref.spec.conventions import SCALE_RULES, matrix_view, resolve_scale, shape_factor
+from swanref.spec.conventions import (SCALE_RULES, matrix_view, resolve_scale,
+                                      scale_explanations, shape_factor)
 from swanref.spec.readings import WHITEN_METHODS
 from swanref.update import load_coefficients, orthogonalized_update
 from swanref.verify.checker import (CheckReport, PropertyResult, TargetAborted, TargetTimeout,
@@ -320,26 +321,8 @@ def _checked(out, G, name):
 
 
 def _scale_explanations(claim, m, n, ratio, extra_shapes=(), tol=1e-3):
-    """Named scale rules (and products of two) that explain a norm ratio, closest first.  A rule
-    explains it when the ratio is within the probe's own tolerance of the rule's factor (the
-    test a faithful implementation of that rule passes; at least 1e-3)."""
-    base = shape_factor(SCALE_RULES[claim.scale], m, n) * claim.scale_factor
-    if SCALE_RULES[claim.scale].data_dependent or base == 0:
-        return []
-    cands = {}
-    shapes = [((m, n), "")] + list(extra_shapes)
-    rules = [r for r in SCALE_RULES.values() if not r.data_dependent]
-    for (mm, nn), where in shapes:
-        for r in rules:
-            cands[f"{r.name}{where}"] = shape_factor(r, mm, nn)
-            for r2 in rules:
-                if r2.name > r.name and r2.name != "none" and r.name != "none":
-                    cands[f"{r.name} x {r2.name}{where}"] = (shape_factor(r, mm, nn)
-                                                             * shape_factor(r2, mm, nn))
-    within = max(tol, 1e-3)
-    close = sorted((abs(ratio * base / v - 1.0), k) for k, v in cands.items()
-                   if v > 0 and k != claim.scale)
-    return [k for d, k in close if d <= within]
+    """:func:`swanref.spec.conventions.scale_explanations` for ``claim``'s scale rule."""
+    return scale_explanations(claim.scale, claim.scale_factor, m, n, ratio, extra_shapes, tol)
 
 
 # -- the properties ----------------------------------------------------------------------------
@@ -466,6 +449,10 @@ def _dtype(claim, call):
                 hint = (f" -- the update stays in {out.dtype.name}: an orthogonaliser that "
                         "returns its compute dtype; a claim io_dtype="
                         f"{out.dtype.name} states gradients and updates of that dtype")
+            elif dt == np.float64 and out.dtype == np.float32 and not io:
+                hint = (" -- a framework without float64 (JAX without jax_enable_x64, "
+                        "Keras on JAX) computes float64 input in float32: enable float64 "
+                        "there, or claim io_dtype=float32 (float32 gradients only)")
             raise _Fail(math.inf, f"{dt.name} 4x6", f"a {dt.name} gradient gave a {out.dtype} "
                         f"update (the update has the {'claimed io_dtype' if io else 'parameter'}"
                         f"'s dtype){hint}", G.shape, G)
