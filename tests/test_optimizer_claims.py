@@ -380,3 +380,12 @@ def test_cli_preset_reads_its_source_at_the_optimizer_level(capsys):
     code = O.main(["torch.optim:Muon", "--preset", "torch_muon", "--json"])
     out = json.loads(capsys.readouterr().out)
     assert out["claim"]["precision"] == "bfloat16" and code == 0, out
+
+
+def test_a_norm_off_by_another_scale_rule_is_named():
+    # Keller's rule applied where Moonlight's is claimed (or both multiplied, a real bug class):
+    # the direction agrees, and the one-step message names the rule the norm matches
+    r = check(I.make(), scale="moonlight")
+    msg = r.result("one_step_tall").message
+    assert r.status("one_step_tall") == "FAIL" and "matches scale rule keller" in msg, msg
+    assert "instead of the claimed moonlight" in msg

@@ -2,6 +2,7 @@
 names its mistake (tests/wrong_impls/update_impls.py)."""
 import pathlib
 
+import numpy as np
 import pytest
 
 from swanref.verify.update_properties import check_update
@@ -90,3 +91,13 @@ def test_command_line(tmp_path, capsys):
 def test_python_entry_point():
     from swanref.verify.checker import check
     assert check(W.faithful, "update", preset="muon_ns5").conforming
+
+
+def test_float64_computed_in_float32_hints_at_the_io_dtype():
+    # Keras on JAX (no jax_enable_x64) returns float32 for a float64 gradient: the failure
+    # says so and names the claim that states float32 gradients only
+    def f32_only(G):
+        return W.faithful(np.asarray(G, np.float32)).astype(np.float32)
+    report = check_update(f32_only, preset="muon_ns5", properties=["dtype_kept"])
+    msg = next(r.message for r in report.results if r.name == "dtype_kept")
+    assert not report.conforming and "io_dtype=float32" in msg, msg

@@ -108,6 +108,26 @@ def keller_numpy(G, steps=5, eps=1e-7):
     return X.astype(dt)
 
 
+class OptimizerWithOrthogonaliser:
+    """An optimizer object whose orthogonaliser is a method, as Keras 3's
+    ``keras.optimizers.Muon().zeropower_via_newtonschulz5(x, steps)``: checked as the target
+    ``corpus.impls:OptimizerWithOrthogonaliser().zeropower --kwarg steps=5``."""
+
+    def __init__(self, eps=1e-7):
+        self.eps = eps
+
+    def zeropower(self, x, steps):
+        return keller_numpy(x, steps, self.eps)
+
+
+class NeedsArguments:
+    def __init__(self, lr):
+        self.lr = lr
+
+    def zeropower(self, x):
+        return keller_numpy(x)
+
+
 # == torch / JAX versions (imported lazily) ======================================================
 
 def gn_torch(G):
