@@ -81,7 +81,18 @@ TOLERANCE = {"float64": 1e-9, "float32": 1e-4, "bfloat16": 0.08, "float16": 0.02
 FLOOR_ULPS = 4
 #: rectangular kernel: a scale read from (kh, kw) differs from one read from (kw, kh)
 KINDS = {"wide": (8, 16), "tall": (16, 8), "square": (8, 8), "conv": (8, 4, 5, 3)}
-STACK_SHAPE = (3, 8, 16)
+#: the 3-D probe (B, m, n): B > m and tall slices, so that a scale read from the leading axes
+#: (B, m), from the flattened (B, m n) or (B m, n) view, or per slice all differ under every
+#: shape rule (a (3, 8, 16) stack gave 1 for Keller's rule on all three: Keras 3.10's Muon
+#: scaled its batched 3-D variables by shape[0] / shape[1] unseen); keller_t, the transposed
+#: rule, is 1 on tall slices and takes the transposed probe
+STACK_SHAPE = (12, 8, 4)
+
+
+def stack_shape(claim):
+    """The 3-D probe's shape for ``claim``'s scale rule (:data:`STACK_SHAPE`)."""
+    B, m, n = STACK_SHAPE
+    return (B, n, m) if claim.scale == "keller_t" else STACK_SHAPE
 #: the N-D rules a claim can state (spec 9.9): the matrix view of a 3-D (``stack``) and a 4-D
 #: (``nd``) parameter
 ND_RULES = ("flattened", "flattened_last", "batched", "routed")
@@ -1223,7 +1234,8 @@ def _nesterov_property(run, claim, rng, dt):
 
 def _stack_property(run, claim, rng, dt):
     """A 3-D parameter (B, m, n): flattened (B, m n), B independent slices, or routed."""
-    p0, g = (_draw(rng, STACK_SHAPE, dt) for _ in range(2))
+    shape = stack_shape(claim)
+    p0, g = (_draw(rng, shape, dt) for _ in range(2))
     try:
         (p1,) = run(p0, [g], 0.0)
     except Unsupported as exc:
@@ -1233,9 +1245,8 @@ def _stack_property(run, claim, rng, dt):
         return Result("stacked_3d", "routed" if st == "pass" else "FAIL",
                       message=what + " (claimed: routed)")
     U = _implied(claim, p0, p1)
-    views = {"flattened": (STACK_SHAPE[0], STACK_SHAPE[1] * STACK_SHAPE[2]),
-             "independent": STACK_SHAPE,
-             "flattened_last": (STACK_SHAPE[0] * STACK_SHAPE[1], STACK_SHAPE[2])}
+    B, m, n = shape
+    views = {"flattened": (B, m * n), "independent": shape, "flattened_last": (B * m, n)}
     readings = {k: _expected(claim, g, v) for k, v in views.items()}
     tol = probe_tolerance(claim, g)
     d = _rel(U, readings[claim.stack])
@@ -1243,10 +1254,31 @@ def _stack_property(run, claim, rng, dt):
     if d > tol:
         others = {k: _rel(U, v) for k, v in readings.items() if k != claim.stack}
         best = min(others, key=others.get)
+        note = _stack_scale_note(claim, U, readings[claim.stack], views[claim.stack], shape,
+                                 tol)
         what, _ = _classify(claim, p0, p1, g)
-        msg = (f"claimed {claim.stack}; the {best} reading is at {others[best]:.3g}"
-               + (" (matches it)" if others[best] <= tol else f"; observed: {what}"))
+        msg = f"claimed {claim.stack}" + (note or (
+            f"; the {best} reading is at {others[best]:.3g}"
+            + (" (matches it)" if others[best] <= probe_tolerance(claim, g, views[best])
+               else f"; observed: {what}")))
     return _judged("stacked_3d", d, tol, msg)
+
+
+def _stack_scale_note(claim, U, E, view, shape, tol):
+    """'; the claimed reading's direction with the scale of rule X read from axes ...': a 3-D
+    parameter orthogonalised as claimed but scaled from other axes (Keras 3.10's Muon batched
+    3-D variables and scaled them by ``shape[0] / shape[1]``, the batch and the rows)."""
+    nu, ne = float(np.linalg.norm(U)), float(np.linalg.norm(E))
+    if not (math.isfinite(nu) and nu > 0 and ne > 0) or _rel(_unit(U), _unit(E)) > tol:
+        return ""
+    B, m, n = shape
+    extra = [((B, m), f" read from axes (0, 1) {(B, m)}"),
+             ((B, m * n), f" read from the flattened view {(B, m * n)}"),
+             ((B * m, n), f" read from the view {(B * m, n)}")]
+    names = scale_explanations(claim.scale, claim.scale_factor, *view[-2:], nu / ne,
+                               extra, tol)
+    return (f"; its direction, with the norm of scale rule {names[0]} instead of the claimed "
+            f"{claim.scale} per matrix {view[-2:]}" if names else "")
 
 
 def _group_gradients(seed, dt):
