@@ -32,6 +32,8 @@ CASES = [
     ("gn_jax", "grad_norm", {}, "jax", "jax"),
     ("polar_jax", "whiten", {}, "jax", "jax"),
     ("gn_jax_jit", "grad_norm", {"shapes": "few"}, "jax", "jax"),
+    ("sinkgd_clamped", "sinkgd_update", {"eps": 1e-8}, "numpy", None),
+    ("sinkgd_clamped", "sinkgd_update", {"eps": 1e-8, "dtype": "float32"}, "numpy", None),
 ]
 
 
@@ -49,3 +51,21 @@ def test_correct_implementation_is_accepted(impl, op, kw, array_type, needs):
         # the batch class is refused: reported as unsupported, with the exception, not a failure
         assert any(r.status == "unsupported" and r.exception for r in report.results), \
             report.table()
+
+
+def test_a_sinkgd_line_epsilon_is_a_claim():
+    """Public SinkGD code clamps every line norm (axolotl ``clamp_min(1e-8)``): the default
+    claim (no epsilon) rejects it on rows of norm below 1e-8, the claim ``eps=1e-8`` (clamp)
+    accepts it with the scale-invariance properties not applicable, and the wrong form or value
+    is rejected."""
+    from swanref.verify.claims import Claim
+    plain = check(C.sinkgd_clamped, "sinkgd_update", examples=10)
+    assert not plain.conforming
+    ok = check(C.sinkgd_clamped, "sinkgd_update", claim=Claim(eps=1e-8, eps_form="clamp"),
+               examples=10)
+    assert ok.conforming, ok.table()
+    na = {r.name for r in ok.results if r.status == "n/a"}
+    assert na == {"scale_invariance", "row_scale_invariance"}, ok.table()
+    for wrong in (dict(eps=1e-8, eps_form="add"), dict(eps=1e-6, eps_form="clamp")):
+        r = check(C.sinkgd_clamped, "sinkgd_update", claim=Claim(**wrong), examples=10)
+        assert r.status("agrees_with_reference") == "FAIL", (wrong, r.table())

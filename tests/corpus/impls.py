@@ -108,6 +108,19 @@ def keller_numpy(G, steps=5, eps=1e-7):
     return X.astype(dt)
 
 
+# == SinkGD as the public implementations write it (a clamped line epsilon) ==================
+
+def sinkgd_clamped(G, iters=5, eps=1e-8):
+    """SR-Sinkhorn with every line norm clamped to at least eps, as axolotl's ``sr_sinkhorn``
+    (``x.norm(dim=-1, keepdim=True).clamp_min(eps)``, eps 1e-8, then the columns)."""
+    X = np.asarray(G, dtype=np.float64)
+    m, n = X.shape[-2:]
+    for _ in range(iters):
+        X = X * (np.sqrt(n) / np.maximum(np.linalg.norm(X, axis=-1, keepdims=True), eps))
+        X = X * (np.sqrt(m) / np.maximum(np.linalg.norm(X, axis=-2, keepdims=True), eps))
+    return X.astype(np.asarray(G).dtype)
+
+
 class OptimizerWithOrthogonaliser:
     """An optimizer object whose orthogonaliser is a method, as Keras 3's
     ``keras.optimizers.Muon().zeropower_via_newtonschulz5(x, steps)``: checked as the target

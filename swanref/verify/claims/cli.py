@@ -128,8 +128,13 @@ def operator_arguments(claim: Claim) -> dict:
     """The keywords of ``swanref.verify.checker.check`` a claim stands for (ClaimError for a
     knob the operator check cannot evaluate: an update convention, a stated epsilon other than
     the preset's, ...)."""
-    require_evaluable(claim, "operator", OPERATOR_KNOBS + ("scale", "scale_factor"))
+    stated_eps = () if claim.preset is not None else ("eps", "eps_form")
+    require_evaluable(claim, "operator", OPERATOR_KNOBS + ("scale", "scale_factor") + stated_eps)
     out = {"dtype": claim.compute_dtype, "steps": claim.steps}
+    if claim.preset is None and claim.eps is not None:  # grad_norm's, or SinkGD's line eps
+        out["eps"] = claim.eps
+        if claim.eps_form is not None:
+            out["eps_form"] = claim.eps_form
     if claim.preset is not None:
         out["preset"] = claim.preset
         if claim.coefficients is not None:

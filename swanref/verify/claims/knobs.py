@@ -165,7 +165,8 @@ KNOBS = {k.name: k for k in [
     Knob("eps", None, "the epsilon of the normalisation, acting on the raw input (None: the "
          "spec reading, the preset's epsilon after an exact power-of-two prescale, never "
          "deciding the direction)", "KellerJordan/Muon 1e-7; torch.optim.Muon eps=1e-7; optax "
-         "eps=1e-8; NeMo F.normalize eps=1e-15 (NeMo#230); dion Muon epsilon=1e-8",
+         "eps=1e-8; NeMo F.normalize eps=1e-15 (NeMo#230); dion Muon epsilon=1e-8; SinkGD "
+         "(operator sinkgd_update): every line norm, axolotl sr_sinkhorn clamp_min(1e-8)",
          _number(0.0, 1.0, none=True)),
     Knob("eps_form", None, "how the epsilon enters: add X/(||X|| s + eps), clamp "
          "X/max(||X|| s, eps), none (no guard), safe (zero stays zero)",
