@@ -120,6 +120,9 @@ def test_conv_broadcast_crash_is_an_error_not_a_rejection():
     r = check(I.make(conv_broadcast=True))
     assert r.status("one_step_conv") == "error", r.table()
     assert r.outcome == "error" and r.exit_code == 3
+    # the verdict says the optimizer's own code broke (KellerJordan/Muon before its PR #34
+    # added the missing reshape: a 2-D update added to a 4-D weight), not the check's set-up
+    assert "the optimizer crashed on one_step_conv" in r.table().splitlines()[-1], r.table()
 
 
 def test_every_step_raising_is_never_conforming():

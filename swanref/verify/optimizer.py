@@ -608,6 +608,14 @@ class OptimizerReport:
                 lines.append(f"  not run after it: {skipped} "
                              f"propert{'y' if skipped == 1 else 'ies'}")
             return "\n".join(lines)
+        crashed = [r.name for r in self.results if r.status == "error"
+                   and r.message.startswith("the optimizer crashed")]
+        if self.outcome == "error" and crashed:  # its own code broke, not the set-up
+            failed = [r.name for r in self.results if r.status == "FAIL"]
+            verdict["error"] = (f"ERROR: the optimizer crashed on {', '.join(crashed)} (see "
+                                "'error' above: a defect of its code on a parameter the claim "
+                                "covers, not a refusal)"
+                                + (f"; failed as well: {', '.join(failed)}" if failed else ""))
         lines.append("verdict: " + verdict[self.outcome])
         return "\n".join(lines)
 
