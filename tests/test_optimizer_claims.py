@@ -392,3 +392,35 @@ def test_a_norm_off_by_another_scale_rule_is_named():
     msg = r.result("one_step_tall").message
     assert r.status("one_step_tall") == "FAIL" and "matches scale rule keller" in msg, msg
     assert "instead of the claimed moonlight" in msg
+
+
+def test_a_stack_scaled_from_its_leading_axes_is_named():
+    # Keras 3.10's Muon batched 3-D variables but scaled them by max(1, shape[0] / shape[1]):
+    # invisible on a (3, 8, 16) probe (Keller's factor 1 either way), named on (12, 8, 4)
+    r = check(I.make(stack="batched", scale_from_leading=True), stack="independent")
+    assert r.status("stacked_3d") == "FAIL", r.table()
+    assert "keller read from axes (0, 1) (12, 8)" in msg(r, "stacked_3d"), msg(r, "stacked_3d")
+    assert check(I.make(stack="batched"), stack="independent").status("stacked_3d") == "pass"
+
+
+def test_a_grad_norm_claim_makes_no_complex_claim():
+    # SWAN's GradNorm is real-only (spec 9.7): the expected update of a complex parameter is
+    # not the GradNorm of its real part (a float cast with a ComplexWarning), but no claim
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r = O.check_optimizer(_routes_nothing_complex(), claim(pre="grad_norm"), "numpy")
+    assert r.status("complex_input") == "no claim", r.table()
+    assert "real-only" in msg(r, "complex_input")
+
+
+def _routes_nothing_complex():
+    """A driver whose complex step is the raw gradient step (what it returns does not matter:
+    the claim has no complex reading)."""
+    inner = I.make()
+
+    def run(p0, grads, mu, nesterov=False, group=False):
+        if np.iscomplexobj(p0) and not group:
+            return [np.asarray(p0) - I.LR * g for g in grads]
+        return inner(p0, grads, mu, nesterov=nesterov, group=group)
+    return run

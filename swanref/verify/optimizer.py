@@ -769,6 +769,9 @@ def _expected(claim, g, view=None, gate_grad=None, prev=None):
         raise ValueError(f"the claim routes a {len(shape)}-D parameter elsewhere")
     V = g.reshape(view)
     if claim.pre == "grad_norm":  # SWAN (spec 4.1): GradNorm over rows of the matrix view
+        if np.iscomplexobj(V):  # a float cast would drop the imaginary part (ComplexWarning)
+            raise TypeError("GradNorm is real-only (spec 9.7): a complex parameter has no "
+                            "SWAN update")
         wide = claim.precision == "float64"
         V = grad_norm(np.asarray(V.reshape(-1, view[-1]), np.float64 if wide else np.float32)
                       ).reshape(view)

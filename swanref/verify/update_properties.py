@@ -24,7 +24,7 @@ import numpy as np
 from swanref.presets.catalogue import PRESETS, ROUTES, get_preset, schedule
 from swanref.presets.lowprec import FORMATS, round_to
 from swanref.spec.conventions import (SCALE_RULES, matrix_view, resolve_scale,
-                                      scale_explanations, shape_factor)
+                                      scale_explanations)
 from swanref.spec.readings import WHITEN_METHODS
 from swanref.update import load_coefficients, orthogonalized_update
 from swanref.verify.checker import (CheckReport, PropertyResult, TargetAborted, TargetTimeout,
