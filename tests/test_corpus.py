@@ -69,3 +69,22 @@ def test_a_sinkgd_line_epsilon_is_a_claim():
     for wrong in (dict(eps=1e-8, eps_form="add"), dict(eps=1e-6, eps_form="clamp")):
         r = check(C.sinkgd_clamped, "sinkgd_update", claim=Claim(**wrong), examples=10)
         assert r.status("agrees_with_reference") == "FAIL", (wrong, r.table())
+
+
+def test_a_textbook_grad_norm_with_eps_on_2d_matrices_is_a_claim():
+    """ethansmith2000/SWANOptimizer's GradNorm: ``(G - mean) / sqrt(var + 1e-8)`` over axis 1.
+    Its constant rows give the rounded mean over sqrt(eps) (spec 8.1's offset term with the
+    eps in the denominator covers it), and a 3-D array is read along the wrong axis: the claim
+    ``nd = 2d_only`` makes ``batched`` not applicable instead of a failure."""
+    from swanref.verify.claims import Claim
+    r = check(C.gn_eps_dim1, "grad_norm", claim=Claim(eps=1e-8, nd="2d_only"), examples=15)
+    assert r.conforming, r.table()
+    assert r.status("batched") == "n/a" and r.status("constant_row_zero") == "pass"
+    assert check(C.gn_eps_dim1, "grad_norm", claim=Claim(eps=1e-8),
+                 examples=15).status("batched") == "FAIL"
+
+
+def test_scale_invariance_is_not_claimed_under_a_stated_epsilon():
+    for op, kw in (("swan_update", {"eps": 1e-8}), ("sinkgd_update", {"eps": 1e-8})):
+        r = check(lambda G: G, op, properties=["scale_invariance"], examples=2, **kw)
+        assert r.status("scale_invariance") == "n/a", (op, r.table())

@@ -682,7 +682,7 @@ def check(fn, op, *, dtype="float64", axis=None, eps=None, method=None, steps=No
           array_type="numpy", target_name=None, preset=None, coefficients=None,
           kwargs=None, shapes=None, suggest=True, timeout=DEFAULT_TIMEOUT_S, scale=None,
           scale_factor=None, stack_dims=None, row_norm=False, complex=False, tolerance=None,
-          command=None, claim=None, eps_form=None) -> CheckReport:
+          command=None, claim=None, eps_form=None, two_d_only=False) -> CheckReport:
     """Run the property catalogue for ``op`` on callable ``fn``; returns a CheckReport.
 
     The keywords are the CLI's options (``--max-kappa`` -> ``max_kappa``); one that does not
@@ -705,6 +705,7 @@ def check(fn, op, *, dtype="float64", axis=None, eps=None, method=None, steps=No
                                               kw["dtype"], kw["steps"])
         method, beta, scaling = kw.get("method", method), kw.get("beta"), kw.get("scaling")
         eps, eps_form = kw.get("eps", eps), kw.get("eps_form", eps_form)
+        two_d_only = kw.get("two_d_only", two_d_only)
     from swanref.verify.properties import OPS, Claim, properties_for
 
     raw_fn, fn = fn, bind(fn, kwargs)
@@ -773,7 +774,7 @@ def check(fn, op, *, dtype="float64", axis=None, eps=None, method=None, steps=No
                          f"(||line|| + eps), got eps_form={eps_form!r}")
     claim = Claim(op, dt, axis=DEFAULTS["axis"] if axis is None else axis,
                   eps=DEFAULTS["eps"] if eps is None else eps, method=method, steps=steps,
-                  eps_form=eps_form or "clamp",
+                  eps_form=eps_form or "clamp", two_d_only=bool(two_d_only),
                   beta=beta, scaling=scaling,
                   rescale=DEFAULTS["rescale"] if rescale is None else rescale,
                   iters=DEFAULTS["iters"] if iters is None else iters, max_kappa=max_kappa,

@@ -514,7 +514,7 @@ def measure_grad_norm(actual, G, *, axis=-1, eps=0.0, dtype=None, desired=None,
     if desired is None:
         desired = api.grad_norm(G64, axis=axis, eps=eps, check_finite=False)
     n = _stat_length(G64.shape, axis)
-    r = line_offset_ratio(G64, axis) if offset_term else 0.0
+    r = line_offset_ratio(G64, axis, eps) if offset_term else 0.0
     tol = np.broadcast_to(grad_norm_tolerance(n, dt, r) + grad_norm_tolerance(n, np.float64, r),
                           np.shape(G64))
     err = mixed_error(actual, desired)
@@ -531,15 +531,20 @@ def measure_grad_norm(actual, G, *, axis=-1, eps=0.0, dtype=None, desired=None,
                        describe_input(G, **info), claim=claim, note=note)
 
 
-def line_offset_ratio(G, axis=-1) -> np.ndarray:
-    """``|mean| / std`` of each statistics line of ``G``, broadcast to G's shape (0 for
-    constant lines, whose output is exactly zero by spec 2.4)."""
+def line_offset_ratio(G, axis=-1, eps=0.0) -> np.ndarray:
+    """``|mean| / sqrt(std^2 + eps)`` of each statistics line of ``G`` (the offset term of
+    spec 8.1 over GradNorm's own denominator), broadcast to G's shape.  Without eps a constant
+    line gives 0 (its output is exactly zero by spec 2.4); with eps it gives ``|mean| /
+    sqrt(eps)``: the textbook ``(G - mean) / sqrt(var + eps)`` turns the rounded mean of a
+    constant line into outputs of that size times the summation's error, as it does for an
+    offset line."""
     G64 = as_float64(G)
     ax = _line_axis(G64.shape, axis)
     with np.errstate(all="ignore"):
         mu = np.mean(G64, axis=ax, keepdims=True)
         sd = np.std(G64 - np.take(G64, [0], axis=ax), axis=ax, keepdims=True)
-        r = np.where(sd > 0, np.abs(mu) / np.where(sd > 0, sd, 1), 0.0)
+        den = np.sqrt(sd * sd + eps) if eps else sd
+        r = np.where(den > 0, np.abs(mu) / np.where(den > 0, den, 1), 0.0)
     r = np.where(np.isfinite(r), r, 0.0)
     return np.broadcast_to(r, G64.shape)
 

@@ -52,6 +52,7 @@ class Claim:
     max_side: int = 8
     full_rank_only: bool = False
     shapes: tuple | None = None       # a fixed set of (m, n) to draw from (JIT targets)
+    two_d_only: bool = False          # claim nd = "2d_only": batched input is not claimed
 
     def __post_init__(self):
         self.dtype = np.dtype(self.dtype)
@@ -79,6 +80,8 @@ class Claim:
             d["full_rank_only"] = self.full_rank_only
         if self.op == "swan_update":
             d["rescale"] = self.rescale
+        if self.two_d_only:
+            d["nd"] = "2d_only"
         if self.op == "sinkgd_update":
             d["iters"] = self.iters
             if self.eps:
@@ -325,11 +328,14 @@ def distance(claim: Claim, X, Y, G) -> float:
 
 
 def _sinkgd_eps_premise(claim) -> str | None:
-    """Why a scale-invariance property is not applicable under a stated SinkGD line epsilon
-    (spec 11.3), or None."""
+    """Why a scale-invariance property is not applicable under a stated epsilon (spec 11.3):
+    SinkGD's line epsilon, or SWAN's GradNorm epsilon in the variance; else None."""
     if claim.op == "sinkgd_update" and claim.eps:
         return (f"the claimed line epsilon ({claim.eps_form} {claim.eps:g}) decides lines of "
                 "norm near or below it, so scaling the input changes the result there")
+    if claim.op == "swan_update" and claim.eps:
+        return (f"the claimed GradNorm epsilon ({claim.eps:g}, added to the variance) decides "
+                "rows of variance near or below it, so scaling the input changes the result")
     return None
 
 
@@ -349,6 +355,9 @@ class Property:
     def not_applicable(self, claim) -> str | None:
         if claim.op not in self.ops:
             return f"not a property of {claim.op}"
+        if getattr(claim, "two_d_only", False) and self.input_class == "batched":
+            return ("the claim is 2-D only (nd='2d_only'): batched input is not claimed (a "
+                    "function that reads a 3-D array along other axes is not wrong there)")
         return self.applies(claim)
 
 
@@ -506,7 +515,7 @@ def _per_line(claim, G, ax, err, factor):
     line with spec 8.1's bound for its own |mean|/std (offset term) times ``factor``."""
     g = _lines(G, ax)
     n = g.shape[-1]
-    r = A.line_offset_ratio(g, -1)[..., 0] if g.size else np.zeros(1)
+    r = A.line_offset_ratio(g, -1, claim.eps)[..., 0] if g.size else np.zeros(1)
     tol = factor * (grad_norm_tolerance(n, claim.dtype, r) + grad_norm_tolerance(
         n, np.float64, r))
     tol = np.broadcast_to(tol, np.shape(err))
@@ -557,6 +566,11 @@ def _const(claim, call, case):
         return A.Measurement("constant_row_zero", 0.0, 0.0, "", case.describe(), claim=False)
     err = np.abs(np.where(const[..., None], x, 0.0))
     err = np.where(np.isnan(err), np.inf, err)
+    if claim.eps:  # (G - mean) / sqrt(var + eps): the rounded mean over sqrt(eps), per line
+        e, t, claimed = _per_line(claim, case.G, ax, np.max(err, axis=-1), 1.0)
+        return A.Measurement("constant_row_zero", e, t, "max |output| on constant lines "
+                             "(per-line bound, offset term |mean| / sqrt(eps))",
+                             case.describe(), claim=claimed)
     tol = measure(claim, X, case.G, "constant_row_zero", case.info).tolerance
     return A.Measurement("constant_row_zero", float(np.max(err)), tol,
                          "max |output| on constant lines", case.describe())
@@ -722,7 +736,7 @@ def _gn_tol(claim, G) -> np.ndarray:
     reference), each line with its own offset term, broadcast to G's shape."""
     ax = _stat_axis(claim, G.shape)
     n = G.shape[ax]
-    r = A.line_offset_ratio(G, ax)
+    r = A.line_offset_ratio(G, ax, claim.eps)
     return np.broadcast_to(grad_norm_tolerance(n, claim.dtype, r)
                            + grad_norm_tolerance(n, np.float64, r), G.shape)
 

@@ -108,6 +108,16 @@ def keller_numpy(G, steps=5, eps=1e-7):
     return X.astype(dt)
 
 
+def gn_eps_dim1(G):
+    """GradNorm as ethansmith2000/SWANOptimizer writes it for its 2-D matrix view: mean and
+    variance over axis 1, eps 1e-8 inside the square root, no constant-row special case (a
+    constant row's rounded mean over sqrt(eps) is its output).  Axis 1 of a 3-D array is not
+    its rows: the function is 2-D only, silently."""
+    G = np.asarray(G)
+    c = G - G.mean(axis=1, keepdims=True)
+    return (c / np.sqrt((c * c).mean(axis=1, keepdims=True) + 1e-8)).astype(G.dtype)
+
+
 # == SinkGD as the public implementations write it (a clamped line epsilon) ==================
 
 def sinkgd_clamped(G, iters=5, eps=1e-8):

@@ -129,8 +129,14 @@ def operator_arguments(claim: Claim) -> dict:
     knob the operator check cannot evaluate: an update convention, a stated epsilon other than
     the preset's, ...)."""
     stated_eps = () if claim.preset is not None else ("eps", "eps_form")
-    require_evaluable(claim, "operator", OPERATOR_KNOBS + ("scale", "scale_factor") + stated_eps)
+    # N-D: the operator level reads a batch as slices (batch_leading); 2-D only (or routed) is
+    # claimable; a flattening rule belongs to the update level
+    nd = ("nd",) if claim.nd in ("2d_only", "routed", "batch_leading") else ()
+    require_evaluable(claim, "operator",
+                      OPERATOR_KNOBS + ("scale", "scale_factor") + stated_eps + nd)
     out = {"dtype": claim.compute_dtype, "steps": claim.steps}
+    if claim.preset is None and claim.nd in ("2d_only", "routed"):
+        out["two_d_only"] = True
     if claim.preset is None and claim.eps is not None:  # grad_norm's, or SinkGD's line eps
         out["eps"] = claim.eps
         if claim.eps_form is not None:
