@@ -424,3 +424,30 @@ def _routes_nothing_complex():
             return [np.asarray(p0) - I.LR * g for g in grads]
         return inner(p0, grads, mu, nesterov=nesterov, group=group)
     return run
+
+
+def _adam_for_4d(inner):
+    """4-D parameters take an Adam-like step (|update| constant), others ``inner``'s."""
+    def run(p0, grads, mu, nesterov=False, group=False):
+        if group or np.ndim(p0) != 4:
+            return inner(p0, grads, mu, nesterov=nesterov, group=group)
+        p, out = np.array(p0, dtype=np.float64), []
+        for g in grads:
+            p = p * (1 - I.LR * I.WD) - I.LR * np.sign(g)
+            out.append(p.copy())
+        return out
+    return run
+
+
+def test_keras_310_nd_rule_is_a_claim():
+    # Keras 3.10-3.12's Muon: 3-D variables batched, 4-D routed to AdamW (1 < ndim < 4)
+    from swanref.verify.claims import Claim
+    c = O.OptimizerClaim.from_claim(Claim.from_preset(
+        "muon_ns5", level="optimizer", compute_dtype="float64", io_dtype="float64",
+        nd="route_4d_batch_3d", nesterov="off"))
+    assert (c.nd, c.stack) == ("routed", "independent")
+    r = O.check_optimizer(_adam_for_4d(I.make(stack="batched")), c, "numpy")
+    assert r.conforming and r.status("one_step_conv") == "routed", r.table()
+    bug = O.check_optimizer(_adam_for_4d(I.make(stack="batched", scale_from_leading=True)), c,
+                            "numpy")
+    assert bug.status("stacked_3d") == "FAIL" and "axes (0, 1)" in msg(bug, "stacked_3d")

@@ -251,7 +251,8 @@ class OptimizerClaim:
     #: Claim.nd -> (nd, stack) of this check
     _ND = {"flatten": ("flattened", "flattened"), "2d_only": ("flattened", "flattened"),
            "flatten_4d_batch_3d": ("flattened", "independent"),
-           "batch_leading": ("batched", "independent"), "routed": ("routed", "routed")}
+           "batch_leading": ("batched", "independent"), "routed": ("routed", "routed"),
+           "route_4d_batch_3d": ("routed", "independent")}
 
     @classmethod
     def from_claim(cls, claim: Claim) -> OptimizerClaim:

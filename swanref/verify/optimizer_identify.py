@@ -53,7 +53,8 @@ CLAIM_VARIANTS = ("sutskever", "optax", "grokfast")
 #: Claim.nd -> (nd, stack) of OptimizerClaim (verify/optimizer.py OptimizerClaim._ND)
 ND_CLAIMS = {"flatten": ("flattened", "flattened"),
              "flatten_4d_batch_3d": ("flattened", "independent"),
-             "batch_leading": ("batched", "independent"), "routed": ("routed", "routed")}
+             "batch_leading": ("batched", "independent"), "routed": ("routed", "routed"),
+             "route_4d_batch_3d": ("routed", "independent")}
 _NICE = (1.0, 0.2, 0.5, 2.0, 0.1, 0.25, 4.0)
 
 

@@ -131,7 +131,8 @@ def operator_arguments(claim: Claim) -> dict:
     stated_eps = () if claim.preset is not None else ("eps", "eps_form")
     # N-D: the operator level reads a batch as slices (batch_leading); 2-D only (or routed) is
     # claimable; a flattening rule belongs to the update level
-    nd = ("nd",) if claim.nd in ("2d_only", "routed", "batch_leading") else ()
+    nd = ("nd",) if claim.nd in ("2d_only", "routed", "batch_leading",
+                                 "route_4d_batch_3d") else ()
     require_evaluable(claim, "operator",
                       OPERATOR_KNOBS + ("scale", "scale_factor") + stated_eps + nd)
     out = {"dtype": claim.compute_dtype, "steps": claim.steps}
