@@ -701,7 +701,7 @@ def check(fn, op, *, dtype="float64", axis=None, eps=None, method=None, steps=No
     """
     overrides = None
     if claim is not None and op != "update":  # OP update takes the claim as it is, below
-        kw = operator_arguments(claim)
+        kw = operator_arguments(claim, op)
         preset, coefficients, dtype, steps = (kw.get("preset"), kw.get("coefficients"),
                                               kw["dtype"], kw["steps"])
         overrides = kw.get("overrides")

@@ -129,10 +129,12 @@ _PRESET_FIELDS = {"eps": "eps", "eps_form": "norm", "norm_scale": "norm_scale",
                   "lowprec_order": "lowprec_order"}
 
 
-def operator_arguments(claim: Claim) -> dict:
+def operator_arguments(claim: Claim, op: str | None = None) -> dict:
     """The keywords of ``swanref.verify.checker.check`` a claim stands for (ClaimError for a
     knob the operator check cannot evaluate: an update convention, a stated epsilon other than
-    the preset's, ...)."""
+    the preset's, ...).  Without a preset, ``eps``/``eps_form`` are GradNorm's or SinkGD's
+    (``op`` grad_norm, swan_update, sinkgd_update); a whitening claim takes them on a preset
+    only."""
     stated_eps = () if claim.preset is not None else ("eps", "eps_form")
     # N-D: the operator level reads a batch as slices (batch_leading); 2-D only (or routed) is
     # claimable; a flattening rule belongs to the update level
@@ -161,7 +163,11 @@ def operator_arguments(claim: Claim) -> dict:
         if overrides:
             out["overrides"] = overrides
     else:
-        stated = [k for k in _PRESET_FIELDS if getattr(claim, k) is not None]
+        # eps / eps_form without a preset are grad_norm's variance epsilon or SinkGD's line
+        # epsilon (passed above; check() refuses them for an operator they do not apply to)
+        own_eps = op in ("grad_norm", "swan_update", "sinkgd_update")
+        stated = [k for k in _PRESET_FIELDS if getattr(claim, k) is not None
+                  and not (own_eps and k in ("eps", "eps_form", "lowprec_order"))]
         if stated:
             raise ClaimError(f"the operator check evaluates {', '.join(stated)} on a preset "
                              f"only (claimed method {claim.method!r}: exact methods do not "
