@@ -2,6 +2,7 @@
 names its mistake (tests/wrong_impls/update_impls.py)."""
 import pathlib
 
+import numpy as np
 import pytest
 
 from swanref.verify.update_properties import UpdateClaim, check_update
@@ -115,3 +116,29 @@ def test_python_keywords_read_a_preset_as_the_cli_does(preset, extra):
     assert api.claim == via.claim == cli
     if preset == "torch_muon":  # its source: bf16, 2-D only, clamp 1e-7 on the raw gradient
         assert (cli["dtype"], cli["nd"], cli["eps_form"]) == ("bfloat16", "2d_only", "clamp")
+
+
+def test_float64_computed_in_float32_hints_at_the_io_dtype():
+    # Keras on JAX (no jax_enable_x64) returns float32 for a float64 gradient: the failure
+    # says so and names the claim that states float32 gradients only
+    def f32_only(G):
+        return W.faithful(np.asarray(G, np.float32)).astype(np.float32)
+    report = check_update(f32_only, preset="muon_ns5", properties=["dtype_kept"])
+    msg = next(r.message for r in report.results if r.name == "dtype_kept")
+    assert not report.conforming and "io_dtype=float32" in msg, msg
+
+
+def test_a_3d_batched_4d_routed_update_is_a_claim():
+    # Keras 3.10-3.12's Muon: 1 < ndim < 4 goes to Muon (3-D batched by its zeropower), 4-D to
+    # AdamW. Under nd = route_4d_batch_3d the 4-D probes are not applicable, 3-D ones batched
+    def keras_310(G):
+        G = np.asarray(G)
+        if G.ndim > 3:
+            raise ValueError("4-D variables use the AdamW step")
+        if G.ndim == 3:
+            return np.stack([W.faithful(g) for g in G]).astype(G.dtype)
+        return W.faithful(G)
+    from swanref.verify.claims import Claim
+    r = check_update(keras_310, claim=Claim(preset="muon_ns5", nd="route_4d_batch_3d"))
+    assert r.conforming, r.table()
+    assert r.status("scale_conv") == "n/a" and r.status("nd_round_trip") == "pass", r.table()

@@ -23,7 +23,8 @@ import numpy as np
 
 from swanref.presets.catalogue import PRESETS, ROUTES, get_preset, schedule
 from swanref.presets.lowprec import FORMATS, round_to
-from swanref.spec.conventions import SCALE_RULES, matrix_view, resolve_scale, shape_factor
+from swanref.spec.conventions import (SCALE_RULES, matrix_view, resolve_scale,
+                                      scale_explanations)
 from swanref.spec.readings import WHITEN_METHODS
 from swanref.update import first_step_share, load_coefficients, orthogonalized_update
 from swanref.verify.checker import (CheckReport, PropertyResult, TargetAborted, TargetTimeout,
@@ -327,26 +328,8 @@ def _checked(out, G, name):
 
 
 def _scale_explanations(claim, m, n, ratio, extra_shapes=(), tol=1e-3):
-    """Named scale rules (and products of two) that explain a norm ratio, closest first.  A rule
-    explains it when the ratio is within the probe's own tolerance of the rule's factor (the
-    test a faithful implementation of that rule passes; at least 1e-3)."""
-    base = shape_factor(SCALE_RULES[claim.scale], m, n) * claim.scale_factor
-    if SCALE_RULES[claim.scale].data_dependent or base == 0:
-        return []
-    cands = {}
-    shapes = [((m, n), "")] + list(extra_shapes)
-    rules = [r for r in SCALE_RULES.values() if not r.data_dependent]
-    for (mm, nn), where in shapes:
-        for r in rules:
-            cands[f"{r.name}{where}"] = shape_factor(r, mm, nn)
-            for r2 in rules:
-                if r2.name > r.name and r2.name != "none" and r.name != "none":
-                    cands[f"{r.name} x {r2.name}{where}"] = (shape_factor(r, mm, nn)
-                                                             * shape_factor(r2, mm, nn))
-    within = max(tol, 1e-3)
-    close = sorted((abs(ratio * base / v - 1.0), k) for k, v in cands.items()
-                   if v > 0 and k != claim.scale)
-    return [k for d, k in close if d <= within]
+    """:func:`swanref.spec.conventions.scale_explanations` for ``claim``'s scale rule."""
+    return scale_explanations(claim.scale, claim.scale_factor, m, n, ratio, extra_shapes, tol)
 
 
 # -- the properties ----------------------------------------------------------------------------
@@ -424,12 +407,15 @@ def _nd(claim, call):
     worst = 0.0
     for label, shape in (("conv2d 4x2x3x1", (4, 2, 3, 1)), ("conv1d 3x2x4", (3, 2, 4)),
                          ("conv2d 6x1x2x2", (6, 1, 2, 2))):
+        if unsupported_shape(claim.full, shape):  # e.g. 4-D routed, 3-D batched
+            continue
         G = _probe(claim, shape, 13)
         out, tol, d = _compare(claim, call, G, label)
         if d > tol:
             rule = {"flatten": "matrix view (out, in*k...)", "batch_leading": "a batch of the "
                     "last two axes", "flatten_4d_batch_3d": "3-D a batch of the last two axes, "
-                    "4-D the matrix (out, in*k...)"}[claim.full.nd]
+                    "4-D the matrix (out, in*k...)", "route_4d_batch_3d": "3-D a batch of the "
+                    "last two axes"}[claim.full.nd]
             raise _Fail(d, label, f"on the {label} probe the update is not the claimed one "
                         f"(nd={claim.full.nd!r}: {rule}, orthogonalised and reshaped back): "
                         f"relative distance of the directions {d:.3g} > {tol:.3g}"
@@ -473,6 +459,10 @@ def _dtype(claim, call):
                 hint = (f" -- the update stays in {out.dtype.name}: an orthogonaliser that "
                         "returns its compute dtype; a claim io_dtype="
                         f"{out.dtype.name} states gradients and updates of that dtype")
+            elif dt == np.float64 and out.dtype == np.float32 and not io:
+                hint = (" -- a framework without float64 (JAX without jax_enable_x64, "
+                        "Keras on JAX) computes float64 input in float32: enable float64 "
+                        "there, or claim io_dtype=float32 (float32 gradients only)")
             raise _Fail(math.inf, f"{dt.name} 4x6", f"a {dt.name} gradient gave a {out.dtype} "
                         f"update (the update has the {'claimed io_dtype' if io else 'parameter'}"
                         f"'s dtype){hint}", G.shape, G)
