@@ -26,7 +26,7 @@ __all__ = ["orthogonalized_update", "load_coefficients", "ND_RULES", "NORM_AXES"
            "LOWPREC_ORDERS", "GATES", "GATE_RESCALES", "update_view", "first_step_share"]
 
 #: N-D rules (spec 9.2): how a parameter of >= 3 matrix axes becomes matrices
-ND_RULES = ("flatten", "2d_only", "flatten_4d_batch_3d", "batch_leading")
+ND_RULES = ("flatten", "2d_only", "flatten_4d_batch_3d", "batch_leading", "route_4d_batch_3d")
 #: NorMuon-style normalisation of the orthogonalised update (spec 9.3)
 NORM_AXES = ("none", "rows", "columns", "columns_if_wide")
 #: how a stated epsilon enters the normalisation (spec 9.5)
@@ -106,7 +106,8 @@ def update_view(shape, stack_dims=0, nd="flatten") -> tuple:
     """``(batch, m, n)`` of the matrices a parameter of ``shape`` is orthogonalised as, under
     N-D rule ``nd`` (spec 9.2): 'flatten' (out, in*k...), '2d_only' (ValueError for N-D),
     'flatten_4d_batch_3d' (3 matrix axes: a batch of the last two, 4 or more: flattened),
-    'batch_leading' (every axis before the last two is a batch axis)."""
+    'batch_leading' (every axis before the last two is a batch axis), 'route_4d_batch_3d' (3 matrix
+    axes: a batch of the last two; 4 or more: ValueError, another optimizer's)."""
     if nd not in ND_RULES:
         raise ValueError(f"nd must be one of {', '.join(ND_RULES)}, got {nd!r}")
     shape = tuple(int(s) for s in shape)
@@ -114,7 +115,12 @@ def update_view(shape, stack_dims=0, nd="flatten") -> tuple:
     if core > 2 and nd == "2d_only":
         raise ValueError(f"the update is claimed for 2-D parameters only (nd='2d_only'); got "
                          f"shape {shape} with stack_dims={stack_dims}")
-    if core > 2 and (nd == "batch_leading" or (nd == "flatten_4d_batch_3d" and core == 3)):
+    if core > 3 and nd == "route_4d_batch_3d":
+        raise ValueError(f"4-D and larger parameters are routed to another optimizer "
+                         f"(nd='route_4d_batch_3d'); got shape {shape} with "
+                         f"stack_dims={stack_dims}")
+    if core > 2 and (nd == "batch_leading" or (nd in ("flatten_4d_batch_3d",
+                                                       "route_4d_batch_3d") and core == 3)):
         return shape[:-2], shape[-2], shape[-1]
     return matrix_view(shape, stack_dims)
 

@@ -399,3 +399,23 @@ def test_a_jax_target_reports_its_compile_time_apart():
     assert "signatures: tracing and compilation" in hint[0]
     ran = [r for r in report.results if r.name == "agrees_with_reference"]
     assert ran and ran[0].examples > 0   # the timing wraps the target, the check still runs
+
+
+# -- a method of an instance as the target ---------------------------------------------------
+
+def test_a_method_of_an_instance_built_with_no_arguments_is_a_target(capsys):
+    from corpus import impls
+    fn = checker.load_target("corpus.impls:OptimizerWithOrthogonaliser().zeropower")
+    G = np.random.default_rng(0).standard_normal((4, 7))
+    assert np.array_equal(fn(G, 5), impls.keller_numpy(G, 5))
+    rc, out, _ = _main(["whiten", "corpus.impls:OptimizerWithOrthogonaliser().zeropower",
+                        "--preset", "muon_ns5", "--dtype", "float32", "--kwarg", "steps=5",
+                        "--examples", "2"], capsys)
+    assert rc == 0 and "CONFORMING" in out, out
+    # a constructor that needs arguments, or a malformed part, is a usage error naming it
+    for spec, words in (("corpus.impls:NeedsArguments().zeropower", "NeedsArguments()"),
+                        ("corpus.impls:OptimizerWithOrthogonaliser(1).zeropower", "not an "
+                         "attribute name")):
+        with pytest.raises(checker.UsageError, match=words.replace("(", r"\(").replace(
+                ")", r"\)")):
+            checker.load_target(spec)

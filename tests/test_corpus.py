@@ -32,6 +32,8 @@ CASES = [
     ("gn_jax", "grad_norm", {}, "jax", "jax"),
     ("polar_jax", "whiten", {}, "jax", "jax"),
     ("gn_jax_jit", "grad_norm", {"shapes": "few"}, "jax", "jax"),
+    ("sinkgd_clamped", "sinkgd_update", {"eps": 1e-8}, "numpy", None),
+    ("sinkgd_clamped", "sinkgd_update", {"eps": 1e-8, "dtype": "float32"}, "numpy", None),
 ]
 
 
@@ -49,3 +51,40 @@ def test_correct_implementation_is_accepted(impl, op, kw, array_type, needs):
         # the batch class is refused: reported as unsupported, with the exception, not a failure
         assert any(r.status == "unsupported" and r.exception for r in report.results), \
             report.table()
+
+
+def test_a_sinkgd_line_epsilon_is_a_claim():
+    """Public SinkGD code clamps every line norm (axolotl ``clamp_min(1e-8)``): the default
+    claim (no epsilon) rejects it on rows of norm below 1e-8, the claim ``eps=1e-8`` (clamp)
+    accepts it with the scale-invariance properties not applicable, and the wrong form or value
+    is rejected."""
+    from swanref.verify.claims import Claim
+    plain = check(C.sinkgd_clamped, "sinkgd_update", examples=10)
+    assert not plain.conforming
+    ok = check(C.sinkgd_clamped, "sinkgd_update", claim=Claim(eps=1e-8, eps_form="clamp"),
+               examples=10)
+    assert ok.conforming, ok.table()
+    na = {r.name for r in ok.results if r.status == "n/a"}
+    assert na == {"scale_invariance", "row_scale_invariance"}, ok.table()
+    for wrong in (dict(eps=1e-8, eps_form="add"), dict(eps=1e-6, eps_form="clamp")):
+        r = check(C.sinkgd_clamped, "sinkgd_update", claim=Claim(**wrong), examples=10)
+        assert r.status("agrees_with_reference") == "FAIL", (wrong, r.table())
+
+
+def test_a_textbook_grad_norm_with_eps_on_2d_matrices_is_a_claim():
+    """ethansmith2000/SWANOptimizer's GradNorm: ``(G - mean) / sqrt(var + 1e-8)`` over axis 1.
+    Its constant rows give the rounded mean over sqrt(eps) (spec 8.1's offset term with the
+    eps in the denominator covers it), and a 3-D array is read along the wrong axis: the claim
+    ``nd = 2d_only`` makes ``batched`` not applicable instead of a failure."""
+    from swanref.verify.claims import Claim
+    r = check(C.gn_eps_dim1, "grad_norm", claim=Claim(eps=1e-8, nd="2d_only"), examples=15)
+    assert r.conforming, r.table()
+    assert r.status("batched") == "n/a" and r.status("constant_row_zero") == "pass"
+    assert check(C.gn_eps_dim1, "grad_norm", claim=Claim(eps=1e-8),
+                 examples=15).status("batched") == "FAIL"
+
+
+def test_scale_invariance_is_not_claimed_under_a_stated_epsilon():
+    for op, kw in (("swan_update", {"eps": 1e-8}), ("sinkgd_update", {"eps": 1e-8})):
+        r = check(lambda G: G, op, properties=["scale_invariance"], examples=2, **kw)
+        assert r.status("scale_invariance") == "n/a", (op, r.table())

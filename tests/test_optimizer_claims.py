@@ -3,6 +3,7 @@ faithful NumPy re-implementation (tests/wrong_impls/optimizer_impls.py) passes u
 each real bug class fails naming its cause; the verdict needs evidence; driver results are
 validated; the zero-glue entry point drives torch optimizers by import path."""
 import json
+import math
 
 import numpy as np
 import pytest
@@ -120,6 +121,9 @@ def test_conv_broadcast_crash_is_an_error_not_a_rejection():
     r = check(I.make(conv_broadcast=True))
     assert r.status("one_step_conv") == "error", r.table()
     assert r.outcome == "error" and r.exit_code == 3
+    # the verdict says the optimizer's own code broke (KellerJordan/Muon before its PR #34
+    # added the missing reshape: a 2-D update added to a 4-D weight), not the check's set-up
+    assert "the optimizer crashed on one_step_conv" in r.table().splitlines()[-1], r.table()
 
 
 def test_every_step_raising_is_never_conforming():
@@ -385,3 +389,105 @@ def test_cli_preset_reads_its_source_at_the_optimizer_level(capsys):
     code = O.main(["torch.optim:Muon", "--preset", "torch_muon", "--json"])
     out = json.loads(capsys.readouterr().out)
     assert out["claim"]["precision"] == "bfloat16" and code == 0, out
+
+
+@pytest.mark.parametrize("name", ["pytorch_optimizer.NorMuon", "pytorch_optimizer.AdaMuon"])
+def test_installed_second_moment_eps_is_claimed_and_a_planted_one_named(name):
+    """The built-in claims state the source's epsilon (1e-10), beta2 and bias correction: the
+    installed optimizer passes second_moment_eps; built with eps=1e-6 it fails, naming it."""
+    b = O.BUILTINS[name]
+    for mod in b.needs:
+        pytest.importorskip(mod)
+    make = O._ptopt_normuon if name.endswith("NorMuon") else O._ptopt_adamuon
+    rng = np.random.default_rng([0, 22])
+    ok = O._axis_eps_property(O._Runner(make()), b.claim, rng, np.float32)
+    assert ok.status == "pass", ok
+    bad = O._axis_eps_property(O._Runner(make(eps=1e-6)), b.claim,
+                               np.random.default_rng([0, 22]), np.float32)
+    assert bad.status == "FAIL" and "matches: second_moment_eps=1e-06" in bad.message, bad
+
+
+def test_a_norm_off_by_another_scale_rule_is_named():
+    # Keller's rule applied where Moonlight's is claimed (or both multiplied, a real bug class):
+    # the direction agrees, and the one-step message names the rule the norm matches
+    r = check(I.make(), scale="moonlight")
+    msg = r.result("one_step_tall").message
+    assert r.status("one_step_tall") == "FAIL" and "matches: scale keller" in msg, msg
+    # Keller's factor on top of Moonlight's: no single rule, the product is named
+    r = check(_keller_on_top(I.make()), scale="moonlight")
+    msg = r.result("one_step_tall").message
+    assert "matches: the norm of scale rule keller x moonlight" in msg, msg
+
+
+def _keller_on_top(inner):
+    """The update of ``inner`` times Moonlight's factor as well (two scale rules multiplied)."""
+    def run(p0, grads, mu, nesterov=False, group=False):
+        out = inner(p0, grads, mu, nesterov=nesterov, group=group)
+        f = 0.2 * math.sqrt(max(np.shape(p0)[-2:])) if not group and np.ndim(p0) == 2 else 1.0
+        p = prev = np.asarray(p0, np.float64)
+        res = []
+        for q in out:
+            step = prev * (1 - I.LR * I.WD) - np.asarray(q)   # inner's own update
+            p, prev = p * (1 - I.LR * I.WD) - f * step, np.asarray(q)
+            res.append(p.copy())
+        return res
+    return run
+
+
+def test_a_stack_scaled_from_its_leading_axes_is_named():
+    # Keras 3.10's Muon batched 3-D variables but scaled them by max(1, shape[0] / shape[1]):
+    # invisible on a (3, 8, 16) probe (Keller's factor 1 either way), named on (12, 8, 4)
+    r = check(I.make(stack="batched", scale_from_leading=True), stack="independent")
+    assert r.status("stacked_3d") == "FAIL", r.table()
+    assert "keller read from axes (0, 1) (12, 8)" in msg(r, "stacked_3d"), msg(r, "stacked_3d")
+    assert check(I.make(stack="batched"), stack="independent").status("stacked_3d") == "pass"
+
+
+def test_a_grad_norm_claim_makes_no_complex_claim():
+    # SWAN's GradNorm is real-only (spec 9.7): the expected update of a complex parameter is
+    # not the GradNorm of its real part (a float cast with a ComplexWarning), but no claim
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r = O.check_optimizer(_routes_nothing_complex(), claim(pre="grad_norm"), "numpy")
+    assert r.status("complex_input") == "no claim", r.table()
+    assert "real-only" in msg(r, "complex_input")
+
+
+def _routes_nothing_complex():
+    """A driver whose complex step is the raw gradient step (what it returns does not matter:
+    the claim has no complex reading)."""
+    inner = I.make()
+
+    def run(p0, grads, mu, nesterov=False, group=False):
+        if np.iscomplexobj(p0) and not group:
+            return [np.asarray(p0) - I.LR * g for g in grads]
+        return inner(p0, grads, mu, nesterov=nesterov, group=group)
+    return run
+
+
+def _adam_for_4d(inner):
+    """4-D parameters take an Adam-like step (|update| constant), others ``inner``'s."""
+    def run(p0, grads, mu, nesterov=False, group=False):
+        if group or np.ndim(p0) != 4:
+            return inner(p0, grads, mu, nesterov=nesterov, group=group)
+        p, out = np.array(p0, dtype=np.float64), []
+        for g in grads:
+            p = p * (1 - I.LR * I.WD) - I.LR * np.sign(g)
+            out.append(p.copy())
+        return out
+    return run
+
+
+def test_keras_310_nd_rule_is_a_claim():
+    # Keras 3.10-3.12's Muon: 3-D variables batched, 4-D routed to AdamW (1 < ndim < 4)
+    from swanref.verify.claims import Claim
+    c = O.OptimizerClaim.from_claim(Claim.from_preset(
+        "muon_ns5", level="optimizer", compute_dtype="float64", io_dtype="float64",
+        nd="route_4d_batch_3d", nesterov="off"))
+    assert (c.nd, c.stack) == ("routed", "independent")
+    r = O.check_optimizer(_adam_for_4d(I.make(stack="batched")), c, "numpy")
+    assert r.conforming and r.status("one_step_conv") == "routed", r.table()
+    bug = O.check_optimizer(_adam_for_4d(I.make(stack="batched", scale_from_leading=True)), c,
+                            "numpy")
+    assert bug.status("stacked_3d") == "FAIL" and "axes (0, 1)" in msg(bug, "stacked_3d")

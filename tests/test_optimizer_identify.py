@@ -74,3 +74,33 @@ def test_a_hang_stops_identify_with_timeout(capsys):
 def test_an_exact_method_in_low_precision_is_a_usage_error():
     with pytest.raises(O.UsageError, match="emulated with a preset"):
         O.make_claim({"preset": "svd", "precision": "bfloat16"})
+
+
+def _routes_nd_and_breaks_complex(inner):
+    """Keras 3's Muon, in NumPy: N-D and 1-D parameters take an Adam-like step (|update|
+    constant), and a complex parameter gets NaN (``X X^T`` without the conjugate diverges)."""
+    import numpy as np
+
+    def run(p0, grads, momentum, nesterov=False, group=False):
+        if group or (np.ndim(p0) == 2 and not np.iscomplexobj(p0)):
+            return inner(p0, grads, momentum, nesterov=nesterov, group=group)
+        p, out = np.array(p0), []
+        for g in grads:
+            p = p * np.nan if np.iscomplexobj(p0) else p * (1 - I.LR * I.WD) - I.LR * np.sign(g)
+            out.append(p.copy())
+        return out
+    return run
+
+
+def test_routed_parameters_are_identified_next_to_a_broken_complex_update():
+    # the routed N-D parameters are the optimizer's observed rule (status routed: a pass),
+    # and an advisory complex failure, the same under every candidate, weighs nothing
+    r = identify_optimizer(driver=_routes_nd_and_breaks_complex(I.make()),
+                           param_dtype="float64", alternatives=20)
+    assert r.match and r.claim.nd == "routed" and not r.claim.complex, r.summary()
+    assert r.report.status("complex_input") == "warn"
+    other = next(a for a in r.alternatives if a.knob == "nd")  # route_4d_batch_3d, closest
+    assert other.separating and other.separating[0][0] in ("one_step_conv", "stacked_3d"), \
+        r.summary()
+    assert all(a.distance < float("inf") for a in r.alternatives if a.knob != "nd"), \
+        r.summary()

@@ -86,6 +86,33 @@ def shape_factor(rule: ScaleRule, m: int, n: int) -> float:
     return 1.0
 
 
+def scale_explanations(scale: str, scale_factor: float, m: int, n: int, ratio: float,
+                       extra_shapes=(), tol: float = 1e-3) -> list:
+    """Named scale rules (and products of two) that explain a norm ratio ``||update|| /
+    ||claimed update||`` of an (m, n) matrix view claimed under rule ``scale`` times
+    ``scale_factor``, closest first.  A rule explains it when the ratio is within ``tol`` (the
+    probe's own tolerance, at least 1e-3) of that rule's factor; ``extra_shapes`` are
+    ``((m', n'), label)`` views a rule may have been read from instead (an N-D parameter's
+    trailing or leading axes).  Used by the update and optimizer checks (spec 9.8, 9.9)."""
+    rule = SCALE_RULES[resolve_scale(scale).name]
+    base = shape_factor(rule, m, n) * scale_factor
+    if rule.data_dependent or base == 0:
+        return []
+    cands = {}
+    rules = [r for r in SCALE_RULES.values() if not r.data_dependent]
+    for (mm, nn), where in [((m, n), "")] + list(extra_shapes):
+        for r in rules:
+            cands[f"{r.name}{where}"] = shape_factor(r, mm, nn)
+            for r2 in rules:
+                if r2.name > r.name and r2.name != "none" and r.name != "none":
+                    cands[f"{r.name} x {r2.name}{where}"] = (shape_factor(r, mm, nn)
+                                                             * shape_factor(r2, mm, nn))
+    within = max(tol, 1e-3)
+    close = sorted((abs(ratio * base / v - 1.0), k) for k, v in cands.items()
+                   if v > 0 and k != rule.name)
+    return [k for d, k in close if d <= within]
+
+
 def matrix_view(shape, stack_dims: int = 0) -> tuple:
     """``(batch, m, n)`` of the matrix view of a parameter of ``shape`` (spec 9.2).
 

@@ -638,7 +638,9 @@ DEFAULTS = {"axis": -1, "eps": 0.0, "method": "svd", "rescale": True, "iters": 5
             "max_side": 8, "examples": 30, "seed": 0}
 
 #: which operators each reading option applies to
-APPLIES = {"axis": ("grad_norm", "swan_update"), "eps": ("grad_norm", "swan_update"),
+APPLIES = {"axis": ("grad_norm", "swan_update"),
+           "eps": ("grad_norm", "swan_update", "sinkgd_update"),
+           "eps_form": ("sinkgd_update",),
            "rescale": ("swan_update",), "iters": ("sinkgd_update",),
            "full_rank_only": ("whiten", "swan_update")}
 
@@ -674,13 +676,13 @@ def _jax_compile_time(check_fn):
 
 
 @_jax_compile_time
-def check(fn, op, *, dtype="float64", axis=None, eps=None, method=None, steps=None, beta=None,
+def check(fn, op, *, dtype=None, axis=None, eps=None, method=None, steps=None, beta=None,
           scaling=None, rescale=None, iters=None, max_kappa=None, max_side=None,
           full_rank_only=False, examples=None, seed=None, properties=None, strict=False,
           array_type="numpy", target_name=None, preset=None, coefficients=None,
           kwargs=None, shapes=None, suggest=True, timeout=DEFAULT_TIMEOUT_S, scale=None,
           scale_factor=None, stack_dims=None, row_norm=False, complex=False, tolerance=None,
-          command=None, claim=None) -> CheckReport:
+          command=None, claim=None, eps_form=None, two_d_only=False) -> CheckReport:
     """Run the property catalogue for ``op`` on callable ``fn``; returns a CheckReport.
 
     The keywords are the CLI's options (``--max-kappa`` -> ``max_kappa``); one that does not
@@ -699,11 +701,13 @@ def check(fn, op, *, dtype="float64", axis=None, eps=None, method=None, steps=No
     """
     overrides = None
     if claim is not None and op != "update":  # OP update takes the claim as it is, below
-        kw = operator_arguments(claim)
+        kw = operator_arguments(claim, op)
         preset, coefficients, dtype, steps = (kw.get("preset"), kw.get("coefficients"),
                                               kw["dtype"], kw["steps"])
         overrides = kw.get("overrides")
         method, beta, scaling = kw.get("method", method), kw.get("beta"), kw.get("scaling")
+        eps, eps_form = kw.get("eps", eps), kw.get("eps_form", eps_form)
+        two_d_only = kw.get("two_d_only", two_d_only)
     from swanref.verify.properties import OPS, Claim, properties_for
 
     raw_fn, fn = fn, bind(fn, kwargs)
@@ -729,21 +733,22 @@ def check(fn, op, *, dtype="float64", axis=None, eps=None, method=None, steps=No
         # imported here: update_properties imports this module's report types (a circle)
         from swanref.verify.update_properties import check_update
         fn = bind_arrays(raw_fn, kwargs, array_type, runner)
-        report = check_update(
-            fn, preset=preset or "svd", scale=scale or "keller",
-            scale_factor=1.0 if scale_factor is None else scale_factor,
-            stack_dims=stack_dims or 0, row_norm=row_norm, steps=steps,
+        report = check_update(  # None: not stated (a preset's own reading, as the CLI's)
+            fn, preset=preset, scale=scale, scale_factor=scale_factor,
+            stack_dims=stack_dims, row_norm=row_norm, steps=steps,
             coefficients=coefficients, dtype=dtype, complex=complex, tolerance=tolerance,
             properties=properties, array_type=array_type, target_name=target_name,
             strict=strict, runner=runner, claim=claim)
         report.command = command
         return report
+    dtype = "float64" if dtype is None else dtype  # OP update: None is the preset's own
     if op not in OPS:
         raise UsageError(f"unknown OP {op!r}; choose one of {', '.join(OPS)}, update")
     _refuse(op, {k: v for k, v in zip(UPDATE_OPTIONS, (scale, scale_factor, stack_dims,
                                                         row_norm, complex, tolerance))},
             f"OP {op} (they are OP update's)")
-    for key, value in (("axis", axis), ("eps", eps), ("rescale", rescale), ("iters", iters),
+    for key, value in (("axis", axis), ("eps", eps), ("eps_form", eps_form),
+                       ("rescale", rescale), ("iters", iters),
                        ("full_rank_only", full_rank_only)):
         if _given(value) and op not in APPLIES[key]:
             _refuse(op, {key: value}, f"OP {op} (only to {', '.join(APPLIES[key])})")
@@ -767,8 +772,12 @@ def check(fn, op, *, dtype="float64", axis=None, eps=None, method=None, steps=No
     method = method or DEFAULTS["method"]
     dt = _parse_dtype(dtype)
     _validate_reading(op, method, steps, beta, scaling)
+    if eps_form not in (None, "clamp", "add"):
+        raise UsageError(f"a SinkGD line epsilon is 'clamp' (max(||line||, eps)) or 'add' "
+                         f"(||line|| + eps), got eps_form={eps_form!r}")
     claim = Claim(op, dt, axis=DEFAULTS["axis"] if axis is None else axis,
                   eps=DEFAULTS["eps"] if eps is None else eps, method=method, steps=steps,
+                  eps_form=eps_form or "clamp", two_d_only=bool(two_d_only),
                   beta=beta, scaling=scaling,
                   rescale=DEFAULTS["rescale"] if rescale is None else rescale,
                   iters=DEFAULTS["iters"] if iters is None else iters, max_kappa=max_kappa,
@@ -1214,7 +1223,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--axis", type=_axis, default=None,
                    help="grad_norm, swan_update: statistics axis -1 (default), -2 or long")
     g.add_argument("--eps", type=float, default=None,
-                   help="grad_norm, swan_update: eps added to the variance (default 0)")
+                   help="grad_norm, swan_update: eps added to the variance (default 0); "
+                        "sinkgd_update: every line norm clamped to at least eps "
+                        "(max(||line||, eps); --set eps_form=add for ||line|| + eps)")
     g.add_argument("--method", default=None,
                    help="whiten, swan_update: svd (exact, the default), eigh (exact, kappa^2 "
                         "accuracy), newton_schulz (iterative)")
@@ -1338,28 +1349,14 @@ def _update_claim_from_args(args):
     each ``--set`` (docs/spec.md 11.5)."""
     # imported here: update_properties imports this module's report types (a circle)
     from swanref.verify import update_properties as up
-    given = {}
-    for key, value in (("scale", args.scale), ("scale_factor", args.scale_factor),
-                       ("stack_dims", args.stack_dims), ("steps", args.steps),
-                       ("compute_dtype", args.dtype), ("tolerance", args.tolerance)):
-        if value is not None:
-            given[key] = value
-    if args.row_norm:
-        given["norm_axis"] = "rows"
-    if args.complex:
-        given["complex"] = True
-    if args.coefficients is not None:
-        try:
-            table = up.load_coefficients(args.coefficients)
-        except (ValueError, TypeError) as exc:
-            raise UsageError(f"invalid update claim: {exc}") from exc
-        given["coefficients"] = [list(t) for t in table]
-    if args.preset is None:
-        given.setdefault("method", "svd")
-    elif args.preset in WHITEN_METHODS:  # an exact or iterative method, not a preset
-        given["method"] = args.preset
-    given["level"] = "update"
-    name = None if args.preset in WHITEN_METHODS else args.preset
+    try:
+        given, name = up.update_claim_knobs(
+            preset=args.preset, scale=args.scale, scale_factor=args.scale_factor,
+            stack_dims=args.stack_dims, row_norm=args.row_norm, steps=args.steps,
+            coefficients=args.coefficients, dtype=args.dtype, complex=args.complex,
+            tolerance=args.tolerance)
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"invalid update claim: {exc}") from exc
     return claim_from_args(args, given, preset=False, write_out=name)
 
 

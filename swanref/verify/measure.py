@@ -514,7 +514,7 @@ def measure_grad_norm(actual, G, *, axis=-1, eps=0.0, dtype=None, desired=None,
     if desired is None:
         desired = api.grad_norm(G64, axis=axis, eps=eps, check_finite=False)
     n = _stat_length(G64.shape, axis)
-    r = line_offset_ratio(G64, axis) if offset_term else 0.0
+    r = line_offset_ratio(G64, axis, eps) if offset_term else 0.0
     tol = np.broadcast_to(grad_norm_tolerance(n, dt, r) + grad_norm_tolerance(n, np.float64, r),
                           np.shape(G64))
     err = mixed_error(actual, desired)
@@ -531,15 +531,20 @@ def measure_grad_norm(actual, G, *, axis=-1, eps=0.0, dtype=None, desired=None,
                        describe_input(G, **info), claim=claim, note=note)
 
 
-def line_offset_ratio(G, axis=-1) -> np.ndarray:
-    """``|mean| / std`` of each statistics line of ``G``, broadcast to G's shape (0 for
-    constant lines, whose output is exactly zero by spec 2.4)."""
+def line_offset_ratio(G, axis=-1, eps=0.0) -> np.ndarray:
+    """``|mean| / sqrt(std^2 + eps)`` of each statistics line of ``G`` (the offset term of
+    spec 8.1 over GradNorm's own denominator), broadcast to G's shape.  Without eps a constant
+    line gives 0 (its output is exactly zero by spec 2.4); with eps it gives ``|mean| /
+    sqrt(eps)``: the textbook ``(G - mean) / sqrt(var + eps)`` turns the rounded mean of a
+    constant line into outputs of that size times the summation's error, as it does for an
+    offset line."""
     G64 = as_float64(G)
     ax = _line_axis(G64.shape, axis)
     with np.errstate(all="ignore"):
         mu = np.mean(G64, axis=ax, keepdims=True)
         sd = np.std(G64 - np.take(G64, [0], axis=ax), axis=ax, keepdims=True)
-        r = np.where(sd > 0, np.abs(mu) / np.where(sd > 0, sd, 1), 0.0)
+        den = np.sqrt(sd * sd + eps) if eps else sd
+        r = np.where(den > 0, np.abs(mu) / np.where(den > 0, den, 1), 0.0)
     r = np.where(np.isfinite(r), r, 0.0)
     return np.broadcast_to(r, G64.shape)
 
@@ -965,15 +970,39 @@ def assert_swan_update_close(actual, input=None, *, whiten_method="newton_schulz
 
 # -- SinkGD -----------------------------------------------------------------------------------
 
+def sinkgd_reference(G, *, iters=5, eps=0.0, eps_form="clamp"):
+    """SR-Sinkhorn in float64 (spec 5): ``sinkgd_update(G, iters)``, or with a stated epsilon
+    on every line norm -- ``clamp`` divides by ``max(||line||, eps)``, ``add`` by
+    ``||line|| + eps`` -- as the public implementations write it (axolotl ``sr_sinkhorn``:
+    ``clamp_min(eps=1e-8)``).  A line of norm at or below eps is then not normalised."""
+    G64 = as_float64(G)
+    if not eps:
+        return api.sinkgd_update(G64, iters=iters, check_finite=False)
+    if eps_form not in ("clamp", "add"):
+        raise ValueError(f"a SinkGD epsilon is clamped or added, got eps_form={eps_form!r}")
+    m, n = G64.shape[-2:]
+    X = G64.copy()
+
+    def scaled(X, axis, target):
+        norm = np.linalg.norm(X, axis=axis, keepdims=True)
+        d = np.maximum(norm, eps) if eps_form == "clamp" else norm + eps
+        return X * (target / d)
+    for _ in range(int(iters)):
+        X = scaled(X, -1, math.sqrt(n))
+        X = scaled(X, -2, math.sqrt(m))
+    return X
+
+
 def measure_sinkgd(actual, G, *, iters=5, dtype=None, prop="agrees_with_reference",
-                   **info) -> Measurement:
-    """Elementwise mixed error against ``sinkgd_update(G, iters)`` computed in float64."""
+                   eps=0.0, eps_form="clamp", **info) -> Measurement:
+    """Elementwise mixed error against ``sinkgd_update(G, iters)`` computed in float64 (with a
+    stated line epsilon: :func:`sinkgd_reference`)."""
     bad = _shape_check(prop, actual, G)
     if bad:
         return bad
     dt = _dtype_of(dtype, actual, G)
     G64 = as_float64(G)
-    desired = api.sinkgd_update(G64, iters=iters, check_finite=False)
+    desired = sinkgd_reference(G64, iters=iters, eps=eps, eps_form=eps_form)
     m, n = G64.shape[-2:]
     tol = sinkgd_tolerance(m, n, iters, dt) + sinkgd_tolerance(m, n, iters, np.float64)
     err = mixed_error(actual, desired)

@@ -55,7 +55,8 @@ import numpy as np
 
 from swanref.presets.catalogue import PRESETS, ROUTES, get_preset, run_preset, schedule
 from swanref.presets.diagnose import C_AMPLIFICATION, NO_CLAIM_LIMIT, UNIT_ROUNDOFF, noise_gain
-from swanref.spec.conventions import SCALE_RULES, resolve_scale, shape_factor
+from swanref.spec.conventions import (SCALE_RULES, resolve_scale, scale_explanations,
+                                      shape_factor)
 from swanref.spec.routing import swan_route
 from swanref.update import GATE_RESCALES, orthogonalized_update
 from swanref.ops import grad_norm
@@ -81,9 +82,20 @@ TOLERANCE = {"float64": 1e-9, "float32": 1e-4, "bfloat16": 0.08, "float16": 0.02
 FLOOR_ULPS = 4
 #: rectangular kernel: a scale read from (kh, kw) differs from one read from (kw, kh)
 KINDS = {"wide": (8, 16), "tall": (16, 8), "square": (8, 8), "conv": (8, 4, 5, 3)}
-#: every axis of every probe is at least 4: optimizers route small matrices elsewhere by size
-#: (timm's Muon sends a parameter whose matrix view has a side below min_dim_size=4 to AdamW)
-STACK_SHAPE = (5, 8, 16)
+#: the 3-D probe (B, m, n): B > m and tall slices, so that a scale read from the leading axes
+#: (B, m), from the flattened (B, m n) or (B m, n) view, or per slice all differ under every
+#: shape rule (a (3, 8, 16) stack gave 1 for Keller's rule on all three: Keras 3.10's Muon
+#: scaled its batched 3-D variables by shape[0] / shape[1] unseen); keller_t, the transposed
+#: rule, is 1 on tall slices and takes the transposed probe.  Every side is at least 4:
+#: optimizers route small matrices elsewhere by size (timm's Muon sends a parameter whose
+#: matrix view has a side below min_dim_size=4 to AdamW)
+STACK_SHAPE = (12, 8, 4)
+
+
+def stack_shape(claim):
+    """The 3-D probe's shape for ``claim``'s scale rule (:data:`STACK_SHAPE`)."""
+    B, m, n = STACK_SHAPE
+    return (B, n, m) if claim.scale == "keller_t" else STACK_SHAPE
 #: the N-D rules a claim can state (spec 9.9): the matrix view of a 3-D (``stack``) and a 4-D
 #: (``nd``) parameter
 ND_RULES = ("flattened", "flattened_last", "batched", "routed")
@@ -260,7 +272,8 @@ class OptimizerClaim:
     #: Claim.nd -> (nd, stack) of this check
     _ND = {"flatten": ("flattened", "flattened"), "2d_only": ("flattened", "flattened"),
            "flatten_4d_batch_3d": ("flattened", "independent"),
-           "batch_leading": ("batched", "independent"), "routed": ("routed", "routed")}
+           "batch_leading": ("batched", "independent"), "routed": ("routed", "routed"),
+           "route_4d_batch_3d": ("routed", "independent")}
 
     @classmethod
     def from_claim(cls, claim: Claim) -> OptimizerClaim:
@@ -621,6 +634,14 @@ class OptimizerReport:
                 lines.append(f"  not run after it: {skipped} "
                              f"propert{'y' if skipped == 1 else 'ies'}")
             return "\n".join(lines)
+        crashed = [r.name for r in self.results if r.status == "error"
+                   and r.message.startswith("the optimizer crashed")]
+        if self.outcome == "error" and crashed:  # its own code broke, not the set-up
+            failed = [r.name for r in self.results if r.status == "FAIL"]
+            verdict["error"] = (f"ERROR: the optimizer crashed on {', '.join(crashed)} (see "
+                                "'error' above: a defect of its code on a parameter the claim "
+                                "covers, not a refusal)"
+                                + (f"; failed as well: {', '.join(failed)}" if failed else ""))
         lines.append("verdict: " + verdict[self.outcome])
         return "\n".join(lines)
 
@@ -786,6 +807,9 @@ def _expected(claim, g, view=None, gate_grad=None, prev=None):
         raise ValueError(f"the claim routes a {len(shape)}-D parameter elsewhere")
     V = g.reshape(view)
     if claim.pre == "grad_norm":  # SWAN (spec 4.1): GradNorm over rows of the matrix view
+        if np.iscomplexobj(V):  # a float cast would drop the imaginary part (ComplexWarning)
+            raise TypeError("GradNorm is real-only (spec 9.7): a complex parameter has no "
+                            "SWAN update")
         wide = claim.precision == "float64"
         V = grad_norm(np.asarray(V.reshape(-1, view[-1]), np.float64 if wide else np.float32)
                       ).reshape(view)
@@ -1078,7 +1102,10 @@ def _one_step(claim, kind, p0, p1, g):
     msg = _ratio_note(U, E)
     if math.isfinite(d) and _rel(_unit(U), _unit(E)) <= tol:
         # the direction is the claimed one, the norm is not: a scale rule explains it?
-        msg += _closest(U, _scale_readings(claim, g), tol)
+        near = _closest(U, _scale_readings(claim, g), tol)
+        if "; matches" not in near and g.ndim == 2:  # a product of two rules (Keller's and
+            near = _scale_note(claim, U, E, tol) or near  # Moonlight's applied together)?
+        msg += near
     if g.ndim > 2 and "; matches" not in msg:
         near = _closest(U, _nd_readings(claim, g), tol)
         msg += near
@@ -1086,6 +1113,22 @@ def _one_step(claim, kind, p0, p1, g):
             what, st = _classify(claim, p0, p1, g)
             msg += f"; observed: {what}" + (" (claim nd=routed)" if st == "pass" else "")
     return _judged(name, d, tol, msg)
+
+
+def _scale_note(claim, U, E, tol):
+    """'; the norm ratio is scale rule X ...' when the direction agrees and only the norm is
+    off, and a named rule (or a product of two: Keller's and Moonlight's factors applied
+    together) explains the ratio (spec 9.1, 9.8)."""
+    nu, ne = float(np.linalg.norm(U)), float(np.linalg.norm(E))
+    if not (math.isfinite(nu) and ne > 0 and nu > 0) or _rel(_unit(U), _unit(E)) > tol:
+        return ""
+    m, n = U.shape[-2:]
+    names = scale_explanations(claim.scale, claim.scale_factor, m, n, nu / ne, tol=tol)
+    if not names:
+        return ""
+    rule = f"{claim.scale}" + (f" x {claim.scale_factor:g}" if claim.scale_factor != 1 else "")
+    return (f"; matches: the norm of scale rule {', '.join(names[:3])} instead of the claimed "
+            f"{rule}")
 
 
 def _scale_readings(claim, g):
@@ -1343,7 +1386,8 @@ def _nesterov_property(run, claim, rng, dt):
 
 def _stack_property(run, claim, rng, dt):
     """A 3-D parameter (B, m, n): flattened (B, m n), B independent slices, or routed."""
-    p0, g = (_draw(rng, STACK_SHAPE, dt) for _ in range(2))
+    shape = stack_shape(claim)
+    p0, g = (_draw(rng, shape, dt) for _ in range(2))
     try:
         (p1,) = run(p0, [g], 0.0)
     except Unsupported as exc:
@@ -1353,9 +1397,8 @@ def _stack_property(run, claim, rng, dt):
         return Result("stacked_3d", "routed" if st == "pass" else "FAIL",
                       message=what + " (claimed: routed)")
     U = _implied(claim, p0, p1)
-    views = {"flattened": (STACK_SHAPE[0], STACK_SHAPE[1] * STACK_SHAPE[2]),
-             "independent": STACK_SHAPE,
-             "flattened_last": (STACK_SHAPE[0] * STACK_SHAPE[1], STACK_SHAPE[2])}
+    B, m, n = shape
+    views = {"flattened": (B, m * n), "independent": shape, "flattened_last": (B * m, n)}
     readings = {k: _expected(claim, g, v) for k, v in views.items()}
     # each reading judged with its own matrices' noise (a (5, 128) matrix is not five (8, 16))
     tols = {k: probe_tolerance(claim, g, v) for k, v in views.items()}
@@ -1366,10 +1409,30 @@ def _stack_property(run, claim, rng, dt):
         others = {k: _rel(U, v) for k, v in readings.items() if k != claim.stack}
         best = min(others, key=lambda k: others[k] / tols[k] if math.isfinite(others[k])
                    else math.inf)
+        note = _stack_scale_note(claim, U, readings[claim.stack], views[claim.stack], shape,
+                                 tol)
         what, _ = _classify(claim, p0, p1, g)
-        msg = (f"claimed {claim.stack}; the {best} reading is at {others[best]:.3g}"
-               + (" (matches it)" if others[best] <= tols[best] else f"; observed: {what}"))
+        msg = f"claimed {claim.stack}" + (note or (
+            f"; the {best} reading is at {others[best]:.3g}"
+            + (" (matches it)" if others[best] <= tols[best] else f"; observed: {what}")))
     return _judged("stacked_3d", d, tol, msg)
+
+
+def _stack_scale_note(claim, U, E, view, shape, tol):
+    """'; the claimed reading's direction with the scale of rule X read from axes ...': a 3-D
+    parameter orthogonalised as claimed but scaled from other axes (Keras 3.10's Muon batched
+    3-D variables and scaled them by ``shape[0] / shape[1]``, the batch and the rows)."""
+    nu, ne = float(np.linalg.norm(U)), float(np.linalg.norm(E))
+    if not (math.isfinite(nu) and nu > 0 and ne > 0) or _rel(_unit(U), _unit(E)) > tol:
+        return ""
+    B, m, n = shape
+    extra = [((B, m), f" read from axes (0, 1) {(B, m)}"),
+             ((B, m * n), f" read from the flattened view {(B, m * n)}"),
+             ((B * m, n), f" read from the view {(B * m, n)}")]
+    names = scale_explanations(claim.scale, claim.scale_factor, *view[-2:], nu / ne,
+                               extra, tol)
+    return (f"; its direction, with the norm of scale rule {names[0]} instead of the claimed "
+            f"{claim.scale} per matrix {view[-2:]}" if names else "")
 
 
 def _group_gradients(seed, dt):

@@ -1,5 +1,6 @@
-"""Zero glue for ``swanref check-optimizer``: any ``torch.optim`` optimizer class or optax
-``GradientTransformation`` factory, named by import path, with typed keyword arguments.
+"""Zero glue for ``swanref check-optimizer``: any ``torch.optim`` optimizer class, optax
+``GradientTransformation`` factory or Keras 3 optimizer class, named by import path, with typed
+keyword arguments.
 
 :func:`parse_value` reads a ``--kwarg`` value (a Python literal, a dotted name such as
 ``torch.float64``, or a call of a dotted name on a literal such as ``jnp.array([[3.4, -4.7,
@@ -129,6 +130,9 @@ def parse_kwarg(text: str):
 # -- the generic driver ------------------------------------------------------------------------
 
 def signature_of(target):
+    """The call's signature (a Keras optimizer instance: its class's constructor), or None."""
+    if not inspect.isclass(target) and _is_keras_optimizer(target):
+        target = type(target)
     try:
         return inspect.signature(target)
     except (TypeError, ValueError):
@@ -162,6 +166,16 @@ def _is_torch_optimizer(target) -> bool:
     return False
 
 
+def _is_keras_optimizer(target) -> bool:
+    """A Keras 3 optimizer class or instance (``keras.optimizers.Optimizer`` in its MRO; Keras
+    is not imported here: a class from a ``keras`` module named ``Optimizer``/``BaseOptimizer``
+    is enough)."""
+    cls = target if inspect.isclass(target) else type(target)
+    return any(c.__module__.split(".")[0] == "keras" and c.__name__ in ("Optimizer",
+                                                                        "BaseOptimizer")
+               for c in inspect.getmro(cls))
+
+
 def _first_param(sig):
     if sig is None:
         return None
@@ -172,9 +186,12 @@ def _first_param(sig):
 
 def target_kind(target) -> str:
     """'torch' (a torch.optim.Optimizer subclass, or anything whose first argument is the
-    parameters) or 'optax' (a factory returning a GradientTransformation)."""
+    parameters), 'keras' / 'keras_instance' (a Keras 3 optimizer class / instance) or 'optax'
+    (a factory returning a GradientTransformation)."""
     if _is_torch_optimizer(target):
         return "torch"
+    if _is_keras_optimizer(target):
+        return "keras" if inspect.isclass(target) else "keras_instance"
     first = _first_param(signature_of(target))
     if first in ("params", "param_groups", "named_params", "parameters", "model_params"):
         return "torch"
@@ -280,6 +297,33 @@ def torch_steps(build, p0s, steps, dtype, group, deadline=None):
             p.grad = torch.from_numpy(np.array(g, dtype=dt))
         call(opt.step, what=f"step {t + 1} of {len(steps)} (optimizer.step())")
         now = [p.detach().numpy().astype(back) for p in ps]
+        out.append(now if group else now[0])
+    return out
+
+
+def keras_steps(build, p0s, steps, dtype, group, deadline=None):
+    """Run the Keras 3 optimizer ``build()`` on ``keras.Variable`` parameters ``w0``, ``w1``,
+    ... made from ``p0s``, one ``apply_gradients`` per step, on whatever backend Keras was
+    loaded with (``KERAS_BACKEND``); the parameters after each step as :func:`optax_steps`
+    returns them.  A backend that stores another dtype than asked (float64 on JAX without
+    ``jax_enable_x64``) is refused: the check would judge float32 arithmetic as float64."""
+    import keras
+    dt, back = _dtypes(p0s[0], dtype)
+    call = deadline.call if deadline is not None else _direct
+    dt = np.dtype(dt)
+    vs = [keras.Variable(np.array(x, dtype=dt), dtype=dt.name, name=f"w{i}")
+          for i, x in enumerate(p0s)]
+    held = np.dtype(keras.ops.convert_to_numpy(vs[0].value).dtype)
+    if held != dt:
+        raise Unsupported(f"Keras ({keras.backend.backend()} backend) stores a {dt.name} "
+                          f"variable as {held.name}")
+    opt = call(build, what="constructing the optimizer")
+    out = []
+    for t, gs in enumerate(steps):
+        grads = [keras.ops.convert_to_tensor(np.array(g, dtype=dt)) for g in gs]
+        call(opt.apply_gradients, list(zip(grads, vs)),
+             what=f"step {t + 1} of {len(steps)} (optimizer.apply_gradients)")
+        now = [np.asarray(keras.ops.convert_to_numpy(v.value)).astype(back) for v in vs]
         out.append(now if group else now[0])
     return out
 
@@ -395,11 +439,30 @@ def generic_driver(target, kwargs=None, *, lr, weight_decay, params="auto", dtyp
             raise Unsupported(_first_line(exc)) from exc
         return out
 
+    def keras_build(momentum, nesterov):
+        kw = build_kwargs(momentum, nesterov)
+        if kind == "keras":
+            return target(**kw)
+        # an instance: a fresh copy per run (Keras binds its state to the first variables it
+        # sees), its configuration with the probe's settings on top
+        return type(target).from_config({**target.get_config(), **kw})
+
+    def keras_run(p0, grads, momentum, nesterov=False, group=False):
+        p0s, steps = (p0, grads) if group else ([p0], [[g] for g in grads])
+        try:
+            return keras_steps(lambda: keras_build(momentum, nesterov), p0s, steps, dtype,
+                               group, deadline)
+        except (Unsupported, DriverError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a refusal is a finding (crashes: the check)
+            raise Unsupported(_first_line(exc)) from exc
+
     def _call(fn, kw, what):
         return (deadline.call if deadline is not None else _direct)(
             lambda: fn(**kw), what=what)
 
-    run = torch_run if kind == "torch" else optax_run
+    run = {"torch": torch_run, "keras": keras_run, "keras_instance": keras_run}.get(
+        kind, optax_run)
     run.deadline = deadline
     run.knobs = knobs
     run.kind = kind

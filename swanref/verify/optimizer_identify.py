@@ -54,7 +54,8 @@ CLAIM_VARIANTS = ("sutskever", "optax", "grokfast")
 #: Claim.nd -> (nd, stack) of OptimizerClaim (verify/optimizer.py OptimizerClaim._ND)
 ND_CLAIMS = {"flatten": ("flattened", "flattened"),
              "flatten_4d_batch_3d": ("flattened", "independent"),
-             "batch_leading": ("batched", "independent"), "routed": ("routed", "routed")}
+             "batch_leading": ("batched", "independent"), "routed": ("routed", "routed"),
+             "route_4d_batch_3d": ("routed", "independent")}
 _NICE = (1.0, 0.2, 0.5, 2.0, 0.1, 0.25, 4.0)
 
 
@@ -146,12 +147,22 @@ def _common(a: Scored, b: Scored):
     precision -- is not better for its looser tolerance alone).  A property one claim judges
     and the other does not (not applicable, no claim) counts only where the judging claim
     passes it: then the other asserts less (a failure is no credit to the claim that skips
-    it)."""
+    it).  A parameter the claim routes and the optimizer was seen to route (status
+    ``routed``: an Adam-like step) is a pass at distance 0, and an advisory result (``warn``:
+    a premise the claim does not state, such as complex support) is no distance at all."""
     ra = {r.name: r for r in a.report.results}
     rb = {r.name: r for r in b.report.results}
 
     def judged(r):
-        return r is not None and r.error is not None and r.tolerance
+        return r is not None and (r.status == "routed" or (
+            r.status != "warn" and r.error is not None and r.tolerance))
+
+    def ratio(r, o):
+        if r.status == "routed":
+            return 0.0
+        if o.status == "routed":
+            return r.error / r.tolerance
+        return r.error / min(r.tolerance, o.tolerance)
 
     def broken(r):
         return r is not None and (r.status in ("FAIL", "error") or (
@@ -162,13 +173,14 @@ def _common(a: Scored, b: Scored):
         for name in set(mine) | set(other):
             r, o = mine.get(name), other.get(name)
             if judged(r) and judged(o):
-                q = r.error / min(r.tolerance, o.tolerance)
+                q = ratio(r, o)
                 q = q if math.isfinite(q) else math.inf
                 bad += q > 1
                 worst = max(worst, q)
             elif broken(r) and not judged(r):
                 bad, worst = bad + 1, math.inf
-            elif not judged(r) and o is not None and o.status == "pass" and judged(o) \
+            elif not judged(r) and o is not None and o.status in ("pass", "routed") \
+                    and judged(o) \
                     and not (r is not None and r.status in ("unsupported", "routed")):
                 bad += 1
         out.append((bad, worst))

@@ -47,10 +47,12 @@ class Claim:
     scaling: str | None = None
     rescale: bool = True              # swan_update
     iters: int = 5                    # sinkgd_update
+    eps_form: str = "clamp"           # sinkgd_update: its line epsilon max(||.||, eps) | + eps
     max_kappa: float | None = None
     max_side: int = 8
     full_rank_only: bool = False
     shapes: tuple | None = None       # a fixed set of (m, n) to draw from (JIT targets)
+    two_d_only: bool = False          # claim nd = "2d_only": batched input is not claimed
 
     def __post_init__(self):
         self.dtype = np.dtype(self.dtype)
@@ -78,8 +80,12 @@ class Claim:
             d["full_rank_only"] = self.full_rank_only
         if self.op == "swan_update":
             d["rescale"] = self.rescale
+        if self.two_d_only:
+            d["nd"] = "2d_only"
         if self.op == "sinkgd_update":
             d["iters"] = self.iters
+            if self.eps:
+                d.update(eps=self.eps, eps_form=self.eps_form)
         return d
 
 
@@ -247,7 +253,8 @@ def measure(claim: Claim, X, G, prop: str, info: dict, offset_term=True) -> A.Me
                                      beta=claim.beta, scaling=claim.scaling,
                                      rescale=claim.rescale, axis=claim.axis, eps=claim.eps,
                                      dtype=dt, prop=prop, **info)
-    return A.measure_sinkgd(X, G, iters=claim.iters, dtype=dt, prop=prop, **info)
+    return A.measure_sinkgd(X, G, iters=claim.iters, dtype=dt, prop=prop, eps=claim.eps,
+                            eps_form=claim.eps_form, **info)
 
 
 def _output_and_base(claim: Claim, call, case: Case, prop: str):
@@ -263,7 +270,8 @@ def reference(claim: Claim, G) -> np.ndarray:
     if claim.op == "grad_norm":
         return api.grad_norm(G64, axis=claim.axis, eps=claim.eps, check_finite=False)
     if claim.op == "sinkgd_update":
-        return api.sinkgd_update(G64, iters=claim.iters, check_finite=False)
+        return A.sinkgd_reference(G64, iters=claim.iters, eps=claim.eps,
+                                  eps_form=claim.eps_form)
     if claim.op == "swan_update":
         kw = {}
         if claim.iterative:
@@ -319,6 +327,18 @@ def distance(claim: Claim, X, Y, G) -> float:
     return float(np.max(A.fro_error(X, Y) / np.sqrt(r)))
 
 
+def _sinkgd_eps_premise(claim) -> str | None:
+    """Why a scale-invariance property is not applicable under a stated epsilon (spec 11.3):
+    SinkGD's line epsilon, or SWAN's GradNorm epsilon in the variance; else None."""
+    if claim.op == "sinkgd_update" and claim.eps:
+        return (f"the claimed line epsilon ({claim.eps_form} {claim.eps:g}) decides lines of "
+                "norm near or below it, so scaling the input changes the result there")
+    if claim.op == "swan_update" and claim.eps:
+        return (f"the claimed GradNorm epsilon ({claim.eps:g}, added to the variance) decides "
+                "rows of variance near or below it, so scaling the input changes the result")
+    return None
+
+
 # -- the property type -----------------------------------------------------------------------
 
 @dataclass
@@ -335,6 +355,9 @@ class Property:
     def not_applicable(self, claim) -> str | None:
         if claim.op not in self.ops:
             return f"not a property of {claim.op}"
+        if getattr(claim, "two_d_only", False) and self.input_class == "batched":
+            return ("the claim is 2-D only (nd='2d_only'): batched input is not claimed (a "
+                    "function that reads a 3-D array along other axes is not wrong there)")
         return self.applies(claim)
 
 
@@ -492,7 +515,7 @@ def _per_line(claim, G, ax, err, factor):
     line with spec 8.1's bound for its own |mean|/std (offset term) times ``factor``."""
     g = _lines(G, ax)
     n = g.shape[-1]
-    r = A.line_offset_ratio(g, -1)[..., 0] if g.size else np.zeros(1)
+    r = A.line_offset_ratio(g, -1, claim.eps)[..., 0] if g.size else np.zeros(1)
     tol = factor * (grad_norm_tolerance(n, claim.dtype, r) + grad_norm_tolerance(
         n, np.float64, r))
     tol = np.broadcast_to(tol, np.shape(err))
@@ -543,6 +566,11 @@ def _const(claim, call, case):
         return A.Measurement("constant_row_zero", 0.0, 0.0, "", case.describe(), claim=False)
     err = np.abs(np.where(const[..., None], x, 0.0))
     err = np.where(np.isnan(err), np.inf, err)
+    if claim.eps:  # (G - mean) / sqrt(var + eps): the rounded mean over sqrt(eps), per line
+        e, t, claimed = _per_line(claim, case.G, ax, np.max(err, axis=-1), 1.0)
+        return A.Measurement("constant_row_zero", e, t, "max |output| on constant lines "
+                             "(per-line bound, offset term |mean| / sqrt(eps))",
+                             case.describe(), claim=claimed)
     tol = measure(claim, X, case.G, "constant_row_zero", case.info).tolerance
     return A.Measurement("constant_row_zero", float(np.max(err)), tol,
                          "max |output| on constant lines", case.describe())
@@ -708,7 +736,7 @@ def _gn_tol(claim, G) -> np.ndarray:
     reference), each line with its own offset term, broadcast to G's shape."""
     ax = _stat_axis(claim, G.shape)
     n = G.shape[ax]
-    r = A.line_offset_ratio(G, ax)
+    r = A.line_offset_ratio(G, ax, claim.eps)
     return np.broadcast_to(grad_norm_tolerance(n, claim.dtype, r)
                            + grad_norm_tolerance(n, np.float64, r), G.shape)
 
@@ -739,7 +767,7 @@ def _gn_relational(claim, name, case, X2, Y1, H, tol1, slack, claimed, metric):
       "f(c G) = f(G) for c > 0 (exact powers of two and general factors)",
       lambda c: st.tuples(spectral_cases(c), st.floats(-3, 3), st.booleans()),
       applies=lambda c: "scaling='none' is not scale invariant"
-      if c.iterative and c.scaling == "none" else None)
+      if c.iterative and c.scaling == "none" else _sinkgd_eps_premise(c))
 def _scale(claim, call, triple):
     case, logc, pow2 = triple
     c = 2.0 ** round(logc * 3.3) if pow2 else 10 ** logc
@@ -810,7 +838,11 @@ def _colnorm(claim, call, case):
     nz = np.any(A.as_float64(case.G) != 0, axis=-2)
     with np.errstate(over="ignore", invalid="ignore"):
         norms = np.sqrt(np.sum(X ** 2, axis=-2))
-    err = np.where(nz, np.abs(norms / math.sqrt(m) - 1), 0)
+        # a stated line epsilon leaves columns of norm below it unnormalised: the claimed
+        # reading's own column norms (sqrt(m) wherever the epsilon does not act)
+        want = (np.sqrt(np.sum(reference(claim, case.G) ** 2, axis=-2)) if claim.eps
+                else math.sqrt(m))
+    err = np.where(nz, np.abs(norms / want - 1), 0)
     err = np.where(np.isnan(err), np.inf, err)
     return A.Measurement("column_norms", float(np.max(err)), 2 * base.tolerance,
                          "max | ||column||_2 / sqrt(m) - 1 |", case.describe())
@@ -839,7 +871,8 @@ def _zero_lines(claim, call, pair):
 
 @prop("row_scale_invariance", ("sinkgd_update",),
       "f(D G) = f(G) for a positive diagonal D (the first step normalises rows)",
-      lambda c: st.tuples(row_cases(c, specials=False), st.integers(0, 2 ** 32 - 1)))
+      lambda c: st.tuples(row_cases(c, specials=False), st.integers(0, 2 ** 32 - 1)),
+      applies=lambda c: _sinkgd_eps_premise(c))
 def _rowscale(claim, call, pair):
     case, seed = pair
     rng = np.random.default_rng(seed)

@@ -1,5 +1,5 @@
 """Loading the implementation under test: ``module:function`` or ``path/file.py:function``
-(a file inside a package -- its folder has an ``__init__.py`` -- is imported as that package's
+(``module:Class().method``: a method of an instance built with no arguments; a file inside a package -- its folder has an ``__init__.py`` -- is imported as that package's
 module, so its relative imports work).
 
 The target is someone else's code, but loading it must not change which code *swanref* runs
@@ -132,13 +132,42 @@ def load_target(spec: str, runner: "TargetRunner | None" = None):
         raise TargetAborted(exc, where) from exc
     obj = module
     for part in attr.split("."):
+        # ``Class()``: an instance built with no arguments, so that ``Class().method`` names a
+        # method of an instance (keras.optimizers:Muon().zeropower_via_newtonschulz5)
+        call = part.endswith("()")
+        name = part[:-2] if call else part
+        if not name.isidentifier():
+            raise UsageError(f"{spec}: {part!r} is not an attribute name (or Name() for an "
+                             "instance built with no arguments)")
         try:
-            obj = getattr(obj, part)
+            obj = getattr(obj, name)
         except AttributeError:
             raise UsageError(f"{mod_name!r} has no attribute {attr!r}") from None
+        if call:
+            obj = _instantiate(obj, f"{mod_name}:{attr}", part, runner)
     if not callable(obj):
         raise UsageError(f"{spec} is not callable (got {type(obj).__name__})")
     return obj
+
+
+def _instantiate(cls, spec, part, runner):
+    """``cls()`` for a ``Name()`` part of a target path, under the runner's deadline; an
+    exception is a usage error naming the part (a constructor that needs arguments)."""
+    if not callable(cls):
+        raise UsageError(f"{spec}: {part[:-2]!r} is not callable")
+    where = f"building {part} of {spec}"
+    try:
+        return runner.run(cls, where=where) if runner is not None else cls()
+    except (TargetAborted, TargetTimeout):
+        raise
+    except Exception as exc:  # noqa: BLE001 - the user's constructor
+        raise UsageError(f"{spec}: {part} raised {type(exc).__name__}: {exc} (only a class "
+                         "that builds with no arguments can be named this way; bind others "
+                         "in a file of your own)") from exc
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt) and runner is None:
+            raise
+        raise TargetAborted(exc, where) from exc
 
 
 # -- calling the target: one worker thread, a deadline, and no exit through it ---------------

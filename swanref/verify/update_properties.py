@@ -22,7 +22,8 @@ import numpy as np
 
 from swanref.presets.catalogue import PRESETS, ROUTES, get_preset, schedule
 from swanref.presets.lowprec import FORMATS, round_to
-from swanref.spec.conventions import SCALE_RULES, matrix_view, resolve_scale, shape_factor
+from swanref.spec.conventions import (SCALE_RULES, matrix_view, resolve_scale,
+                                      scale_explanations)
 from swanref.spec.readings import WHITEN_METHODS
 from swanref.update import first_step_share, load_coefficients, orthogonalized_update
 from swanref.verify.checker import (CheckReport, PropertyResult, TargetAborted, TargetTimeout,
@@ -32,7 +33,8 @@ from swanref.verify.claims.applicability import stateful
 from swanref.verify.claims.model import require_evaluable
 from swanref.verify.properties import TargetError
 
-__all__ = ["UpdateClaim", "UPDATE_PROPERTIES", "check_update", "DIRECTION_TOLERANCE"]
+__all__ = ["UpdateClaim", "UPDATE_PROPERTIES", "check_update", "update_claim_knobs",
+           "DIRECTION_TOLERANCE"]
 
 #: relative Frobenius distance under which two updates are the same, per claimed dtype: the
 #: preset match tolerance of swanref.presets (docs/presets.md 7)
@@ -324,26 +326,8 @@ def _checked(out, G, name):
 
 
 def _scale_explanations(claim, m, n, ratio, extra_shapes=(), tol=1e-3):
-    """Named scale rules (and products of two) that explain a norm ratio, closest first.  A rule
-    explains it when the ratio is within the probe's own tolerance of the rule's factor (the
-    test a faithful implementation of that rule passes; at least 1e-3)."""
-    base = shape_factor(SCALE_RULES[claim.scale], m, n) * claim.scale_factor
-    if SCALE_RULES[claim.scale].data_dependent or base == 0:
-        return []
-    cands = {}
-    shapes = [((m, n), "")] + list(extra_shapes)
-    rules = [r for r in SCALE_RULES.values() if not r.data_dependent]
-    for (mm, nn), where in shapes:
-        for r in rules:
-            cands[f"{r.name}{where}"] = shape_factor(r, mm, nn)
-            for r2 in rules:
-                if r2.name > r.name and r2.name != "none" and r.name != "none":
-                    cands[f"{r.name} x {r2.name}{where}"] = (shape_factor(r, mm, nn)
-                                                             * shape_factor(r2, mm, nn))
-    within = max(tol, 1e-3)
-    close = sorted((abs(ratio * base / v - 1.0), k) for k, v in cands.items()
-                   if v > 0 and k != claim.scale)
-    return [k for d, k in close if d <= within]
+    """:func:`swanref.spec.conventions.scale_explanations` for ``claim``'s scale rule."""
+    return scale_explanations(claim.scale, claim.scale_factor, m, n, ratio, extra_shapes, tol)
 
 
 # -- the properties ----------------------------------------------------------------------------
@@ -421,12 +405,15 @@ def _nd(claim, call):
     worst = 0.0
     for label, shape in (("conv2d 4x2x3x1", (4, 2, 3, 1)), ("conv1d 3x2x4", (3, 2, 4)),
                          ("conv2d 6x1x2x2", (6, 1, 2, 2))):
+        if unsupported_shape(claim.full, shape):  # e.g. 4-D routed, 3-D batched
+            continue
         G = _probe(claim, shape, 13)
         out, tol, d = _compare(claim, call, G, label)
         if d > tol:
             rule = {"flatten": "matrix view (out, in*k...)", "batch_leading": "a batch of the "
                     "last two axes", "flatten_4d_batch_3d": "3-D a batch of the last two axes, "
-                    "4-D the matrix (out, in*k...)"}[claim.full.nd]
+                    "4-D the matrix (out, in*k...)", "route_4d_batch_3d": "3-D a batch of the "
+                    "last two axes"}[claim.full.nd]
             raise _Fail(d, label, f"on the {label} probe the update is not the claimed one "
                         f"(nd={claim.full.nd!r}: {rule}, orthogonalised and reshaped back): "
                         f"relative distance of the directions {d:.3g} > {tol:.3g}"
@@ -470,6 +457,10 @@ def _dtype(claim, call):
                 hint = (f" -- the update stays in {out.dtype.name}: an orthogonaliser that "
                         "returns its compute dtype; a claim io_dtype="
                         f"{out.dtype.name} states gradients and updates of that dtype")
+            elif dt == np.float64 and out.dtype == np.float32 and not io:
+                hint = (" -- a framework without float64 (JAX without jax_enable_x64, "
+                        "Keras on JAX) computes float64 input in float32: enable float64 "
+                        "there, or claim io_dtype=float32 (float32 gradients only)")
             raise _Fail(math.inf, f"{dt.name} 4x6", f"a {dt.name} gradient gave a {out.dtype} "
                         f"update (the update has the {'claimed io_dtype' if io else 'parameter'}"
                         f"'s dtype){hint}", G.shape, G)
@@ -830,15 +821,49 @@ def _recompile_hint(exc) -> str:
     return ""
 
 
-def check_update(fn, *, preset="svd", scale="keller", scale_factor=1.0, stack_dims=0,
-                 row_norm=False, steps=None, coefficients=None, dtype="float64",
+def update_claim_knobs(*, preset=None, scale=None, scale_factor=None, stack_dims=None,
+                       row_norm=False, steps=None, coefficients=None, dtype=None,
+                       complex=False, tolerance=None) -> tuple:
+    """``(knobs, preset name or None)``: the claim the update check's options state, as
+    ``swanref check update`` and :func:`check_update` both read them (docs/spec.md 11.1): a
+    catalogue preset is written out as its source runs it (``Claim.from_preset``: compute
+    dtype, N-D rule, epsilon, low-precision order) below the options given; an exact or
+    iterative method is the ``method``; ``None`` options are not stated."""
+    given = {"level": "update"}
+    for key, value in (("scale", scale), ("scale_factor", scale_factor),
+                       ("stack_dims", stack_dims), ("steps", steps),
+                       ("compute_dtype", dtype), ("tolerance", tolerance)):
+        if value is not None:
+            given[key] = value
+    if row_norm:
+        given["norm_axis"] = "rows"
+    if complex:
+        given["complex"] = True
+    if coefficients is not None:
+        table = coefficients if isinstance(coefficients, (list, tuple)) else \
+            load_coefficients(coefficients)
+        given["coefficients"] = [list(t) for t in table]
+    if preset is None or preset in WHITEN_METHODS:  # an exact or iterative method
+        given["method"] = preset or "svd"
+        return given, None
+    return given, preset
+
+
+def check_update(fn, *, preset=None, scale=None, scale_factor=None, stack_dims=None,
+                 row_norm=False, steps=None, coefficients=None, dtype=None,
                  complex=False, tolerance=None, properties=None, array_type="numpy",
                  target_name=None, strict=False, claim=None, runner=None, **knobs):
     """Run every update property on callable ``fn``; returns a checker.CheckReport.
 
-    ``claim`` (a :class:`~swanref.verify.claims.Claim`) replaces the claim keywords; other
-    keywords ``knobs`` are claim knobs (``eps=1e-8, eps_form="add", nd="2d_only"``) applied to
-    ``claim`` or to the claim the keywords make.  ``runner``: the checker's TargetRunner
+    The keywords are ``swanref check update``'s options, read the same way
+    (:func:`update_claim_knobs`): ``preset`` names the orthogonaliser (default the exact
+    ``'svd'``); a catalogue preset is read as its source runs it -- its compute dtype, N-D
+    rule, epsilon and low-precision order -- below the keywords given (``dtype`` states another
+    compute dtype).  The spec reading of a preset (its epsilon after an exact power-of-two
+    prescale, float64) is ``claim=Claim(preset=NAME)``.  ``claim`` (a
+    :class:`~swanref.verify.claims.Claim`) replaces the claim keywords; other keywords
+    ``knobs`` are claim knobs (``eps=1e-8, eps_form="add", nd="2d_only"``) applied to ``claim``
+    or to the claim the keywords make.  ``runner``: the checker's TargetRunner
     (deadline per call); a hang or an exit of the target stops the check with that outcome
     (the remaining properties are ``not-run``).
     """
@@ -846,22 +871,16 @@ def check_update(fn, *, preset="svd", scale="keller", scale_factor=1.0, stack_di
     try:
         if claim is not None and not isinstance(claim, Claim):
             raise TypeError(f"claim must be a swanref Claim, got {type(claim).__name__}")
-        if claim is None and knobs:
-            if coefficients is not None and not isinstance(coefficients, (list, tuple)):
-                coefficients = load_coefficients(coefficients)
-            claim = UpdateClaim(preset, scale, float(scale_factor), int(stack_dims),
-                                bool(row_norm), steps, coefficients, str(dtype), bool(complex),
-                                tolerance).to_claim()
-        if claim is not None:
-            if knobs:
-                claim = claim.replace(**knobs)
-            claim = UpdateClaim.from_claim(claim)
-        else:
-            if coefficients is not None and not isinstance(coefficients, (list, tuple)):
-                coefficients = load_coefficients(coefficients)
-            claim = UpdateClaim(preset, scale, float(scale_factor), int(stack_dims),
-                                bool(row_norm), steps, coefficients, str(dtype), bool(complex),
-                                tolerance)
+        if claim is None:  # the keywords read as `swanref check update` reads its options
+            given, name = update_claim_knobs(
+                preset=preset, scale=scale, scale_factor=scale_factor, stack_dims=stack_dims,
+                row_norm=row_norm, steps=steps, coefficients=coefficients, dtype=dtype,
+                complex=complex, tolerance=tolerance)
+            given.update(knobs)
+            claim = Claim.from_preset(name, **given) if name is not None else Claim(**given)
+        elif knobs:
+            claim = claim.replace(**knobs)
+        claim = UpdateClaim.from_claim(claim)
         reference(claim, _probe(claim, (3, 4), 0))  # the claim itself must be evaluable
     except (ValueError, TypeError) as exc:
         raise UsageError(f"invalid update claim: {exc}") from exc

@@ -108,6 +108,49 @@ def keller_numpy(G, steps=5, eps=1e-7):
     return X.astype(dt)
 
 
+def gn_eps_dim1(G):
+    """GradNorm as ethansmith2000/SWANOptimizer writes it for its 2-D matrix view: mean and
+    variance over axis 1, eps 1e-8 inside the square root, no constant-row special case (a
+    constant row's rounded mean over sqrt(eps) is its output).  Axis 1 of a 3-D array is not
+    its rows: the function is 2-D only, silently."""
+    G = np.asarray(G)
+    c = G - G.mean(axis=1, keepdims=True)
+    return (c / np.sqrt((c * c).mean(axis=1, keepdims=True) + 1e-8)).astype(G.dtype)
+
+
+# == SinkGD as the public implementations write it (a clamped line epsilon) ==================
+
+def sinkgd_clamped(G, iters=5, eps=1e-8):
+    """SR-Sinkhorn with every line norm clamped to at least eps, as axolotl's ``sr_sinkhorn``
+    (``x.norm(dim=-1, keepdim=True).clamp_min(eps)``, eps 1e-8, then the columns)."""
+    X = np.asarray(G, dtype=np.float64)
+    m, n = X.shape[-2:]
+    for _ in range(iters):
+        X = X * (np.sqrt(n) / np.maximum(np.linalg.norm(X, axis=-1, keepdims=True), eps))
+        X = X * (np.sqrt(m) / np.maximum(np.linalg.norm(X, axis=-2, keepdims=True), eps))
+    return X.astype(np.asarray(G).dtype)
+
+
+class OptimizerWithOrthogonaliser:
+    """An optimizer object whose orthogonaliser is a method, as Keras 3's
+    ``keras.optimizers.Muon().zeropower_via_newtonschulz5(x, steps)``: checked as the target
+    ``corpus.impls:OptimizerWithOrthogonaliser().zeropower --kwarg steps=5``."""
+
+    def __init__(self, eps=1e-7):
+        self.eps = eps
+
+    def zeropower(self, x, steps):
+        return keller_numpy(x, steps, self.eps)
+
+
+class NeedsArguments:
+    def __init__(self, lr):
+        self.lr = lr
+
+    def zeropower(self, x):
+        return keller_numpy(x)
+
+
 # == torch / JAX versions (imported lazily) ======================================================
 
 def gn_torch(G):

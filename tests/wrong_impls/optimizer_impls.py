@@ -15,7 +15,8 @@ Bugs: ``scale_from_kernel`` (the scale read from ``shape[-2:]`` of a conv weight
 ``muon_update`` ``grad.size(-2) / grad.size(-1)``), ``rows_only`` (rows of a wide matrix
 too, where columns are claimed), ``gate_no_rescale``, ``schatten_no_sqrt`` (``X / ||X X^T||_F``), ``adamuon_no_rematch``,
 ``conv_broadcast`` (a conv weight crashes on a broadcast), ``always_raises``, ``eps_value`` set
-to another epsilon than claimed, ``flatten_3d`` (a stack flattened where batched is claimed).
+to another epsilon than claimed, ``flatten_3d`` (a stack flattened where batched is claimed),
+``scale_from_leading`` (a batched 3-D stack scaled by its axes (0, 1): Keras 3.10's Muon).
 """
 import math
 
@@ -48,7 +49,7 @@ def make(*, eps=1e-7, eps_form="add", nd="flattened", stack="flattened", nestero
          normalise="none", gate="none", schatten=False, beta2=None, **bugs):
     bad = set(bugs) - {"scale_from_kernel", "rows_only", "gate_no_rescale",
                        "schatten_no_sqrt", "adamuon_no_rematch", "conv_broadcast",
-                       "always_raises", "flatten_3d"}
+                       "always_raises", "flatten_3d", "scale_from_leading"}
     assert not bad, bad
 
     def update(buf, g, state):
@@ -84,6 +85,8 @@ def make(*, eps=1e-7, eps_form="add", nd="flattened", stack="flattened", nestero
                 N * (math.sqrt(min(m, n)) / np.linalg.norm(N, axis=(-2, -1), keepdims=True))
         if bugs.get("scale_from_kernel") and buf.ndim == 4:
             m, n = shape[-2:]
+        if bugs.get("scale_from_leading") and buf.ndim == 3:
+            m, n = shape[:2]  # Keras 3.10's Muon: max(1, shape[0] / shape[1]) on a batch
         U = (O * math.sqrt(max(1.0, m / n))).reshape(shape)
         if gate == "cautious":
             mask = (U * g > 0).astype(np.float64)

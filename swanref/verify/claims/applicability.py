@@ -32,6 +32,9 @@ def unsupported_shape(claim: Claim, shape) -> str | None:
     core = len(shape) - claim.stack_dims
     if core > 2 and claim.nd == "2d_only":
         return f"the claim is 2-D only (nd='2d_only'): no probe of shape {tuple(shape)}"
+    if core > 3 and claim.nd == "route_4d_batch_3d":
+        return (f"4-D parameters are routed to another optimizer (nd='route_4d_batch_3d'): no "
+                f"probe of shape {tuple(shape)}")
     if core > 2 and claim.nd == "routed":
         return (f"N-D parameters are routed to another optimizer (nd='routed'): no probe of "
                 f"shape {tuple(shape)}")
@@ -56,6 +59,12 @@ def _unguarded(claim):
 
 def _nd(claim):
     return unsupported_shape(claim, (1,) * claim.stack_dims + (4, 2, 3, 1))
+
+
+def _any_nd(claim):
+    """N-D round trips: not applicable only when neither a 4-D nor a 3-D probe is claimed
+    (``route_4d_batch_3d`` claims 3-D only)."""
+    return _nd(claim) and unsupported_shape(claim, (1,) * claim.stack_dims + (3, 2, 4))
 
 
 def _stack(claim):
@@ -83,7 +92,7 @@ def stateful(claim: Claim) -> str | None:
     return None
 
 
-for _prop, _rule in [("direction_scale_invariant", _eps_decides), ("nd_round_trip", _nd),
+for _prop, _rule in [("direction_scale_invariant", _eps_decides), ("nd_round_trip", _any_nd),
                      ("scale_conv", _nd), ("stacked_3d", _nd), ("stack_independent", _stack),
                      ("complex_input", _complex), ("nesterov", _nesterov_on),
                      ("zero_to_zero", _unguarded)]:

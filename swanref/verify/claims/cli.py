@@ -129,12 +129,26 @@ _PRESET_FIELDS = {"eps": "eps", "eps_form": "norm", "norm_scale": "norm_scale",
                   "lowprec_order": "lowprec_order"}
 
 
-def operator_arguments(claim: Claim) -> dict:
+def operator_arguments(claim: Claim, op: str | None = None) -> dict:
     """The keywords of ``swanref.verify.checker.check`` a claim stands for (ClaimError for a
     knob the operator check cannot evaluate: an update convention, a stated epsilon other than
-    the preset's, ...)."""
-    require_evaluable(claim, "operator", OPERATOR_KNOBS + ("scale", "scale_factor"))
+    the preset's, ...).  Without a preset, ``eps``/``eps_form`` are GradNorm's or SinkGD's
+    (``op`` grad_norm, swan_update, sinkgd_update); a whitening claim takes them on a preset
+    only."""
+    stated_eps = () if claim.preset is not None else ("eps", "eps_form")
+    # N-D: the operator level reads a batch as slices (batch_leading); 2-D only (or routed) is
+    # claimable; a flattening rule belongs to the update level
+    nd = ("nd",) if claim.nd in ("2d_only", "routed", "batch_leading",
+                                 "route_4d_batch_3d") else ()
+    require_evaluable(claim, "operator",
+                      OPERATOR_KNOBS + ("scale", "scale_factor") + stated_eps + nd)
     out = {"dtype": claim.compute_dtype, "steps": claim.steps}
+    if claim.preset is None and claim.nd in ("2d_only", "routed"):
+        out["two_d_only"] = True
+    if claim.preset is None and claim.eps is not None:  # grad_norm's, or SinkGD's line eps
+        out["eps"] = claim.eps
+        if claim.eps_form is not None:
+            out["eps_form"] = claim.eps_form
     if claim.preset is not None:
         out["preset"] = claim.preset
         if claim.coefficients is not None:
@@ -149,7 +163,11 @@ def operator_arguments(claim: Claim) -> dict:
         if overrides:
             out["overrides"] = overrides
     else:
-        stated = [k for k in _PRESET_FIELDS if getattr(claim, k) is not None]
+        # eps / eps_form without a preset are grad_norm's variance epsilon or SinkGD's line
+        # epsilon (passed above; check() refuses them for an operator they do not apply to)
+        own_eps = op in ("grad_norm", "swan_update", "sinkgd_update")
+        stated = [k for k in _PRESET_FIELDS if getattr(claim, k) is not None
+                  and not (own_eps and k in ("eps", "eps_form", "lowprec_order"))]
         if stated:
             raise ClaimError(f"the operator check evaluates {', '.join(stated)} on a preset "
                              f"only (claimed method {claim.method!r}: exact methods do not "

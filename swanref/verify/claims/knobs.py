@@ -165,7 +165,8 @@ KNOBS = {k.name: k for k in [
     Knob("eps", None, "the epsilon of the normalisation, acting on the raw input (None: the "
          "spec reading, the preset's epsilon after an exact power-of-two prescale, never "
          "deciding the direction)", "KellerJordan/Muon 1e-7; torch.optim.Muon eps=1e-7; optax "
-         "eps=1e-8; NeMo F.normalize eps=1e-15 (NeMo#230); dion Muon epsilon=1e-8",
+         "eps=1e-8; NeMo F.normalize eps=1e-15 (NeMo#230); dion Muon epsilon=1e-8; SinkGD "
+         "(operator sinkgd_update): every line norm, axolotl sr_sinkhorn clamp_min(1e-8)",
          _number(0.0, 1.0, none=True)),
     Knob("eps_form", None, "how the epsilon enters: add X/(||X|| s + eps), clamp "
          "X/max(||X|| s, eps), none (no guard), safe (zero stays zero)",
@@ -197,12 +198,16 @@ KNOBS = {k.name: k for k in [
     # -- shapes
     Knob("nd", "flatten", "N-D parameters: flatten (shape[0], -1) [spec 9.2]; 2d_only (refuses "
          "N-D); flatten_4d_batch_3d; batch_leading (all leading axes are a batch); routed "
-         "(N-D parameters go to another optimizer)",
+         "(N-D parameters go to another optimizer); route_4d_batch_3d (3-D batched, 4-D and "
+         "more to another optimizer)",
          "flatten: KellerJordan/Muon muon_update view(len, -1), dion flatten=True, "
          "pytorch#180561; 2d_only: torch.optim.Muon; flatten_4d_batch_3d: KellerJordan/Muon "
          "(4-D flattened, 3-D batched by zeropower); batch_leading: optax MuonDimensionNumbers, "
-         "NeMo 3-D, dion flatten=False; routed: Moonlight / torch examples (Adam for N-D)",
-         _choice("flatten", "2d_only", "flatten_4d_batch_3d", "batch_leading", "routed")),
+         "NeMo 3-D, dion flatten=False; routed: Moonlight / torch examples (Adam for N-D); "
+         "route_4d_batch_3d: Keras 3.10-3.12 keras.optimizers.Muon (1 < ndim < 4 to Muon, "
+         "3-D batched by its zeropower)",
+         _choice("flatten", "2d_only", "flatten_4d_batch_3d", "batch_leading", "routed",
+                 "route_4d_batch_3d")),
     Knob("stack_dims", 0, "leading axes that index independent parameters",
          "optax MuonDimensionNumbers batch axes; Dao-AILab/gram-newton-schulz batches",
          _number(0, 4, integer=True)),

@@ -49,7 +49,8 @@ def _matrices(claim: Claim, G) -> list:
     if G.ndim < 2:
         raise ClaimError(f"a tolerance needs a matrix probe, got shape {G.shape}")
     k = claim.stack_dims if G.ndim - claim.stack_dims >= 2 else 0
-    if claim.nd in ("batch_leading",) or (claim.nd == "flatten_4d_batch_3d" and G.ndim - k == 3):
+    if claim.nd in ("batch_leading",) or (claim.nd in ("flatten_4d_batch_3d", "route_4d_batch_3d")
+                                          and G.ndim - k == 3):
         mats = G.reshape((-1,) + G.shape[-2:])
     else:
         lead = G.shape[:k]
