@@ -155,14 +155,48 @@ def _whiten_preset(x, method, steps, beta, scaling, rank_rtol, on_divergence, co
     return _unmask(out, keep)
 
 
-def _warn_divergence(bad, label):
+#: the end of swanref.ops' DivergenceWarning for each host-side policy
+_POLICY_TAIL = {"warn": "those slices are set to NaN",
+                "fallback": "those slices were recomputed with method='svd'"}
+
+
+def _warn_divergence(bad, label, policy):
     bad = np.asarray(bad).reshape(-1)
     idx = [int(i) for i in np.nonzero(bad)[0]]
     if idx:
         warnings.warn(f"{label} diverged on {len(idx)} of {bad.size} slice(s) (flat batch indices "
                       f"{idx[:10]}{'...' if len(idx) > 10 else ''}): output non-finite or its "
-                      "Frobenius norm above the bound of spec 3.5; those slices are set to NaN",
+                      f"Frobenius norm above the bound of spec 3.5; {_POLICY_TAIL[policy]}",
                       DivergenceWarning, stacklevel=2)
+
+
+def _host_policy(work, out, bad, on_divergence, label, exact_svd):
+    """on_divergence 'warn'/'fallback' after the iterative FFI call: the host-side warning of
+    swanref.whiten through a debug callback, then NaN or the exact SVD in the diverged slices.
+
+    Under jax.vmap a debug callback would run once per mapped element (counting one slice, at
+    flat index 0); custom_vmap keeps the mapped axes as leading batch axes instead, so one
+    warning counts and indexes the whole stack as the FFI call's DivergenceError message does,
+    and the fallback's lax.cond stays one branch rather than a select that computes both."""
+
+    @jax.custom_batching.custom_vmap
+    def policy(work, out, bad):
+        jax.debug.callback(_warn_divergence, bad, label, on_divergence)
+        sel = bad[..., None, None]
+        if on_divergence == "warn":
+            return jnp.where(sel, jnp.nan, out).astype(out.dtype)
+        # recompute with the exact SVD, only when a slice diverged
+        return jax.lax.cond(jnp.any(bad), lambda: jnp.where(sel, exact_svd(work), out),
+                            lambda: out)
+
+    @policy.def_vmap
+    def _stacked(axis_size, in_batched, work, out, bad):
+        # the three come from one FFI call on the mapped input; the mapped axis leads
+        work, out, bad = (a if mapped else jnp.broadcast_to(a, (axis_size,) + a.shape)
+                          for a, mapped in zip((work, out, bad), in_batched))
+        return policy(work, out, bad), True
+
+    return policy(work, out, bad)
 
 
 def _whiten(x, method, steps=None, beta=None, scaling=None, rank_rtol=None,
@@ -205,14 +239,7 @@ def _whiten(x, method, steps=None, beta=None, scaling=None, rank_rtol=None,
             scaling=params["scaling"], check_finite=finite, label=label,
             raise_on_divergence=np.bool_(on_divergence == "raise"))
         if on_divergence in ("warn", "fallback"):
-            # the host-side warning of swanref.whiten, through a debug callback
-            jax.debug.callback(_warn_divergence, bad, label)
-            sel = bad[..., None, None]
-            if on_divergence == "warn":
-                out = jnp.where(sel, jnp.nan, out).astype(out.dtype)
-            else:  # recompute with the exact SVD, only when a slice diverged
-                out = jax.lax.cond(jnp.any(bad), lambda: jnp.where(sel, exact_svd(work), out),
-                                   lambda: out)
+            out = _host_policy(work, out, bad, on_divergence, label, exact_svd)
     out = _unmask(out, keep)
     return _swap(out) if tall else out
 

@@ -23,7 +23,7 @@ from swanref.spec.validate import (clear_keyword_errors, flag, host_matrix_stack
                                    real_number)
 
 __all__ = ["orthogonalized_update", "load_coefficients", "ND_RULES", "NORM_AXES", "EPS_FORMS",
-           "LOWPREC_ORDERS", "GATES", "update_view"]
+           "LOWPREC_ORDERS", "GATES", "GATE_RESCALES", "update_view", "first_step_share"]
 
 #: N-D rules (spec 9.2): how a parameter of >= 3 matrix axes becomes matrices
 ND_RULES = ("flatten", "2d_only", "flatten_4d_batch_3d", "batch_leading")
@@ -36,12 +36,10 @@ LOWPREC_ORDERS = ("cast_then_normalise", "normalise_then_cast")
 
 #: a cautious gate on the update (spec 9.4): none, per element, per column of the matrix view
 GATES = ("none", "per_element", "per_column")
+#: how a gate rescales what it keeps (spec 9.4)
+GATE_RESCALES = ("kept", "kept_plus_one", "none")
 #: the gate's floor on the kept fraction (heavyball / pytorch-optimizer cautious masks)
 GATE_FLOOR = 1e-3
-
-#: NorMuon's floor on the row RMS and on the re-match denominator (zichongli5/NorMuon)
-ROW_NORM_EPS = 1e-10
-
 
 def load_coefficients(source):
     """A coefficient table ``[(a, b, c), ...]`` from a list, or from a file (spec 9.6).
@@ -62,13 +60,21 @@ def load_coefficients(source):
         raise TypeError("coefficients must be a sequence of (a, b, c) number triples") from exc
 
 
-def _row_norm(O, xp=np):
-    """NorMuon: rows to RMS 1 (zero rows stay 0), then the matrix re-matched to ||O||_F."""
+def _row_norm(O, eps=None, factor=1.0):
+    """NorMuon: rows to RMS 1 (zero rows stay 0), then the matrix re-matched to ||O||_F.
+
+    ``eps`` (the claim's ``second_moment_eps``): each row is divided by ``sqrt(factor ms) +
+    eps`` instead, ``ms`` its mean square and ``factor`` the share the source's statistic
+    holds on a first step (``1 - beta2`` for an EMA from zero without bias correction)."""
     sq = (O * O.conj()).real if np.iscomplexobj(O) else O * O
     fro = np.sqrt(np.sum(sq, axis=(-2, -1), keepdims=True))
     rms = np.sqrt(np.mean(sq, axis=-1, keepdims=True))
     with np.errstate(divide="ignore", invalid="ignore"):
-        R = np.where(rms > 0, O / np.where(rms > 0, rms, 1), 0)
+        if eps is None:
+            R = np.where(rms > 0, O / np.where(rms > 0, rms, 1), 0)
+        else:
+            d = np.sqrt(factor) * rms + eps
+            R = np.where(d > 0, O / np.where(d > 0, d, 1), 0)
         sqr = (R * R.conj()).real if np.iscomplexobj(R) else R * R
         fro_r = np.sqrt(np.sum(sqr, axis=(-2, -1), keepdims=True))
         return np.where(fro_r > 0, R * (fro / np.where(fro_r > 0, fro_r, 1)), 0).astype(O.dtype)
@@ -113,20 +119,27 @@ def update_view(shape, stack_dims=0, nd="flatten") -> tuple:
     return matrix_view(shape, stack_dims)
 
 
-def _axis_norm(O, norm_axis, m, n):
+def _axis_norm(O, norm_axis, m, n, eps=None, factor=1.0):
     """NorMuon over rows, columns, or columns of wide matrices (rows otherwise)."""
     if norm_axis == "none":
         return O
     cols = norm_axis == "columns" or (norm_axis == "columns_if_wide" and n > m)
     if cols:
-        return np.swapaxes(_row_norm(np.swapaxes(O, -1, -2)), -1, -2)
-    return _row_norm(O)
+        return np.swapaxes(_row_norm(np.swapaxes(O, -1, -2), eps, factor), -1, -2)
+    return _row_norm(O, eps, factor)
 
 
-def _gated(O, M, gate, stack_dims):
+def first_step_share(beta, debias=False) -> float:
+    """The share of one step's statistic in the source's second moment on a first step from
+    zero: ``1 - beta2`` for an EMA without bias correction, 1 with it or without an EMA."""
+    return 1.0 if beta is None or debias else 1.0 - float(beta)
+
+
+def _gated(O, M, gate, stack_dims, rescale="kept"):
     """The cautious gate: keep the entries (per_element) or the columns of the matrix view
     (per_column) where the update agrees in sign with the gradient ``Re(O conj(G)) > 0``,
-    rescaled by ``1 / max(kept fraction, GATE_FLOOR)`` per parameter (spec 9.4)."""
+    rescaled by ``1 / max(kept fraction, GATE_FLOOR)`` per parameter (``rescale='kept'``),
+    by ``numel / (kept + 1)`` (``'kept_plus_one'``) or not at all (``'none'``), spec 9.4."""
     if gate == "none":
         return O
     prod = np.real(O * np.conj(M)) if np.iscomplexobj(O) else O * M
@@ -135,7 +148,13 @@ def _gated(O, M, gate, stack_dims):
     else:
         mask = np.broadcast_to(np.sum(prod, axis=-2, keepdims=True) > 0, prod.shape)
     axes = tuple(range(stack_dims, O.ndim))
-    kept = np.maximum(np.mean(mask, axis=axes, keepdims=True), GATE_FLOOR)
+    if rescale == "none":
+        return np.where(mask, O, 0).astype(O.dtype)
+    if rescale == "kept_plus_one":  # pytorch-optimizer apply_cautious: numel / (kept + 1)
+        numel = math.prod(O.shape[stack_dims:])
+        kept = (np.sum(mask, axis=axes, keepdims=True) + 1.0) / numel
+    else:
+        kept = np.maximum(np.mean(mask, axis=axes, keepdims=True), GATE_FLOOR)
     return np.where(mask, O / kept, 0).astype(O.dtype)
 
 
@@ -149,7 +168,9 @@ def orthogonalized_update(G, preset="svd", *, scale="keller", scale_factor=1.0, 
                           row_norm=False, steps=None, coefficients=None, emulate=None,
                           backend=None, check_finite=True, eps=None, eps_form=None,
                           norm_scale=None, lowprec_order=None, nd="flatten",
-                          norm_axis=None, gate="none"):
+                          norm_axis=None, gate="none", gate_rescale="kept",
+                          second_moment_eps=None, second_moment_beta=None,
+                          second_moment_debias=False):
     r"""The orthogonalised update of one parameter (or a stack of them), spec section 9.
 
     .. math:: \Delta = s(m, n)\; \mathrm{reshape}\big(\mathrm{orth}(G_{m \times n})\big)
@@ -190,6 +211,12 @@ def orthogonalized_update(G, preset="svd", *, scale="keller", scale_factor=1.0, 
         entries whose sign agrees with G's, 'per_column' the columns of the matrix view whose
         inner product with G's is positive; the kept part is divided by the kept fraction
         (at least 1e-3) of each parameter.
+    gate_rescale : 'kept' (the above), 'kept_plus_one' (numel / (kept + 1): pytorch-optimizer's
+        ``apply_cautious``) or 'none' (the mask only).
+    second_moment_eps, second_moment_beta, second_moment_debias : the epsilon of the
+        normalisation (``norm_axis``): each row (column) is divided by ``sqrt(f ms) + eps``,
+        ``f`` the first step's share of the source's statistic (``1 - beta2`` for an EMA from
+        zero, 1 when debiased or without ``beta2``), spec 9.4.  None: no epsilon.
 
     Returns
     -------
@@ -209,6 +236,17 @@ def orthogonalized_update(G, preset="svd", *, scale="keller", scale_factor=1.0, 
                          f"False), got {norm_axis!r}")
     if not isinstance(gate, str) or gate not in GATES:
         raise ValueError(f"gate must be one of {', '.join(GATES)}, got {gate!r}")
+    if not isinstance(gate_rescale, str) or gate_rescale not in GATE_RESCALES:
+        raise ValueError(f"gate_rescale must be one of {', '.join(GATE_RESCALES)}, got "
+                         f"{gate_rescale!r}")
+    if second_moment_eps is not None:
+        second_moment_eps = real_number(second_moment_eps, "second_moment_eps", minimum=0.0)
+    if second_moment_beta is not None:
+        second_moment_beta = real_number(second_moment_beta, "second_moment_beta", minimum=0.0)
+        if not second_moment_beta < 1:
+            raise ValueError(f"second_moment_beta must be in [0, 1), got {second_moment_beta!r}")
+    share = first_step_share(second_moment_beta, flag(second_moment_debias,
+                                                      "second_moment_debias"))
     if lowprec_order is not None and lowprec_order not in LOWPREC_ORDERS:
         raise ValueError(f"lowprec_order must be one of {', '.join(LOWPREC_ORDERS)}, got "
                          f"{lowprec_order!r}")
@@ -242,7 +280,7 @@ def orthogonalized_update(G, preset="svd", *, scale="keller", scale_factor=1.0, 
                                   check_finite=check_finite, **kw))
         zero = _fro(work) == 0
     O = np.where(zero, 0, O).astype(O.dtype)  # zero -> zero for every preset (spec 9.4)
-    O = _axis_norm(O, norm_axis, m, n)
+    O = _axis_norm(O, norm_axis, m, n, second_moment_eps, share)
     if rule.name == "swan":
         f = _fro(O)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -256,7 +294,7 @@ def orthogonalized_update(G, preset="svd", *, scale="keller", scale_factor=1.0, 
         O = O * shape_factor(rule, m, n)
     if scale_factor != 1.0:
         O = O * scale_factor
-    O = _gated(O, M, gate, int(stack_dims))
+    O = _gated(O, M, gate, int(stack_dims), gate_rescale)
     out = np.asarray(O).reshape(arr.shape).astype(in_dtype, copy=True)
     return restore(out)
 

@@ -98,8 +98,9 @@ def test_timed_target_splits_first_calls_from_repeats():
     assert len(calls) == 5 and len(timed.signatures) == 3
     assert timed.first > 0 and timed.rest > 0
     row = C.Row("p", "1", "f", "c", "CONFORMING", "CONFORMING", "", 1.0,
-                first_call_seconds=0.5, repeat_seconds=0.25, signatures=3)
-    assert "first call per shape and dtype 0.5 s for 3 shapes, repeats 0.2 s" in row.time_text
+                first_call_seconds=0.5, repeat_seconds=0.25, signatures=3, cpu_seconds=0.75)
+    assert row.time_text == ("1.0 s, CPU 0.8 s (first call per shape and dtype 0.5 s for 3 "
+                             "shapes, repeats 0.2 s)")
 
 
 def test_optax_rows_run_jitted_with_their_verdicts():
@@ -109,6 +110,7 @@ def test_optax_rows_run_jitted_with_their_verdicts():
     for r in rows:  # one compilation per probe shape: the jitted target, few distinct shapes
         assert r.signatures is not None and 1 <= r.signatures <= 10, r.signatures
         assert r.first_call_seconds <= r.seconds
+        assert 0 < r.cpu_seconds  # the process's CPU time, reported beside the wall time
 
 
 # -- the docs' tables: rendered from the stored rows, merged over environments --------------

@@ -432,6 +432,7 @@ DATED = [
     ("docs/performance.md", "the exact route then cost 1.5-1.8x NS10, measured at commit 7beda0f"),
     ("docs/architecture.md", "(measured at commit 6400186: `eigh(2048)` 13x slower"),
     ("docs/jax.md", "Measured at commit a45715a on the 2-core machine"),
+    ("docs/jax.md", "Re-measured at commit 3229747 (issue 26 audit), same machine"),
     ("docs/gpu.md", "on an H100 (commit 4343693), max|G| took 0.88 ms"),
     ("docs/gpu.md", "on an H100 at m = 1024 (commit d52f752) was 7x"),
     ("docs/gpu.md", "Largest differences observed in the GPU test run of commit d52f752"),

@@ -167,14 +167,42 @@ def test_divergence_raises_with_the_python_message():
 @pytest.mark.parametrize("policy", ["warn", "fallback"])
 def test_divergence_warn_and_fallback(policy):
     G = _diverging()
-    with pytest.warns(DivergenceWarning):
+    with pytest.warns(DivergenceWarning) as want:
         ref = swanref.whiten(G, "newton_schulz", scaling="none", on_divergence=policy,
                              backend="cpp")
-    with pytest.warns(DivergenceWarning, match=r"diverged on [1-3] of 3 slice\(s\)"):
+    with pytest.warns(DivergenceWarning) as got:
         out = np.asarray(jax.jit(lambda x: sj.whiten(x, "newton_schulz", scaling="none",
                                                      on_divergence=policy))(jnp.asarray(G)))
         jax.effects_barrier()
     np.testing.assert_array_equal(out, ref)
+    # the Python API's warning, word for word (fallback: "recomputed with method='svd'")
+    assert [str(w.message) for w in got if w.category is DivergenceWarning] == \
+        [str(w.message) for w in want if w.category is DivergenceWarning]
+
+
+@pytest.mark.parametrize("policy", ["warn", "fallback"])
+def test_divergence_warning_under_vmap_counts_the_whole_stack(policy):
+    """One warning for a vmapped call, counting and indexing every slice of the mapped stack
+    (the DivergenceError message of the FFI call does), not one warning per mapped element."""
+    G = 0.05 * RNG.standard_normal((2, 3, 4, 6))
+    G[1, 2] *= 2000.0   # only flat slice 5 leaves the convergence region
+    kw = dict(scaling="none", on_divergence=policy)
+    with pytest.warns(DivergenceWarning) as want:
+        ref = swanref.whiten(G, "newton_schulz", backend="cpp", **kw)
+    assert "diverged on 1 of 6 slice(s) (flat batch indices [5])" in str(want[0].message)
+    fn = jax.jit(jax.vmap(jax.vmap(lambda x: sj.whiten(x, "newton_schulz", **kw))))
+    with pytest.warns(DivergenceWarning) as got:
+        out = np.asarray(fn(jnp.asarray(G)))
+        jax.effects_barrier()
+    assert [str(w.message) for w in got if w.category is DivergenceWarning] == \
+        [str(want[0].message)]
+    np.testing.assert_array_equal(out, ref)
+
+
+def test_no_derivative_rule():
+    """An update direction is applied, not differentiated: jax.grad through it is an error."""
+    with pytest.raises(ValueError, match="cannot be differentiated"):
+        jax.grad(lambda x: sj.whiten(x).sum())(jnp.eye(3, 4))
 
 
 def test_keyword_errors_raise_when_traced():
@@ -230,6 +258,42 @@ def test_the_guide_example_runs():
     exec(compile(code, "docs/jax.md", "exec"), scope)
     losses = scope["losses"]
     assert losses[-1] < 0.5 * losses[0], losses
+
+
+def _preset_names():
+    from swanref.presets import catalogue
+    from swanref.spec.readings import WHITEN_METHODS, WHITEN_PRESETS
+    names = sorted(n for n in set(WHITEN_PRESETS) | set(catalogue.ROUTES)
+                   if n not in WHITEN_METHODS)
+    runs = [n for n in names if catalogue.polynomial_kernel_runs(catalogue.get_preset(n))]
+    return runs, [n for n in names if n not in runs]
+
+
+def test_the_guide_lists_the_presets_it_runs():
+    import pathlib
+    text = " ".join((pathlib.Path(__file__).resolve().parents[1] / "docs" / "jax.md")
+                    .read_text().split())
+    runs, refused = _preset_names()
+    assert "are " + ", ".join(f"`{n}`" for n in runs) + ";" in text
+    assert "others, " + ", ".join(f"`{n}`" for n in refused) + ", are" in text
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_every_preset_the_core_runs_is_bit_equal_and_the_others_refused(dtype):
+    """The whole catalogue, not a sample: a batched wide and a tall input per preset (one
+    compilation per shape for all of them)."""
+    runs, refused = _preset_names()
+    kws = [{"coefficients": [(2.0, -1.5, 0.5)] * 3} if n == "custom" else {} for n in runs]
+    every = jax.jit(lambda x: [sj.whiten(x, n, **kw) for n, kw in zip(runs, kws)])
+    for shape in [(2, 3, 5), (5, 3)]:
+        G = RNG.standard_normal(shape).astype(dtype)
+        for name, kw, out in zip(runs, kws, every(jnp.asarray(G))):
+            np.testing.assert_array_equal(np.asarray(out),
+                                          swanref.whiten(G, name, backend="cpp", **kw),
+                                          err_msg=name)
+    for name in refused:
+        with pytest.raises(ValueError, match="no C\\+\\+ kernel"):
+            sj.whiten(jnp.ones((3, 5), dtype), name)
 
 
 def test_blas_comes_from_scipy_as_for_the_core():

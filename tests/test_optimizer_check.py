@@ -379,7 +379,8 @@ def test_adamuon_needs_its_second_moment_claim():
     b = O.BUILTINS["pytorch_optimizer.AdaMuon"]
     for mod in b.needs:
         pytest.importorskip(mod)
-    plain = dataclasses.replace(b.claim, normalise="none", rematch="orth")
+    plain = dataclasses.replace(b.claim, normalise="none", rematch="orth", second_moment_eps=0.0,
+                                second_moment_beta=None, second_moment_debias=False)
     r = O.check_optimizer(b.build(), plain, b.name)
     assert r.status("one_step_wide") == "FAIL"
     r = O.check_optimizer(b.build(), b.claim, b.name)

@@ -108,10 +108,10 @@ def test_schatten_first_step():
 
 def test_adamuon_second_moment():
     run = I.make(normalise="elementwise")
-    r = check(run, normalise="elementwise", rematch="sqrt_min", normalise_eps=1e-10)
+    r = check(run, normalise="elementwise", rematch="sqrt_min", second_moment_eps=1e-10)
     assert r.conforming, r.table()
     r = check(I.make(normalise="elementwise", adamuon_no_rematch=True),
-              normalise="elementwise", rematch="sqrt_min", normalise_eps=1e-10)
+              normalise="elementwise", rematch="sqrt_min", second_moment_eps=1e-10)
     assert r.status("one_step_wide") == "FAIL"
     assert "direction distance" in msg(r, "one_step_wide")
 
@@ -287,12 +287,15 @@ def test_cli_timeout_names_the_step_and_a_set_method_is_a_claim(capsys):
 # -- second moments over steps (AdaMuon / NorMuon: v_t = beta2 v_{t-1} + (1 - beta2) s(O_t)) ---
 
 @pytest.mark.parametrize("norm, extra", [("rows", {}), ("elementwise", dict(
-    rematch="sqrt_min", normalise_eps=1e-10))])
+    rematch="sqrt_min", second_moment_eps=1e-10))])
 def test_second_moment_beta_is_a_claim(norm, extra):
     ema = I.make(normalise=norm, beta2=0.95)
-    assert check(ema, normalise=norm, second_moment_beta=0.95, **extra).conforming
+    # the elementwise impl debiases as pytorch-optimizer's AdaMuon does: v / (1 - beta2^t)
+    debias = dict(second_moment_debias=True) if norm == "elementwise" else {}
+    assert check(ema, normalise=norm, second_moment_beta=0.95, **extra, **debias).conforming
     for run, beta in ((ema, None), (ema, 0.5), (I.make(normalise=norm), 0.95)):
-        r = check(run, normalise=norm, second_moment_beta=beta, **extra)
+        r = check(run, normalise=norm, second_moment_beta=beta, **extra,
+                  **(debias if beta else {}))
         assert r.status("momentum_before_orth") == "FAIL", (beta, r.table())
         assert r.status("one_step_wide") == "pass"  # the first step cannot tell them apart
     with pytest.raises(ValueError, match="needs a normalisation"):
@@ -318,7 +321,9 @@ def test_installed_adamuon_and_normuon_second_moment_is_modelled():
             pytest.importorskip(mod)
         run = O._Runner(b.build())
         for beta in (None, 0.95):
-            r = O._momentum_property(run, replace(b.claim, second_moment_beta=beta),
+            r = O._momentum_property(run, replace(
+                b.claim, second_moment_beta=beta,
+                second_moment_debias=beta is not None and b.claim.second_moment_debias),
                                      np.random.default_rng(0), np.float32)
             assert r.status == "pass", r
             errs[name.split(".")[1], beta] = r.error

@@ -1,6 +1,6 @@
 """The C++ core as XLA FFI custom calls: loading ``swanref._jax_ffi`` and registering its targets.
 
-``swanref._jax_ffi`` is built only on request (``-Ccmake.define.SWANREF_JAX=ON``, docs/jax.md);
+``swanref._jax_ffi`` is built only on request (:data:`BUILD_COMMAND`, docs/jax.md);
 it holds typed XLA FFI handlers around the same headers ``swanref._core`` binds, with its
 BLAS/LAPACK table filled from SciPy's capsules at import exactly as ``_core``'s.  The public
 JAX functions are in :mod:`swanref.jax`; this module only finds the extension and registers its
@@ -20,6 +20,11 @@ else:
 TARGETS = ("swanref_grad_norm", "swanref_whiten_svd", "swanref_whiten_eigh",
            "swanref_whiten_iterative", "swanref_whiten_polynomial", "swanref_sinkgd")
 
+#: docs/jax.md's one build command, run in a source checkout with jax installed: pip's isolated
+#: build gets the user's jax FFI headers through SWANREF_JAX_INCLUDE_DIR (CMakeLists.txt)
+BUILD_COMMAND = ("pip install -Ccmake.define.SWANREF_JAX_INCLUDE_DIR=\"$(python -c "
+                 "'import jax.ffi; print(jax.ffi.include_dir())')\" .")
+
 _registered = False
 
 
@@ -32,8 +37,8 @@ def unavailable_reason() -> str:
     """Why :func:`available` is False ('' when it is True)."""
     if _jax_ffi is None:
         return ("swanref was built without its JAX FFI module (swanref._jax_ffi: "
-                f"{import_error!r}); rebuild with jax installed: pip install --no-build-isolation "
-                "-Ccmake.define.SWANREF_JAX=ON swanref (docs/jax.md)")
+                f"{import_error!r}); rebuild from a source checkout with jax installed: "
+                f"{BUILD_COMMAND} (docs/jax.md)")
     info = _jax_ffi.blas_info()
     if not info["complete"]:
         return info["error"] or f"BLAS/LAPACK entries missing: {info['missing']}"

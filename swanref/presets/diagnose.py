@@ -128,16 +128,43 @@ def _round_sched(sched, digits=4):
     return tuple(tuple(round(float(v), digits) for v in t) for t in sched)
 
 
-def variants(name: str, dtype: str = "float64", steps=None, coefficients=None) -> list:
-    """The candidates an implementation of ``name`` claimed in ``dtype`` is compared with; the
-    first is the claim itself."""
+#: the normalisation knobs a claim may state on top of a preset (the Preset fields they set)
+OVERRIDABLE = ("norm", "eps", "norm_scale", "lowprec_order")
+
+
+def stated_preset(name: str, overrides=None):
+    """Preset ``name`` with the stated normalisation knobs (``OVERRIDABLE``) replaced; a
+    ValueError names an unknown one."""
     base = get_preset(name)
+    bad = sorted(set(overrides or {}) - set(OVERRIDABLE))
+    if bad:
+        raise ValueError(f"cannot override {', '.join(bad)} of a preset; only "
+                         f"{', '.join(OVERRIDABLE)}")
+    return replace(base, **(overrides or {}))
+
+
+def _override_label(overrides) -> str:
+    names = {"norm": "eps form", "eps": "eps", "norm_scale": "safety factor",
+             "lowprec_order": "low-precision order"}
+    return ", ".join(f"{names[k]} {v:g}" if isinstance(v, float) else f"{names[k]} {v}"
+                     for k, v in sorted((overrides or {}).items()))
+
+
+def variants(name: str, dtype: str = "float64", steps=None, coefficients=None,
+             overrides=None) -> list:
+    """The candidates an implementation of ``name`` claimed in ``dtype`` is compared with; the
+    first is the claim itself.  ``overrides`` (Preset fields of ``OVERRIDABLE``: a claim's
+    stated epsilon, its form, the safety factor, the low-precision order) change the claim
+    and so the base every one-knob variant differs from."""
+    base = stated_preset(name, overrides)
     sched = schedule(name, steps, coefficients)
     if coefficients is not None:
         base = replace(base, coefficients=tuple(tuple(t) for t in sched))
     prec = dtype
     claim_label = f"preset {name!r}" if coefficients is None else \
         f"preset {name!r} with the given coefficients"
+    if overrides:
+        claim_label += f" ({_override_label(overrides)})"
     out = [Candidate(claim_label, base, sched, prec)]
     for other, p in PRESETS.items():
         if other in (name, "custom"):
@@ -604,16 +631,17 @@ class Diagnosis:
 _REF_CACHE: dict = {}
 
 
-def _key(name, dtype, steps, coefficients):
+def _key(name, dtype, steps, coefficients, overrides=None):
     coef = None if coefficients is None else tuple(tuple(float(v) for v in t)
                                                   for t in coefficients)
-    return (name, dtype, steps, coef)
+    return (name, dtype, steps, coef, tuple(sorted((overrides or {}).items())))
 
 
-def references(name: str, dtype: str = "float64", steps=None, coefficients=None):
+def references(name: str, dtype: str = "float64", steps=None, coefficients=None,
+               overrides=None):
     """(probes, [(candidate, outputs, tolerances)]) for a claim, cached: they do not depend on
     the target."""
-    key = _key(name, dtype, steps, coefficients)
+    key = _key(name, dtype, steps, coefficients, overrides)
     hit = _REF_CACHE.get(key)
     if hit is not None:
         return hit
@@ -621,7 +649,7 @@ def references(name: str, dtype: str = "float64", steps=None, coefficients=None)
     gains: dict = {}
     rows = []
     with np.errstate(all="ignore"):
-        for cand in variants(name, dtype, steps, coefficients):
+        for cand in variants(name, dtype, steps, coefficients, overrides):
             outs = _outputs(cand, plist, dtype)
             tols = []
             for p in plist:
@@ -707,7 +735,7 @@ def candidate_rows(cands, plist, dtype) -> list:
 
 
 def diagnose(fn, name: str, *, dtype: str = "float64", steps=None, tolerance=None,
-             coefficients=None) -> Diagnosis:
+             coefficients=None, overrides=None) -> Diagnosis:
     """Does ``fn`` (NumPy array in -> array out) implement preset ``name`` in ``dtype``?
 
     ``fn`` is run on the fixed :func:`probes` given as arrays of ``dtype`` (float32 containers
@@ -718,7 +746,8 @@ def diagnose(fn, name: str, *, dtype: str = "float64", steps=None, tolerance=Non
     every claimed probe is within it.  A probe of an optional input class (a batch) on which
     ``fn`` raises is reported as unsupported and left out; an exception on any other probe is a
     mismatch (infinite distance) and its text is kept.  ``coefficients`` replaces the preset's
-    table (``name='custom'`` requires it).
+    table (``name='custom'`` requires it); ``overrides`` states the claim's epsilon, its
+    form, the safety factor or the low-precision order (:data:`OVERRIDABLE`).
 
     When nothing matches, pairs of one-knob variants (two differences at once) and a refit of
     one coefficient triple are tried; when the claim matches, candidates that match much more
@@ -726,7 +755,7 @@ def diagnose(fn, name: str, *, dtype: str = "float64", steps=None, tolerance=Non
     """
     if dtype not in MATCH_TOLERANCE:
         raise ValueError(f"dtype must be one of {', '.join(MATCH_TOLERANCE)}, got {dtype!r}")
-    plist, rows = references(name, dtype, steps, coefficients)
+    plist, rows = references(name, dtype, steps, coefficients, overrides)
     outs, unsupported, errors = run_target(fn, plist)
     representable: dict = {}
     with np.errstate(all="ignore"):

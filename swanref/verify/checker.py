@@ -741,10 +741,12 @@ def check(fn, op, *, dtype="float64", axis=None, eps=None, method=None, steps=No
     commands the report prints (built from the keywords when ``target_name`` is given).
     ``claim`` (a swanref.verify.claims.Claim) replaces the reading keywords (docs/spec.md 11.5).
     """
+    overrides = None
     if claim is not None and op != "update":  # OP update takes the claim as it is, below
         kw = operator_arguments(claim)
         preset, coefficients, dtype, steps = (kw.get("preset"), kw.get("coefficients"),
                                               kw["dtype"], kw["steps"])
+        overrides = kw.get("overrides")
         method, beta, scaling = kw.get("method", method), kw.get("beta"), kw.get("scaling")
     from swanref.verify.properties import OPS, Claim, properties_for
 
@@ -800,7 +802,8 @@ def check(fn, op, *, dtype="float64", axis=None, eps=None, method=None, steps=No
                               seed=seed, strict=strict, array_type=array_type,
                               target_name=target_name, op=op, method=method or "svd",
                               beta=beta, scaling=scaling, coefficients=coefficients,
-                              shapes=shapes, properties=properties, runner=runner)
+                              shapes=shapes, properties=properties, runner=runner,
+                              overrides=overrides)
         report.command = command
         return report
     if coefficients is not None:
@@ -1094,7 +1097,7 @@ PRESET_GENERIC = ("shape_and_dtype", "input_not_modified", "zero_input")
 def check_preset(fn, preset, *, dtype="float64", steps=None, examples=30, seed=0, strict=False,
                  array_type="numpy", target_name=None, op="whiten", method="svd", beta=None,
                  scaling=None, coefficients=None, shapes=None, kwargs=None, properties=None,
-                 runner=None) -> CheckReport:
+                 runner=None, overrides=None) -> CheckReport:
     """``--preset NAME``: does ``fn`` implement a named orthogonalisation preset?
 
     Runs swanref.presets.diagnose (fixed probes, the preset and its one-knob variants, each
@@ -1103,6 +1106,9 @@ def check_preset(fn, preset, *, dtype="float64", steps=None, examples=30, seed=0
     an input class the target refuses (a batch) is reported as ``unsupported`` with the
     exception, never as a mismatch.  ``coefficients`` (a list of (a, b, c), or a file path as
     read by ``swanref schedule``) replaces the table; ``preset='custom'`` requires it.
+    ``overrides``: the claim's stated epsilon, epsilon form, safety factor or low-precision
+    order as Preset fields (``swanref.presets.diagnose.OVERRIDABLE``), the source's own where
+    it differs from the catalogue's.
     """
     from swanref.verify.properties import CATALOGUE, Claim
 
@@ -1141,6 +1147,8 @@ def check_preset(fn, preset, *, dtype="float64", steps=None, examples=30, seed=0
         claim_desc["steps"] = steps
     if coefficients is not None:
         claim_desc["coefficients"] = [list(t) for t in coefficients]
+    for k, v in (overrides or {}).items():
+        claim_desc[{"norm": "eps_form"}.get(k, k)] = v
     report = CheckReport("whiten", target_name or getattr(fn, "__qualname__", repr(fn)),
                          claim_desc, examples, seed, strict)
     try:  # the generic properties in the claimed dtype (its float32 container if unavailable)
@@ -1170,7 +1178,7 @@ def check_preset(fn, preset, *, dtype="float64", steps=None, examples=30, seed=0
             call.where = "property matches_preset"
             try:
                 d = presets.diagnose(probe_call, preset, dtype=str(dtype), steps=steps,
-                                     coefficients=coefficients)
+                                     coefficients=coefficients, overrides=overrides)
             except (TargetAborted, TargetTimeout) as exc:
                 res = PropertyResult("matches_preset", "pass", "required",
                                      f"outputs match preset {preset!r}")

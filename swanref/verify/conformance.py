@@ -369,6 +369,9 @@ class Row:
     first_call_seconds: float | None = None
     repeat_seconds: float | None = None
     signatures: int | None = None
+    #: CPU seconds of this process during the row (every thread): on a shared machine the wall
+    #: time of ``seconds`` also counts the waits for a core
+    cpu_seconds: float | None = None
     level: str = "operator"
     dtype: str = "-"
     #: the largest error/tolerance ratio among the results that measured both
@@ -379,6 +382,8 @@ class Row:
     @property
     def time_text(self) -> str:
         text = f"{self.seconds:.1f} s"
+        if self.cpu_seconds is not None:
+            text += f", CPU {self.cpu_seconds:.1f} s"
         if self.signatures is not None:
             text += (f" (first call per shape and dtype {self.first_call_seconds:.1f} s for "
                      f"{self.signatures} shapes, repeats {self.repeat_seconds:.1f} s)")
@@ -629,7 +634,7 @@ def _run_entry(e, examples, timeout):
         return row("-", "absent", f"not importable ({type(exc).__name__})", 0.0)
     if e.function.startswith("tests/") and not os.path.exists(e.function.split(":")[0]):
         return row("-", "absent", "run from the repository root (tests/ not found)", 0.0)
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     timed, results = None, []
     # the checks apply the deadline per call; an optimizer row as a whole gets ROW_CALLS times
     runner = TargetRunner(timeout if timeout is None or lv != "optimizer"
@@ -652,6 +657,7 @@ def _run_entry(e, examples, timeout):
     finally:
         runner.close()
     r = row(_version(e.package), verdict, diag, time.perf_counter() - t0, details)
+    r.cpu_seconds = time.process_time() - cpu0
     r.worst, r.tolerance, r.worst_property = _worst_of(results)
     if timed is not None:
         r.first_call_seconds, r.repeat_seconds = timed.first, timed.rest
@@ -793,7 +799,8 @@ def main(argv=None) -> int:
             print(json.dumps([{**r.stored(), "package": r.package, "diagnosis": r.diagnosis,
                                "first_call_seconds": _rounded(r.first_call_seconds),
                                "repeat_seconds": _rounded(r.repeat_seconds),
-                               "signatures": r.signatures, "report": r.details}
+                               "signatures": r.signatures, "cpu_seconds": _rounded(r.cpu_seconds),
+                               "report": r.details}
                               for r in rows], indent=1, default=str))
         elif not args.markdown:
             print(table)

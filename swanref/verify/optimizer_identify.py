@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from swanref.presets.catalogue import PRESETS, ROUTES, get_preset
+from swanref.presets.diagnose import UNIT_ROUNDOFF
 from swanref.spec.conventions import SCALE_RULES, shape_factor
 from swanref.verify.checker import json_number
 from swanref.verify.claims import Claim, ClaimError, dumps
@@ -125,7 +126,7 @@ def _score_now(run, claim, seed):
     for x in r.results:
         if x.status in ("FAIL", "error") or (x.status == "unsupported" and not x.explained):
             bad += 1
-        if x.error is not None and x.tolerance:
+        if x.error is not None and x.tolerance and x.status != "warn":  # warn: advisory
             e = x.error if math.isfinite(x.error) else math.inf
             ratio = max(ratio, e / x.tolerance)
             dist = max(dist, e)
@@ -174,10 +175,34 @@ def _common(a: Scored, b: Scored):
     return out
 
 
-def _better(s: Scored, best: Scored) -> bool:
+def _judged_count(s: Scored) -> int:
+    return sum(r.status in ("pass", "FAIL") for r in s.report.results)
+
+
+def _better(s: Scored, best: Scored, rank=None) -> bool:
     """A knob leaves its current value only for a clearly better reading on the common
     yardstick (:func:`_common`): fewer failures, else a worst ratio 2% smaller; where neither
-    fails, half the summed distance."""
+    fails, half the summed distance.  Two precisions of which exactly one matches under its
+    own tolerances: the matching one; both matching: the orthogonaliser ranked nearer in the
+    widest precision (``rank``: preset -> place), else the tighter precision."""
+    if s.claim.precision != best.claim.precision and s.match != best.match:
+        # precision is a noise level: the reading whose own noise model covers every property
+        # it judges wins -- if it judges as many as the other (a precision whose noise model
+        # exceeds 0.5 judges nothing, "no claim").  On the common yardstick a bfloat16 target
+        # is nearer a float16 emulation (one rounding, not two independent ones) and would be
+        # read as float16 (timm's Muon)
+        m, o = (s, best) if s.match else (best, s)
+        if _judged_count(m) >= _judged_count(o):
+            return s.match
+    if s.match and best.match and s.claim.precision != best.claim.precision:
+        # both within their own noise: distances to emulations of different precisions are
+        # not comparable (each bfloat16 emulation adds its own rounding).  The orthogonaliser
+        # is the one nearer in the widest precision (rank, step 1); for one orthogonaliser the
+        # tighter precision asserts more
+        if s.claim.preset != best.claim.preset:
+            return rank is not None and rank.get(s.claim.preset, math.inf) < rank.get(
+                best.claim.preset, math.inf)
+        return UNIT_ROUNDOFF[s.claim.precision] < UNIT_ROUNDOFF[best.claim.precision]
     (bs, ws), (bb, wb) = _common(s, best)
     if bs != bb:
         return bs < bb
@@ -293,13 +318,14 @@ def fit_scale(claim, steps):
 def _knob_values(claim, run, top):
     """knob label -> list of (value label, OptimizerClaim changes)."""
     P = get_preset(claim.preset) if claim.preset in PRESETS or claim.preset in ROUTES else None
-    norm = [("none", dict(normalise="none", rematch="orth", normalise_eps=0.0,
-                          second_moment_beta=None))]
-    norm += [(f"norm_axis={a}", dict(normalise=a, rematch="orth", normalise_eps=0.0))
+    norm = [("none", dict(normalise="none", rematch="orth", second_moment_eps=0.0,
+                          second_moment_beta=None, second_moment_debias=False))]
+    norm += [(f"norm_axis={a}", dict(normalise=a, rematch="orth", second_moment_eps=0.0))
              for a in ("rows", "columns", "columns_if_wide")]
     norm += [("second_moment=adamuon", dict(normalise="elementwise", rematch="sqrt_min",
-                                            normalise_eps=0.0))]
-    betas = [(f"second_moment_beta={b}", dict(second_moment_beta=b))
+                                            second_moment_eps=0.0))]
+    betas = [(f"second_moment_beta={b}", dict(second_moment_beta=b, **(
+        {"second_moment_debias": False} if b is None else {})))
              for b in (None,) + SECOND_MOMENT_BETAS] if claim.normalise != "none" else []
     eps = [("eps scale-invariant (spec 9.5)", dict(eps=None, eps_form="invariant"))]
     if P is not None:
@@ -334,7 +360,7 @@ def _knob_values(claim, run, top):
     return out
 
 
-def _search(rec, best, top, steps, seed, knob_of):
+def _search(rec, best, top, steps, seed, knob_of, rank=None):
     """One pass over the knobs, each set to its best value with the others held."""
     for knob, values in _knob_values(best.claim, rec, top).items():
         for vlabel, changes in values:
@@ -348,7 +374,7 @@ def _search(rec, best, top, steps, seed, knob_of):
                 s = _score(rec, c, seed)
             except (ValueError, TypeError):  # a combination the model does not evaluate
                 continue
-            if _better(s, best):
+            if _better(s, best, rank):
                 best, knob_of[knob] = s, vlabel
     return best
 
@@ -445,7 +471,9 @@ def to_claim(oc: OptimizerClaim) -> Claim:
               nesterov="off" if oc.nesterov is None else
               ("always" if oc.nesterov_always else "on"),
               nesterov_variant=oc.nesterov or "sutskever",
-              second_moment_beta=oc.second_moment_beta, complex=bool(oc.complex))
+              second_moment_beta=oc.second_moment_beta, complex=bool(oc.complex),
+              second_moment_eps=oc.second_moment_eps or None,
+              second_moment_debias=oc.second_moment_debias, gate_rescale=oc.gate_rescale)
     if oc.precondition == "schatten":
         kw["norm"] = "schatten"
     default_io = "float64" if oc.precision == "float64" else "float32"
@@ -521,8 +549,11 @@ def identify_optimizer(target=None, kwargs=None, *, driver=None, params="auto",
     if rec.knobs is not None and rec.knobs.get("momentum") is None:
         mom = getattr(run, "momentum_default", None) or MU
     dt = np.float64 if param_dtype == "float64" else np.float32
+    # complex parameters start unclaimed (complex_input advisory: an optimizer that drops the
+    # imaginary part, as timm's Muon does, is still identified); claimed below where they pass
     base = OptimizerClaim("svd", precision="float64" if param_dtype == "float64" else "float32",
-                          param_dtype=param_dtype, lr=lr, weight_decay=wd, momentum=mom)
+                          param_dtype=param_dtype, lr=lr, weight_decay=wd, momentum=mom,
+                          complex=False)
     notes = []
     with np.errstate(all="ignore"):
         if runner is not None and getattr(run, "deadline", None) is None:
@@ -535,25 +566,30 @@ def identify_optimizer(target=None, kwargs=None, *, driver=None, params="auto",
         steps = _one_steps(rec, dt, seed)
         precisions = [p for p in PRECISIONS if param_dtype == "float64" or p != "float64"]
         ranking = _direction_ranking(base, steps, precisions)
-        # first every knob at the widest precision, where the tolerances are tight enough
-        # that a structural knob (a gate, a Nesterov form) is told apart from rounding; then
-        # the precision with the best presets; then every knob again
-        wide = [(n, precisions[0]) for n, _ in ranking[:4]]
+        rank = {name: i for i, (name, _) in enumerate(ranking)}
+        # first every knob at the tightest precision the one-step directions pass (the
+        # widest where they pass there), where the tolerances are tight enough that a
+        # structural knob (a gate, a Nesterov form) is told apart from rounding -- never at a
+        # precision no probe can pass, where every knob would be chosen by which failure is
+        # smallest (timm's Muon: bfloat16 under float32 parameters); then the precision with
+        # the best presets; then every knob again
+        wide = ranking[:4]
         every = list(dict.fromkeys(ranking[:2] + [(n, p) for n, _ in ranking[:2]
                                                   for p in precisions]))
-        claim = replace(base, preset=ranking[0][0], precision=precisions[0])
+        claim = replace(base, preset=ranking[0][0], precision=ranking[0][1])
         scale, factor = fit_scale(claim, steps)
         best = _score(rec, replace(claim, scale=scale, scale_factor=factor), seed)
         knob_of = {}
         for top in (wide, every):
             for _pass in range(3):  # until a pass changes nothing
                 before = repr(best.claim)
-                best = _search(rec, best, top, steps, seed, knob_of)
+                best = _search(rec, best, top, steps, seed, knob_of, rank)
                 if repr(best.claim) == before:
                     break
         # complex parameters handled right: the claim states it (else complex_input is advisory)
-        if best.report.status("complex_input") == "pass":
-            best = _score(rec, replace(best.claim, complex=True), seed)
+        cplx = _score(rec, replace(best.claim, complex=True), seed)
+        if cplx.report.status("complex_input") == "pass":
+            best = cplx
         # the claim a file states, checked again as the file reads back
         try:
             claim_rec = to_claim(best.claim)

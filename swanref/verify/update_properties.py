@@ -23,7 +23,7 @@ from swanref.presets.catalogue import PRESETS, ROUTES, get_preset, schedule
 from swanref.presets.lowprec import FORMATS, round_to
 from swanref.spec.conventions import SCALE_RULES, matrix_view, resolve_scale, shape_factor
 from swanref.spec.readings import WHITEN_METHODS
-from swanref.update import load_coefficients, orthogonalized_update
+from swanref.update import first_step_share, load_coefficients, orthogonalized_update
 from swanref.verify.checker import (CheckReport, PropertyResult, TargetAborted, TargetTimeout,
                                     UsageError, smoke_call, compile_note, make_call,
                                     refused_everything, stopped)
@@ -77,7 +77,9 @@ class UpdateClaim:
     #: Claim knobs this level evaluates (docs/spec.md 11.1)
     CLAIM_KNOBS = ("scale", "scale_factor", "stack_dims", "norm_axis", "steps", "coefficients",
                    "compute_dtype", "complex", "eps", "eps_form", "norm_scale", "lowprec_order",
-                   "nd", "momentum", "nesterov", "io_dtype", "gate", "second_moment")
+                   "nd", "momentum", "nesterov", "io_dtype", "gate", "gate_rescale",
+                   "second_moment", "second_moment_eps", "second_moment_beta",
+                   "second_moment_debias")
 
     @classmethod
     def from_claim(cls, claim: Claim) -> UpdateClaim:
@@ -135,12 +137,13 @@ class UpdateClaim:
              "dtype": self.dtype, "tolerance": (self.tolerance if self.tolerance is not None
                                                 else "per probe (spec 11.4)")}
         c = self.full
-        for k in ("eps", "eps_form", "norm_scale"):
+        for k in ("eps", "eps_form", "norm_scale", "second_moment_eps", "second_moment_beta"):
             if getattr(c, k) is not None:
                 d[k] = getattr(c, k)
         for k, default in (("nd", "flatten"), ("norm_axis", "none"),
                            ("lowprec_order", "cast_then_normalise"), ("io_dtype", None),
-                           ("gate", "none"), ("second_moment", "none")):
+                           ("gate", "none"), ("gate_rescale", "kept"),
+                           ("second_moment", "none"), ("second_moment_debias", False)):
             if getattr(c, k) != default and not (k == "norm_axis" and c.norm_axis == "rows"):
                 d[k] = getattr(c, k)
         if self.scale_factor != 1.0:
@@ -215,7 +218,10 @@ def reference(claim, G, stack_dims=None, **changes):
     kw = dict(scale=claim.scale, scale_factor=claim.scale_factor,
               stack_dims=claim.stack_dims if stack_dims is None else stack_dims,
               norm_axis=c.norm_axis, steps=claim.steps, coefficients=claim.coefficients,
-              emulate=emulate, nd=c.nd, lowprec_order=c.lowprec_order, gate=c.gate)
+              emulate=emulate, nd=c.nd, lowprec_order=c.lowprec_order, gate=c.gate,
+              gate_rescale=c.gate_rescale, second_moment_eps=c.second_moment_eps,
+              second_moment_beta=c.second_moment_beta,
+              second_moment_debias=c.second_moment_debias)
     if claim.stated and claim.preset not in WHITEN_METHODS:
         kw.update(eps=c.eps, eps_form=c.eps_form, norm_scale=c.norm_scale)
     kw.update(changes)
@@ -593,6 +599,86 @@ def _epsilon(claim, call):
     return worst
 
 
+#: second_moment_eps: candidate epsilons the diagnosis names
+_AXIS_EPS_CANDIDATES = (1e-6, 1e-7, 1e-8, 1e-10, 1e-12)
+
+
+def _tiny_axis_probe(claim, eps, share):
+    """A probe whose first five rows (row normalisation: a tall 10x4 gradient) or columns
+    (column normalisation: a wide 4x10 one) are scaled by a power of two ``t`` so small that
+    their RMS in the orthogonalised update is about ``eps / sqrt(share)``: there the epsilon
+    halves them, a 10x larger one shrinks them 6x and none restores them (spec 9.4).  The rest
+    keeps full rank, so the orthogonaliser converges and the small rows stay proportional."""
+    c = claim.full
+    cols = c.norm_axis == "columns" or c.norm_axis == "columns_if_wide"
+    shape = (4, 10) if cols else (10, 4)
+    G = _probe(claim, shape, 21).astype(np.float64)
+    t0 = 2.0 ** -20
+    sel = (slice(None), slice(0, 5)) if cols else (slice(0, 5), slice(None))
+
+    def scaled(t):
+        H = G.copy()
+        H[sel] *= t
+        return H
+    O = _mats(reference(claim, scaled(t0).astype(claim.container), norm_axis="none",
+                        scale="none", scale_factor=1.0, gate="none",
+                        second_moment_eps=None), claim.stack_dims)[0]
+    part = O[sel]
+    r0 = float(np.sqrt(np.mean(np.abs(part) ** 2)))
+    target = (eps if eps > 0 else 1e-10) / math.sqrt(share)
+    t = 2.0 ** round(math.log2(t0 * target / r0)) if r0 > 0 else t0
+    return scaled(t).reshape((1,) * claim.stack_dims + shape).astype(claim.container)
+
+
+def _second_moment_eps(claim, call):
+    """The stated epsilon of the normalisation after orthogonalising at its place: rows (or
+    columns) of the update small enough that ``sqrt(share ms) + eps`` is decided by eps."""
+    c = claim.full
+    share = first_step_share(c.second_moment_beta, c.second_moment_debias)
+    G = _tiny_axis_probe(claim, c.second_moment_eps, share)
+    cols = G.shape[-1] > G.shape[-2]
+    label = f"{'wide' if cols else 'tall'} {G.shape[-2]}x{G.shape[-1]}, five small " \
+            f"{'columns' if cols else 'rows'}"
+
+    def sizes(X):  # what the epsilon decides: the size of each row (column)
+        return np.linalg.norm(_mats(X, claim.stack_dims), axis=-2 if cols else -1)
+    out = _checked(call(G), G, label)
+    tol = _tol(claim, G)
+    d = _dist(sizes(out), sizes(reference(claim, G)))
+    if d <= tol:
+        return d
+    cands = [(f"second_moment_eps={e:g}", dict(second_moment_eps=e))
+             for e in _AXIS_EPS_CANDIDATES if e != c.second_moment_eps]
+    cands.append(("no epsilon in the normalisation (second_moment_eps=None)",
+                  dict(second_moment_eps=None)))
+    if c.second_moment_beta is not None:
+        cands.append((f"second_moment_debias={not c.second_moment_debias}",
+                      dict(second_moment_debias=not c.second_moment_debias)))
+    found = []
+    with np.errstate(all="ignore"):
+        for lab, ch in cands:
+            da = _dist(sizes(out), sizes(reference(claim, G, **ch)))
+            if da <= tol:
+                found.append((da, lab))
+    raise _Fail(d, label, f"on the {label} probe the {'column' if cols else 'row'} sizes of "
+                f"the update differ by {d:.3g} > {tol:.3g} from the claimed ones "
+                f"(second_moment_eps {c.second_moment_eps:g} added to sqrt({share:g} x mean "
+                f"square) of each {'column' if cols else 'row'})"
+                f"{_named([lab for _, lab in sorted(found)])}", G.shape, G)
+
+
+def _axis_eps_premise(claim):
+    c = claim.full
+    if c.second_moment_eps is None:
+        return ("the claim states no epsilon for the normalisation after orthogonalising "
+                "(second_moment_eps)")
+    if c.norm_axis == "none":
+        return "no normalisation after orthogonalising claimed (norm_axis)"
+    if "float16" in (claim.dtype, c.container):
+        return "the probe's small rows underflow float16"
+    return None
+
+
 def _conjugate_free(claim, G):
     """The claimed polynomial iteration with plain transposes (a missing conjugate), or None
     when the claim is no polynomial preset."""
@@ -704,6 +790,10 @@ UPDATE_PROPERTIES = [
     UpdateProperty("epsilon", "a stated epsilon, its form and the norm's safety factor at "
                    "their place: the update of c*G, c = 1e-12 .. 1e12, is the claimed update of "
                    "c*G on the raw gradient", _epsilon, applies=_eps_premise),
+    UpdateProperty("second_moment_eps", "the stated epsilon of the row/column normalisation "
+                   "after orthogonalising (NorMuon) at its place: rows or columns of the update "
+                   "small enough that the epsilon decides their size", _second_moment_eps,
+                   applies=_axis_eps_premise),
     UpdateProperty("complex_input", "complex gradients: conjugate transposes, polar factor "
                    "U V^H", _complex,
                    applies=lambda c: None if c.complex else

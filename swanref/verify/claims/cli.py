@@ -14,6 +14,7 @@ import json
 import re
 from dataclasses import dataclass
 
+from swanref.presets.catalogue import get_preset
 from swanref.verify.claims.fileformat import load_claim
 from swanref.verify.claims.knobs import KNOBS, ClaimError
 from swanref.verify.claims.model import Claim, preset_knobs, require_evaluable
@@ -119,9 +120,13 @@ def _known(knobs):
     return knobs
 
 
-#: the knobs the operator check (``swanref check OP``) reads (docs/spec.md 11.1)
+#: the knobs the operator check (``swanref check OP``) reads (docs/spec.md 11.1); the
+#: normalisation ones only with a preset (its source's epsilon, form, safety factor, order)
 OPERATOR_KNOBS = ("preset", "method", "steps", "coefficients", "beta", "scaling",
-                  "compute_dtype")
+                  "compute_dtype", "eps", "eps_form", "norm_scale", "lowprec_order")
+#: claim knob -> the Preset field it states (swanref.presets.diagnose.OVERRIDABLE)
+_PRESET_FIELDS = {"eps": "eps", "eps_form": "norm", "norm_scale": "norm_scale",
+                  "lowprec_order": "lowprec_order"}
 
 
 def operator_arguments(claim: Claim) -> dict:
@@ -134,6 +139,20 @@ def operator_arguments(claim: Claim) -> dict:
         out["preset"] = claim.preset
         if claim.coefficients is not None:
             out["coefficients"] = [list(t) for t in claim.coefficients]
+        own = get_preset(claim.preset)
+        overrides = {f: getattr(claim, k) for k, f in _PRESET_FIELDS.items()
+                     if getattr(claim, k) is not None and getattr(claim, k) != getattr(own, f)}
+        if claim.eps_form is not None and claim.eps_form not in ("add", "clamp", "none",
+                                                                 "safe"):
+            raise ClaimError(f"eps_form={claim.eps_form!r} is not a normalisation the "
+                             "operator check evaluates")
+        if overrides:
+            out["overrides"] = overrides
     else:
+        stated = [k for k in _PRESET_FIELDS if getattr(claim, k) is not None]
+        if stated:
+            raise ClaimError(f"the operator check evaluates {', '.join(stated)} on a preset "
+                             f"only (claimed method {claim.method!r}: exact methods do not "
+                             "depend on the norm)")
         out.update(method=claim.method, beta=claim.beta, scaling=claim.scaling)
     return out

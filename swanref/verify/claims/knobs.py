@@ -172,10 +172,6 @@ KNOBS = {k.name: k for k in [
          "add: KellerJordan/Muon, Polar Express, optax, dion; clamp: torch.optim.Muon "
          "(norm().clamp(min=eps)), NeMo F.normalize", _choice("add", "clamp", "none", "safe",
                                                              none=True)),
-    Knob("eps_where", "normalisation", "which denominator the epsilon guards: the "
-         "orthogonaliser's input normalisation, NorMuon's row norm or AdaMuon's second moment",
-         "dion normuon.py (row norm eps 1e-10, dion#24 clamp 1e-8); pytorch-optimizer AdaMuon "
-         "(eps on sqrt(v))", _choice("normalisation", "row_norm", "second_moment")),
     Knob("norm", "frobenius", "the norm (preconditioning) of the input normalisation",
          "optax orthogonalize_via_newton_schulz preconditioning in {frobenius, spectral, aol, "
          "schatten}; schatten = the Schatten-4 first step (||X X^T||_F^(1/2))",
@@ -226,6 +222,11 @@ KNOBS = {k.name: k for k in [
          "by the kept fraction", "heavyball utils._compilable_cautioning (signbit mask, "
          "numel / kept); pytorch-optimizer apply_cautious (update * grad > 0)",
          _choice("none", "per_column", "per_element")),
+    Knob("gate_rescale", "kept", "how a gate rescales the kept entries: kept (numel / kept, "
+         "the kept fraction at least 1e-3), kept_plus_one (numel / (kept + 1)), none",
+         "kept: heavyball _compilable_cautioning (numel / max(kept, 1)), timm cautious "
+         "(mask.mean().clamp_(min=1e-3)); kept_plus_one: pytorch-optimizer apply_cautious "
+         "(mask.numel() / (mask.sum() + 1))", _choice("kept", "kept_plus_one", "none")),
     Knob("second_moment", "none", "an Adam-style second moment on the orthogonalised update "
          "(optimizer state: n/a at the update level)",
          "pytorch-optimizer AdaMuon (v on O, eps on sqrt(v))", _choice("none", "adamuon")),
@@ -236,6 +237,18 @@ KNOBS = {k.name: k for k in [
          "pytorch-optimizer AdaMuon betas[1]=0.95 (v.mul_(beta2).addcmul_(O, O, 1 - beta2)), "
          "NorMuon beta2=0.95 (second_momentum_buffer.lerp_(mean(O^2, -1), 1 - beta2)); "
          "zichongli5/NorMuon beta2", _number(0.0, 1.0, none=True, open_hi=True)),
+    Knob("second_moment_eps", None, "the epsilon added to the square root of the statistic "
+         "the normalisation after orthogonalising divides by (norm_axis's row/column RMS, "
+         "second_moment's sqrt(v)): O / (sqrt(S_t) + eps), S_t as the source keeps it -- "
+         "(1 - beta2) s on a first step under second_moment_beta, unless debiased (None: no "
+         "epsilon, a zero row stays zero)", "pytorch-optimizer NorMuon / AdaMuon eps=1e-10 "
+         "(second_momentum_buffer.sqrt().add_(eps)); zichongli5/NorMuon 1e-10; dion NorMuon "
+         "1e-8 (V.sqrt() + 1e-8); timm AdaMuon its eps (exp_avg_sq.sqrt().add_(eps))",
+         _number(0.0, 1.0, none=True)),
+    Knob("second_moment_debias", False, "the statistic is divided by its bias correction "
+         "1 - beta2^t before the square root (moves only where second_moment_eps sits)",
+         "pytorch-optimizer AdaMuon ((v / (1 - beta2^t)).sqrt()); timm AdaMuon without "
+         "match_rms_adamw; NorMuon (zichongli5, dion, pytorch-optimizer): none", _bool),
     Knob("pre", "none", "a transform before orthogonalising: none or SWAN's grad_norm",
          "SWAN (Ma et al. 2024) Alg. 1", _choice("none", "grad_norm")),
     # -- optimizer

@@ -33,7 +33,6 @@ class Claim:
     scaling: str | None = _field("scaling")
     eps: float | None = _field("eps")
     eps_form: str | None = _field("eps_form")
-    eps_where: str = _field("eps_where")
     norm: str = _field("norm")
     norm_scale: float | None = _field("norm_scale")
     compute_dtype: str = _field("compute_dtype")
@@ -46,8 +45,11 @@ class Claim:
     scale: str = _field("scale")
     scale_factor: float = _field("scale_factor")
     gate: str = _field("gate")
+    gate_rescale: str = _field("gate_rescale")
     second_moment: str = _field("second_moment")
     second_moment_beta: float | None = _field("second_moment_beta")
+    second_moment_eps: float | None = _field("second_moment_eps")
+    second_moment_debias: bool = _field("second_moment_debias")
     pre: str = _field("pre")
     momentum: float = _field("momentum")
     nesterov: str = _field("nesterov")
@@ -75,6 +77,17 @@ class Claim:
             raise ClaimError("beta and scaling only apply to method='newton_schulz'")
         if self.op == "grad_norm" and (self.preset is not None or self.method != "svd"):
             raise ClaimError("op='grad_norm' has no orthogonaliser: leave preset/method unset")
+        stat = self.norm_axis != "none" or self.second_moment != "none"
+        if not stat and (self.second_moment_eps is not None or self.second_moment_debias
+                         or self.second_moment_beta is not None):
+            raise ClaimError("second_moment_eps, second_moment_beta and second_moment_debias "
+                             "need a normalisation after orthogonalising (norm_axis or "
+                             "second_moment)")
+        if self.second_moment_debias and self.second_moment_beta is None:
+            raise ClaimError("second_moment_debias needs second_moment_beta (the bias "
+                             "correction is 1 - beta2^t)")
+        if self.gate_rescale != "kept" and self.gate == "none":
+            raise ClaimError(f"gate_rescale={self.gate_rescale!r} needs a gate")
 
     # -- construction ----------------------------------------------------------------------
 
@@ -173,8 +186,16 @@ def preset_knobs(name: str) -> dict:
     return knobs
 
 
+#: knobs of earlier 0.3 drafts -> what states the same now
+REMOVED = {"eps_where": "eps is the orthogonaliser's; the epsilon of the normalisation after "
+                        "orthogonalising is second_moment_eps"}
+
+
 def _known(mapping):
     unknown = sorted(set(mapping) - set(KNOBS))
+    gone = [f"{k!r} was removed: {REMOVED[k]}" for k in unknown if k in REMOVED]
+    if gone:
+        raise ClaimError("; ".join(gone))
     if unknown:
         raise ClaimError(f"unknown claim knob(s) {', '.join(map(repr, unknown))}; known: "
                          f"{', '.join(KNOBS)}")
