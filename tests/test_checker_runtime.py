@@ -94,6 +94,58 @@ def test_a_hanging_target_does_not_hang_the_command(tmp_path):
         assert json.loads(p.stdout)["outcome"] == "TIMEOUT"
 
 
+def test_a_target_that_hangs_holding_the_gil_ends_the_process_with_exit_5(tmp_path):
+    """A call into compiled code that never returns while holding the GIL (numpy.linalg.svd
+    on some Inf inputs: LAPACK's gesdd loops, Reference-LAPACK/lapack#1409; here a regular
+    expression that backtracks for ever, which holds it on every Python and BLAS) starves
+    every Python thread: the deadline's waiter never runs.  The C++ watchdog ends the process
+    with the timeout's exit status and says why, instead of hanging with the target."""
+    from swanref.backends import cpp
+    from swanref.verify import targets
+    if cpp.watchdog() is None:
+        pytest.skip("the C++ core is not built")
+    assert targets.TIMEOUT_EXIT == checker.EXIT_CODES["TIMEOUT"]
+    f = _file(tmp_path, "import re\ndef f(G):\n    re.match(r'(a+)+$', 'a' * 64 + 'b')\n"
+                        "    return G\n")
+    p = subprocess.run([sys.executable, "-m", "swanref.cli", "check", "grad_norm", f + ":f",
+                        "--timeout", "1"], capture_output=True, text=True, cwd=tmp_path,
+                       env=dict(os.environ, PYTHONPATH=ROOT), timeout=120)
+    assert p.returncode == 5, p.stdout + p.stderr
+    assert "holds Python's GIL" in p.stderr and "its first call" in p.stderr, p.stderr
+
+
+def test_the_gil_watchdog_is_disarmed_after_every_call():
+    """A call that returns, raises or times out (GIL free) leaves no deadline armed: the
+    process must not end later for a call that is over."""
+    from swanref.backends import cpp
+    from swanref.verify import targets
+    if cpp.watchdog() is None:
+        pytest.skip("the C++ core is not built")
+    armed = []
+    real = targets._gil_watchdog
+
+    def spy(timeout, where):
+        dog = real(timeout, where)
+        armed.append(dog)
+        return dog
+    runner = targets.TargetRunner(timeout=0.3)
+    try:
+        targets._gil_watchdog = spy
+        assert runner.run(lambda: 3) == 3
+        with pytest.raises(ValueError):
+            runner.run(lambda: (_ for _ in ()).throw(ValueError("x")))
+        gate = threading.Event()
+        with pytest.raises(targets.TargetTimeout):
+            runner.run(gate.wait, 5)
+        gate.set()
+    finally:
+        targets._gil_watchdog = real
+        runner.close()
+    assert len(armed) == 3 and not any(d.armed for d in armed)
+    with pytest.raises(ValueError, match="finite and > 0"):
+        cpp.watchdog().arm(float("nan"), "x", 5)
+
+
 def test_no_evidence_is_inconclusive():
     def two_d_only(G):
         if np.ndim(G) != 2:

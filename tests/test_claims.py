@@ -297,8 +297,8 @@ def test_claim_from_args_defaults_sit_below_everything(tmp_path):
     (W.stack_flattened, dict(preset="muon_ns5", stack_dims=1)),
 ])
 def test_update_check_from_a_claim_gives_the_same_verdict(fn, kwargs):
-    legacy = check_update(fn, **kwargs)
     claim = UpdateClaim(**kwargs).to_claim()
+    legacy = check_update(fn, claim=UpdateClaim(**kwargs).to_claim())
     via = check_update(fn, claim=claim)
     assert [(r.name, r.status) for r in via.results] == \
         [(r.name, r.status) for r in legacy.results]

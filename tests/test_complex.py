@@ -5,7 +5,7 @@ import pytest
 
 import swanref
 from swanref.presets import catalogue as C
-from swanref.verify.update_properties import check_update
+from swanref.verify.update_properties import UpdateClaim, check_update
 from wrong_impls import update_impls as W  # tests/ is on sys.path (rootdir conftest)
 
 rng = np.random.default_rng(9)
@@ -108,7 +108,8 @@ def test_update_operator_complex():
 
 
 def test_update_check_complex():
-    assert check_update(W.faithful, preset="muon_ns5", complex=True).conforming
-    report = check_update(W.complex_without_conjugate, preset="muon_ns5", complex=True)
+    spec = UpdateClaim("muon_ns5", complex=True).to_claim()  # the spec reading (9.5)
+    assert check_update(W.faithful, claim=spec).conforming
+    report = check_update(W.complex_without_conjugate, claim=spec)
     assert report.status("complex_input") == "FAIL"
     assert report.status("direction") == "pass"  # real input is fine: only complex is wrong

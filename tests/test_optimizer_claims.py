@@ -386,3 +386,19 @@ def test_cli_preset_reads_its_source_at_the_optimizer_level(capsys):
     code = O.main(["torch.optim:Muon", "--preset", "torch_muon", "--json"])
     out = json.loads(capsys.readouterr().out)
     assert out["claim"]["precision"] == "bfloat16" and code == 0, out
+
+
+@pytest.mark.parametrize("name", ["pytorch_optimizer.NorMuon", "pytorch_optimizer.AdaMuon"])
+def test_installed_second_moment_eps_is_claimed_and_a_planted_one_named(name):
+    """The built-in claims state the source's epsilon (1e-10), beta2 and bias correction: the
+    installed optimizer passes second_moment_eps; built with eps=1e-6 it fails, naming it."""
+    b = O.BUILTINS[name]
+    for mod in b.needs:
+        pytest.importorskip(mod)
+    make = O._ptopt_normuon if name.endswith("NorMuon") else O._ptopt_adamuon
+    rng = np.random.default_rng([0, 22])
+    ok = O._axis_eps_property(O._Runner(make()), b.claim, rng, np.float32)
+    assert ok.status == "pass", ok
+    bad = O._axis_eps_property(O._Runner(make(eps=1e-6)), b.claim,
+                               np.random.default_rng([0, 22]), np.float32)
+    assert bad.status == "FAIL" and "matches: second_moment_eps=1e-06" in bad.message, bad

@@ -4,13 +4,20 @@ import pathlib
 
 import pytest
 
-from swanref.verify.update_properties import check_update
+from swanref.verify.update_properties import UpdateClaim, check_update
 from wrong_impls import update_impls as W  # tests/ is on sys.path (rootdir conftest)
 
 
 def failed(report):
     return {r.name for r in report.results if r.status == "FAIL"}
 
+
+
+def spec_reading(fn, properties=None, **kw):
+    """The spec reading of a preset (docs/spec.md 9.5: its epsilon after an exact power-of-two
+    prescale, float64): ``claim=UpdateClaim(...).to_claim()``; the keywords of check_update
+    read a preset as its source runs it, as the CLI does."""
+    return check_update(fn, claim=UpdateClaim(**kw).to_claim(), properties=properties)
 
 @pytest.mark.parametrize("fn, claim", [
     (W.faithful, dict(preset="muon_ns5")),
@@ -21,7 +28,7 @@ def failed(report):
     (W.aol_faithful, dict(preset="optax_muon_aol")),
 ])
 def test_faithful_updates_conform(fn, claim):
-    report = check_update(fn, **claim)
+    report = spec_reading(fn, **claim)
     assert report.conforming, report.table()
     assert not failed(report)
 
@@ -43,19 +50,19 @@ def test_faithful_updates_conform(fn, claim):
     (W.aol_d2a, dict(preset="optax_muon_aol"), "direction"),
 ])
 def test_wrong_update_is_named(fn, claim, prop):
-    report = check_update(fn, **claim)
+    report = spec_reading(fn, **claim)
     assert not report.conforming
     assert prop in failed(report), report.table()
 
 
 def test_scale_diagnosis_names_the_kernel_axes():
-    report = check_update(W.scale_from_kernel_axes, preset="muon_ns5")
+    report = spec_reading(W.scale_from_kernel_axes, preset="muon_ns5")
     msg = next(r.message for r in report.results if r.name == "scale_conv")
     assert "trailing axes" in msg
 
 
 def test_skip_is_recognised_as_raw_gradient():
-    report = check_update(W.skip_orthogonalisation, preset="muon_ns5")
+    report = spec_reading(W.skip_orthogonalisation, preset="muon_ns5")
     msg = next(r.message for r in report.results if r.name == "direction")
     assert "raw gradient" in msg
 
@@ -89,4 +96,22 @@ def test_command_line(tmp_path, capsys):
 
 def test_python_entry_point():
     from swanref.verify.checker import check
-    assert check(W.faithful, "update", preset="muon_ns5").conforming
+    assert check(W.faithful, "update", claim=UpdateClaim("muon_ns5").to_claim()).conforming
+
+
+@pytest.mark.parametrize("preset, extra", [("torch_muon", []), ("muon_ns5", ["--dtype",
+                                                                             "float32"]),
+                                           ("svd", []), ("gram_ns", ["--scale", "moonlight"])])
+def test_python_keywords_read_a_preset_as_the_cli_does(preset, extra):
+    """check_update(fn, preset=X) and check(fn, "update", preset=X) read the preset as
+    `swanref check update --preset X` does (compute dtype, N-D rule, epsilon, low-precision
+    order): one code path, update_claim_knobs."""
+    from swanref.verify.checker import _update_claim_from_args, build_parser, check
+    args = build_parser().parse_args(["update", "t", "--preset", preset] + extra)
+    cli = UpdateClaim.from_claim(_update_claim_from_args(args)).describe()
+    kw = {k.lstrip("-"): v for k, v in zip(extra[::2], extra[1::2])}
+    api = check_update(W.faithful, preset=preset, properties=["dtype_kept"], **kw)
+    via = check(W.faithful, "update", preset=preset, properties=["dtype_kept"], **kw)
+    assert api.claim == via.claim == cli
+    if preset == "torch_muon":  # its source: bf16, 2-D only, clamp 1e-7 on the raw gradient
+        assert (cli["dtype"], cli["nd"], cli["eps_form"]) == ("bfloat16", "2d_only", "clamp")

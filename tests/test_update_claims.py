@@ -6,7 +6,7 @@ import pytest
 
 from swanref.update import orthogonalized_update
 from swanref.verify.claims import Claim
-from swanref.verify.update_properties import check_update
+from swanref.verify.update_properties import UpdateClaim, check_update
 from wrong_impls import claimed_updates as C
 
 
@@ -81,7 +81,8 @@ def test_applicability_of_the_epsilon_properties():
     assert status(stated)["direction_scale_invariant"] == "n/a"
     assert "acts on the raw gradient" in message(stated, "direction_scale_invariant")
     assert status(stated)["epsilon"] == "pass"
-    legacy = check_update(C.keller, preset="muon_ns5", properties=["epsilon"])
+    legacy = check_update(C.keller, claim=UpdateClaim("muon_ns5").to_claim(),
+                          properties=["epsilon"])
     assert status(legacy)["epsilon"] == "n/a"
     assert status(stated)["complex_input"] == "n/a"
 
@@ -103,8 +104,8 @@ def test_nesterov_rescaled_epsilon_passes_direction_and_complex_in_float64():
 
 def test_missing_conjugate_is_named():
     from wrong_impls.update_impls import complex_without_conjugate
-    report = check_update(complex_without_conjugate, preset="muon_ns5", complex=True,
-                          properties=["complex_input"])
+    report = check_update(complex_without_conjugate, claim=UpdateClaim(
+        "muon_ns5", complex=True).to_claim(), properties=["complex_input"])
     assert "a missing conjugate" in message(report, "complex_input")
 
 
@@ -214,3 +215,63 @@ def test_pytest_plugin_takes_a_claim(tmp_path):
                        capture_output=True, text=True, cwd=str(tmp_path), env=env, timeout=300)
     assert "1 failed, 2 passed" in p.stdout, p.stdout + p.stderr
     assert "matches eps=1e-07 (add)" in p.stdout
+
+
+# -- NorMuon's own epsilon and the gate's rescale (issue 22) -----------------------------------
+
+def _normuon_svd(eps, beta2=0.95):
+    """Exact polar factor, then pytorch-optimizer NorMuon's first step: rows divided by
+    sqrt((1 - beta2) mean(O^2)) + eps, re-matched to ||O||_F, Keller's scale."""
+    def fn(G):
+        G = np.asarray(G)
+        if not G.any():
+            return np.zeros_like(G)
+        u, _, vt = np.linalg.svd(G, full_matrices=False)
+        O = u @ vt
+        N = O / (np.sqrt((1 - beta2) * np.mean(O * O, axis=-1, keepdims=True)) + eps)
+        N = N * (np.linalg.norm(O) / np.linalg.norm(N))
+        return (N * max(1.0, G.shape[0] / G.shape[1]) ** 0.5).astype(G.dtype)
+    return fn
+
+
+def test_second_moment_eps_is_stated_and_checked_at_its_place():
+    from swanref.verify.claims import Claim
+    claim = Claim(level="update", norm_axis="rows", nd="2d_only", second_moment_eps=1e-8,
+                  second_moment_beta=0.95)
+    assert check_update(_normuon_svd(1e-8), claim=claim).conforming
+    bad = check_update(_normuon_svd(1e-6), claim=claim)
+    assert status(bad)["second_moment_eps"] == "FAIL"
+    assert "matches second_moment_eps=1e-06" in message(bad, "second_moment_eps")
+    # the (1 - beta2) share is the source's: a debiased claim puts the epsilon elsewhere
+    assert status(check_update(_normuon_svd(1e-8), claim=claim.replace(
+        second_moment_debias=True)))["second_moment_eps"] == "FAIL"
+    unstated = check_update(_normuon_svd(1e-8), claim=claim.replace(
+        second_moment_eps=None, second_moment_beta=None))
+    assert status(unstated)["second_moment_eps"] == "n/a"
+
+
+def test_removed_eps_where_knob_names_its_replacement():
+    from swanref.verify.claims import Claim, ClaimError
+    with pytest.raises(ClaimError, match="second_moment_eps"):
+        Claim.from_dict({"eps_where": "row_norm"})
+    with pytest.raises(ClaimError, match="need a normalisation"):
+        Claim(second_moment_eps=1e-8)
+
+
+def test_pytorch_optimizer_apply_cautious_is_gate_rescale_kept_plus_one():
+    torch = pytest.importorskip("torch")
+    base = pytest.importorskip("pytorch_optimizer.base.optimizer")
+    from swanref.verify.claims import Claim
+
+    def cautious(G):  # the exact update, gated by pytorch-optimizer's own apply_cautious
+        G = np.asarray(G)
+        u, _, vt = np.linalg.svd(G, full_matrices=False)
+        U = torch.from_numpy(u @ vt * max(1.0, G.shape[0] / G.shape[1]) ** 0.5)
+        base.BaseOptimizer.apply_cautious(U, torch.from_numpy(G))
+        return U.numpy().astype(G.dtype)
+    claim = Claim(level="update", nd="2d_only", gate="per_element",
+                  gate_rescale="kept_plus_one")
+    props = ["direction", "scale_wide", "scale_tall", "scale_square"]
+    assert check_update(cautious, claim=claim, properties=props).conforming
+    other = check_update(cautious, claim=claim.replace(gate_rescale="kept"), properties=props)
+    assert not other.conforming and status(other)["scale_wide"] == "FAIL"

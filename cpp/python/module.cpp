@@ -25,6 +25,7 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
+#include <cmath>
 #include <chrono>
 #include <cstdint>
 #include <string>
@@ -32,6 +33,7 @@
 
 #include "scipy_blas.hpp"
 #include "swanref/swanref.hpp"
+#include "swanref/watchdog.hpp"
 
 namespace py = pybind11;
 using swanref::index_t;
@@ -212,6 +214,25 @@ PYBIND11_MODULE(_core, m) {
   g_blas_error = swanref_python::fill_blas_from_scipy();
 
   m.def("blas_info", []() { return swanref_python::blas_info(g_blas_error); }, "Where the BLAS/LAPACK function table came from and which entries are missing.");
+
+  // The checker's last-resort deadline (swanref/verify/targets.py): it must fire while a
+  // target holds the GIL, so it lives in C++ and never touches Python.
+  py::class_<swanref::Watchdog>(m, "Watchdog",
+                                "A process deadline that fires even while another thread holds the GIL: after "
+                                "`seconds` without disarm(), writes `message` to stderr and ends the process "
+                                "with `exit_code` (no cleanup).")
+      .def(py::init<>())
+      .def(
+          "arm",
+          [](swanref::Watchdog& w, double seconds, std::string message, int exit_code) {
+            if (!(seconds > 0.0) || !std::isfinite(seconds)) {
+              throw py::value_error("Watchdog.arm: seconds must be finite and > 0");
+            }
+            w.arm(seconds, std::move(message), exit_code);
+          },
+          py::arg("seconds"), py::arg("message"), py::arg("exit_code"))
+      .def("disarm", &swanref::Watchdog::disarm, py::call_guard<py::gil_scoped_release>())
+      .def_property_readonly("armed", &swanref::Watchdog::armed);
 
   m.def(
       "grad_norm",

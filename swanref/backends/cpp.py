@@ -53,6 +53,13 @@ def available() -> bool:
         return False
 
 
+def watchdog():
+    """A fresh ``swanref._core.Watchdog`` (a process deadline that fires even while another
+    thread holds the GIL), or None without the compiled core."""
+    make = getattr(_core, "Watchdog", None)
+    return make() if make is not None else None
+
+
 def built() -> bool:
     """Was the compiled core built into this installation (whether or not it loads)?
 

@@ -718,7 +718,7 @@ def _jax_compile_time(check_fn):
 
 
 @_jax_compile_time
-def check(fn, op, *, dtype="float64", axis=None, eps=None, method=None, steps=None, beta=None,
+def check(fn, op, *, dtype=None, axis=None, eps=None, method=None, steps=None, beta=None,
           scaling=None, rescale=None, iters=None, max_kappa=None, max_side=None,
           full_rank_only=False, examples=None, seed=None, properties=None, strict=False,
           array_type="numpy", target_name=None, preset=None, coefficients=None,
@@ -773,15 +773,15 @@ def check(fn, op, *, dtype="float64", axis=None, eps=None, method=None, steps=No
         # imported here: update_properties imports this module's report types (a circle)
         from swanref.verify.update_properties import check_update
         fn = bind_arrays(raw_fn, kwargs, array_type, runner)
-        report = check_update(
-            fn, preset=preset or "svd", scale=scale or "keller",
-            scale_factor=1.0 if scale_factor is None else scale_factor,
-            stack_dims=stack_dims or 0, row_norm=row_norm, steps=steps,
+        report = check_update(  # None: not stated (a preset's own reading, as the CLI's)
+            fn, preset=preset, scale=scale, scale_factor=scale_factor,
+            stack_dims=stack_dims, row_norm=row_norm, steps=steps,
             coefficients=coefficients, dtype=dtype, complex=complex, tolerance=tolerance,
             properties=properties, array_type=array_type, target_name=target_name,
             strict=strict, runner=runner, claim=claim)
         report.command = command
         return report
+    dtype = "float64" if dtype is None else dtype  # OP update: None is the preset's own
     if op not in OPS:
         raise UsageError(f"unknown OP {op!r}; choose one of {', '.join(OPS)}, update")
     _refuse(op, {k: v for k, v in zip(UPDATE_OPTIONS, (scale, scale_factor, stack_dims,
@@ -1438,28 +1438,14 @@ def _update_claim_from_args(args):
     each ``--set`` (docs/spec.md 11.5)."""
     # imported here: update_properties imports this module's report types (a circle)
     from swanref.verify import update_properties as up
-    given = {}
-    for key, value in (("scale", args.scale), ("scale_factor", args.scale_factor),
-                       ("stack_dims", args.stack_dims), ("steps", args.steps),
-                       ("compute_dtype", args.dtype), ("tolerance", args.tolerance)):
-        if value is not None:
-            given[key] = value
-    if args.row_norm:
-        given["norm_axis"] = "rows"
-    if args.complex:
-        given["complex"] = True
-    if args.coefficients is not None:
-        try:
-            table = up.load_coefficients(args.coefficients)
-        except (ValueError, TypeError) as exc:
-            raise UsageError(f"invalid update claim: {exc}") from exc
-        given["coefficients"] = [list(t) for t in table]
-    if args.preset is None:
-        given.setdefault("method", "svd")
-    elif args.preset in WHITEN_METHODS:  # an exact or iterative method, not a preset
-        given["method"] = args.preset
-    given["level"] = "update"
-    name = None if args.preset in WHITEN_METHODS else args.preset
+    try:
+        given, name = up.update_claim_knobs(
+            preset=args.preset, scale=args.scale, scale_factor=args.scale_factor,
+            stack_dims=args.stack_dims, row_norm=args.row_norm, steps=args.steps,
+            coefficients=args.coefficients, dtype=args.dtype, complex=args.complex,
+            tolerance=args.tolerance)
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"invalid update claim: {exc}") from exc
     return claim_from_args(args, given, preset=False, write_out=name)
 
 

@@ -24,6 +24,8 @@ import threading
 import time
 from contextlib import contextmanager
 
+from swanref.backends import cpp
+
 __all__ = ["UsageError", "load_target", "TargetRunner", "TargetAborted", "TargetTimeout",
            "DEFAULT_TIMEOUT_S", "FirstCallTimer", "stop_message", "timeout_seconds",
            "COMPILE_ROOM", "compile_room", "recompile_limit_hit", "recompile_advice"]
@@ -266,6 +268,35 @@ def seconds_argument(text) -> float:
     return v
 
 
+#: how long after a call's deadline the GIL watchdog ends the process: the deadline's own
+#: waiter reports first whenever it can run at all
+GIL_GRACE_S = 5.0
+#: the exit status of a timeout (checker.EXIT_CODES["TIMEOUT"])
+TIMEOUT_EXIT = 5
+
+
+def _gil_watchdog(timeout: float, where: str):
+    """Arm the C++ core's Watchdog for one call of the target (None without the core).
+
+    A target can hang while *holding* the GIL -- numpy.linalg.svd keeps it while LAPACK's
+    gesdd loops forever on Inf (Reference-LAPACK/lapack#1409), a regular expression
+    backtracks without end -- and then no Python thread runs again: not the deadline's
+    waiter, not the report.  The watchdog's thread needs no GIL: GIL_GRACE_S after the
+    deadline it writes what happened to stderr and ends the process with exit 5 (TIMEOUT)
+    instead of hanging with the target (docs/verification.md, "Verdicts")."""
+    dog = cpp.watchdog()  # None without the compiled core
+    if dog is not None:
+        dog.arm(timeout + GIL_GRACE_S,
+                f"swanref: TIMEOUT -- the target has not returned for {timeout + GIL_GRACE_S:g} "
+                f"s (while {where}) and holds Python's GIL, so nothing else in this process can "
+                "run, not even the report: the process ends with exit status "
+                f"{TIMEOUT_EXIT}. A call into compiled code that never returns does this, e.g. "
+                "numpy.linalg.svd on Inf input (LAPACK's gesdd loops forever, "
+                "Reference-LAPACK/lapack#1409): check finiteness before the SVD, or select the "
+                "other properties with --property to check the rest.", TIMEOUT_EXIT)
+    return dog
+
+
 class TargetRunner:
     """Runs everything that touches the target -- its import, the conversion of the input to
     its array type, the call, the conversion back -- on one worker thread (so thread-local
@@ -322,8 +353,14 @@ class TargetRunner:
             except BaseException as exc:  # SystemExit & co from the target itself
                 raise TargetAborted(exc, where) from exc
         box, done = {}, threading.Event()
-        self._submit((func, args, box, done))
-        if not done.wait(self.timeout):
+        dog = _gil_watchdog(self.timeout, where)
+        try:
+            self._submit((func, args, box, done))
+            finished = done.wait(self.timeout)
+        finally:
+            if dog is not None:
+                dog.disarm()
+        if not finished:
             raise TargetTimeout(self.timeout, where)
         if "exc" in box:
             exc = box["exc"]

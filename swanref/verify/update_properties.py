@@ -33,7 +33,8 @@ from swanref.verify.claims.model import require_evaluable
 from swanref.verify.properties import TargetError
 from swanref.verify.targets import recompile_advice
 
-__all__ = ["UpdateClaim", "UPDATE_PROPERTIES", "check_update", "DIRECTION_TOLERANCE"]
+__all__ = ["UpdateClaim", "UPDATE_PROPERTIES", "check_update", "update_claim_knobs",
+           "DIRECTION_TOLERANCE"]
 
 #: relative Frobenius distance under which two updates are the same, per claimed dtype: the
 #: preset match tolerance of swanref.presets (docs/presets.md 7)
@@ -801,15 +802,49 @@ UPDATE_PROPERTIES = [
 ]
 
 
-def check_update(fn, *, preset="svd", scale="keller", scale_factor=1.0, stack_dims=0,
-                 row_norm=False, steps=None, coefficients=None, dtype="float64",
+def update_claim_knobs(*, preset=None, scale=None, scale_factor=None, stack_dims=None,
+                       row_norm=False, steps=None, coefficients=None, dtype=None,
+                       complex=False, tolerance=None) -> tuple:
+    """``(knobs, preset name or None)``: the claim the update check's options state, as
+    ``swanref check update`` and :func:`check_update` both read them (docs/spec.md 11.1): a
+    catalogue preset is written out as its source runs it (``Claim.from_preset``: compute
+    dtype, N-D rule, epsilon, low-precision order) below the options given; an exact or
+    iterative method is the ``method``; ``None`` options are not stated."""
+    given = {"level": "update"}
+    for key, value in (("scale", scale), ("scale_factor", scale_factor),
+                       ("stack_dims", stack_dims), ("steps", steps),
+                       ("compute_dtype", dtype), ("tolerance", tolerance)):
+        if value is not None:
+            given[key] = value
+    if row_norm:
+        given["norm_axis"] = "rows"
+    if complex:
+        given["complex"] = True
+    if coefficients is not None:
+        table = coefficients if isinstance(coefficients, (list, tuple)) else \
+            load_coefficients(coefficients)
+        given["coefficients"] = [list(t) for t in table]
+    if preset is None or preset in WHITEN_METHODS:  # an exact or iterative method
+        given["method"] = preset or "svd"
+        return given, None
+    return given, preset
+
+
+def check_update(fn, *, preset=None, scale=None, scale_factor=None, stack_dims=None,
+                 row_norm=False, steps=None, coefficients=None, dtype=None,
                  complex=False, tolerance=None, properties=None, array_type="numpy",
                  target_name=None, strict=False, claim=None, runner=None, **knobs):
     """Run every update property on callable ``fn``; returns a checker.CheckReport.
 
-    ``claim`` (a :class:`~swanref.verify.claims.Claim`) replaces the claim keywords; other
-    keywords ``knobs`` are claim knobs (``eps=1e-8, eps_form="add", nd="2d_only"``) applied to
-    ``claim`` or to the claim the keywords make.  ``runner``: the checker's TargetRunner
+    The keywords are ``swanref check update``'s options, read the same way
+    (:func:`update_claim_knobs`): ``preset`` names the orthogonaliser (default the exact
+    ``'svd'``); a catalogue preset is read as its source runs it -- its compute dtype, N-D
+    rule, epsilon and low-precision order -- below the keywords given (``dtype`` states another
+    compute dtype).  The spec reading of a preset (its epsilon after an exact power-of-two
+    prescale, float64) is ``claim=Claim(preset=NAME)``.  ``claim`` (a
+    :class:`~swanref.verify.claims.Claim`) replaces the claim keywords; other keywords
+    ``knobs`` are claim knobs (``eps=1e-8, eps_form="add", nd="2d_only"``) applied to ``claim``
+    or to the claim the keywords make.  ``runner``: the checker's TargetRunner
     (deadline per call); a hang or an exit of the target stops the check with that outcome
     (the remaining properties are ``not-run``).
     """
@@ -817,22 +852,16 @@ def check_update(fn, *, preset="svd", scale="keller", scale_factor=1.0, stack_di
     try:
         if claim is not None and not isinstance(claim, Claim):
             raise TypeError(f"claim must be a swanref Claim, got {type(claim).__name__}")
-        if claim is None and knobs:
-            if coefficients is not None and not isinstance(coefficients, (list, tuple)):
-                coefficients = load_coefficients(coefficients)
-            claim = UpdateClaim(preset, scale, float(scale_factor), int(stack_dims),
-                                bool(row_norm), steps, coefficients, str(dtype), bool(complex),
-                                tolerance).to_claim()
-        if claim is not None:
-            if knobs:
-                claim = claim.replace(**knobs)
-            claim = UpdateClaim.from_claim(claim)
-        else:
-            if coefficients is not None and not isinstance(coefficients, (list, tuple)):
-                coefficients = load_coefficients(coefficients)
-            claim = UpdateClaim(preset, scale, float(scale_factor), int(stack_dims),
-                                bool(row_norm), steps, coefficients, str(dtype), bool(complex),
-                                tolerance)
+        if claim is None:  # the keywords read as `swanref check update` reads its options
+            given, name = update_claim_knobs(
+                preset=preset, scale=scale, scale_factor=scale_factor, stack_dims=stack_dims,
+                row_norm=row_norm, steps=steps, coefficients=coefficients, dtype=dtype,
+                complex=complex, tolerance=tolerance)
+            given.update(knobs)
+            claim = Claim.from_preset(name, **given) if name is not None else Claim(**given)
+        elif knobs:
+            claim = claim.replace(**knobs)
+        claim = UpdateClaim.from_claim(claim)
         reference(claim, _probe(claim, (3, 4), 0))  # the claim itself must be evaluable
     except (ValueError, TypeError) as exc:
         raise UsageError(f"invalid update claim: {exc}") from exc
