@@ -189,14 +189,38 @@ def test_batched_failure_is_reported_as_unsupported_not_a_crash():
     assert strict.exit_code == 1
 
 
-def test_target_that_fails_on_plain_input_is_not_conforming():
+def test_target_that_raises_on_every_input_is_a_usage_error():
+    """Issue 22: an exception on every plain input says the target cannot be called so (exit
+    2, with the exception), not NOT CONFORMING with a batch probe 'unsupported'."""
     def broken(G):
         raise RuntimeError("boom")
-    report = run(broken, "grad_norm", properties=["agrees_with_reference", "batched"])
+    for op, kw in (("grad_norm", {}), ("whiten", {}), ("whiten", {"preset": "muon_ns5"}),
+                   ("update", {})):
+        with pytest.raises(checker.UsageError, match="raised on every plain input.*boom"):
+            checker.check(broken, op, suggest=False, **kw)
+
+
+def test_target_that_fails_on_some_plain_input_is_not_conforming():
+    def square_only(G):
+        if G.shape[-1] != G.shape[-2]:
+            raise RuntimeError("boom")
+        return swanref.grad_norm(G)
+    report = run(square_only, "grad_norm", properties=["agrees_with_reference"])
     assert report.status("agrees_with_reference") == "FAIL"
-    assert report.status("batched") == "unsupported"
     assert "RuntimeError: boom" in report.table()
     assert report.exit_code == 1
+
+
+def test_every_call_raising_is_a_usage_error_after_the_check():
+    """The backstop: a target that accepted nothing in the whole check (the first plain
+    shapes aside) is a usage error too."""
+    report = checker.CheckReport("grad_norm", "t", {}, 1, 0)
+    call = checker.make_call(lambda G: G)
+    call.calls, call.raised = 3, "RuntimeError: boom"
+    with pytest.raises(checker.UsageError, match="none returned.*boom"):
+        checker.refused_everything(call, report)
+    call.returned = 1
+    checker.refused_everything(call, report)       # one return: the check judges it
 
 
 def test_target_returning_non_array_fails():

@@ -501,3 +501,15 @@ def test_docs_table_row_is_what_the_command_prints(name):
     for doc_value, value in zip(number.findall(documented[0]), number.findall(row)):
         lo, hi = sorted((float(doc_value), float(value)))
         assert hi <= 4 * lo, (doc_value, value)
+
+
+def test_optimizer_raising_on_every_run_is_a_usage_error():
+    """Issue 22: an optimizer that raises on every run is a usage error (exit 2) naming the
+    exception, not INCOMPLETE with every property 'unsupported'."""
+    from swanref.verify.optimizer import OptimizerClaim, check_optimizer
+    from swanref.verify.targets import UsageError
+
+    def broken(p0, grads, momentum, nesterov=False, group=False):
+        raise RuntimeError("always broken")
+    with pytest.raises(UsageError, match="every run of the check.*always broken"):
+        check_optimizer(broken, OptimizerClaim("torch_muon", "keller"), timeout=None)

@@ -7,6 +7,8 @@ import math
 
 import numpy as np
 import pytest
+
+from swanref.verify.targets import UsageError
 from wrong_impls import optimizer_impls as I
 
 from swanref.verify import optimizer as O
@@ -126,11 +128,10 @@ def test_conv_broadcast_crash_is_an_error_not_a_rejection():
     assert "the optimizer crashed on one_step_conv" in r.table().splitlines()[-1], r.table()
 
 
-def test_every_step_raising_is_never_conforming():
-    r = check(I.make(always_raises=True))
-    assert not r.conforming
-    assert r.outcome == "incomplete" and r.exit_code == 3
-    assert "INCOMPLETE" in r.table()
+def test_every_step_raising_is_a_usage_error():
+    """Issue 22: never conforming, and not INCOMPLETE either: a usage error naming it."""
+    with pytest.raises(UsageError, match="raised on every run"):
+        check(I.make(always_raises=True))
 
 
 @pytest.mark.parametrize("bad, words", [
@@ -230,7 +231,7 @@ def test_glue_cli_import_path_and_kwargs(capsys, monkeypatch, tmp_path):
     out = json.loads(capsys.readouterr().out)
     assert rc == 0 and out["claim"]["lr"] == 0.05, out
     rc = O.main(["wrong_impls.torch_optimizers:AlwaysRaises", "--claim", str(claim_file)])
-    assert rc == 3
+    assert rc == 2  # raised on every run: a usage error (issue 22)
     assert O.main(["wrong_impls.torch_optimizers:UseMuonGroups"]) == 2  # no preset
     assert "needs a preset" in capsys.readouterr().err
 

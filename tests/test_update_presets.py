@@ -133,26 +133,73 @@ def test_float16_io_outside_the_format_is_skipped_not_a_crash():
     assert report.conforming, report.table()
 
 
-def test_recompile_limit_is_named_not_blamed_on_the_update():
-    class FailOnRecompileLimitHit(Exception):
-        pass
+class FailOnRecompileLimitHit(Exception):
+    """torch._dynamo.exc's, as a fullgraph=True compiled target raises it."""
 
-    def compiled(G):
-        raise FailOnRecompileLimitHit("Hard failure due to fullgraph=True")
 
-    report = check_update(compiled, claim=Claim(method="svd"), properties=["direction"])
-    assert "recompile limit, not the update" in report.results[0].message
+def _compiled_after(n):
+    """A stand-in for a torch.compile(dynamic=False, fullgraph=True) target: the polar factor,
+    until ``n`` distinct (shape, dtype) have been compiled."""
+    seen = set()
+
+    def polar(G):
+        key = (G.shape, G.dtype)
+        if key not in seen and len(seen) >= n:
+            raise FailOnRecompileLimitHit("Hard failure due to fullgraph=True. Recompile limit "
+                                          "exceeded (torch._dynamo.config.recompile_limit=8)")
+        seen.add(key)
+        return orthogonalized_update(G, "svd", scale="none")
+    return polar
+
+
+def test_recompile_limit_is_inconclusive_not_a_failure():
+    """Issue 22: a compiled target stopped by torch's recompile limit is INCONCLUSIVE (exit 3)
+    with the fix, never NOT CONFORMING."""
+    from swanref.verify import checker
+    report = check_update(_compiled_after(2), claim=Claim(method="svd", scale="none"))
+    stopped = [r for r in report.results if r.status == "compile-limit"]
+    assert stopped and not report.failures, report.table()
+    assert report.outcome == "INCONCLUSIVE" and report.exit_code == 3
+    assert "recompile_limit" in stopped[0].message and "compile_mode = None" in \
+        stopped[0].message
+    # the operator level: hypothesis draws many shapes; the summary offers --shapes few
+    op = checker.check(_compiled_after(3), "whiten", properties=["agrees_with_reference"],
+                       examples=10, target_name="mod:polar", suggest=False)
+    assert op.status("agrees_with_reference") == "compile-limit", op.table()
+    assert op.exit_code == 3 and "--shapes few" in op.table()
 
 
 def test_compile_room_is_put_back(monkeypatch):
     import sys
     import types
-    from swanref.verify.update_properties import COMPILE_ROOM, _compile_room
+    from swanref.verify.targets import COMPILE_ROOM, compile_room
     cfg = types.SimpleNamespace(recompile_limit=8)  # torch._dynamo.config's knob, as loaded
     monkeypatch.setitem(sys.modules, "torch._dynamo.config", cfg)
-    with _compile_room():
+    seen = {}
+    with compile_room(seen):
         assert cfg.recompile_limit == COMPILE_ROOM
-    assert cfg.recompile_limit == 8
+    assert cfg.recompile_limit == 8 and seen == {"recompile_limit": 8}
+
+
+def test_compiled_target_gets_the_room_on_the_worker_thread():
+    """torch >= 2.6 keeps dynamo's config per thread: the room must be made on the thread
+    that calls the target (it was made on the caller's, and a faithful compiled target failed
+    at the 9th shape)."""
+    torch = pytest.importorskip("torch")
+
+    def _ns(G):
+        return G / (G.norm() + 1e-300)  # one scale: the update is unchanged
+    normalise = torch.compile(_ns, dynamic=False, backend="eager", fullgraph=True)
+
+    def update(G):  # an svd update around a compiled step that sees every probe shape
+        out = torch.from_numpy(orthogonalized_update(normalise(G).numpy(), "svd",
+                                                     scale="none"))
+        return out.to(G.dtype)
+    torch._dynamo.reset()
+    report = check_update(update, claim=Claim(method="svd", scale="none"), array_type="torch")
+    assert report.conforming, report.table()
+    assert any("recompile_limit was" in h for h in report.hints)
+    assert torch._dynamo.config.recompile_limit == 8  # the caller's value is untouched
 
 
 def coefficient_array_target(G, ns_coeffs):

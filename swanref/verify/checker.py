@@ -38,15 +38,17 @@ from swanref.spec.readings import SCALINGS, SPEC_VERSION, WHITEN_METHODS
 from swanref.verify.claims import DtypeName, add_claim_arguments, claim_from_args, parse_value
 from swanref.verify.claims.cli import operator_arguments
 from swanref.verify.measure import Measurement, describe_text, fmt
-from swanref.verify.targets import (DEFAULT_TIMEOUT_S, FirstCallTimer,  # noqa: F401
+from swanref.verify.targets import (COMPILE_ROOM, DEFAULT_TIMEOUT_S,  # noqa: F401
+                                    FirstCallTimer,
                                     TargetAborted, TargetRunner, TargetTimeout, UsageError,
-                                    load_target, seconds_argument, stop_message)
+                                    load_target, recompile_advice, recompile_limit_hit,
+                                    seconds_argument, stop_message)
 from swanref.spec.output_files import open_output, real_directory
 
 __all__ = ["check", "CheckReport", "PropertyResult", "load_target", "main"]
 
-STATUSES = ("pass", "FAIL", "warn", "unsupported", "no-claim", "n/a", "timeout", "aborted",
-            "not-run")
+STATUSES = ("pass", "FAIL", "warn", "unsupported", "no-claim", "n/a", "compile-limit",
+            "timeout", "aborted", "not-run")
 
 #: the outcome of a check and its exit status (docs/verification.md, "Verdicts")
 EXIT_CODES = {"CONFORMING": 0, "NOT CONFORMING": 1, "INCONCLUSIVE": 3, "TARGET EXITED": 4,
@@ -121,6 +123,14 @@ class TargetCall:
         self.to_target, self.to_numpy = _converters(array_type)
         self.runner = runner if runner is not None else TargetRunner()
         self.where = "its first call"
+        #: calls that returned (anything) and the first exception the target raised: a target
+        #: that never returns cannot be checked (refused_everything, a usage error)
+        self.returned, self.calls, self.raised = 0, 0, None
+
+    @property
+    def compile_raised(self) -> dict:
+        """torch.compile limits raised for the target's calls (targets.compile_room)."""
+        return self.runner.compile_raised
 
     def _job(self, G, copy, errstate):
         with np.errstate(**errstate):  # the caller's (thread-local) floating-point modes
@@ -129,10 +139,16 @@ class TargetCall:
     def _convert_and_call(self, G, copy):
         TargetError = self._error
         arg = self.to_target(G.copy() if copy else G)
+        self.calls += 1
         try:
             out = self.fn(arg)
+            self.returned += 1
         except Exception as exc:  # noqa: BLE001 - reported per property
-            raise TargetError(f"target raised {type(exc).__name__}: {exc}") from exc
+            if self.raised is None:
+                self.raised = f"{type(exc).__name__}: {exc}"
+            err = TargetError(f"target raised {type(exc).__name__}: {exc}")
+            err.recompile_limit = recompile_limit_hit(exc)
+            raise err from exc
         finally:
             if not copy and arg is not G:
                 _write_back(self.to_numpy, arg, G)
@@ -255,7 +271,7 @@ def run_property(prop, claim, call, examples=30, seed=0) -> PropertyResult:
     if why:
         res.status, res.message = "n/a", why
         return res
-    state = {"unsupported": None, "worst": None, "n": 0, "noclaim": 0}
+    state = {"unsupported": None, "worst": None, "n": 0, "noclaim": 0, "compile": None}
     t0 = time.perf_counter()
     if hasattr(call, "where"):
         call.where = f"property {prop.name}"
@@ -267,7 +283,7 @@ def run_property(prop, claim, call, examples=30, seed=0) -> PropertyResult:
               verbosity=Verbosity.quiet)
     @given(prop.strategy(claim))
     def run(drawn):
-        if state["unsupported"]:
+        if state["unsupported"] or state["compile"]:
             return
         case = drawn if isinstance(drawn, Case) else drawn[0]
         try:
@@ -276,6 +292,11 @@ def run_property(prop, claim, call, examples=30, seed=0) -> PropertyResult:
             exc.case = case
             raise
         except TargetError as exc:
+            if getattr(exc, "recompile_limit", False):
+                # torch.compile refused another shape: no verdict on the numbers (the rest of
+                # the property's inputs are skipped; the outcome is INCONCLUSIVE)
+                state["compile"] = str(exc)
+                return
             if prop.input_class != "plain" and state["n"] == 0:
                 # the first input of an optional class was refused: the class is unsupported
                 state["unsupported"] = str(exc)
@@ -322,7 +343,11 @@ def run_property(prop, claim, call, examples=30, seed=0) -> PropertyResult:
             res.error, res.tolerance = w[0].error, w[0].tolerance
             res.input = w[1].describe()
     else:
-        if state["unsupported"]:
+        if state["compile"]:
+            res.status, res.exception = "compile-limit", state["compile"]
+            res.message = (f"{state['compile']} -- "
+                           + recompile_advice(getattr(call, "compile_raised", None)))
+        elif state["unsupported"]:
             res.status, res.message = "unsupported", state["unsupported"]
             res.exception = state["unsupported"]
         elif state["n"] == 0:
@@ -394,7 +419,8 @@ class CheckReport:
             return "TARGET EXITED"
         if self.failures:
             return "NOT CONFORMING"
-        if not self.evidence:
+        if not self.evidence or "compile-limit" in statuses:
+            # a property torch.compile's recompile limit stopped has no verdict either way
             return "INCONCLUSIVE"
         return "CONFORMING"
 
@@ -466,8 +492,20 @@ class CheckReport:
             counts = {}
             for r in self.results:
                 counts.setdefault(r.status, []).append(r.name)
-            lines.append("  no property ran on an input with a claim and passed: "
-                         + "; ".join(f"{len(v)} {k}" for k, v in counts.items()))
+            compiled = counts.get("compile-limit")
+            if compiled:
+                first = next(r for r in self.results if r.status == "compile-limit")
+                lines.append(f"  cause: torch.compile's recompile limit stopped the target in "
+                             f"{len(compiled)} propert{'y' if len(compiled) == 1 else 'ies'}: "
+                             f"{', '.join(compiled)}")
+                lines.append("  next: " + first.message.split(" -- ", 1)[-1])
+                few = self.rerun("--shapes", "few", drop=("--shapes",)) \
+                    if self.op != "update" else None
+                if few:
+                    lines.append(f"  next: {few}")
+            else:
+                lines.append("  no property ran on an input with a claim and passed: "
+                             + "; ".join(f"{len(v)} {k}" for k, v in counts.items()))
             if "no-claim" in counts:
                 lines.append("  next: the spec's tolerance model makes no claim on the drawn "
                              "inputs (dtype too low for the condition numbers): lower "
@@ -483,6 +521,11 @@ class CheckReport:
             lines.append(f"  evidence: {len(self.evidence)} properties passed on inputs with a "
                          "claim" + (f"; no claim (accuracy not judged): {', '.join(noclaim)}"
                                     if noclaim else ""))
+        compiled = [r.name for r in self.results if r.status == "compile-limit"]
+        if compiled and outcome != "INCONCLUSIVE":
+            lines.append(f"  also: torch.compile's recompile limit stopped {', '.join(compiled)} "
+                         "(no verdict there)" + (": rerun with --shapes few"
+                                                 if self.op != "update" else ""))
         return lines
 
     def _next_steps(self, groups) -> list:
@@ -542,6 +585,7 @@ class CheckReport:
                      if r.input and k in r.input}
             what = describe_text(brief) if r.input else (r.message.splitlines()[0] if (
                 r.status in ("n/a", "unsupported", "no-claim", "not-run") and r.message)
+                else "the recompile limit (see the top)" if r.status == "compile-limit"
                 else "")
             lines.append(f"{r.name:<{w}}  {r.status:<11}  {fmt(r.error):>11}  "
                          f"{fmt(r.tolerance):>10}  {r.examples:>4}  {what}")
@@ -794,7 +838,7 @@ def check(fn, op, *, dtype=None, axis=None, eps=None, method=None, steps=None, b
     call = make_call(fn, array_type, runner)
     report = CheckReport(op, target_name or getattr(fn, "__qualname__", repr(fn)),
                          claim.describe(), examples, seed, strict, command=command)
-    if _smoke(call, dt, shapes, report):
+    if smoke_call(call, dt, shapes, report):
         report.results.extend(_not_run(props, report.results[0]))
         return report
     with np.errstate(all="ignore"):
@@ -804,10 +848,37 @@ def check(fn, op, *, dtype=None, axis=None, eps=None, method=None, steps=None, b
             if res.status in ("timeout", "aborted"):
                 report.results.extend(_not_run(props[i + 1:], res))
                 break
+    refused_everything(call, report)
     if suggest and op == "whiten" and report.outcome == "NOT CONFORMING":
         _suggest_preset(report, call, dt, target_name)
+    compile_note(report, call)
     runner.close()
     return report
+
+
+def compile_note(report, call):
+    """Say in ``report`` that torch.compile's recompile limit was raised for the target's calls
+    (targets.compile_room): the user's torch config is never changed silently."""
+    raised = getattr(call, "compile_raised", None) or {}
+    if "recompile_limit" in raised:
+        report.hints.append(
+            f"note: torch._dynamo.config.recompile_limit was {raised['recompile_limit']}; the "
+            f"check raised it to {COMPILE_ROOM} around each call of the target, on the thread "
+            "that calls it, and put it back after (a compiled target compiles per shape)")
+
+
+def refused_everything(call, report, what="fn(G) with one array"):
+    """A usage error (exit 2) when the target raised on every call of the check and never
+    returned: nothing about its numbers was seen, so no verdict -- 'NOT CONFORMING' with
+    every property failing on one exception would only hide that it cannot be called so."""
+    if call.returned or call.raised is None or any(
+            r.status in ("timeout", "aborted") for r in report.results):
+        return
+    raise UsageError(f"the target raised on every input of the check ({call.calls} calls, "
+                     f"none returned): {call.raised.splitlines()[0][:300]} -- it cannot be "
+                     f"checked when called as {what}: bind its other arguments with --kwarg "
+                     "name=value, convert the array with --array-type, set its dtype with "
+                     "--dtype, or fix the error")
 
 
 def _not_run(props, cause) -> list:
@@ -885,7 +956,7 @@ def bind_arrays(fn, kwargs, array_type, runner=None):
     the gradient's precision when the target refuses the lists (optax's
     ``orthogonalize_via_newton_schulz(x, ns_coeffs)`` reads ``ns_coeffs.ndim``): one trial call
     on a float32 4x7 gradient decides, through ``runner``'s deadline."""
-    from swanref.verify.properties import TargetError  # a circle at the top (as in _smoke)
+    from swanref.verify.properties import TargetError  # a circle at the top (as in smoke_call)
     lists = {k for k, v in (kwargs or {}).items() if _numeric_list(v)}
     plain = bind(fn, kwargs)
     if not lists or array_type not in ("jax", "torch"):
@@ -930,14 +1001,15 @@ def parse_kwarg(text: str):
         return name, typed.resolve() if isinstance(typed, DtypeName) else value
 
 
-def _smoke(call, dt, shapes=None, report=None) -> bool:
+def smoke_call(call, dt, shapes=None, report=None, make=None) -> bool:
     """One plain call before any property.  A TypeError there (missing arguments, wrong array
     type, refused dtype) is a usage error, exit 2.  A hang, an exit, or a return that is not
     an array (a list, a tuple, a scalar) ends the check with that one cause in ``report``
-    (returns True); every property would only repeat it."""
+    (returns True); every property would only repeat it.  So is an exception on every plain
+    shape (refuses_plain_input).  ``make(shape)``: the level's own probe of that shape."""
     from swanref.verify.properties import TargetError
     m, n = (shapes or ((4, 7),))[0]
-    G = np.random.default_rng(0).standard_normal((m, n)).astype(dt)
+    G = make((m, n)) if make else np.random.default_rng(0).standard_normal((m, n)).astype(dt)
     where = getattr(call, "where", None)
     if where is not None:
         call.where = "its first call (before any property)"
@@ -952,6 +1024,8 @@ def _smoke(call, dt, shapes=None, report=None) -> bool:
                              f"{G.shape}: {exc.__cause__.__class__.__name__}: {exc.__cause__} "
                              "(bind other arguments with --kwarg name=value; --array-type "
                              "converts the array; --dtype sets its dtype)") from exc
+        if not getattr(exc, "type_mistake", False):
+            refuses_plain_input(call, dt, exc, (m, n), make=make)
         if not getattr(exc, "type_mistake", False) or report is None:
             return False
         res.status, res.error, res.tolerance = "FAIL", math.inf, 0.0
@@ -972,6 +1046,29 @@ def _smoke(call, dt, shapes=None, report=None) -> bool:
     res.examples = 1
     report.results.append(res)
     return True
+
+
+def refuses_plain_input(call, dt, first, first_shape=(4, 7), shapes=FEW_SHAPES[1:], make=None):
+    """After the first call raised ``first`` (a TargetError): a UsageError (exit 2) when the
+    target also raises on a tall and a square array -- it refuses every plain input, so the
+    check could only repeat that exception as every property's failure."""
+    from swanref.verify.properties import TargetError
+    tried = ["x".join(map(str, first_shape))]
+    for i, (m, n) in enumerate(shapes):
+        G = make((m, n)) if make else \
+            np.random.default_rng(i + 1).standard_normal((m, n)).astype(dt)
+        try:
+            call(G)
+            return
+        except TargetError as exc:
+            if getattr(exc, "type_mistake", False):
+                return
+        tried.append(f"{m}x{n}")
+    raise UsageError(f"the target raised on every plain input it was given ({dt} arrays "
+                     f"{', '.join(tried)}): {first} -- a target must return the "
+                     "operator's result for a plain 2-D array: bind its other arguments with "
+                     "--kwarg name=value, convert the array with --array-type, set the dtype "
+                     "with --dtype, or fix the error") from first
 
 
 def _suggest_preset(report, call, dt, target_name):
@@ -1081,7 +1178,7 @@ def check_preset(fn, preset, *, dtype="float64", steps=None, examples=30, seed=0
                                           else None))
     generic_props = [p for p in CATALOGUE if p.name in PRESET_GENERIC and "whiten" in p.ops
                      and p.name in wanted]
-    if _smoke(call, dt, shapes, report):
+    if smoke_call(call, dt, shapes, report):
         report.results.extend(_not_run(generic_props, report.results[0]))
         return report
     with np.errstate(all="ignore"):
@@ -1115,10 +1212,12 @@ def check_preset(fn, preset, *, dtype="float64", steps=None, examples=30, seed=0
             report.results.append(res)
             report.hints.extend(d.near_tie_lines())  # a pass can hide a closer candidate
             for cls, text in d.unsupported.items():
+                limit = recompile_limit_hit(Exception(text))
                 report.results.append(PropertyResult(
-                    f"{cls}_probe", "unsupported", "optional",
-                    f"the preset's {cls} probe (an optional input class)", message=text,
-                    exception=text))
+                    f"{cls}_probe", "compile-limit" if limit else "unsupported", "optional",
+                    f"the preset's {cls} probe (an optional input class)",
+                    message=f"{text} -- {recompile_advice(call.compile_raised)}" if limit
+                    else text, exception=text))
         for i, p in enumerate(generic_props):
             res = run_property(p, generic, call, examples, seed)
             report.results.append(res)
@@ -1130,6 +1229,7 @@ def check_preset(fn, preset, *, dtype="float64", steps=None, examples=30, seed=0
                             + (shell_join(["swanref", "schedule", os.fspath(coefficients_file)])
                                if coefficients_file is not None else
                                "swanref.presets.schedules.analyse(...)"))
+    compile_note(report, call)
     return report
 
 

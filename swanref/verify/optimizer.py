@@ -65,6 +65,7 @@ from swanref.verify.optimizer_glue import (KNOB_NAMES, PARAM_STYLES, Deadline, D
                                            generic_driver, optax_steps, parse_kwarg,
                                            torch_steps, validated)
 from swanref.verify.targets import (DEFAULT_TIMEOUT_S, TargetAborted, TargetRunner,
+                                    recompile_advice, recompile_limit_hit,
                                     TargetTimeout, UsageError, load_target, seconds_argument,
                                     stop_message, timeout_seconds)
 from swanref.verify.claims import Claim, ClaimError, add_claim_arguments, claim_from_args
@@ -920,6 +921,8 @@ def _crashed(exc) -> bool:
 
 
 def _failure(name, exc, explained):
+    if recompile_limit_hit(exc):
+        return Result(name, "error", message=f"{exc} -- {recompile_advice(few=None)}")
     if _crashed(exc):
         return Result(name, "error", message=f"the optimizer crashed (not a refusal): {exc}")
     return Result(name, "unsupported", message=str(exc), explained=explained)
@@ -936,6 +939,9 @@ class _Runner:
         self.deadline = getattr(run, "deadline", None)
         self.runner = runner if self.deadline is None else None
         self.probe = "the check"
+        #: runs that returned, and the first refusal: an optimizer that refused every run
+        #: cannot be checked as driven (a usage error, :func:`check_optimizer`)
+        self.returned, self.calls, self.first = 0, 0, None
 
     def _raw(self, p0, grads, momentum, kw):
         if self.deadline is not None:
@@ -947,11 +953,15 @@ class _Runner:
                                      f"{len(grads)} step(s))")
 
     def __call__(self, p0, grads, momentum, **kw):
+        self.calls += 1
         try:
             out = self._raw(p0, grads, momentum, kw)
-        except (Unsupported, DriverError):
+            self.returned += 1
+        except (Unsupported, DriverError) as exc:
+            self.first = self.first or str(exc)
             raise
         except Exception as exc:  # noqa: BLE001 - a refusal is a finding
+            self.first = self.first or f"{type(exc).__name__}: {exc}"
             raise Unsupported(f"{type(exc).__name__}: {exc}") from exc
         return validated(out, p0, len(grads), group=kw.get("group", False))
 
@@ -1005,6 +1015,12 @@ def check_optimizer(run, claim: OptimizerClaim, name="optimizer", seed=0,
     finally:
         if run.runner is not None:
             run.runner.close()
+    if run.calls and not run.returned and not any(
+            r.status in ("timeout", "aborted") for r in report.results):
+        raise UsageError(f"the optimizer raised on every run of the check ({run.calls} runs, "
+                         f"none returned): {run.first.splitlines()[0][:300]} -- it cannot be "
+                         "checked as driven: give its constructor arguments with --kwarg "
+                         "name=value, the parameter layout with --params, or fix the error")
     report.seconds = time.perf_counter() - t0
     return report
 

@@ -27,7 +27,8 @@ from contextlib import contextmanager
 from swanref.backends import cpp
 
 __all__ = ["UsageError", "load_target", "TargetRunner", "TargetAborted", "TargetTimeout",
-           "DEFAULT_TIMEOUT_S", "FirstCallTimer", "stop_message", "timeout_seconds"]
+           "DEFAULT_TIMEOUT_S", "FirstCallTimer", "stop_message", "timeout_seconds",
+           "COMPILE_ROOM", "compile_room", "recompile_limit_hit", "recompile_advice"]
 
 
 class UsageError(Exception):
@@ -201,6 +202,67 @@ class TargetTimeout(BaseException):
         super().__init__(f"the target did not return within {seconds:g} s while {where}")
 
 
+# -- torch.compile'd targets -------------------------------------------------------------------
+
+#: torch.compile's recompile limit while the target runs: a check calls it on a few dozen
+#: shapes and dtypes, and a ``dynamic=False`` target compiles once per (shape, dtype); torch's
+#: default of 8 would stop a faithful compiled target partway (docs/verification.md)
+COMPILE_ROOM = 64
+_DYNAMO_LIMITS = ("recompile_limit", "cache_size_limit")
+
+
+@contextmanager
+def compile_room(record=None):
+    """Raise ``torch._dynamo.config``'s recompile limit to COMPILE_ROOM around one call of the
+    target, when torch's compiler is loaded (never imported here), and put it back after.
+    Must run on the thread that calls the target: since torch 2.6 dynamo's config values are
+    per thread.  ``record`` (a dict) gets ``{"recompile_limit": old}`` when it was raised, so
+    the report can say so."""
+    cfg = sys.modules.get("torch._dynamo.config")
+    names = [k for k in _DYNAMO_LIMITS if cfg is not None and
+             isinstance(getattr(cfg, k, None), int) and not isinstance(getattr(cfg, k), bool)]
+    old = {k: getattr(cfg, k) for k in names}
+    try:
+        for k in names:
+            if old[k] < COMPILE_ROOM:
+                setattr(cfg, k, COMPILE_ROOM)
+                if record is not None:
+                    record.setdefault(k, old[k])
+        yield
+    finally:
+        for k, v in old.items():
+            setattr(cfg, k, v)
+
+
+def recompile_limit_hit(exc) -> bool:
+    """Did torch.compile refuse to compile again (its recompile limit) somewhere in ``exc``'s
+    chain?  With ``fullgraph=True`` (heavyball's compiled functions) dynamo raises
+    ``FailOnRecompileLimitHit`` instead of falling back to eager."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        text = f"{type(exc).__name__}: {exc}"
+        if "RecompileLimit" in text or "recompile_limit" in text \
+                or "cache_size_limit" in text:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def recompile_advice(record=None, few="--shapes few") -> str:
+    """What a report says when the recompile limit stopped the target."""
+    raised = (record or {}).get("recompile_limit")
+    limit = (f"torch._dynamo.config.recompile_limit (raised from {raised} to {COMPILE_ROOM} "
+             "for the target's calls during the check)" if raised is not None else
+             "torch._dynamo.config.recompile_limit")
+    return (f"torch.compile's recompile limit, not a property of the target's numbers: the "
+            f"target compiles once per input shape and dtype and hit {limit}; "
+            + (f"rerun with {few} (fewer distinct shapes), " if few else "")
+            + "raise torch._dynamo.config.recompile_limit in the target's module, compile "
+            "with dynamic=True, or run it eagerly (heavyball: heavyball.utils.compile_mode = "
+            "None)")
+
+
 def stop_message(exc) -> str:
     """What every check prints for a target that hung (TargetTimeout) or exited
     (TargetAborted): the cause, the probe/step it happened in, and what to do."""
@@ -282,6 +344,8 @@ class TargetRunner:
         self._lock = threading.Lock()
         self._jobs = None
         self._busy = None    # the Event of the job the worker is running, or None
+        #: torch.compile limits raised for the target's calls (compile_room), for the report
+        self.compile_raised = {}
 
     def _worker(self, jobs):
         while True:
@@ -290,7 +354,8 @@ class TargetRunner:
                 return
             func, args, box, done = job
             try:
-                box["out"] = func(*args)
+                with compile_room(self.compile_raised):
+                    box["out"] = func(*args)
             except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
                 box["exc"] = exc
             finally:
@@ -310,7 +375,8 @@ class TargetRunner:
         """``func(*args)`` under the deadline; the target's Exceptions propagate unchanged."""
         if self.timeout is None:
             try:
-                return func(*args)
+                with compile_room(self.compile_raised):
+                    return func(*args)
             except Exception:
                 raise
             except BaseException as exc:  # SystemExit & co from the target itself

@@ -12,9 +12,7 @@ and a source's own arithmetic coincide; only ``direction_scale_invariant`` leave
 """
 from __future__ import annotations
 
-import contextlib
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 
@@ -27,11 +25,13 @@ from swanref.spec.conventions import (SCALE_RULES, matrix_view, resolve_scale,
 from swanref.spec.readings import WHITEN_METHODS
 from swanref.update import first_step_share, load_coefficients, orthogonalized_update
 from swanref.verify.checker import (CheckReport, PropertyResult, TargetAborted, TargetTimeout,
-                                    UsageError, make_call, stopped)
+                                    UsageError, smoke_call, compile_note, make_call,
+                                    refused_everything, stopped)
 from swanref.verify.claims import Claim, ClaimError, not_applicable, tolerance, unsupported_shape
 from swanref.verify.claims.applicability import stateful
 from swanref.verify.claims.model import require_evaluable
 from swanref.verify.properties import TargetError
+from swanref.verify.targets import recompile_advice
 
 __all__ = ["UpdateClaim", "UPDATE_PROPERTIES", "check_update", "update_claim_knobs",
            "DIRECTION_TOLERANCE"]
@@ -790,37 +790,6 @@ UPDATE_PROPERTIES = [
 ]
 
 
-#: torch.compile's recompile limit during a check: the fixed probes take about a dozen shapes
-#: and dtypes, more than the default 8 (a compiled target would fail on the probes' count)
-COMPILE_ROOM = 64
-
-
-@contextlib.contextmanager
-def _compile_room():
-    """Raise torch.compile's recompile limit for the check, when torch's compiler is loaded
-    (never imported here), and put it back after."""
-    cfg = sys.modules.get("torch._dynamo.config")
-    names = [k for k in ("recompile_limit", "cache_size_limit", "accumulated_recompile_limit")
-             if cfg is not None and isinstance(getattr(cfg, k, None), int)]
-    old = {k: getattr(cfg, k) for k in names}
-    try:
-        for k in names:
-            setattr(cfg, k, max(old[k], COMPILE_ROOM))
-        yield
-    finally:
-        for k, v in old.items():
-            setattr(cfg, k, v)
-
-
-def _recompile_hint(exc) -> str:
-    if "RecompileLimit" in str(exc) or "recompile_limit" in str(exc):
-        return (" -- torch.compile's recompile limit, not the update: the check calls the target "
-                f"on about a dozen shapes and dtypes (raised to {COMPILE_ROOM} during the check); "
-                "raise torch._dynamo.config.recompile_limit further or run the target eagerly "
-                "(heavyball: heavyball.utils.compile_mode = None)")
-    return ""
-
-
 def update_claim_knobs(*, preset=None, scale=None, scale_factor=None, stack_dims=None,
                        row_norm=False, steps=None, coefficients=None, dtype=None,
                        complex=False, tolerance=None) -> tuple:
@@ -895,7 +864,9 @@ def check_update(fn, *, preset=None, scale=None, scale_factor=None, stack_dims=N
     report = CheckReport("update", target_name or getattr(fn, "__qualname__", repr(fn)),
                          claim.describe(), 1, 0, strict)
     stop = None
-    with np.errstate(all="ignore"), _compile_room():
+    with np.errstate(all="ignore"):
+        if smoke_call(call, claim.container, None, report, make=lambda s: _probe(claim, s, 0)):
+            stop = report.results[0]  # a hang, an exit or a list returned: one cause
         for p in props:
             if stop is not None:
                 report.results.append(PropertyResult(
@@ -919,8 +890,14 @@ def check_update(fn, *, preset=None, scale=None, scale_factor=None, stack_dims=N
                     if f.G is not None:
                         res.counterexample = np.array(f.G, copy=True)
                 except TargetError as exc:
+                    if getattr(exc, "recompile_limit", False):  # no verdict on the numbers
+                        res.status, res.exception = "compile-limit", str(exc)
+                        res.message = f"{exc} -- {recompile_advice(call.compile_raised, None)}"
+                        res.seconds = time.perf_counter() - t0
+                        report.results.append(res)
+                        continue
                     res.status, res.error = "FAIL", math.inf
-                    res.message = f"property '{p.name}' violated: {exc}{_recompile_hint(exc)}"
+                    res.message = f"property '{p.name}' violated: {exc}"
                     res.cause = str(exc)
                     res.type_mistake = bool(getattr(exc, "type_mistake", False))
                 except (TargetAborted, TargetTimeout) as exc:
@@ -935,6 +912,8 @@ def check_update(fn, *, preset=None, scale=None, scale_factor=None, stack_dims=N
                     res.tolerance = max(DIRECTION_TOLERANCE, res.tolerance)
             res.seconds = time.perf_counter() - t0
             report.results.append(res)
+    refused_everything(call, report)
+    compile_note(report, call)
     return report
 
 
