@@ -146,6 +146,16 @@ def test_the_gil_watchdog_is_disarmed_after_every_call():
         cpp.watchdog().arm(float("nan"), "x", 5)
 
 
+def test_an_accuracy_failure_leads_its_summary_with_what_was_measured():
+    """The summary's cause is the measured error against its tolerance, not only the claim
+    that was checked ("claimed accuracy: method 'svd'" said what was claimed, not what broke)."""
+    rep = checker.check(M.whiten_frobenius, "whiten", examples=3,
+                        properties=["agrees_with_reference", "tall_input"])
+    cause = next(ln for ln in rep.table().splitlines() if ln.startswith("  cause: "))
+    assert "above the tolerance" in cause and "claimed accuracy" in cause, cause
+    assert "2 properties" in cause, cause        # one mistake, still one group
+
+
 def test_no_evidence_is_inconclusive():
     def two_d_only(G):
         if np.ndim(G) != 2:

@@ -331,8 +331,11 @@ def run_property(prop, claim, call, examples=30, seed=0) -> PropertyResult:
         res.error, res.tolerance = v.meas.error, v.meas.tolerance
         res.input = v.case.describe()
         res.message = v.meas.message()
-        res.cause = v.meas.note or v.meas.metric
-        res.type_mistake = res.cause.startswith("target returned")
+        res.type_mistake = v.meas.note.startswith("target returned")
+        # the summary's cause leads with what was measured; a claim-describing note follows
+        res.cause = v.meas.note if v.meas.note.startswith("target ") else (
+            f"{v.meas.metric} = {fmt(v.meas.error)}, above the tolerance "
+            f"{fmt(v.meas.tolerance)}" + (f"; {v.meas.note}" if v.meas.note else ""))
         res.array = _small_array(v.case.G)
         res.counterexample = np.array(v.case.G, copy=True)
     except HypothesisException as exc:  # e.g. Flaky: a failure that did not reproduce
