@@ -351,9 +351,10 @@ def test_help_has_no_contradicting_defaults(capsys):
         assert flag in out
 
 
-def test_every_check_sharded_option_has_help():
-    from swanref.verify import distributed
-    p = distributed.build_parser()
+@pytest.mark.parametrize("module", ["distributed", "optimizer"])
+def test_every_check_sharded_and_check_optimizer_option_has_help(module):
+    import importlib
+    p = importlib.import_module(f"swanref.verify.{module}").build_parser()
     bare = [a.option_strings for a in p._actions if a.option_strings and not a.help]
     assert not bare, bare
 

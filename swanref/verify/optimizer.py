@@ -1859,7 +1859,8 @@ def check_target(target, claim=None, *, kwargs=None, params="auto", name=None, s
 
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``swanref check-optimizer``."""
     p = argparse.ArgumentParser(
         prog="swanref check-optimizer",
         description="Drive a real optimizer one and two steps and compare with the spec's "
@@ -1871,7 +1872,8 @@ def main(argv=None) -> int:
     p.add_argument("--list", action="store_true", help="list the built-in optimizers")
     p.add_argument("--table", action="store_true",
                    help="markdown results rows for every installed built-in optimizer")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true",
+                   help="the report as one JSON document on stdout instead of the table")
     p.add_argument("--timeout", type=seconds_argument, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
                    help="the longest the import, one construction or one step of the "
                         "optimizer may take; past it the check stops with outcome TIMEOUT "
@@ -1888,6 +1890,11 @@ def main(argv=None) -> int:
     add_claim_arguments(g)  # --claim FILE, --preset NAME, --set KNOB=VALUE (docs/spec.md 11)
     g.add_argument("--params", default="auto", help="how the parameters reach the "
                    f"constructor: {', '.join(PARAM_STYLES)} (default auto)")
+    return p
+
+
+def main(argv=None) -> int:
+    p = build_parser()
     try:
         args = p.parse_args(argv)
     except SystemExit as exc:
