@@ -241,6 +241,14 @@ def json_number(x):
     return x if math.isfinite(x) else None
 
 
+def separation_text(separating, limit: int, unit: str) -> str:
+    """How identify says what tells an alternative claim from the match: the first ``limit``
+    ``(name, distance, tolerance)`` triples of ``separating``, or that no ``unit`` does."""
+    if not separating:
+        return f"no {unit} separates it from the match here"
+    return "separated by " + "; ".join(f"{p}: {d:.3g} > {t:.3g}" for p, d, t in separating[:limit])
+
+
 def _inf(x) -> bool:
     return x is not None and not math.isfinite(float(x))
 

@@ -32,7 +32,8 @@ from swanref.presets.diagnose import (MATCH_TOLERANCE, NO_CLAIM_LIMIT, Candidate
 from swanref.presets.lowprec import is_representable, round_to
 from swanref.spec.conventions import SCALE_RULES, shape_factor
 from swanref.update import ND_RULES, orthogonalized_update
-from swanref.verify.checker import TargetCall, bind, json_number, make_call, parse_kwarg
+from swanref.verify.checker import (TargetCall, bind, json_number, make_call, parse_kwarg,
+                                    separation_text)
 from swanref.verify.claims import Claim, dumps, save_claim
 from swanref.verify.optimizer_glue import PARAM_STYLES
 from swanref.verify.optimizer_glue import parse_kwarg as parse_optimizer_kwarg
@@ -109,9 +110,7 @@ class Identification:
         lines += ["", "claim (swanref check ... --claim FILE):", "", self.claim_text().rstrip(),
                   "", "nearest alternatives (one knob changed):"]
         for a in self.alternatives:
-            sep = ("separated by " + "; ".join(f"{p}: {d:.3g} > {t:.3g}"
-                                               for p, d, t in a.separating[:2])
-                   if a.separating else "no probe separates it from the match here")
+            sep = separation_text(a.separating, 2, "probe")
             lines.append(f"  {a.label}: distance {a.distance:.3g} (tolerance {a.tolerance:.3g})"
                          f"; {sep}")
         return "\n".join(lines)

@@ -28,7 +28,7 @@ import numpy as np
 from swanref.presets.catalogue import PRESETS, ROUTES, get_preset
 from swanref.presets.diagnose import UNIT_ROUNDOFF
 from swanref.spec.conventions import SCALE_RULES, shape_factor
-from swanref.verify.checker import json_number
+from swanref.verify.checker import json_number, separation_text
 from swanref.verify.claims import Claim, ClaimError, dumps
 from swanref.verify.optimizer import (KINDS, LR, MU, WD, OptimizerClaim, Unsupported,
                                       _expected, _implied, _rel, _unit, check_optimizer,
@@ -438,9 +438,7 @@ class OptimizerIdentification:
             lines.append(f"  {r.name:<24} {r.status}{err}")
         lines += ["", "nearest alternatives (one knob changed):"]
         for a in self.alternatives:
-            sep = ("separated by " + "; ".join(f"{p}: {d:.3g} > {t:.3g}"
-                                               for p, d, t in a.separating[:3])
-                   if a.separating else "no property separates it from the match here")
+            sep = separation_text(a.separating, 3, "property")
             lines.append(f"  {a.label}: distance {a.distance:.3g} ({a.ratio:.3g} x tolerance)"
                          f"; {sep}")
         return "\n".join(lines)
