@@ -1,6 +1,7 @@
 """Loading the implementation under test: ``module:function`` or ``path/file.py:function``
-(``module:Class().method``: a method of an instance built with no arguments; a file inside a package -- its folder has an ``__init__.py`` -- is imported as that package's
-module, so its relative imports work).
+(``module:Class().method``: a method of an instance built with no arguments; a file inside a
+package -- its folder has an ``__init__.py`` -- is imported as that package's module, so its
+relative imports work).
 
 The target is someone else's code, but loading it must not change which code *swanref* runs
 afterwards.  So its folder is never put in front of ``sys.path``: a ``file.py`` target is
